@@ -1,0 +1,1 @@
+"""Benchmarks: write path, large spaces (and later the merge runner)."""

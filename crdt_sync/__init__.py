@@ -1,0 +1,25 @@
+"""crdt-sync: an offline-first, peer-to-peer sync engine for field teams.
+
+The public surface::
+
+    from crdt_sync import Replica
+
+    with Replica("/var/lib/myapp/crdt") as replica:
+        site = replica.space("site-42")
+        with site.transaction() as tx:
+            pump = tx.entity("equipment", "pump-7")
+            pump.set("status", "ok")
+            pump.text("notes").append("bearing replaced")
+        print(site.get("equipment", "pump-7"))
+"""
+
+from .errors import CrdtSyncError, NotFound, Rejected, StoreError, StoreVersionError, ValueRejected
+from .replica import Change, ImportResult, Replica
+from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
+
+__all__ = [
+    "Change", "CrdtSyncError", "EntityWriter", "ImportResult", "ListField", "NotFound",
+    "Rejected", "Replica", "Space", "SpaceTransaction", "StoreError", "StoreVersionError",
+    "TextField", "ValueRejected",
+]
+__version__ = "0.1.0"

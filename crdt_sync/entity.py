@@ -1,0 +1,203 @@
+"""One entity as one pycrdt Doc, with last-writer-wins fields by hybrid logical clock.
+
+Layout inside the Doc:
+
+- root Map ``"f"``: field registers. The key is ``field + "\\0" + writer_client_id`` and the
+  value is the CBOR of ``[hlc, author, kind, value]``. Writers never share a key, so Yjs
+  never silently drops a concurrent write; a write removes every entry of that field it has
+  seen. The entry with the highest ``(hlc, author, client)`` wins on every device; the others
+  stay visible as conflicts until the field is written again.
+- root Text ``"t\\0" + field`` and root Array ``"l\\0" + field``: text and list fields. Root
+  types are named, so two devices that start the same text field concurrently share it.
+  The register of such a field holds a marker of its kind.
+- the register ``"\\x01deleted"`` holds the entity's tombstone (``True``) or revival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from pycrdt import Array, Doc, Map, Text, TransactionEvent
+
+from .errors import ValueRejected
+from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, decode_value
+
+REGISTERS = "f"
+TEXT_PREFIX = "t\x00"
+LIST_PREFIX = "l\x00"
+DELETED = "\x01deleted"
+SEP = "\x00"
+
+KIND_VALUE = 0
+KIND_TEXT = 1
+KIND_LIST = 2
+KIND_REMOVED = 3
+MAX_FIELD_NAME = 256
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Entry:
+    """One writer's value of one field. Ordered so that ``max()`` is the winner."""
+
+    hlc: int
+    author: str
+    client: int
+    kind: int
+    value: Any
+
+
+def check_field_name(name: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > MAX_FIELD_NAME:
+        raise ValueRejected(f"field names are non-empty str of at most {MAX_FIELD_NAME} chars")
+    if SEP in name or "\x01" in name:
+        raise ValueRejected("field names may not contain the characters \\x00 or \\x01")
+
+
+class EntityDoc:
+    """A loaded entity. Local writes go through the methods here (so values are checked)."""
+
+    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "doc", "key")
+
+    def __init__(self, key: tuple[str, str, str], client_id: int,
+                 on_update: Callable[[EntityDoc, bytes], None]) -> None:
+        self.key = key
+        self.doc: Doc[Any] = Doc(client_id=client_id)
+        self._regs: Map[Any] = self.doc.get(REGISTERS, type=Map)
+        self._resolved: dict[str, list[Entry]] | None = None
+        self._roots: dict[str, Any] = {}  # Doc.get() integrates a new prelim type each call
+        #: set while applying stored or remote updates, so they are not journaled as local
+        self.applying = False
+
+        def observe(event: TransactionEvent) -> None:
+            if not self.applying:
+                on_update(self, event.update)
+
+        self._sub = self.doc.observe(observe)
+
+    # -- applying updates that did not originate here -------------------------------------
+    def apply(self, update: bytes) -> None:
+        self.applying = True
+        try:
+            self.doc.apply_update(update)
+        finally:
+            self.applying = False
+            self._resolved = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def registers(self) -> dict[str, list[Entry]]:
+        """Every field's entries, the winner first."""
+        if self._resolved is None:
+            grouped: dict[str, list[Entry]] = {}
+            for key, raw in self._regs.items():
+                name, _, client = key.rpartition(SEP)
+                hlc, author, kind, value = cbor2.loads(bytes(raw))
+                grouped.setdefault(name, []).append(Entry(hlc, author, int(client), kind, value))
+            for entries in grouped.values():
+                entries.sort(reverse=True)
+            self._resolved = grouped
+        return self._resolved
+
+    def winner(self, name: str) -> Entry | None:
+        entries = self.registers().get(name)
+        return entries[0] if entries else None
+
+    @property
+    def deleted(self) -> bool:
+        won = self.winner(DELETED)
+        return bool(won and won.value)
+
+    def exists(self) -> bool:
+        return bool(self.registers()) and not self.deleted
+
+    def read(self, entry: Entry, name: str) -> Any:
+        if entry.kind == KIND_TEXT:
+            return str(self._root(TEXT_PREFIX + name, Text))
+        if entry.kind == KIND_LIST:
+            return [decode_value(v) for v in self._root(LIST_PREFIX + name, Array)]
+        return _thaw(entry.value)
+
+    def fields(self) -> dict[str, Any]:
+        """The entity as plain Python: winning values, removed fields left out."""
+        out: dict[str, Any] = {}
+        for name, entries in sorted(self.registers().items()):
+            won = entries[0]
+            if name == DELETED or won.kind == KIND_REMOVED:
+                continue
+            out[name] = self.read(won, name)
+        return out
+
+    def scalar_fields(self) -> Iterator[tuple[str, Any]]:
+        """Winning plain values (not text or list), for the query index."""
+        for name, entries in self.registers().items():
+            won = entries[0]
+            if name != DELETED and won.kind == KIND_VALUE:
+                yield name, won.value
+
+    def conflicts(self) -> dict[str, tuple[Entry, list[Entry]]]:
+        """Fields whose concurrent writes disagree: ``{field: (winner, losers)}``."""
+        out: dict[str, tuple[Entry, list[Entry]]] = {}
+        for name, entries in self.registers().items():
+            won = entries[0]
+            losers = [e for e in entries[1:] if (e.kind, e.value) != (won.kind, won.value)]
+            if losers:
+                out[name] = (won, losers)
+        return out
+
+    # -- writing (inside a transaction of the Doc) -----------------------------------------
+    def write(self, name: str, kind: int, value: Any, hlc: int, author: str) -> None:
+        raw = cbor2.dumps([hlc, author, kind, value])
+        if len(raw) > MAX_VALUE_BYTES + 256:
+            raise ValueRejected(f"value is {len(raw)} bytes encoded; the limit is {MAX_VALUE_BYTES}")
+        regs = self.registers()
+        client = self.doc.client_id
+        for old in regs.get(name, ()):
+            if old.client != client:
+                del self._regs[f"{name}{SEP}{old.client}"]
+        self._regs[f"{name}{SEP}{client}"] = raw
+        regs[name] = [Entry(hlc, author, client, kind, value)]
+
+    def text(self, name: str, hlc: int, author: str) -> Text:
+        won = self.winner(name)
+        if won is None or won.kind != KIND_TEXT:
+            self.write(name, KIND_TEXT, None, hlc, author)
+        return self._root(TEXT_PREFIX + name, Text)  # type: ignore[no-any-return]
+
+    def array(self, name: str, hlc: int, author: str) -> Array[Any]:
+        won = self.winner(name)
+        if won is None or won.kind != KIND_LIST:
+            self.write(name, KIND_LIST, None, hlc, author)
+        return self._root(LIST_PREFIX + name, Array)  # type: ignore[no-any-return]
+
+    def _root(self, name: str, kind: type) -> Any:
+        root = self._roots.get(name)
+        if root is None:
+            root = self._roots[name] = self.doc.get(name, type=kind)
+        return root
+
+    def close(self) -> None:
+        self.doc.unobserve(self._sub)
+
+
+def _thaw(value: Any) -> Any:
+    # cbor2 decodes what we encoded exactly, but arrays inside come back as lists already;
+    # copy mutable values so callers cannot alter the cached register.
+    if isinstance(value, list):
+        return [_thaw(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    return value
+
+
+def check_text_insert(text: str) -> None:
+    if not isinstance(text, str):
+        raise ValueRejected("text fields take str")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueRejected("text is not valid Unicode (lone surrogate)") from None
+    if size > MAX_TEXT_INSERT:
+        raise ValueRejected(f"text insert larger than {MAX_TEXT_INSERT} bytes")
+

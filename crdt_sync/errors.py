@@ -1,0 +1,39 @@
+"""The root error of the engine and its subclasses, each carrying a reason a caller can act on."""
+
+from __future__ import annotations
+
+
+class CrdtSyncError(Exception):
+    """Root of every error raised by :mod:`crdt_sync`."""
+
+
+class ValueRejected(CrdtSyncError, ValueError):
+    """A value the CRDT cannot hold exactly (too big an int, too large, unsupported type)."""
+
+
+class NotFound(CrdtSyncError, KeyError):
+    """A missing or deleted entity."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class StoreError(CrdtSyncError):
+    """The data directory cannot be used as it is."""
+
+
+class StoreVersionError(StoreError):
+    """The data directory was written by a newer crdt-sync than this one."""
+
+
+class Rejected(CrdtSyncError):
+    """Received data (an envelope or a bundle) failed verification; nothing was changed.
+
+    Attributes:
+        reason: a short machine-readable code, e.g. ``bad-signature``, ``broken-chain``, ``fork``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,56 @@
+"""Device identities: Ed25519 key pairs (pynacl); a device id is its public key in base32."""
+
+from __future__ import annotations
+
+import base64
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from .errors import CrdtSyncError
+
+
+def device_id(public_key: bytes) -> str:
+    """The printable id of a device: lowercase base32 of its 32-byte public key, unpadded."""
+    return base64.b32encode(public_key).decode("ascii").rstrip("=").lower()
+
+
+def public_key_of(device: str) -> bytes:
+    """Inverse of :func:`device_id`."""
+    try:
+        key = base64.b32decode(device.upper() + "=" * (-len(device) % 8))
+    except ValueError as exc:
+        raise CrdtSyncError(f"not a device id: {device!r}") from exc
+    if len(key) != 32:
+        raise CrdtSyncError(f"not a device id: {device!r}")
+    return key
+
+
+class Identity:
+    """A device's key pair. The private key never leaves the data directory."""
+
+    __slots__ = ("_signing", "id", "public_key")
+
+    def __init__(self, seed: bytes) -> None:
+        self._signing = SigningKey(seed)
+        self.public_key: bytes = bytes(self._signing.verify_key)
+        self.id: str = device_id(self.public_key)
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(bytes(SigningKey.generate()))
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self._signing)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signing.sign(message).signature
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(public_key).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True

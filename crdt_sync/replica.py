@@ -1,0 +1,551 @@
+"""The replica: a device's data directory opened for use.
+
+Write path (why it is fast and still durable): a local transaction ends in one ``write()`` of
+its Yjs updates to this process's journal (see :mod:`crdt_sync.journal`); that is the moment
+the edit is durable against ``kill -9``. Every ``seal_interval`` seconds (checked on the next
+call), and always before an export, a sync or close, the journal is *folded*: its records
+are sealed into signed envelopes and written to SQLite in one transaction, which is when
+other processes on the same data directory see them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from .bundle import decode_bundle, encode_bundle
+from .entity import EntityDoc
+from .envelope import ENVELOPE_OVERHEAD, MAX_ENVELOPE_BYTES, MAX_SPACE_NAME, Envelope, open_envelope, seal
+from .errors import CrdtSyncError, Rejected
+from .hlc import HybridClock, wall_ms
+from .identity import Identity
+from .journal import Journal, decode_record, key_prefix, orphans, read_records
+from .payload import decode_payload, encode_payload, pack_item, unpack_items
+from .space import Space, Transaction
+from .store import EntityKey, Store
+from .values import check_name
+
+#: Start a new journal file once the current one is this large and folded.
+JOURNAL_ROTATE_BYTES = 4 << 20
+#: Fold into a fresh snapshot when an entity has this many stored parts after its snapshot.
+SNAPSHOT_AFTER_PARTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What an observer is told: an entity changed, and where the change came from.
+
+    ``origin`` is ``"local"`` (this process), ``"store"`` (another process on the same data
+    directory) or ``"remote"`` (merged from another device).
+    """
+
+    space: str
+    collection: str
+    id: str
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    space: str
+    exporter: str
+    applied: int
+    duplicates: int
+
+
+Observer = Callable[[list[Change]], None]
+
+
+class Replica:
+    """A device's local replica, opened on a data directory.
+
+    Several processes may open the same directory at once. Use as a context manager or call
+    :meth:`close`; an unclosed replica loses nothing (its journal is folded by the next
+    process that opens the directory).
+
+    Args:
+        path: the data directory (created if missing).
+        fsync: also survive power loss (fsync per transaction; slower).
+        cache_size: entities kept loaded; others are evicted and reloaded on demand.
+        seal_interval: seconds between folds of the journal into sealed envelopes.
+        wall: wall clock in milliseconds (tests inject one).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
+                 cache_size: int = 256, seal_interval: float = 0.05,
+                 wall: Callable[[], int] = wall_ms) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._store = Store(self.path, fsync)
+        store = self._store
+        with store.write():
+            seed = store.meta("device_seed")
+            if seed is None:
+                seed = Identity.generate().seed
+                store.set_meta("device_seed", seed)
+            self.identity = Identity(bytes(seed))
+            while True:  # a Yjs client id no other process of any device will use
+                client = random.getrandbits(53)
+                if client and store.allocate_client(client, os.getpid()):
+                    break
+        self.client_id: int = client
+        self.device_id: str = self.identity.id
+        self._clock = HybridClock(wall, store.max_hlc())
+        self._cache: OrderedDict[EntityKey, EntityDoc] = OrderedDict()
+        self._cache_size = cache_size
+        self._prefixes: dict[EntityKey, bytes] = {}
+        self._pending: list[tuple[EntityKey, bytes]] = []  # (entity, packed item)
+        self._dirty: set[EntityKey] = set()
+        self._touched: set[EntityKey] = set()
+        self._observers: list[tuple[str | None, Observer]] = []
+        self._seal_interval = seal_interval
+        self._last_fold = time.monotonic()
+        self._tx: Transaction | None = None
+        self._closed = False
+        self._recover_orphans()
+        self._journal = Journal(self.path / "journal", client, fsync)
+        self._cursor = store.max_part()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Seal what is pending, compact what grew, and release the journal. Idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        for key in list(self._touched):
+            self._compact(key)
+        for ent in self._cache.values():
+            ent.close()
+        self._cache.clear()
+        with self._store.write():
+            self._store.forget_journal(self._journal.name)
+        self._journal.close()
+        (self.path / "journal" / self._journal.name).unlink(missing_ok=True)
+        self._store.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CrdtSyncError("this replica is closed")
+
+    # -- spaces --------------------------------------------------------------------------
+    def space(self, name: str) -> Space:
+        check_name("space name", name, MAX_SPACE_NAME)
+        return Space(self, name)
+
+    def spaces(self) -> list[str]:
+        self.refresh()
+        return self._store.spaces()
+
+    def join(self, space: str) -> None:
+        check_name("space name", space, MAX_SPACE_NAME)
+        with self._store.write():
+            self._store.join(space)
+
+    def leave(self, space: str) -> None:
+        """Stop keeping and syncing ``space``; its data stays until the space is joined again."""
+        with self._store.write():
+            self._store.join(space, joined=False)
+
+    # -- observing -----------------------------------------------------------------------
+    def observe(self, callback: Observer, space: str | None = None) -> Callable[[], None]:
+        """Call ``callback(changes)`` after each batch of changes; returns an unsubscribe."""
+        item = (space, callback)
+        self._observers.append(item)
+        return lambda: self._observers.remove(item) if item in self._observers else None
+
+    def _notify(self, keys: set[EntityKey], origin: str) -> None:
+        if not keys or not self._observers:
+            return
+        changes = [Change(s, c, e, origin) for s, c, e in sorted(keys)]
+        errors: list[Exception] = []
+        for space, callback in list(self._observers):
+            mine = changes if space is None else [c for c in changes if c.space == space]
+            if mine:
+                try:
+                    callback(mine)
+                except Exception as exc:  # one failing observer must not starve the others
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    # -- entities ------------------------------------------------------------------------
+    def _entity(self, key: EntityKey) -> EntityDoc:
+        ent = self._cache.get(key)
+        if ent is not None:
+            self._cache.move_to_end(key)
+            return ent
+        ent = self._load(key)
+        self._cache[key] = ent
+        self._evict()
+        return ent
+
+    def _load(self, key: EntityKey) -> EntityDoc:
+        ent = EntityDoc(key, self.client_id, self._on_local_update)
+        snapshot, parts = self._store.load_entity(key)
+        try:
+            if snapshot is not None:
+                ent.apply(snapshot)
+            for data in parts:
+                for _hlc, update in unpack_items(data):
+                    ent.apply(update)
+        except ValueError as exc:
+            ent.close()
+            raise Rejected("bad-payload", f"stored updates of {key} do not decode: {exc}") from None
+        self._observe_hlcs(ent)
+        return ent
+
+    def _observe_hlcs(self, ent: EntityDoc) -> None:
+        for entries in ent.registers().values():
+            self._clock.observe(entries[0].hlc)
+
+    def _evict(self) -> None:
+        if len(self._cache) <= self._cache_size:
+            return
+        if self._dirty and self._tx is None:
+            self.flush()
+        for key in list(self._cache):
+            if len(self._cache) <= self._cache_size:
+                break
+            if key in self._dirty or (self._tx is not None and key in self._tx.docs):
+                continue
+            self._cache.pop(key).close()
+
+    # -- the write path ------------------------------------------------------------------
+    def transaction(self) -> Transaction:
+        """Group writes: one timestamp, one journal write per entity, one notification.
+
+        Use as ``with replica.transaction() as tx:``. Writes are checked before they touch
+        the document, so a refused value changes nothing; but a transaction does not roll
+        back: writes made before an exception raised by your own code are kept. Nested
+        transactions join the outer one.
+        """
+        self._check_open()
+        return Transaction(self)
+
+    def _begin(self, tx: Transaction) -> bool:
+        """Make ``tx`` the open transaction; False if one is open already (tx joins it)."""
+        if self._tx is not None:
+            return False
+        self.refresh()
+        tx.hlc = self._clock.now()
+        self._tx = tx
+        return True
+
+    def _end(self, tx: Transaction) -> None:
+        self._tx = None
+        if tx.changed:
+            self._notify(tx.changed, "local")
+        self.maintain()
+
+    def _on_local_update(self, ent: EntityDoc, update: bytes) -> None:
+        key = ent.key
+        tx = self._tx
+        hlc = tx.hlc if tx is not None else self._clock.now()
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = key_prefix(*key)
+        item = pack_item(hlc, update)
+        self._journal.append(prefix + item)
+        self._pending.append((key, item))
+        self._dirty.add(key)
+        if tx is not None:
+            tx.changed.add(key)
+        else:  # an edit made outside our transactions (through a raw pycrdt object)
+            self._notify({key}, "local")
+
+    def maintain(self, now: float | None = None) -> None:
+        """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""
+        if self._pending and (now or time.monotonic()) - self._last_fold >= self._seal_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Seal every pending local edit into envelopes and make it visible to other processes."""
+        self._check_open()
+        self._last_fold = time.monotonic()
+        if not self._pending:
+            return
+        records = self._pending
+        changed: set[EntityKey] = set()
+        with self._store.write():
+            changed = self._refresh_locked()
+            self._seal(records)
+            self._store.set_journal_folded(self._journal.name, self._journal.count)
+        self._touched.update(self._dirty)
+        self._pending = []
+        self._dirty.clear()
+        if self._journal.size >= JOURNAL_ROTATE_BYTES:
+            old = self._journal.rotate()
+            (self.path / "journal" / old).unlink(missing_ok=True)
+            with self._store.write():
+                self._store.forget_journal(old)
+        self._notify(changed, "store")
+
+    def _seal(self, records: list[tuple[EntityKey, bytes]], client: int | None = None) -> None:
+        """Sign pending items into envelopes (split to stay under the size limit) and store them."""
+        by_space: dict[str, dict[tuple[str, str], list[bytes]]] = {}
+        for (space, coll, ent), item in records:
+            by_space.setdefault(space, {}).setdefault((coll, ent), []).append(item)
+        budget = MAX_ENVELOPE_BYTES - ENVELOPE_OVERHEAD
+        for space, entities in by_space.items():
+            chain = self._store.chain_head(space, self.device_id)
+            chunk: list[tuple[str, str, bytes]] = []
+            size = 0
+            for (coll, ent), items in entities.items():
+                overhead = len(coll) + len(ent) + 16
+                start = 0
+                for i, item in enumerate(items):
+                    if size + overhead + len(item) > budget and (chunk or i > start):
+                        if i > start:
+                            chunk.append((coll, ent, b"".join(items[start:i])))
+                        chain = self._seal_one(space, chain, chunk, client)
+                        chunk, size, start = [], 0, i
+                    size += len(item)
+                chunk.append((coll, ent, b"".join(items[start:])))
+                size += overhead
+            if chunk:
+                self._seal_one(space, chain, chunk, client)
+            self._store.join(space)
+        for space, entities in by_space.items():
+            for coll, ent in entities:
+                self._index((space, coll, ent))
+
+    def _seal_one(self, space: str, chain: tuple[int, bytes], chunk: list[tuple[str, str, bytes]],
+                  client: int | None) -> tuple[int, bytes]:
+        hlc = max(hlc for _, _, blob in chunk for hlc, _ in unpack_items(blob))
+        env = seal(self.identity, space, chain[0] + 1, chain[1], hlc, encode_payload(chunk))
+        self._store.insert_envelope(env)
+        for coll, ent, blob in chunk:
+            self._store.insert_part((space, coll, ent), self.device_id,
+                                    self.client_id if client is None else client, blob)
+        return env.seq, env.hash
+
+    def _index(self, key: EntityKey) -> None:
+        ent = self._cache.get(key)
+        temporary = ent is None
+        if ent is None:
+            ent = self._load(key)
+        try:
+            fields = [(name, cbor2.dumps(value)) for name, value in ent.scalar_fields()]
+            conflicts = [(name, cbor2.dumps([[e.hlc, e.author, e.kind, e.value] for e in (won, *losers)]))
+                         for name, (won, losers) in ent.conflicts().items()]
+            self._store.index_entity(key, ent.deleted, fields, conflicts)
+        finally:
+            if temporary:
+                ent.close()
+
+    # -- other processes -----------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up what other processes on this data directory committed (cheap when nothing)."""
+        self._check_open()
+        if not self._store.changed_elsewhere():
+            return
+        self._notify(self._refresh_locked(), "store")
+
+    def _refresh_locked(self) -> set[EntityKey]:
+        changed: set[EntityKey] = set()
+        for part_id, key, client, data in self._store.parts_after(self._cursor):
+            self._cursor = part_id
+            if client == self.client_id:
+                continue
+            changed.add(key)
+            ent = self._cache.get(key)
+            if ent is not None:
+                for hlc, update in unpack_items(data):
+                    self._clock.observe(hlc)
+                    ent.apply(update)
+        return changed
+
+    def _recover_orphans(self) -> None:
+        """Fold the journals of processes that died before folding them."""
+        directory = self.path / "journal"
+        for name, fd in orphans(directory):
+            try:
+                done = self._store.journal_folded(name)
+                bodies = list(read_records(directory / name))[done:]
+                records = [decode_record(b) for b in bodies]
+                if records:
+                    with self._store.write():
+                        for _key, item in records:
+                            self._clock.observe(unpack_items(item)[0][0])
+                        self._seal(records, int(name.split("-")[0], 16))
+                (directory / name).unlink(missing_ok=True)
+                with self._store.write():
+                    self._store.forget_journal(name)
+            finally:
+                os.close(fd)
+
+    # -- receiving -----------------------------------------------------------------------
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None) -> tuple[int, int]:
+        """Verify and apply received envelopes, all or nothing.
+
+        Returns ``(applied, duplicates)``.
+
+        Raises:
+            Rejected: the first envelope that fails verification; nothing was applied and
+                the rejection is recorded.
+        """
+        self.flush()
+        touched: set[EntityKey] = set()
+        try:
+            with self._store.write():
+                applied, dups = self._receive_locked(envelopes, space, touched)
+        except Rejected as rejected:
+            for key in touched:
+                ent = self._cache.pop(key, None)
+                if ent is not None:
+                    ent.close()
+            self._store.record_rejection(source, rejected)
+            raise
+        self._notify(touched, "remote")
+        return applied, dups
+
+    def _receive_locked(self, envelopes: list[bytes], space: str | None,
+                        touched: set[EntityKey]) -> tuple[int, int]:
+        applied = dups = 0
+        for wire in envelopes:
+            env = open_envelope(wire)
+            if space is not None and env.space != space:
+                raise Rejected("wrong-space", f"envelope of space {env.space!r} in a bundle of {space!r}")
+            if self._check_chain(env):
+                dups += 1
+                continue
+            self._store.insert_envelope(env)
+            for coll, ent_id, blob, items in _decode_payload(env):
+                key = (env.space, coll, ent_id)
+                self._store.insert_part(key, env.author, self.client_id, blob)
+                touched.add(key)
+                cached = self._cache.get(key)
+                for hlc, update in items:
+                    self._clock.observe(hlc)
+                    if cached is not None:
+                        try:
+                            cached.apply(update)
+                        except ValueError as exc:
+                            raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
+            self._clock.observe(env.hlc)
+            self._store.join(env.space)
+            applied += 1
+        for key in sorted(touched):
+            self._index(key)  # loads uncached entities: a bad update is refused here too
+        return applied, dups
+
+    def _check_chain(self, env: Envelope) -> bool:
+        """True if already stored; raises on a fork or a gap."""
+        have = self._store.envelope_hash(env.space, env.author, env.seq)
+        if have == env.hash:
+            return True
+        if have is not None:
+            raise Rejected("fork", f"{env.author} signed two different envelopes as seq {env.seq} "
+                                   f"in {env.space!r}")
+        if env.seq > 1:
+            prev = self._store.envelope_hash(env.space, env.author, env.seq - 1)
+            if prev is None:
+                raise Rejected("broken-chain", f"{env.author} seq {env.seq} arrived before seq "
+                                               f"{env.seq - 1}")
+            if prev != env.prev_hash:
+                raise Rejected("broken-chain", f"{env.author} seq {env.seq} does not follow seq "
+                                               f"{env.seq - 1}")
+        return False
+
+    # -- bundles -------------------------------------------------------------------------
+    def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
+        """Everything of ``space`` not covered by ``since`` (all of it by default)."""
+        self.flush()
+        self.refresh()
+        envelopes = self._store.envelopes_since(space, since or {})
+        return encode_bundle(self.identity, space, self._store.version_vector(space),
+                             since or {}, envelopes)
+
+    def import_bundle(self, data: bytes, source: str = "bundle") -> ImportResult:
+        """Verify and apply a bundle, all or nothing (see :meth:`receive`)."""
+        self._check_open()
+        try:
+            bundle = decode_bundle(data)
+        except Rejected as rejected:
+            self._store.record_rejection(source, rejected)
+            raise
+        applied, dups = self.receive(bundle.envelopes, source, bundle.space)
+        with self._store.write():
+            self._store.join(bundle.space)
+            if bundle.exporter != self.device_id:
+                self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
+        return ImportResult(bundle.space, bundle.exporter, applied, dups)
+
+    # -- status --------------------------------------------------------------------------
+    def version_vector(self, space: str) -> dict[str, int]:
+        self.refresh()
+        return self._store.version_vector(space)
+
+    def status(self) -> dict[str, Any]:
+        """Device id, spaces with version vectors, unsealed edits, what no peer acknowledged."""
+        self.refresh()
+        spaces = {}
+        for name in self._store.spaces():
+            vv = self._store.version_vector(name)
+            peers = self._store.peers(name)
+            acked = max((p_vv.get(self.device_id, 0) for _, p_vv, _ in peers), default=0)
+            spaces[name] = {
+                "version_vector": vv,
+                "unacknowledged": max(0, vv.get(self.device_id, 0) - acked),
+                "peers": [{"device": p, "version_vector": p_vv, "seen": seen}
+                          for p, p_vv, seen in peers],
+            }
+        return {"device": self.device_id, "data": str(self.path), "spaces": spaces,
+                "unsealed": self.unsealed(), "rejections": len(self._store.rejections())}
+
+    def unsealed(self) -> int:
+        """Journal records of every process on this directory that are not sealed yet."""
+        directory = self.path / "journal"
+        total = len(self._pending)
+        for path in directory.glob("*.log"):
+            if path.name == self._journal.name:
+                continue
+            try:
+                count = sum(1 for _ in read_records(path))
+            except FileNotFoundError:
+                continue
+            total += max(0, count - self._store.journal_folded(path.name))
+        return total
+
+    def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [{"at": at, "source": s, "reason": r, "detail": d}
+                for at, s, r, d in self._store.rejections(limit)]
+
+    def _compact(self, key: EntityKey) -> None:
+        count, upto = self._store.parts_since_snapshot(key)
+        if count < SNAPSHOT_AFTER_PARTS:
+            return
+        from pycrdt import Doc
+
+        with self._store.write():
+            count, upto = self._store.parts_since_snapshot(key)
+            snapshot, parts = self._store.load_entity(key)
+            doc: Doc[Any] = Doc()
+            if snapshot is not None:
+                doc.apply_update(snapshot)
+            for data in parts:
+                for _hlc, update in unpack_items(data):
+                    doc.apply_update(update)
+            self._store.save_snapshot(key, doc.get_update(), upto)
+
+
+def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:
+    try:
+        return decode_payload(env.payload)
+    except Exception as exc:  # trust boundary: a signed but malformed payload
+        raise Rejected("bad-payload", f"{env.author} seq {env.seq}: payload is malformed: {exc}") from None

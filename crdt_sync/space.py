@@ -1,0 +1,362 @@
+"""The integrator's API: spaces, transactions and entity writers."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+
+from .entity import (
+    DELETED,
+    KIND_LIST,
+    KIND_REMOVED,
+    KIND_TEXT,
+    KIND_VALUE,
+    EntityDoc,
+    Entry,
+    check_field_name,
+    check_text_insert,
+)
+from .errors import NotFound, ValueRejected
+from .hlc import hlc_to_iso
+from .payload import unpack_items
+from .values import check_name, decode_value, encode_value
+
+if TYPE_CHECKING:
+    from .replica import Change, Replica
+    from .store import EntityKey
+
+#: Largest total of values one transaction may write into one entity (keeps every
+#: transaction's update well inside one envelope).
+MAX_TX_BYTES_PER_ENTITY = 256 * 1024
+KIND_NAMES = {KIND_VALUE: "value", KIND_TEXT: "text", KIND_LIST: "list", KIND_REMOVED: "removed"}
+
+
+class Transaction:
+    """An open transaction of a replica (see :meth:`Replica.transaction`)."""
+
+    __slots__ = ("_outer", "_stack", "author", "changed", "docs", "hlc", "replica", "spent")
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.hlc = 0
+        self.author = replica.device_id
+        self.docs: dict[EntityKey, EntityDoc] = {}
+        self.changed: set[EntityKey] = set()
+        self.spent: dict[EntityKey, int] = {}
+        self._stack: list[Any] = []
+        self._outer: Transaction | None = None
+
+    def __enter__(self) -> Transaction:
+        if not self.replica._begin(self):
+            outer = self.replica._tx
+            assert outer is not None
+            self._outer = outer
+            return outer
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._outer is not None:
+            return
+        try:
+            # Commit every entity's pycrdt transaction even on error: the edits are in the
+            # documents already and must reach the journal, or memory and disk would differ.
+            while self._stack:
+                self._stack.pop().__exit__(None, None, None)
+        finally:
+            self.replica._end(self)
+
+    def doc(self, key: EntityKey) -> EntityDoc:
+        ent = self.docs.get(key)
+        if ent is None:
+            ent = self.replica._entity(key)
+            ydoc_tx = ent.doc.transaction()
+            ydoc_tx.__enter__()
+            self._stack.append(ydoc_tx)
+            self.docs[key] = ent
+        return ent
+
+    def spend(self, key: EntityKey, size: int) -> None:
+        total = self.spent.get(key, 0) + size
+        if total > MAX_TX_BYTES_PER_ENTITY:
+            raise ValueRejected(f"one transaction may write at most {MAX_TX_BYTES_PER_ENTITY} bytes "
+                                f"into one entity; split the writes into several transactions")
+        self.spent[key] = total
+
+
+class SpaceTransaction:
+    """Writes to one space; ``with space.transaction() as tx:``."""
+
+    __slots__ = ("_checked", "_tx", "space")
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+        self._tx = Transaction(space.replica)
+        self._checked = space._checked
+
+    def __enter__(self) -> SpaceTransaction:
+        self._tx = self._tx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tx.__exit__(*exc)
+
+    def entity(self, collection: str, id: str) -> EntityWriter:
+        key = (self.space.name, collection, id)
+        if key not in self._checked:
+            check_name("collection", collection)
+            check_name("entity id", id)
+            if len(self._checked) > 4096:
+                self._checked.clear()
+            self._checked.add(key)
+        return EntityWriter(self._tx, key)
+
+    def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
+        """Merge ``fields`` into the entity, creating it (or reviving it if deleted)."""
+        self.entity(collection, id).update(fields)
+
+    def delete(self, collection: str, id: str) -> None:
+        self.entity(collection, id).delete()
+
+
+class EntityWriter:
+    """Writes to one entity inside a transaction. Every value is checked before it is written."""
+
+    def __init__(self, tx: Transaction, key: EntityKey) -> None:
+        self._tx = tx
+        self.key = key
+
+    def _write(self, name: str, kind: int, value: Any, size: int) -> None:
+        self._tx.spend(self.key, size)
+        ent = self._tx.doc(self.key)
+        ent.write(name, kind, value, self._tx.hlc, self._tx.author)
+        if name != DELETED and ent.deleted:  # writing to a deleted entity revives it
+            ent.write(DELETED, KIND_VALUE, False, self._tx.hlc, self._tx.author)
+
+    def set(self, name: str, value: Any) -> None:
+        check_field_name(name)
+        self._write(name, KIND_VALUE, value, len(encode_value(value)))
+
+    def update(self, fields: Mapping[str, Any]) -> None:
+        sizes = {}
+        for name, value in fields.items():  # check all before writing any
+            check_field_name(name)
+            sizes[name] = len(encode_value(value))
+        if not fields:
+            self._write_touch()
+        for name, value in fields.items():
+            self._write(name, KIND_VALUE, value, sizes[name])
+
+    def _write_touch(self) -> None:
+        ent = self._tx.doc(self.key)
+        if not ent.registers() or ent.deleted:
+            ent.write(DELETED, KIND_VALUE, False, self._tx.hlc, self._tx.author)
+
+    def remove(self, name: str) -> None:
+        check_field_name(name)
+        self._write(name, KIND_REMOVED, None, 16)
+
+    def delete(self) -> None:
+        """Tombstone the entity; it merges like any other write (the later one by HLC wins)."""
+        self._tx.spend(self.key, 16)
+        self._tx.doc(self.key).write(DELETED, KIND_VALUE, True, self._tx.hlc, self._tx.author)
+
+    def text(self, name: str) -> TextField:
+        check_field_name(name)
+        ent = self._tx.doc(self.key)
+        return TextField(self._tx, self.key, ent.text(name, self._tx.hlc, self._tx.author))
+
+    def list(self, name: str) -> ListField:
+        check_field_name(name)
+        ent = self._tx.doc(self.key)
+        return ListField(self._tx, self.key, ent.array(name, self._tx.hlc, self._tx.author))
+
+    def fields(self) -> dict[str, Any]:
+        return self._tx.doc(self.key).fields()
+
+
+class TextField:
+    """A collaborative text field (pycrdt Text): concurrent inserts and deletes interleave."""
+
+    def __init__(self, tx: Transaction, key: EntityKey, text: Any) -> None:
+        self._tx, self._key, self._text = tx, key, text
+
+    def insert(self, index: int, text: str) -> None:
+        check_text_insert(text)
+        self._tx.spend(self._key, len(text))
+        self._text.insert(index, text)
+
+    def append(self, text: str) -> None:
+        self.insert(len(self._text), text)
+
+    def delete(self, index: int, length: int = 1) -> None:
+        del self._text[index:index + length]
+
+    def set(self, text: str) -> None:
+        """Replace the whole text (a delete and an insert: not a merge with concurrent edits)."""
+        check_text_insert(text)
+        self._tx.spend(self._key, len(text))
+        self._text.clear()
+        self._text.insert(0, text)
+
+    def __str__(self) -> str:
+        return str(self._text)
+
+    def __len__(self) -> int:
+        return len(self._text)
+
+
+class ListField:
+    """A collaborative list field (pycrdt Array) of exact values."""
+
+    def __init__(self, tx: Transaction, key: EntityKey, array: Any) -> None:
+        self._tx, self._key, self._array = tx, key, array
+
+    def _encode(self, value: Any) -> bytes:
+        data = encode_value(value)
+        self._tx.spend(self._key, len(data))
+        return data
+
+    def append(self, value: Any) -> None:
+        self._array.append(self._encode(value))
+
+    def extend(self, values: list[Any]) -> None:
+        encoded = [encode_value(v) for v in values]
+        self._tx.spend(self._key, sum(map(len, encoded)))
+        self._array.extend(encoded)
+
+    def insert(self, index: int, value: Any) -> None:
+        self._array.insert(index, self._encode(value))
+
+    def delete(self, index: int, length: int = 1) -> None:
+        del self._array[index:index + length]
+
+    def to_list(self) -> list[Any]:
+        return [decode_value(v) for v in self._array]
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+
+def _entry_dict(e: Entry) -> dict[str, Any]:
+    return {"kind": KIND_NAMES.get(e.kind, "value"), "value": e.value if e.kind == KIND_VALUE else None,
+            "author": e.author, "time": hlc_to_iso(e.hlc), "hlc": e.hlc}
+
+
+class Space:
+    """A space of a replica: the unit of sharing. Obtained from :meth:`Replica.space`."""
+
+    def __init__(self, replica: Replica, name: str) -> None:
+        self.replica = replica
+        self.name = name
+        self._checked: set[EntityKey] = set()
+
+    def transaction(self) -> SpaceTransaction:
+        """Writes to this space: ``with space.transaction() as tx:`` (see :meth:`Replica.transaction`)."""
+        self.replica._check_open()
+        return SpaceTransaction(self)
+
+    # conveniences for one-write transactions
+    def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
+        with self.transaction() as tx:
+            tx.put(collection, id, fields)
+
+    def delete(self, collection: str, id: str) -> None:
+        self.get(collection, id)  # NotFound for what does not exist
+        with self.transaction() as tx:
+            tx.delete(collection, id)
+
+    def _loaded(self, collection: str, id: str) -> EntityDoc:
+        check_name("collection", collection)
+        check_name("entity id", id)
+        self.replica.refresh()
+        key = (self.name, collection, id)
+        if key not in self.replica._cache and self.replica._store.entity_state(key) is None \
+                and not any(k == key for k, _ in self.replica._pending):
+            raise NotFound(f"no entity {collection}/{id} in space {self.name!r}")
+        return self.replica._entity(key)
+
+    def get(self, collection: str, id: str) -> dict[str, Any]:
+        """The entity's fields as plain Python.
+
+        Raises:
+            NotFound: the entity does not exist or is deleted.
+        """
+        ent = self._loaded(collection, id)
+        if not ent.exists():
+            raise NotFound(f"no entity {collection}/{id} in space {self.name!r}"
+                           + (" (deleted)" if ent.deleted else ""))
+        return ent.fields()
+
+    def exists(self, collection: str, id: str) -> bool:
+        try:
+            self.get(collection, id)
+        except NotFound:
+            return False
+        return True
+
+    def list(self, collection: str | None = None) -> builtins.list[tuple[str, str]]:
+        """``(collection, id)`` of every live entity, without loading them."""
+        self.replica.flush()
+        self.replica.refresh()
+        return self.replica._store.list_entities(self.name, collection)
+
+    def rows(self, collection: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """``(collection, id, fields)`` of every live entity, loading one at a time."""
+        for coll, ent in self.list(collection):
+            yield coll, ent, self.replica._entity((self.name, coll, ent)).fields()
+
+    def find(self, collection: str, **where: Any) -> builtins.list[str]:
+        """Ids of live entities whose plain fields equal the given values (uses the index)."""
+        self.replica.flush()
+        self.replica.refresh()
+        encoded = {k: cbor2.dumps(v) for k, v in where.items()}
+        return self.replica._store.find(self.name, collection, encoded)
+
+    def conflicts(self) -> builtins.list[dict[str, Any]]:
+        """Fields whose concurrent writes disagreed: the winner and the values that lost."""
+        self.replica.flush()
+        self.replica.refresh()
+        out = []
+        for coll, ent, field, detail in self.replica._store.conflicts(self.name):
+            entries = [Entry(h, a, 0, k, v) for h, a, k, v in cbor2.loads(detail)]
+            out.append({"collection": coll, "id": ent,
+                        "field": "(deleted)" if field == DELETED else field,
+                        "winner": _entry_dict(entries[0]),
+                        "losers": [_entry_dict(e) for e in entries[1:]]})
+        return out
+
+    def history(self, collection: str, id: str) -> builtins.list[dict[str, Any]]:
+        """Provenance: every change to the entity, oldest first, with author and time."""
+        self._loaded(collection, id)
+        self.replica.flush()
+        key = (self.name, collection, id)
+        scratch = EntityDoc(key, 1, lambda _e, _u: None)
+        before: dict[str, Any] = {}
+        was_deleted = False
+        out = []
+        try:
+            for author, data in self.replica._store.entity_parts(key):
+                for hlc, update in unpack_items(data):
+                    scratch.apply(update)
+                    after = scratch.fields()
+                    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+                    removed = sorted(k for k in before if k not in after)
+                    item: dict[str, Any] = {"author": author, "time": hlc_to_iso(hlc), "hlc": hlc,
+                                            "changes": changed, "removed": removed}
+                    if scratch.deleted != was_deleted:
+                        item["deleted"] = was_deleted = scratch.deleted
+                    out.append(item)
+                    before = after
+        finally:
+            scratch.close()
+        return out
+
+    def observe(self, callback: Callable[[builtins.list[Change]], None]) -> Callable[[], None]:
+        """Call ``callback(changes)`` for changes to this space from anywhere; returns unsubscribe."""
+        return self.replica.observe(callback, self.name)
+
+    def version_vector(self) -> dict[str, int]:
+        return self.replica.version_vector(self.name)

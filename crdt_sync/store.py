@@ -1,0 +1,321 @@
+"""SQLite storage of one data directory (stdlib sqlite3, WAL).
+
+Every method that writes expects to run inside :meth:`Store.write` (``BEGIN IMMEDIATE``),
+which serialises writers across processes: that is what keeps two processes of one device
+from allocating the same envelope seq (a fork of the device's own chain).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sqlite3
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from .envelope import Envelope
+from .errors import Rejected, StoreError, StoreVersionError
+
+STORE_FORMAT = 1
+DB_NAME = "store.sqlite3"
+SIGNAL_NAME = "changes"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spaces(space TEXT PRIMARY KEY, joined INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS envelopes(
+    id INTEGER PRIMARY KEY, space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER NOT NULL,
+    hash BLOB NOT NULL, hlc INTEGER NOT NULL, wire BLOB NOT NULL, UNIQUE(space, author, seq));
+CREATE TABLE IF NOT EXISTS parts(
+    id INTEGER PRIMARY KEY, space TEXT NOT NULL, collection TEXT NOT NULL, entity TEXT NOT NULL,
+    author TEXT NOT NULL, client INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS parts_entity ON parts(space, collection, entity, id);
+CREATE TABLE IF NOT EXISTS entities(
+    space TEXT NOT NULL, collection TEXT NOT NULL, entity TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0, snapshot BLOB, upto INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(space, collection, entity)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fields(
+    space TEXT NOT NULL, collection TEXT NOT NULL, entity TEXT NOT NULL, field TEXT NOT NULL,
+    value BLOB NOT NULL, PRIMARY KEY(space, collection, entity, field)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fields_value ON fields(space, collection, field, value);
+CREATE TABLE IF NOT EXISTS conflicts(
+    space TEXT NOT NULL, collection TEXT NOT NULL, entity TEXT NOT NULL, field TEXT NOT NULL,
+    detail BLOB NOT NULL, PRIMARY KEY(space, collection, entity, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejections(
+    id INTEGER PRIMARY KEY, at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clients(client INTEGER PRIMARY KEY, pid INTEGER, opened INTEGER);
+CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, folded INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers(
+    peer TEXT NOT NULL, space TEXT NOT NULL, vv BLOB NOT NULL, seen INTEGER NOT NULL,
+    PRIMARY KEY(peer, space)) WITHOUT ROWID;
+"""
+
+EntityKey = tuple[str, str, str]
+_U64 = struct.Struct("<Q")
+
+
+class Store:
+    """The SQLite side of a :class:`~crdt_sync.Replica`."""
+
+    def __init__(self, directory: Path, fsync: bool = False) -> None:
+        self.path = directory / DB_NAME
+        # A shared 8-byte counter that every commit changes: checking it costs a memory
+        # read, where PRAGMA data_version costs a SQLite call on every transaction.
+        fd = os.open(directory / SIGNAL_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._signal = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+        self._seen = self._read_signal()
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # A commit reaches the OS before it returns with synchronous=OFF, which is what
+            # surviving kill -9 needs; FULL adds the fsync that surviving power loss needs.
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
+            with self.write():
+                version = self._meta("format")
+                if version is None:
+                    for statement in _SCHEMA.split(";"):  # executescript would commit
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self.set_meta("format", STORE_FORMAT)
+                elif int(version) > STORE_FORMAT:
+                    raise StoreVersionError(
+                        f"{self.path} has store format {int(version)}; this crdt-sync reads "
+                        f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One write transaction (nestable: inner ones join the outer)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        before = self.db.total_changes
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        if self.db.total_changes != before:
+            self._bump()
+
+    def _read_signal(self) -> int:
+        return int(_U64.unpack_from(self._signal, 0)[0])
+
+    def _bump(self) -> None:
+        # Readers only compare for inequality, so a lost race between two writers is
+        # harmless; if someone else bumped since we last looked, keep our stale view so
+        # the next check still refreshes for their commit.
+        current = self._read_signal()
+        new = (current + 1) % 2**64
+        _U64.pack_into(self._signal, 0, new)
+        if current == self._seen:
+            self._seen = new
+
+    def changed_elsewhere(self) -> bool:
+        """True once after another process (or connection) committed since the last call."""
+        now = self._read_signal()
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+    def close(self) -> None:
+        self.db.close()
+        self._signal.close()
+
+    # -- meta ------------------------------------------------------------------------------
+    def _meta(self, key: str) -> Any:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # a new file: no tables yet
+            return None
+        return None if row is None else row[0]
+
+    def meta(self, key: str) -> Any:
+        return self._meta(key)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    def allocate_client(self, candidate: int, pid: int) -> bool:
+        cur = self.db.execute("INSERT OR IGNORE INTO clients(client, pid, opened) VALUES(?,?,?)",
+                              (candidate, pid, int(time.time())))
+        return cur.rowcount == 1
+
+    # -- spaces ----------------------------------------------------------------------------
+    def join(self, space: str, joined: bool = True) -> None:
+        self.db.execute("INSERT INTO spaces(space, joined) VALUES(?, ?) ON CONFLICT(space) "
+                        "DO UPDATE SET joined=excluded.joined", (space, int(joined)))
+
+    def spaces(self, joined_only: bool = True) -> list[str]:
+        sql = "SELECT space FROM spaces" + (" WHERE joined=1" if joined_only else "")
+        return [r[0] for r in self.db.execute(sql + " ORDER BY space")]
+
+    def is_joined(self, space: str) -> bool:
+        row = self.db.execute("SELECT joined FROM spaces WHERE space=?", (space,)).fetchone()
+        return bool(row and row[0])
+
+    # -- envelopes -------------------------------------------------------------------------
+    def chain_head(self, space: str, author: str) -> tuple[int, bytes]:
+        row = self.db.execute("SELECT seq, hash FROM envelopes WHERE space=? AND author=? "
+                              "ORDER BY seq DESC LIMIT 1", (space, author)).fetchone()
+        return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
+
+    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
+        row = self.db.execute("SELECT hash FROM envelopes WHERE space=? AND author=? AND seq=?",
+                              (space, author, seq)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def insert_envelope(self, env: Envelope) -> int:
+        cur = self.db.execute(
+            "INSERT INTO envelopes(space, author, seq, hash, hlc, wire) VALUES(?,?,?,?,?,?)",
+            (env.space, env.author, env.seq, env.hash, env.hlc, env.wire))
+        return int(cur.lastrowid or 0)
+
+    def version_vector(self, space: str) -> dict[str, int]:
+        return {a: int(s) for a, s in self.db.execute(
+            "SELECT author, MAX(seq) FROM envelopes WHERE space=? GROUP BY author ORDER BY author",
+            (space,))}
+
+    def envelopes_since(self, space: str, vv: dict[str, int]) -> list[bytes]:
+        """Wire forms of the envelopes of ``space`` not covered by ``vv``, in causal order."""
+        rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? ORDER BY id",
+                               (space,))
+        return [bytes(w) for a, s, w in rows if s > vv.get(a, 0)]
+
+    def max_hlc(self) -> int:
+        row = self.db.execute("SELECT MAX(hlc) FROM envelopes").fetchone()
+        return int(row[0] or 0)
+
+    # -- parts (per-entity Yjs updates) ----------------------------------------------------
+    def insert_part(self, key: EntityKey, author: str, client: int, data: bytes) -> int:
+        cur = self.db.execute(
+            "INSERT INTO parts(space, collection, entity, author, client, data) VALUES(?,?,?,?,?,?)",
+            (*key, author, client, data))
+        return int(cur.lastrowid or 0)
+
+    def parts_after(self, cursor: int) -> list[tuple[int, EntityKey, int, bytes]]:
+        rows = self.db.execute("SELECT id, space, collection, entity, client, data FROM parts "
+                               "WHERE id > ? ORDER BY id", (cursor,))
+        return [(int(i), (s, c, e), int(cl), bytes(d)) for i, s, c, e, cl, d in rows]
+
+    def max_part(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM parts").fetchone()[0])
+
+    def load_entity(self, key: EntityKey) -> tuple[bytes | None, list[bytes]]:
+        row = self.db.execute("SELECT snapshot, upto FROM entities WHERE space=? AND collection=? "
+                              "AND entity=?", key).fetchone()
+        snapshot, upto = (None, 0) if row is None else (row[0], row[1])
+        parts = [bytes(d) for (d,) in self.db.execute(
+            "SELECT data FROM parts WHERE space=? AND collection=? AND entity=? AND id>? ORDER BY id",
+            (*key, upto))]
+        return (None if snapshot is None else bytes(snapshot)), parts
+
+    def entity_parts(self, key: EntityKey) -> list[tuple[str, bytes]]:
+        return [(a, bytes(d)) for a, d in self.db.execute(
+            "SELECT author, data FROM parts WHERE space=? AND collection=? AND entity=? ORDER BY id",
+            key)]
+
+    def parts_since_snapshot(self, key: EntityKey) -> tuple[int, int]:
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(p.id), 0) FROM parts p WHERE p.space=? AND "
+            "p.collection=? AND p.entity=? AND p.id > COALESCE((SELECT upto FROM entities WHERE "
+            "space=? AND collection=? AND entity=?), 0)", (*key, *key)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def save_snapshot(self, key: EntityKey, snapshot: bytes, upto: int) -> None:
+        self.db.execute("UPDATE entities SET snapshot=?, upto=? WHERE space=? AND collection=? "
+                        "AND entity=? AND upto < ?", (snapshot, upto, *key, upto))
+
+    # -- the query index -------------------------------------------------------------------
+    def index_entity(self, key: EntityKey, deleted: bool, fields: Iterable[tuple[str, bytes]],
+                     conflicts: Iterable[tuple[str, bytes]]) -> None:
+        self.db.execute("INSERT INTO entities(space, collection, entity, deleted) VALUES(?,?,?,?) "
+                        "ON CONFLICT DO UPDATE SET deleted=excluded.deleted", (*key, int(deleted)))
+        self.db.execute("DELETE FROM fields WHERE space=? AND collection=? AND entity=?", key)
+        self.db.executemany("INSERT INTO fields VALUES(?,?,?,?,?)",
+                            [(*key, f, v) for f, v in fields])
+        self.db.execute("DELETE FROM conflicts WHERE space=? AND collection=? AND entity=?", key)
+        self.db.executemany("INSERT INTO conflicts VALUES(?,?,?,?,?)",
+                            [(*key, f, d) for f, d in conflicts])
+
+    def entity_state(self, key: EntityKey) -> bool | None:
+        """None when unknown, else whether it is deleted."""
+        row = self.db.execute("SELECT deleted FROM entities WHERE space=? AND collection=? AND "
+                              "entity=?", key).fetchone()
+        return None if row is None else bool(row[0])
+
+    def list_entities(self, space: str, collection: str | None) -> list[tuple[str, str]]:
+        sql = "SELECT collection, entity FROM entities WHERE space=? AND deleted=0"
+        args: tuple[str, ...] = (space,)
+        if collection is not None:
+            sql += " AND collection=?"
+            args += (collection,)
+        return [(c, e) for c, e in self.db.execute(sql + " ORDER BY collection, entity", args)]
+
+    def find(self, space: str, collection: str, where: dict[str, bytes]) -> list[str]:
+        sql = "SELECT e.entity FROM entities e WHERE e.space=? AND e.collection=? AND e.deleted=0"
+        args: list[Any] = [space, collection]
+        for field, value in where.items():
+            sql += (" AND EXISTS (SELECT 1 FROM fields f WHERE f.space=e.space AND "
+                    "f.collection=e.collection AND f.entity=e.entity AND f.field=? AND f.value=?)")
+            args += [field, value]
+        return [r[0] for r in self.db.execute(sql + " ORDER BY e.entity", args)]
+
+    def conflicts(self, space: str) -> list[tuple[str, str, str, bytes]]:
+        return [(c, e, f, bytes(d)) for c, e, f, d in self.db.execute(
+            "SELECT collection, entity, field, detail FROM conflicts WHERE space=? "
+            "ORDER BY collection, entity, field", (space,))]
+
+    # -- journals --------------------------------------------------------------------------
+    def journal_folded(self, name: str) -> int:
+        row = self.db.execute("SELECT folded FROM journals WHERE name=?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_journal_folded(self, name: str, folded: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO journals(name, folded) VALUES(?, ?)", (name, folded))
+
+    def forget_journal(self, name: str) -> None:
+        self.db.execute("DELETE FROM journals WHERE name=?", (name,))
+
+    # -- peers and rejections --------------------------------------------------------------
+    def record_peer(self, peer: str, space: str, vv: dict[str, int]) -> None:
+        old = self.peer_vv(peer, space)
+        merged = {a: max(s, old.get(a, 0)) for a, s in vv.items()} | {
+            a: s for a, s in old.items() if a not in vv}
+        self.db.execute("INSERT OR REPLACE INTO peers VALUES(?,?,?,?)",
+                        (peer, space, cbor2.dumps(merged), int(time.time())))
+
+    def peer_vv(self, peer: str, space: str) -> dict[str, int]:
+        row = self.db.execute("SELECT vv FROM peers WHERE peer=? AND space=?", (peer, space)).fetchone()
+        return {} if row is None else dict(cbor2.loads(row[0]))
+
+    def peers(self, space: str) -> list[tuple[str, dict[str, int], int]]:
+        return [(p, dict(cbor2.loads(v)), int(t)) for p, v, t in self.db.execute(
+            "SELECT peer, vv, seen FROM peers WHERE space=? ORDER BY peer", (space,))]
+
+    def record_rejection(self, source: str, rejected: Rejected) -> None:
+        with self.write():
+            self.db.execute("INSERT INTO rejections(at, source, reason, detail) VALUES(?,?,?,?)",
+                            (int(time.time()), source, rejected.reason, rejected.detail))
+
+    def rejections(self, limit: int = 100) -> list[tuple[int, str, str, str]]:
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT at, source, reason, detail FROM rejections ORDER BY id DESC LIMIT ?", (limit,))]

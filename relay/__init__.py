@@ -1,0 +1,1 @@
+"""The relay server (store-and-forward over WebSocket); arrives with the relay issue."""
