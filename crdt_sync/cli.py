@@ -211,7 +211,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
         if args.since:
             since = _parse_vv(args.since)
         elif args.for_peer:
-            since = replica._store.peer_vv(args.for_peer, args.space)
+            since = replica.peer_version_vector(args.for_peer, args.space)
         data = replica.export_bundle(args.space, since)
     count = len(decode_bundle(data).envelopes)
     target = Path(args.out)

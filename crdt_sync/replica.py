@@ -104,6 +104,7 @@ class Replica:
         self._prefixes: dict[EntityKey, bytes] = {}
         self._pending: list[tuple[EntityKey, bytes]] = []  # (entity, packed item)
         self._dirty: set[EntityKey] = set()
+        self._lost: set[EntityKey] = set()
         self._touched: set[EntityKey] = set()
         self._observers: list[tuple[str | None, Observer]] = []
         self._seal_interval = seal_interval
@@ -248,6 +249,10 @@ class Replica:
 
     def _end(self, tx: Transaction) -> None:
         self._tx = None
+        while self._lost:
+            lost = self._cache.pop(self._lost.pop(), None)
+            if lost is not None:
+                lost.close()
         if tx.changed:
             self._notify(tx.changed, "local")
         self.maintain()
@@ -260,7 +265,13 @@ class Replica:
         if prefix is None:
             prefix = self._prefixes[key] = key_prefix(*key)
         item = pack_item(hlc, update)
-        self._journal.append(prefix + item)
+        try:
+            self._journal.append(prefix + item)
+        except OSError:
+            # The document holds an edit the disk does not: drop it from memory after the
+            # transaction, so the entity reloads as stored (the caller sees the error).
+            self._lost.add(key)
+            raise
         self._pending.append((key, item))
         self._dirty.add(key)
         if tx is not None:
@@ -487,6 +498,10 @@ class Replica:
         return ImportResult(bundle.space, bundle.exporter, applied, dups)
 
     # -- status --------------------------------------------------------------------------
+    def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
+        """What ``peer`` is known to have of ``space`` (from its bundles and sessions)."""
+        return self._store.peer_vv(peer, space)
+
     def version_vector(self, space: str) -> dict[str, int]:
         self.refresh()
         return self._store.version_vector(space)
