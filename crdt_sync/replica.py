@@ -249,6 +249,8 @@ class Replica:
 
     def _end(self, tx: Transaction) -> None:
         self._tx = None
+        if self._lost:
+            self.flush()  # so the entity reloads with every edit that did reach the journal
         while self._lost:
             lost = self._cache.pop(self._lost.pop(), None)
             if lost is not None:
