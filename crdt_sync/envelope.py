@@ -103,3 +103,17 @@ def open_envelope(wire: bytes) -> Envelope:
         raise Rejected("bad-signature", f"signature of {device_id(author)} seq {seq} does not verify")
     return Envelope(version, space, author, seq, prev, hlc, payload, signature, wire,
                     envelope_hash(wire))
+
+
+def assemble(space: str, author_key: bytes, seq: int, prev_hash: bytes, hlc: int, payload: bytes,
+             signature: bytes) -> bytes:
+    """The wire form of an envelope from its parts (as the sync protocol rebuilds it)."""
+    return cbor2.dumps([*_signed_part(space, author_key, seq, prev_hash, hlc, payload), signature],
+                       canonical=True)
+
+
+def decode_trusted(wire: bytes) -> Envelope:
+    """Decode an envelope from our own store, which verified it on the way in."""
+    version, space, author, seq, prev, hlc, payload, signature = cbor2.loads(wire)
+    return Envelope(version, space, author, seq, prev, hlc, payload, signature, wire,
+                    envelope_hash(wire))

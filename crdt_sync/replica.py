@@ -23,7 +23,15 @@ import cbor2
 
 from .bundle import decode_bundle, encode_bundle
 from .entity import EntityDoc
-from .envelope import ENVELOPE_OVERHEAD, MAX_ENVELOPE_BYTES, MAX_SPACE_NAME, Envelope, open_envelope, seal
+from .envelope import (
+    ENVELOPE_OVERHEAD,
+    MAX_ENVELOPE_BYTES,
+    MAX_SPACE_NAME,
+    Envelope,
+    decode_trusted,
+    open_envelope,
+    seal,
+)
 from .errors import CrdtSyncError, Rejected
 from .hlc import HybridClock, wall_ms
 from .identity import Identity
@@ -403,10 +411,14 @@ class Replica:
                 os.close(fd)
 
     # -- receiving -----------------------------------------------------------------------
-    def receive(self, envelopes: list[bytes], source: str, space: str | None = None) -> tuple[int, int]:
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
+                tolerate_gaps: bool = False) -> tuple[int, int, int]:
         """Verify and apply received envelopes, all or nothing.
 
-        Returns ``(applied, duplicates)``.
+        With ``tolerate_gaps`` (sync sessions over lossy links), an envelope whose
+        predecessor is missing is skipped rather than rejected: the sender resends it.
+
+        Returns ``(applied, duplicates, skipped_gaps)``.
 
         Raises:
             Rejected: the first envelope that fails verification; nothing was applied and
@@ -416,7 +428,7 @@ class Replica:
         touched: set[EntityKey] = set()
         try:
             with self._store.write():
-                applied, dups = self._receive_locked(envelopes, space, touched)
+                applied, dups, gaps = self._receive_locked(envelopes, space, touched, tolerate_gaps)
         except Rejected as rejected:
             for key in touched:
                 ent = self._cache.pop(key, None)
@@ -425,17 +437,19 @@ class Replica:
             self._store.record_rejection(source, rejected)
             raise
         self._notify(touched, "remote")
-        return applied, dups
+        return applied, dups, gaps
 
-    def _receive_locked(self, envelopes: list[bytes], space: str | None,
-                        touched: set[EntityKey]) -> tuple[int, int]:
-        applied = dups = 0
+    def _receive_locked(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
+                        tolerate_gaps: bool) -> tuple[int, int, int]:
+        applied = dups = gaps = 0
         for wire in envelopes:
             env = open_envelope(wire)
             if space is not None and env.space != space:
                 raise Rejected("wrong-space", f"envelope of space {env.space!r} in a bundle of {space!r}")
-            if self._check_chain(env):
-                dups += 1
+            status = self._check_chain(env, tolerate_gaps)
+            if status != "new":
+                dups += status == "duplicate"
+                gaps += status == "gap"
                 continue
             self._store.insert_envelope(env)
             for coll, ent_id, blob, items in _decode_payload(env):
@@ -455,25 +469,27 @@ class Replica:
             applied += 1
         for key in sorted(touched):
             self._index(key)  # loads uncached entities: a bad update is refused here too
-        return applied, dups
+        return applied, dups, gaps
 
-    def _check_chain(self, env: Envelope) -> bool:
-        """True if already stored; raises on a fork or a gap."""
+    def _check_chain(self, env: Envelope, tolerate_gaps: bool = False) -> str:
+        """``"new"``, ``"duplicate"`` or (when tolerated) ``"gap"``; raises on a fork or a gap."""
         have = self._store.envelope_hash(env.space, env.author, env.seq)
         if have == env.hash:
-            return True
+            return "duplicate"
         if have is not None:
             raise Rejected("fork", f"{env.author} signed two different envelopes as seq {env.seq} "
                                    f"in {env.space!r}")
         if env.seq > 1:
             prev = self._store.envelope_hash(env.space, env.author, env.seq - 1)
             if prev is None:
+                if tolerate_gaps:
+                    return "gap"
                 raise Rejected("broken-chain", f"{env.author} seq {env.seq} arrived before seq "
                                                f"{env.seq - 1}")
             if prev != env.prev_hash:
                 raise Rejected("broken-chain", f"{env.author} seq {env.seq} does not follow seq "
                                                f"{env.seq - 1}")
-        return False
+        return "new"
 
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
@@ -492,12 +508,35 @@ class Replica:
         except Rejected as rejected:
             self._store.record_rejection(source, rejected)
             raise
-        applied, dups = self.receive(bundle.envelopes, source, bundle.space)
+        applied, dups, _ = self.receive(bundle.envelopes, source, bundle.space)
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
         return ImportResult(bundle.space, bundle.exporter, applied, dups)
+
+    # -- what sync sessions need (see crdt_sync.protocol.session.SyncHost) ----------------
+    def sync_spaces(self) -> list[str]:
+        """The spaces this device keeps and syncs (after sealing pending edits)."""
+        self.flush()
+        self.refresh()
+        return self._store.spaces()
+
+    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
+                          max_bytes: int) -> list[Envelope]:
+        """Envelopes of ``space`` beyond ``covered``, in causal order, at most about ``max_bytes``."""
+        self.flush()
+        self.refresh()
+        return [decode_trusted(w) for w in
+                self._store.missing_envelopes(space, covered, max_count, max_bytes)]
+
+    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
+        return self._store.envelope_hash(space, author, seq)
+
+    def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
+        """Remember what ``peer`` acknowledged of ``space`` (``status`` shows it)."""
+        with self._store.write():
+            self._store.record_peer(peer, space, vv)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:

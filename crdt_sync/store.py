@@ -200,6 +200,35 @@ class Store:
                                (space,))
         return [bytes(w) for a, s, w in rows if s > vv.get(a, 0)]
 
+    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
+                          max_bytes: int) -> list[bytes]:
+        """Wire forms beyond ``covered`` in arrival (causal) order, bounded in count and bytes.
+
+        Starts scanning at the first envelope any author is missing, so a peer that is a
+        few envelopes behind costs a few rows, not a scan of the whole space.
+        """
+        start = None
+        for author, top in self.version_vector(space).items():
+            if top > covered.get(author, 0):
+                row = self.db.execute("SELECT id FROM envelopes WHERE space=? AND author=? AND "
+                                      "seq=?", (space, author, covered.get(author, 0) + 1)).fetchone()
+                if row is not None:
+                    start = row[0] if start is None else min(start, row[0])
+        if start is None:
+            return []
+        out: list[bytes] = []
+        size = 0
+        rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? AND id>=? "
+                               "ORDER BY id", (space, start))
+        for author, seq, wire in rows:
+            if seq <= covered.get(author, 0):
+                continue
+            if out and (len(out) >= max_count or size + len(wire) > max_bytes):
+                break
+            out.append(bytes(wire))
+            size += len(wire)
+        return out
+
     def max_hlc(self) -> int:
         row = self.db.execute("SELECT MAX(hlc) FROM envelopes").fetchone()
         return int(row[0] or 0)

@@ -1,0 +1,509 @@
+"""The sync session: a sans-I/O state machine shared by every transport.
+
+Frames go in (:meth:`Session.receive`), frames come out; time is passed in; the host (a
+:class:`~crdt_sync.Replica`) is called synchronously for SQLite work. No sockets, no event
+loop, no sleeping: a driver (``transports.driver``) moves the frames and calls
+:meth:`Session.tick` at :meth:`Session.next_deadline`.
+
+Reliability over lossy links: each side sends envelope batches within a window and keeps
+no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
+An ACK that does not cover a batch it acknowledges, or no ACK within ``ack_timeout``, rewinds
+``sent`` to ``acked`` and the missing envelopes are read from the store again (go-back-N).
+A receiver skips envelopes whose predecessor has not arrived. So a lost, duplicated or
+reordered frame costs a resend, never an inconsistency, and a peer that never ACKs makes
+the sender stop at its window, not buffer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Protocol
+
+from ..envelope import Envelope, assemble, envelope_hash
+from ..errors import Rejected
+from ..identity import Identity, device_id, verify
+from .messages import (
+    BLIND_BYTES,
+    E_AUTH_FAILED,
+    E_INTERNAL,
+    E_NORMAL,
+    E_REJECTED,
+    E_TIMEOUT,
+    E_UNEXPECTED,
+    E_UNSUPPORTED_VERSION,
+    ERROR_NAMES,
+    MAX_VERSION,
+    MIN_VERSION,
+    Ack,
+    AuthorRef,
+    Bye,
+    Envelopes,
+    Error,
+    Have,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    ProtocolViolation,
+    Spaces,
+    WireEnvelope,
+    decode,
+    encode,
+)
+from .messages import Auth as AuthMsg
+
+AUTH_CONTEXT = b"crdt-sync/1 auth"
+TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
+
+
+class SyncHost(Protocol):
+    """What a session needs from the replica (a :class:`~crdt_sync.Replica` is one)."""
+
+    identity: Identity
+    device_id: str
+
+    def sync_spaces(self) -> list[str]: ...
+
+    def version_vector(self, space: str) -> dict[str, int]: ...
+
+    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
+                          max_bytes: int) -> list[Envelope]: ...
+
+    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None: ...
+
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
+                tolerate_gaps: bool = False) -> tuple[int, int, int]: ...
+
+    def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    batch_bytes: int = 256 * 1024
+    batch_count: int = 1024
+    window: int = 4
+    handshake_timeout: float = 10.0
+    ack_timeout: float = 3.0
+    ping_interval: float = 10.0
+    dead_after: float = 30.0
+
+
+# -- events the driver (and its user) may act on ------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    peer: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    space: str
+    applied: int
+    duplicates: int
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceSynced:
+    space: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    code: int
+    reason: str
+    by_peer: bool
+
+    @property
+    def name(self) -> str:
+        return ERROR_NAMES.get(self.code, str(self.code))
+
+
+Event = Authenticated | Received | SpaceSynced | Closed
+
+
+@dataclass
+class _Inflight:
+    batch: int
+    top: dict[str, int]
+    sent_at: float
+
+
+@dataclass
+class _SpaceState:
+    name: str
+    mine: int  # index in my SPACES
+    theirs: int  # index in the peer's SPACES
+    my_table: list[str] = field(default_factory=list)  # authors of my HAVE: my refs
+    my_index: dict[str, int] = field(default_factory=dict)
+    their_table: list[str] | None = None  # authors of the peer's HAVE: its refs
+    have_frame: bytes = b""
+    peer_have: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    acked: dict[str, int] = field(default_factory=dict)
+    inflight: list[_Inflight] = field(default_factory=list)
+    next_batch: int = 1
+    peer_saw_have: bool = False
+    synced: bool = False
+
+
+def _covers(vv: dict[str, int], other: dict[str, int]) -> bool:
+    return all(vv.get(a, 0) >= s for a, s in other.items())
+
+
+def _merge(into: dict[str, int], vv: dict[str, int]) -> None:
+    for a, s in vv.items():
+        if s > into.get(a, 0):
+            into[a] = s
+
+
+class Session:
+    """One sync session with one peer (see the module docstring).
+
+    Args:
+        host: the replica.
+        now: the current time in seconds (any monotonic clock, used consistently).
+        config: limits and timeouts.
+        nonce: this side's HELLO nonce (tests pin it; random otherwise).
+    """
+
+    def __init__(self, host: SyncHost, now: float, config: SessionConfig | None = None,
+                 nonce: bytes | None = None) -> None:
+        self.host = host
+        self.config = config or SessionConfig()
+        self.nonce = nonce or os.urandom(32)
+        self.events: list[Event] = []
+        self.peer: str | None = None
+        self.version: int | None = None
+        self.closed: Closed | None = None
+        self.authenticated = False
+        self.bytes_in = self.bytes_out = 0
+        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, {}))
+        self._peer_hello: Hello | None = None
+        self._transcript = b""
+        self._pending_spaces: Spaces | None = None
+        self._my_spaces: list[str] = []
+        self._spaces: dict[str, _SpaceState] = {}
+        self._by_theirs: dict[int, _SpaceState] = {}
+        self._spaces_known = False
+        self._started = self._last_rx = self._last_tx = now
+        self._ping = 0
+
+    # -- the driver's interface ---------------------------------------------------------------
+    def start(self) -> list[bytes]:
+        """The first frames to send (HELLO)."""
+        return self._out([self._hello], self._started)
+
+    def receive(self, frame: bytes, now: float) -> list[bytes]:
+        """Handle one frame from the peer; returns the frames to send."""
+        if self.closed:
+            return []
+        self._last_rx = now
+        self.bytes_in += len(frame)
+        try:
+            msg = decode(frame)
+            return self._out(self._handle(msg, frame, now), now)
+        except ProtocolViolation as exc:
+            return self._fail(exc.code, str(exc), now)
+        except Rejected as exc:
+            return self._fail(E_REJECTED, f"{exc.reason}: {exc.detail}", now)
+
+    def tick(self, now: float) -> list[bytes]:
+        """Timers: handshake deadline, resends, pings, a dead peer."""
+        if self.closed:
+            return []
+        cfg = self.config
+        if not self.authenticated and now - self._started >= cfg.handshake_timeout:
+            return self._fail(E_TIMEOUT, "handshake did not complete in time", now)
+        if now - self._last_rx >= cfg.dead_after:
+            return self._fail(E_TIMEOUT, f"nothing heard from the peer for {cfg.dead_after:g} s", now)
+        out: list[bytes] = []
+        for st in self._spaces.values():
+            if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
+                self._go_back(st)
+                if not st.peer_saw_have and st.have_frame:
+                    out.append(st.have_frame)
+                out += self._pump(st, now)
+        if self.authenticated and now - self._last_tx >= cfg.ping_interval:
+            self._ping += 1
+            out.append(encode(Ping(self._ping)))
+        return self._out(out, now)
+
+    def local_changed(self, now: float) -> list[bytes]:
+        """The host has new envelopes (local edits, or received from another peer): push them."""
+        if self.closed or not self.authenticated:
+            return []
+        out: list[bytes] = []
+        for st in self._spaces.values():
+            if st.their_table is not None:
+                out += self._pump(st, now)
+        return self._out(out, now)
+
+    def close(self, now: float, code: int = E_NORMAL) -> list[bytes]:
+        """Say BYE and stop."""
+        if self.closed:
+            return []
+        self.closed = Closed(code, ERROR_NAMES.get(code, str(code)), by_peer=False)
+        self.events.append(self.closed)
+        return self._out([encode(Bye(code))], now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do."""
+        if self.closed:
+            return None
+        cfg = self.config
+        times = [self._last_rx + cfg.dead_after]
+        if not self.authenticated:
+            times.append(self._started + cfg.handshake_timeout)
+        else:
+            times.append(self._last_tx + cfg.ping_interval)
+        times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
+        return min(times)
+
+    def pop_events(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+    @property
+    def synced(self) -> bool:
+        """Both sides hold everything the other had, for every shared space."""
+        return self._spaces_known and all(st.synced for st in self._spaces.values())
+
+    def shared_spaces(self) -> list[str]:
+        return sorted(self._spaces)
+
+    # -- handling ------------------------------------------------------------------------------
+    def _out(self, frames: list[bytes], now: float) -> list[bytes]:
+        if frames:
+            self._last_tx = now
+            self.bytes_out += sum(map(len, frames))
+        return frames
+
+    def _fail(self, code: int, message: str, now: float) -> list[bytes]:
+        self.closed = Closed(code, message, by_peer=False)
+        self.events.append(self.closed)
+        return self._out([encode(Error(code, message))], now)
+
+    def _handle(self, msg: Message, frame: bytes, now: float) -> list[bytes]:
+        match msg:
+            case Hello():
+                return self._on_hello(msg, frame)
+            case AuthMsg():
+                return self._on_auth(msg, now)
+            case Error():
+                self.closed = Closed(msg.code, msg.message, by_peer=True)
+                self.events.append(self.closed)
+                return []
+            case Bye():
+                self.closed = Closed(msg.code, ERROR_NAMES.get(msg.code, str(msg.code)), by_peer=True)
+                self.events.append(self.closed)
+                return []
+            case Ping():
+                return [encode(Pong(msg.token))]
+            case Pong():
+                return []
+        if self._peer_hello is None:
+            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before HELLO")
+        if isinstance(msg, Spaces):
+            self._pending_spaces = msg
+            return self._on_spaces(now) if self.authenticated else []
+        if not self.authenticated:
+            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before AUTH")
+        match msg:
+            case Have():
+                return self._on_have(msg, now)
+            case Envelopes():
+                return self._on_envelopes(msg, now)
+            case Ack():
+                return self._on_ack(msg, now)
+        raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
+
+    def _on_hello(self, msg: Hello, frame: bytes) -> list[bytes]:
+        if self._peer_hello is not None:
+            if frame == encode(self._peer_hello):
+                return []  # a duplicated HELLO
+            raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
+        version = min(MAX_VERSION, msg.max_version)
+        if version < max(MIN_VERSION, msg.min_version):
+            raise ProtocolViolation(E_UNSUPPORTED_VERSION, f"peer speaks versions {msg.min_version}.."
+                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}")
+        if msg.device_key == self.host.identity.public_key:
+            raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
+        self._peer_hello = msg
+        self.version = version
+        self.peer = device_id(msg.device_key)
+        first, second = sorted([self._hello, frame])
+        self._transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
+                                   digest_size=32).digest()
+        proof = self.host.identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
+        self._my_spaces = self.host.sync_spaces()
+        blinded = [self._blind(s) for s in self._my_spaces]
+        return [encode(AuthMsg(proof)), encode(Spaces(blinded))]
+
+    def _blind(self, space: str) -> bytes:
+        return blake2b(space.encode(), key=self._transcript, digest_size=BLIND_BYTES).digest()
+
+    def _on_auth(self, msg: AuthMsg, now: float) -> list[bytes]:
+        if self._peer_hello is None:
+            raise ProtocolViolation(E_UNEXPECTED, "AUTH before HELLO")
+        if self.authenticated:
+            return []  # duplicate
+        if not verify(self._peer_hello.device_key, AUTH_CONTEXT + self._transcript + self.nonce,
+                      msg.signature):
+            raise ProtocolViolation(E_AUTH_FAILED, f"peer did not prove it holds the key of {self.peer}")
+        self.authenticated = True
+        assert self.peer is not None and self.version is not None
+        self.events.append(Authenticated(self.peer, self.version))
+        return self._on_spaces(now) if self._pending_spaces is not None else []
+
+    def _on_spaces(self, now: float) -> list[bytes]:
+        if self._spaces_known:
+            return []  # duplicate
+        assert self._pending_spaces is not None
+        theirs = {b: i for i, b in enumerate(self._pending_spaces.blinded)}
+        out = []
+        for mine, name in enumerate(self._my_spaces):
+            index = theirs.get(self._blind(name))
+            if index is None:
+                continue
+            st = _SpaceState(name, mine, index)
+            vv = self.host.version_vector(name)
+            st.my_table = sorted(vv)
+            st.my_index = {a: i for i, a in enumerate(st.my_table)}
+            st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table]))
+            self._spaces[name] = st
+            self._by_theirs[index] = st
+            out.append(st.have_frame)
+        self._spaces_known = True
+        return out
+
+    def _space(self, index: int) -> _SpaceState | None:
+        return self._by_theirs.get(index)
+
+    def _resolve(self, st: _SpaceState, ref: AuthorRef) -> str:
+        if isinstance(ref, bytes):
+            return device_id(ref)
+        assert st.their_table is not None
+        if ref >= len(st.their_table):
+            raise ProtocolViolation(E_UNEXPECTED, f"author index {ref} beyond the peer's table")
+        return st.their_table[ref]
+
+    def _refs(self, st: _SpaceState, vv: dict[str, int]) -> list[tuple[AuthorRef, int]]:
+        return [(self._ref(st, a), s) for a, s in sorted(vv.items())]
+
+    def _ref(self, st: _SpaceState, author: str) -> AuthorRef:
+        index = st.my_index.get(author)
+        return _key(author) if index is None else index
+
+    def _on_have(self, msg: Have, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None:
+            return []  # a space we do not share: ignore
+        first = st.their_table is None
+        table = [device_id(r) if isinstance(r, bytes) else None for r, _ in msg.vv]
+        if any(a is None for a in table):
+            raise ProtocolViolation(E_UNEXPECTED, "HAVE must name authors by key")
+        vv = {a: s for a, (_, s) in zip(table, msg.vv, strict=True) if a is not None}
+        if first:
+            st.their_table = [a for a in table if a is not None]
+            st.peer_have = dict(vv)
+            st.sent = dict(vv)
+        _merge(st.acked, vv)
+        self.host.record_ack(self._peer_id(), st.name, st.acked)
+        out = self._pump(st, now)
+        self._check_synced(st)
+        return out
+
+    def _on_envelopes(self, msg: Envelopes, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []  # not shared, or its HAVE was lost: the sender will resend both
+        wires: list[bytes] = []
+        chain: dict[tuple[str, int], bytes] = {}
+        theirs: dict[str, int] = {}
+        for e in msg.envelopes:
+            author = self._resolve(st, e.author)
+            theirs[author] = max(theirs.get(author, 0), e.seq)
+            prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
+                st.name, author, e.seq - 1)
+            if prev is None:
+                continue  # its predecessor was lost or reordered: skip; the sender resends
+            wire = assemble(st.name, e.author if isinstance(e.author, bytes) else _key(author),
+                            e.seq, prev, e.hlc, e.payload, e.signature)
+            chain[(author, e.seq)] = envelope_hash(wire)
+            wires.append(wire)
+        applied, dups, gaps = self.host.receive(wires, f"peer {self.peer}", st.name, tolerate_gaps=True)
+        # The peer has what it sent, so never send it back (contiguity holds: it sends in order).
+        _merge(st.sent, theirs)
+        _merge(st.acked, theirs)
+        gaps += len(msg.envelopes) - len(wires)
+        if applied or dups or gaps:
+            self.events.append(Received(st.name, applied, dups, gaps))
+        vv = self.host.version_vector(st.name)
+        self._check_synced(st)
+        return [encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+
+    def _on_ack(self, msg: Ack, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []
+        st.peer_saw_have = True
+        vv = {self._resolve(st, r): s for r, s in msg.vv}
+        _merge(st.acked, vv)
+        self.host.record_ack(self._peer_id(), st.name, st.acked)
+        lost = False
+        while st.inflight and st.inflight[0].batch <= msg.batch:
+            done = st.inflight.pop(0)
+            lost = lost or not _covers(st.acked, done.top)
+        if lost:
+            self._go_back(st)
+        out = self._pump(st, now)
+        self._check_synced(st)
+        return out
+
+    def _go_back(self, st: _SpaceState) -> None:
+        st.sent = dict(st.acked)
+        st.inflight.clear()
+
+    def _pump(self, st: _SpaceState, now: float) -> list[bytes]:
+        if st.their_table is None:
+            return []
+        out = []
+        cfg = self.config
+        while len(st.inflight) < cfg.window:
+            envs = self.host.missing_envelopes(st.name, st.sent, cfg.batch_count, cfg.batch_bytes)
+            if not envs:
+                break
+            top: dict[str, int] = {}
+            wire = []
+            for env in envs:
+                author = env.author
+                top[author] = max(top.get(author, 0), env.seq)
+                wire.append(WireEnvelope(self._ref(st, author), env.seq, env.hlc, env.payload,
+                                         env.signature))
+            _merge(st.sent, top)
+            st.inflight.append(_Inflight(st.next_batch, top, now))
+            out.append(encode(Envelopes(st.mine, st.next_batch, wire)))
+            st.next_batch += 1
+        return out
+
+    def _check_synced(self, st: _SpaceState) -> None:
+        mine = self.host.version_vector(st.name)
+        synced = (st.their_table is not None and not st.inflight and _covers(mine, st.peer_have)
+                  and _covers(st.acked, mine))
+        if synced and not st.synced:
+            self.events.append(SpaceSynced(st.name))
+        st.synced = synced
+
+    def _peer_id(self) -> str:
+        assert self.peer is not None
+        return self.peer
+
+
+def _key(author: str) -> bytes:
+    from ..identity import public_key_of
+
+    return public_key_of(author)
