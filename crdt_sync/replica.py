@@ -199,8 +199,8 @@ class Replica:
             self._cache.move_to_end(key)
             return ent
         ent = self._load(key)
+        self._evict(room=1)  # before inserting: the entity being handed out is never evicted
         self._cache[key] = ent
-        self._evict()
         return ent
 
     def _load(self, key: EntityKey) -> EntityDoc:
@@ -222,13 +222,19 @@ class Replica:
         for entries in ent.registers().values():
             self._clock.observe(entries[0].hlc)
 
-    def _evict(self) -> None:
-        if len(self._cache) <= self._cache_size:
+    def _evict(self, room: int = 0) -> None:
+        """Unload least recently used entities down to the cache size (less ``room``).
+
+        Entities with unsealed edits or in the open transaction stay (their unsealed
+        updates are not in SQLite yet), so the cache may overshoot inside a transaction.
+        """
+        limit = self._cache_size - room
+        if len(self._cache) <= limit:
             return
         if self._dirty and self._tx is None:
             self.flush()
         for key in list(self._cache):
-            if len(self._cache) <= self._cache_size:
+            if len(self._cache) <= limit:
                 break
             if key in self._dirty or (self._tx is not None and key in self._tx.docs):
                 continue
@@ -309,6 +315,8 @@ class Replica:
         self._touched.update(self._dirty)
         self._pending = []
         self._dirty.clear()
+        if self._tx is None:
+            self._evict()
         if self._journal.size >= JOURNAL_ROTATE_BYTES:
             old = self._journal.rotate()
             (self.path / "journal" / old).unlink(missing_ok=True)
@@ -361,7 +369,9 @@ class Replica:
         if ent is None:
             ent = self._load(key)
         try:
-            fields = [(name, cbor2.dumps(value)) for name, value in ent.scalar_fields()]
+            # canonical: equal values (dicts in any key order) index to the same bytes, as
+            # Space.find encodes them
+            fields = [(name, cbor2.dumps(value, canonical=True)) for name, value in ent.scalar_fields()]
             conflicts = [(name, cbor2.dumps([[e.hlc, e.author, e.kind, e.value] for e in (won, *losers)]))
                          for name, (won, losers) in ent.conflicts().items()]
             self._store.index_entity(key, ent.deleted, fields, conflicts)

@@ -86,6 +86,11 @@ class SessionConfig:
     window: int = 4
     handshake_timeout: float = 10.0
     ack_timeout: float = 3.0
+    #: Handshake frames and HAVE are resent this often until answered (lossy links).
+    resend_interval: float = 1.0
+    #: Well-formed frames that arrive before the handshake allows them are dropped (their
+    #: senders resend); more than this many is a misbehaving peer.
+    max_early_frames: int = 64
     ping_interval: float = 10.0
     dead_after: float = 30.0
 
@@ -141,6 +146,7 @@ class _SpaceState:
     my_index: dict[str, int] = field(default_factory=dict)
     their_table: list[str] | None = None  # authors of the peer's HAVE: its refs
     have_frame: bytes = b""
+    have_sent_at: float = 0.0
     peer_have: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
@@ -189,8 +195,10 @@ class Session:
         self._spaces: dict[str, _SpaceState] = {}
         self._by_theirs: dict[int, _SpaceState] = {}
         self._spaces_known = False
-        self._started = self._last_rx = self._last_tx = now
+        self._started = self._last_rx = self._last_tx = self._hello_sent = now
         self._ping = 0
+        self._handshake_reply: list[bytes] = []
+        self._early = 0
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -221,11 +229,15 @@ class Session:
         if now - self._last_rx >= cfg.dead_after:
             return self._fail(E_TIMEOUT, f"nothing heard from the peer for {cfg.dead_after:g} s", now)
         out: list[bytes] = []
+        if not self._spaces_known and now - self._hello_sent >= cfg.resend_interval:
+            self._hello_sent = now  # HELLO, AUTH or SPACES may have been lost: ask again
+            out.append(self._hello)
         for st in self._spaces.values():
+            if not st.peer_saw_have and now - st.have_sent_at >= cfg.resend_interval:
+                st.have_sent_at = now
+                out.append(st.have_frame)
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
                 self._go_back(st)
-                if not st.peer_saw_have and st.have_frame:
-                    out.append(st.have_frame)
                 out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
@@ -248,7 +260,11 @@ class Session:
             return []
         self.closed = Closed(code, ERROR_NAMES.get(code, str(code)), by_peer=False)
         self.events.append(self.closed)
-        return self._out([encode(Bye(code))], now)
+        # A last ACK per space lets the peer see that it is synced too, should our ACK of
+        # its last batch have been lost.
+        acks = [encode(Ack(st.mine, 0, self._refs(st, self.host.version_vector(st.name))))
+                for st in self._spaces.values() if st.their_table is not None]
+        return self._out([*acks, encode(Bye(code))], now)
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do."""
@@ -260,6 +276,10 @@ class Session:
             times.append(self._started + cfg.handshake_timeout)
         else:
             times.append(self._last_tx + cfg.ping_interval)
+        if not self._spaces_known:
+            times.append(self._hello_sent + cfg.resend_interval)
+        times += [st.have_sent_at + cfg.resend_interval for st in self._spaces.values()
+                  if not st.peer_saw_have]
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
         return min(times)
 
@@ -305,13 +325,11 @@ class Session:
                 return [encode(Pong(msg.token))]
             case Pong():
                 return []
-        if self._peer_hello is None:
-            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before HELLO")
+        if self._peer_hello is None or (not self.authenticated and not isinstance(msg, Spaces)):
+            return self._early_frame(msg)
         if isinstance(msg, Spaces):
             self._pending_spaces = msg
             return self._on_spaces(now) if self.authenticated else []
-        if not self.authenticated:
-            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before AUTH")
         match msg:
             case Have():
                 return self._on_have(msg, now)
@@ -321,10 +339,19 @@ class Session:
                 return self._on_ack(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
+    def _early_frame(self, msg: Message) -> list[bytes]:
+        # Reordered or resent frames can overtake the handshake: drop them (their sender
+        # resends), but a peer that keeps sending them is not doing a handshake at all.
+        self._early += 1
+        if self._early > self.config.max_early_frames:
+            stage = "HELLO" if self._peer_hello is None else "AUTH"
+            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before {stage}")
+        return []
+
     def _on_hello(self, msg: Hello, frame: bytes) -> list[bytes]:
         if self._peer_hello is not None:
             if frame == encode(self._peer_hello):
-                return []  # a duplicated HELLO
+                return list(self._handshake_reply)  # it resent HELLO: ours may have been lost
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
         version = min(MAX_VERSION, msg.max_version)
         if version < max(MIN_VERSION, msg.min_version):
@@ -341,14 +368,15 @@ class Session:
         proof = self.host.identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
         self._my_spaces = self.host.sync_spaces()
         blinded = [self._blind(s) for s in self._my_spaces]
-        return [encode(AuthMsg(proof)), encode(Spaces(blinded))]
+        self._handshake_reply = [encode(AuthMsg(proof)), encode(Spaces(blinded))]
+        return list(self._handshake_reply)
 
     def _blind(self, space: str) -> bytes:
         return blake2b(space.encode(), key=self._transcript, digest_size=BLIND_BYTES).digest()
 
     def _on_auth(self, msg: AuthMsg, now: float) -> list[bytes]:
         if self._peer_hello is None:
-            raise ProtocolViolation(E_UNEXPECTED, "AUTH before HELLO")
+            return self._early_frame(msg)
         if self.authenticated:
             return []  # duplicate
         if not verify(self._peer_hello.device_key, AUTH_CONTEXT + self._transcript + self.nonce,
@@ -374,6 +402,7 @@ class Session:
             st.my_table = sorted(vv)
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
             st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table]))
+            st.have_sent_at = now
             self._spaces[name] = st
             self._by_theirs[index] = st
             out.append(st.have_frame)
@@ -413,7 +442,9 @@ class Session:
             st.sent = dict(vv)
         _merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
-        out = self._pump(st, now)
+        # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).
+        mine = self.host.version_vector(st.name)
+        out = [encode(Ack(st.mine, 0, self._refs(st, mine))), *self._pump(st, now)]
         self._check_synced(st)
         return out
 
