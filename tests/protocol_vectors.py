@@ -1,0 +1,80 @@
+"""Deterministic protocol test vectors: `python -m tests.protocol_vectors` prints the
+Markdown section of docs/PROTOCOL.md; tests/test_protocol_vectors.py checks they agree."""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+from crdt_sync.envelope import seal
+from crdt_sync.identity import Identity
+from crdt_sync.payload import encode_payload, pack_item
+from crdt_sync.protocol.messages import (
+    Ack,
+    Auth,
+    Bye,
+    Envelopes,
+    Error,
+    Have,
+    Hello,
+    Ping,
+    Spaces,
+    WireEnvelope,
+    encode,
+)
+from crdt_sync.protocol.session import AUTH_CONTEXT, TRANSCRIPT_CONTEXT
+
+ALICE = Identity(bytes([1]) * 32)
+BOB = Identity(bytes([2]) * 32)
+NONCE_A = bytes([0xA0]) * 32
+NONCE_B = bytes([0xB0]) * 32
+HLC = 0x0193_0000_0000_0001  # any valid hybrid logical clock value
+
+
+def _yjs_update() -> bytes:
+    """A real Yjs v1 update: client 1 inserts "hi" into the root text "t\\0notes"."""
+    from pycrdt import Doc, Text
+
+    doc: Doc[Text] = Doc(client_id=1)
+    doc.get("t\0notes", type=Text).insert(0, "hi")
+    return doc.get_update()
+
+
+def vectors() -> list[tuple[str, str, bytes]]:
+    """``(name, explanation, frame)`` for every message type, as Alice would send them."""
+    hello_a = encode(Hello(1, 1, ALICE.public_key, NONCE_A, {}))
+    hello_b = encode(Hello(1, 1, BOB.public_key, NONCE_B, {}))
+    first, second = sorted([hello_a, hello_b])
+    transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
+                         digest_size=32).digest()
+    auth = encode(Auth(ALICE.sign(AUTH_CONTEXT + transcript + NONCE_B)))
+    blinded = blake2b(b"site-42", key=transcript, digest_size=16).digest()
+    spaces = encode(Spaces([blinded]))
+    have = encode(Have(0, [(ALICE.public_key, 1), (BOB.public_key, 3)]))
+    update = _yjs_update()
+    payload = encode_payload([("equipment", "pump-7", pack_item(HLC, update))])
+    env = seal(ALICE, "site-42", 2, bytes(32), HLC, payload)  # prev_hash: Alice's seq 1 hash
+    envelopes = encode(Envelopes(0, 1, [WireEnvelope(0, env.seq, env.hlc, env.payload, env.signature)]))
+    return [
+        ("HELLO", "Alice, versions 1..1, her key, nonce A0.., no capabilities", hello_a),
+        ("HELLO (Bob)", "Bob's HELLO, used in the transcript", hello_b),
+        ("AUTH", f"Alice signs context + transcript {transcript.hex()} + Bob's nonce", auth),
+        ("SPACES", "one blinded space id: BLAKE2b-128 of \"site-42\" keyed by the transcript", spaces),
+        ("HAVE", "space 0: Alice has her seq 1, Bob's seq 3 (keys in full: they define the table)", have),
+        ("ENVELOPES", "space 0, batch 1: Alice's seq 2 (author by index 0 of her HAVE table)", envelopes),
+        ("ACK", "space 0, batch 1: now holds Alice 2, Bob 3 (indices into the sender's table)",
+         encode(Ack(0, 1, [(0, 2), (1, 3)]))),
+        ("PING", "token 7", encode(Ping(7))),
+        ("ERROR", "code 1 (malformed)", encode(Error(1, "frame is not CBOR"))),
+        ("BYE", "code 0 (normal)", encode(Bye(0))),
+    ]
+
+
+def markdown() -> str:
+    lines = ["| message | what | frame (hex) |", "| --- | --- | --- |"]
+    for name, what, frame in vectors():
+        lines.append(f"| {name} | {what} | `{frame.hex()}` |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
