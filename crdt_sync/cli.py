@@ -194,11 +194,14 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
     def human() -> None:
         out.console.print(f"device  {status['device']}\ndata    {status['data']}\n"
                           f"unsealed edits {status['unsealed']}, rejections {status['rejections']}")
-        out.table("spaces", ["space", "version vector", "not acknowledged by any peer", "peers"],
+        out.table("spaces", ["space", "version vector", "own envelopes no peer acknowledged"],
                   [(name, {_short(a): s for a, s in info["version_vector"].items()},
-                    str(info["unacknowledged"]),
-                    ", ".join(_short(p["device"]) for p in info["peers"]) or "-")
-                   for name, info in status["spaces"].items()])
+                    str(info["unacknowledged"])) for name, info in status["spaces"].items()])
+        out.table("peers (what each last acknowledged)", ["space", "peer", "synced", "behind by",
+                                                          "acknowledged", "last seen"],
+                  [(name, _short(p["device"]), "yes" if p["synced"] else "no",
+                    f"{p['behind']} envelopes", {_short(a): s for a, s in p["version_vector"].items()},
+                    p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
 
     out.emit(status, human)
 

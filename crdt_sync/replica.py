@@ -33,7 +33,7 @@ from .envelope import (
     seal,
 )
 from .errors import CrdtSyncError, Rejected
-from .hlc import HybridClock, wall_ms
+from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .identity import Identity
 from .journal import Journal, decode_record, key_prefix, orphans, read_records
 from .payload import decode_payload, encode_payload, pack_item, unpack_items
@@ -568,7 +568,9 @@ class Replica:
             spaces[name] = {
                 "version_vector": vv,
                 "unacknowledged": max(0, vv.get(self.device_id, 0) - acked),
-                "peers": [{"device": p, "version_vector": p_vv, "seen": seen}
+                "peers": [{"device": p, "version_vector": p_vv, "seen": hlc_to_iso(seen << 16),
+                           "behind": sum(max(0, s - p_vv.get(a, 0)) for a, s in vv.items()),
+                           "synced": all(p_vv.get(a, 0) >= s for a, s in vv.items())}
                           for p, p_vv, seen in peers],
             }
         return {"device": self.device_id, "data": str(self.path), "spaces": spaces,

@@ -330,7 +330,7 @@ class Store:
         merged = {a: max(s, old.get(a, 0)) for a, s in vv.items()} | {
             a: s for a, s in old.items() if a not in vv}
         self.db.execute("INSERT OR REPLACE INTO peers VALUES(?,?,?,?)",
-                        (peer, space, cbor2.dumps(merged), int(time.time())))
+                        (peer, space, cbor2.dumps(merged), time.time_ns() // 1_000_000))
 
     def peer_vv(self, peer: str, space: str) -> dict[str, int]:
         row = self.db.execute("SELECT vv FROM peers WHERE peer=? AND space=?", (peer, space)).fetchone()
