@@ -456,7 +456,7 @@ class Replica:
             env = open_envelope(wire)
             if space is not None and env.space != space:
                 raise Rejected("wrong-space", f"envelope of space {env.space!r} in a bundle of {space!r}")
-            status = self._check_chain(env, tolerate_gaps)
+            status = self._store.check_chain(env, tolerate_gaps)
             if status != "new":
                 dups += status == "duplicate"
                 gaps += status == "gap"
@@ -480,26 +480,6 @@ class Replica:
         for key in sorted(touched):
             self._index(key)  # loads uncached entities: a bad update is refused here too
         return applied, dups, gaps
-
-    def _check_chain(self, env: Envelope, tolerate_gaps: bool = False) -> str:
-        """``"new"``, ``"duplicate"`` or (when tolerated) ``"gap"``; raises on a fork or a gap."""
-        have = self._store.envelope_hash(env.space, env.author, env.seq)
-        if have == env.hash:
-            return "duplicate"
-        if have is not None:
-            raise Rejected("fork", f"{env.author} signed two different envelopes as seq {env.seq} "
-                                   f"in {env.space!r}")
-        if env.seq > 1:
-            prev = self._store.envelope_hash(env.space, env.author, env.seq - 1)
-            if prev is None:
-                if tolerate_gaps:
-                    return "gap"
-                raise Rejected("broken-chain", f"{env.author} seq {env.seq} arrived before seq "
-                                               f"{env.seq - 1}")
-            if prev != env.prev_hash:
-                raise Rejected("broken-chain", f"{env.author} seq {env.seq} does not follow seq "
-                                               f"{env.seq - 1}")
-        return "new"
 
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:

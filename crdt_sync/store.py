@@ -183,6 +183,32 @@ class Store:
                               (space, author, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def check_chain(self, env: Envelope, tolerate_gaps: bool = False) -> str:
+        """Where a verified envelope fits in its author's chain here.
+
+        Returns ``"new"``, ``"duplicate"`` or (when ``tolerate_gaps``) ``"gap"`` (its
+        predecessor has not arrived). Raises :class:`Rejected` on a fork (another envelope
+        with this author and seq) or a broken chain (``prev_hash`` is not the predecessor's
+        hash, or a gap when gaps are not tolerated).
+        """
+        have = self.envelope_hash(env.space, env.author, env.seq)
+        if have == env.hash:
+            return "duplicate"
+        if have is not None:
+            raise Rejected("fork", f"{env.author} signed two different envelopes as seq {env.seq} "
+                                   f"in {env.space!r}")
+        if env.seq > 1:
+            prev = self.envelope_hash(env.space, env.author, env.seq - 1)
+            if prev is None:
+                if tolerate_gaps:
+                    return "gap"
+                raise Rejected("broken-chain", f"{env.author} seq {env.seq} arrived before seq "
+                                               f"{env.seq - 1}")
+            if prev != env.prev_hash:
+                raise Rejected("broken-chain", f"{env.author} seq {env.seq} does not follow seq "
+                                               f"{env.seq - 1}")
+        return "new"
+
     def insert_envelope(self, env: Envelope) -> int:
         cur = self.db.execute(
             "INSERT INTO envelopes(space, author, seq, hash, hlc, wire) VALUES(?,?,?,?,?,?)",
