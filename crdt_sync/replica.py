@@ -506,6 +506,12 @@ class Replica:
         return ImportResult(bundle.space, bundle.exporter, applied, dups)
 
     # -- what sync sessions need (see crdt_sync.protocol.session.SyncHost) ----------------
+    keeps_all_spaces = False
+
+    def admit(self, peer: str) -> str | None:
+        """Devices sync with any authenticated peer (capabilities come later)."""
+        return None
+
     def sync_spaces(self) -> list[str]:
         """The spaces this device keeps and syncs (after sealing pending edits)."""
         self.flush()
@@ -578,18 +584,18 @@ class Replica:
         count, upto = self._store.parts_since_snapshot(key)
         if count < SNAPSHOT_AFTER_PARTS:
             return
-        from pycrdt import Doc
+        from pycrdt import merge_updates
 
         with self._store.write():
             count, upto = self._store.parts_since_snapshot(key)
             snapshot, parts = self._store.load_entity(key)
-            doc: Doc[Any] = Doc()
-            if snapshot is not None:
-                doc.apply_update(snapshot)
+            updates = [] if snapshot is None else [snapshot]
             for data in parts:
-                for _hlc, update in unpack_items(data):
-                    doc.apply_update(update)
-            self._store.save_snapshot(key, doc.get_update(), upto)
+                updates.extend(update for _hlc, update in unpack_items(data))
+            # Merge the updates rather than encode a Doc that applied them: a Doc drops the
+            # updates still waiting for a causal dependency (an edit received before the one it
+            # builds on), and the snapshot replaces the parts that held them.
+            self._store.save_snapshot(key, merge_updates(*updates), upto)
 
 
 def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:

@@ -23,6 +23,7 @@ MAX_SPACES = 1024
 MAX_VV_ENTRIES = 4096
 MAX_BATCH_ENVELOPES = 4096
 MAX_TEXT = 512
+MAX_SPACE_NAME = 128
 
 #: An author as sent: an index into the frame sender's author table, or a 32-byte key.
 AuthorRef = int | bytes
@@ -73,7 +74,9 @@ class Auth:
 
 @dataclass(frozen=True, slots=True)
 class Spaces:
-    blinded: list[bytes]
+    """Blinded space ids (16 bytes each), or space names (text) between a device and a relay."""
+
+    blinded: list[bytes | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +234,15 @@ def _hello(a: list[Any]) -> Hello:
 def _spaces(a: list[Any]) -> Spaces:
     if not isinstance(a[0], list) or len(a[0]) > MAX_SPACES:
         raise ProtocolViolation(E_LIMIT, f"more than {MAX_SPACES} spaces")
-    return Spaces([_bytes(b, "blinded space id", BLIND_BYTES) for b in a[0]])
+    out: list[bytes | str] = []
+    for entry in a[0]:
+        if isinstance(entry, str):
+            if not 0 < len(entry) <= MAX_SPACE_NAME:
+                raise _bad("space name is empty or too long")
+            out.append(entry)
+        else:
+            out.append(_bytes(entry, "blinded space id", BLIND_BYTES))
+    return Spaces(out)
 
 
 def _envelopes(a: list[Any]) -> Envelopes:

@@ -24,16 +24,19 @@ from typing import Protocol
 from ..envelope import Envelope, assemble, envelope_hash
 from ..errors import Rejected
 from ..identity import Identity, device_id, verify
+from ..values import check_name
 from .messages import (
     BLIND_BYTES,
     E_AUTH_FAILED,
     E_INTERNAL,
+    E_MALFORMED,
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
     ERROR_NAMES,
+    MAX_SPACE_NAME,
     MAX_VERSION,
     MIN_VERSION,
     Ack,
@@ -63,6 +66,12 @@ class SyncHost(Protocol):
 
     identity: Identity
     device_id: str
+    #: A relay keeps every space a device asks for (and so learns their names).
+    keeps_all_spaces: bool
+
+    def admit(self, peer: str) -> str | None:
+        """None to accept an authenticated peer, else the reason to refuse it."""
+        ...
 
     def sync_spaces(self) -> list[str]: ...
 
@@ -187,7 +196,10 @@ class Session:
         self.closed: Closed | None = None
         self.authenticated = False
         self.bytes_in = self.bytes_out = 0
-        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, {}))
+        self._relay = host.keeps_all_spaces
+        caps: dict[str, object] = {"relay": True} if self._relay else {}
+        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, caps))
+        self._peer_is_relay = False
         self._peer_hello: Hello | None = None
         self._transcript = b""
         self._pending_spaces: Spaces | None = None
@@ -366,10 +378,16 @@ class Session:
         self._transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
                                    digest_size=32).digest()
         proof = self.host.identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
-        self._my_spaces = self.host.sync_spaces()
-        blinded = [self._blind(s) for s in self._my_spaces]
-        self._handshake_reply = [encode(AuthMsg(proof)), encode(Spaces(blinded))]
+        self._handshake_reply = [encode(AuthMsg(proof))]
+        self._peer_is_relay = msg.capabilities.get("relay") is True
+        if not self._relay:  # a relay answers with the names the device asked for
+            self._my_spaces = self.host.sync_spaces()
+            self._handshake_reply.append(encode(Spaces(self._space_ids(self._my_spaces))))
         return list(self._handshake_reply)
+
+    def _space_ids(self, names: list[str]) -> list[bytes | str]:
+        # A relay stores envelopes, which name their space anyway: it gets the names.
+        return list(names) if self._peer_is_relay else [self._blind(n) for n in names]
 
     def _blind(self, space: str) -> bytes:
         return blake2b(space.encode(), key=self._transcript, digest_size=BLIND_BYTES).digest()
@@ -382,8 +400,11 @@ class Session:
         if not verify(self._peer_hello.device_key, AUTH_CONTEXT + self._transcript + self.nonce,
                       msg.signature):
             raise ProtocolViolation(E_AUTH_FAILED, f"peer did not prove it holds the key of {self.peer}")
-        self.authenticated = True
         assert self.peer is not None and self.version is not None
+        refused = self.host.admit(self.peer)
+        if refused is not None:
+            raise ProtocolViolation(E_AUTH_FAILED, refused)
+        self.authenticated = True
         self.events.append(Authenticated(self.peer, self.version))
         return self._on_spaces(now) if self._pending_spaces is not None else []
 
@@ -391,10 +412,14 @@ class Session:
         if self._spaces_known:
             return []  # duplicate
         assert self._pending_spaces is not None
-        theirs = {b: i for i, b in enumerate(self._pending_spaces.blinded)}
         out = []
+        if self._relay:
+            self._my_spaces = self._relay_spaces(self._pending_spaces)
+            out.append(encode(Spaces(list(self._my_spaces))))
+            self._handshake_reply.append(out[0])
+        theirs = {b: i for i, b in enumerate(self._pending_spaces.blinded)}
         for mine, name in enumerate(self._my_spaces):
-            index = theirs.get(self._blind(name))
+            index = theirs.get(name if (self._relay or self._peer_is_relay) else self._blind(name))
             if index is None:
                 continue
             st = _SpaceState(name, mine, index)
@@ -408,6 +433,18 @@ class Session:
             out.append(st.have_frame)
         self._spaces_known = True
         return out
+
+    def _relay_spaces(self, msg: Spaces) -> list[str]:
+        names = []
+        for entry in msg.blinded:
+            if not isinstance(entry, str):
+                raise ProtocolViolation(E_UNEXPECTED, "a relay needs space names, not blinded ids")
+            try:
+                check_name("space name", entry, MAX_SPACE_NAME)
+            except ValueError as exc:
+                raise ProtocolViolation(E_MALFORMED, str(exc)) from None
+            names.append(entry)
+        return names
 
     def _space(self, index: int) -> _SpaceState | None:
         return self._by_theirs.get(index)
