@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from crdt_sync import Replica
@@ -37,6 +37,22 @@ class SessionOutcome:
         return self.synced and (self.closed is None or self.closed.code in (E_NORMAL, E_GOING_AWAY))
 
 
+@dataclass
+class Hooks:
+    """How the driver learns about the host between frames.
+
+    Attributes:
+        changed: set by the host when it has new envelopes to push (an observer, a hub).
+        idle: called on every turn of a live session (a replica seals and refreshes here).
+        before_send: awaited before frames are sent (a relay waits for its group commit so
+            that no ACK leaves before the envelopes it acknowledges are on disk).
+    """
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: Callable[[], None] | None = None
+    before_send: Callable[[], Awaitable[None]] | None = None
+
+
 async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
                       config: SessionConfig | None = None, stop: asyncio.Event | None = None,
                       on_event: Callable[[Event], None] | None = None,
@@ -52,15 +68,41 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         on_event: called with each session event (authenticated, received, synced, closed).
         timeout: give up after this many seconds (one-shot sessions).
     """
-    session = Session(replica, clock(), config)
-    changed = asyncio.Event()
-    unsubscribe = replica.observe(lambda _changes: changed.set())
+    hooks = Hooks()
+
+    def idle() -> None:
+        replica.maintain()
+        replica.refresh()  # other processes' edits: observers set `changed`
+
+    hooks.idle = idle
+    unsubscribe = replica.observe(lambda _changes: hooks.changed.set())
+    try:
+        return await drive(Session(replica, clock(), config), link, hooks, live=live, stop=stop,
+                           on_event=on_event, clock=clock, tick_interval=maintain_interval,
+                           timeout=timeout)
+    finally:
+        unsubscribe()
+
+
+async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool = False,
+                stop: asyncio.Event | None = None, on_event: Callable[[Event], None] | None = None,
+                clock: Callable[[], float] = time.monotonic, tick_interval: float = 0.2,
+                timeout: float | None = None,
+                on_send: Callable[[list[bytes]], None] | None = None) -> SessionOutcome:
+    """Run ``session`` over ``link`` until it closes (see :func:`run_session`)."""
+    changed = hooks.changed
     events: list[Event] = []
     frames_in = frames_out = 0
     started = clock()
 
     async def send(frames: list[bytes]) -> None:
         nonlocal frames_out
+        if not frames:
+            return
+        if hooks.before_send is not None:
+            await hooks.before_send()
+        if on_send is not None:
+            on_send(frames)
         for frame in frames:
             await link.send(frame)
             frames_out += 1
@@ -86,7 +128,7 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
             deadline = session.next_deadline()
             wait = max(0.0, (deadline if deadline is not None else now + 1.0) - now)
             if live:
-                wait = min(wait, maintain_interval)
+                wait = min(wait, tick_interval)
             if timeout is not None:
                 wait = min(wait, max(0.0, started + timeout - now))
             waiters = [asyncio.ensure_future(changed.wait())]
@@ -107,9 +149,8 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
                 frames_in += 1
                 out += session.receive(frame, now)
                 recv = asyncio.ensure_future(link.recv())
-            if live:
-                replica.maintain()
-                replica.refresh()  # other processes' edits: observers set `changed`
+            if live and hooks.idle is not None:
+                hooks.idle()
             if changed.is_set():
                 changed.clear()
                 out += session.local_changed(now)
@@ -122,7 +163,6 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         if session.closed is None:
             session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
     finally:
-        unsubscribe()
         recv.cancel()
         for waiter in waiters:
             waiter.cancel()

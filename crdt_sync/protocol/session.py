@@ -196,6 +196,7 @@ class Session:
         self.closed: Closed | None = None
         self.authenticated = False
         self.bytes_in = self.bytes_out = 0
+        self.envelopes_in = self.envelopes_out = 0  # applied here / sent to the peer
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
         self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, caps))
@@ -504,6 +505,7 @@ class Session:
             chain[(author, e.seq)] = envelope_hash(wire)
             wires.append(wire)
         applied, dups, gaps = self.host.receive(wires, f"peer {self.peer}", st.name, tolerate_gaps=True)
+        self.envelopes_in += applied
         # The peer has what it sent, so never send it back (contiguity holds: it sends in order).
         _merge(st.sent, theirs)
         _merge(st.acked, theirs)
@@ -553,6 +555,7 @@ class Session:
                 wire.append(WireEnvelope(self._ref(st, author), env.seq, env.hlc, env.payload,
                                          env.signature))
             _merge(st.sent, top)
+            self.envelopes_out += len(envs)
             st.inflight.append(_Inflight(st.next_batch, top, now))
             out.append(encode(Envelopes(st.mine, st.next_batch, wire)))
             st.next_batch += 1
