@@ -17,6 +17,7 @@ the sender stop at its window, not buffer.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Protocol
@@ -211,6 +212,8 @@ class Session:
         self._started = self._last_rx = self._last_tx = self._hello_sent = now
         self._ping = 0
         self._handshake_reply: list[bytes] = []
+        #: called with the shared spaces once they are known (a relay subscribes to them)
+        self.on_shared: Callable[[list[str]], None] | None = None
         self._early = 0
 
     # -- the driver's interface ---------------------------------------------------------------
@@ -433,6 +436,8 @@ class Session:
             self._by_theirs[index] = st
             out.append(st.have_frame)
         self._spaces_known = True
+        if self.on_shared is not None:
+            self.on_shared(sorted(self._spaces))
         return out
 
     def _relay_spaces(self, msg: Spaces) -> list[str]:

@@ -1,0 +1,118 @@
+"""Relay settings: command-line options over environment variables over a TOML file over
+defaults, and the device allow-list (a file the operator edits; reloaded on SIGHUP)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from crdt_sync.errors import CrdtSyncError
+from crdt_sync.identity import public_key_of
+
+ENV_PREFIX = "CRDT_SYNC_RELAY_"
+
+
+class ConfigError(CrdtSyncError, ValueError):
+    """A setting has a value the relay cannot use."""
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Every setting, with its default. Each may come from ``--NAME``, ``CRDT_SYNC_RELAY_NAME``
+    or the ``[relay]`` table of the TOML file given by ``--config`` / ``CRDT_SYNC_RELAY_CONFIG``."""
+
+    data: Path = Path("relay-data")
+    host: str = "127.0.0.1"
+    port: int = 8787
+    allow_list: Path | None = None  # None: any device that proves its key may sync
+    cert: Path | None = None  # with key: serve wss://
+    key: Path | None = None
+    max_connections: int = 10_000
+    rate_envelopes: float = 500.0  # per device, per second (a burst of 10 s is allowed)
+    rate_bytes: float = 8 * 1024 * 1024  # per device, per second
+    send_timeout: float = 30.0  # a client that does not read for this long is dropped
+    log_format: str = "text"  # or "json": one JSON object per line
+    log_level: str = "info"
+
+
+def _convert(name: str, kind: Any, raw: Any) -> Any:
+    text = str(raw)
+    try:
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+        if "Path" in str(kind):
+            return Path(text) if text else None
+    except ValueError:
+        raise ConfigError(f"relay setting {name} = {raw!r} is not a valid {kind}") from None
+    return text
+
+
+def load_config(overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                config_file: Path | None = None) -> RelayConfig:
+    """Settings from a TOML file, then the environment, then explicit ``overrides`` (CLI)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    from_env = environ.get(ENV_PREFIX + "CONFIG")
+    path = config_file or (Path(from_env) if from_env else None)
+    if path is not None:
+        try:
+            table = tomllib.loads(path.read_text()).get("relay", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read relay config {path}: {exc}") from None
+        values.update({k.replace("-", "_"): v for k, v in table.items()})
+    names = {f.name: f.type for f in fields(RelayConfig)}
+    for name in names:
+        if ENV_PREFIX + name.upper() in environ:
+            values[name] = environ[ENV_PREFIX + name.upper()]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown relay settings: {', '.join(sorted(unknown))}")
+    config = replace(RelayConfig(), **{k: _convert(k, names[k], v) for k, v in values.items()})
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("log_format is text or json")
+    if (config.cert is None) != (config.key is None):
+        raise ConfigError("wss needs both cert and key")
+    return config
+
+
+class AllowList:
+    """Device ids allowed to sync, one per line as ``crdt-sync init`` prints them (``#``
+    starts a comment). No file means open access."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.devices: frozenset[str] | None = None
+        self.reload()
+
+    def reload(self) -> int:
+        """Read the file again; returns how many devices it allows. Raises ConfigError."""
+        if self.path is None:
+            return 0
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read allow-list {self.path}: {exc.strerror}") from None
+        devices = set()
+        for number, line in enumerate(lines, 1):
+            entry = line.split("#", 1)[0].strip()
+            if not entry:
+                continue
+            try:
+                public_key_of(entry)
+            except CrdtSyncError:
+                raise ConfigError(f"{self.path}:{number}: {entry!r} is not a device id") from None
+            devices.add(entry)
+        self.devices = frozenset(devices)
+        return len(devices)
+
+    def refusal(self, device: str) -> str | None:
+        if self.devices is None or device in self.devices:
+            return None
+        return f"device {device} is not on this relay's allow-list"

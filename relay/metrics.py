@@ -1,0 +1,29 @@
+"""Prometheus metrics of one relay (its own registry, so tests can run several relays)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("crdt_relay_connections_open", "Open device connections", registry=r)
+        self.connections_total = Counter("crdt_relay_connections_accepted", "Connections accepted",
+                                         registry=r)
+        self.envelopes_in = Counter("crdt_relay_envelopes_in_total", "Envelopes stored", registry=r)
+        self.envelopes_out = Counter("crdt_relay_envelopes_out_total", "Envelopes sent", registry=r)
+        self.bytes_in = Counter("crdt_relay_bytes_in_total", "Frame bytes received", registry=r)
+        self.bytes_out = Counter("crdt_relay_bytes_out_total", "Frame bytes sent", registry=r)
+        self.rejections = Counter("crdt_relay_rejections_total", "Refused input, by reason",
+                                  ["reason"], registry=r)
+        self.store_bytes = Gauge("crdt_relay_store_bytes", "Size of the SQLite store", registry=r)
+        self.commits = Counter("crdt_relay_commits_total", "Group commits (fsync)", registry=r)
+        self.fanout = Histogram("crdt_relay_fanout_seconds",
+                                "From commit to the envelopes leaving for a subscriber",
+                                buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                                registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,284 @@
+"""The relay server (aiohttp): the sync protocol over WebSocket at ``/v1/sync``, plus
+``/healthz`` and Prometheus ``/metrics``.
+
+A thin shell: each connection runs the same sans-I/O session as every peer, over a
+:class:`~transports.websocket.WebSocketLink`, against :class:`~relay.storage.RelayHost`.
+Memory stays bounded: no document in RAM, each session sends at most its window of
+batches read from SQLite, and a client that stops reading is dropped after
+``send_timeout`` (it catches up from storage when it comes back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
+from crdt_sync.protocol.messages import E_LIMIT, T_ENVELOPES, Error, encode
+from transports.base import LinkClosed
+from transports.driver import Hooks, drive
+from transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
+
+from .config import AllowList, RelayConfig
+from .logs import setup_logging
+from .metrics import RelayMetrics
+from .storage import RelayHost, RelayStore
+
+log = logging.getLogger("crdt_sync.relay")
+
+
+class TokenBucket:
+    """``rate`` per second with bursts of ``burst``; time passed in by the caller."""
+
+    __slots__ = ("burst", "level", "rate", "updated")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.level, self.updated = rate, burst, burst, now
+
+    def take(self, amount: float, now: float) -> bool:
+        self.level = min(self.burst, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+        if amount > self.level:
+            return False
+        self.level -= amount
+        return True
+
+
+@dataclass(eq=False)  # identity hashing: connections live in sets
+class _Connection:
+    hooks: Hooks
+    label: str
+    spaces: list[str] = field(default_factory=list)
+    woken_at: float | None = None
+
+
+class _CountingLink:
+    """Counts bytes for the metrics and drops a client that stops reading."""
+
+    def __init__(self, link: WebSocketLink, metrics: RelayMetrics, send_timeout: float) -> None:
+        self.link, self.metrics, self.send_timeout = link, metrics, send_timeout
+
+    @property
+    def label(self) -> str:
+        return self.link.label
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.link.send(frame), self.send_timeout)
+        except TimeoutError:
+            self.metrics.rejections.labels("slow-consumer").inc()
+            raise LinkClosed(f"{self.label} did not read for {self.send_timeout:g} s") from None
+        self.metrics.bytes_out.inc(len(frame))
+
+    async def recv(self) -> bytes:
+        frame = await self.link.recv()
+        self.metrics.bytes_in.inc(len(frame))
+        return frame
+
+    async def close(self) -> None:
+        await self.link.close()
+
+
+class RelayServer:
+    """One relay process. ``await start()``, then ``await stop()`` (SIGTERM does it)."""
+
+    def __init__(self, config: RelayConfig, session_config: SessionConfig | None = None) -> None:
+        self.config = config
+        self.session_config = session_config or SessionConfig()
+        self.store = RelayStore(config.data)
+        self.store.on_commit = self._fan_out
+        self.metrics = RelayMetrics()
+        self.allow = AllowList(config.allow_list)
+        self.stopping = asyncio.Event()
+        self._subscribers: dict[str, set[_Connection]] = {}
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = config.port
+
+    @property
+    def device_id(self) -> str:
+        return self.store.identity.id
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(SYNC_PATH, self._sync)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        context = None
+        if self.config.cert is not None and self.config.key is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.config.cert, self.config.key)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])  # the real port when 0 was asked
+        log.info("relay.start", extra={"fields": {
+            "device": self.device_id, "url": self.url, "data": str(self.config.data),
+            "allow_list": str(self.config.allow_list) if self.config.allow_list else "open"}})
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.config.cert else "ws"
+        return f"{scheme}://{self.config.host}:{self.port}"
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let sessions say going-away, commit, close. Idempotent."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        log.info("relay.stopping", extra={"fields": {"sessions": len(self._connections)}})
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        await self.store.commit()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.store.close()
+        log.info("relay.stopped", extra={"fields": {}})
+
+    def reload_allow_list(self) -> None:
+        count = self.allow.reload()
+        log.info("relay.allow_list.reload", extra={"fields": {"devices": count}})
+
+    # -- HTTP endpoints ------------------------------------------------------------------
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok = self.store.healthy() and not self.stopping.is_set()
+        return web.json_response({"ok": ok, "storage": self.store.healthy()}, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.store_bytes.set(self.store.size_bytes())
+        return web.Response(body=self.metrics.render(), content_type="text/plain")
+
+    async def _sync(self, request: web.Request) -> web.StreamResponse:
+        if self.stopping.is_set():
+            raise web.HTTPServiceUnavailable(text="relay is shutting down; retry later")
+        ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True)
+        await ws.prepare(request)
+        label = str(request.remote)
+        link = WebSocketLink(ws, label)
+        if len(self._connections) >= self.config.max_connections:
+            self.metrics.rejections.labels("connection-limit").inc()
+            await link.send(encode(Error(E_LIMIT, "too many connections to this relay; retry later")))
+            await link.close()
+            return ws
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(link, label)
+        finally:
+            self._tasks.discard(task)
+        return ws
+
+    # -- one session ---------------------------------------------------------------------
+    async def _serve(self, link: WebSocketLink, label: str) -> None:
+        conn = _Connection(Hooks(before_send=self.store.commit), label)
+        host = RelayHost(self.store, self._admit, self._limit)
+        session = Session(host, time.monotonic(), self.session_config)
+
+        def shared(spaces: list[str]) -> None:
+            conn.spaces = spaces
+            for space in spaces:
+                self._subscribers.setdefault(space, set()).add(conn)
+
+        def sent(frames: list[bytes]) -> None:
+            if conn.woken_at is not None and any(f[1:2] == bytes([T_ENVELOPES]) for f in frames):
+                self.metrics.fanout.observe(time.monotonic() - conn.woken_at)
+                conn.woken_at = None
+
+        def event(ev: Event) -> None:
+            if isinstance(ev, Received):
+                self.metrics.envelopes_in.inc(ev.applied)
+            elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (0, 9):
+                self.metrics.rejections.labels(ev.name).inc()
+
+        session.on_shared = shared
+        self._connections.add(conn)
+        self.metrics.connections.inc()
+        self.metrics.connections_total.inc()
+        counting = _CountingLink(link, self.metrics, self.config.send_timeout)
+        try:
+            outcome = await drive(session, counting, conn.hooks, live=True, stop=self.stopping,
+                                  on_event=event, on_send=sent)
+        finally:
+            self._connections.discard(conn)
+            for space in conn.spaces:
+                self._subscribers.get(space, set()).discard(conn)
+            self.metrics.connections.dec()
+            self.metrics.envelopes_out.inc(session.envelopes_out)
+        if self.stopping.is_set():
+            link.close_code = CLOSE_GOING_AWAY
+        closed = outcome.closed
+        log.info("session.closed", extra={"fields": {
+            "peer": outcome.peer, "remote": label, "code": closed.code if closed else None,
+            "reason": closed.reason if closed else None, "by_peer": closed.by_peer if closed else None,
+            "envelopes_in": session.envelopes_in, "envelopes_out": session.envelopes_out,
+            "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}})
+
+    def _admit(self, device: str) -> str | None:
+        refusal = self.allow.refusal(device)
+        if refusal is not None:
+            self.metrics.rejections.labels("not-allowed").inc()
+            log.warning("session.refused", extra={"fields": {"peer": device, "reason": refusal}})
+        return refusal
+
+    def _limit(self, device: str, envelopes: int, size: int) -> str | None:
+        now = time.monotonic()
+        buckets = self._buckets.get(device)
+        if buckets is None:
+            cfg = self.config
+            buckets = self._buckets[device] = (
+                TokenBucket(cfg.rate_envelopes, cfg.rate_envelopes * 10, now),
+                TokenBucket(cfg.rate_bytes, cfg.rate_bytes * 10, now))
+        if buckets[0].take(envelopes, now) and buckets[1].take(size, now):
+            return None
+        self.metrics.rejections.labels("rate-limit").inc()
+        return f"device {device} exceeds this relay's rate limit; slow down and retry"
+
+    def _fan_out(self, spaces: set[str], committed_at: float) -> None:
+        self.metrics.commits.inc()
+        for space in spaces:
+            for conn in self._subscribers.get(space, ()):
+                if conn.woken_at is None:
+                    conn.woken_at = committed_at
+                conn.hooks.changed.set()
+
+
+async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> int:
+    """Run a relay until SIGTERM or SIGINT; SIGHUP reloads the allow-list. Returns 0."""
+    setup_logging(config.log_format, config.log_level)
+    server = RelayServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    loop.add_signal_handler(signal.SIGINT, done.set)
+    loop.add_signal_handler(signal.SIGHUP, _reloader(server))
+    if ready is not None:
+        ready.set()
+    print(f"crdt-sync relay {server.device_id} listening on {server.url}", flush=True)
+    await done.wait()
+    await server.stop()
+    return 0
+
+
+def _reloader(server: RelayServer) -> Any:
+    def reload() -> None:
+        try:
+            server.reload_allow_list()
+        except Exception as exc:  # keep serving with the old list; say why
+            log.error("relay.allow_list.error", extra={"fields": {"error": str(exc)}})
+    return reload

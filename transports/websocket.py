@@ -1,0 +1,97 @@
+"""Frames over WebSocket (aiohttp): one binary message per frame. Used by the relay (both
+ends) and by LAN sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiohttp import web
+
+from crdt_sync.protocol import MAX_FRAME
+
+from .base import LinkClosed, TransportError
+
+SYNC_PATH = "/v1/sync"
+#: aiohttp closes a WebSocket on a message above this; we allow some room above the
+#: protocol's maximum so that an oversized frame reaches the session and gets a protocol ERROR.
+WS_MAX_MESSAGE = 2 * MAX_FRAME
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+
+
+class ConnectFailed(TransportError, ConnectionError):
+    """The relay (or peer) could not be reached or refused the WebSocket."""
+
+
+def sync_url(url: str) -> str:
+    """``ws://host:port`` as an operator hands it out, with ``/v1/sync`` added if no path."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"a relay URL starts with ws:// or wss://, not {url!r}")
+    if not parts.netloc:
+        raise ValueError(f"no host in relay URL {url!r}")
+    path = parts.path if parts.path not in ("", "/") else SYNC_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+class WebSocketLink:
+    """A :class:`~transports.base.FrameLink` over an aiohttp WebSocket (client or server side)."""
+
+    def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, label: str,
+                 owner: aiohttp.ClientSession | None = None) -> None:
+        self._ws = ws
+        self._label = label
+        self._owner = owner
+        self.close_code = CLOSE_NORMAL
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    async def send(self, frame: bytes) -> None:
+        if self._ws.closed:
+            raise LinkClosed(f"connection to {self._label} is closed")
+        try:
+            await self._ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise LinkClosed(f"connection to {self._label} lost: {exc}") from None
+
+    async def recv(self) -> bytes:
+        try:
+            msg = await self._ws.receive()
+        except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise LinkClosed(f"connection to {self._label} lost: {exc}") from None
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return bytes(msg.data)
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return str(msg.data).encode()  # not a frame: the session answers ERROR malformed
+        raise LinkClosed(f"{self._label} closed the connection ({msg.type.name.lower()}"
+                         f"{f' {msg.data}' if msg.data else ''})")
+
+    async def close(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await self._ws.close(code=self.close_code)  # already gone: closing is idempotent
+        if self._owner is not None:
+            await self._owner.close()
+            self._owner = None
+
+
+async def connect(url: str, *, timeout: float = 10.0, ssl: Any = None) -> WebSocketLink:
+    """Open a WebSocket to a relay (``ws://host:port`` or a full URL)."""
+    target = sync_url(url)
+    session = aiohttp.ClientSession()
+    try:
+        async with asyncio.timeout(timeout):
+            ws = await session.ws_connect(target, max_msg_size=WS_MAX_MESSAGE, autoping=True,
+                                          timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                                          ssl=ssl if ssl is not None else True)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        await session.close()
+        raise ConnectFailed(f"cannot reach the relay at {target}: {exc or type(exc).__name__}; "
+                            f"check the URL and that the relay is running") from None
+    return WebSocketLink(ws, target, owner=session)
+
