@@ -257,6 +257,24 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> None:
     run_demo(Path(args.dir) if args.dir else None, out.console, as_json=out.json)
 
 
+def cmd_relay(args: argparse.Namespace, out: Output) -> None:
+    from .cli_net import run_relay
+
+    run_relay(args, out)
+
+
+def cmd_sync(args: argparse.Namespace, out: Output) -> None:
+    from .cli_net import run_sync
+
+    run_sync(args, out, live=False)
+
+
+def cmd_peer(args: argparse.Namespace, out: Output) -> None:
+    from .cli_net import run_sync
+
+    run_sync(args, out, live=True)
+
+
 def _open(args: argparse.Namespace) -> Any:
     from .replica import Replica
 
@@ -307,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--for", dest="for_peer", metavar="DEVICE",
                        help="only what DEVICE lacks, as far as this device knows")
     command("import", cmd_import, "verify and apply a bundle, all or nothing").add_argument("file")
+    from .cli_net import add_commands
+
+    add_commands(sub, common)
     command("demo", cmd_demo, "three simulated field devices edit offline and converge") \
         .add_argument("--dir", help="keep the devices' data directories here")
     return parser
@@ -336,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.fail(EXIT_REJECTED, "value-rejected", f"{exc}; nothing changed")
     except StoreError as exc:
         out.fail(EXIT_ERROR, "store", str(exc))
+    except ConnectionError as exc:
+        out.fail(EXIT_ERROR, "unreachable", str(exc))
     except CrdtSyncError as exc:
         out.fail(EXIT_ERROR, "error", str(exc))
     except OSError as exc:

@@ -25,7 +25,7 @@ class RelayConfig:
     """Every setting, with its default. Each may come from ``--NAME``, ``CRDT_SYNC_RELAY_NAME``
     or the ``[relay]`` table of the TOML file given by ``--config`` / ``CRDT_SYNC_RELAY_CONFIG``."""
 
-    data: Path = Path("relay-data")
+    data: Path | None = None  # None: the crdt-sync data directory ($CRDT_SYNC_DATA, else the user's)
     host: str = "127.0.0.1"
     port: int = 8787
     allow_list: Path | None = None  # None: any device that proves its key may sync

@@ -92,6 +92,8 @@ class RelayServer:
     def __init__(self, config: RelayConfig, session_config: SessionConfig | None = None) -> None:
         self.config = config
         self.session_config = session_config or SessionConfig()
+        if config.data is None:
+            raise ValueError("the relay needs a data directory")
         self.store = RelayStore(config.data)
         self.store.on_commit = self._fan_out
         self.metrics = RelayMetrics()

@@ -57,7 +57,9 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
                       config: SessionConfig | None = None, stop: asyncio.Event | None = None,
                       on_event: Callable[[Event], None] | None = None,
                       clock: Callable[[], float] = time.monotonic,
-                      maintain_interval: float = 0.2, timeout: float | None = None) -> SessionOutcome:
+                      maintain_interval: float = 0.2, timeout: float | None = None,
+                      spaces: list[str] | None = None,
+                      on_session: Callable[[Session], None] | None = None) -> SessionOutcome:
     """Sync ``replica`` with the peer at the other end of ``link``.
 
     Args:
@@ -67,6 +69,8 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         stop: set it to end a live session (the peer is told the link is going away).
         on_event: called with each session event (authenticated, received, synced, closed).
         timeout: give up after this many seconds (one-shot sessions).
+        spaces: sync only these of the replica's spaces (default: all it keeps).
+        on_session: called with the session before it starts (progress displays read it).
     """
     hooks = Hooks()
 
@@ -75,11 +79,13 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         replica.refresh()  # other processes' edits: observers set `changed`
 
     hooks.idle = idle
+    session = Session(replica, clock(), config, spaces=spaces)
+    if on_session is not None:
+        on_session(session)
     unsubscribe = replica.observe(lambda _changes: hooks.changed.set())
     try:
-        return await drive(Session(replica, clock(), config), link, hooks, live=live, stop=stop,
-                           on_event=on_event, clock=clock, tick_interval=maintain_interval,
-                           timeout=timeout)
+        return await drive(session, link, hooks, live=live, stop=stop, on_event=on_event,
+                           clock=clock, tick_interval=maintain_interval, timeout=timeout)
     finally:
         unsubscribe()
 

@@ -164,6 +164,8 @@ class _SpaceState:
     next_batch: int = 1
     peer_saw_have: bool = False
     synced: bool = False
+    expect_in: int = 0  # envelopes the peer had that we lacked, at its HAVE
+    expect_out: int = 0
 
 
 def _covers(vv: dict[str, int], other: dict[str, int]) -> bool:
@@ -187,8 +189,9 @@ class Session:
     """
 
     def __init__(self, host: SyncHost, now: float, config: SessionConfig | None = None,
-                 nonce: bytes | None = None) -> None:
+                 nonce: bytes | None = None, spaces: list[str] | None = None) -> None:
         self.host = host
+        self._only = None if spaces is None else set(spaces)
         self.config = config or SessionConfig()
         self.nonce = nonce or os.urandom(32)
         self.events: list[Event] = []
@@ -308,6 +311,10 @@ class Session:
         """Both sides hold everything the other had, for every shared space."""
         return self._spaces_known and all(st.synced for st in self._spaces.values())
 
+    def expected(self) -> int:
+        """Envelopes this session expects to move both ways (known once HAVEs crossed)."""
+        return sum(st.expect_in + st.expect_out for st in self._spaces.values())
+
     def shared_spaces(self) -> list[str]:
         return sorted(self._spaces)
 
@@ -385,7 +392,7 @@ class Session:
         self._handshake_reply = [encode(AuthMsg(proof))]
         self._peer_is_relay = msg.capabilities.get("relay") is True
         if not self._relay:  # a relay answers with the names the device asked for
-            self._my_spaces = self.host.sync_spaces()
+            self._my_spaces = [s for s in self.host.sync_spaces() if self._only is None or s in self._only]
             self._handshake_reply.append(encode(Spaces(self._space_ids(self._my_spaces))))
         return list(self._handshake_reply)
 
@@ -483,6 +490,9 @@ class Session:
             st.their_table = [a for a in table if a is not None]
             st.peer_have = dict(vv)
             st.sent = dict(vv)
+            mine = self.host.version_vector(st.name)
+            st.expect_in = sum(max(0, s - mine.get(a, 0)) for a, s in vv.items())
+            st.expect_out = sum(max(0, s - vv.get(a, 0)) for a, s in mine.items())
         _merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
         # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).

@@ -1,0 +1,142 @@
+"""The networked ``crdt-sync`` commands: ``relay``, ``sync`` and ``peer``.
+
+They import ``relay/`` and ``transports/`` lazily, so a machine without the ``relay`` extra
+can still use every local command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CrdtSyncError, Rejected
+
+if TYPE_CHECKING:
+    from .cli import Output
+
+
+class Unreachable(CrdtSyncError, ConnectionError):
+    """The relay could not be reached."""
+
+
+def _need_extra() -> None:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise CrdtSyncError("this command needs the relay extra: pip install 'crdt-sync[relay]'") from None
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from .cli import cmd_peer, cmd_relay, cmd_sync
+
+    p = sub.add_parser("relay", parents=[common], help="run a relay server",
+                       description="Run a relay: store-and-forward of envelopes over WebSocket "
+                                   "(/v1/sync), /healthz and /metrics. Settings: options, else "
+                                   "CRDT_SYNC_RELAY_<NAME> variables, else the [relay] table "
+                                   "of --config FILE.")
+    p.set_defaults(func=cmd_relay)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8787; 0 picks a free one)")
+    p.add_argument("--config", type=Path, help="TOML file with a [relay] table")
+    p.add_argument("--allow-list", type=Path, help="file of device ids allowed (reloaded on SIGHUP)")
+    p.add_argument("--cert", type=Path, help="TLS certificate (serve wss://)")
+    p.add_argument("--key", type=Path, help="TLS private key")
+    p.add_argument("--max-connections", type=int)
+    p.add_argument("--log-format", choices=["text", "json"])
+
+    for name, func, what in (("sync", cmd_sync, "push and pull through a relay until caught up"),
+                             ("peer", cmd_peer, "stay connected to a relay and sync as edits happen")):
+        p = sub.add_parser(name, parents=[common], help=what, description=what)
+        p.set_defaults(func=func)
+        p.add_argument("--relay", required=True, metavar="URL", help="ws://host:port or wss://host")
+        p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
+        if name == "sync":
+            p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+
+
+def run_relay(args: argparse.Namespace, out: Output) -> None:
+    _need_extra()
+    from relay.config import load_config
+    from relay.server import serve
+
+    from .cli import data_dir
+
+    overrides = {"host": args.host, "port": args.port, "allow_list": args.allow_list,
+                 "cert": args.cert, "key": args.key, "max_connections": args.max_connections,
+                 "log_format": args.log_format or ("json" if out.json else None)}
+    config = load_config(overrides | {"data": args.data}, config_file=args.config)
+    if config.data is None:
+        config = replace(config, data=data_dir(None))
+    raise SystemExit(asyncio.run(serve(config)))
+
+
+def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
+    _need_extra()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from transports.relay import run_peer, sync_session
+    from transports.websocket import ConnectFailed
+
+    from .cli import _open
+    from .protocol import Closed, Event, Received, Session
+
+    with _open(args) as replica:
+        for space in args.spaces:
+            replica.join(space)
+        spaces = args.spaces or None
+        if live:
+            stop = asyncio.Event()
+
+            async def peer() -> int:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stop.set)
+                out.err.print(f"peer {replica.device_id[:12]} syncing with {args.relay} "
+                              "(SIGTERM or Ctrl-C stops)")
+                return await run_peer(replica, args.relay, stop, spaces=spaces,
+                                      on_event=lambda e: _log_event(out, e))
+            sessions = asyncio.run(peer())
+            out.emit({"relay": args.relay, "sessions": sessions, "stopped": True})
+            return
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            console=out.err, disable=out.json, transient=True)
+        holder: dict[str, Any] = {}
+
+        def on_session(session: Session) -> None:
+            holder["session"] = session
+
+        def on_event(event: Event) -> None:
+            session = holder.get("session")
+            if isinstance(event, Received) and session is not None:
+                total = max(session.expected(), session.envelopes_in + session.envelopes_out)
+                progress.update(task, total=total, completed=session.envelopes_in + session.envelopes_out)
+
+        task = progress.add_task("syncing", total=None)
+        try:
+            with progress:
+                outcome = asyncio.run(sync_session(replica, args.relay, spaces=spaces, on_event=on_event,
+                                                   on_session=on_session, timeout=args.timeout))
+        except ConnectFailed as exc:
+            raise Unreachable(str(exc)) from None
+        session = holder["session"]
+        closed: Closed | None = outcome.closed
+        if not outcome.synced:
+            why = f"{closed.name}: {closed.reason}" if closed else "not synced"
+            if closed is not None and closed.code in (3, 5, 10):
+                raise Rejected(closed.name, f"the relay refused this device: {closed.reason}")
+            raise CrdtSyncError(f"sync with {args.relay} did not finish ({why}); run it again: "
+                                "it resumes where it stopped")
+        result = {"relay": args.relay, "synced": True, "spaces": session.shared_spaces(),
+                  "received": session.envelopes_in, "sent": session.envelopes_out,
+                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}
+        out.emit(result, lambda: out.console.print(
+            f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with {args.relay}: "
+            f"{result['received']} envelopes in, {result['sent']} out"))
+
+
+def _log_event(out: Output, event: Any) -> None:
+    out.err.print(f"[dim]{type(event).__name__}[/] {event}", highlight=False)
