@@ -1,12 +1,15 @@
-"""``crdt-sync demo``: three field devices edit offline, carry bundles between them, converge.
+"""``crdt-sync demo``: a relay on SQLite and three field devices that edit offline, meet,
+and converge: through the relay, over a direct link, and by a bundle on a USB stick.
 
-Each device is a real replica in its own data directory. Their clocks are simulated (a
-shared "field time" that advances with the story) so the printed times read like a day's
-work; everything else is the real engine.
+Each device is a real replica in its own data directory, the relay a real server on a
+loopback port, the direct meeting a real sync session over the in-memory transport (LAN and
+BLE carry the same session). The clocks are simulated (a shared "field time" that advances
+with the story) so the printed times read like a day's work.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import tempfile
@@ -48,6 +51,16 @@ def _digest(replica: Replica) -> str:
 
 
 def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict[str, Any]:
+    return asyncio.run(_demo(root, console, as_json))
+
+
+async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str, Any]:
+    from relay.config import RelayConfig
+    from relay.server import RelayServer
+    from transports.driver import run_session
+    from transports.memory import MemoryNetwork
+    from transports.relay import sync_session
+
     holder = None
     if root is None:
         holder = tempfile.TemporaryDirectory(prefix="crdt-sync-demo-")
@@ -76,10 +89,24 @@ def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict
         step(_now(clock), dst, f"imports {path.name} ({len(bundle)} bytes): "
              f"{result.applied} new envelope(s), {result.duplicates} already there")
 
+    relay = RelayServer(RelayConfig(data=root / "relay", port=0))
+
+    async def via_relay(who: str) -> None:
+        outcome = await sync_session(devices[who], relay.url, timeout=30)
+        step(_now(clock), who, f"syncs through the relay: {_moved(outcome)}")
+
+    async def meet(one: str, other: str) -> None:
+        link_a, link_b = MemoryNetwork(seed=42).pair()
+        first, _ = await asyncio.gather(run_session(devices[one], link_a, timeout=30),
+                                             run_session(devices[other], link_b, timeout=30))
+        step(_now(clock), f"{one}+{other}", f"meet and sync directly: {_moved(first)}")
+
     try:
-        say(f"[bold]Three field devices[/] in {root}")
+        await relay.start()
+        say(f"[bold]A relay[/] on SQLite at {relay.url} and [bold]three field devices[/] in {root}")
         for n in names:
-            say(f"  {n:<5} device {devices[n].device_id[:16]}...")
+            devices[n].join(SPACE)  # the team's site: each device keeps and syncs it
+            say(f"  {n:<5} device {devices[n].device_id[:16]}..., keeps space {SPACE}")
         say("\n[bold underline]At the depot[/]")
         a = devices["alice"].space(SPACE)
         with a.transaction() as tx:
@@ -88,8 +115,9 @@ def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict
             tx.put("tasks", "T-1", {"title": "Inspect pump-7", "done": False, "assignee": "bob"})
             tx.entity("equipment", "pump-7").text("notes").append("Installed 2019.")
         step("08:00", "alice", "creates pump-7, valve-3 and task T-1")
-        carry("alice", "bob")
-        carry("alice", "carol")
+        for who in names:
+            await via_relay(who)
+        await via_relay("alice")
 
         say("\n[bold underline]In the field, no network[/]")
         b, c = devices["bob"].space(SPACE), devices["carol"].space(SPACE)
@@ -116,11 +144,14 @@ def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict
         step("09:40", "bob", "reassigns T-1 to carol")
 
         say("\n[bold underline]They meet again[/]")
+        clock.at("11:00")
+        await meet("bob", "carol")  # in the truck: a direct link (LAN or BLE in the field)
+        clock.at("11:30")
+        carry("carol", "alice")  # at the air-gapped plant room: a USB stick
         clock.at("12:00")
-        carry("bob", "carol")
-        carry("carol", "alice")
-        carry("alice", "bob")
-        carry("bob", "carol")
+        say("\n[bold underline]Back in coverage[/]")
+        for who in ["alice", "bob", "carol", "alice"]:
+            await via_relay(who)
 
         digests = {n: _digest(r) for n, r in devices.items()}
         converged = len(set(digests.values())) == 1
@@ -138,10 +169,16 @@ def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict
             raise SystemExit(1)
         return summary
     finally:
+        await relay.stop()
         for r in devices.values():
             r.close()
         if holder is not None:
             holder.cleanup()
+
+
+def _moved(outcome: Any) -> str:
+    got = sum(e.applied for e in outcome.events if type(e).__name__ == "Received")
+    return f"{got} envelope(s) in, {outcome.bytes_in + outcome.bytes_out} bytes on the wire"
 
 
 def _now(clock: FieldClock) -> str:
