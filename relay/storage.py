@@ -151,8 +151,8 @@ class RelayStore:
         return applied, dups, gaps
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
-        self.begin()
-        self.store.record_peer(peer, space, vv)
+        """Not kept: a device's next HAVE says where it is, and writing every ACK would
+        cost the relay a commit per frame."""
 
     def record_rejection(self, source: str, rejected: Rejected) -> None:
         self.begin()
@@ -204,4 +204,4 @@ class RelayHost:
             raise
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
-        self.relay.record_ack(peer, space, vv)
+        self.relay.record_ack(peer, space, vv)  # (a no-op: see RelayStore.record_ack)

@@ -133,7 +133,7 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
                 break
             deadline = session.next_deadline()
             wait = max(0.0, (deadline if deadline is not None else now + 1.0) - now)
-            if live:
+            if live and hooks.idle is not None:  # only hosts with idle work need the tick
                 wait = min(wait, tick_interval)
             if timeout is not None:
                 wait = min(wait, max(0.0, started + timeout - now))
