@@ -23,7 +23,7 @@ import cbor2
 from pycrdt import Array, Doc, Map, Text, TransactionEvent
 
 from .errors import ValueRejected
-from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, decode_value
+from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
 TEXT_PREFIX = "t\x00"
@@ -59,7 +59,7 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "doc", "key")
+    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "ascii_texts", "doc", "key")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
                  on_update: Callable[[EntityDoc, bytes], None]) -> None:
@@ -70,6 +70,10 @@ class EntityDoc:
         self._roots: dict[str, Any] = {}  # Doc.get() integrates a new prelim type each call
         #: set while applying stored or remote updates, so they are not journaled as local
         self.applying = False
+        #: text fields known to hold only ASCII, where pycrdt's UTF-8 byte offsets equal
+        #: character indices (see :class:`crdt_sync.space.TextField`); any update from
+        #: elsewhere may add other characters, so applying one forgets them all
+        self.ascii_texts: set[str] = set()
 
         def observe(event: TransactionEvent) -> None:
             if not self.applying:
@@ -85,6 +89,7 @@ class EntityDoc:
         finally:
             self.applying = False
             self._resolved = None
+            self.ascii_texts.clear()
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -92,9 +97,8 @@ class EntityDoc:
         if self._resolved is None:
             grouped: dict[str, list[Entry]] = {}
             for key, raw in self._regs.items():
-                name, _, client = key.rpartition(SEP)
-                hlc, author, kind, value = cbor2.loads(bytes(raw))
-                grouped.setdefault(name, []).append(Entry(hlc, author, int(client), kind, value))
+                name, entry = _parse_register(key, raw)
+                grouped.setdefault(name, []).append(entry)
             for entries in grouped.values():
                 entries.sort(reverse=True)
             self._resolved = grouped
@@ -141,7 +145,7 @@ class EntityDoc:
         out: dict[str, tuple[Entry, list[Entry]]] = {}
         for name, entries in self.registers().items():
             won = entries[0]
-            losers = [e for e in entries[1:] if (e.kind, e.value) != (won.kind, won.value)]
+            losers = [e for e in entries[1:] if not _same(e, won)]
             if losers:
                 out[name] = (won, losers)
         return out
@@ -179,6 +183,35 @@ class EntityDoc:
 
     def close(self) -> None:
         self.doc.unobserve(self._sub)
+
+
+_KINDS = (KIND_VALUE, KIND_TEXT, KIND_LIST, KIND_REMOVED)
+
+
+def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
+    """One register as this module writes it, else ValueError: registers arrive in other
+    devices' updates, and a signed update is still untrusted input."""
+    name, sep, client = key.rpartition(SEP)
+    if not (sep and name and client.isdigit() and isinstance(raw, (bytes, bytearray))):
+        raise ValueError(f"register {key!r} is not field\\0client -> bytes")
+    try:
+        item = cbor2.loads(bytes(raw))
+    except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
+        raise ValueError(f"register {key!r} is not CBOR: {exc}") from None
+    if not (isinstance(item, list) and len(item) == 4):
+        raise ValueError(f"register {key!r} is not [hlc, author, kind, value]")
+    hlc, author, kind, value = item
+    if not (type(hlc) is int and 0 <= hlc < 2**64 and isinstance(author, str)
+            and type(kind) is int and kind in _KINDS):
+        raise ValueError(f"register {key!r} has the wrong types")
+    check_value(value)  # ValueRejected is a ValueError
+    return name, Entry(hlc, author, int(client), kind, value)
+
+
+def _same(a: Entry, b: Entry) -> bool:
+    """Exactly the same write: Python's == would call 1, 1.0 and True (or 0.0 and -0.0) equal,
+    and hide a conflict between values that round-trip as different types."""
+    return a.kind == b.kind and cbor2.dumps(a.value, canonical=True) == cbor2.dumps(b.value, canonical=True)
 
 
 def _thaw(value: Any) -> Any:

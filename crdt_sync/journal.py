@@ -61,8 +61,26 @@ class Journal:
 
     def _open(self) -> None:
         path = self.directory / self.name
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Between creating the file and locking it, another process opening the directory
+        # can take it for a dead process's (empty) journal and remove it. Wait for its lock,
+        # then make sure the path is still our file, else start again.
+        for _ in range(100):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    ours = os.path.samestat(os.fstat(fd), os.stat(path))
+                except FileNotFoundError:
+                    ours = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if ours:
+                break
+            os.close(fd)
+        else:
+            raise OSError(f"cannot create the journal {path}: it keeps being removed")
+        self._fd = fd
         self.count = 0
         self.size = 0
 

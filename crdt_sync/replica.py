@@ -140,10 +140,13 @@ class Replica:
         for ent in self._cache.values():
             ent.close()
         self._cache.clear()
+        # Remove the file while still holding its lock, then forget its folded count: the
+        # other order let an opener take the unlocked file for a dead process's journal with
+        # nothing folded, and seal every record of it a second time.
+        (self.path / "journal" / self._journal.name).unlink(missing_ok=True)
+        self._journal.close()
         with self._store.write():
             self._store.forget_journal(self._journal.name)
-        self._journal.close()
-        (self.path / "journal" / self._journal.name).unlink(missing_ok=True)
         self._store.close()
         self._closed = True
 
@@ -363,12 +366,16 @@ class Replica:
                                     self.client_id if client is None else client, blob)
         return env.seq, env.hash
 
-    def _index(self, key: EntityKey) -> None:
+    def _index(self, key: EntityKey, readable: bool = False) -> None:
+        """Update the query index of ``key``; ``readable`` also reads every field (so a
+        received update that leaves a text or list undecodable raises here)."""
         ent = self._cache.get(key)
         temporary = ent is None
         if ent is None:
             ent = self._load(key)
         try:
+            if readable:
+                ent.fields()
             # canonical: equal values (dicts in any key order) index to the same bytes, as
             # Space.find encodes them
             fields = [(name, cbor2.dumps(value, canonical=True)) for name, value in ent.scalar_fields()]
@@ -414,6 +421,8 @@ class Replica:
                         for _key, item in records:
                             self._clock.observe(unpack_items(item)[0][0])
                         self._seal(records, int(name.split("-")[0], 16))
+                        # in the same commit, so dying before the unlink cannot fold them twice
+                        self._store.set_journal_folded(name, done + len(records))
                 (directory / name).unlink(missing_ok=True)
                 with self._store.write():
                     self._store.forget_journal(name)
@@ -478,7 +487,12 @@ class Replica:
             self._store.join(env.space)
             applied += 1
         for key in sorted(touched):
-            self._index(key)  # loads uncached entities: a bad update is refused here too
+            try:  # loads uncached entities: a bad update is refused here too
+                self._index(key, readable=True)
+            except Rejected:
+                raise
+            except Exception as exc:  # trust boundary: signed updates that break the entity
+                raise Rejected("bad-payload", f"{key} is unreadable after the update: {exc}") from None
         return applied, dups, gaps
 
     # -- bundles -------------------------------------------------------------------------

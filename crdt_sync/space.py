@@ -166,7 +166,8 @@ class EntityWriter:
     def text(self, name: str) -> TextField:
         check_field_name(name)
         ent = self._tx.doc(self.key)
-        return TextField(self._tx, self.key, ent.text(name, self._tx.hlc, self._tx.author))
+        return TextField(self._tx, self.key, ent.text(name, self._tx.hlc, self._tx.author),
+                         ent.ascii_texts, name)
 
     def list(self, name: str) -> ListField:
         check_field_name(name)
@@ -177,22 +178,75 @@ class EntityWriter:
         return self._tx.doc(self.key).fields()
 
 
-class TextField:
-    """A collaborative text field (pycrdt Text): concurrent inserts and deletes interleave."""
+def _insert_at(index: int, size: int) -> int:
+    """Where ``list.insert(index, x)`` inserts: negative counts from the end, out of range clamps."""
+    if index < 0:
+        index += size
+    return min(max(index, 0), size)
 
-    def __init__(self, tx: Transaction, key: EntityKey, text: Any) -> None:
+
+def _span(index: int, length: int, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of ``length`` items from ``index``, clamped like slicing."""
+    start = _insert_at(index, size)
+    return start, min(start + max(length, 0), size)
+
+
+class TextField:
+    """A collaborative text field (pycrdt Text): concurrent inserts and deletes interleave.
+
+    Indices count characters, as in a Python ``str``; out-of-range indices clamp as slicing
+    does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
+    """
+
+    def __init__(self, tx: Transaction, key: EntityKey, text: Any, ascii_texts: set[str],
+                 name: str) -> None:
         self._tx, self._key, self._text = tx, key, text
+        self._ascii, self._name = ascii_texts, name
+
+    def _chars(self) -> str | None:
+        """The text if it holds non-ASCII characters, else None (byte offsets are indices).
+
+        Known-ASCII texts skip the O(n) conversion, which keeps typing into long texts fast.
+        """
+        if self._name in self._ascii:
+            return None
+        text = str(self._text)
+        if text.isascii():
+            self._ascii.add(self._name)
+            return None
+        return text
+
+    def _inserted(self, text: str) -> None:
+        if not text.isascii():
+            self._ascii.discard(self._name)
 
     def insert(self, index: int, text: str) -> None:
         check_text_insert(text)
         self._tx.spend(self._key, len(text))
-        self._text.insert(index, text)
+        chars = self._chars()
+        if chars is None:
+            at = _insert_at(index, len(self._text))
+        else:
+            at = len(chars[:_insert_at(index, len(chars))].encode("utf-8"))
+        self._text.insert(at, text)
+        self._inserted(text)
 
     def append(self, text: str) -> None:
-        self.insert(len(self._text), text)
+        check_text_insert(text)
+        self._tx.spend(self._key, len(text))
+        self._text.insert(len(self._text), text)  # the end in bytes is the end in characters
+        self._inserted(text)
 
     def delete(self, index: int, length: int = 1) -> None:
-        del self._text[index:index + length]
+        chars = self._chars()
+        if chars is None:
+            start, stop = _span(index, length, len(self._text))
+        else:
+            first, last = _span(index, length, len(chars))
+            start = len(chars[:first].encode("utf-8"))
+            stop = start + len(chars[first:last].encode("utf-8"))
+        if stop > start:
+            del self._text[start:stop]
 
     def set(self, text: str) -> None:
         """Replace the whole text (a delete and an insert: not a merge with concurrent edits)."""
@@ -200,12 +254,17 @@ class TextField:
         self._tx.spend(self._key, len(text))
         self._text.clear()
         self._text.insert(0, text)
+        if text.isascii():
+            self._ascii.add(self._name)
+        else:
+            self._ascii.discard(self._name)
 
     def __str__(self) -> str:
         return str(self._text)
 
     def __len__(self) -> int:
-        return len(self._text)
+        chars = self._chars()
+        return len(self._text) if chars is None else len(chars)
 
 
 class ListField:
@@ -228,10 +287,15 @@ class ListField:
         self._array.extend(encoded)
 
     def insert(self, index: int, value: Any) -> None:
-        self._array.insert(index, self._encode(value))
+        """Insert like ``list.insert`` (out-of-range indices clamp; pycrdt would raise)."""
+        data = self._encode(value)
+        self._array.insert(_insert_at(index, len(self._array)), data)
 
     def delete(self, index: int, length: int = 1) -> None:
-        del self._array[index:index + length]
+        """Delete ``length`` items from ``index``, clamped like slicing (pycrdt would panic)."""
+        start, stop = _span(index, length, len(self._array))
+        if stop > start:
+            del self._array[start:stop]
 
     def to_list(self) -> list[Any]:
         return [decode_value(v) for v in self._array]
@@ -312,7 +376,7 @@ class Space:
         """Ids of live entities whose plain fields equal the given values (uses the index)."""
         self.replica.flush()
         self.replica.refresh()
-        encoded = {k: cbor2.dumps(v) for k, v in where.items()}
+        encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index
         return self.replica._store.find(self.name, collection, encoded)
 
     def conflicts(self) -> builtins.list[dict[str, Any]]:

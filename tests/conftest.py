@@ -1,0 +1,40 @@
+"""Shared fixtures: replicas on real data directories under pytest's tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from crdt_sync import Replica
+
+# Store tests do real SQLite and file I/O per example: no per-example deadline (a slow CI
+# disk is not a bug), and the data is generated cheaply, so "too slow" is not meaningful.
+settings.register_profile("store", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("store")
+
+ReplicaFactory = Callable[..., Replica]
+
+
+@pytest.fixture
+def open_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
+    """``open_replica(name, **kwargs)`` opens a Replica on ``tmp_path/name``; all are closed
+    at teardown (close is idempotent, so tests may close or reopen freely)."""
+    opened: list[Replica] = []
+
+    def factory(name: str = "r", **kwargs: Any) -> Replica:
+        replica = Replica(tmp_path / name, **kwargs)
+        opened.append(replica)
+        return replica
+
+    yield factory
+    for replica in opened:
+        replica.close()
+
+
+@pytest.fixture
+def replica(open_replica: ReplicaFactory) -> Replica:
+    return open_replica("main")
