@@ -45,6 +45,10 @@ from .values import check_name
 JOURNAL_ROTATE_BYTES = 4 << 20
 #: Fold into a fresh snapshot when an entity has this many stored parts after its snapshot.
 SNAPSHOT_AFTER_PARTS = 64
+#: Received times (HLCs) at or beyond this are refused. Every local time must exceed every
+#: time seen and SQLite integers end at 2**63 - 1, so a peer's clock (hostile or broken)
+#: near that end would make every later local write fail. 2**62 is the year 4199.
+MAX_HLC = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,8 +474,11 @@ class Replica:
                 dups += status == "duplicate"
                 gaps += status == "gap"
                 continue
+            entities = _decode_payload(env)
+            if max([env.hlc, *(h for *_, items in entities for h, _ in items)]) >= MAX_HLC:
+                raise Rejected("malformed", f"{env.author} seq {env.seq}: a time beyond the clock's range")
             self._store.insert_envelope(env)
-            for coll, ent_id, blob, items in _decode_payload(env):
+            for coll, ent_id, blob, items in entities:
                 key = (env.space, coll, ent_id)
                 self._store.insert_part(key, env.author, self.client_id, blob)
                 touched.add(key)

@@ -18,6 +18,10 @@ from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL, E_TIMEOUT
 
 from .base import FrameLink, LinkClosed
 
+#: After a send failed on a closed link, how long to keep reading what the peer delivered
+#: before it closed (a closed link returns those at once, then raises LinkClosed).
+DRAIN_TIMEOUT = 1.0
+
 
 @dataclass
 class SessionOutcome:
@@ -166,6 +170,17 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
             drain()
             await send(out)
     except LinkClosed:
+        # A send failed: the peer closed, maybe right after its last frames (its final ACK
+        # and BYE). Read what it delivered, so a session that did finish knows it.
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                while session.closed is None:
+                    frame = await recv
+                    frames_in += 1
+                    session.receive(frame, clock())  # its answers can no longer be sent
+                    recv = asyncio.ensure_future(link.recv())
+        except (LinkClosed, TimeoutError):
+            pass  # everything delivered was read (or the link would not say): it is over
         if session.closed is None:
             session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
     finally:

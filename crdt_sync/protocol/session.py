@@ -543,6 +543,9 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             lost = lost or not _covers(st.acked, done.top)
+        # A later batch the peer already holds in full (a resend overtaken by the ACK of the
+        # original) needs no ACK of its own: the peer may say BYE before it sends one.
+        st.inflight = [b for b in st.inflight if not _covers(st.acked, b.top)]
         if lost:
             self._go_back(st)
         out = self._pump(st, now)
