@@ -232,7 +232,9 @@ def _hello(a: list[Any]) -> Hello:
 
 
 def _spaces(a: list[Any]) -> Spaces:
-    if not isinstance(a[0], list) or len(a[0]) > MAX_SPACES:
+    if not isinstance(a[0], list):
+        raise _bad("SPACES does not hold an array")
+    if len(a[0]) > MAX_SPACES:
         raise ProtocolViolation(E_LIMIT, f"more than {MAX_SPACES} spaces")
     out: list[bytes | str] = []
     for entry in a[0]:
