@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS spaces(space TEXT PRIMARY KEY, joined INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS envelopes(
     id INTEGER PRIMARY KEY, space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER NOT NULL,
     hash BLOB NOT NULL, hlc INTEGER NOT NULL, wire BLOB NOT NULL, UNIQUE(space, author, seq));
+-- arrival order within a space: without it, reading a batch sorted the whole space (blobs too)
+CREATE INDEX IF NOT EXISTS envelopes_arrival ON envelopes(space, id);
 CREATE TABLE IF NOT EXISTS heads(
     space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
     PRIMARY KEY(space, author)) WITHOUT ROWID;

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from crdt_sync.errors import CrdtSyncError
-from crdt_sync.identity import public_key_of
+from crdt_sync.identity import device_id, public_key_of
 
 ENV_PREFIX = "CRDT_SYNC_RELAY_"
 
@@ -65,6 +65,8 @@ def load_config(overrides: Mapping[str, Any], environ: Mapping[str, str] | None 
             table = tomllib.loads(path.read_text()).get("relay", {})
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read relay config {path}: {exc}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: relay must be a table ([relay]), not {table!r}")
         values.update({k.replace("-", "_"): v for k, v in table.items()})
     names = {f.name: f.type for f in fields(RelayConfig)}
     for name in names:
@@ -79,7 +81,23 @@ def load_config(overrides: Mapping[str, Any], environ: Mapping[str, str] | None 
         raise ConfigError("log_format is text or json")
     if (config.cert is None) != (config.key is None):
         raise ConfigError("wss needs both cert and key")
+    _check_ranges(config)
     return config
+
+
+def _check_ranges(config: RelayConfig) -> None:
+    # Caught here, with the setting's name, rather than as a traceback at bind time or as a
+    # relay that refuses or drops every device.
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"port = {config.port} is not 0..65535 (0 picks a free port)")
+    if config.max_connections < 1:
+        raise ConfigError(f"max_connections = {config.max_connections} allows no device; use 1 or more")
+    for name in ("rate_envelopes", "rate_bytes", "send_timeout"):
+        value = getattr(config, name)
+        if not value > 0:  # also refuses NaN
+            raise ConfigError(f"{name} = {value!r} must be a positive number")
+    if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(f"log_level = {config.log_level!r} is debug, info, warning, error or critical")
 
 
 class AllowList:
@@ -105,10 +123,10 @@ class AllowList:
             if not entry:
                 continue
             try:
-                public_key_of(entry)
+                key = public_key_of(entry)
             except CrdtSyncError:
                 raise ConfigError(f"{self.path}:{number}: {entry!r} is not a device id") from None
-            devices.add(entry)
+            devices.add(device_id(key))  # the canonical (lowercase) form sessions compare with
         self.devices = frozenset(devices)
         return len(devices)
 

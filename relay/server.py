@@ -62,8 +62,10 @@ class _Connection:
 class _CountingLink:
     """Counts bytes for the metrics and drops a client that stops reading."""
 
-    def __init__(self, link: WebSocketLink, metrics: RelayMetrics, send_timeout: float) -> None:
+    def __init__(self, link: WebSocketLink, metrics: RelayMetrics, send_timeout: float,
+                 stopping: asyncio.Event) -> None:
         self.link, self.metrics, self.send_timeout = link, metrics, send_timeout
+        self.stopping = stopping
 
     @property
     def label(self) -> str:
@@ -83,6 +85,8 @@ class _CountingLink:
         return frame
 
     async def close(self) -> None:
+        if self.stopping.is_set():  # decided here: the driver closes the link before it returns
+            self.link.close_code = CLOSE_GOING_AWAY
         await self.link.close()
 
 
@@ -211,7 +215,7 @@ class RelayServer:
         self._connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
-        counting = _CountingLink(link, self.metrics, self.config.send_timeout)
+        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping)
         try:
             outcome = await drive(session, counting, conn.hooks, live=True, stop=self.stopping,
                                   on_event=event, on_send=sent)
@@ -221,8 +225,6 @@ class RelayServer:
                 self._subscribers.get(space, set()).discard(conn)
             self.metrics.connections.dec()
             self.metrics.envelopes_out.inc(session.envelopes_out)
-        if self.stopping.is_set():
-            link.close_code = CLOSE_GOING_AWAY
         closed = outcome.closed
         log.info("session.closed", extra={"fields": {
             "peer": outcome.peer, "remote": label, "code": closed.code if closed else None,

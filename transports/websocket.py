@@ -21,6 +21,8 @@ SYNC_PATH = "/v1/sync"
 WS_MAX_MESSAGE = 2 * MAX_FRAME
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+#: Longest wait for the WebSocket close handshake before the connection is dropped.
+CLOSE_TIMEOUT = 5.0
 
 
 class ConnectFailed(TransportError, ConnectionError):
@@ -73,8 +75,18 @@ class WebSocketLink:
                          f"{f' {msg.data}' if msg.data else ''})")
 
     async def close(self) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
-            await self._ws.close(code=self.close_code)  # already gone: closing is idempotent
+        # Bounded: the close handshake waits for a peer that may have stopped reading.
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                try:
+                    await self._ws.close(code=self.close_code)  # already gone: closing is idempotent
+                except asyncio.CancelledError:
+                    # After a send was cancelled (a send timeout), aiohttp raises that send's
+                    # cancelled drain waiter here again; it has closed the transport by then.
+                    # Only a cancellation of this task itself may propagate.
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise
         if self._owner is not None:
             await self._owner.close()
             self._owner = None

@@ -539,15 +539,21 @@ class Session:
         vv = {self._resolve(st, r): s for r, s in msg.vv}
         _merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
-        lost = False
+        lost = progressed = False
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
+            progressed = True
             lost = lost or not _covers(st.acked, done.top)
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
         st.inflight = [b for b in st.inflight if not _covers(st.acked, b.top)]
         if lost:
             self._go_back(st)
+        elif progressed:
+            # The peer is working through the window: time what is still in flight from now.
+            # Timed from sending, a receiver slower than ack_timeout per window got it all again.
+            for batch in st.inflight:
+                batch.sent_at = now
         out = self._pump(st, now)
         self._check_synced(st)
         return out

@@ -1,0 +1,341 @@
+"""Devices sync through a real relay on an ephemeral loopback port: several devices converge,
+a device that was offline catches up exactly where it left off, live edits fan out, the URL an
+operator hands out works, /healthz and /metrics answer, and the allow-list refuses unknown
+devices until it is edited and reloaded (in-process, and by SIGHUP to a relay process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crdt_sync import Replica
+from crdt_sync.protocol import Closed, Received, Session, SessionConfig
+from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes, decode
+from relay.server import RelayServer
+from relay.storage import RelayHost, RelayStore
+from tests.conftest import ReplicaFactory
+from tests.relay_helpers import (
+    RawPeer,
+    arrival,
+    http_get,
+    rejections,
+    relay_process,
+    run_cli,
+    running_relay,
+    sample,
+    scrape,
+    sync_once,
+    sync_until_converged,
+    synced_flag,
+)
+from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, snapshot, wait_event
+from transports.relay import Backoff, run_peer
+from transports.websocket import SYNC_PATH, ConnectFailed, sync_url
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[RelayServer]:
+    async with running_relay(tmp_path / "relay") as server:
+        yield server
+
+
+def acknowledged_by(replica: Replica, peer: str, space: str = SPACE) -> dict[str, Any] | None:
+    """What ``replica``'s status says ``peer`` acknowledged of ``space``."""
+    for entry in replica.status()["spaces"][space]["peers"]:
+        if entry["device"] == peer:
+            return dict(entry)
+    return None
+
+
+# -- several devices -----------------------------------------------------------------------------
+async def test_devices_converge_through_the_relay(relay: RelayServer, open_replica: ReplicaFactory) -> None:
+    devices = [open_replica(f"device-{i}") for i in range(4)]
+    for i, device in enumerate(devices):
+        fill(device, f"d{i}", 5)
+        # Every device writes the same entity: its own field, and one field all of them race on.
+        device.space(SPACE).put("equipment", "shared", {f"by-{i}": i, "status": f"set by {i}"})
+
+    # Round 1 uploads everything (each device also takes what the ones before it uploaded);
+    # round 2 brings the early ones up to date. No more is needed.
+    assert await sync_until_converged(devices, relay.url, SPACE) == 2
+
+    first = snapshot(devices[0])
+    assert all(snapshot(d).key() == first.key() for d in devices[1:])
+    assert len(first.version_vector) == 4 and sum(first.version_vector.values()) == 4 * 6
+    shared = devices[0].space(SPACE).get("equipment", "shared")
+    assert {k: v for k, v in shared.items() if k.startswith("by-")} == {f"by-{i}": i for i in range(4)}
+    assert shared["status"] in {f"set by {i}" for i in range(4)}
+    assert relay.store.version_vector(SPACE) == first.version_vector  # the relay holds it all
+    for device in devices:
+        assert device.rejections() == []
+        seen = acknowledged_by(device, relay.device_id)
+        assert seen is not None and seen["synced"] and seen["version_vector"] == first.version_vector
+    samples = await scrape(relay.url)
+    assert sample(samples, "crdt_relay_envelopes_in_total") == 4 * 6  # each stored once
+    # Round 1: device i takes the i uploads before it; round 2: each takes what it lacks.
+    expected_out = sum(6 * i for i in range(4)) + sum(6 * (3 - i) for i in range(4))
+    assert sample(samples, "crdt_relay_envelopes_out_total") == expected_out
+
+
+async def test_offline_device_catches_up_where_it_left_off(relay: RelayServer,
+                                                           open_replica: ReplicaFactory) -> None:
+    a, b, c = open_replica("a"), open_replica("b"), open_replica("c")
+    for name, device in zip("abc", (a, b, c), strict=True):
+        fill(device, name, 3)
+    await sync_until_converged([a, b, c], relay.url, SPACE)
+    c.close()  # c goes offline (switched off)
+
+    for day in range(3):  # the others keep working and syncing for a while
+        fill(a, f"a-day{day}", 20)
+        b.space(SPACE).put("equipment", "c-0", {"checked": day})  # touches what c wrote
+        b.flush()  # one envelope of its own
+        fill(b, f"b-day{day}", 10)
+        await sync_once(a, relay.url)
+        await sync_once(b, relay.url)
+    c = open_replica("c")  # back on, with edits made while offline
+    c.space(SPACE).put("equipment", "c-0", {"offline-note": "valve replaced"})
+    before = c.version_vector(SPACE)
+    at_relay = relay.store.version_vector(SPACE)
+    lacking = sum(s - before.get(author, 0) for author, s in at_relay.items())
+    assert lacking == 3 * 20 + 3 * (1 + 10)
+
+    outcome = await sync_once(c, relay.url)
+    assert outcome.synced and outcome.ok
+    assert applied(outcome) == lacking and duplicates(outcome) == 0  # exactly where it left off
+    assert outcome.frames_in < 20  # a few batches, not one frame per envelope
+    await sync_once(a, relay.url)
+    await sync_once(b, relay.url)
+    assert snapshot(a).key() == snapshot(b).key() == snapshot(c).key()
+    assert c.space(SPACE).get("equipment", "c-0") == {"n": 0, "by": "c", "checked": 2,
+                                                      "offline-note": "valve replaced"}
+
+
+# -- live ------------------------------------------------------------------------------------------
+async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
+                                                            open_replica: ReplicaFactory) -> None:
+    devices = [open_replica(name) for name in ("a", "b", "c")]
+    for device in devices:
+        device.join(SPACE)
+    a, b, c = devices
+    stop = asyncio.Event()
+    flags = [synced_flag(SPACE) for _ in devices]
+    backoff = Backoff(base=0.05, cap=0.5)
+    async with asyncio.timeout(6 * WAIT), asyncio.TaskGroup() as tg:
+        peers = [tg.create_task(run_peer(d, relay.url, stop, backoff=backoff, rng=random.Random(i),
+                                         on_event=flag[1]))
+                 for i, (d, flag) in enumerate(zip(devices, flags, strict=True))]
+        try:
+            for flag, _ in flags:
+                await wait_event(flag, "a live device to catch up with the relay")
+            to_b, to_c = arrival(b, "from-a", SPACE), arrival(c, "from-a", SPACE)
+            a.space(SPACE).put("equipment", "from-a", {"status": "leaking"})
+            await wait_event(to_b, "a's edit to reach b live")
+            await wait_event(to_c, "a's edit to reach c live")
+            to_a = arrival(a, "from-c", SPACE)
+            c.space(SPACE).put("equipment", "from-c", {"status": "fixed"})
+            await wait_event(to_a, "c's edit to reach a live")
+        finally:
+            stop.set()
+    assert [p.result() for p in peers] == [1, 1, 1]  # each stayed on one session throughout
+    assert b.space(SPACE).get("equipment", "from-a") == {"status": "leaking"}
+    assert a.space(SPACE).get("equipment", "from-c") == {"status": "fixed"}
+    samples = await scrape(relay.url)
+    # Each live delivery was timed from its commit to its departure (a to b and c, c to a and b).
+    assert sample(samples, "crdt_relay_fanout_seconds_count") >= 4
+    assert sample(samples, "crdt_relay_connections_open") == 0
+
+
+# -- the URL an operator hands out -------------------------------------------------------------------
+@pytest.mark.parametrize(("given", "used"), [
+    ("ws://relay.example:8787", "ws://relay.example:8787/v1/sync"),
+    ("ws://relay.example:8787/", "ws://relay.example:8787/v1/sync"),
+    ("wss://relay.example", "wss://relay.example/v1/sync"),
+    ("wss://relay.example/team-7/v1/sync", "wss://relay.example/team-7/v1/sync"),
+])
+def test_sync_url_adds_the_path_only_when_missing(given: str, used: str) -> None:
+    assert sync_url(given) == used
+
+
+@pytest.mark.parametrize("bad", ["http://relay.example", "relay.example:8787", "ws:///v1/sync"])
+def test_sync_url_refuses_what_is_not_a_relay_url(bad: str) -> None:
+    with pytest.raises(ValueError, match="relay URL"):
+        sync_url(bad)
+
+
+async def test_relay_url_without_a_path_reaches_the_sync_endpoint(relay: RelayServer,
+                                                                  open_replica: ReplicaFactory) -> None:
+    device = open_replica("a")
+    fill(device, "a", 2)
+    assert relay.url.count("/") == 2  # ws://127.0.0.1:PORT, as printed and handed out
+    for url in (relay.url, relay.url + "/", relay.url + SYNC_PATH):
+        outcome = await sync_once(device, url)
+        assert outcome.synced and outcome.peer == relay.device_id
+    with pytest.raises(ConnectFailed, match="/elsewhere"):
+        await sync_once(device, relay.url + "/elsewhere")
+
+
+# -- operations --------------------------------------------------------------------------------------
+async def test_healthz_and_metrics(relay: RelayServer, open_replica: ReplicaFactory) -> None:
+    status, body = await http_get(relay.url, "/healthz")
+    assert status == 200 and json.loads(body) == {"ok": True, "storage": True}
+
+    device = open_replica("a")
+    fill(device, "a", 7)
+    outcome = await sync_once(device, relay.url)
+    assert outcome.synced
+    status, text = await http_get(relay.url, "/metrics")
+    assert status == 200
+    types = {"crdt_relay_connections_open": "gauge", "crdt_relay_connections_accepted_total": "counter",
+             "crdt_relay_envelopes_in_total": "counter", "crdt_relay_envelopes_out_total": "counter",
+             "crdt_relay_bytes_in_total": "counter", "crdt_relay_bytes_out_total": "counter",
+             "crdt_relay_rejections_total": "counter", "crdt_relay_store_bytes": "gauge",
+             "crdt_relay_commits_total": "counter", "crdt_relay_fanout_seconds": "histogram"}
+    for name, kind in types.items():
+        assert f"\n# TYPE {name} {kind}\n" in text, f"{name} ({kind}) missing from /metrics"
+    samples = await scrape(relay.url)
+    assert sample(samples, "crdt_relay_envelopes_in_total") == 7
+    assert sample(samples, "crdt_relay_connections_accepted_total") == 1
+    assert sample(samples, "crdt_relay_connections_open") == 0
+    assert sample(samples, "crdt_relay_bytes_in_total") == outcome.bytes_out
+    assert sample(samples, "crdt_relay_bytes_out_total") == outcome.bytes_in
+    assert sample(samples, "crdt_relay_store_bytes") > 0
+    assert sample(samples, "crdt_relay_commits_total") >= 1
+
+
+async def test_stop_says_going_away_in_the_protocol_and_in_the_websocket(
+        tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    device = open_replica("a")
+    fill(device, "a", 2)
+    async with running_relay(tmp_path / "relay") as relay, RawPeer.open(relay.url, device) as raw:
+        await raw.handshake()
+        stopping = asyncio.create_task(relay.stop())
+        frames = []
+        for _ in range(100):  # what the relay still sends, up to its close
+            if (frame := await raw.recv()) is None:
+                break
+            frames.append(decode(frame))
+        await stopping
+        assert frames[-1] == Bye(E_GOING_AWAY)
+        assert raw.ws.close_code == 1001  # WebSocket "going away": clients come back later
+
+
+# -- the allow-list ---------------------------------------------------------------------------------
+async def test_allow_list_refuses_unknown_devices_until_reloaded(tmp_path: Path,
+                                                                 open_replica: ReplicaFactory) -> None:
+    a, b = open_replica("a"), open_replica("b")
+    fill(a, "a", 2)
+    fill(b, "b", 3)
+    allow = tmp_path / "allowed-devices"
+    allow.write_text(f"# field team 7\n{a.device_id}   # tablet of the site lead\n\n")
+    async with running_relay(tmp_path / "relay", allow_list=allow) as relay:
+        assert (await sync_once(a, relay.url)).synced
+
+        refused = await sync_once(b, relay.url)
+        assert not refused.synced
+        assert refused.closed == Closed(E_AUTH_FAILED, refused.closed.reason if refused.closed else "", True)
+        assert refused.closed is not None and "allow-list" in refused.closed.reason
+        assert b.device_id not in relay.store.version_vector(SPACE)  # nothing of b was taken
+        assert a.device_id not in b.version_vector(SPACE)  # and b was given nothing
+        assert await rejections(relay.url, "not-allowed") == 1
+
+        allow.write_text(allow.read_text() + f"{b.device_id}\n")
+        relay.reload_allow_list()
+        accepted = await sync_once(b, relay.url)
+        assert accepted.synced and accepted.ok
+        assert relay.store.version_vector(SPACE)[b.device_id] == 3
+        assert b.version_vector(SPACE)[a.device_id] == 2
+        assert await rejections(relay.url, "not-allowed") == 1
+
+
+async def test_allow_list_reloads_on_sighup(tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    lead, newcomer = open_replica("lead"), open_replica("newcomer")
+    fill(lead, "lead", 2)
+    fill(newcomer, "newcomer", 3)
+    code, out, err = await run_cli("init", "--json", "--data", str(newcomer.path))
+    assert code == 0, err
+    assert json.loads(out)["device"] == newcomer.device_id  # the id as `crdt-sync init` prints it
+    allow = tmp_path / "allowed-devices"
+    allow.write_text(f"{lead.device_id}  # site lead\n")
+
+    async with relay_process(tmp_path / "relay", "--allow-list", str(allow)) as relay:
+        assert (await sync_once(lead, relay.url)).synced
+        code, _, err = await run_cli("sync", "--relay", relay.url, "--data", str(newcomer.path))
+        assert code == 5 and "allow-list" in err, err  # refused, with the reason, exit code 5
+        assert await rejections(relay.url, "not-allowed") == 1
+
+        # A broken edit is refused with its line number; the relay keeps the list it had.
+        allow.write_text(f"{lead.device_id}\nnot-a-device-id\n")
+        relay.signal(signal.SIGHUP)
+        error = await relay.wait_log("relay.allow_list.error")
+        assert f"{allow}:2" in error["error"]
+        refused = await sync_once(newcomer, relay.url)
+        assert refused.closed is not None and refused.closed.code == E_AUTH_FAILED
+        assert (await sync_once(lead, relay.url)).synced
+
+        allow.write_text(f"{lead.device_id}\n{newcomer.device_id}  # joined the team\n")
+        relay.signal(signal.SIGHUP)
+        reload = await relay.wait_log("relay.allow_list.reload")
+        assert reload["devices"] == 2
+        assert (await sync_once(newcomer, relay.url)).synced
+        assert (await sync_once(lead, relay.url)).synced
+        assert await rejections(relay.url, "not-allowed") == 2
+        relay.signal(signal.SIGTERM)
+        assert await relay.exit_code() == 0
+    assert snapshot(lead).key() == snapshot(newcomer).key()
+    assert len(snapshot(lead).rows) == 5
+
+
+# -- catching up from the relay, frame by frame --------------------------------------------------
+def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: Path,
+                                                                      open_replica: ReplicaFactory) -> None:
+    """The relay's session over its real store, sans I/O, time injected: a device that takes
+    0.9 ack_timeout per batch acknowledges every batch in time, but the last batch of a window
+    is acknowledged ~3.6 ack_timeout after it was sent. It must not be sent again."""
+    author = open_replica("author", seal_interval=0)
+    fill(author, "a", 40)
+    store = RelayStore(tmp_path / "relay")
+    store.receive([e.wire for e in author.missing_envelopes(SPACE, {}, 100, 1 << 24)], SPACE, False)
+    config = SessionConfig(batch_count=5, window=4, ack_timeout=1.0, resend_interval=100.0,
+                           handshake_timeout=100.0, ping_interval=100.0, dead_after=100.0)
+    relay = Session(RelayHost(store, lambda device: None, lambda device, n, size: None), 0.0, config)
+    device = open_replica("device")
+    device.join(SPACE)
+    phone = Session(device, 0.0, config)
+    held: list[bytes] = []  # the relay's batches, waiting for the device to get to them
+
+    def deliver(from_relay: list[bytes], from_phone: list[bytes], now: float) -> None:
+        queue = deque([("relay", f) for f in from_relay] + [("phone", f) for f in from_phone])
+        for _ in range(10_000):
+            if not queue:
+                return
+            sender, frame = queue.popleft()
+            if sender == "relay" and isinstance(decode(frame), Envelopes):
+                held.append(frame)
+            elif sender == "relay":
+                queue.extend(("phone", f) for f in phone.receive(frame, now))
+            else:
+                queue.extend(("relay", f) for f in relay.receive(frame, now))
+        raise AssertionError("the sessions did not go quiet")
+
+    deliver(relay.start(), phone.start(), 0.0)
+    assert len(held) == config.window
+    now = 0.0
+    for _ in range(100):
+        if not held:
+            break
+        now += 0.9 * config.ack_timeout
+        deliver([], phone.receive(held.pop(0), now), now)
+        deliver(relay.tick(now), phone.tick(now), now)
+    assert not held and device.version_vector(SPACE) == {author.device_id: 40}
+    assert relay.envelopes_out == 40, "batches the device was still working through were resent"
+    received = [e for e in phone.pop_events() if isinstance(e, Received)]
+    assert sum(e.applied for e in received) == 40 and sum(e.duplicates for e in received) == 0
+    store.close()
