@@ -496,6 +496,9 @@ class Replica:
             applied += 1
         for key in sorted(touched):
             try:  # loads uncached entities: a bad update is refused here too
+                # Keep it loaded (LRU): the next frame for it, in a long catch-up, then applies
+                # its few new updates instead of replaying the entity's whole history again.
+                self._entity(key)
                 self._index(key, readable=True)
             except Rejected:
                 raise
