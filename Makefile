@@ -27,6 +27,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.write_path
 	$(BIN)/python -m benchmarks.big_space
+	$(BIN)/crdt-sync bench merge --shared-traces --out bench-out/merge
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -257,6 +257,14 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> None:
     run_demo(Path(args.dir) if args.dir else None, out.console, as_json=out.json)
 
 
+def cmd_bench_merge(args: argparse.Namespace, out: Output) -> None:
+    from benchmarks.merge.runner import main as bench_merge
+
+    code = bench_merge(args.options)
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_relay(args: argparse.Namespace, out: Output) -> None:
     from .cli_net import run_relay
 
@@ -330,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, common)
     command("demo", cmd_demo, "three simulated field devices edit offline and converge") \
         .add_argument("--dir", help="keep the devices' data directories here")
+    bench = sub.add_parser("bench", help="benchmarks (the bench extra)", description="benchmarks")
+    p = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK").add_parser(
+        "merge", help="CRDT engines compared (crdt-sync bench merge --help)", add_help=False,
+        prefix_chars="+")  # "+": every option goes to the benchmark's own parser, imported when run
+    p.add_argument("options", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench_merge)
     return parser
 
 
