@@ -73,7 +73,7 @@ class EntityDoc:
         #: text fields known to hold only ASCII, where pycrdt's UTF-8 byte offsets equal
         #: character indices (see :class:`crdt_sync.space.TextField`); any update from
         #: elsewhere may add other characters, so applying one forgets them all
-        self.ascii_texts: set[str] = set()
+        self.ascii_texts: dict[str, int] = {}  # name -> length, for known-ASCII texts
 
         def observe(event: TransactionEvent) -> None:
             if not self.applying:

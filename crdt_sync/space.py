@@ -198,7 +198,7 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    def __init__(self, tx: Transaction, key: EntityKey, text: Any, ascii_texts: set[str],
+    def __init__(self, tx: Transaction, key: EntityKey, text: Any, ascii_texts: dict[str, int],
                  name: str) -> None:
         self._tx, self._key, self._text = tx, key, text
         self._ascii, self._name = ascii_texts, name
@@ -206,47 +206,52 @@ class TextField:
     def _chars(self) -> str | None:
         """The text if it holds non-ASCII characters, else None (byte offsets are indices).
 
-        Known-ASCII texts skip the O(n) conversion, which keeps typing into long texts fast.
+        Known-ASCII texts skip the O(n) conversion, which keeps typing into long texts fast;
+        their length is kept too (any update from elsewhere forgets both), which saves a
+        pycrdt transaction per edit.
         """
         if self._name in self._ascii:
             return None
         text = str(self._text)
         if text.isascii():
-            self._ascii.add(self._name)
+            self._ascii[self._name] = len(text)
             return None
         return text
 
-    def _inserted(self, text: str) -> None:
-        if not text.isascii():
-            self._ascii.discard(self._name)
+    def _resized(self, delta: int, text: str = "") -> None:
+        if text.isascii() and self._name in self._ascii:
+            self._ascii[self._name] += delta
+        else:
+            self._ascii.pop(self._name, None)
 
     def insert(self, index: int, text: str) -> None:
         check_text_insert(text)
         self._tx.spend(self._key, len(text))
         chars = self._chars()
         if chars is None:
-            at = _insert_at(index, len(self._text))
+            at = _insert_at(index, self._ascii[self._name])
         else:
             at = len(chars[:_insert_at(index, len(chars))].encode("utf-8"))
         self._text.insert(at, text)
-        self._inserted(text)
+        self._resized(len(text), text)
 
     def append(self, text: str) -> None:
         check_text_insert(text)
         self._tx.spend(self._key, len(text))
         self._text.insert(len(self._text), text)  # the end in bytes is the end in characters
-        self._inserted(text)
+        self._resized(len(text), text)
 
     def delete(self, index: int, length: int = 1) -> None:
         chars = self._chars()
         if chars is None:
-            start, stop = _span(index, length, len(self._text))
+            start, stop = _span(index, length, self._ascii[self._name])
         else:
             first, last = _span(index, length, len(chars))
             start = len(chars[:first].encode("utf-8"))
             stop = start + len(chars[first:last].encode("utf-8"))
         if stop > start:
             del self._text[start:stop]
+            self._resized(start - stop)
 
     def set(self, text: str) -> None:
         """Replace the whole text (a delete and an insert: not a merge with concurrent edits)."""
@@ -255,16 +260,16 @@ class TextField:
         self._text.clear()
         self._text.insert(0, text)
         if text.isascii():
-            self._ascii.add(self._name)
+            self._ascii[self._name] = len(text)
         else:
-            self._ascii.discard(self._name)
+            self._ascii.pop(self._name, None)
 
     def __str__(self) -> str:
         return str(self._text)
 
     def __len__(self) -> int:
         chars = self._chars()
-        return len(self._text) if chars is None else len(chars)
+        return self._ascii[self._name] if chars is None else len(chars)
 
 
 class ListField:
