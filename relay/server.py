@@ -22,6 +22,7 @@ from aiohttp import web
 
 from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
 from crdt_sync.protocol.messages import E_LIMIT, T_ENVELOPES, Error, encode
+from crdt_sync.protocol.session import RELIABLE_LINK
 from transports.base import LinkClosed
 from transports.driver import Hooks, drive
 from transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
@@ -95,7 +96,7 @@ class RelayServer:
 
     def __init__(self, config: RelayConfig, session_config: SessionConfig | None = None) -> None:
         self.config = config
-        self.session_config = session_config or SessionConfig()
+        self.session_config = session_config or RELIABLE_LINK
         if config.data is None:
             raise ValueError("the relay needs a data directory")
         self.store = RelayStore(config.data)

@@ -17,6 +17,7 @@ from typing import Any
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Event, Session, SessionConfig
+from crdt_sync.protocol.session import RELIABLE_LINK
 
 from .driver import SessionOutcome, run_session
 from .websocket import connect
@@ -44,7 +45,7 @@ async def sync_session(replica: Replica, url: str, *, live: bool = False,
     """One session with the relay at ``url`` (raises ConnectFailed when unreachable)."""
     link = await connect(url, ssl=ssl)
     return await run_session(replica, link, live=live, spaces=spaces, stop=stop, on_event=on_event,
-                             on_session=on_session, timeout=timeout, config=config)
+                             on_session=on_session, timeout=timeout, config=config or RELIABLE_LINK)
 
 
 async def run_peer(replica: Replica, url: str, stop: asyncio.Event, *,

@@ -105,6 +105,12 @@ class SessionConfig:
     dead_after: float = 30.0
 
 
+#: For reliable, ordered links (TCP, WebSocket): nothing is lost while the link is up, so
+#: timed resends would only send duplicates (a busy peer reads its ACKs late); a stalled
+#: peer is still dropped by ``dead_after`` and the next session resumes from HAVE.
+RELIABLE_LINK = SessionConfig(ack_timeout=3600.0, resend_interval=3600.0)
+
+
 # -- events the driver (and its user) may act on ------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
