@@ -124,15 +124,17 @@ def _open(data: Path, entities: int) -> Opened:
     listed = len(space.list(COLLECTION))
     t6 = perf_counter()
     replica.close()
-    _check_reads(entities, fields, entity_fields(probe), len(found), listed)
+    _check_reads(entities, fields, entity_fields(probe), found, listed)
     return Opened(t1 - t0, t3 - t2, t4 - t3, t5 - t4, len(found), t6 - t5, listed, before, peak_rss_mb())
 
 
-def _check_reads(entities: int, got: dict[str, Any], want: dict[str, Any], found: int, listed: int) -> None:
-    expect_found = len(range(FIND_SITE, entities, SITES))
-    if got != want or found != expect_found or listed != entities:
+def _check_reads(entities: int, got: dict[str, Any], want: dict[str, Any], found: list[str],
+                 listed: int) -> None:
+    expect_found = [entity_id(k) for k in range(FIND_SITE, entities, SITES)]
+    if got != want or sorted(found) != expect_found or listed != entities:
         raise BenchmarkError(f"reads do not match what was written: get {got} (want {want}), "
-                             f"find {found} ids (want {expect_found}), list {listed} (want {entities})")
+                             f"find {len(found)} ids (want {len(expect_found)}), "
+                             f"list {listed} (want {entities})")
 
 
 def _child(args: argparse.Namespace) -> int:

@@ -176,6 +176,8 @@ def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[R
         work = Path(tmp)
         with console.status("parsing the trace"):
             compact, reference, txns = _prepare(args.trace, args.limit, work)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
         with progress_display(console) as progress:
             for rep in range(args.repeat):
                 for engine in engines:  # interleaved, so drift in machine load hits all alike
@@ -183,7 +185,6 @@ def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[R
                     child_args = ["--child", engine, "--trace-data", str(compact), "--expected",
                                   str(reference), "--limit", str(txns), "--data-dir", str(data)]
                     if args.profile:
-                        args.profile.mkdir(parents=True, exist_ok=True)
                         child_args += ["--profile", str(args.profile)]
                     result = run_child(MODULE, child_args, total=txns, progress=progress,
                                        grace=args.close_timeout,
