@@ -117,6 +117,7 @@ class Replica:
         self._pending: list[tuple[EntityKey, bytes]] = []  # (entity, packed item)
         self._dirty: set[EntityKey] = set()
         self._lost: set[EntityKey] = set()
+        self._evict_blocked = False
         self._touched: set[EntityKey] = set()
         self._observers: list[tuple[str | None, Observer]] = []
         self._seal_interval = seal_interval
@@ -236,7 +237,7 @@ class Replica:
         updates are not in SQLite yet), so the cache may overshoot inside a transaction.
         """
         limit = self._cache_size - room
-        if len(self._cache) <= limit:
+        if len(self._cache) <= limit or self._evict_blocked:
             return
         if self._dirty and self._tx is None:
             self.flush()
@@ -246,6 +247,9 @@ class Replica:
             if key in self._dirty or (self._tx is not None and key in self._tx.docs):
                 continue
             self._cache.pop(key).close()
+        # Everything left is pinned until the transaction ends: do not scan again per load
+        # (that made one large transaction quadratic); _end trims the cache.
+        self._evict_blocked = self._tx is not None and len(self._cache) > limit
 
     # -- the write path ------------------------------------------------------------------
     def transaction(self) -> Transaction:
@@ -270,6 +274,7 @@ class Replica:
 
     def _end(self, tx: Transaction) -> None:
         self._tx = None
+        self._evict_blocked = False
         if self._lost:
             self.flush()  # so the entity reloads with every edit that did reach the journal
         while self._lost:
@@ -279,6 +284,7 @@ class Replica:
         if tx.changed:
             self._notify(tx.changed, "local")
         self.maintain()
+        self._evict()
 
     def _on_local_update(self, ent: EntityDoc, update: bytes) -> None:
         key = ent.key

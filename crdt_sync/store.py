@@ -335,9 +335,16 @@ class Store:
         return [(c, e) for c, e in self.db.execute(sql + " ORDER BY collection, entity", args)]
 
     def find(self, space: str, collection: str, where: dict[str, bytes]) -> list[str]:
-        sql = "SELECT e.entity FROM entities e WHERE e.space=? AND e.collection=? AND e.deleted=0"
-        args: list[Any] = [space, collection]
-        for field, value in where.items():
+        if not where:
+            return [e for _, e in self.list_entities(space, collection)]
+        # Driven by the fields_value index on the first condition, not by a scan of the
+        # collection with one subquery per entity.
+        (first, first_value), *rest = where.items()
+        sql = ("SELECT e.entity FROM fields f JOIN entities e ON e.space=f.space AND "
+               "e.collection=f.collection AND e.entity=f.entity WHERE f.space=? AND "
+               "f.collection=? AND f.field=? AND f.value=? AND e.deleted=0")
+        args: list[Any] = [space, collection, first, first_value]
+        for field, value in rest:
             sql += (" AND EXISTS (SELECT 1 FROM fields f WHERE f.space=e.space AND "
                     "f.collection=e.collection AND f.entity=e.entity AND f.field=? AND f.value=?)")
             args += [field, value]
