@@ -28,7 +28,6 @@ from .envelope import (
     MAX_ENVELOPE_BYTES,
     MAX_SPACE_NAME,
     Envelope,
-    decode_trusted,
     open_envelope,
     seal,
 )
@@ -554,8 +553,7 @@ class Replica:
         """Envelopes of ``space`` beyond ``covered``, in causal order, at most about ``max_bytes``."""
         self.flush()
         self.refresh()
-        return [decode_trusted(w) for w in
-                self._store.missing_envelopes(space, covered, max_count, max_bytes)]
+        return self._store.missing_envelopes(space, covered, max_count, max_bytes)
 
     def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
         return self._store.envelope_hash(space, author, seq)

@@ -19,7 +19,7 @@ from typing import Any
 
 import cbor2
 
-from .envelope import Envelope
+from .envelope import Envelope, decode_trusted
 from .errors import Rejected, StoreError, StoreVersionError
 
 STORE_FORMAT = 1
@@ -236,8 +236,9 @@ class Store:
         return [bytes(w) for a, s, w in rows if s > vv.get(a, 0)]
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[bytes]:
-        """Wire forms beyond ``covered`` in arrival (causal) order, bounded in count and bytes.
+                          max_bytes: int) -> list[Envelope]:
+        """Envelopes beyond ``covered`` in arrival (causal) order, bounded in count and bytes
+        (decoded without verification: they were verified on the way in).
 
         Starts scanning at the first envelope any author is missing, so a peer that is a
         few envelopes behind costs a few rows, not a scan of the whole space.
@@ -251,7 +252,7 @@ class Store:
                     start = row[0] if start is None else min(start, row[0])
         if start is None:
             return []
-        out: list[bytes] = []
+        out: list[Envelope] = []
         size = 0
         rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? AND id>=? "
                                "ORDER BY id", (space, start))
@@ -260,7 +261,7 @@ class Store:
                 continue
             if out and (len(out) >= max_count or size + len(wire) > max_bytes):
                 break
-            out.append(bytes(wire))
+            out.append(decode_trusted(bytes(wire)))
             size += len(wire)
         return out
 

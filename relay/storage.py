@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from crdt_sync.envelope import Envelope, decode_trusted, open_envelope
+from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
@@ -97,8 +97,7 @@ class RelayStore:
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
-        return [decode_trusted(w) for w in
-                self.store.missing_envelopes(space, covered, max_count, max_bytes)]
+        return self.store.missing_envelopes(space, covered, max_count, max_bytes)
 
     def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
         return self.store.envelope_hash(space, author, seq)
