@@ -59,7 +59,7 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "ascii_texts", "doc", "key")
+    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "ascii_texts", "doc", "key", "texts")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
                  on_update: Callable[[EntityDoc, bytes], None]) -> None:
@@ -74,6 +74,9 @@ class EntityDoc:
         #: character indices (see :class:`crdt_sync.space.TextField`); any update from
         #: elsewhere may add other characters, so applying one forgets them all
         self.ascii_texts: dict[str, int] = {}  # name -> length, for known-ASCII texts
+        #: text fields whose register is known to say "text" (name -> pycrdt Text): typing
+        #: skips the register check; any write to the field or applied update forgets it
+        self.texts: dict[str, Text] = {}
 
         def observe(event: TransactionEvent) -> None:
             if not self.applying:
@@ -90,6 +93,7 @@ class EntityDoc:
             self.applying = False
             self._resolved = None
             self.ascii_texts.clear()
+            self.texts.clear()
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -162,12 +166,15 @@ class EntityDoc:
                 del self._regs[f"{name}{SEP}{old.client}"]
         self._regs[f"{name}{SEP}{client}"] = raw
         regs[name] = [Entry(hlc, author, client, kind, value)]
+        self.texts.pop(name, None)
 
     def text(self, name: str, hlc: int, author: str) -> Text:
         won = self.winner(name)
         if won is None or won.kind != KIND_TEXT:
             self.write(name, KIND_TEXT, None, hlc, author)
-        return self._root(TEXT_PREFIX + name, Text)  # type: ignore[no-any-return]
+        text: Text = self._root(TEXT_PREFIX + name, Text)
+        self.texts[name] = text
+        return text
 
     def array(self, name: str, hlc: int, author: str) -> Array[Any]:
         won = self.winner(name)

@@ -262,28 +262,33 @@ class Replica:
         self._check_open()
         return Transaction(self)
 
-    def _begin(self, tx: Transaction) -> bool:
-        """Make ``tx`` the open transaction; False if one is open already (tx joins it)."""
+    def _begin(self, tx: Transaction) -> Transaction | None:
+        """Make ``tx`` the open transaction; if one is open already, return it (tx joins it)."""
         if self._tx is not None:
-            return False
-        self.refresh()
+            return self._tx
+        if self._closed:
+            raise CrdtSyncError("this replica is closed")
+        if self._store.changed_elsewhere():  # refresh(), inlined: this runs per keystroke
+            self._notify(self._refresh_locked(), "store")
         tx.hlc = self._clock.now()
         self._tx = tx
-        return True
+        return None
 
     def _end(self, tx: Transaction) -> None:
         self._tx = None
         self._evict_blocked = False
         if self._lost:
             self.flush()  # so the entity reloads with every edit that did reach the journal
-        while self._lost:
-            lost = self._cache.pop(self._lost.pop(), None)
-            if lost is not None:
-                lost.close()
-        if tx.changed:
+            while self._lost:
+                lost = self._cache.pop(self._lost.pop(), None)
+                if lost is not None:
+                    lost.close()
+        if tx.changed and self._observers:
             self._notify(tx.changed, "local")
-        self.maintain()
-        self._evict()
+        if self._pending and time.monotonic() - self._last_fold >= self._seal_interval:
+            self.flush()  # maintain(), inlined
+        if len(self._cache) > self._cache_size:
+            self._evict()
 
     def _on_local_update(self, ent: EntityDoc, update: bytes) -> None:
         key = ent.key

@@ -22,7 +22,7 @@ from .entity import (
 from .errors import NotFound, ValueRejected
 from .hlc import hlc_to_iso
 from .payload import unpack_items
-from .values import check_name, decode_value, encode_value
+from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
 
 if TYPE_CHECKING:
     from .replica import Change, Replica
@@ -35,7 +35,11 @@ KIND_NAMES = {KIND_VALUE: "value", KIND_TEXT: "text", KIND_LIST: "list", KIND_RE
 
 
 class Transaction:
-    """An open transaction of a replica (see :meth:`Replica.transaction`)."""
+    """An open transaction of a replica (see :meth:`Replica.transaction`).
+
+    Kept lean on purpose: typing into a text field is one transaction per keystroke, so
+    every attribute and call here is paid per edit (see docs/BENCHMARKS.md, Write path).
+    """
 
     __slots__ = ("_outer", "_stack", "author", "changed", "docs", "hlc", "replica", "spent")
 
@@ -49,22 +53,25 @@ class Transaction:
         self._stack: list[Any] = []
         self._outer: Transaction | None = None
 
-    def __enter__(self) -> Transaction:
-        if not self.replica._begin(self):
-            outer = self.replica._tx
-            assert outer is not None
+    def __enter__(self) -> Any:
+        outer = self.replica._begin(self)
+        if outer is not None:
+            # Nested: share the outer transaction's state, so writes made through this
+            # object belong to the outer one (one timestamp, one journal write per entity).
             self._outer = outer
-            return outer
+            self.hlc, self.docs, self.changed = outer.hlc, outer.docs, outer.changed
+            self.spent, self._stack = outer.spent, outer._stack
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._outer is not None:
             return
+        stack = self._stack
         try:
             # Commit every entity's pycrdt transaction even on error: the edits are in the
             # documents already and must reach the journal, or memory and disk would differ.
-            while self._stack:
-                self._stack.pop().__exit__(None, None, None)
+            while stack:
+                stack.pop().__exit__(None, None, None)
         finally:
             self.replica._end(self)
 
@@ -86,22 +93,19 @@ class Transaction:
         self.spent[key] = total
 
 
-class SpaceTransaction:
+class SpaceTransaction(Transaction):
     """Writes to one space; ``with space.transaction() as tx:``."""
 
-    __slots__ = ("_checked", "_tx", "space")
+    __slots__ = ("_checked", "space")
 
     def __init__(self, space: Space) -> None:
+        super().__init__(space.replica)
         self.space = space
-        self._tx = Transaction(space.replica)
         self._checked = space._checked
 
     def __enter__(self) -> SpaceTransaction:
-        self._tx = self._tx.__enter__()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._tx.__exit__(*exc)
 
     def entity(self, collection: str, id: str) -> EntityWriter:
         key = (self.space.name, collection, id)
@@ -111,7 +115,7 @@ class SpaceTransaction:
             if len(self._checked) > 4096:
                 self._checked.clear()
             self._checked.add(key)
-        return EntityWriter(self._tx, key)
+        return EntityWriter(self, key)
 
     def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
         """Merge ``fields`` into the entity, creating it (or reviving it if deleted)."""
@@ -123,6 +127,8 @@ class SpaceTransaction:
 
 class EntityWriter:
     """Writes to one entity inside a transaction. Every value is checked before it is written."""
+
+    __slots__ = ("_tx", "key")
 
     def __init__(self, tx: Transaction, key: EntityKey) -> None:
         self._tx = tx
@@ -164,10 +170,13 @@ class EntityWriter:
         self._tx.doc(self.key).write(DELETED, KIND_VALUE, True, self._tx.hlc, self._tx.author)
 
     def text(self, name: str) -> TextField:
-        check_field_name(name)
-        ent = self._tx.doc(self.key)
-        return TextField(self._tx, self.key, ent.text(name, self._tx.hlc, self._tx.author),
-                         ent.ascii_texts, name)
+        tx = self._tx
+        ent = tx.docs.get(self.key) or tx.doc(self.key)
+        text = ent.texts.get(name)  # a field known to be text already: nothing to check
+        if text is None:
+            check_field_name(name)
+            text = ent.text(name, tx.hlc, tx.author)
+        return TextField(tx, self.key, text, ent.ascii_texts, name)
 
     def list(self, name: str) -> ListField:
         check_field_name(name)
@@ -198,6 +207,8 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
+    __slots__ = ("_ascii", "_key", "_name", "_text", "_tx")
+
     def __init__(self, tx: Transaction, key: EntityKey, text: Any, ascii_texts: dict[str, int],
                  name: str) -> None:
         self._tx, self._key, self._text = tx, key, text
@@ -225,6 +236,15 @@ class TextField:
             self._ascii.pop(self._name, None)
 
     def insert(self, index: int, text: str) -> None:
+        size = self._ascii.get(self._name)
+        if size is not None and type(text) is str and text.isascii() \
+                and 0 <= index <= size and len(text) <= MAX_TEXT_INSERT:
+            # Typing into a known-ASCII text (the common case, kept lean): characters are
+            # bytes, so the index needs no conversion and the length is known.
+            self._tx.spend(self._key, len(text))
+            self._text.insert(index, text)
+            self._ascii[self._name] = size + len(text)
+            return
         check_text_insert(text)
         self._tx.spend(self._key, len(text))
         chars = self._chars()
@@ -242,6 +262,11 @@ class TextField:
         self._resized(len(text), text)
 
     def delete(self, index: int, length: int = 1) -> None:
+        size = self._ascii.get(self._name)
+        if size is not None and 0 <= index and 0 < length and index + length <= size:
+            del self._text[index:index + length]  # known-ASCII, in range: the lean case
+            self._ascii[self._name] = size - length
+            return
         chars = self._chars()
         if chars is None:
             start, stop = _span(index, length, self._ascii[self._name])
