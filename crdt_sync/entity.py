@@ -59,7 +59,8 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "ascii_texts", "doc", "key", "texts")
+    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "ascii_texts", "doc", "key",
+                 "texts", "txn")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
                  on_update: Callable[[EntityDoc, bytes], None]) -> None:
@@ -77,12 +78,18 @@ class EntityDoc:
         #: text fields whose register is known to say "text" (name -> pycrdt Text): typing
         #: skips the register check; any write to the field or applied update forgets it
         self.texts: dict[str, Text] = {}
+        #: the binding's transaction while a local transaction writes here (see
+        #: :class:`crdt_sync.space.TextField`), else None
+        self.txn: Any = None
 
         def observe(event: TransactionEvent) -> None:
             if not self.applying:
                 on_update(self, event.update)
 
-        self._sub = self.doc.observe(observe)
+        # Subscribed on the binding directly: pycrdt's Doc.observe adds two Python frames
+        # per transaction (typing pays them per keystroke). An exception raised here (a
+        # failed journal write) propagates out of the commit, as the caller needs.
+        self._sub = self.doc._doc.observe(observe)
 
     # -- applying updates that did not originate here -------------------------------------
     def apply(self, update: bytes) -> None:
@@ -189,7 +196,7 @@ class EntityDoc:
         return root
 
     def close(self) -> None:
-        self.doc.unobserve(self._sub)
+        self._sub.drop()
 
 
 _KINDS = (KIND_VALUE, KIND_TEXT, KIND_LIST, KIND_REMOVED)

@@ -84,8 +84,9 @@ class Journal:
         self.count = 0
         self.size = 0
 
-    def append(self, body: bytes) -> None:
-        frame = _FRAME.pack(len(body), zlib.crc32(body)) + body
+    def append(self, prefix: bytes, item: bytes) -> None:
+        """Append the record ``prefix + item`` (prefix: :func:`key_prefix`) in one ``write()``."""
+        frame = _FRAME.pack(len(prefix) + len(item), zlib.crc32(item, zlib.crc32(prefix))) + prefix + item
         written = os.write(self._fd, frame)
         if written != len(frame):  # a full disk: refuse loudly rather than half-write
             raise OSError(f"journal write of {len(frame)} bytes wrote {written}")

@@ -15,11 +15,17 @@ import cbor2
 
 from .values import check_name
 
-_ITEM = struct.Struct("<QI")
+#: ``u64 hlc | u32 length`` before each update (an item is this header + the update)
+ITEM_HEADER = _ITEM = struct.Struct("<QI")
 
 
 def pack_item(hlc: int, update: bytes) -> bytes:
     return _ITEM.pack(hlc, len(update)) + update
+
+
+def item_hlc(item: bytes) -> int:
+    """The time of one packed item (its first 8 bytes)."""
+    return int.from_bytes(item[:8], "little")
 
 
 def unpack_items(blob: bytes) -> list[tuple[int, bytes]]:

@@ -35,7 +35,7 @@ from .errors import CrdtSyncError, Rejected
 from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .identity import Identity
 from .journal import Journal, decode_record, key_prefix, orphans, read_records
-from .payload import decode_payload, encode_payload, pack_item, unpack_items
+from .payload import ITEM_HEADER, decode_payload, encode_payload, item_hlc, unpack_items
 from .space import Space, Transaction
 from .store import EntityKey, Store
 from .values import check_name
@@ -113,8 +113,9 @@ class Replica:
         self._cache: OrderedDict[EntityKey, EntityDoc] = OrderedDict()
         self._cache_size = cache_size
         self._prefixes: dict[EntityKey, bytes] = {}
-        self._pending: list[tuple[EntityKey, bytes]] = []  # (entity, packed item)
-        self._dirty: set[EntityKey] = set()
+        #: unsealed local edits: entity -> its packed items, in journal (so time) order
+        self._pending: dict[EntityKey, list[bytes]] = {}
+        self._pending_count = 0
         self._lost: set[EntityKey] = set()
         self._evict_blocked = False
         self._touched: set[EntityKey] = set()
@@ -238,12 +239,12 @@ class Replica:
         limit = self._cache_size - room
         if len(self._cache) <= limit or self._evict_blocked:
             return
-        if self._dirty and self._tx is None:
+        if self._pending and self._tx is None:
             self.flush()
         for key in list(self._cache):
             if len(self._cache) <= limit:
                 break
-            if key in self._dirty or (self._tx is not None and key in self._tx.docs):
+            if key in self._pending or (self._tx is not None and key in self._tx.docs):
                 continue
             self._cache.pop(key).close()
         # Everything left is pinned until the transaction ends: do not scan again per load
@@ -297,16 +298,20 @@ class Replica:
         prefix = self._prefixes.get(key)
         if prefix is None:
             prefix = self._prefixes[key] = key_prefix(*key)
-        item = pack_item(hlc, update)
+        item = ITEM_HEADER.pack(hlc, len(update)) + update  # pack_item(), inlined
         try:
-            self._journal.append(prefix + item)
+            self._journal.append(prefix, item)
         except OSError:
             # The document holds an edit the disk does not: drop it from memory after the
             # transaction, so the entity reloads as stored (the caller sees the error).
             self._lost.add(key)
             raise
-        self._pending.append((key, item))
-        self._dirty.add(key)
+        items = self._pending.get(key)
+        if items is None:
+            self._pending[key] = [item]
+        else:
+            items.append(item)
+        self._pending_count += 1
         if tx is not None:
             tx.changed.add(key)
         else:  # an edit made outside our transactions (through a raw pycrdt object)
@@ -329,9 +334,9 @@ class Replica:
             changed = self._refresh_locked()
             self._seal(records)
             self._store.set_journal_folded(self._journal.name, self._journal.count)
-        self._touched.update(self._dirty)
-        self._pending = []
-        self._dirty.clear()
+        self._touched.update(records)
+        self._pending = {}
+        self._pending_count = 0
         if self._tx is None:
             self._evict()
         if self._journal.size >= JOURNAL_ROTATE_BYTES:
@@ -341,38 +346,49 @@ class Replica:
                 self._store.forget_journal(old)
         self._notify(changed, "store")
 
-    def _seal(self, records: list[tuple[EntityKey, bytes]], client: int | None = None) -> None:
-        """Sign pending items into envelopes (split to stay under the size limit) and store them."""
-        by_space: dict[str, dict[tuple[str, str], list[bytes]]] = {}
-        for (space, coll, ent), item in records:
-            by_space.setdefault(space, {}).setdefault((coll, ent), []).append(item)
+    def _seal(self, records: dict[EntityKey, list[bytes]], client: int | None = None) -> None:
+        """Sign pending items into envelopes (split to stay under the size limit) and store them.
+
+        ``records`` maps each entity to its packed items in journal order, which is time
+        order (one process's clock only moves forward), so an entity's last item is its latest.
+        """
+        by_space: dict[str, list[tuple[str, str, list[bytes]]]] = {}
+        for (space, coll, ent), items in records.items():
+            by_space.setdefault(space, []).append((coll, ent, items))
         budget = MAX_ENVELOPE_BYTES - ENVELOPE_OVERHEAD
         for space, entities in by_space.items():
             chain = self._store.chain_head(space, self.device_id)
             chunk: list[tuple[str, str, bytes]] = []
-            size = 0
-            for (coll, ent), items in entities.items():
+            size = hlc = 0
+            for coll, ent, items in entities:
                 overhead = len(coll) + len(ent) + 16
+                total = sum(map(len, items))
+                if size + overhead + total <= budget:  # the common case: all of it fits
+                    chunk.append((coll, ent, b"".join(items)))
+                    size += overhead + total
+                    hlc = max(hlc, item_hlc(items[-1]))
+                    continue
                 start = 0
                 for i, item in enumerate(items):
                     if size + overhead + len(item) > budget and (chunk or i > start):
                         if i > start:
                             chunk.append((coll, ent, b"".join(items[start:i])))
-                        chain = self._seal_one(space, chain, chunk, client)
-                        chunk, size, start = [], 0, i
+                        chain = self._seal_one(space, chain, chunk, hlc, client)
+                        chunk, size, hlc, start = [], 0, 0, i
                     size += len(item)
+                    hlc = max(hlc, item_hlc(item))
                 chunk.append((coll, ent, b"".join(items[start:])))
                 size += overhead
             if chunk:
-                self._seal_one(space, chain, chunk, client)
+                self._seal_one(space, chain, chunk, hlc, client)
             self._store.join(space)
         for space, entities in by_space.items():
-            for coll, ent in entities:
+            for coll, ent, _items in entities:
                 self._index((space, coll, ent))
 
     def _seal_one(self, space: str, chain: tuple[int, bytes], chunk: list[tuple[str, str, bytes]],
-                  client: int | None) -> tuple[int, bytes]:
-        hlc = max(hlc for _, _, blob in chunk for hlc, _ in unpack_items(blob))
+                  hlc: int, client: int | None) -> tuple[int, bytes]:
+        """Seal ``chunk`` (whose latest time is ``hlc``) as the next envelope of ``chain``."""
         env = seal(self.identity, space, chain[0] + 1, chain[1], hlc, encode_payload(chunk))
         self._store.insert_envelope(env)
         for coll, ent, blob in chunk:
@@ -429,14 +445,16 @@ class Replica:
             try:
                 done = self._store.journal_folded(name)
                 bodies = list(read_records(directory / name))[done:]
-                records = [decode_record(b) for b in bodies]
+                records: dict[EntityKey, list[bytes]] = {}
+                for body in bodies:
+                    key, item = decode_record(body)
+                    records.setdefault(key, []).append(item)
+                    self._clock.observe(item_hlc(item))
                 if records:
                     with self._store.write():
-                        for _key, item in records:
-                            self._clock.observe(unpack_items(item)[0][0])
                         self._seal(records, int(name.split("-")[0], 16))
                         # in the same commit, so dying before the unlink cannot fold them twice
-                        self._store.set_journal_folded(name, done + len(records))
+                        self._store.set_journal_folded(name, done + len(bodies))
                 (directory / name).unlink(missing_ok=True)
                 with self._store.write():
                     self._store.forget_journal(name)
@@ -599,7 +617,7 @@ class Replica:
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""
         directory = self.path / "journal"
-        total = len(self._pending)
+        total = self._pending_count
         for path in directory.glob("*.log"):
             if path.name == self._journal.name:
                 continue

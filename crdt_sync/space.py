@@ -56,24 +56,35 @@ class Transaction:
     def __enter__(self) -> Any:
         outer = self.replica._begin(self)
         if outer is not None:
-            # Nested: share the outer transaction's state, so writes made through this
-            # object belong to the outer one (one timestamp, one journal write per entity).
-            self._outer = outer
-            self.hlc, self.docs, self.changed = outer.hlc, outer.docs, outer.changed
-            self.spent, self._stack = outer.spent, outer._stack
+            self._join(outer)
         return self
+
+    def _join(self, outer: Transaction) -> None:
+        # Nested: share the outer transaction's state, so writes made through this object
+        # belong to the outer one (one timestamp, one journal write per entity).
+        self._outer = outer
+        self.hlc, self.docs, self.changed = outer.hlc, outer.docs, outer.changed
+        self.spent, self._stack = outer.spent, outer._stack
 
     def __exit__(self, *exc: object) -> None:
         if self._outer is not None:
             return
         stack = self._stack
+        error: BaseException | None = None
         try:
-            # Commit every entity's pycrdt transaction even on error: the edits are in the
-            # documents already and must reach the journal, or memory and disk would differ.
+            # Commit every entity's pycrdt transaction even when one fails: the edits are in
+            # the documents already and must reach the journal, or memory and disk would differ.
             while stack:
-                stack.pop().__exit__(None, None, None)
+                ent, ydoc_tx = stack.pop()
+                ent.txn = None
+                try:
+                    ydoc_tx.__exit__(None, None, None)
+                except BaseException as failed:  # a journal write failed: the replica knows
+                    error = error or failed
         finally:
             self.replica._end(self)
+        if error is not None:
+            raise error
 
     def doc(self, key: EntityKey) -> EntityDoc:
         ent = self.docs.get(key)
@@ -81,7 +92,8 @@ class Transaction:
             ent = self.replica._entity(key)
             ydoc_tx = ent.doc.transaction()
             ydoc_tx.__enter__()
-            self._stack.append(ydoc_tx)
+            ent.txn = ydoc_tx._txn
+            self._stack.append((ent, ydoc_tx))
             self.docs[key] = ent
         return ent
 
@@ -98,13 +110,22 @@ class SpaceTransaction(Transaction):
 
     __slots__ = ("_checked", "space")
 
-    def __init__(self, space: Space) -> None:
-        super().__init__(space.replica)
+    def __init__(self, space: Space) -> None:  # Transaction.__init__, inlined (per keystroke)
+        self.replica = replica = space.replica
+        self.hlc = 0
+        self.author = replica.device_id
+        self.docs = {}
+        self.changed = set()
+        self.spent = {}
+        self._stack = []
+        self._outer = None
         self.space = space
         self._checked = space._checked
 
     def __enter__(self) -> SpaceTransaction:
-        super().__enter__()
+        outer = self.replica._begin(self)
+        if outer is not None:
+            self._join(outer)
         return self
 
     def entity(self, collection: str, id: str) -> EntityWriter:
@@ -176,7 +197,7 @@ class EntityWriter:
         if text is None:
             check_field_name(name)
             text = ent.text(name, tx.hlc, tx.author)
-        return TextField(tx, self.key, text, ent.ascii_texts, name)
+        return TextField(tx, self.key, ent, text, name)
 
     def list(self, name: str) -> ListField:
         check_field_name(name)
@@ -207,12 +228,11 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_ascii", "_key", "_name", "_text", "_tx")
+    __slots__ = ("_ascii", "_ent", "_key", "_name", "_text", "_tx")
 
-    def __init__(self, tx: Transaction, key: EntityKey, text: Any, ascii_texts: dict[str, int],
-                 name: str) -> None:
-        self._tx, self._key, self._text = tx, key, text
-        self._ascii, self._name = ascii_texts, name
+    def __init__(self, tx: Transaction, key: EntityKey, ent: EntityDoc, text: Any, name: str) -> None:
+        self._tx, self._key, self._ent, self._text = tx, key, ent, text
+        self._ascii, self._name = ent.ascii_texts, name
 
     def _chars(self) -> str | None:
         """The text if it holds non-ASCII characters, else None (byte offsets are indices).
@@ -241,8 +261,16 @@ class TextField:
                 and 0 <= index <= size and len(text) <= MAX_TEXT_INSERT:
             # Typing into a known-ASCII text (the common case, kept lean): characters are
             # bytes, so the index needs no conversion and the length is known.
-            self._tx.spend(self._key, len(text))
-            self._text.insert(index, text)
+            spent, key = self._tx.spent, self._key
+            total = spent.get(key, 0) + len(text)
+            if total > MAX_TX_BYTES_PER_ENTITY:
+                self._tx.spend(key, len(text))  # raises, with the reason
+            spent[key] = total
+            txn = self._ent.txn
+            if txn is not None:  # inside our transaction: the binding directly (pycrdt's
+                self._text._integrated.insert(txn, index, text, None)  # wrapper costs 5 calls)
+            else:
+                self._text.insert(index, text)
             self._ascii[self._name] = size + len(text)
             return
         check_text_insert(text)
@@ -263,8 +291,12 @@ class TextField:
 
     def delete(self, index: int, length: int = 1) -> None:
         size = self._ascii.get(self._name)
-        if size is not None and 0 <= index and 0 < length and index + length <= size:
-            del self._text[index:index + length]  # known-ASCII, in range: the lean case
+        if size is not None and index >= 0 and length > 0 and index + length <= size:
+            txn = self._ent.txn  # known-ASCII, in range: the lean case (see insert)
+            if txn is not None:
+                self._text._integrated.remove_range(txn, index, length)
+            else:
+                del self._text[index:index + length]
             self._ascii[self._name] = size - length
             return
         chars = self._chars()
@@ -368,7 +400,7 @@ class Space:
         self.replica.refresh()
         key = (self.name, collection, id)
         if key not in self.replica._cache and self.replica._store.entity_state(key) is None \
-                and not any(k == key for k, _ in self.replica._pending):
+                and key not in self.replica._pending:
             raise NotFound(f"no entity {collection}/{id} in space {self.name!r}")
         return self.replica._entity(key)
 

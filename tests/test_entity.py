@@ -343,3 +343,63 @@ def test_another_process_sees_changes_to_a_loaded_entity(tmp_path: Path) -> None
         assert proc.returncode == 0, err
         assert sp.get("c", "e") == {"mine": 1, "theirs": 2}
         assert seen == [Change("s", "c", "e", "store")]
+
+
+ascii_ops = st.lists(st.lists(st.tuples(st.sampled_from(["insert", "delete"]),
+                                        st.integers(min_value=-3, max_value=14),
+                                        st.integers(min_value=-1, max_value=5),
+                                        st.text(alphabet="abc xyz", min_size=1, max_size=3)),
+                              min_size=1, max_size=4), max_size=10)
+
+
+@settings(max_examples=60)
+@given(batches=ascii_ops)
+def test_typing_fast_path_matches_python_str(shared_replica: Replica,
+                                             batches: list[list[tuple[str, int, int, str]]]) -> None:
+    """ASCII typing takes the lean path (known length, the binding called directly); it must
+    behave as the general path does, out-of-range indices included, in multi-edit transactions."""
+    sp, id = shared_replica.space("typing"), f"e{next(_ids)}"
+    model = ""
+    for batch in batches:
+        with sp.transaction() as tx:
+            field = tx.entity("c", id).text("t")
+            for op, index, length, text in batch:
+                if op == "insert":
+                    at = min(max(index + len(model) if index < 0 else index, 0), len(model))
+                    field.insert(index, text)
+                    model = model[:at] + text + model[at:]
+                else:
+                    start = min(max(index + len(model) if index < 0 else index, 0), len(model))
+                    field.delete(index, length)
+                    model = model[:start] + model[start + max(length, 0):]
+            assert str(field) == model
+    if batches:
+        assert sp.get("c", id)["t"] == model
+
+
+def test_a_failed_journal_write_raises_and_loses_only_that_transaction(
+        open_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = open_replica("a")
+    sp = a.space("s")
+    with sp.transaction() as tx:
+        tx.entity("c", "one").text("t").insert(0, "kept")
+        tx.put("c", "two", {"n": 1})
+
+    def full_disk(prefix: bytes, item: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(a._journal, "append", full_disk)
+    with pytest.raises(OSError, match="No space left"), sp.transaction() as tx:
+        tx.entity("c", "one").text("t").insert(4, " lost")
+        tx.put("c", "two", {"n": 2})
+    monkeypatch.undo()
+    # Memory matches the disk again (the edits that did not reach the journal are gone) ...
+    assert sp.get("c", "one") == {"t": "kept"}
+    assert sp.get("c", "two") == {"n": 1}
+    # ... and the replica keeps working.
+    with sp.transaction() as tx:
+        tx.entity("c", "one").text("t").insert(4, "!")
+    a.close()
+    b = open_replica("a")
+    assert b.space("s").get("c", "one") == {"t": "kept!"}
+    assert b.space("s").get("c", "two") == {"n": 1}
