@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import cbor2
-from pycrdt import Array, Doc, Map, Text, TransactionEvent
+from pycrdt import Array, Doc, Map, Text, Transaction, TransactionEvent
 
 from .errors import ValueRejected
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
@@ -59,11 +60,11 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "ascii_texts", "doc", "key",
-                 "texts", "txn")
+    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "ascii_texts", "doc",
+                 "key", "spent", "texts", "txn", "updated")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
-                 on_update: Callable[[EntityDoc, bytes], None]) -> None:
+                 on_update: Callable[[EntityDoc, TransactionEvent], None]) -> None:
         self.key = key
         self.doc: Doc[Any] = Doc(client_id=client_id)
         self._regs: Map[Any] = self.doc.get(REGISTERS, type=Map)
@@ -81,15 +82,17 @@ class EntityDoc:
         #: the binding's transaction while a local transaction writes here (see
         #: :class:`crdt_sync.space.TextField`), else None
         self.txn: Any = None
-
-        def observe(event: TransactionEvent) -> None:
-            if not self.applying:
-                on_update(self, event.update)
-
-        # Subscribed on the binding directly: pycrdt's Doc.observe adds two Python frames
-        # per transaction (typing pays them per keystroke). An exception raised here (a
-        # failed journal write) propagates out of the commit, as the caller needs.
-        self._sub = self.doc._doc.observe(observe)
+        #: while a local transaction holds it: bytes it wrote, and whether it committed an update
+        self.spent = 0
+        self.updated = False
+        # One pycrdt transaction object, entered and left by each local transaction (it is
+        # reusable): Doc.transaction() would build a new one per keystroke.
+        self._ytx = Transaction(self.doc)
+        # ``on_update(self, event)`` after every committed transaction, local or applied
+        # (it checks ``applying``). Subscribed on the binding directly: pycrdt's Doc.observe
+        # adds two Python frames per transaction. An exception raised there (a failed
+        # journal write) propagates out of the commit, as the caller needs.
+        self._sub = self.doc._doc.observe(partial(on_update, self))
 
     # -- applying updates that did not originate here -------------------------------------
     def apply(self, update: bytes) -> None:
@@ -194,6 +197,20 @@ class EntityDoc:
         if root is None:
             root = self._roots[name] = self.doc.get(name, type=kind)
         return root
+
+    def begin(self) -> None:
+        """Open the document's transaction for a local transaction (see :attr:`txn`)."""
+        if self.doc._txn is not None:  # cannot happen through our API; never nest a second one
+            raise RuntimeError(f"{self.key} already has an open transaction")
+        self._ytx.__enter__()
+        self.txn = self._ytx._txn
+        self.spent = 0
+        self.updated = False
+
+    def commit(self) -> None:
+        """Commit what :meth:`begin` opened; observers (the journal) run here and may raise."""
+        self.txn = None
+        self._ytx.__exit__(None, None, None)
 
     def close(self) -> None:
         self._sub.drop()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+from pycrdt import TransactionEvent
 
 from .bundle import decode_bundle, encode_bundle
 from .entity import EntityDoc
@@ -269,7 +270,8 @@ class Replica:
             return self._tx
         if self._closed:
             raise CrdtSyncError("this replica is closed")
-        if self._store.changed_elsewhere():  # refresh(), inlined: this runs per keystroke
+        store = self._store
+        if store.changed_elsewhere():  # refresh(), inlined: this runs per keystroke
             self._notify(self._refresh_locked(), "store")
         tx.hlc = self._clock.now()
         self._tx = tx
@@ -284,14 +286,18 @@ class Replica:
                 lost = self._cache.pop(self._lost.pop(), None)
                 if lost is not None:
                     lost.close()
-        if tx.changed and self._observers:
-            self._notify(tx.changed, "local")
+        if self._observers:
+            self._notify(tx.changed(), "local")
         if self._pending and time.monotonic() - self._last_fold >= self._seal_interval:
             self.flush()  # maintain(), inlined
         if len(self._cache) > self._cache_size:
             self._evict()
 
-    def _on_local_update(self, ent: EntityDoc, update: bytes) -> None:
+    def _on_local_update(self, ent: EntityDoc, event: TransactionEvent) -> None:
+        """Journal a committed local transaction of ``ent`` (the document's observer)."""
+        if ent.applying:  # a stored or received update being applied: not a local edit
+            return
+        update = event.update
         key = ent.key
         tx = self._tx
         hlc = tx.hlc if tx is not None else self._clock.now()
@@ -312,10 +318,9 @@ class Replica:
         else:
             items.append(item)
         self._pending_count += 1
-        if tx is not None:
-            tx.changed.add(key)
-        else:  # an edit made outside our transactions (through a raw pycrdt object)
-            self._notify({key}, "local")
+        ent.updated = True
+        if tx is None or key not in tx.docs:  # an edit made outside our transactions
+            self._notify({key}, "local")  # (through a raw pycrdt object)
 
     def maintain(self, now: float | None = None) -> None:
         """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""

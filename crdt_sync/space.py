@@ -39,18 +39,17 @@ class Transaction:
 
     Kept lean on purpose: typing into a text field is one transaction per keystroke, so
     every attribute and call here is paid per edit (see docs/BENCHMARKS.md, Write path).
+    Per-entity state (bytes written, whether it changed) lives on the entity while the
+    transaction holds it open.
     """
 
-    __slots__ = ("_outer", "_stack", "author", "changed", "docs", "hlc", "replica", "spent")
+    __slots__ = ("_outer", "author", "docs", "hlc", "replica")
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.hlc = 0
         self.author = replica.device_id
-        self.docs: dict[EntityKey, EntityDoc] = {}
-        self.changed: set[EntityKey] = set()
-        self.spent: dict[EntityKey, int] = {}
-        self._stack: list[Any] = []
+        self.docs: dict[EntityKey, EntityDoc] = {}  # opened entities, in order
         self._outer: Transaction | None = None
 
     def __enter__(self) -> Any:
@@ -62,23 +61,18 @@ class Transaction:
     def _join(self, outer: Transaction) -> None:
         # Nested: share the outer transaction's state, so writes made through this object
         # belong to the outer one (one timestamp, one journal write per entity).
-        self._outer = outer
-        self.hlc, self.docs, self.changed = outer.hlc, outer.docs, outer.changed
-        self.spent, self._stack = outer.spent, outer._stack
+        self._outer, self.hlc, self.docs = outer, outer.hlc, outer.docs
 
     def __exit__(self, *exc: object) -> None:
         if self._outer is not None:
             return
-        stack = self._stack
         error: BaseException | None = None
         try:
             # Commit every entity's pycrdt transaction even when one fails: the edits are in
             # the documents already and must reach the journal, or memory and disk would differ.
-            while stack:
-                ent, ydoc_tx = stack.pop()
-                ent.txn = None
+            for ent in self.docs.values():
                 try:
-                    ydoc_tx.__exit__(None, None, None)
+                    ent.commit()
                 except BaseException as failed:  # a journal write failed: the replica knows
                     error = error or failed
         finally:
@@ -86,23 +80,25 @@ class Transaction:
         if error is not None:
             raise error
 
+    def changed(self) -> set[EntityKey]:
+        """Entities this transaction changed (after it committed them)."""
+        return {key for key, ent in self.docs.items() if ent.updated}
+
     def doc(self, key: EntityKey) -> EntityDoc:
         ent = self.docs.get(key)
         if ent is None:
-            ent = self.replica._entity(key)
-            ydoc_tx = ent.doc.transaction()
-            ydoc_tx.__enter__()
-            ent.txn = ydoc_tx._txn
-            self._stack.append((ent, ydoc_tx))
-            self.docs[key] = ent
+            ent = self.docs[key] = self.replica._entity(key)
+            ent.begin()
         return ent
 
-    def spend(self, key: EntityKey, size: int) -> None:
-        total = self.spent.get(key, 0) + size
-        if total > MAX_TX_BYTES_PER_ENTITY:
+    @staticmethod
+    def spend(ent: EntityDoc, size: int) -> None:
+        """Count ``size`` bytes written into ``ent``; refuse past the per-transaction limit."""
+        ent.spent += size
+        if ent.spent > MAX_TX_BYTES_PER_ENTITY:
+            ent.spent -= size
             raise ValueRejected(f"one transaction may write at most {MAX_TX_BYTES_PER_ENTITY} bytes "
                                 f"into one entity; split the writes into several transactions")
-        self.spent[key] = total
 
 
 class SpaceTransaction(Transaction):
@@ -115,9 +111,6 @@ class SpaceTransaction(Transaction):
         self.hlc = 0
         self.author = replica.device_id
         self.docs = {}
-        self.changed = set()
-        self.spent = {}
-        self._stack = []
         self._outer = None
         self.space = space
         self._checked = space._checked
@@ -156,8 +149,8 @@ class EntityWriter:
         self.key = key
 
     def _write(self, name: str, kind: int, value: Any, size: int) -> None:
-        self._tx.spend(self.key, size)
         ent = self._tx.doc(self.key)
+        self._tx.spend(ent, size)
         ent.write(name, kind, value, self._tx.hlc, self._tx.author)
         if name != DELETED and ent.deleted:  # writing to a deleted entity revives it
             ent.write(DELETED, KIND_VALUE, False, self._tx.hlc, self._tx.author)
@@ -187,8 +180,9 @@ class EntityWriter:
 
     def delete(self) -> None:
         """Tombstone the entity; it merges like any other write (the later one by HLC wins)."""
-        self._tx.spend(self.key, 16)
-        self._tx.doc(self.key).write(DELETED, KIND_VALUE, True, self._tx.hlc, self._tx.author)
+        ent = self._tx.doc(self.key)
+        self._tx.spend(ent, 16)
+        ent.write(DELETED, KIND_VALUE, True, self._tx.hlc, self._tx.author)
 
     def text(self, name: str) -> TextField:
         tx = self._tx
@@ -197,12 +191,12 @@ class EntityWriter:
         if text is None:
             check_field_name(name)
             text = ent.text(name, tx.hlc, tx.author)
-        return TextField(tx, self.key, ent, text, name)
+        return TextField(tx, ent, text, name)
 
     def list(self, name: str) -> ListField:
         check_field_name(name)
         ent = self._tx.doc(self.key)
-        return ListField(self._tx, self.key, ent.array(name, self._tx.hlc, self._tx.author))
+        return ListField(self._tx, ent, ent.array(name, self._tx.hlc, self._tx.author))
 
     def fields(self) -> dict[str, Any]:
         return self._tx.doc(self.key).fields()
@@ -228,10 +222,10 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_ascii", "_ent", "_key", "_name", "_text", "_tx")
+    __slots__ = ("_ascii", "_ent", "_name", "_text", "_tx")
 
-    def __init__(self, tx: Transaction, key: EntityKey, ent: EntityDoc, text: Any, name: str) -> None:
-        self._tx, self._key, self._ent, self._text = tx, key, ent, text
+    def __init__(self, tx: Transaction, ent: EntityDoc, text: Any, name: str) -> None:
+        self._tx, self._ent, self._text = tx, ent, text
         self._ascii, self._name = ent.ascii_texts, name
 
     def _chars(self) -> str | None:
@@ -261,12 +255,11 @@ class TextField:
                 and 0 <= index <= size and len(text) <= MAX_TEXT_INSERT:
             # Typing into a known-ASCII text (the common case, kept lean): characters are
             # bytes, so the index needs no conversion and the length is known.
-            spent, key = self._tx.spent, self._key
-            total = spent.get(key, 0) + len(text)
-            if total > MAX_TX_BYTES_PER_ENTITY:
-                self._tx.spend(key, len(text))  # raises, with the reason
-            spent[key] = total
-            txn = self._ent.txn
+            ent = self._ent
+            if ent.spent + len(text) > MAX_TX_BYTES_PER_ENTITY:
+                self._tx.spend(ent, len(text))  # raises, with the reason
+            ent.spent += len(text)
+            txn = ent.txn
             if txn is not None:  # inside our transaction: the binding directly (pycrdt's
                 self._text._integrated.insert(txn, index, text, None)  # wrapper costs 5 calls)
             else:
@@ -274,7 +267,7 @@ class TextField:
             self._ascii[self._name] = size + len(text)
             return
         check_text_insert(text)
-        self._tx.spend(self._key, len(text))
+        self._tx.spend(self._ent, len(text))
         chars = self._chars()
         if chars is None:
             at = _insert_at(index, self._ascii[self._name])
@@ -285,7 +278,7 @@ class TextField:
 
     def append(self, text: str) -> None:
         check_text_insert(text)
-        self._tx.spend(self._key, len(text))
+        self._tx.spend(self._ent, len(text))
         self._text.insert(len(self._text), text)  # the end in bytes is the end in characters
         self._resized(len(text), text)
 
@@ -313,7 +306,7 @@ class TextField:
     def set(self, text: str) -> None:
         """Replace the whole text (a delete and an insert: not a merge with concurrent edits)."""
         check_text_insert(text)
-        self._tx.spend(self._key, len(text))
+        self._tx.spend(self._ent, len(text))
         self._text.clear()
         self._text.insert(0, text)
         if text.isascii():
@@ -332,12 +325,12 @@ class TextField:
 class ListField:
     """A collaborative list field (pycrdt Array) of exact values."""
 
-    def __init__(self, tx: Transaction, key: EntityKey, array: Any) -> None:
-        self._tx, self._key, self._array = tx, key, array
+    def __init__(self, tx: Transaction, ent: EntityDoc, array: Any) -> None:
+        self._tx, self._ent, self._array = tx, ent, array
 
     def _encode(self, value: Any) -> bytes:
         data = encode_value(value)
-        self._tx.spend(self._key, len(data))
+        self._tx.spend(self._ent, len(data))
         return data
 
     def append(self, value: Any) -> None:
@@ -345,7 +338,7 @@ class ListField:
 
     def extend(self, values: list[Any]) -> None:
         encoded = [encode_value(v) for v in values]
-        self._tx.spend(self._key, sum(map(len, encoded)))
+        self._tx.spend(self._ent, sum(map(len, encoded)))
         self._array.extend(encoded)
 
     def insert(self, index: int, value: Any) -> None:
@@ -381,8 +374,7 @@ class Space:
 
     def transaction(self) -> SpaceTransaction:
         """Writes to this space: ``with space.transaction() as tx:`` (see :meth:`Replica.transaction`)."""
-        self.replica._check_open()
-        return SpaceTransaction(self)
+        return SpaceTransaction(self)  # entering it checks that the replica is open
 
     # conveniences for one-write transactions
     def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
@@ -459,7 +451,7 @@ class Space:
         self._loaded(collection, id)
         self.replica.flush()
         key = (self.name, collection, id)
-        scratch = EntityDoc(key, 1, lambda _e, _u: None)
+        scratch = EntityDoc(key, 1, lambda _ent, _event: None)
         before: dict[str, Any] = {}
         was_deleted = False
         out = []
