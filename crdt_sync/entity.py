@@ -198,19 +198,34 @@ class EntityDoc:
             root = self._roots[name] = self.doc.get(name, type=kind)
         return root
 
+    # What pycrdt's Transaction.__enter__ and __exit__ do for a document like ours (no
+    # origin, no multithreading lock, no pycrdt-level observers), without their Python
+    # frames: typing pays for this per keystroke, and on a long text every Python call
+    # between two edits also costs the next edit cache misses in the CRDT's block list.
+    # Reads made through pycrdt inside the transaction find ``doc._txn`` and join it.
+
     def begin(self) -> None:
         """Open the document's transaction for a local transaction (see :attr:`txn`)."""
-        if self.doc._txn is not None:  # cannot happen through our API; never nest a second one
+        doc, ytx = self.doc, self._ytx
+        if doc._txn is not None:  # cannot happen through our API; never nest a second one
             raise RuntimeError(f"{self.key} already has an open transaction")
-        self._ytx.__enter__()
-        self.txn = self._ytx._txn
+        ytx._txn = self.txn = doc._doc.create_transaction()
+        ytx._leases = 1  # pycrdt's nested transactions (reads, map writes) leave it open
+        doc._txn = ytx
         self.spent = 0
         self.updated = False
 
     def commit(self) -> None:
         """Commit what :meth:`begin` opened; observers (the journal) run here and may raise."""
+        txn, ytx = self.txn, self._ytx
         self.txn = None
-        self._ytx.__exit__(None, None, None)
+        try:
+            txn.commit()
+        finally:
+            txn.drop()
+            ytx._txn = None
+            ytx._leases = 0
+            self.doc._txn = None
 
     def close(self) -> None:
         self._sub.drop()

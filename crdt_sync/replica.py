@@ -264,20 +264,8 @@ class Replica:
         self._check_open()
         return Transaction(self)
 
-    def _begin(self, tx: Transaction) -> Transaction | None:
-        """Make ``tx`` the open transaction; if one is open already, return it (tx joins it)."""
-        if self._tx is not None:
-            return self._tx
-        if self._closed:
-            raise CrdtSyncError("this replica is closed")
-        store = self._store
-        if store.changed_elsewhere():  # refresh(), inlined: this runs per keystroke
-            self._notify(self._refresh_locked(), "store")
-        tx.hlc = self._clock.now()
-        self._tx = tx
-        return None
-
     def _end(self, tx: Transaction) -> None:
+        """Close the open transaction ``tx`` (its entities are committed): notify, fold, evict."""
         self._tx = None
         self._evict_blocked = False
         if self._lost:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import cbor2
 
@@ -19,7 +19,7 @@ from .entity import (
     check_field_name,
     check_text_insert,
 )
-from .errors import NotFound, ValueRejected
+from .errors import CrdtSyncError, NotFound, ValueRejected
 from .hlc import hlc_to_iso
 from .payload import unpack_items
 from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
@@ -52,16 +52,23 @@ class Transaction:
         self.docs: dict[EntityKey, EntityDoc] = {}  # opened entities, in order
         self._outer: Transaction | None = None
 
-    def __enter__(self) -> Any:
-        outer = self.replica._begin(self)
+    def __enter__(self) -> Self:
+        # Become the replica's open transaction, or join the one already open. (Written
+        # out here rather than in a Replica method: it runs per keystroke.)
+        replica = self.replica
+        outer = replica._tx
         if outer is not None:
-            self._join(outer)
+            # Nested: share the outer transaction's state, so writes made through this
+            # object belong to the outer one (one timestamp, one journal write per entity).
+            self._outer, self.hlc, self.docs = outer, outer.hlc, outer.docs
+            return self
+        if replica._closed:
+            raise CrdtSyncError("this replica is closed")
+        if replica._store.changed_elsewhere():  # refresh(), inlined
+            replica._notify(replica._refresh_locked(), "store")
+        self.hlc = replica._clock.now()
+        replica._tx = self
         return self
-
-    def _join(self, outer: Transaction) -> None:
-        # Nested: share the outer transaction's state, so writes made through this object
-        # belong to the outer one (one timestamp, one journal write per entity).
-        self._outer, self.hlc, self.docs = outer, outer.hlc, outer.docs
 
     def __exit__(self, *exc: object) -> None:
         if self._outer is not None:
@@ -87,7 +94,13 @@ class Transaction:
     def doc(self, key: EntityKey) -> EntityDoc:
         ent = self.docs.get(key)
         if ent is None:
-            ent = self.docs[key] = self.replica._entity(key)
+            cache = self.replica._cache  # Replica._entity's cache hit, inlined
+            ent = cache.get(key)
+            if ent is None:
+                ent = self.replica._entity(key)
+            else:
+                cache.move_to_end(key)
+            self.docs[key] = ent
             ent.begin()
         return ent
 
@@ -114,12 +127,6 @@ class SpaceTransaction(Transaction):
         self._outer = None
         self.space = space
         self._checked = space._checked
-
-    def __enter__(self) -> SpaceTransaction:
-        outer = self.replica._begin(self)
-        if outer is not None:
-            self._join(outer)
-        return self
 
     def entity(self, collection: str, id: str) -> EntityWriter:
         key = (self.space.name, collection, id)
@@ -186,7 +193,9 @@ class EntityWriter:
 
     def text(self, name: str) -> TextField:
         tx = self._tx
-        ent = tx.docs.get(self.key) or tx.doc(self.key)
+        ent = tx.docs.get(self.key)
+        if ent is None:
+            ent = tx.doc(self.key)
         text = ent.texts.get(name)  # a field known to be text already: nothing to check
         if text is None:
             check_field_name(name)
