@@ -265,7 +265,7 @@ class Replica:
         return Transaction(self)
 
     def _end(self, tx: Transaction) -> None:
-        """Close the open transaction ``tx`` (its entities are committed): notify, fold, evict."""
+        """After the open transaction ``tx`` committed its entities: notify, fold, evict."""
         self._tx = None
         self._evict_blocked = False
         if self._lost:

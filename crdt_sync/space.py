@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -83,7 +84,14 @@ class Transaction:
                 except BaseException as failed:  # a journal write failed: the replica knows
                     error = error or failed
         finally:
-            self.replica._end(self)
+            replica = self.replica
+            replica._tx = None
+            # Replica._end does the rest only when there is something to do (checked here:
+            # this runs per keystroke)
+            if replica._lost or replica._observers or replica._evict_blocked \
+                    or len(replica._cache) > replica._cache_size \
+                    or (replica._pending and time.monotonic() - replica._last_fold >= replica._seal_interval):
+                replica._end(self)
         if error is not None:
             raise error
 
