@@ -84,9 +84,14 @@ class Journal:
         self.count = 0
         self.size = 0
 
-    def append(self, prefix: bytes, item: bytes) -> None:
-        """Append the record ``prefix + item`` (prefix: :func:`key_prefix`) in one ``write()``."""
-        frame = _FRAME.pack(len(prefix) + len(item), zlib.crc32(item, zlib.crc32(prefix))) + prefix + item
+    def append(self, prefix: bytes, item: bytes, prefix_crc: int | None = None) -> None:
+        """Append the record ``prefix + item`` (prefix: :func:`key_prefix`) in one ``write()``.
+
+        ``prefix_crc``, ``zlib.crc32(prefix)``, may be passed by a caller that keeps it.
+        """
+        if prefix_crc is None:
+            prefix_crc = zlib.crc32(prefix)
+        frame = _FRAME.pack(len(prefix) + len(item), zlib.crc32(item, prefix_crc)) + prefix + item
         written = os.write(self._fd, frame)
         if written != len(frame):  # a full disk: refuse loudly rather than half-write
             raise OSError(f"journal write of {len(frame)} bytes wrote {written}")

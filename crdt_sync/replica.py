@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class Replica:
         self._clock = HybridClock(wall, store.max_hlc())
         self._cache: OrderedDict[EntityKey, EntityDoc] = OrderedDict()
         self._cache_size = cache_size
-        self._prefixes: dict[EntityKey, bytes] = {}
+        self._prefixes: dict[EntityKey, tuple[bytes, int]] = {}  # journal record prefix, its CRC32
         #: unsealed local edits: entity -> its packed items, in journal (so time) order
         self._pending: dict[EntityKey, list[bytes]] = {}
         self._pending_count = 0
@@ -289,15 +290,17 @@ class Replica:
         key = ent.key
         tx = self._tx
         hlc = tx.hlc if tx is not None else self._clock.now()
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            prefix = self._prefixes[key] = key_prefix(*key)
+        prefixed = self._prefixes.get(key)
+        if prefixed is None:
+            prefix = key_prefix(*key)
+            prefixed = self._prefixes[key] = (prefix, zlib.crc32(prefix))
         item = ITEM_HEADER.pack(hlc, len(update)) + update  # pack_item(), inlined
         try:
-            self._journal.append(prefix, item)
-        except OSError:
-            # The document holds an edit the disk does not: drop it from memory after the
-            # transaction, so the entity reloads as stored (the caller sees the error).
+            self._journal.append(prefixed[0], item, prefixed[1])
+        except BaseException:
+            # The document holds an edit the disk does not (a full disk, most likely): drop
+            # it from memory after the transaction, so the entity reloads as stored (the
+            # caller sees the error).
             self._lost.add(key)
             raise
         items = self._pending.get(key)

@@ -385,7 +385,7 @@ def test_a_failed_journal_write_raises_and_loses_only_that_transaction(
         tx.entity("c", "one").text("t").insert(0, "kept")
         tx.put("c", "two", {"n": 1})
 
-    def full_disk(prefix: bytes, item: bytes) -> None:
+    def full_disk(*record: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(a._journal, "append", full_disk)
