@@ -1,5 +1,13 @@
-"""The per-process journal: one ``write()`` per local transaction, so an edit that returned
+"""The per-process journal: one record per local transaction, so an edit that returned
 survives ``kill -9`` without paying for a SQLite commit per keystroke.
+
+The file is memory-mapped and its blocks reserved ahead (``posix_fallocate``): appending a
+record is a copy into the page cache, which the kernel owns, so it survives the process's
+death like a ``write()`` would, without the system call (measured: the syscall costs about
+4.5 µs per edit on a long text, the copy about 1; see docs/BENCHMARKS.md). Reserving the
+blocks first means a full disk is an ``OSError`` when the journal grows, never a ``SIGBUS``
+on a write into a hole. With ``fsync`` (surviving power loss) each record is written with
+``write()`` and ``fdatasync()`` instead, as before; also where ``posix_fallocate`` is missing.
 
 Each process appends to its own file under ``DIR/journal/`` and holds an exclusive
 ``flock`` on it while alive. Records are folded into SQLite in batches (and sealed into
@@ -9,12 +17,15 @@ belongs to a dead process: whoever opens the data directory next folds what is l
 
 Record: ``u32 length | u32 crc32 | u16 len(space) | u16 len(collection) | u16 len(id) |
 space | collection | id | item`` (little endian; the item as in :mod:`crdt_sync.payload`). A torn tail (only
-possible when the process died inside ``write()``, before the edit returned) is ignored.
+possible when the process died while appending, before the edit returned) is ignored, and so
+is the zero-filled space reserved after the last record (a record is never empty).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import mmap
 import os
 import struct
 import zlib
@@ -23,6 +34,9 @@ from pathlib import Path
 
 _FRAME = struct.Struct("<II")
 _LENS = struct.Struct("<HHH")
+#: bytes reserved when a journal file is created, and the least it grows by
+RESERVE_BYTES = 1 << 20
+_MAPPED = hasattr(os, "posix_fallocate")
 
 
 def key_prefix(space: str, collection: str, entity: str) -> bytes:
@@ -53,6 +67,7 @@ class Journal:
         self.count = 0
         self.size = 0
         self._fd = -1
+        self._map: mmap.mmap | None = None  # None: records go through write()
         self._open()
 
     @property
@@ -65,7 +80,7 @@ class Journal:
         # can take it for a dead process's (empty) journal and remove it. Wait for its lock,
         # then make sure the path is still our file, else start again.
         for _ in range(100):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
@@ -83,6 +98,23 @@ class Journal:
         self._fd = fd
         self.count = 0
         self.size = 0
+        if _MAPPED and not self.fsync:
+            try:
+                self._reserve(RESERVE_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+                    self._fd = -1
+                    os.close(fd)
+                    raise
+                self._map = None  # a file system that cannot reserve or map: write() it is
+
+    def _reserve(self, capacity: int) -> None:
+        """Reserve the file's blocks up to ``capacity`` bytes and map them."""
+        os.posix_fallocate(self._fd, 0, capacity)  # ENOSPC here, as an OSError
+        if self._map is None:
+            self._map = mmap.mmap(self._fd, capacity)
+        else:
+            self._map.resize(capacity)
 
     def append(self, prefix: bytes, item: bytes, prefix_crc: int | None = None) -> None:
         """Append the record ``prefix + item`` (prefix: :func:`key_prefix`) in one ``write()``.
@@ -92,26 +124,41 @@ class Journal:
         if prefix_crc is None:
             prefix_crc = zlib.crc32(prefix)
         frame = _FRAME.pack(len(prefix) + len(item), zlib.crc32(item, prefix_crc)) + prefix + item
-        written = os.write(self._fd, frame)
-        if written != len(frame):  # a full disk: refuse loudly rather than half-write
-            raise OSError(f"journal write of {len(frame)} bytes wrote {written}")
-        if self.fsync:
-            os.fdatasync(self._fd)
+        start = self.size
+        end = start + len(frame)
+        mapped = self._map
+        if mapped is not None:
+            if end > len(mapped):
+                self._reserve(max(end, 2 * len(mapped)))  # resizes this same map
+            mapped[start:end] = frame
+        else:
+            written = os.write(self._fd, frame)
+            if written != len(frame):  # a full disk: refuse loudly rather than half-write
+                raise OSError(f"journal write of {len(frame)} bytes wrote {written}")
+            if self.fsync:
+                os.fdatasync(self._fd)
         self.count += 1
-        self.size += len(frame)
+        self.size = end
 
     def rotate(self) -> str:
         """Start a new file; returns the old file's name (the caller deletes it once folded)."""
         old = self.name
-        os.close(self._fd)
+        self._release()
         self.generation += 1
         self._open()
         return old
 
+    def _release(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+            os.ftruncate(self._fd, self.size)  # give back the reserved space after the records
+        os.close(self._fd)
+        self._fd = -1
+
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            self._release()
 
 
 def read_records(path: Path) -> Iterator[bytes]:
@@ -121,7 +168,7 @@ def read_records(path: Path) -> Iterator[bytes]:
     while off + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, off)
         body = data[off + _FRAME.size:off + _FRAME.size + length]
-        if len(body) != length or zlib.crc32(body) != crc:
+        if not length or len(body) != length or zlib.crc32(body) != crc:
             return
         yield body
         off += _FRAME.size + length

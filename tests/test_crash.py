@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from crdt_sync import Replica
-from crdt_sync.journal import read_records
+from crdt_sync.journal import RESERVE_BYTES, Journal, decode_record, key_prefix, read_records
 from tests.helpers import LineReader, chains, exchange, read_entity, spawn_worker, typed
 
 SPACE = "crash"  # as in proc_worker.py
@@ -116,7 +116,26 @@ def test_torn_journal_tail_is_ignored(tmp_path: Path) -> None:
     reported = _kill_after(data, 30, 1000.0)  # a long seal interval: edits stay in the journal
     journals = sorted((data / "journal").glob("*.log"))
     assert journals, "the killed process left its journal"
-    with journals[-1].open("ab") as f:  # half a record, as a kill inside write() leaves
+    end = sum(8 + len(body) for body in read_records(journals[-1]))
+    with journals[-1].open("r+b") as f:  # half a record after the last, as a kill inside
+        f.seek(end)                       # the copy into the mapped journal leaves
         f.write(b"\x40\x00\x00\x00\x12\x34")
     assert len(list(read_records(journals[-1]))) >= len(reported)
     _check_consistent(data, reported, tmp_path)
+
+
+def test_journal_records_survive_growth_and_reopen(tmp_path: Path) -> None:
+    """Records larger than the reserved space grow the mapped file; every record reads back
+    in order, the reserved zeros after them are not records, and closing trims the file."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory, 0xABC)
+    prefix = key_prefix("space", "c", "e")
+    bodies = [bytes([i]) * size for i, size in enumerate([10, RESERVE_BYTES, 3, 2 * RESERVE_BYTES, 7])]
+    for body in bodies:
+        journal.append(prefix, body)
+    path = directory / journal.name
+    assert [decode_record(r)[1] for r in read_records(path)] == bodies
+    assert path.stat().st_size > journal.size  # reserved ahead
+    journal.close()
+    assert path.stat().st_size == journal.size
+    assert [decode_record(r)[1] for r in read_records(path)] == bodies
