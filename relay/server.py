@@ -4,8 +4,9 @@
 A thin shell: each connection runs the same sans-I/O session as every peer, over a
 :class:`~transports.websocket.WebSocketLink`, against :class:`~relay.storage.RelayHost`.
 Memory stays bounded: no document in RAM, each session sends at most its window of
-batches read from SQLite, and a client that stops reading is dropped after
-``send_timeout`` (it catches up from storage when it comes back).
+batches (from the bounded in-memory tail of new envelopes, or from SQLite when it is behind
+that), and a client that stops reading is dropped after ``send_timeout`` (it catches up
+from storage when it comes back).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class _CountingLink:
 
     async def send(self, frame: bytes) -> None:
         try:
-            await asyncio.wait_for(self.link.send(frame), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):  # no task per frame, unlike wait_for
+                await self.link.send(frame)
         except TimeoutError:
             self.metrics.rejections.labels("slow-consumer").inc()
             raise LinkClosed(f"{self.label} did not read for {self.send_timeout:g} s") from None
@@ -100,8 +102,9 @@ class RelayServer:
         if config.data is None:
             raise ValueError("the relay needs a data directory")
         self.store = RelayStore(config.data)
-        self.store.on_commit = self._fan_out
+        self.store.on_append = self._fan_out
         self.metrics = RelayMetrics()
+        self.store.on_commit = lambda seconds: self.metrics.commits.inc()
         self.allow = AllowList(config.allow_list)
         self.stopping = asyncio.Event()
         self._subscribers: dict[str, set[_Connection]] = {}
@@ -192,7 +195,7 @@ class RelayServer:
 
     # -- one session ---------------------------------------------------------------------
     async def _serve(self, link: WebSocketLink, label: str) -> None:
-        conn = _Connection(Hooks(before_send=self.store.commit), label)
+        conn = _Connection(Hooks(durable=self.store.durable), label)
         host = RelayHost(self.store, self._admit, self._limit)
         session = Session(host, time.monotonic(), self.session_config)
 
@@ -253,13 +256,15 @@ class RelayServer:
         self.metrics.rejections.labels("rate-limit").inc()
         return f"device {device} exceeds this relay's rate limit; slow down and retry"
 
-    def _fan_out(self, spaces: set[str], committed_at: float) -> None:
-        self.metrics.commits.inc()
-        for space in spaces:
-            for conn in self._subscribers.get(space, ()):
-                if conn.woken_at is None:
-                    conn.woken_at = committed_at
-                conn.hooks.changed.set()
+    def _fan_out(self, space: str) -> None:
+        subscribers = self._subscribers.get(space)
+        if not subscribers:
+            return
+        now = time.monotonic()
+        for conn in subscribers:
+            if conn.woken_at is None:
+                conn.woken_at = now
+            conn.hooks.changed.set()
 
 
 async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> int:
