@@ -100,14 +100,21 @@ MAX_INBOX = 64
 
 
 class _Waker:
-    """One future at a time that the link, the host, a stop and a commit resolve."""
+    """One future at a time that the link, the host, a stop, a commit or the timer resolve.
 
-    __slots__ = ("flag", "future", "loop")
+    The timer is lazy: it is moved only when the next deadline comes earlier than the one
+    it is set for (a later deadline just costs a spurious turn), so a busy session does not
+    schedule and cancel a timer per turn.
+    """
+
+    __slots__ = ("at", "flag", "future", "loop", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] | None = None
         self.flag = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.at = 0.0
 
     def wake(self, *_: object) -> None:
         self.flag = True
@@ -115,18 +122,30 @@ class _Waker:
         if future is not None and not future.done():
             future.set_result(None)
 
+    def _expired(self) -> None:
+        self.timer = None
+        self.wake()
+
     async def wait(self, timeout: float) -> None:
         if self.flag:
             self.flag = False
             return
+        at = self.loop.time() + timeout
+        if self.timer is None or at < self.at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer, self.at = self.loop.call_at(at, self._expired), at
         future = self.future = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _resolve, future)
         try:
             await future
         finally:
-            timer.cancel()
             self.future = None
             self.flag = False
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -334,6 +353,7 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
             session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
     finally:
         changed.listener = None
+        waker.close()
         reading.cancel()
         if stopping is not None:
             stopping.cancel()

@@ -54,6 +54,15 @@ class WebSocketLink:
     def label(self) -> str:
         return self._label
 
+    @property
+    def backlog(self) -> int | None:
+        """Bytes written but not yet taken by the kernel (None: unknown)."""
+        transport = getattr(getattr(self._ws, "_writer", None), "transport", None)
+        if transport is None or transport.is_closing():
+            return None
+        size: int = transport.get_write_buffer_size()
+        return size
+
     async def send(self, frame: bytes) -> None:
         if self._ws.closed:
             raise LinkClosed(f"connection to {self._label} is closed")

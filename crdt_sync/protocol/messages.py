@@ -219,14 +219,26 @@ def _author(v: Any) -> AuthorRef:
     return _uint(v, "author index", MAX_VV_ENTRIES * 16)
 
 
+_REF_LIMIT = MAX_VV_ENTRIES * 16
+_SEQ_LIMIT = 2**63
+
+
 def _vv_in(v: Any) -> list[tuple[AuthorRef, int]]:
     if not isinstance(v, list) or len(v) > MAX_VV_ENTRIES:
         raise _bad("version vector is not a bounded array")
     out = []
     for entry in v:
+        # The common case inline (an ACK per frame carries the whole version vector); any
+        # doubt goes through the checks that name what is wrong.
+        if type(entry) is list and len(entry) == 2:
+            a, s = entry
+            if (type(s) is int and 0 <= s < _SEQ_LIMIT
+                    and ((type(a) is int and 0 <= a < _REF_LIMIT) or (type(a) is bytes and len(a) == 32))):
+                out.append((a, s))
+                continue
         if not isinstance(entry, list) or len(entry) != 2:
             raise _bad("version vector entry is not [author, seq]")
-        out.append((_author(entry[0]), _uint(entry[1], "seq", 2**63)))
+        out.append((_author(entry[0]), _uint(entry[1], "seq", _SEQ_LIMIT)))
     return out
 
 

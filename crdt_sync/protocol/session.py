@@ -564,8 +564,12 @@ class Session:
         if st is None or st.their_table is None:
             return []
         st.peer_saw_have = True
-        vv = {self._resolve(st, r): s for r, s in msg.vv}
-        _merge(st.acked, vv)
+        table = st.their_table
+        acked = st.acked
+        for r, s in msg.vv:  # _merge(st.acked, {_resolve(st, r): s}) inline: once per frame
+            author = table[r] if type(r) is int and r < len(table) else self._resolve(st, r)
+            if s > acked.get(author, 0):
+                acked[author] = s
         self.host.record_ack(self._peer_id(), st.name, st.acked)
         lost = progressed = False
         while st.inflight and st.inflight[0].batch <= msg.batch:
