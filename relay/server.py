@@ -91,6 +91,12 @@ class _CountingLink:
             raise LinkClosed(f"{self.label} did not read for {self.send_timeout:g} s") from None
         self.metrics.bytes_out.inc(len(frame))
 
+    def send_nowait(self, frame: bytes) -> bool:
+        if not self.link.send_nowait(frame):
+            return False
+        self.metrics.bytes_out.inc(len(frame))
+        return True
+
     async def recv(self) -> bytes:
         frame = await self.link.recv()
         self.metrics.bytes_in.inc(len(frame))

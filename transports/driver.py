@@ -8,6 +8,7 @@ wakes it at its deadlines and when the replica changed, and closes the link at t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -93,10 +94,6 @@ _FREE = frozenset({T_HELLO, T_AUTH, T_SPACES, T_ENVELOPES, T_PING, T_PONG})
 #: Frames that wait and keep everything after them waiting too (order matters to the peer:
 #: ENVELOPES only make sense after HAVE; BYE and ERROR come last).
 _BARRIER = frozenset({T_HAVE, T_ERROR, T_BYE})
-#: Frames that close a session (BYE, ERROR, or malformed: both end it): the reader stops.
-_LAST = frozenset({bytes([T_BYE]), bytes([T_ERROR])})
-#: Most frames read from the link before the driver takes them; above this, it stops reading.
-MAX_INBOX = 64
 
 
 class _Waker:
@@ -197,86 +194,28 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
                 on_send: Callable[[list[bytes]], None] | None = None) -> SessionOutcome:
     """Run ``session`` over ``link`` until it closes (see :func:`run_session`).
 
-    One task reads the link into a bounded inbox; this one waits on a single future that
-    a frame, the host's ``changed``, ``stop``, a commit or the next deadline resolves.
+    The session is only ever called synchronously, and every frame it returns goes through
+    one ordered outbox, so whoever has something for it calls it right away instead of
+    waking a task for it: a reader task hands it each frame as it arrives; a host without
+    idle work (a relay) has ``changed`` handled by a callback; a commit releases the frames
+    that waited for it from its callback. This task handles timers, ``stop``, the end, and
+    the frames the link cannot take at once (it awaits those). A link with
+    ``send_nowait(frame) -> bool`` takes frames without a task switch when it can.
     """
     loop = asyncio.get_running_loop()
     changed = hooks.changed
     events: list[Event] = []
-    frames_in = frames_out = 0
+    counts = [0, 0]  # frames in, frames out
     started = clock()
     waker = _Waker(loop)
-    inbox: deque[bytes] = deque()
-    room: list[asyncio.Future[None]] = []  # the reader waits here while the inbox is full
-    link_closed = False
-    #: frames waiting for a commit, in order: (the commit, frame, is a barrier)
+    outbox: deque[bytes] = deque()
+    #: frames waiting for a commit, in order
     held: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
-    barrier_held = False
-    watched: asyncio.Future[None] | None = None
-
-    async def reader() -> None:
-        nonlocal link_closed
-        try:
-            while True:
-                if len(inbox) >= MAX_INBOX:
-                    wait = loop.create_future()
-                    room.append(wait)
-                    await wait
-                frame = await link.recv()
-                inbox.append(frame)
-                waker.wake()
-                if frame[1:2] in _LAST:
-                    return  # the session ends on it: leave the link's close to the driver
-        except LinkClosed:
-            link_closed = True
-            waker.wake()
-
-    async def transmit(frames: list[bytes]) -> None:
-        nonlocal frames_out
-        if on_send is not None:
-            on_send(frames)
-        for frame in frames:
-            await link.send(frame)
-            frames_out += 1
-
-    async def send(frames: list[bytes]) -> None:
-        nonlocal barrier_held, watched
-        if not frames:
-            return
-        commit = hooks.durable() if hooks.durable is not None else None
-        if commit is None and not held:
-            await transmit(frames)
-            return
-        now_frames = []
-        for frame in frames:
-            kind = frame[1] if len(frame) > 1 else -1
-            if barrier_held or (kind not in _FREE and (commit is not None or held)):
-                held.append((commit, frame))
-                barrier_held = barrier_held or kind in _BARRIER
-            else:
-                now_frames.append(frame)
-        if commit is not None and commit is not watched:
-            watched = commit
-            commit.add_done_callback(waker.wake)
-        await transmit(now_frames)
-
-    async def release(wait: bool) -> None:
-        """Send the held frames whose commit is done (all of them, waiting, if ``wait``)."""
-        nonlocal barrier_held
-        ready = []
-        while held:
-            commit, frame = held[0]
-            if commit is not None and not commit.done():
-                if not wait:
-                    break
-                await asyncio.shield(commit)
-            if commit is not None and commit.exception() is not None:
-                raise commit.exception()  # type: ignore[misc]  # the disk failed: no ACK may leave
-            held.popleft()
-            ready.append(frame)
-        if not held:
-            barrier_held = False
-        await transmit(ready)
+    flags = {"barrier": False, "sending": False, "poke": False, "link_closed": False}
+    broken: list[BaseException] = []  # a synchronous send found the link closed, or a commit failed
+    watched: list[asyncio.Future[None] | None] = [None]
+    nowait: Callable[[bytes], bool] | None = getattr(link, "send_nowait", None)
+    inline_changes = hooks.idle is None
 
     def drain() -> None:
         for event in session.pop_events():
@@ -284,22 +223,142 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
             if on_event is not None:
                 on_event(event)
 
-    changed.listener = waker.wake
-    reading = loop.create_task(reader())
+    def pump_out() -> None:
+        """Send from the outbox what the link takes without waiting; wake the task for the rest."""
+        if flags["sending"]:
+            return  # the task is awaiting a send: it continues with the outbox in order
+        if nowait is not None:
+            try:
+                while outbox and nowait(outbox[0]):
+                    outbox.popleft()
+                    counts[1] += 1
+            except LinkClosed as exc:
+                broken.append(exc)
+        if outbox or broken:
+            waker.wake()
+
+    def queue(frames: list[bytes]) -> None:
+        if on_send is not None:
+            on_send(frames)
+        outbox.extend(frames)
+
+    def emit(frames: list[bytes]) -> None:
+        """Route the session's frames: to the outbox, or held until the host's commit."""
+        if not frames:
+            return
+        commit = hooks.durable() if hooks.durable is not None else None
+        if commit is None and not held:
+            queue(frames)
+            return
+        ready = []
+        for frame in frames:
+            kind = frame[1] if len(frame) > 1 else -1
+            if flags["barrier"] or (kind not in _FREE and (commit is not None or held)):
+                held.append((commit, frame))
+                flags["barrier"] = flags["barrier"] or kind in _BARRIER
+            else:
+                ready.append(frame)
+        if commit is not None and commit is not watched[0]:
+            watched[0] = commit
+            commit.add_done_callback(committed)
+        if ready:
+            queue(ready)
+
+    def release() -> None:
+        """Move the held frames whose commit is done to the outbox."""
+        ready = []
+        while held:
+            commit, frame = held[0]
+            if commit is not None:
+                if not commit.done():
+                    break
+                if commit.exception() is not None:
+                    broken.append(commit.exception())  # type: ignore[arg-type]  # the disk failed
+                    waker.wake()
+                    return
+            held.popleft()
+            ready.append(frame)
+        if not held:
+            flags["barrier"] = False
+        if ready:
+            queue(ready)
+
+    def committed(_: object) -> None:
+        release()
+        pump_out()
+
+    def after_session() -> None:
+        drain()
+        pump_out()
+        if session.closed is not None or (not live and session.synced):
+            waker.wake()
+
+    def poke() -> None:
+        flags["poke"] = False
+        if session.closed is None and changed.is_set():
+            changed.clear()
+            emit(session.local_changed(clock()))
+            after_session()
+
+    def on_changed() -> None:
+        if inline_changes:
+            if not flags["poke"]:
+                flags["poke"] = True
+                loop.call_soon(poke)  # not from inside another session's call: after it
+        else:
+            waker.wake()
+
+    async def reader() -> None:
+        try:
+            while session.closed is None:
+                frame = await link.recv()
+                if session.closed is not None:
+                    break
+                counts[0] += 1
+                emit(session.receive(frame, clock()))
+                after_session()
+        except LinkClosed:
+            flags["link_closed"] = True
+            waker.wake()
+
+    async def flush() -> None:
+        """Send the outbox in order, waiting for the link where it must."""
+        if broken:
+            raise broken[0]
+        flags["sending"] = True
+        try:
+            while outbox:
+                frame = outbox[0]
+                if nowait is None or not nowait(frame):
+                    await link.send(frame)
+                outbox.popleft()
+                counts[1] += 1
+        finally:
+            flags["sending"] = False
+        if broken:
+            raise broken[0]
+
+    changed.listener = on_changed
+    if changed.is_set():
+        on_changed()
+    reading: asyncio.Task[None] | None = None
     stopping = loop.create_task(stop.wait()) if stop is not None else None
     if stopping is not None:
         stopping.add_done_callback(waker.wake)
     try:
-        await send(session.start())
+        emit(session.start())
+        await flush()
+        reading = loop.create_task(reader())
         while session.closed is None:
             now = clock()
             if not live and session.synced:
-                await send(session.close(now, E_NORMAL))
+                emit(session.close(now, E_NORMAL))
                 break
             if timeout is not None and now - started >= timeout:
                 session.events.append(Closed(E_TIMEOUT, f"not synced after {timeout:g} s", False))
                 break
-            if not (inbox or link_closed or changed.is_set() or (stop is not None and stop.is_set())):
+            if not (outbox or broken or flags["link_closed"] or (changed.is_set() and not inline_changes)
+                    or (stop is not None and stop.is_set())):
                 deadline = session.next_deadline()
                 wait = max(0.0, (deadline if deadline is not None else now + 1.0) - now)
                 if live and hooks.idle is not None:  # only hosts with idle work need the tick
@@ -308,58 +367,52 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
                     wait = min(wait, max(0.0, started + timeout - now))
                 await waker.wait(wait)
                 now = clock()
-            out: list[bytes] = []
-            while inbox and session.closed is None:
-                frames_in += 1
-                out += session.receive(inbox.popleft(), now)
-            inbox.clear()  # (after a close: nothing more is read)
-            while room:
-                _resolve(room.pop())
-            if link_closed and session.closed is None:
-                await send(out)
+            if session.closed is not None:
+                break
+            if flags["link_closed"]:
                 session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
                 break
             if live and hooks.idle is not None:
                 hooks.idle()
-            if changed.is_set():
+            if changed.is_set() and not inline_changes:
                 changed.clear()
-                out += session.local_changed(now)
+                emit(session.local_changed(now))
             if stop is not None and stop.is_set():
-                out += session.close(now, E_GOING_AWAY)
-            out += session.tick(now)
+                emit(session.close(now, E_GOING_AWAY))
+            emit(session.tick(now))
             drain()
-            if held:
-                await release(False)
-            await send(out)
+            await flush()
+        drain()
         if held and not (session.closed is not None and session.closed.by_peer):
-            await release(True)  # (a peer that said BYE or ERROR reads nothing more)
+            # (a peer that said BYE or ERROR reads nothing more)
+            for commit, _ in list(held):
+                if commit is not None:
+                    await asyncio.wait([commit])
+            release()
+        await flush()
     except LinkClosed:
         # A send failed: the peer closed, maybe right after its last frames (its final ACK
-        # and BYE). Read what it delivered, so a session that did finish knows it.
-        try:
-            async with asyncio.timeout(DRAIN_TIMEOUT):
-                while session.closed is None:
-                    while inbox and session.closed is None:
-                        frames_in += 1
-                        session.receive(inbox.popleft(), clock())  # its answers cannot be sent
-                    while room:
-                        _resolve(room.pop())
-                    if link_closed or session.closed is not None:
-                        break
-                    await waker.wait(DRAIN_TIMEOUT)
-        except TimeoutError:
-            pass  # everything delivered was read (or the link would not say): it is over
+        # and BYE). The reader goes on handing the session what it delivered, so a session
+        # that did finish knows it.
+        if reading is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    while session.closed is None and not flags["link_closed"] and not reading.done():
+                        await waker.wait(DRAIN_TIMEOUT)
         if session.closed is None:
             session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
     finally:
         changed.listener = None
+        flags["poke"] = True  # a pending poke finds nothing to do
+        changed.clear()
         waker.close()
-        reading.cancel()
-        if stopping is not None:
-            stopping.cancel()
-        await asyncio.wait([reading, *([stopping] if stopping is not None else [])])
+        tasks = [t for t in (reading, stopping) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # let them finish; their outcome is moot
         await link.close()
     drain()
     closed = next((e for e in reversed(events) if isinstance(e, Closed)), None)
     return SessionOutcome(session.peer, session.synced, closed, session.bytes_in,
-                          session.bytes_out, frames_in, frames_out, events)
+                          session.bytes_out, counts[0], counts[1], events)
