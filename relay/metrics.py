@@ -25,5 +25,12 @@ class RelayMetrics:
                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
                                 registry=r)
 
+        #: frame bytes in and out not yet added to the counters: a plain addition per frame
+        #: instead of a locked counter update; added when the metrics are read
+        self.pending_bytes = [0, 0]
+
     def render(self) -> bytes:
+        pending, self.pending_bytes = self.pending_bytes, [0, 0]
+        self.bytes_in.inc(pending[0])
+        self.bytes_out.inc(pending[1])
         return generate_latest(self.registry)

@@ -81,7 +81,7 @@ class _CountingLink:
             # Nothing queued and a frame far below the transport's high-water mark: the
             # write goes to the kernel or at worst into the buffer, it cannot wait.
             await self.link.send(frame)
-            self.metrics.bytes_out.inc(len(frame))
+            self.metrics.pending_bytes[1] += len(frame)
             return
         try:
             async with asyncio.timeout(self.send_timeout):  # no task per frame, unlike wait_for
@@ -89,17 +89,17 @@ class _CountingLink:
         except TimeoutError:
             self.metrics.rejections.labels("slow-consumer").inc()
             raise LinkClosed(f"{self.label} did not read for {self.send_timeout:g} s") from None
-        self.metrics.bytes_out.inc(len(frame))
+        self.metrics.pending_bytes[1] += len(frame)
 
     def send_nowait(self, frame: bytes) -> bool:
         if not self.link.send_nowait(frame):
             return False
-        self.metrics.bytes_out.inc(len(frame))
+        self.metrics.pending_bytes[1] += len(frame)
         return True
 
     async def recv(self) -> bytes:
         frame = await self.link.recv()
-        self.metrics.bytes_in.inc(len(frame))
+        self.metrics.pending_bytes[0] += len(frame)
         return frame
 
     async def close(self) -> None:

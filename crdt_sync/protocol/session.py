@@ -646,9 +646,10 @@ class Session:
         return out
 
     def _check_synced(self, st: _SpaceState) -> None:
-        mine = self.host.version_vector(st.name)
-        synced = (st.their_table is not None and not st.inflight and _covers(mine, st.peer_have)
-                  and _covers(st.acked, mine))
+        synced = st.their_table is not None and not st.inflight
+        if synced:
+            mine = self.host.version_vector(st.name)
+            synced = _covers(mine, st.peer_have) and _covers(st.acked, mine)
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced
