@@ -88,6 +88,8 @@ class Hooks:
     durable: Callable[[], asyncio.Future[None] | None] | None = None
 
 
+#: Frames waiting to be sent (or for a commit) above which the driver stops reading the link.
+MAX_PENDING = 64
 #: Frames that never wait for the host's commit (unless a frame that must keep its place
 #: before them is waiting): they make no claim about what the host stored.
 _FREE = frozenset({T_HELLO, T_AUTH, T_SPACES, T_ENVELOPES, T_PING, T_PONG})
@@ -214,6 +216,7 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
     flags = {"barrier": False, "sending": False, "poke": False, "link_closed": False}
     broken: list[BaseException] = []  # a synchronous send found the link closed, or a commit failed
     watched: list[asyncio.Future[None] | None] = [None]
+    room: list[asyncio.Future[None]] = []  # the reader waits here while too much is pending
     nowait: Callable[[bytes], bool] | None = getattr(link, "send_nowait", None)
     inline_changes = hooks.idle is None
 
@@ -236,6 +239,7 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
                 broken.append(exc)
         if outbox or broken:
             waker.wake()
+        make_room()
 
     def queue(frames: list[bytes]) -> None:
         if on_send is not None:
@@ -308,9 +312,19 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
         else:
             waker.wake()
 
+    def make_room() -> None:
+        if room and len(outbox) + len(held) <= MAX_PENDING:
+            _resolve(room.pop())
+
     async def reader() -> None:
         try:
             while session.closed is None:
+                while len(outbox) + len(held) > MAX_PENDING:
+                    # The peer is not reading (or the disk is slow): stop reading it too,
+                    # rather than queue its answers without bound.
+                    wait = loop.create_future()
+                    room.append(wait)
+                    await wait
                 frame = await link.recv()
                 if session.closed is not None:
                     break
@@ -333,6 +347,7 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
                     await link.send(frame)
                 outbox.popleft()
                 counts[1] += 1
+                make_room()
         finally:
             flags["sending"] = False
         if broken:
