@@ -21,7 +21,7 @@ class RelayMetrics:
         self.store_bytes = Gauge("crdt_relay_store_bytes", "Size of the SQLite store", registry=r)
         self.commits = Counter("crdt_relay_commits_total", "Group commits (fsync)", registry=r)
         self.fanout = Histogram("crdt_relay_fanout_seconds",
-                                "From commit to the envelopes leaving for a subscriber",
+                                "From envelopes accepted to their leaving for a subscriber",
                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
                                 registry=r)
 

@@ -148,7 +148,7 @@ async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
     assert b.space(SPACE).get("equipment", "from-a") == {"status": "leaking"}
     assert a.space(SPACE).get("equipment", "from-c") == {"status": "fixed"}
     samples = await scrape(relay.url)
-    # Each live delivery was timed from its commit to its departure (a to b and c, c to a and b).
+    # Each live delivery was timed from its acceptance to its departure (a to b and c, c to a and b).
     assert sample(samples, "crdt_relay_fanout_seconds_count") >= 4
     assert sample(samples, "crdt_relay_connections_open") == 0
 
