@@ -15,6 +15,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ from .metrics import RelayMetrics
 from .storage import RelayHost, RelayStore
 
 log = logging.getLogger("crdt_sync.relay")
+#: The interpreter's thread switch interval while a relay runs (see RelayServer.start).
+SWITCH_INTERVAL = 0.0005
 #: Frames up to this size are sent without a timer when the link has nothing queued (the
 #: transport's high-water mark is 64 KiB).
 _SMALL_FRAME = 16 * 1024
@@ -142,6 +145,11 @@ class RelayServer:
         return app
 
     async def start(self) -> None:
+        # The group commit's writer thread takes the GIL back after each SQLite step; with
+        # the default 5 ms switch interval a busy event loop holds it that long each time,
+        # and a commit of a few dozen rows (so its ACKs) waits for tens of milliseconds.
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
         context = None

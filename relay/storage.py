@@ -73,6 +73,8 @@ class _Space:
     skip: int = 0
     #: a session found uncommitted envelopes trimmed from the tail: wake it at the commit
     stalled: bool = False
+    #: its row in the spaces table is known to be committed
+    joined: bool = False
 
     @property
     def end(self) -> int:
@@ -245,8 +247,10 @@ class RelayStore:
                         "INSERT INTO heads(space, author, seq, hash) VALUES(?,?,?,?) ON CONFLICT "
                         "DO UPDATE SET seq=excluded.seq, hash=excluded.hash WHERE excluded.seq > seq",
                         [(s, a, q, h) for (s, a), (q, h) in heads.items()])
-                    db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
-                                   "DO UPDATE SET joined=1", [(s,) for s in batch.spaces])
+                    new_spaces = [(s,) for s, st in batch.spaces.items() if not st.joined]
+                    if new_spaces:
+                        db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
+                                       "DO UPDATE SET joined=1", new_spaces)
                 if batch.rejections:
                     db.executemany("INSERT INTO rejections(at, source, reason, detail) "
                                    "VALUES(?,?,?,?)", batch.rejections)
@@ -263,6 +267,8 @@ class RelayStore:
             self._failed(batch, exc)
             return
         self.commits += 1
+        for st in batch.spaces.values():
+            st.joined = True  # (a space state outlives no commit of its own: see _evict)
         self._settle(batch)
         if batch.future is not None and not batch.future.done():
             batch.future.set_result(None)
@@ -289,6 +295,8 @@ class RelayStore:
         if batch.rows or batch.rejections:
             self._write(batch)
             self.commits += 1
+            for st in batch.spaces.values():
+                st.joined = True
         self._settle(batch)
 
     def _settle(self, batch: _Batch) -> None:
