@@ -25,14 +25,15 @@ How the work is split:
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cbor2
 
@@ -47,6 +48,7 @@ RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
 #: One envelope as sessions send it: (author id, author key, seq, wire size, tail), where
 #: tail is the CBOR of ``seq, hlc, payload, signature`` (see Session._pump).
 Outgoing = tuple[str, bytes, int, int, bytes]
+_Row = tuple[Any, ...]
 #: An entry's bookkeeping beyond its tail bytes, for the memory budget.
 _ENTRY_OVERHEAD = 200
 #: Each space state numbers its tail entries from a base of its own: a cursor from a state
@@ -238,15 +240,18 @@ class RelayStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 if batch.rows:
-                    db.executemany("INSERT INTO envelopes(space, author, seq, hash, hlc, wire) "
-                                   "VALUES(?,?,?,?,?,?)", batch.rows)
+                    # One statement per table for the whole batch rather than executemany:
+                    # every SQLite step hands the GIL back and forth with the event loop.
+                    for rows in _chunks(batch.rows):
+                        db.execute(_values_sql(_INSERT_ENVELOPES, 6, len(rows), ""),
+                                   [v for row in rows for v in row])
                     heads: dict[tuple[str, str], tuple[int, bytes]] = {}
                     for space, author, seq, h, _, _ in batch.rows:
                         heads[(space, author)] = (seq, h)  # rows of a chain come in order
-                    db.executemany(
-                        "INSERT INTO heads(space, author, seq, hash) VALUES(?,?,?,?) ON CONFLICT "
-                        "DO UPDATE SET seq=excluded.seq, hash=excluded.hash WHERE excluded.seq > seq",
-                        [(s, a, q, h) for (s, a), (q, h) in heads.items()])
+                    items = [(s, a, q, h) for (s, a), (q, h) in heads.items()]
+                    for rows in _chunks(items):
+                        db.execute(_values_sql(_INSERT_HEADS, 4, len(rows), _UPSERT_HEADS),
+                                   [v for row in rows for v in row])
                     new_spaces = [(s,) for s, st in batch.spaces.items() if not st.joined]
                     if new_spaces:
                         db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
@@ -461,6 +466,24 @@ class RelayStore:
         self._schedule()
 
 
+_INSERT_ENVELOPES = "INSERT INTO envelopes(space, author, seq, hash, hlc, wire) VALUES"
+_INSERT_HEADS = "INSERT INTO heads(space, author, seq, hash) VALUES"
+_UPSERT_HEADS = (" ON CONFLICT DO UPDATE SET seq=excluded.seq, hash=excluded.hash "
+                 "WHERE excluded.seq > seq")
+#: Rows per statement: well under SQLite's 32,766 parameters.
+_CHUNK = 512
+
+
+def _chunks(rows: list[_Row]) -> list[list[_Row]]:
+    return [rows[i:i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
+
+
+@lru_cache(maxsize=64)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([row] * count) + tail
+
+
 def _tail(env: Envelope) -> bytes:
     # The CBOR of the items after the author in a WireEnvelope ([author, seq, hlc, payload,
     # signature]): the array header (1 byte for 4 items) is dropped.
@@ -508,4 +531,4 @@ class RelayHost:
         """Not kept (see RelayStore.record_ack)."""
 
 
-__all__ = ["Outgoing", "RelayHost", "RelayStore", "sqlite3"]
+__all__ = ["Outgoing", "RelayHost", "RelayStore"]
