@@ -409,3 +409,32 @@ def test_pre_encoded_envelopes_frame_is_the_canonical_encoding() -> None:
         items = [b"\x85" + cbor_ref(e.author) + cbor2.dumps([e.seq, e.hlc, e.payload, e.signature])[1:]
                  for e in envs]
         assert encode_envelopes(space, batch, items) == encode(Envelopes(space, batch, envs))
+
+
+async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
+        relay: RelayServer, open_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fails on the group commit: the envelopes it held were forwarded maybe, but
+    never ACKed; the relay forgets them (its heads come back from SQLite) and takes them
+    again from the device's next session."""
+    import sqlite3
+
+    a = open_replica("a", seal_interval=0)
+    fill(a, "a", 5)
+    write = relay.store._write
+    failures = []
+
+    def failing_once(batch: Any) -> None:
+        if not failures:
+            failures.append(batch)
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        write(batch)
+
+    monkeypatch.setattr(relay.store, "_write", failing_once)
+    first = await sync_once(a, relay.url)
+    assert failures and not first.synced
+    assert a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0) == 0  # no ACK of them
+    assert relay.store.version_vector(SPACE) == {}  # forgotten with the failed commit
+    again = await sync_once(a, relay.url)
+    assert again.synced and again.ok
+    assert relay.store.version_vector(SPACE) == {a.device_id: 5}
+    assert relay.store.reader.version_vector(SPACE) == {a.device_id: 5}  # on disk this time
