@@ -440,7 +440,10 @@ class RelayStore:
             mine[(env.space, author, env.seq)] = env.hash
             accepted.append((st, author, env))
         batch = self._staged
-        for st, author, env in accepted:
+        for _, author, env in accepted:
+            # Looked up again: making room for another space of this call may have evicted
+            # it (it had nothing pending then, so SQLite held what the check saw).
+            st = self._space(env.space)
             st.vv[author] = env.seq
             st.hashes[author] = env.hash
             key = (author, env.seq)
@@ -453,7 +456,7 @@ class RelayStore:
             applied += 1
         if accepted:
             self._schedule()
-            for name in {st.name for st, _, _ in accepted}:
+            for name in {env.space for _, _, env in accepted}:
                 self.on_append(name)
         return applied, dups, gaps
 
