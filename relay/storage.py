@@ -132,7 +132,7 @@ class RelayStore:
         self._committing: _Batch | None = None
         self._scheduled = False
         self._writer: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()  # the writer's connection: the writer thread or close()
+        self._lock = threading.RLock()  # the writer connection: the loop, the writer thread, close()
         #: called with a space whose tail grew (fan-out)
         self.on_append: Callable[[str], None] = lambda space: None
         #: called after each commit with how long it took (metrics)
@@ -230,35 +230,58 @@ class RelayStore:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-writer")
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        done = loop.run_in_executor(self._writer, self._write, batch)
+        try:
+            # The inserts run here (a few statements, no I/O wait); only the COMMIT, the
+            # fsync, goes to the writer thread: one GIL hand-off per commit each way.
+            with self._lock:
+                self._insert(batch)
+        except Exception as exc:  # the disk (or the database) failed
+            self._committing = None
+            self._failed(batch, exc)
+            return
+        done = loop.run_in_executor(self._writer, self._commit_tx)
         done.add_done_callback(lambda f: self._committed(batch, f, started))
 
     def _write(self, batch: _Batch) -> None:
-        """In the writer thread: one transaction for the batch, committed with fsync."""
+        """One transaction for the batch, committed with fsync (without an event loop)."""
+        with self._lock:
+            self._insert(batch)
+            self._commit_tx()
+
+    def _insert(self, batch: _Batch) -> None:
+        """Open the batch's transaction and write it (not committed)."""
+        db = self.store.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.rows:
+                # One statement per table for the whole batch rather than executemany.
+                for rows in _chunks(batch.rows):
+                    db.execute(_values_sql(_INSERT_ENVELOPES, 6, len(rows), ""),
+                               [v for row in rows for v in row])
+                heads: dict[tuple[str, str], tuple[int, bytes]] = {}
+                for space, author, seq, h, _, _ in batch.rows:
+                    heads[(space, author)] = (seq, h)  # rows of a chain come in order
+                items = [(s, a, q, h) for (s, a), (q, h) in heads.items()]
+                for rows in _chunks(items):
+                    db.execute(_values_sql(_INSERT_HEADS, 4, len(rows), _UPSERT_HEADS),
+                               [v for row in rows for v in row])
+                new_spaces = [(s,) for s, st in batch.spaces.items() if not st.joined]
+                if new_spaces:
+                    db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
+                                   "DO UPDATE SET joined=1", new_spaces)
+            if batch.rejections:
+                db.executemany("INSERT INTO rejections(at, source, reason, detail) "
+                               "VALUES(?,?,?,?)", batch.rejections)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _commit_tx(self) -> None:
+        """COMMIT the open transaction (with fsync); in the writer thread when serving."""
         with self._lock:
             db = self.store.db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                if batch.rows:
-                    # One statement per table for the whole batch rather than executemany:
-                    # every SQLite step hands the GIL back and forth with the event loop.
-                    for rows in _chunks(batch.rows):
-                        db.execute(_values_sql(_INSERT_ENVELOPES, 6, len(rows), ""),
-                                   [v for row in rows for v in row])
-                    heads: dict[tuple[str, str], tuple[int, bytes]] = {}
-                    for space, author, seq, h, _, _ in batch.rows:
-                        heads[(space, author)] = (seq, h)  # rows of a chain come in order
-                    items = [(s, a, q, h) for (s, a), (q, h) in heads.items()]
-                    for rows in _chunks(items):
-                        db.execute(_values_sql(_INSERT_HEADS, 4, len(rows), _UPSERT_HEADS),
-                                   [v for row in rows for v in row])
-                    new_spaces = [(s,) for s, st in batch.spaces.items() if not st.joined]
-                    if new_spaces:
-                        db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
-                                       "DO UPDATE SET joined=1", new_spaces)
-                if batch.rejections:
-                    db.executemany("INSERT INTO rejections(at, source, reason, detail) "
-                                   "VALUES(?,?,?,?)", batch.rejections)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:

@@ -420,16 +420,17 @@ async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
 
     a = open_replica("a", seal_interval=0)
     fill(a, "a", 5)
-    write = relay.store._write
+    commit = relay.store._commit_tx
     failures = []
 
-    def failing_once(batch: Any) -> None:
+    def failing_once() -> None:
         if not failures:
-            failures.append(batch)
+            failures.append(1)
+            relay.store.store.db.execute("ROLLBACK")  # what a failed COMMIT leaves
             raise sqlite3.OperationalError("disk I/O error (injected)")
-        write(batch)
+        commit()
 
-    monkeypatch.setattr(relay.store, "_write", failing_once)
+    monkeypatch.setattr(relay.store, "_commit_tx", failing_once)
     first = await sync_once(a, relay.url)
     assert failures and not first.synced
     assert a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0) == 0  # no ACK of them
