@@ -11,8 +11,9 @@ How the work is split:
 * The event loop thread verifies envelopes and checks chains against the *heads* (each
   author's last seq and hash per space), kept in memory and updated as envelopes are
   accepted, so neither a chain check nor a version vector costs a query.
-* Accepted envelopes are staged; a writer thread inserts each staged batch and commits it
-  (fsync) while the loop keeps serving (SQLite releases the GIL). ``durable()`` gives the
+* Accepted envelopes are staged; each staged batch is inserted in one transaction, which
+  a writer thread commits (the fsync) while the loop keeps serving (SQLite releases the
+  GIL); the next batch gathers meanwhile. ``durable()`` gives the
   future of the commit that covers everything accepted so far: ACKs wait for it, nothing
   else does.
 * Each accepted envelope is appended, already encoded for the wire, to its space's *tail*
