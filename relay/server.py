@@ -4,8 +4,9 @@
 A thin shell: each connection runs the same sans-I/O session as every peer, over a
 :class:`~transports.websocket.WebSocketLink`, against :class:`~relay.storage.RelayHost`.
 Memory stays bounded: no document in RAM, each session sends at most its window of
-batches read from SQLite, and a client that stops reading is dropped after
-``send_timeout`` (it catches up from storage when it comes back).
+batches (from the bounded in-memory tail of new envelopes, or from SQLite when it is behind
+that), and a client that stops reading is dropped after ``send_timeout`` (it catches up
+from storage when it comes back).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,11 @@ from .metrics import RelayMetrics
 from .storage import RelayHost, RelayStore
 
 log = logging.getLogger("crdt_sync.relay")
+#: The interpreter's thread switch interval while a relay runs (see RelayServer.start).
+SWITCH_INTERVAL = 0.0005
+#: Frames up to this size are sent without a timer when the link has nothing queued (the
+#: transport's high-water mark is 64 KiB).
+_SMALL_FRAME = 16 * 1024
 
 
 class TokenBucket:
@@ -73,16 +80,29 @@ class _CountingLink:
         return self.link.label
 
     async def send(self, frame: bytes) -> None:
+        if len(frame) <= _SMALL_FRAME and self.link.backlog == 0:
+            # Nothing queued and a frame far below the transport's high-water mark: the
+            # write goes to the kernel or at worst into the buffer, it cannot wait.
+            await self.link.send(frame)
+            self.metrics.pending_bytes[1] += len(frame)
+            return
         try:
-            await asyncio.wait_for(self.link.send(frame), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):  # no task per frame, unlike wait_for
+                await self.link.send(frame)
         except TimeoutError:
             self.metrics.rejections.labels("slow-consumer").inc()
             raise LinkClosed(f"{self.label} did not read for {self.send_timeout:g} s") from None
-        self.metrics.bytes_out.inc(len(frame))
+        self.metrics.pending_bytes[1] += len(frame)
+
+    def send_nowait(self, frame: bytes) -> bool:
+        if not self.link.send_nowait(frame):
+            return False
+        self.metrics.pending_bytes[1] += len(frame)
+        return True
 
     async def recv(self) -> bytes:
         frame = await self.link.recv()
-        self.metrics.bytes_in.inc(len(frame))
+        self.metrics.pending_bytes[0] += len(frame)
         return frame
 
     async def close(self) -> None:
@@ -100,8 +120,9 @@ class RelayServer:
         if config.data is None:
             raise ValueError("the relay needs a data directory")
         self.store = RelayStore(config.data)
-        self.store.on_commit = self._fan_out
+        self.store.on_append = self._fan_out
         self.metrics = RelayMetrics()
+        self.store.on_commit = lambda seconds: self.metrics.commits.inc()
         self.allow = AllowList(config.allow_list)
         self.stopping = asyncio.Event()
         self._subscribers: dict[str, set[_Connection]] = {}
@@ -124,6 +145,11 @@ class RelayServer:
         return app
 
     async def start(self) -> None:
+        # The group commit's writer thread takes the GIL back after each SQLite step; with
+        # the default 5 ms switch interval a busy event loop holds it that long each time,
+        # and a commit of a few dozen rows (so its ACKs) waits for tens of milliseconds.
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
         context = None
@@ -192,7 +218,7 @@ class RelayServer:
 
     # -- one session ---------------------------------------------------------------------
     async def _serve(self, link: WebSocketLink, label: str) -> None:
-        conn = _Connection(Hooks(before_send=self.store.commit), label)
+        conn = _Connection(Hooks(durable=self.store.durable), label)
         host = RelayHost(self.store, self._admit, self._limit)
         session = Session(host, time.monotonic(), self.session_config)
 
@@ -253,13 +279,15 @@ class RelayServer:
         self.metrics.rejections.labels("rate-limit").inc()
         return f"device {device} exceeds this relay's rate limit; slow down and retry"
 
-    def _fan_out(self, spaces: set[str], committed_at: float) -> None:
-        self.metrics.commits.inc()
-        for space in spaces:
-            for conn in self._subscribers.get(space, ()):
-                if conn.woken_at is None:
-                    conn.woken_at = committed_at
-                conn.hooks.changed.set()
+    def _fan_out(self, space: str) -> None:
+        subscribers = self._subscribers.get(space)
+        if not subscribers:
+            return
+        now = time.monotonic()
+        for conn in subscribers:
+            if conn.woken_at is None:
+                conn.woken_at = now
+            conn.hooks.changed.set()
 
 
 async def serve(config: RelayConfig, ready: asyncio.Event | None = None) -> int:

@@ -1,17 +1,42 @@
-"""The relay's storage: envelopes only, in SQLite, with group commit.
+"""The relay's storage: envelopes only, in SQLite, with a pipelined group commit, and a
+bounded in-memory tail of each space for fan-out.
 
 The relay never opens a payload and keeps no document in memory: it verifies signatures and
-chains, stores envelopes, and serves what each device lacks straight from SQLite. Every
-envelope is committed with fsync before it is acknowledged; sessions that receive at the
-same time share one commit (group commit).
+chains, stores envelopes, and serves what each device lacks. Every envelope is committed with
+fsync before it is acknowledged; sessions that receive at the same time share one commit
+(group commit).
+
+How the work is split:
+
+* The event loop thread verifies envelopes and checks chains against the *heads* (each
+  author's last seq and hash per space), kept in memory and updated as envelopes are
+  accepted, so neither a chain check nor a version vector costs a query.
+* Accepted envelopes are staged; each staged batch is inserted in one transaction, which
+  a writer thread commits (the fsync) while the loop keeps serving (SQLite releases the
+  GIL); the next batch gathers meanwhile. ``durable()`` gives the
+  future of the commit that covers everything accepted so far: ACKs wait for it, nothing
+  else does.
+* Each accepted envelope is appended, already encoded for the wire, to its space's *tail*
+  (a bounded in-memory log); sessions take new envelopes from there (:meth:`outgoing`)
+  instead of each re-reading and re-decoding them from SQLite. A session that fell behind
+  the tail (it was trimmed: memory is bounded) catches up from SQLite, then continues from
+  the tail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import cbor2
 
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
@@ -21,103 +46,383 @@ from crdt_sync.store import Store
 
 RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
 
+#: One envelope as sessions send it: (author id, author key, seq, wire size, tail), where
+#: tail is the CBOR of ``seq, hlc, payload, signature`` (see Session._pump).
+Outgoing = tuple[str, bytes, int, int, bytes]
+_Row = tuple[Any, ...]
+#: An entry's bookkeeping beyond its tail bytes, for the memory budget.
+_ENTRY_OVERHEAD = 200
+#: Each space state numbers its tail entries from a base of its own: a cursor from a state
+#: that was evicted and created again is below the new base, hence invalid.
+_BASE_STEP = 1 << 48
+
+
+@dataclass(eq=False)
+class _Space:
+    """What the relay keeps in memory of one space."""
+
+    name: str
+    vv: dict[str, int]
+    hashes: dict[str, bytes]
+    base: int
+    #: entries ``lo .. lo + len(tail) - 1``; the next one appended gets ``lo + len(tail)``
+    tail: deque[Outgoing] = field(default_factory=deque)
+    lo: int = 0
+    #: staged or committing envelopes of this space: (author, seq) -> hash
+    pending: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    #: tail position of the first envelope not yet committed (committed ones are a prefix)
+    durable_end: int = 0
+    #: entries dropped by the per-space bound whose FIFO entries are still counted
+    skip: int = 0
+    #: a session found uncommitted envelopes trimmed from the tail: wake it at the commit
+    stalled: bool = False
+    #: its row in the spaces table is known to be committed
+    joined: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.lo + len(self.tail)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Writes staged for one commit."""
+
+    rows: list[tuple[str, str, int, bytes, int, bytes]] = field(default_factory=list)
+    spaces: dict[str, _Space] = field(default_factory=dict)
+    keys: list[tuple[_Space, tuple[str, int]]] = field(default_factory=list)
+    #: each space's tail end after its last envelope of this batch
+    ends: dict[_Space, int] = field(default_factory=dict)
+    rejections: list[tuple[int, str, str, str]] = field(default_factory=list)
+    future: asyncio.Future[None] | None = None
+
 
 class RelayStore:
-    """One SQLite store shared by every session of the relay process.
-
-    Writes go into one open transaction that :meth:`commit` ends (with fsync): sessions
-    await :meth:`commit` before sending anything, so a commit covers every session that
-    wrote meanwhile.
+    """One store shared by every session of the relay process.
 
     Args:
         directory: the relay's data directory.
-        commit_delay: how long the first writer waits for others to join its commit.
+        commit_delay: how long a batch waits for others to join before its commit starts
+            (0: the next turn of the event loop; a batch also grows while the previous
+            commit is running).
+        tail_entries: envelopes kept in memory per space for fan-out.
+        tail_bytes: bytes kept in memory for fan-out, over all spaces.
+        cached_spaces: spaces whose heads stay in memory (least recently used go first).
     """
 
-    def __init__(self, directory: Path, commit_delay: float = 0.002) -> None:
+    def __init__(self, directory: Path, commit_delay: float = 0.0, tail_entries: int = 4096,
+                 tail_bytes: int = 16 * 1024 * 1024, cached_spaces: int = 10_000) -> None:
         self.directory = directory / RELAY_DB
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.directory, fsync=True)
+        self.store = Store(self.directory, fsync=True)  # the writer's connection
         with self.store.write():
             seed = self.store.meta("device_seed")
             if seed is None:
                 seed = Identity.generate().seed
                 self.store.set_meta("device_seed", seed)
+        self.reader = Store(self.directory, fsync=True)  # the loop thread's reads
         self.identity = Identity(bytes(seed))
         self.commit_delay = commit_delay
-        self._commit: asyncio.Future[None] | None = None
-        self._written: set[str] = set()
-        #: called after each commit with the spaces that got new envelopes (fan-out)
-        self.on_commit: Callable[[set[str], float], None] = lambda spaces, at: None
+        self.tail_entries, self.tail_bytes, self.cached_spaces = tail_entries, tail_bytes, cached_spaces
+        self._spaces: OrderedDict[str, _Space] = OrderedDict()
+        self._next_base = 0
+        #: every tail entry in append order, for the global byte budget: (space, size)
+        self._fifo: deque[tuple[_Space, int]] = deque()
+        self._fifo_bytes = 0
+        self._staged = _Batch()
+        self._committing: _Batch | None = None
+        self._scheduled = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._lock = threading.RLock()  # the writer connection: the loop, the writer thread, close()
+        #: called with a space whose tail grew (fan-out)
+        self.on_append: Callable[[str], None] = lambda space: None
+        #: called after each commit with how long it took (metrics)
+        self.on_commit: Callable[[float], None] = lambda seconds: None
         self.commits = 0
 
-    # -- group commit ----------------------------------------------------------------------
-    def begin(self) -> None:
-        if not self.store.db.in_transaction:
-            self.store.db.execute("BEGIN IMMEDIATE")
+    # -- in-memory state -------------------------------------------------------------------
+    def _space(self, name: str) -> _Space:
+        st = self._spaces.get(name)
+        if st is not None:
+            self._spaces.move_to_end(name)
+            return st
+        heads = self.reader.db.execute("SELECT author, seq, hash FROM heads WHERE space=?", (name,))
+        vv: dict[str, int] = {}
+        hashes: dict[str, bytes] = {}
+        for author, seq, h in heads:
+            vv[author], hashes[author] = int(seq), bytes(h)
+        self._next_base += _BASE_STEP
+        st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
+                                         durable_end=self._next_base)
+        if len(self._spaces) > self.cached_spaces:
+            self._evict()
+        return st
 
+    def _evict(self) -> None:
+        # Spaces with uncommitted envelopes stay: SQLite does not have their heads yet.
+        for name in list(self._spaces):
+            if len(self._spaces) <= self.cached_spaces:
+                break
+            st = self._spaces[name]
+            if not st.pending:
+                del self._spaces[name]
+                st.tail.clear()
+
+    def _append(self, st: _Space, entry: Outgoing) -> None:
+        st.tail.append(entry)
+        size = entry[3] + _ENTRY_OVERHEAD
+        self._fifo.append((st, size))
+        self._fifo_bytes += size
+        if len(st.tail) > self.tail_entries:
+            st.tail.popleft()
+            st.lo += 1
+            st.skip += 1  # its FIFO entry is still counted until it reaches the front
+        # The FIFO holds at most tail_bytes / _ENTRY_OVERHEAD entries.
+        while self._fifo_bytes > self.tail_bytes:
+            old, old_size = self._fifo.popleft()
+            self._fifo_bytes -= old_size
+            if old.skip:
+                old.skip -= 1  # dropped already by its space's own bound
+            elif old.tail:  # (an evicted space's tail is empty)
+                old.tail.popleft()
+                old.lo += 1
+
+    # -- group commit ----------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return self.store.db.in_transaction
+        return bool(self._staged.rows or self._staged.rejections or self._committing is not None)
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (tools, tests): write through
+            self._flush_sync()
+            return
+        if self._staged.future is None:
+            self._staged.future = loop.create_future()
+        if not self._scheduled and self._committing is None:
+            self._scheduled = True
+            if self.commit_delay > 0:
+                loop.call_later(self.commit_delay, self._start_commit)
+            else:
+                loop.call_soon(self._start_commit)
+
+    def durable(self) -> asyncio.Future[None] | None:
+        """A future done once everything accepted so far is committed (None: it is)."""
+        if self._staged.future is not None:
+            return self._staged.future
+        if self._committing is not None:
+            return self._committing.future
+        return None
 
     async def commit(self) -> None:
-        """Return once everything written so far is committed (fsync'd)."""
-        if not self.store.db.in_transaction:
-            return
-        if self._commit is None:
-            loop = asyncio.get_running_loop()
-            self._commit = loop.create_future()
-            loop.call_later(self.commit_delay, self._do_commit)
-        await asyncio.shield(self._commit)
+        """Return once everything accepted so far is committed (fsync'd)."""
+        future = self.durable()
+        if future is not None:
+            await asyncio.shield(future)
 
-    def _do_commit(self) -> None:
-        future, self._commit = self._commit, None
-        written, self._written = self._written, set()
-        assert future is not None
-        try:
-            if self.store.db.in_transaction:
-                self.store.db.execute("COMMIT")
-                self.commits += 1
-        except Exception as exc:  # the disk failed: nobody may ACK what was not stored
-            self.store.db.execute("ROLLBACK")
-            future.set_exception(exc)
+    def _start_commit(self) -> None:
+        self._scheduled = False
+        if self._committing is not None or not (self._staged.rows or self._staged.rejections):
             return
-        future.set_result(None)
-        if written:
-            self.on_commit(written, time.monotonic())
+        batch, self._staged = self._staged, _Batch()
+        self._committing = batch
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-writer")
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            # The inserts run here (a few statements, no I/O wait); only the COMMIT, the
+            # fsync, goes to the writer thread: one GIL hand-off per commit each way.
+            with self._lock:
+                self._insert(batch)
+        except Exception as exc:  # the disk (or the database) failed
+            self._committing = None
+            self._failed(batch, exc)
+            return
+        done = loop.run_in_executor(self._writer, self._commit_tx)
+        done.add_done_callback(lambda f: self._committed(batch, f, started))
+
+    def _write(self, batch: _Batch) -> None:
+        """One transaction for the batch, committed with fsync (without an event loop)."""
+        with self._lock:
+            self._insert(batch)
+            self._commit_tx()
+
+    def _insert(self, batch: _Batch) -> None:
+        """Open the batch's transaction and write it (not committed)."""
+        db = self.store.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.rows:
+                # One statement per table for the whole batch rather than executemany.
+                for rows in _chunks(batch.rows):
+                    db.execute(_values_sql(_INSERT_ENVELOPES, 6, len(rows), ""),
+                               [v for row in rows for v in row])
+                heads: dict[tuple[str, str], tuple[int, bytes]] = {}
+                for space, author, seq, h, _, _ in batch.rows:
+                    heads[(space, author)] = (seq, h)  # rows of a chain come in order
+                items = [(s, a, q, h) for (s, a), (q, h) in heads.items()]
+                for rows in _chunks(items):
+                    db.execute(_values_sql(_INSERT_HEADS, 4, len(rows), _UPSERT_HEADS),
+                               [v for row in rows for v in row])
+                new_spaces = [(s,) for s, st in batch.spaces.items() if not st.joined]
+                if new_spaces:
+                    db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
+                                   "DO UPDATE SET joined=1", new_spaces)
+            if batch.rejections:
+                db.executemany("INSERT INTO rejections(at, source, reason, detail) "
+                               "VALUES(?,?,?,?)", batch.rejections)
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _commit_tx(self) -> None:
+        """COMMIT the open transaction (with fsync); in the writer thread when serving."""
+        with self._lock:
+            db = self.store.db
+            try:
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def _committed(self, batch: _Batch, done: asyncio.Future[None], started: float) -> None:
+        self._committing = None
+        exc = done.exception()
+        if exc is not None:
+            self._failed(batch, exc)
+            return
+        self.commits += 1
+        for st in batch.spaces.values():
+            st.joined = True  # (a space state outlives no commit of its own: see _evict)
+        self._settle(batch)
+        if batch.future is not None and not batch.future.done():
+            batch.future.set_result(None)
+        self.on_commit(time.monotonic() - started)
+        if self._staged.rows or self._staged.rejections:
+            self._schedule()
+
+    def _failed(self, batch: _Batch, exc: BaseException) -> None:
+        """The disk failed: nobody may ACK what was not stored, and what was staged after
+        it may chain onto envelopes that are not there: drop it all, reload from SQLite."""
+        staged, self._staged = self._staged, _Batch()
+        for failed in (batch, staged):
+            if failed.future is not None and not failed.future.done():
+                failed.future.set_exception(exc)
+                failed.future.exception()  # retrieved: sessions that were not waiting are fine
+        for st in self._spaces.values():
+            st.tail.clear()
+        self._spaces.clear()
+        self._fifo.clear()
+        self._fifo_bytes = 0
+
+    def _flush_sync(self) -> None:
+        batch, self._staged = self._staged, _Batch()
+        if batch.rows or batch.rejections:
+            self._write(batch)
+            self.commits += 1
+            for st in batch.spaces.values():
+                st.joined = True
+        self._settle(batch)
+
+    def _settle(self, batch: _Batch) -> None:
+        for st, key in batch.keys:
+            st.pending.pop(key, None)
+        for st, end in batch.ends.items():
+            st.durable_end = end
+            if st.stalled:
+                st.stalled = False
+                self.on_append(st.name)
 
     def close(self) -> None:
-        if self.store.db.in_transaction:
-            self.store.db.execute("COMMIT")
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        self._committing = None
+        self._flush_sync()
         self.store.close()
+        self.reader.close()
 
     # -- reads -----------------------------------------------------------------------------
     def version_vector(self, space: str) -> dict[str, int]:
-        return self.store.version_vector(space)
+        return dict(self._space(space).vv)
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
-        return self.store.missing_envelopes(space, covered, max_count, max_bytes)
+        """From SQLite: committed envelopes only."""
+        return self.reader.missing_envelopes(space, covered, max_count, max_bytes)
+
+    def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
+                 max_bytes: int) -> tuple[list[Outgoing], int | None]:
+        """Envelopes of ``space`` beyond ``covered``, in causal order, bounded in count and
+        bytes, with the cursor to pass next time.
+
+        ``cursor`` None means "read SQLite"; a cursor is the tail position before which
+        everything stored is covered (so ``covered`` may only have grown since).
+        """
+        st = self._space(space)
+        if cursor is not None and cursor >= st.lo:
+            if cursor >= st.end:
+                return [], cursor  # nothing new: no query, no scan
+            return self._scan(st, covered, cursor, max_count, max_bytes)
+        # Catch up from storage (committed envelopes), then from the tail.
+        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes)
+        if committed:
+            out = [(env.author, env.author_key, env.seq, len(env.wire), _tail(env)) for env in committed]
+            return out, None
+        # Everything committed is covered; the rest is in the tail from durable_end on,
+        # unless the tail was trimmed past it: then read again once that is committed.
+        if st.durable_end < st.lo:
+            st.stalled = True
+            return [], None
+        return self._scan(st, covered, st.durable_end, max_count, max_bytes)
+
+    def _scan(self, st: _Space, covered: dict[str, int], cursor: int, max_count: int,
+              max_bytes: int) -> tuple[list[Outgoing], int]:
+        out: list[Outgoing] = []
+        size = 0
+        tail, pos, end = st.tail, cursor, st.end
+        get = covered.get
+        while pos < end:
+            entry = tail[pos - st.lo]
+            if entry[2] > get(entry[0], 0):
+                if out and (len(out) >= max_count or size + entry[3] > max_bytes):
+                    break
+                out.append(entry)
+                size += entry[3]
+            pos += 1
+        return out, pos
 
     def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
-        return self.store.envelope_hash(space, author, seq)
+        st = self._space(space)
+        top = st.vv.get(author, 0)
+        if seq > top:
+            return None
+        if seq == top:
+            return st.hashes[author]
+        h = st.pending.get((author, seq))
+        return h if h is not None else self.reader.envelope_hash(space, author, seq)
 
     def spaces(self) -> list[str]:
-        return self.store.spaces(joined_only=False)
+        return self.reader.spaces(joined_only=False)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.glob("store.sqlite3*"))
 
     def healthy(self) -> bool:
         try:
-            self.store.db.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
+            self.reader.db.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
         except Exception:  # any failure means storage is not reachable
             return False
         return True
 
-    # -- writes (inside the open group transaction) ----------------------------------------
+    # -- writes ------------------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool) -> tuple[int, int, int]:
-        """Verify (signature, chain) and store; the payloads stay unread.
+        """Verify (signature, chain) and accept; the payloads stay unread. Accepted envelopes
+        are committed by the next group commit (:meth:`durable`).
 
         Raises:
             Rejected: the first envelope that fails; nothing of this call is kept.
@@ -128,25 +433,55 @@ class RelayStore:
             if space is not None and env.space != space:
                 raise Rejected("wrong-space", f"envelope of {env.space!r} sent as {space!r}")
             verified.append(env)
-        self.begin()
-        self.store.db.execute("SAVEPOINT receive")
         applied = dups = gaps = 0
-        try:
-            for env in verified:
-                status = self.store.check_chain(env, tolerate_gaps)
-                if status == "new":
-                    self.store.insert_envelope(env)
-                    self.store.join(env.space)
-                    self._written.add(env.space)
-                    applied += 1
-                else:
-                    dups += status == "duplicate"
-                    gaps += status == "gap"
-        except BaseException:
-            self.store.db.execute("ROLLBACK TO receive")
-            self.store.db.execute("RELEASE receive")
-            raise
-        self.store.db.execute("RELEASE receive")
+        # Checked against the heads plus what this call accepts before any of it is kept.
+        accepted: list[tuple[_Space, str, Envelope]] = []
+        tops: dict[tuple[str, str], tuple[int, bytes]] = {}
+        mine: dict[tuple[str, str, int], bytes] = {}  # accepted by this call so far
+        for env in verified:
+            st = self._space(env.space)
+            author = env.author
+            top, top_hash = tops.get((env.space, author)) or (
+                st.vv.get(author, 0), st.hashes.get(author, b""))
+            if env.seq <= top:
+                have = top_hash if env.seq == top else (
+                    mine.get((env.space, author, env.seq)) or self.envelope_hash(env.space, author, env.seq))
+                if have == env.hash:
+                    dups += 1
+                    continue
+                raise Rejected("fork", f"{author} signed two different envelopes as seq {env.seq} "
+                                       f"in {env.space!r}")
+            if env.seq > top + 1:
+                if tolerate_gaps:
+                    gaps += 1
+                    continue
+                raise Rejected("broken-chain", f"{author} seq {env.seq} arrived before seq "
+                                               f"{env.seq - 1}")
+            if env.seq > 1 and top_hash != env.prev_hash:
+                raise Rejected("broken-chain", f"{author} seq {env.seq} does not follow seq "
+                                               f"{env.seq - 1}")
+            tops[(env.space, author)] = (env.seq, env.hash)
+            mine[(env.space, author, env.seq)] = env.hash
+            accepted.append((st, author, env))
+        batch = self._staged
+        for _, author, env in accepted:
+            # Looked up again: making room for another space of this call may have evicted
+            # it (it had nothing pending then, so SQLite held what the check saw).
+            st = self._space(env.space)
+            st.vv[author] = env.seq
+            st.hashes[author] = env.hash
+            key = (author, env.seq)
+            st.pending[key] = env.hash
+            batch.keys.append((st, key))
+            batch.rows.append((env.space, author, env.seq, env.hash, env.hlc, env.wire))
+            batch.spaces[env.space] = st
+            self._append(st, (author, env.author_key, env.seq, len(env.wire), _tail(env)))
+            batch.ends[st] = st.end
+            applied += 1
+        if accepted:
+            self._schedule()
+            for name in {env.space for _, _, env in accepted}:
+                self.on_append(name)
         return applied, dups, gaps
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
@@ -154,8 +489,32 @@ class RelayStore:
         cost the relay a commit per frame."""
 
     def record_rejection(self, source: str, rejected: Rejected) -> None:
-        self.begin()  # joins the group commit: Store.write() nests in the open transaction
-        self.store.record_rejection(source, rejected)
+        self._staged.rejections.append((int(time.time()), source, rejected.reason, rejected.detail))
+        self._schedule()
+
+
+_INSERT_ENVELOPES = "INSERT INTO envelopes(space, author, seq, hash, hlc, wire) VALUES"
+_INSERT_HEADS = "INSERT INTO heads(space, author, seq, hash) VALUES"
+_UPSERT_HEADS = (" ON CONFLICT DO UPDATE SET seq=excluded.seq, hash=excluded.hash "
+                 "WHERE excluded.seq > seq")
+#: Rows per statement: well under SQLite's 32,766 parameters.
+_CHUNK = 512
+
+
+def _chunks(rows: list[_Row]) -> list[list[_Row]]:
+    return [rows[i:i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
+
+
+@lru_cache(maxsize=64)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([row] * count) + tail
+
+
+def _tail(env: Envelope) -> bytes:
+    # The CBOR of the items after the author in a WireEnvelope ([author, seq, hlc, payload,
+    # signature]): the array header (1 byte for 4 items) is dropped.
+    return cbor2.dumps([env.seq, env.hlc, env.payload, env.signature])[1:]
 
 
 class RelayHost:
@@ -172,6 +531,10 @@ class RelayHost:
         self.peer: str | None = None
         self._admit = admit
         self._limit = limit
+        self.version_vector = relay.version_vector
+        self.missing_envelopes = relay.missing_envelopes
+        self.outgoing = relay.outgoing
+        self.envelope_hash = relay.envelope_hash
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
@@ -179,16 +542,6 @@ class RelayHost:
 
     def sync_spaces(self) -> list[str]:
         return []  # a relay takes the spaces each device names
-
-    def version_vector(self, space: str) -> dict[str, int]:
-        return self.relay.version_vector(space)
-
-    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[Envelope]:
-        return self.relay.missing_envelopes(space, covered, max_count, max_bytes)
-
-    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
-        return self.relay.envelope_hash(space, author, seq)
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[int, int, int]:
@@ -202,4 +555,7 @@ class RelayHost:
             raise
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
-        self.relay.record_ack(peer, space, vv)  # (a no-op: see RelayStore.record_ack)
+        """Not kept (see RelayStore.record_ack)."""
+
+
+__all__ = ["Outgoing", "RelayHost", "RelayStore"]

@@ -148,7 +148,7 @@ async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
     assert b.space(SPACE).get("equipment", "from-a") == {"status": "leaking"}
     assert a.space(SPACE).get("equipment", "from-c") == {"status": "fixed"}
     samples = await scrape(relay.url)
-    # Each live delivery was timed from its commit to its departure (a to b and c, c to a and b).
+    # Each live delivery was timed from its acceptance to its departure (a to b and c, c to a and b).
     assert sample(samples, "crdt_relay_fanout_seconds_count") >= 4
     assert sample(samples, "crdt_relay_connections_open") == 0
 
@@ -339,3 +339,103 @@ def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: P
     received = [e for e in phone.pop_events() if isinstance(e, Received)]
     assert sum(e.applied for e in received) == 40 and sum(e.duplicates for e in received) == 0
     store.close()
+
+
+# -- fan-out from the in-memory tail, and catching up behind it ----------------------------------
+@pytest.mark.parametrize("chunk", [1, 3, 12], ids=["from-the-tail", "at-its-edge", "behind-it"])
+def test_live_fan_out_from_the_tail_and_from_storage_behind_it(
+        tmp_path: Path, open_replica: ReplicaFactory, chunk: int) -> None:
+    """The relay keeps only 4 new envelopes per space in memory here: a session that learns
+    of more at once reads the rest from SQLite, then continues from memory. Either way the
+    device gets each envelope once, in order (sans I/O; the store writes through without
+    an event loop)."""
+    author = open_replica("author", seal_interval=0)
+    fill(author, "a", 48)
+    wires = [e.wire for e in author.missing_envelopes(SPACE, {}, 100, 1 << 24)]
+    store = RelayStore(tmp_path / "relay", tail_entries=4)
+    store.receive(wires[:5], SPACE, False)
+    config = SessionConfig(batch_count=5, window=2, resend_interval=100.0, handshake_timeout=100.0,
+                           ping_interval=100.0, dead_after=100.0)
+    relay = Session(RelayHost(store, lambda device: None, lambda device, n, size: None), 0.0, config)
+    device = open_replica("device")
+    device.join(SPACE)
+    phone = Session(device, 0.0, config)
+
+    def deliver(from_relay: list[bytes], from_phone: list[bytes]) -> None:
+        queue = deque([("relay", f) for f in from_relay] + [("phone", f) for f in from_phone])
+        for _ in range(10_000):
+            if not queue:
+                return
+            sender, frame = queue.popleft()
+            if sender == "relay":
+                queue.extend(("phone", f) for f in phone.receive(frame, 0.0))
+            else:
+                queue.extend(("relay", f) for f in relay.receive(frame, 0.0))
+        raise AssertionError("the sessions did not go quiet")
+
+    deliver(relay.start(), phone.start())
+    assert device.version_vector(SPACE) == {author.device_id: 5}
+    reads = 0
+    read = store.reader.missing_envelopes
+
+    def counted(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return read(*args)
+
+    store.reader.missing_envelopes = counted  # type: ignore[method-assign]
+    for start in range(5, len(wires), chunk):
+        store.receive(wires[start:start + chunk], SPACE, False)
+        deliver(relay.local_changed(0.0), [])
+        assert device.version_vector(SPACE) == {author.device_id: min(start + chunk, len(wires))}
+    received = [e for e in phone.pop_events() if isinstance(e, Received)]
+    assert sum(e.applied for e in received) == 48 and sum(e.duplicates + e.gaps for e in received) == 0
+    assert relay.envelopes_out == 48
+    assert (reads == 0) == (chunk <= 4), f"{reads} reads from SQLite"  # 4: the tail's size
+    store.close()
+
+
+def test_pre_encoded_envelopes_frame_is_the_canonical_encoding() -> None:
+    import cbor2
+
+    from crdt_sync.protocol.messages import WireEnvelope, cbor_ref, encode, encode_envelopes
+
+    rng = random.Random(7)
+    for space, batch, count in [(0, 1, 1), (23, 24, 0), (300, 70_000, 30), (5, 2**33, 3)]:
+        envs = [WireEnvelope(rng.choice([rng.randrange(0, 5000), rng.randbytes(32)]),
+                             rng.randrange(1, 2**40), rng.randrange(0, 2**64),
+                             rng.randbytes(rng.choice([0, 10, 300, 70_000])), rng.randbytes(64))
+                for _ in range(count)]
+        items = [b"\x85" + cbor_ref(e.author) + cbor2.dumps([e.seq, e.hlc, e.payload, e.signature])[1:]
+                 for e in envs]
+        assert encode_envelopes(space, batch, items) == encode(Envelopes(space, batch, envs))
+
+
+async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
+        relay: RelayServer, open_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fails on the group commit: the envelopes it held were forwarded maybe, but
+    never ACKed; the relay forgets them (its heads come back from SQLite) and takes them
+    again from the device's next session."""
+    import sqlite3
+
+    a = open_replica("a", seal_interval=0)
+    fill(a, "a", 5)
+    commit = relay.store._commit_tx
+    failures = []
+
+    def failing_once() -> None:
+        if not failures:
+            failures.append(1)
+            relay.store.store.db.execute("ROLLBACK")  # what a failed COMMIT leaves
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        commit()
+
+    monkeypatch.setattr(relay.store, "_commit_tx", failing_once)
+    first = await sync_once(a, relay.url)
+    assert failures and not first.synced
+    assert a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0) == 0  # no ACK of them
+    assert relay.store.version_vector(SPACE) == {}  # forgotten with the failed commit
+    again = await sync_once(a, relay.url)
+    assert again.synced and again.ok
+    assert relay.store.version_vector(SPACE) == {a.device_id: 5}
+    assert relay.store.reader.version_vector(SPACE) == {a.device_id: 5}  # on disk this time

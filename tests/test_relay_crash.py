@@ -86,7 +86,9 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
         async with asyncio.timeout(3 * WAIT):
             interrupted = await run_session(a, link, config=SMALL_BATCHES, timeout=2 * WAIT)
         assert await relay.exit_code() == -signal.SIGKILL
-        assert acks == KILL_AFTER_ACKS and not interrupted.synced
+        # >=: ACKs the relay sent before the signal landed may still be read (the driver reads
+        # ahead of the session into a bounded inbox, so the tap sees them).
+        assert acks >= KILL_AFTER_ACKS and not interrupted.synced
         assert interrupted.closed is not None and interrupted.closed.by_peer  # the link dropped
 
     # What A's session saw acknowledged, as A persisted it when the ACKs arrived.

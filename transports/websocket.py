@@ -23,6 +23,9 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 #: Longest wait for the WebSocket close handshake before the connection is dropped.
 CLOSE_TIMEOUT = 5.0
+#: Frames up to this size may be written without awaiting the link when nothing is queued:
+#: far below the transport's high-water mark (64 KiB), so the write cannot need a drain.
+NOWAIT_FRAME = 16 * 1024
 
 
 class ConnectFailed(TransportError, ConnectionError):
@@ -54,6 +57,15 @@ class WebSocketLink:
     def label(self) -> str:
         return self._label
 
+    @property
+    def backlog(self) -> int | None:
+        """Bytes written but not yet taken by the kernel (None: unknown)."""
+        transport = getattr(getattr(self._ws, "_writer", None), "transport", None)
+        if transport is None or transport.is_closing():
+            return None
+        size: int = transport.get_write_buffer_size()
+        return size
+
     async def send(self, frame: bytes) -> None:
         if self._ws.closed:
             raise LinkClosed(f"connection to {self._label} is closed")
@@ -61,6 +73,25 @@ class WebSocketLink:
             await self._ws.send_bytes(frame)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             raise LinkClosed(f"connection to {self._label} lost: {exc}") from None
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Send ``frame`` now if that cannot wait (nothing queued, a small frame, no
+        compression); False if it must go through :meth:`send`."""
+        writer = getattr(self._ws, "_writer", None)
+        write = getattr(writer, "_write_websocket_frame", None)
+        if (write is None or len(frame) > NOWAIT_FRAME or getattr(writer, "compress", True)
+                or getattr(writer, "_closing", True)):
+            return False
+        transport = writer.transport  # type: ignore[union-attr]
+        if self._ws.closed or transport is None or transport.is_closing():
+            raise LinkClosed(f"connection to {self._label} is closed")
+        if transport.get_write_buffer_size() or getattr(writer.protocol, "_paused", True):  # type: ignore[union-attr]
+            return False
+        try:
+            write(frame, aiohttp.WSMsgType.BINARY, 0)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise LinkClosed(f"connection to {self._label} lost: {exc}") from None
+        return True
 
     async def recv(self) -> bytes:
         try:

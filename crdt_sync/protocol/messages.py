@@ -167,6 +167,34 @@ def encode(msg: Message) -> bytes:
     return cbor2.dumps(items, canonical=True)
 
 
+def _head(major: int, n: int) -> bytes:
+    """A CBOR head in its shortest (canonical) form."""
+    if n < 24:
+        return bytes([major | n])
+    if n < 0x100:
+        return bytes([major | 24, n])
+    if n < 0x10000:
+        return bytes([major | 25]) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes([major | 26]) + n.to_bytes(4, "big")
+    return bytes([major | 27]) + n.to_bytes(8, "big")
+
+
+def cbor_ref(ref: AuthorRef) -> bytes:
+    """The canonical CBOR of an author reference (an index or a key)."""
+    return _head(0x40, len(ref)) + ref if isinstance(ref, bytes) else _head(0x00, ref)
+
+
+_ENVELOPES_HEAD = bytes([0x84, T_ENVELOPES])
+
+
+def encode_envelopes(space: int, batch: int, items: list[bytes]) -> bytes:
+    """The ENVELOPES frame of already encoded envelope items (each the canonical CBOR of
+    ``[author, seq, hlc, payload, signature]``): the same bytes as :func:`encode` makes."""
+    return b"".join([_ENVELOPES_HEAD, _head(0x00, space), _head(0x00, batch),
+                     _head(0x80, len(items)), *items])
+
+
 # -- decoding: every check a hostile frame needs ----------------------------------------------
 
 def _bad(what: str) -> ProtocolViolation:
@@ -191,14 +219,26 @@ def _author(v: Any) -> AuthorRef:
     return _uint(v, "author index", MAX_VV_ENTRIES * 16)
 
 
+_REF_LIMIT = MAX_VV_ENTRIES * 16
+_SEQ_LIMIT = 2**63
+
+
 def _vv_in(v: Any) -> list[tuple[AuthorRef, int]]:
     if not isinstance(v, list) or len(v) > MAX_VV_ENTRIES:
         raise _bad("version vector is not a bounded array")
     out = []
     for entry in v:
+        # The common case inline (an ACK per frame carries the whole version vector); any
+        # doubt goes through the checks that name what is wrong.
+        if type(entry) is list and len(entry) == 2:
+            a, s = entry
+            if (type(s) is int and 0 <= s < _SEQ_LIMIT
+                    and ((type(a) is int and 0 <= a < _REF_LIMIT) or (type(a) is bytes and len(a) == 32))):
+                out.append((a, s))
+                continue
         if not isinstance(entry, list) or len(entry) != 2:
             raise _bad("version vector entry is not [author, seq]")
-        out.append((_author(entry[0]), _uint(entry[1], "seq", 2**63)))
+        out.append((_author(entry[0]), _uint(entry[1], "seq", _SEQ_LIMIT)))
     return out
 
 

@@ -53,13 +53,16 @@ from .messages import (
     ProtocolViolation,
     Spaces,
     WireEnvelope,
+    cbor_ref,
     decode,
     encode,
+    encode_envelopes,
 )
 from .messages import Auth as AuthMsg
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
 TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
+_REFS = [cbor_ref(i) for i in range(256)]
 
 
 class SyncHost(Protocol):
@@ -87,6 +90,22 @@ class SyncHost(Protocol):
                 tolerate_gaps: bool = False) -> tuple[int, int, int]: ...
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None: ...
+
+
+class StreamingHost(Protocol):
+    """A host that also serves new envelopes already encoded (the relay: one copy of each
+    envelope, encoded once, for every session that forwards it)."""
+
+    def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
+                 max_bytes: int) -> tuple[list[tuple[str, bytes, int, int, bytes]], int | None]:
+        """Envelopes beyond ``covered`` in causal order, bounded like ``missing_envelopes``,
+        as ``(author id, author key, seq, wire size, tail)`` where tail is the CBOR of
+        ``seq, hlc, payload, signature``; and the cursor to pass next time.
+
+        The session passes back the cursor it got (None at first and after a rewind of
+        ``covered``: the host then reads its store); ``covered`` only grows in between.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +191,8 @@ class _SpaceState:
     synced: bool = False
     expect_in: int = 0  # envelopes the peer had that we lacked, at its HAVE
     expect_out: int = 0
+    #: a StreamingHost's position in the space's new envelopes (None: from the store)
+    cursor: int | None = None
 
 
 def _covers(vv: dict[str, int], other: dict[str, int]) -> bool:
@@ -224,6 +245,7 @@ class Session:
         #: called with the shared spaces once they are known (a relay subscribes to them)
         self.on_shared: Callable[[list[str]], None] | None = None
         self._early = 0
+        self._outgoing = getattr(host, "outgoing", None)
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -542,8 +564,12 @@ class Session:
         if st is None or st.their_table is None:
             return []
         st.peer_saw_have = True
-        vv = {self._resolve(st, r): s for r, s in msg.vv}
-        _merge(st.acked, vv)
+        table = st.their_table
+        acked = st.acked
+        for r, s in msg.vv:  # _merge(st.acked, {_resolve(st, r): s}) inline: once per frame
+            author = table[r] if type(r) is int and r < len(table) else self._resolve(st, r)
+            if s > acked.get(author, 0):
+                acked[author] = s
         self.host.record_ack(self._peer_id(), st.name, st.acked)
         lost = progressed = False
         while st.inflight and st.inflight[0].batch <= msg.batch:
@@ -567,10 +593,13 @@ class Session:
     def _go_back(self, st: _SpaceState) -> None:
         st.sent = dict(st.acked)
         st.inflight.clear()
+        st.cursor = None  # the host's position assumed `sent` never shrinks
 
     def _pump(self, st: _SpaceState, now: float) -> list[bytes]:
         if st.their_table is None:
             return []
+        if self._outgoing is not None:
+            return self._pump_encoded(st, now)
         out = []
         cfg = self.config
         while len(st.inflight) < cfg.window:
@@ -591,10 +620,36 @@ class Session:
             st.next_batch += 1
         return out
 
+    def _pump_encoded(self, st: _SpaceState, now: float) -> list[bytes]:
+        # The same frames as _pump, from a StreamingHost's pre-encoded envelopes.
+        out = []
+        cfg = self.config
+        index = st.my_index
+        outgoing = self._outgoing
+        assert outgoing is not None
+        while len(st.inflight) < cfg.window:
+            items, st.cursor = outgoing(st.name, st.sent, st.cursor, cfg.batch_count, cfg.batch_bytes)
+            if not items:
+                break
+            top: dict[str, int] = {}
+            parts = []
+            for author, key, seq, _, tail in items:
+                top[author] = seq  # causal order: an author's seqs only grow
+                ref = index.get(author)
+                parts.append(b"\x85" + (_REFS[ref] if ref is not None and ref < len(_REFS)
+                                        else cbor_ref(key if ref is None else ref)) + tail)
+            _merge(st.sent, top)
+            self.envelopes_out += len(items)
+            st.inflight.append(_Inflight(st.next_batch, top, now))
+            out.append(encode_envelopes(st.mine, st.next_batch, parts))
+            st.next_batch += 1
+        return out
+
     def _check_synced(self, st: _SpaceState) -> None:
-        mine = self.host.version_vector(st.name)
-        synced = (st.their_table is not None and not st.inflight and _covers(mine, st.peer_have)
-                  and _covers(st.acked, mine))
+        synced = st.their_table is not None and not st.inflight
+        if synced:
+            mine = self.host.version_vector(st.name)
+            synced = _covers(mine, st.peer_have) and _covers(st.acked, mine)
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced
