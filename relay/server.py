@@ -131,6 +131,7 @@ class RelayServer:
         self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
         self._runner: web.AppRunner | None = None
         self.port = config.port
+        self._switch_before: float | None = None
 
     @property
     def device_id(self) -> str:
@@ -148,7 +149,10 @@ class RelayServer:
         # The group commit's writer thread takes the GIL back after each SQLite step; with
         # the default 5 ms switch interval a busy event loop holds it that long each time,
         # and a commit of a few dozen rows (so its ACKs) waits for tens of milliseconds.
-        if sys.getswitchinterval() > SWITCH_INTERVAL:
+        # Restored by stop(): the setting is the whole process's (an app or a test may run
+        # a relay in its own process).
+        self._switch_before = sys.getswitchinterval()
+        if self._switch_before > SWITCH_INTERVAL:
             sys.setswitchinterval(SWITCH_INTERVAL)
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -180,6 +184,8 @@ class RelayServer:
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
         log.info("relay.stopped", extra={"fields": {}})
 
     def reload_allow_list(self) -> None:
