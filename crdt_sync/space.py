@@ -71,7 +71,7 @@ class Transaction:
         replica._tx = self
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self._outer is not None:
             return
         error: BaseException | None = None
@@ -201,9 +201,7 @@ class EntityWriter:
 
     def text(self, name: str) -> TextField:
         tx = self._tx
-        ent = tx.docs.get(self.key)
-        if ent is None:
-            ent = tx.doc(self.key)
+        ent = tx.doc(self.key)
         text = ent.texts.get(name)  # a field known to be text already: nothing to check
         if text is None:
             check_field_name(name)
@@ -239,10 +237,11 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_ascii", "_ent", "_name", "_text", "_tx")
+    __slots__ = ("_ascii", "_bound", "_ent", "_name", "_text", "_tx")
 
     def __init__(self, tx: Transaction, ent: EntityDoc, text: Any, name: str) -> None:
         self._tx, self._ent, self._text = tx, ent, text
+        self._bound = text._integrated  # the binding's Text (see insert)
         self._ascii, self._name = ent.ascii_texts, name
 
     def _chars(self) -> str | None:
@@ -278,7 +277,7 @@ class TextField:
             ent.spent += len(text)
             txn = ent.txn
             if txn is not None:  # inside our transaction: the binding directly (pycrdt's
-                self._text._integrated.insert(txn, index, text, None)  # wrapper costs 5 calls)
+                self._bound.insert(txn, index, text, None)  # wrapper costs 5 calls)
             else:
                 self._text.insert(index, text)
             self._ascii[self._name] = size + len(text)
@@ -304,7 +303,7 @@ class TextField:
         if size is not None and index >= 0 and length > 0 and index + length <= size:
             txn = self._ent.txn  # known-ASCII, in range: the lean case (see insert)
             if txn is not None:
-                self._text._integrated.remove_range(txn, index, length)
+                self._bound.remove_range(txn, index, length)
             else:
                 del self._text[index:index + length]
             self._ascii[self._name] = size - length
