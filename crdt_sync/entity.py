@@ -61,7 +61,7 @@ class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
     __slots__ = ("_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "ascii_texts", "doc",
-                 "key", "spent", "texts", "txn", "updated")
+                 "journal_prefix", "key", "spent", "texts", "txn", "updated")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
                  on_update: Callable[[EntityDoc, TransactionEvent], None]) -> None:
@@ -85,6 +85,8 @@ class EntityDoc:
         #: while a local transaction holds it: bytes it wrote, and whether it committed an update
         self.spent = 0
         self.updated = False
+        #: kept here by the replica: (the key's journal record prefix, its CRC32)
+        self.journal_prefix: tuple[bytes, int] | None = None
         # One pycrdt transaction object, entered and left by each local transaction (it is
         # reusable): Doc.transaction() would build a new one per keystroke.
         self._ytx = Transaction(self.doc)
@@ -216,12 +218,13 @@ class EntityDoc:
         self.updated = False
 
     def commit(self) -> None:
-        """Commit what :meth:`begin` opened; observers (the journal) run here and may raise."""
+        """Commit what :meth:`begin` opened; observers (the journal) run here and may raise,
+        and see :attr:`txn` still set (so they know the update is a local transaction's)."""
         txn, ytx = self.txn, self._ytx
-        self.txn = None
         try:
             txn.commit()
         finally:
+            self.txn = None
             txn.drop()
             ytx._txn = None
             ytx._leases = 0

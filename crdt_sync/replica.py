@@ -114,7 +114,6 @@ class Replica:
         self._clock = HybridClock(wall, store.max_hlc())
         self._cache: OrderedDict[EntityKey, EntityDoc] = OrderedDict()
         self._cache_size = cache_size
-        self._prefixes: dict[EntityKey, tuple[bytes, int]] = {}  # journal record prefix, its CRC32
         #: unsealed local edits: entity -> its packed items, in journal (so time) order
         self._pending: dict[EntityKey, list[bytes]] = {}
         self._pending_count = 0
@@ -290,10 +289,10 @@ class Replica:
         key = ent.key
         tx = self._tx
         hlc = tx.hlc if tx is not None else self._clock.now()
-        prefixed = self._prefixes.get(key)
+        prefixed = ent.journal_prefix
         if prefixed is None:
             prefix = key_prefix(*key)
-            prefixed = self._prefixes[key] = (prefix, zlib.crc32(prefix))
+            prefixed = ent.journal_prefix = (prefix, zlib.crc32(prefix))
         item = ITEM_HEADER.pack(hlc, len(update)) + update  # pack_item(), inlined
         try:
             self._journal.append(prefixed[0], item, prefixed[1])
@@ -310,8 +309,8 @@ class Replica:
             items.append(item)
         self._pending_count += 1
         ent.updated = True
-        if tx is None or key not in tx.docs:  # an edit made outside our transactions
-            self._notify({key}, "local")  # (through a raw pycrdt object)
+        if ent.txn is None:  # an edit made outside our transactions (a raw pycrdt object)
+            self._notify({key}, "local")
 
     def maintain(self, now: float | None = None) -> None:
         """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""
