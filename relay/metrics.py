@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL, ERROR_NAMES
+
+#: every reason the relay counts, listed at 0 from the start (a reason that appears only
+#: after its first occurrence cannot be alerted on with rate() or absent())
+REJECTION_REASONS = ("connection-limit", "not-allowed", "rate-limit", "slow-consumer",
+                     *(name for code, name in ERROR_NAMES.items() if code not in (E_NORMAL, E_GOING_AWAY)))
+
 
 class RelayMetrics:
     def __init__(self) -> None:
@@ -18,6 +25,8 @@ class RelayMetrics:
         self.bytes_out = Counter("crdt_relay_bytes_out_total", "Frame bytes sent", registry=r)
         self.rejections = Counter("crdt_relay_rejections_total", "Refused input, by reason",
                                   ["reason"], registry=r)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
         self.store_bytes = Gauge("crdt_relay_store_bytes", "Size of the SQLite store", registry=r)
         self.commits = Counter("crdt_relay_commits_total", "Group commits (fsync)", registry=r)
         self.fanout = Histogram("crdt_relay_fanout_seconds",

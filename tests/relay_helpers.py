@@ -115,7 +115,7 @@ async def scrape(ws_url: str) -> Samples:
 
 
 def sample(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value; 0 when absent (a labelled counter appears on first increment)."""
+    """One sample's value; 0 when absent."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 

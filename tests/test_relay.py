@@ -19,6 +19,7 @@ import pytest
 from crdt_sync import Replica
 from crdt_sync.protocol import Closed, Received, Session, SessionConfig
 from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes, decode
+from relay.metrics import REJECTION_REASONS
 from relay.server import RelayServer
 from relay.storage import RelayHost, RelayStore
 from tests.conftest import ReplicaFactory
@@ -208,6 +209,10 @@ async def test_healthz_and_metrics(relay: RelayServer, open_replica: ReplicaFact
     assert sample(samples, "crdt_relay_bytes_out_total") == outcome.bytes_in
     assert sample(samples, "crdt_relay_store_bytes") > 0
     assert sample(samples, "crdt_relay_commits_total") >= 1
+    # Every rejection reason is listed from the start, at 0, so operators can alert on it.
+    for reason in REJECTION_REASONS:
+        assert ("crdt_relay_rejections_total", (("reason", reason),)) in samples, reason
+        assert sample(samples, "crdt_relay_rejections_total", reason=reason) == 0
 
 
 async def test_stop_says_going_away_in_the_protocol_and_in_the_websocket(
