@@ -76,9 +76,10 @@ class EntityDoc:
         #: character indices (see :class:`crdt_sync.space.TextField`); any update from
         #: elsewhere may add other characters, so applying one forgets them all
         self.ascii_texts: dict[str, int] = {}  # name -> length, for known-ASCII texts
-        #: text fields whose register is known to say "text" (name -> pycrdt Text): typing
-        #: skips the register check; any write to the field or applied update forgets it
-        self.texts: dict[str, Text] = {}
+        #: text fields whose register is known to say "text", with the writer's handle on
+        #: each (name -> :class:`crdt_sync.space.TextField`, kept there): typing skips the
+        #: register check; any write to the field or applied update forgets it
+        self.texts: dict[str, Any] = {}
         #: the binding's transaction while a local transaction writes here (see
         #: :class:`crdt_sync.space.TextField`), else None
         self.txn: Any = None
@@ -185,7 +186,6 @@ class EntityDoc:
         if won is None or won.kind != KIND_TEXT:
             self.write(name, KIND_TEXT, None, hlc, author)
         text: Text = self._root(TEXT_PREFIX + name, Text)
-        self.texts[name] = text
         return text
 
     def array(self, name: str, hlc: int, author: str) -> Array[Any]:

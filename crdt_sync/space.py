@@ -92,6 +92,9 @@ class Transaction:
                     or len(replica._cache) > replica._cache_size \
                     or (replica._pending and time.monotonic() - replica._last_fold >= replica._seal_interval):
                 replica._end(self)
+            # Writers and text fields outlive their transaction (they are reused): let go
+            # of the entities, which may be evicted now.
+            self.docs.clear()
         if error is not None:
             raise error
 
@@ -102,6 +105,9 @@ class Transaction:
     def doc(self, key: EntityKey) -> EntityDoc:
         ent = self.docs.get(key)
         if ent is None:
+            if self.replica._tx is not (self._outer or self):
+                raise CrdtSyncError("this transaction has ended: write inside "
+                                    "`with space.transaction() as tx:`")
             cache = self.replica._cache  # Replica._entity's cache hit, inlined
             ent = cache.get(key)
             if ent is None:
@@ -125,7 +131,7 @@ class Transaction:
 class SpaceTransaction(Transaction):
     """Writes to one space; ``with space.transaction() as tx:``."""
 
-    __slots__ = ("_checked", "space")
+    __slots__ = ("_writers", "space")
 
     def __init__(self, space: Space) -> None:  # Transaction.__init__, inlined (per keystroke)
         self.replica = replica = space.replica
@@ -134,17 +140,23 @@ class SpaceTransaction(Transaction):
         self.docs = {}
         self._outer = None
         self.space = space
-        self._checked = space._checked
+        self._writers = space._writers
 
     def entity(self, collection: str, id: str) -> EntityWriter:
         key = (self.space.name, collection, id)
-        if key not in self._checked:
+        # Writers are kept per entity and handed to each transaction in turn (a keystroke
+        # is a transaction: building one each time showed); the names were checked when
+        # the writer was made.
+        writer = self._writers.get(key)
+        if writer is None:
             check_name("collection", collection)
             check_name("entity id", id)
-            if len(self._checked) > 4096:
-                self._checked.clear()
-            self._checked.add(key)
-        return EntityWriter(self, key)
+            if len(self._writers) > 4096:
+                self._writers.clear()
+            writer = self._writers[key] = EntityWriter(self, key)
+        else:
+            writer._tx = self
+        return writer
 
     def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
         """Merge ``fields`` into the entity, creating it (or reviving it if deleted)."""
@@ -202,11 +214,14 @@ class EntityWriter:
     def text(self, name: str) -> TextField:
         tx = self._tx
         ent = tx.doc(self.key)
-        text = ent.texts.get(name)  # a field known to be text already: nothing to check
-        if text is None:
+        field: TextField | None = ent.texts.get(name)  # known to be text: nothing to check
+        if field is None:
             check_field_name(name)
-            text = ent.text(name, tx.hlc, tx.author)
-        return TextField(tx, ent, text, name)
+            field = TextField(tx, ent, ent.text(name, tx.hlc, tx.author), name)
+            ent.texts[name] = field  # after ent.text(), whose register write forgets it
+        else:
+            field._tx = tx  # the entity's handle on this field, handed to this transaction
+        return field
 
     def list(self, name: str) -> ListField:
         check_field_name(name)
@@ -386,7 +401,7 @@ class Space:
     def __init__(self, replica: Replica, name: str) -> None:
         self.replica = replica
         self.name = name
-        self._checked: set[EntityKey] = set()
+        self._writers: dict[EntityKey, EntityWriter] = {}  # see SpaceTransaction.entity
 
     def transaction(self) -> SpaceTransaction:
         """Writes to this space: ``with space.transaction() as tx:`` (see :meth:`Replica.transaction`)."""

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt_sync import Change, NotFound, Replica
+from crdt_sync import Change, CrdtSyncError, NotFound, Replica
 from tests.conftest import ReplicaFactory
 from tests.helpers import PROC_TIMEOUT, exchange, scalar_values, space_state, spawn_worker, typed
 
@@ -403,3 +403,24 @@ def test_a_failed_journal_write_raises_and_loses_only_that_transaction(
     b = open_replica("a")
     assert b.space("s").get("c", "one") == {"t": "kept!"}
     assert b.space("s").get("c", "two") == {"n": 1}
+
+
+def test_writers_are_reused_across_transactions_and_refuse_an_ended_one(replica: Replica) -> None:
+    sp = replica.space("s")
+    with sp.transaction() as tx:
+        first = tx.entity("c", "e")
+        first.set("n", 1)
+        body = first.text("body")
+        body.insert(0, "ab")
+    with sp.transaction() as tx:
+        again = tx.entity("c", "e")
+        assert again is first  # handed to this transaction
+        assert again.text("body") is body
+        again.set("n", 2)
+        body.insert(2, "c")
+    assert sp.get("c", "e") == {"n": 2, "body": "abc"}
+    with pytest.raises(CrdtSyncError, match="transaction has ended"):
+        first.set("n", 3)
+    with pytest.raises(CrdtSyncError, match="transaction has ended"):
+        first.text("other")
+    assert sp.get("c", "e") == {"n": 2, "body": "abc"}
