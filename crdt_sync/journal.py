@@ -68,6 +68,7 @@ class Journal:
         self.size = 0
         self._fd = -1
         self._map: mmap.mmap | None = None  # None: records go through write()
+        self._capacity = 0
         self._open()
 
     @property
@@ -115,6 +116,7 @@ class Journal:
             self._map = mmap.mmap(self._fd, capacity)
         else:
             self._map.resize(capacity)
+        self._capacity = capacity
 
     def append(self, prefix: bytes, item: bytes, prefix_crc: int | None = None) -> None:
         """Append the record ``prefix + item`` (prefix: :func:`key_prefix`) in one ``write()``.
@@ -128,8 +130,8 @@ class Journal:
         end = start + len(frame)
         mapped = self._map
         if mapped is not None:
-            if end > len(mapped):
-                self._reserve(max(end, 2 * len(mapped)))  # resizes this same map
+            if end > self._capacity:
+                self._reserve(max(end, 2 * self._capacity))  # resizes this same map
             mapped[start:end] = frame
         else:
             written = os.write(self._fd, frame)

@@ -282,20 +282,21 @@ class TextField:
 
     def insert(self, index: int, text: str) -> None:
         size = self._ascii.get(self._name)
-        if size is not None and type(text) is str and text.isascii() \
-                and 0 <= index <= size and len(text) <= MAX_TEXT_INSERT:
+        if size is not None and type(text) is str and text.isascii() and 0 <= index <= size:
             # Typing into a known-ASCII text (the common case, kept lean): characters are
             # bytes, so the index needs no conversion and the length is known.
+            n = len(text)
             ent = self._ent
-            if ent.spent + len(text) > MAX_TX_BYTES_PER_ENTITY:
-                self._tx.spend(ent, len(text))  # raises, with the reason
-            ent.spent += len(text)
+            if n > MAX_TEXT_INSERT or ent.spent + n > MAX_TX_BYTES_PER_ENTITY:
+                check_text_insert(text)  # raise, with the reason
+                self._tx.spend(ent, n)
+            ent.spent += n
             txn = ent.txn
             if txn is not None:  # inside our transaction: the binding directly (pycrdt's
                 self._bound.insert(txn, index, text, None)  # wrapper costs 5 calls)
             else:
                 self._text.insert(index, text)
-            self._ascii[self._name] = size + len(text)
+            self._ascii[self._name] = size + n
             return
         check_text_insert(text)
         self._tx.spend(self._ent, len(text))

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt_sync import Change, CrdtSyncError, NotFound, Replica
+from crdt_sync import Change, CrdtSyncError, NotFound, Replica, ValueRejected
+from crdt_sync.space import MAX_TX_BYTES_PER_ENTITY
+from crdt_sync.values import MAX_TEXT_INSERT
 from tests.conftest import ReplicaFactory
 from tests.helpers import PROC_TIMEOUT, exchange, scalar_values, space_state, spawn_worker, typed
 
@@ -424,3 +426,18 @@ def test_writers_are_reused_across_transactions_and_refuse_an_ended_one(replica:
     with pytest.raises(CrdtSyncError, match="transaction has ended"):
         first.text("other")
     assert sp.get("c", "e") == {"n": 2, "body": "abc"}
+
+
+def test_typing_fast_path_still_refuses_oversized_inserts(replica: Replica) -> None:
+    sp = replica.space("s")
+    with sp.transaction() as tx:
+        tx.entity("c", "e").text("t").insert(0, "ab")  # a known-ASCII text from here on
+    with pytest.raises(ValueRejected, match="text insert larger"), sp.transaction() as tx:
+        tx.entity("c", "e").text("t").insert(1, "x" * (MAX_TEXT_INSERT + 1))
+    assert sp.get("c", "e") == {"t": "ab"}
+    with pytest.raises(ValueRejected, match="at most .* bytes"), sp.transaction() as tx:
+        field = tx.entity("c", "e").text("t")
+        for _ in range(MAX_TX_BYTES_PER_ENTITY // MAX_TEXT_INSERT + 1):
+            field.insert(0, "y" * MAX_TEXT_INSERT)
+    # what was written before the refusal stays (transactions do not roll back), nothing more
+    assert len(sp.get("c", "e")["t"]) == 2 + MAX_TX_BYTES_PER_ENTITY
