@@ -276,8 +276,7 @@ class Replica:
                     lost.close()
         if self._observers:
             self._notify(tx.changed(), "local")
-        if self._pending and time.monotonic() - self._last_fold >= self._seal_interval:
-            self.flush()  # maintain(), inlined
+        self.maintain()
         if len(self._cache) > self._cache_size:
             self._evict()
 
