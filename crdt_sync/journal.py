@@ -119,7 +119,8 @@ class Journal:
         self._capacity = capacity
 
     def append(self, prefix: bytes, item: bytes, prefix_crc: int | None = None) -> None:
-        """Append the record ``prefix + item`` (prefix: :func:`key_prefix`) in one ``write()``.
+        """Append the record ``prefix + item`` (prefix: :func:`key_prefix`): one copy into the
+        mapped file, or one ``write()`` without the map.
 
         ``prefix_crc``, ``zlib.crc32(prefix)``, may be passed by a caller that keeps it.
         """
