@@ -2,10 +2,11 @@
 
 Write path (why it is fast and still durable): a local transaction ends in one record per
 entity appended to this process's journal (see :mod:`crdt_sync.journal`: a copy into a
-memory-mapped file); that is the moment the edit is durable against ``kill -9``. Every ``seal_interval`` seconds (checked on the next
-call), and always before an export, a sync or close, the journal is *folded*: its records
-are sealed into signed envelopes and written to SQLite in one transaction, which is when
-other processes on the same data directory see them.
+memory-mapped file); that is the moment the edit is durable against ``kill -9``. Every
+``seal_interval`` seconds (checked on the next call), and always before an export, a sync
+or close, the journal is *folded*: its records are sealed into signed envelopes and written
+to SQLite in one transaction, which is when other processes on the same data directory see
+them.
 """
 
 from __future__ import annotations
