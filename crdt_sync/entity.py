@@ -15,6 +15,7 @@ Layout inside the Doc:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +25,7 @@ import cbor2
 from pycrdt import Array, Doc, Map, Text, Transaction, TransactionEvent
 
 from .errors import ValueRejected
+from .journal import key_prefix
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
@@ -60,7 +62,7 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "ascii_texts", "doc",
+    __slots__ = ("_binding", "_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "ascii_texts", "doc",
                  "journal_prefix", "key", "spent", "texts", "txn", "updated")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
@@ -86,16 +88,18 @@ class EntityDoc:
         #: while a local transaction holds it: bytes it wrote, and whether it committed an update
         self.spent = 0
         self.updated = False
-        #: kept here by the replica: (the key's journal record prefix, its CRC32)
-        self.journal_prefix: tuple[bytes, int] | None = None
+        #: the key's journal record prefix and its CRC32, for the replica's journal writes
+        prefix = key_prefix(*key)
+        self.journal_prefix = (prefix, zlib.crc32(prefix))
         # One pycrdt transaction object, entered and left by each local transaction (it is
         # reusable): Doc.transaction() would build a new one per keystroke.
         self._ytx = Transaction(self.doc)
+        self._binding = self.doc._doc  # the binding's Doc
         # ``on_update(self, event)`` after every committed transaction, local or applied
         # (it checks ``applying``). Subscribed on the binding directly: pycrdt's Doc.observe
         # adds two Python frames per transaction. An exception raised there (a failed
         # journal write) propagates out of the commit, as the caller needs.
-        self._sub = self.doc._doc.observe(partial(on_update, self))
+        self._sub = self._binding.observe(partial(on_update, self))
 
     # -- applying updates that did not originate here -------------------------------------
     def apply(self, update: bytes) -> None:
@@ -211,7 +215,7 @@ class EntityDoc:
         doc, ytx = self.doc, self._ytx
         if doc._txn is not None:  # cannot happen through our API; never nest a second one
             raise RuntimeError(f"{self.key} already has an open transaction")
-        ytx._txn = self.txn = doc._doc.create_transaction()
+        ytx._txn = self.txn = self._binding.create_transaction()
         ytx._leases = 1  # pycrdt's nested transactions (reads, map writes) leave it open
         doc._txn = ytx
         self.spent = 0
@@ -220,15 +224,14 @@ class EntityDoc:
     def commit(self) -> None:
         """Commit what :meth:`begin` opened; observers (the journal) run here and may raise,
         and see :attr:`txn` still set (so they know the update is a local transaction's)."""
-        txn, ytx = self.txn, self._ytx
+        txn = self.txn
         try:
             txn.commit()
         finally:
-            self.txn = None
+            # The document lets go of our pycrdt transaction object; begin() resets the
+            # object itself before its next use, so it is not reset here.
+            self.txn = self.doc._txn = None
             txn.drop()
-            ytx._txn = None
-            ytx._leases = 0
-            self.doc._txn = None
 
     def close(self) -> None:
         self._sub.drop()

@@ -37,7 +37,7 @@ from .envelope import (
 from .errors import CrdtSyncError, Rejected
 from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .identity import Identity
-from .journal import Journal, decode_record, key_prefix, orphans, read_records
+from .journal import RECORD_FRAME, Journal, decode_record, orphans, read_records
 from .payload import ITEM_HEADER, decode_payload, encode_payload, item_hlc, unpack_items
 from .space import Space, Transaction
 from .store import EntityKey, Store
@@ -117,17 +117,20 @@ class Replica:
         self._cache_size = cache_size
         #: unsealed local edits: entity -> its packed items, in journal (so time) order
         self._pending: dict[EntityKey, list[bytes]] = {}
-        self._pending_count = 0
         self._lost: set[EntityKey] = set()
         self._evict_blocked = False
         self._touched: set[EntityKey] = set()
         self._observers: list[tuple[str | None, Observer]] = []
+        #: whether the end of a transaction has more to do than fold on time (see _recheck):
+        #: one flag, so that a keystroke's transaction checks one thing
+        self._attention = False
         self._seal_interval = seal_interval
-        self._last_fold = time.monotonic()
+        self._fold_at = time.monotonic() + seal_interval  # when pending edits are due a fold
         self._tx: Transaction | None = None
         self._closed = False
         self._recover_orphans()
         self._journal = Journal(self.path / "journal", client, fsync)
+        self._folded = 0  # records of this journal file folded so far
         self._cursor = store.max_part()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -185,7 +188,18 @@ class Replica:
         """Call ``callback(changes)`` after each batch of changes; returns an unsubscribe."""
         item = (space, callback)
         self._observers.append(item)
-        return lambda: self._observers.remove(item) if item in self._observers else None
+        self._recheck()
+
+        def unsubscribe() -> None:
+            if item in self._observers:
+                self._observers.remove(item)
+                self._recheck()
+        return unsubscribe
+
+    def _recheck(self) -> None:
+        """Recompute :attr:`_attention` after any of the things it sums up changed."""
+        self._attention = bool(self._lost or self._observers or self._evict_blocked
+                               or len(self._cache) > self._cache_size)
 
     def _notify(self, keys: set[EntityKey], origin: str) -> None:
         if not keys or not self._observers:
@@ -211,6 +225,8 @@ class Replica:
         ent = self._load(key)
         self._evict(room=1)  # before inserting: the entity being handed out is never evicted
         self._cache[key] = ent
+        if len(self._cache) > self._cache_size:
+            self._attention = True
         return ent
 
     def _load(self, key: EntityKey) -> EntityDoc:
@@ -252,6 +268,7 @@ class Replica:
         # Everything left is pinned until the transaction ends: do not scan again per load
         # (that made one large transaction quadratic); _end trims the cache.
         self._evict_blocked = self._tx is not None and len(self._cache) > limit
+        self._recheck()
 
     # -- the write path ------------------------------------------------------------------
     def transaction(self) -> Transaction:
@@ -280,6 +297,7 @@ class Replica:
         self.maintain()
         if len(self._cache) > self._cache_size:
             self._evict()
+        self._recheck()
 
     def _on_local_update(self, ent: EntityDoc, event: TransactionEvent) -> None:
         """Journal a committed local transaction of ``ent`` (the document's observer)."""
@@ -289,38 +307,46 @@ class Replica:
         key = ent.key
         tx = self._tx
         hlc = tx.hlc if tx is not None else self._clock.now()
-        prefixed = ent.journal_prefix
-        if prefixed is None:
-            prefix = key_prefix(*key)
-            prefixed = ent.journal_prefix = (prefix, zlib.crc32(prefix))
+        prefix, prefix_crc = ent.journal_prefix
         item = ITEM_HEADER.pack(hlc, len(update)) + update  # pack_item(), inlined
+        journal = self._journal
         try:
-            self._journal.append(prefixed[0], item, prefixed[1])
+            record = RECORD_FRAME.pack(len(prefix) + len(item), zlib.crc32(item, prefix_crc)) \
+                + prefix + item  # frame_record(), inlined
+            size = len(record)
+            if size <= journal.room:  # Journal.append_record's copy, inlined: per keystroke
+                start = journal.size
+                journal.map[start:start + size] = record  # type: ignore[index]
+                journal.size = start + size
+                journal.room -= size
+                journal.count += 1
+            else:
+                journal.append_record(record)
         except BaseException:
             # The document holds an edit the disk does not (a full disk, most likely): drop
             # it from memory after the transaction, so the entity reloads as stored (the
             # caller sees the error).
             self._lost.add(key)
+            self._attention = True
             raise
         items = self._pending.get(key)
         if items is None:
             self._pending[key] = [item]
         else:
             items.append(item)
-        self._pending_count += 1
         ent.updated = True
         if ent.txn is None:  # an edit made outside our transactions (a raw pycrdt object)
             self._notify({key}, "local")
 
     def maintain(self, now: float | None = None) -> None:
         """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""
-        if self._pending and (now or time.monotonic()) - self._last_fold >= self._seal_interval:
+        if self._pending and (now or time.monotonic()) >= self._fold_at:
             self.flush()
 
     def flush(self) -> None:
         """Seal every pending local edit into envelopes and make it visible to other processes."""
         self._check_open()
-        self._last_fold = time.monotonic()
+        self._fold_at = time.monotonic() + self._seal_interval
         if not self._pending:
             return
         records = self._pending
@@ -331,11 +357,12 @@ class Replica:
             self._store.set_journal_folded(self._journal.name, self._journal.count)
         self._touched.update(records)
         self._pending = {}
-        self._pending_count = 0
+        self._folded = self._journal.count
         if self._tx is None:
             self._evict()
         if self._journal.size >= JOURNAL_ROTATE_BYTES:
             old = self._journal.rotate()
+            self._folded = 0
             (self.path / "journal" / old).unlink(missing_ok=True)
             with self._store.write():
                 self._store.forget_journal(old)
@@ -612,7 +639,7 @@ class Replica:
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""
         directory = self.path / "journal"
-        total = self._pending_count
+        total = self._journal.count - self._folded
         for path in directory.glob("*.log"):
             if path.name == self._journal.name:
                 continue

@@ -88,9 +88,7 @@ class Transaction:
             replica._tx = None
             # Replica._end does the rest only when there is something to do (checked here:
             # this runs per keystroke)
-            if replica._lost or replica._observers or replica._evict_blocked \
-                    or len(replica._cache) > replica._cache_size \
-                    or (replica._pending and time.monotonic() - replica._last_fold >= replica._seal_interval):
+            if replica._attention or (replica._pending and time.monotonic() >= replica._fold_at):
                 replica._end(self)
             # Writers and text fields outlive their transaction (they are reused): let go
             # of the entities, which may be evicted now.
