@@ -62,7 +62,7 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_binding", "_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "ascii_texts", "doc",
+    __slots__ = ("_binding", "_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "doc",
                  "journal_prefix", "key", "spent", "texts", "txn", "updated")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
@@ -74,13 +74,10 @@ class EntityDoc:
         self._roots: dict[str, Any] = {}  # Doc.get() integrates a new prelim type each call
         #: set while applying stored or remote updates, so they are not journaled as local
         self.applying = False
-        #: text fields known to hold only ASCII, where pycrdt's UTF-8 byte offsets equal
-        #: character indices (see :class:`crdt_sync.space.TextField`); any update from
-        #: elsewhere may add other characters, so applying one forgets them all
-        self.ascii_texts: dict[str, int] = {}  # name -> length, for known-ASCII texts
         #: text fields whose register is known to say "text", with the writer's handle on
         #: each (name -> :class:`crdt_sync.space.TextField`, kept there): typing skips the
-        #: register check; any write to the field or applied update forgets it
+        #: register check; any write to the field or applied update forgets it (and the
+        #: handle forgets what it knew of the text, see :meth:`forget_text`)
         self.texts: dict[str, Any] = {}
         #: the binding's transaction while a local transaction writes here (see
         #: :class:`crdt_sync.space.TextField`), else None
@@ -109,8 +106,9 @@ class EntityDoc:
         finally:
             self.applying = False
             self._resolved = None
-            self.ascii_texts.clear()
-            self.texts.clear()
+            # an update from elsewhere may have added non-ASCII characters to any text
+            for name in list(self.texts):
+                self.forget_text(name)
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -183,7 +181,14 @@ class EntityDoc:
                 del self._regs[f"{name}{SEP}{old.client}"]
         self._regs[f"{name}{SEP}{client}"] = raw
         regs[name] = [Entry(hlc, author, client, kind, value)]
-        self.texts.pop(name, None)
+        self.forget_text(name)
+
+    def forget_text(self, name: str) -> None:
+        """Drop the handle on text field ``name`` and what it knew (its known-ASCII length):
+        at most one handle per field knows it, the one kept in :attr:`texts`."""
+        field = self.texts.pop(name, None)
+        if field is not None:
+            field._size = None
 
     def text(self, name: str, hlc: int, author: str) -> Text:
         won = self.winner(name)

@@ -23,6 +23,7 @@ from .entity import (
 from .errors import CrdtSyncError, NotFound, ValueRejected
 from .hlc import hlc_to_iso
 from .payload import unpack_items
+from .store import SIGNAL
 from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
 
 if TYPE_CHECKING:
@@ -44,14 +45,17 @@ class Transaction:
     transaction holds it open.
     """
 
-    __slots__ = ("_outer", "author", "docs", "hlc", "replica")
+    __slots__ = ("_outer", "docs", "hlc", "replica")
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.hlc = 0
-        self.author = replica.device_id
         self.docs: dict[EntityKey, EntityDoc] = {}  # opened entities, in order
         self._outer: Transaction | None = None
+
+    @property
+    def author(self) -> str:
+        return self.replica.device_id
 
     def __enter__(self) -> Self:
         # Become the replica's open transaction, or join the one already open. (Written
@@ -65,7 +69,9 @@ class Transaction:
             return self
         if replica._closed:
             raise CrdtSyncError("this replica is closed")
-        if replica._store.changed_elsewhere():  # refresh(), inlined
+        # refresh(), inlined, and the store's signal read here first (per keystroke)
+        store = replica._store
+        if SIGNAL.unpack_from(store.signal, 0)[0] != store.seen and store.changed_elsewhere():
             replica._notify(replica._refresh_locked(), "store")
         self.hlc = replica._clock.now()
         replica._tx = self
@@ -103,7 +109,8 @@ class Transaction:
     def doc(self, key: EntityKey) -> EntityDoc:
         ent = self.docs.get(key)
         if ent is None:
-            if self.replica._tx is not (self._outer or self):
+            open_tx = self.replica._tx
+            if open_tx is not self and (open_tx is None or open_tx is not self._outer):
                 raise CrdtSyncError("this transaction has ended: write inside "
                                     "`with space.transaction() as tx:`")
             cache = self.replica._cache  # Replica._entity's cache hit, inlined
@@ -129,29 +136,28 @@ class Transaction:
 class SpaceTransaction(Transaction):
     """Writes to one space; ``with space.transaction() as tx:``."""
 
-    __slots__ = ("_writers", "space")
+    __slots__ = ("space",)
 
     def __init__(self, space: Space) -> None:  # Transaction.__init__, inlined (per keystroke)
-        self.replica = replica = space.replica
+        self.replica = space.replica
         self.hlc = 0
-        self.author = replica.device_id
         self.docs = {}
         self._outer = None
         self.space = space
-        self._writers = space._writers
 
     def entity(self, collection: str, id: str) -> EntityWriter:
         key = (self.space.name, collection, id)
         # Writers are kept per entity and handed to each transaction in turn (a keystroke
         # is a transaction: building one each time showed); the names were checked when
         # the writer was made.
-        writer = self._writers.get(key)
+        writers = self.space._writers
+        writer = writers.get(key)
         if writer is None:
             check_name("collection", collection)
             check_name("entity id", id)
-            if len(self._writers) > 4096:
-                self._writers.clear()
-            writer = self._writers[key] = EntityWriter(self, key)
+            if len(writers) > 4096:
+                writers.clear()
+            writer = writers[key] = EntityWriter(self, key)
         else:
             writer._tx = self
         return writer
@@ -250,57 +256,57 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_ascii", "_bound", "_ent", "_name", "_text", "_tx")
+    __slots__ = ("_bound", "_ent", "_size", "_text", "_tx", "_name")
 
     def __init__(self, tx: Transaction, ent: EntityDoc, text: Any, name: str) -> None:
-        self._tx, self._ent, self._text = tx, ent, text
+        self._tx, self._ent, self._text, self._name = tx, ent, text, name
         self._bound = text._integrated  # the binding's Text (see insert)
-        self._ascii, self._name = ent.ascii_texts, name
+        #: the length while the text is known to hold only ASCII (pycrdt's UTF-8 byte
+        #: offsets are then character indices), else None. Known-ASCII texts skip the O(n)
+        #: conversion, which keeps typing into long texts fast. The entity forgets it
+        #: (:meth:`EntityDoc.forget_texts`) when an update from elsewhere is applied.
+        self._size: int | None = None
 
     def _chars(self) -> str | None:
-        """The text if it holds non-ASCII characters, else None (byte offsets are indices).
-
-        Known-ASCII texts skip the O(n) conversion, which keeps typing into long texts fast;
-        their length is kept too (any update from elsewhere forgets both), which saves a
-        pycrdt transaction per edit.
-        """
-        if self._name in self._ascii:
+        """The text if it holds non-ASCII characters, else None (and its size is known)."""
+        if self._size is not None:
             return None
         text = str(self._text)
         if text.isascii():
-            self._ascii[self._name] = len(text)
+            self._size = len(text)
             return None
         return text
 
     def _resized(self, delta: int, text: str = "") -> None:
-        if text.isascii() and self._name in self._ascii:
-            self._ascii[self._name] += delta
+        if self._size is not None and text.isascii():
+            self._size += delta
         else:
-            self._ascii.pop(self._name, None)
+            self._size = None
 
     def insert(self, index: int, text: str) -> None:
-        size = self._ascii.get(self._name)
+        size = self._size
         if size is not None and type(text) is str and text.isascii() and 0 <= index <= size:
             # Typing into a known-ASCII text (the common case, kept lean): characters are
             # bytes, so the index needs no conversion and the length is known.
             n = len(text)
             ent = self._ent
-            if n > MAX_TEXT_INSERT or ent.spent + n > MAX_TX_BYTES_PER_ENTITY:
+            spent = ent.spent + n
+            if n > MAX_TEXT_INSERT or spent > MAX_TX_BYTES_PER_ENTITY:
                 check_text_insert(text)  # raise, with the reason
                 self._tx.spend(ent, n)
-            ent.spent += n
+            ent.spent = spent
             txn = ent.txn
             if txn is not None:  # inside our transaction: the binding directly (pycrdt's
                 self._bound.insert(txn, index, text, None)  # wrapper costs 5 calls)
             else:
                 self._text.insert(index, text)
-            self._ascii[self._name] = size + n
+            self._size = size + n
             return
         check_text_insert(text)
         self._tx.spend(self._ent, len(text))
         chars = self._chars()
         if chars is None:
-            at = _insert_at(index, self._ascii[self._name])
+            at = _insert_at(index, self._size or 0)
         else:
             at = len(chars[:_insert_at(index, len(chars))].encode("utf-8"))
         self._text.insert(at, text)
@@ -313,18 +319,18 @@ class TextField:
         self._resized(len(text), text)
 
     def delete(self, index: int, length: int = 1) -> None:
-        size = self._ascii.get(self._name)
+        size = self._size
         if size is not None and index >= 0 and length > 0 and index + length <= size:
             txn = self._ent.txn  # known-ASCII, in range: the lean case (see insert)
             if txn is not None:
                 self._bound.remove_range(txn, index, length)
             else:
                 del self._text[index:index + length]
-            self._ascii[self._name] = size - length
+            self._size = size - length
             return
         chars = self._chars()
         if chars is None:
-            start, stop = _span(index, length, self._ascii[self._name])
+            start, stop = _span(index, length, self._size or 0)
         else:
             first, last = _span(index, length, len(chars))
             start = len(chars[:first].encode("utf-8"))
@@ -339,17 +345,14 @@ class TextField:
         self._tx.spend(self._ent, len(text))
         self._text.clear()
         self._text.insert(0, text)
-        if text.isascii():
-            self._ascii[self._name] = len(text)
-        else:
-            self._ascii.pop(self._name, None)
+        self._size = len(text) if text.isascii() else None
 
     def __str__(self) -> str:
         return str(self._text)
 
     def __len__(self) -> int:
         chars = self._chars()
-        return self._ascii[self._name] if chars is None else len(chars)
+        return (self._size or 0) if chars is None else len(chars)
 
 
 class ListField:

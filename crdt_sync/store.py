@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS peers(
 """
 
 EntityKey = tuple[str, str, str]
-_U64 = struct.Struct("<Q")
+#: the shared change counter's layout (see Store.signal)
+SIGNAL = _U64 = struct.Struct("<Q")
 
 
 class Store:
@@ -77,10 +78,12 @@ class Store:
         try:
             if os.fstat(fd).st_size < 8:
                 os.ftruncate(fd, 8)
-            self._signal = mmap.mmap(fd, 8)
+            #: the counter, mapped; ``seen`` is its value when this process last looked
+            #: (compared per transaction, see :meth:`changed_elsewhere`)
+            self.signal = mmap.mmap(fd, 8)
         finally:
             os.close(fd)
-        self._seen = self._read_signal()
+        self.seen = self._read_signal()
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
@@ -121,7 +124,7 @@ class Store:
             self._bump()
 
     def _read_signal(self) -> int:
-        return int(_U64.unpack_from(self._signal, 0)[0])
+        return int(_U64.unpack_from(self.signal, 0)[0])
 
     def _bump(self) -> None:
         # Readers only compare for inequality, so a lost race between two writers is
@@ -129,21 +132,21 @@ class Store:
         # the next check still refreshes for their commit.
         current = self._read_signal()
         new = (current + 1) % 2**64
-        _U64.pack_into(self._signal, 0, new)
-        if current == self._seen:
-            self._seen = new
+        _U64.pack_into(self.signal, 0, new)
+        if current == self.seen:
+            self.seen = new
 
     def changed_elsewhere(self) -> bool:
         """True once after another process (or connection) committed since the last call."""
-        now = _U64.unpack_from(self._signal, 0)[0]  # _read_signal(), inlined: runs per edit
-        if now == self._seen:
+        now = _U64.unpack_from(self.signal, 0)[0]  # _read_signal(), inlined: runs per edit
+        if now == self.seen:
             return False
-        self._seen = now
+        self.seen = now
         return True
 
     def close(self) -> None:
         self.db.close()
-        self._signal.close()
+        self.signal.close()
 
     # -- meta ------------------------------------------------------------------------------
     def _meta(self, key: str) -> Any:
