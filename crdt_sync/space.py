@@ -256,7 +256,7 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_bound", "_ent", "_size", "_text", "_tx", "_name")
+    __slots__ = ("_bound", "_ent", "_name", "_size", "_text", "_tx")
 
     def __init__(self, tx: Transaction, ent: EntityDoc, text: Any, name: str) -> None:
         self._tx, self._ent, self._text, self._name = tx, ent, text, name
