@@ -63,7 +63,7 @@ class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
     __slots__ = ("_binding", "_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "doc",
-                 "journal_prefix", "key", "spent", "texts", "txn", "updated")
+                 "journal_prefix", "key", "spent", "texts", "txn", "unsealed", "updated")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
                  on_update: Callable[[EntityDoc, TransactionEvent], None]) -> None:
@@ -85,6 +85,8 @@ class EntityDoc:
         #: while a local transaction holds it: bytes it wrote, and whether it committed an update
         self.spent = 0
         self.updated = False
+        #: whether the journal holds edits of this entity not folded yet (it stays loaded)
+        self.unsealed = False
         #: the key's journal record prefix and its CRC32, for the replica's journal writes
         prefix = key_prefix(*key)
         self.journal_prefix = (prefix, zlib.crc32(prefix))

@@ -155,13 +155,20 @@ class Journal:
             mapped[start:end] = record
         else:
             written = os.write(self._fd, record)
-            if written != len(record):  # a full disk: refuse loudly rather than half-write
+            if written != len(record):  # a full disk: refuse loudly rather than half-write,
+                os.ftruncate(self._fd, start)  # and leave no torn record before the next one
                 raise OSError(f"journal write of {len(record)} bytes wrote {written}")
             if self.fsync:
                 os.fdatasync(self._fd)
         self.count += 1
         self.size = end
         self.room = self._capacity - end if mapped is not None else 0
+
+    def written_since(self, offset: int) -> bytes:
+        """The records appended after byte ``offset`` of the current file (for a fold)."""
+        if self.map is not None:
+            return self.map[offset:self.size]
+        return os.pread(self._fd, self.size - offset, offset)
 
     def rotate(self) -> str:
         """Start a new file; returns the old file's name (the caller deletes it once folded)."""
@@ -196,6 +203,40 @@ def read_records(path: Path) -> Iterator[bytes]:
             return
         yield body
         off += _FRAME.size + length
+
+
+_HEAD = struct.Struct("<IIHHH")  # a record's frame and the lengths of its key
+
+
+def group_records(data: bytes, skip: int = 0, verify: bool = True
+                  ) -> tuple[dict[tuple[str, str, str], list[bytes]], int]:
+    """The intact records in ``data`` after the first ``skip``, grouped by entity.
+
+    Returns ``({(space, collection, id): [item, ...]}, records read)``, each list in journal
+    order (the order a fold seals them in); stops at a torn tail. A fold of this process's
+    own records, read back from memory, skips the CRC check (``verify=False``): this runs
+    once per edit, in batches.
+    """
+    grouped: dict[tuple[str, str, str], list[bytes]] = {}
+    keys: dict[bytes, list[bytes]] = {}  # an entity's record prefix -> its list in grouped
+    unpack, size = _HEAD.unpack_from, len(data)
+    off = count = 0
+    while off + _HEAD.size <= size:
+        length, crc, a, b, c = unpack(data, off)
+        start = off + _FRAME.size
+        off = start + length
+        if not length or off > size or (verify and zlib.crc32(data[start:off]) != crc):
+            break
+        count += 1
+        if count <= skip:
+            continue
+        split = start + _LENS.size + a + b + c
+        prefix = data[start:split]
+        items = keys.get(prefix)
+        if items is None:
+            items = keys[prefix] = grouped.setdefault(decode_record(prefix)[0], [])
+        items.append(data[split:off])
+    return grouped, count
 
 
 def orphans(directory: Path) -> Iterator[tuple[str, int]]:

@@ -37,7 +37,7 @@ from .envelope import (
 from .errors import CrdtSyncError, Rejected
 from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .identity import Identity
-from .journal import RECORD_FRAME, Journal, decode_record, orphans, read_records
+from .journal import RECORD_FRAME, Journal, group_records, orphans, read_records
 from .payload import ITEM_HEADER, decode_payload, encode_payload, item_hlc, unpack_items
 from .space import Space, Transaction
 from .store import EntityKey, Store
@@ -115,8 +115,6 @@ class Replica:
         self._clock = HybridClock(wall, store.max_hlc())
         self._cache: OrderedDict[EntityKey, EntityDoc] = OrderedDict()
         self._cache_size = cache_size
-        #: unsealed local edits: entity -> its packed items, in journal (so time) order
-        self._pending: dict[EntityKey, list[bytes]] = {}
         self._lost: set[EntityKey] = set()
         self._evict_blocked = False
         self._touched: set[EntityKey] = set()
@@ -130,7 +128,10 @@ class Replica:
         self._closed = False
         self._recover_orphans()
         self._journal = Journal(self.path / "journal", client, fsync)
-        self._folded = 0  # records of this journal file folded so far
+        # Records of this journal file folded so far, and the byte offset after them: a fold
+        # reads the records after it back from the journal (kept in memory only there:
+        # holding each edit's item until the fold cost more, per edit, than reading back).
+        self._folded = self._fold_from = 0
         self._cursor = store.max_part()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -257,12 +258,12 @@ class Replica:
         limit = self._cache_size - room
         if len(self._cache) <= limit or self._evict_blocked:
             return
-        if self._pending and self._tx is None:
+        if self._journal.count != self._folded and self._tx is None:
             self.flush()
         for key in list(self._cache):
             if len(self._cache) <= limit:
                 break
-            if key in self._pending or (self._tx is not None and key in self._tx.docs):
+            if self._cache[key].unsealed or (self._tx is not None and key in self._tx.docs):
                 continue
             self._cache.pop(key).close()
         # Everything left is pinned until the transaction ends: do not scan again per load
@@ -329,40 +330,43 @@ class Replica:
             self._lost.add(key)
             self._attention = True
             raise
-        items = self._pending.get(key)
-        if items is None:
-            self._pending[key] = [item]
-        else:
-            items.append(item)
-        ent.updated = True
+        ent.updated = ent.unsealed = True
         if ent.txn is None:  # an edit made outside our transactions (a raw pycrdt object)
             self._notify({key}, "local")
 
     def maintain(self, now: float | None = None) -> None:
         """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""
-        if self._pending and (now or time.monotonic()) >= self._fold_at:
-            self.flush()
+        now = now or time.monotonic()
+        if now >= self._fold_at:
+            if self._journal.count != self._folded:
+                self.flush()
+            else:
+                self._fold_at = now + self._seal_interval
 
     def flush(self) -> None:
         """Seal every pending local edit into envelopes and make it visible to other processes."""
         self._check_open()
         self._fold_at = time.monotonic() + self._seal_interval
-        if not self._pending:
+        journal = self._journal
+        if journal.count == self._folded:
             return
-        records = self._pending
+        records, _ = group_records(journal.written_since(self._fold_from), verify=False)
         changed: set[EntityKey] = set()
         with self._store.write():
             changed = self._refresh_locked()
             self._seal(records)
-            self._store.set_journal_folded(self._journal.name, self._journal.count)
+            self._store.set_journal_folded(journal.name, journal.count)
         self._touched.update(records)
-        self._pending = {}
-        self._folded = self._journal.count
+        for key in records:
+            ent = self._cache.get(key)
+            if ent is not None:
+                ent.unsealed = False
+        self._folded, self._fold_from = journal.count, journal.size
         if self._tx is None:
             self._evict()
-        if self._journal.size >= JOURNAL_ROTATE_BYTES:
-            old = self._journal.rotate()
-            self._folded = 0
+        if journal.size >= JOURNAL_ROTATE_BYTES:
+            old = journal.rotate()
+            self._folded = self._fold_from = 0
             (self.path / "journal" / old).unlink(missing_ok=True)
             with self._store.write():
                 self._store.forget_journal(old)
@@ -466,17 +470,15 @@ class Replica:
         for name, fd in orphans(directory):
             try:
                 done = self._store.journal_folded(name)
-                bodies = list(read_records(directory / name))[done:]
-                records: dict[EntityKey, list[bytes]] = {}
-                for body in bodies:
-                    key, item = decode_record(body)
-                    records.setdefault(key, []).append(item)
-                    self._clock.observe(item_hlc(item))
+                records, count = group_records((directory / name).read_bytes(), skip=done)
+                for items in records.values():
+                    for item in items:
+                        self._clock.observe(item_hlc(item))
                 if records:
                     with self._store.write():
                         self._seal(records, int(name.split("-")[0], 16))
                         # in the same commit, so dying before the unlink cannot fold them twice
-                        self._store.set_journal_folded(name, done + len(bodies))
+                        self._store.set_journal_folded(name, count)
                 (directory / name).unlink(missing_ok=True)
                 with self._store.write():
                     self._store.forget_journal(name)

@@ -94,7 +94,7 @@ class Transaction:
             replica._tx = None
             # Replica._end does the rest only when there is something to do (checked here:
             # this runs per keystroke)
-            if replica._attention or (replica._pending and time.monotonic() >= replica._fold_at):
+            if replica._attention or time.monotonic() >= replica._fold_at:
                 replica._end(self)
             # Writers and text fields outlive their transaction (they are reused): let go
             # of the entities, which may be evicted now.
@@ -264,7 +264,7 @@ class TextField:
         #: the length while the text is known to hold only ASCII (pycrdt's UTF-8 byte
         #: offsets are then character indices), else None. Known-ASCII texts skip the O(n)
         #: conversion, which keeps typing into long texts fast. The entity forgets it
-        #: (:meth:`EntityDoc.forget_texts`) when an update from elsewhere is applied.
+        #: (:meth:`EntityDoc.forget_text`) when an update from elsewhere is applied.
         self._size: int | None = None
 
     def _chars(self) -> str | None:
@@ -424,8 +424,8 @@ class Space:
         check_name("entity id", id)
         self.replica.refresh()
         key = (self.name, collection, id)
-        if key not in self.replica._cache and self.replica._store.entity_state(key) is None \
-                and key not in self.replica._pending:
+        # (an entity with unsealed edits is never evicted, so it is in the cache)
+        if key not in self.replica._cache and self.replica._store.entity_state(key) is None:
             raise NotFound(f"no entity {collection}/{id} in space {self.name!r}")
         return self.replica._entity(key)
 
