@@ -73,11 +73,10 @@ class Journal:
         self.count = 0
         self.size = 0
         self._fd = -1
-        #: the mapped file (None: records go through ``write()``), and the bytes still free
-        #: in it after the last record (see :meth:`append_record`)
+        #: the mapped file (None: records go through ``write()``), and its size (0 without
+        #: a map): a record that ends within it may be copied in (see :meth:`append_record`)
         self.map: mmap.mmap | None = None
-        self.room = 0
-        self._capacity = 0
+        self.limit = 0
         self._open()
 
     @property
@@ -117,7 +116,7 @@ class Journal:
                     os.close(fd)
                     raise
                 self.map = None  # a file system that cannot reserve or map: write() it is
-                self.room = 0
+                self.limit = 0
 
     def _reserve(self, capacity: int) -> None:
         """Reserve the file's blocks up to ``capacity`` bytes and map them."""
@@ -126,8 +125,7 @@ class Journal:
             self.map = mmap.mmap(self._fd, capacity)
         else:
             self.map.resize(capacity)
-        self._capacity = capacity
-        self.room = capacity - self.size
+        self.limit = capacity
 
     def append(self, prefix: bytes, item: bytes, prefix_crc: int | None = None) -> None:
         """Append the record ``prefix + item`` (prefix: :func:`key_prefix`): one copy into the
@@ -142,16 +140,16 @@ class Journal:
     def append_record(self, record: bytes) -> None:
         """Append a record built by :func:`frame_record`.
 
-        A caller on the hot path may instead copy it into :attr:`map` itself while it fits
-        in :attr:`room` (then add its length to :attr:`size`, take it from :attr:`room`, and
-        count it); this method is the rest: growing the map, or ``write()`` without one.
+        A caller on the hot path may instead copy it into :attr:`map` itself at :attr:`size`
+        when it ends within :attr:`limit` (then move :attr:`size` to its end, and count it);
+        this method is the rest: growing the map, or ``write()`` without one.
         """
         start = self.size
         end = start + len(record)
         mapped = self.map
         if mapped is not None:
-            if end > self._capacity:
-                self._reserve(max(end, 2 * self._capacity))  # resizes this same map
+            if end > self.limit:
+                self._reserve(max(end, 2 * self.limit))  # resizes this same map
             mapped[start:end] = record
         else:
             written = os.write(self._fd, record)
@@ -162,7 +160,6 @@ class Journal:
                 os.fdatasync(self._fd)
         self.count += 1
         self.size = end
-        self.room = self._capacity - end if mapped is not None else 0
 
     def written_since(self, offset: int) -> bytes:
         """The records appended after byte ``offset`` of the current file (for a fold)."""
@@ -182,7 +179,7 @@ class Journal:
         if self.map is not None:
             self.map.close()
             self.map = None
-            self.room = 0
+            self.limit = 0
             os.ftruncate(self._fd, self.size)  # give back the reserved space after the records
         os.close(self._fd)
         self._fd = -1

@@ -305,7 +305,6 @@ class Replica:
         if ent.applying:  # a stored or received update being applied: not a local edit
             return
         update = event.update
-        key = ent.key
         tx = self._tx
         hlc = tx.hlc if tx is not None else self._clock.now()
         prefix, prefix_crc = ent.journal_prefix
@@ -314,12 +313,11 @@ class Replica:
         try:
             record = RECORD_FRAME.pack(len(prefix) + len(item), zlib.crc32(item, prefix_crc)) \
                 + prefix + item  # frame_record(), inlined
-            size = len(record)
-            if size <= journal.room:  # Journal.append_record's copy, inlined: per keystroke
-                start = journal.size
-                journal.map[start:start + size] = record  # type: ignore[index]
-                journal.size = start + size
-                journal.room -= size
+            start = journal.size
+            end = start + len(record)
+            if end <= journal.limit:  # Journal.append_record's copy, inlined: per keystroke
+                journal.map[start:end] = record  # type: ignore[index]
+                journal.size = end
                 journal.count += 1
             else:
                 journal.append_record(record)
@@ -327,12 +325,12 @@ class Replica:
             # The document holds an edit the disk does not (a full disk, most likely): drop
             # it from memory after the transaction, so the entity reloads as stored (the
             # caller sees the error).
-            self._lost.add(key)
+            self._lost.add(ent.key)
             self._attention = True
             raise
         ent.updated = ent.unsealed = True
         if ent.txn is None:  # an edit made outside our transactions (a raw pycrdt object)
-            self._notify({key}, "local")
+            self._notify({ent.key}, "local")
 
     def maintain(self, now: float | None = None) -> None:
         """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""

@@ -391,7 +391,7 @@ def test_a_failed_journal_write_raises_and_loses_only_that_transaction(
         raise OSError(28, "No space left on device")
 
     # The journal is full: no room left in the mapped file, and growing it fails.
-    monkeypatch.setattr(a._journal, "room", 0)
+    monkeypatch.setattr(a._journal, "limit", a._journal.size)
     monkeypatch.setattr(a._journal, "append_record", full_disk)
     with pytest.raises(OSError, match="No space left"), sp.transaction() as tx:
         tx.entity("c", "one").text("t").insert(4, " lost")
