@@ -109,28 +109,30 @@ class Transaction:
     def doc(self, key: EntityKey) -> EntityDoc:
         ent = self.docs.get(key)
         if ent is None:
-            open_tx = self.replica._tx
+            replica = self.replica
+            open_tx = replica._tx
             if open_tx is not self and (open_tx is None or open_tx is not self._outer):
                 raise CrdtSyncError("this transaction has ended: write inside "
                                     "`with space.transaction() as tx:`")
-            cache = self.replica._cache  # Replica._entity's cache hit, inlined
+            cache = replica._cache  # Replica._entity's cache hit, inlined
             ent = cache.get(key)
             if ent is None:
-                ent = self.replica._entity(key)
+                ent = replica._entity(key)
             else:
                 cache.move_to_end(key)
             self.docs[key] = ent
             ent.begin()
         return ent
 
-    @staticmethod
-    def spend(ent: EntityDoc, size: int) -> None:
-        """Count ``size`` bytes written into ``ent``; refuse past the per-transaction limit."""
-        ent.spent += size
-        if ent.spent > MAX_TX_BYTES_PER_ENTITY:
-            ent.spent -= size
-            raise ValueRejected(f"one transaction may write at most {MAX_TX_BYTES_PER_ENTITY} bytes "
-                                f"into one entity; split the writes into several transactions")
+
+def spend(ent: EntityDoc, size: int) -> None:
+    """Count ``size`` bytes written into ``ent`` by its open transaction; refuse past the
+    per-transaction limit."""
+    ent.spent += size
+    if ent.spent > MAX_TX_BYTES_PER_ENTITY:
+        ent.spent -= size
+        raise ValueRejected(f"one transaction may write at most {MAX_TX_BYTES_PER_ENTITY} bytes "
+                            f"into one entity; split the writes into several transactions")
 
 
 class SpaceTransaction(Transaction):
@@ -181,7 +183,7 @@ class EntityWriter:
 
     def _write(self, name: str, kind: int, value: Any, size: int) -> None:
         ent = self._tx.doc(self.key)
-        self._tx.spend(ent, size)
+        spend(ent, size)
         ent.write(name, kind, value, self._tx.hlc, self._tx.author)
         if name != DELETED and ent.deleted:  # writing to a deleted entity revives it
             ent.write(DELETED, KIND_VALUE, False, self._tx.hlc, self._tx.author)
@@ -212,25 +214,24 @@ class EntityWriter:
     def delete(self) -> None:
         """Tombstone the entity; it merges like any other write (the later one by HLC wins)."""
         ent = self._tx.doc(self.key)
-        self._tx.spend(ent, 16)
+        spend(ent, 16)
         ent.write(DELETED, KIND_VALUE, True, self._tx.hlc, self._tx.author)
 
     def text(self, name: str) -> TextField:
-        tx = self._tx
-        ent = tx.doc(self.key)
-        field: TextField | None = ent.texts.get(name)  # known to be text: nothing to check
+        ent = self._tx.doc(self.key)
+        # The entity's handle on a field known to be text (nothing to check), reused by
+        # every transaction: it writes through the entity's open transaction.
+        field: TextField | None = ent.texts.get(name)
         if field is None:
             check_field_name(name)
-            field = TextField(tx, ent, ent.text(name, tx.hlc, tx.author), name)
+            field = TextField(ent, ent.text(name, self._tx.hlc, self._tx.author), name)
             ent.texts[name] = field  # after ent.text(), whose register write forgets it
-        else:
-            field._tx = tx  # the entity's handle on this field, handed to this transaction
         return field
 
     def list(self, name: str) -> ListField:
         check_field_name(name)
         ent = self._tx.doc(self.key)
-        return ListField(self._tx, ent, ent.array(name, self._tx.hlc, self._tx.author))
+        return ListField(ent, ent.array(name, self._tx.hlc, self._tx.author))
 
     def fields(self) -> dict[str, Any]:
         return self._tx.doc(self.key).fields()
@@ -256,10 +257,10 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_bound", "_ent", "_name", "_size", "_text", "_tx")
+    __slots__ = ("_bound", "_ent", "_name", "_size", "_text")
 
-    def __init__(self, tx: Transaction, ent: EntityDoc, text: Any, name: str) -> None:
-        self._tx, self._ent, self._text, self._name = tx, ent, text, name
+    def __init__(self, ent: EntityDoc, text: Any, name: str) -> None:
+        self._ent, self._text, self._name = ent, text, name
         self._bound = text._integrated  # the binding's Text (see insert)
         #: the length while the text is known to hold only ASCII (pycrdt's UTF-8 byte
         #: offsets are then character indices), else None. Known-ASCII texts skip the O(n)
@@ -293,7 +294,7 @@ class TextField:
             spent = ent.spent + n
             if n > MAX_TEXT_INSERT or spent > MAX_TX_BYTES_PER_ENTITY:
                 check_text_insert(text)  # raise, with the reason
-                self._tx.spend(ent, n)
+                spend(ent, n)
             ent.spent = spent
             txn = ent.txn
             if txn is not None:  # inside our transaction: the binding directly (pycrdt's
@@ -303,7 +304,7 @@ class TextField:
             self._size = size + n
             return
         check_text_insert(text)
-        self._tx.spend(self._ent, len(text))
+        spend(self._ent, len(text))
         chars = self._chars()
         if chars is None:
             at = _insert_at(index, self._size or 0)
@@ -314,7 +315,7 @@ class TextField:
 
     def append(self, text: str) -> None:
         check_text_insert(text)
-        self._tx.spend(self._ent, len(text))
+        spend(self._ent, len(text))
         self._text.insert(len(self._text), text)  # the end in bytes is the end in characters
         self._resized(len(text), text)
 
@@ -342,7 +343,7 @@ class TextField:
     def set(self, text: str) -> None:
         """Replace the whole text (a delete and an insert: not a merge with concurrent edits)."""
         check_text_insert(text)
-        self._tx.spend(self._ent, len(text))
+        spend(self._ent, len(text))
         self._text.clear()
         self._text.insert(0, text)
         self._size = len(text) if text.isascii() else None
@@ -358,12 +359,12 @@ class TextField:
 class ListField:
     """A collaborative list field (pycrdt Array) of exact values."""
 
-    def __init__(self, tx: Transaction, ent: EntityDoc, array: Any) -> None:
-        self._tx, self._ent, self._array = tx, ent, array
+    def __init__(self, ent: EntityDoc, array: Any) -> None:
+        self._ent, self._array = ent, array
 
     def _encode(self, value: Any) -> bytes:
         data = encode_value(value)
-        self._tx.spend(self._ent, len(data))
+        spend(self._ent, len(data))
         return data
 
     def append(self, value: Any) -> None:
@@ -371,7 +372,7 @@ class ListField:
 
     def extend(self, values: list[Any]) -> None:
         encoded = [encode_value(v) for v in values]
-        self._tx.spend(self._ent, sum(map(len, encoded)))
+        spend(self._ent, sum(map(len, encoded)))
         self._array.extend(encoded)
 
     def insert(self, index: int, value: Any) -> None:
