@@ -62,8 +62,8 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_binding", "_regs", "_resolved", "_roots", "_sub", "_ytx", "applying", "doc",
-                 "journal_prefix", "key", "spent", "texts", "txn", "unsealed", "updated")
+    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "binding", "doc",
+                 "journal_prefix", "key", "spent", "texts", "txn", "unsealed", "updated", "ytx")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
                  on_update: Callable[[EntityDoc, TransactionEvent], None]) -> None:
@@ -91,14 +91,16 @@ class EntityDoc:
         prefix = key_prefix(*key)
         self.journal_prefix = (prefix, zlib.crc32(prefix))
         # One pycrdt transaction object, entered and left by each local transaction (it is
-        # reusable): Doc.transaction() would build a new one per keystroke.
-        self._ytx = Transaction(self.doc)
-        self._binding = self.doc._doc  # the binding's Doc
+        # reusable): Doc.transaction() would build a new one per keystroke. The local
+        # transaction (crdt_sync.space.Transaction) opens and commits the binding's
+        # transaction itself, through ``binding`` (the binding's Doc) and ``ytx``.
+        self.ytx = Transaction(self.doc)
+        self.binding = self.doc._doc
         # ``on_update(self, event)`` after every committed transaction, local or applied
         # (it checks ``applying``). Subscribed on the binding directly: pycrdt's Doc.observe
         # adds two Python frames per transaction. An exception raised there (a failed
         # journal write) propagates out of the commit, as the caller needs.
-        self._sub = self._binding.observe(partial(on_update, self))
+        self._sub = self.binding.observe(partial(on_update, self))
 
     # -- applying updates that did not originate here -------------------------------------
     def apply(self, update: bytes) -> None:
@@ -210,35 +212,6 @@ class EntityDoc:
         if root is None:
             root = self._roots[name] = self.doc.get(name, type=kind)
         return root
-
-    # What pycrdt's Transaction.__enter__ and __exit__ do for a document like ours (no
-    # origin, no multithreading lock, no pycrdt-level observers), without their Python
-    # frames: typing pays for this per keystroke, and on a long text every Python call
-    # between two edits also costs the next edit cache misses in the CRDT's block list.
-    # Reads made through pycrdt inside the transaction find ``doc._txn`` and join it.
-
-    def begin(self) -> None:
-        """Open the document's transaction for a local transaction (see :attr:`txn`)."""
-        doc, ytx = self.doc, self._ytx
-        if doc._txn is not None:  # cannot happen through our API; never nest a second one
-            raise RuntimeError(f"{self.key} already has an open transaction")
-        ytx._txn = self.txn = self._binding.create_transaction()
-        ytx._leases = 1  # pycrdt's nested transactions (reads, map writes) leave it open
-        doc._txn = ytx
-        self.spent = 0
-        self.updated = False
-
-    def commit(self) -> None:
-        """Commit what :meth:`begin` opened; observers (the journal) run here and may raise,
-        and see :attr:`txn` still set (so they know the update is a local transaction's)."""
-        txn = self.txn
-        try:
-            txn.commit()
-        finally:
-            # The document lets go of our pycrdt transaction object; begin() resets the
-            # object itself before its next use, so it is not reset here.
-            self.txn = self.doc._txn = None
-            txn.drop()
 
     def close(self) -> None:
         self._sub.drop()

@@ -21,9 +21,8 @@ from .entity import (
     check_text_insert,
 )
 from .errors import CrdtSyncError, NotFound, ValueRejected
-from .hlc import hlc_to_iso
+from .hlc import COUNTER_BITS, hlc_to_iso, wall_ms
 from .payload import unpack_items
-from .store import SIGNAL
 from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
 
 if TYPE_CHECKING:
@@ -71,9 +70,15 @@ class Transaction:
             raise CrdtSyncError("this replica is closed")
         # refresh(), inlined, and the store's signal read here first (per keystroke)
         store = replica._store
-        if SIGNAL.unpack_from(store.signal, 0)[0] != store.seen and store.changed_elsewhere():
+        if store.signal[0] != store.seen and store.changed_elsewhere():
             replica._notify(replica._refresh_locked(), "store")
-        self.hlc = replica._clock.now()
+        clock = replica._clock
+        if clock._wall is wall_ms:  # HybridClock.now() with the default clock, inlined
+            physical = time.time_ns() // 1_000_000 << COUNTER_BITS
+            last = clock._last
+            self.hlc = clock._last = physical if physical > last else last + 1
+        else:
+            self.hlc = clock.now()
         replica._tx = self
         return self
 
@@ -85,10 +90,16 @@ class Transaction:
             # Commit every entity's pycrdt transaction even when one fails: the edits are in
             # the documents already and must reach the journal, or memory and disk would differ.
             for ent in self.docs.values():
+                txn = ent.txn  # what pycrdt's Transaction.__exit__ does (see doc())
                 try:
-                    ent.commit()
+                    txn.commit()  # the observer journals the update here, and may raise
                 except BaseException as failed:  # a journal write failed: the replica knows
                     error = error or failed
+                finally:
+                    # the document lets go of our pycrdt transaction object (doc() resets
+                    # the object itself before its next use)
+                    ent.txn = ent.doc._txn = None
+                    txn.drop()
         finally:
             replica = self.replica
             replica._tx = None
@@ -121,7 +132,19 @@ class Transaction:
             else:
                 cache.move_to_end(key)
             self.docs[key] = ent
-            ent.begin()
+            # Open the document's transaction: what pycrdt's Transaction.__enter__ does for
+            # a document like ours (no origin, no lock, no pycrdt-level observers), without
+            # its Python frames (typing pays for this per keystroke, and on a long text every
+            # Python call between two edits also costs the next edit cache misses in the
+            # CRDT's block list). Reads made through pycrdt inside find ``doc._txn`` and join.
+            doc, ytx = ent.doc, ent.ytx
+            if doc._txn is not None:  # cannot happen through our API; never nest a second one
+                raise RuntimeError(f"{key} already has an open transaction")
+            ytx._txn = ent.txn = ent.binding.create_transaction()
+            ytx._leases = 1
+            doc._txn = ytx
+            ent.spent = 0
+            ent.updated = False
         return ent
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import mmap
 import os
 import sqlite3
-import struct
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -63,8 +62,6 @@ CREATE TABLE IF NOT EXISTS peers(
 """
 
 EntityKey = tuple[str, str, str]
-#: the shared change counter's layout (see Store.signal)
-SIGNAL = _U64 = struct.Struct("<Q")
 
 
 class Store:
@@ -78,12 +75,14 @@ class Store:
         try:
             if os.fstat(fd).st_size < 8:
                 os.ftruncate(fd, 8)
-            #: the counter, mapped; ``seen`` is its value when this process last looked
-            #: (compared per transaction, see :meth:`changed_elsewhere`)
-            self.signal = mmap.mmap(fd, 8)
+            self._signal_map = mmap.mmap(fd, 8)
         finally:
             os.close(fd)
-        self.seen = self._read_signal()
+        #: the counter, mapped (``signal[0]``, a native u64: only processes on this machine
+        #: share it); ``seen`` is its value when this process last looked. Compared once
+        #: per transaction, by indexing: see :meth:`changed_elsewhere`.
+        self.signal = memoryview(self._signal_map).cast("Q")
+        self.seen: int = self.signal[0]
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
@@ -123,22 +122,19 @@ class Store:
         if self.db.total_changes != before:
             self._bump()
 
-    def _read_signal(self) -> int:
-        return int(_U64.unpack_from(self.signal, 0)[0])
-
     def _bump(self) -> None:
         # Readers only compare for inequality, so a lost race between two writers is
         # harmless; if someone else bumped since we last looked, keep our stale view so
         # the next check still refreshes for their commit.
-        current = self._read_signal()
+        current = self.signal[0]
         new = (current + 1) % 2**64
-        _U64.pack_into(self.signal, 0, new)
+        self.signal[0] = new
         if current == self.seen:
             self.seen = new
 
     def changed_elsewhere(self) -> bool:
         """True once after another process (or connection) committed since the last call."""
-        now = _U64.unpack_from(self.signal, 0)[0]  # _read_signal(), inlined: runs per edit
+        now: int = self.signal[0]
         if now == self.seen:
             return False
         self.seen = now
@@ -146,7 +142,8 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
-        self.signal.close()
+        self.signal.release()
+        self._signal_map.close()
 
     # -- meta ------------------------------------------------------------------------------
     def _meta(self, key: str) -> Any:
