@@ -2,11 +2,14 @@
 
 Write path (why it is fast and still durable): a local transaction ends in one record per
 entity appended to this process's journal (see :mod:`crdt_sync.journal`: a copy into a
-memory-mapped file); that is the moment the edit is durable against ``kill -9``. Every
-``seal_interval`` seconds (checked on the next call), and always before an export, a sync
-or close, the journal is *folded*: its records are sealed into signed envelopes and written
-to SQLite in one transaction, which is when other processes on the same data directory see
-them.
+memory-mapped file); that is the moment the edit is durable against ``kill -9``. The
+journal is *folded* (its records sealed into signed envelopes and written to SQLite in one
+transaction, which is when other processes on the same data directory see them) after a
+pause of ``seal_interval`` seconds in the edits, at least every ``seal_max_wait`` seconds
+while they keep coming (a debounce: both checked on the next call), and always before an
+export, a sync or close. A person typing pauses between keystrokes, so each keystroke is
+sealed soon after it; a burst (a paste replayed, an import, a program) is sealed once a
+second rather than per 50 ms, which costs less per edit (docs/BENCHMARKS.md, Write path).
 """
 
 from __future__ import annotations
@@ -89,12 +92,14 @@ class Replica:
         path: the data directory (created if missing).
         fsync: also survive power loss (fsync per transaction; slower).
         cache_size: entities kept loaded; others are evicted and reloaded on demand.
-        seal_interval: seconds between folds of the journal into sealed envelopes.
+        seal_interval: the pause in local edits, in seconds, after which the journal is
+            folded into sealed envelopes (0: after every transaction).
+        seal_max_wait: the longest, in seconds, edits that keep coming wait for a fold.
         wall: wall clock in milliseconds (tests inject one).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
-                 cache_size: int = 256, seal_interval: float = 0.05,
+                 cache_size: int = 256, seal_interval: float = 0.05, seal_max_wait: float = 1.0,
                  wall: Callable[[], int] = wall_ms) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -122,8 +127,12 @@ class Replica:
         #: whether the end of a transaction has more to do than fold on time (see _recheck):
         #: one flag, so that a keystroke's transaction checks one thing
         self._attention = False
+        # The fold's debounce (see the module docstring): edits are due a fold at _fold_at
+        # at the latest, or once seal_interval has passed since the last transaction ended.
         self._seal_interval = seal_interval
-        self._fold_at = time.monotonic() + seal_interval  # when pending edits are due a fold
+        self._seal_max_wait = max(seal_interval, seal_max_wait)
+        self._fold_at = time.monotonic() + self._seal_max_wait
+        self._last_edit = 0.0  # time.monotonic() when the last local transaction ended
         self._tx: Transaction | None = None
         self._closed = False
         self._recover_orphans()
@@ -333,18 +342,20 @@ class Replica:
             self._notify({ent.key}, "local")
 
     def maintain(self, now: float | None = None) -> None:
-        """Fold the journal if the seal interval has passed. Cheap; call it from idle loops."""
+        """Fold the journal if its edits are due (see the module docstring). Cheap; call it
+        from idle loops, so that edits followed by a pause are sealed without waiting for
+        the next call."""
         now = now or time.monotonic()
-        if now >= self._fold_at:
+        if now >= self._fold_at or now - self._last_edit >= self._seal_interval:
             if self._journal.count != self._folded:
                 self.flush()
             else:
-                self._fold_at = now + self._seal_interval
+                self._fold_at = now + self._seal_max_wait
 
     def flush(self) -> None:
         """Seal every pending local edit into envelopes and make it visible to other processes."""
         self._check_open()
-        self._fold_at = time.monotonic() + self._seal_interval
+        self._fold_at = time.monotonic() + self._seal_max_wait
         journal = self._journal
         if journal.count == self._folded:
             return

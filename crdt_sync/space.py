@@ -104,9 +104,13 @@ class Transaction:
             replica = self.replica
             replica._tx = None
             # Replica._end does the rest only when there is something to do (checked here:
-            # this runs per keystroke)
-            if replica._attention or time.monotonic() >= replica._fold_at:
+            # this runs per keystroke): a fold is due after a pause or at the latest at
+            # _fold_at (Replica.maintain)
+            now = time.monotonic()
+            if replica._attention or now >= replica._fold_at \
+                    or now - replica._last_edit >= replica._seal_interval:
                 replica._end(self)
+            replica._last_edit = now
             # Writers and text fields outlive their transaction (they are reused): let go
             # of the entities, which may be evicted now.
             self.docs.clear()
