@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from time import perf_counter, process_time
-from typing import IO, Any, TextIO
+from typing import IO, Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -159,6 +159,10 @@ class ChildChannel:
     def result(self, payload: Mapping[str, Any]) -> None:
         self._send({"result": dict(payload)})
 
+    def done(self) -> None:
+        """A command from the parent is done (see :meth:`Child.step`)."""
+        self._send({"done": True})
+
     def _send(self, message: dict[str, Any]) -> None:
         self._out.write(MARK + json.dumps(message) + "\n")
         self._out.flush()
@@ -189,12 +193,46 @@ def run_child(module: str, args: Sequence[str], *, description: str, total: int,
         BenchmarkError: the child failed or reported no result; its stderr is quoted.
     """
     task = progress.add_task(description, total=total)
-    cmd = [sys.executable, "-m", module, *args]
-    # stderr goes to a file, not a pipe: a chatty child must not block on a full pipe
-    # while we read its stdout.
-    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
-        assert proc.stdout is not None
+    try:
+        return Child(module, args, description).finish(progress, task, grace)
+    finally:
+        progress.remove_task(task)
+
+
+class Child:
+    """A benchmark child process (``python -m module --child ...args``).
+
+    :meth:`step` sends it one command line and waits for its ``done`` (children that take
+    turns); :meth:`finish` reads its result as :func:`run_child` does.
+    """
+
+    def __init__(self, module: str, args: Sequence[str], description: str) -> None:
+        self.description = description
+        self._cmd = [sys.executable, "-m", module, *args]
+        # stderr goes to a file, not a pipe: a chatty child must not block on a full pipe
+        # while we read its stdout.
+        self._err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in finish or _fail)
+        self._proc = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._err, text=True)
+
+    def step(self, command: str) -> None:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(command + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            self._fail("the child exited")
+        for line in self._proc.stdout:
+            if line.startswith(MARK) and "done" in json.loads(line[len(MARK):]):
+                return
+        self._fail(f"the child exited during {command!r}")
+
+    def finish(self, progress: Progress | None = None, task: TaskID | None = None,
+               grace: float | None = None) -> dict[str, Any]:
+        """Read the child's result until it exits (see :func:`run_child` for ``grace``)."""
+        proc = self._proc
+        assert proc.stdout is not None and proc.stdin is not None
+        proc.stdin.close()
         expired = threading.Event()
 
         def expire() -> None:
@@ -208,19 +246,26 @@ def run_child(module: str, args: Sequence[str], *, description: str, total: int,
             code = proc.wait()
         finally:
             timer.cancel()
-        err.seek(0)
-        stderr = err.read()
-    progress.remove_task(task)
-    if result is not None and expired.is_set() and code != 0:
-        return result | {CUT_SHORT: True}
-    if code != 0 or result is None:
-        raise BenchmarkError(f"{description}: child exited with {code}"
-                             + (" without a result" if result is None else "")
-                             + f"\n{' '.join(cmd)}\n{stderr[-4000:]}")
-    return result
+            proc.stdout.close()
+        if result is not None and expired.is_set() and code != 0:
+            self._err.close()
+            return result | {CUT_SHORT: True}
+        if code != 0 or result is None:
+            self._fail(f"child exited with {code}" + (" without a result" if result is None else ""))
+        self._err.close()
+        return result
+
+    def _fail(self, what: str) -> NoReturn:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._err.seek(0)
+        stderr = self._err.read()
+        self._err.close()
+        raise BenchmarkError(f"{self.description}: {what}\n{' '.join(self._cmd)}\n{stderr[-4000:]}")
 
 
-def _read_messages(stream: IO[str], progress: Progress, task: TaskID,
+def _read_messages(stream: IO[str], progress: Progress | None, task: TaskID | None,
                    on_first_result: Callable[[], None] | None) -> dict[str, Any] | None:
     result: dict[str, Any] | None = None
     for line in stream:
@@ -228,7 +273,8 @@ def _read_messages(stream: IO[str], progress: Progress, task: TaskID,
             continue
         message = json.loads(line[len(MARK):])
         if "progress" in message:
-            progress.update(task, completed=message["progress"])
+            if progress is not None and task is not None:
+                progress.update(task, completed=message["progress"])
         elif "result" in message:
             if result is None and on_first_result is not None:
                 on_first_result()

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress
 
 from . import _trace
 from ._harness import (
     MB,
     BenchmarkError,
+    Child,
     ChildChannel,
     Stopwatch,
     Target,
@@ -48,6 +50,9 @@ DEFAULT_TRACE = REPO / "../shared/traces/seq-automerge-paper.json.gz"
 #: The issue's goal: the full write path costs at most this much more than raw pycrdt.
 TARGET_RATIO = 1.3
 ENGINES = {"pycrdt": "raw pycrdt", "ours": "crdt-sync", "ours-fsync": "crdt-sync fsync=True"}
+#: transactions per turn with ``--turns``: short enough that load changes hit both engines
+#: alike, long enough (tens of ms) that switching processes costs little
+TURN = 1000
 MODULE = "benchmarks.write_path"
 
 
@@ -68,23 +73,29 @@ class Run:
 
 # -- child: one engine, one replay ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Replayed:
-    text: str
-    seconds: float
-    cpu_seconds: float
+class Engine:
+    """One engine, set up for a replay.
+
+    ``run(lo, hi)`` replays transactions ``[lo, hi)``; ``seal()`` ends the timed write path
+    (crdt-sync's final ``flush()``); ``text()`` reads the result back through the public API;
+    ``close()`` is measured apart.
+    """
+
+    run: Callable[[int, int], None]
+    text: Callable[[], str]
+    seal: Callable[[], None] = lambda: None
     close: Callable[[], None] = lambda: None
 
 
-def _replay_pycrdt(trace: _trace.Trace, txns: int, data: Path, fsync: bool,
-                   tick: Callable[[int], None]) -> Replayed:
+def _open_pycrdt(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
     from pycrdt import Doc, Text
 
     doc: Doc[Any] = Doc()
     text = doc.get("t", type=Text)
     if trace.start:
         text.insert(0, trace.start)
-    watch = Stopwatch()
-    for lo, hi in chunks(txns):
+
+    def run(lo: int, hi: int) -> None:
         for patches in trace.patches(lo, hi):
             with doc.transaction():
                 for pos, deleted, inserted in patches:
@@ -92,12 +103,10 @@ def _replay_pycrdt(trace: _trace.Trace, txns: int, data: Path, fsync: bool,
                         del text[pos:pos + deleted]
                     if inserted:
                         text.insert(pos, inserted)
-        tick(hi)
-    return Replayed(str(text), *watch.read())
+    return Engine(run, lambda: str(text))
 
 
-def _replay_ours(trace: _trace.Trace, txns: int, data: Path, fsync: bool,
-                 tick: Callable[[int], None]) -> Replayed:
+def _open_ours(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
     from crdt_sync import Replica
 
     replica = Replica(data, fsync=fsync)
@@ -105,8 +114,8 @@ def _replay_ours(trace: _trace.Trace, txns: int, data: Path, fsync: bool,
     if trace.start:
         with space.transaction() as tx:
             tx.entity("docs", "paper").text("body").insert(0, trace.start)
-    watch = Stopwatch()
-    for lo, hi in chunks(txns):
+
+    def run(lo: int, hi: int) -> None:
         for patches in trace.patches(lo, hi):
             with space.transaction() as tx:
                 body = tx.entity("docs", "paper").text("body")
@@ -115,27 +124,53 @@ def _replay_ours(trace: _trace.Trace, txns: int, data: Path, fsync: bool,
                         body.delete(pos, deleted)
                     if inserted:
                         body.insert(pos, inserted)
-        tick(hi)
-    replica.flush()
-    seconds, cpu_seconds = watch.read()
-    text = str(space.get("docs", "paper").get("body", ""))  # read back through the public API
-    return Replayed(text, seconds, cpu_seconds, replica.close)
+    return Engine(run, lambda: str(space.get("docs", "paper").get("body", "")), replica.flush,
+                  replica.close)
+
+
+def _replay(engine: Engine, txns: int, channel: ChildChannel) -> tuple[float, float]:
+    """The whole replay at once; ``(wall, CPU)`` seconds."""
+    watch = Stopwatch()
+    for lo, hi in chunks(txns):
+        engine.run(lo, hi)
+        channel.progress(hi)
+    engine.seal()
+    return watch.read()
+
+
+def _replay_in_turns(engine: Engine, channel: ChildChannel) -> tuple[float, float]:
+    """The replay a chunk at a time, as the parent asks (``run LO HI`` lines on stdin, then
+    ``seal``), so that two engines can take turns; ``(wall, CPU)`` seconds, summed."""
+    wall = cpu = 0.0
+    for line in sys.stdin:
+        command = line.split()
+        watch = Stopwatch()
+        if command[0] == "run":
+            engine.run(int(command[1]), int(command[2]))
+        else:
+            engine.seal()
+        took = watch.read()
+        wall, cpu = wall + took[0], cpu + took[1]
+        channel.done()
+        if command[0] == "seal":
+            break
+    return wall, cpu
 
 
 def _child(args: argparse.Namespace) -> int:
     trace = _trace.load(args.trace_data)
     expected = args.expected.read_text(encoding="utf-8")
     channel = ChildChannel()
-    replay = _replay_pycrdt if args.child == "pycrdt" else _replay_ours
     data = Path(args.data_dir)
+    engine = (_open_pycrdt if args.child == "pycrdt" else _open_ours)(trace, data, args.child == "ours-fsync")
     with profiled(args.profile / f"{args.child}.prof" if args.profile else None):
-        out = replay(trace, args.limit, data, args.child == "ours-fsync", channel.progress)
-    _check_text(args.child, out.text, expected)
+        seconds, cpu_seconds = _replay_in_turns(engine, channel) if args.turns \
+            else _replay(engine, args.limit, channel)
+    _check_text(args.child, engine.text(), expected)
     # Report before closing: close() is measured too, but the parent may cut it short.
-    channel.result(asdict(Run(args.child, args.limit, out.seconds, out.cpu_seconds, peak_rss_mb(),
-                              _size(data))))
+    channel.result(asdict(Run(args.child, args.limit, seconds, cpu_seconds, peak_rss_mb(), _size(data))))
     closing = Stopwatch()
-    out.close()
+    engine.close()
     channel.result({"close_seconds": closing.read()[0], "disk_bytes_closed": _size(data),
                     "peak_rss_mb": peak_rss_mb()})
     return 0
@@ -180,18 +215,46 @@ def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[R
             args.profile.mkdir(parents=True, exist_ok=True)
         with progress_display(console) as progress:
             for rep in range(args.repeat):
-                for engine in engines:  # interleaved, so drift in machine load hits all alike
-                    data = work / f"{engine}-{rep}"
-                    child_args = ["--child", engine, "--trace-data", str(compact), "--expected",
-                                  str(reference), "--limit", str(txns), "--data-dir", str(data)]
-                    if args.profile:
-                        child_args += ["--profile", str(args.profile)]
-                    result = run_child(MODULE, child_args, total=txns, progress=progress,
-                                       grace=args.close_timeout,
-                                       description=f"{ENGINES[engine]} ({rep + 1}/{args.repeat})")
+                def child_args(engine: str, rep: int = rep) -> list[str]:
+                    return ["--child", engine, "--trace-data", str(compact), "--expected",
+                            str(reference), "--limit", str(txns), "--data-dir",
+                            str(work / f"{engine}-{rep}")] \
+                        + (["--profile", str(args.profile)] if args.profile else []) \
+                        + (["--turns"] if args.turns else [])
+                if args.turns:
+                    results = _in_turns(engines, child_args, txns, progress,
+                                        f"{rep + 1}/{args.repeat}", args.close_timeout)
+                else:
+                    results = {}
+                    for engine in engines:  # interleaved, so drift in machine load hits all alike
+                        results[engine] = run_child(
+                            MODULE, child_args(engine), total=txns, progress=progress,
+                            grace=args.close_timeout,
+                            description=f"{ENGINES[engine]} ({rep + 1}/{args.repeat})")
+                        shutil.rmtree(work / f"{engine}-{rep}", ignore_errors=True)
+                for engine, result in results.items():
                     runs[engine].append(Run(**result))
-                    shutil.rmtree(data, ignore_errors=True)  # measured; don't let repeats fill the disk
+                    shutil.rmtree(work / f"{engine}-{rep}", ignore_errors=True)  # don't fill the disk
     return runs
+
+
+def _in_turns(engines: list[str], child_args: Callable[[str], list[str]], txns: int,
+              progress: Progress, which: str, grace: float) -> dict[str, dict[str, Any]]:
+    """One run of every engine at once, each in its own process, taking turns a chunk of
+    :data:`TURN` transactions at a time (the order alternating): a change in the machine's
+    load within a run then hits every engine alike."""
+    children = {e: Child(MODULE, child_args(e), f"{ENGINES[e]} ({which})") for e in engines}
+    task = progress.add_task(f"{', '.join(ENGINES[e] for e in engines)} in turns ({which})", total=txns)
+    try:
+        for k, (lo, hi) in enumerate(chunks(txns, parts=max(1, -(-txns // TURN)))):
+            for engine in engines if k % 2 == 0 else engines[::-1]:
+                children[engine].step(f"run {lo} {hi}")
+            progress.update(task, completed=hi)
+        for engine in engines:
+            children[engine].step("seal")
+        return {e: child.finish(grace=grace) for e, child in children.items()}
+    finally:
+        progress.remove_task(task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,13 +304,15 @@ def _report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
                       TARGET_RATIO, "x")]
     if args.json:
         print_json({"benchmark": "write_path", "trace": str(args.trace), "repeat": args.repeat,
+                    "turns": TURN if args.turns else None,
                     "runs": {e: [asdict(r) for r in rs] for e, rs in runs.items()},
                     "summary": {e: asdict(s) for e, s in rows.items()},
                     "targets": [t.as_dict() for t in targets]})
         return
     console = make_console()
     title = (f"write path: {args.trace.name}, one transaction per edit; times are medians of "
-             f"{args.repeat} run(s)")
+             f"{args.repeat} run(s)" + (f", engines taking turns {TURN:,} transactions at a time"
+                                         if args.turns else ""))
     print_table(console, title, HEADERS, [_row(s, base, args.close_timeout) for s in rows.values()])
     if any(s.close_seconds is None for s in rows.values()):
         console.print(f"* close() still running after {args.close_timeout:g} s: the child was stopped; "
@@ -261,6 +326,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="editing trace (.json.gz)")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N transactions")
     p.add_argument("--repeat", type=int, default=1, help="runs per engine; the median is reported")
+    p.add_argument("--turns", action="store_true",
+                   help=f"run the engines at once, each in its own process, taking turns "
+                        f"{TURN:,} transactions at a time (steadier on a shared machine)")
     p.add_argument("--fsync", action="store_true", help="add a run of crdt-sync with fsync=True")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
