@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.write_path
+	$(BIN)/python -m benchmarks.write_path --turns --repeat 3
 	$(BIN)/python -m benchmarks.big_space
 	$(BIN)/crdt-sync bench merge --shared-traces --out bench-out/merge
 
