@@ -25,7 +25,7 @@ import cbor2
 from pycrdt import Array, Doc, Map, Text, Transaction, TransactionEvent
 
 from .errors import ValueRejected
-from .journal import key_prefix
+from .journal import key_prefix, record_head
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
@@ -87,9 +87,12 @@ class EntityDoc:
         self.updated = False
         #: whether the journal holds edits of this entity not folded yet (it stays loaded)
         self.unsealed = False
-        #: the key's journal record prefix and its CRC32, for the replica's journal writes
+        #: for the replica's journal writes: the key's record prefix, its CRC32, the layout
+        #: of a record's head for this key (frame, prefix, item header) and the body length
+        #: of a record without its update
         prefix = key_prefix(*key)
-        self.journal_prefix = (prefix, zlib.crc32(prefix))
+        head = record_head(prefix)
+        self.journal_prefix = (prefix, zlib.crc32(prefix), head, head.size - 8)
         # One pycrdt transaction object, entered and left by each local transaction (it is
         # reusable): Doc.transaction() would build a new one per keystroke. The local
         # transaction (crdt_sync.space.Transaction) opens and commits the binding's

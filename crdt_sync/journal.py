@@ -32,8 +32,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-#: ``u32 length | u32 crc32`` before each record
-RECORD_FRAME = _FRAME = struct.Struct("<II")
+_FRAME = struct.Struct("<II")  # u32 length | u32 crc32, before each record
 _LENS = struct.Struct("<HHH")
 #: bytes reserved when a journal file is created, and the least it grows by
 RESERVE_BYTES = 1 << 20
@@ -44,6 +43,13 @@ def key_prefix(space: str, collection: str, entity: str) -> bytes:
     """The encoded (space, collection, id) that starts a record; cached per entity."""
     parts = [p.encode("utf-8") for p in (space, collection, entity)]
     return _LENS.pack(*(len(p) for p in parts)) + b"".join(parts)
+
+
+def record_head(prefix: bytes) -> struct.Struct:
+    """A record's head for one key: ``u32 length | u32 crc32 | prefix | u64 hlc | u32 n``
+    (the item's header last), so that the record is this head and the update; see
+    :meth:`crdt_sync.replica.Replica._on_local_update` for the CRC it carries."""
+    return struct.Struct(f"<II{len(prefix)}sQI")
 
 
 def frame_record(prefix: bytes, item: bytes, prefix_crc: int) -> bytes:

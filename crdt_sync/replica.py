@@ -40,7 +40,7 @@ from .envelope import (
 from .errors import CrdtSyncError, Rejected
 from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .identity import Identity
-from .journal import RECORD_FRAME, Journal, group_records, orphans, read_records
+from .journal import Journal, group_records, orphans, read_records
 from .payload import ITEM_HEADER, decode_payload, encode_payload, item_hlc, unpack_items
 from .space import Space, Transaction
 from .store import EntityKey, Store
@@ -316,12 +316,14 @@ class Replica:
         update = event.update
         tx = self._tx
         hlc = tx.hlc if tx is not None else self._clock.now()
-        prefix, prefix_crc = ent.journal_prefix
-        item = ITEM_HEADER.pack(hlc, len(update)) + update  # pack_item(), inlined
+        prefix, prefix_crc, head, base = ent.journal_prefix
+        n = len(update)
+        # frame_record(prefix, pack_item(hlc, update), prefix_crc), built with fewer calls:
+        # the item's header is packed with the frame (record_head), its CRC chained
+        crc = zlib.crc32(update, zlib.crc32(ITEM_HEADER.pack(hlc, n), prefix_crc))
         journal = self._journal
         try:
-            record = RECORD_FRAME.pack(len(prefix) + len(item), zlib.crc32(item, prefix_crc)) \
-                + prefix + item  # frame_record(), inlined
+            record = head.pack(base + n, crc, prefix, hlc, n) + update
             start = journal.size
             end = start + len(record)
             if end <= journal.limit:  # Journal.append_record's copy, inlined: per keystroke

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import random
 import signal
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crdt_sync import Replica
-from crdt_sync.journal import RESERVE_BYTES, Journal, decode_record, key_prefix, read_records
+from crdt_sync.journal import RESERVE_BYTES, Journal, decode_record, frame_record, key_prefix, read_records
 from tests.helpers import LineReader, chains, exchange, read_entity, spawn_worker, typed
 
 SPACE = "crash"  # as in proc_worker.py
@@ -139,3 +140,27 @@ def test_journal_records_survive_growth_and_reopen(tmp_path: Path) -> None:
     journal.close()
     assert path.stat().st_size == journal.size
     assert [decode_record(r)[1] for r in read_records(path)] == bodies
+
+
+def test_the_write_path_journals_the_documented_record(tmp_path: Path) -> None:
+    """The observer builds each record with its own few calls: byte for byte the record
+    ``frame_record`` builds from the key's prefix and the packed item, CRC included."""
+    replica = Replica(tmp_path / "r", seal_interval=60)
+    try:
+        space = replica.space("s")
+        for i, text in enumerate(["a", "héllo", "x" * 300]):
+            with space.transaction() as tx:
+                tx.entity("c", f"e{i}").text("t").insert(0, text)
+        journal = replica._journal
+        path = journal.directory / journal.name
+        records = list(read_records(path))
+        assert len(records) == 3
+        data = path.read_bytes()[:journal.size]
+        rebuilt = b"".join(frame_record(key_prefix(*decode_record(r)[0]), decode_record(r)[1],
+                                        zlib.crc32(key_prefix(*decode_record(r)[0])))
+                           for r in records)
+        assert data == rebuilt
+        for i, record in enumerate(records):
+            assert decode_record(record)[0] == ("s", "c", f"e{i}")
+    finally:
+        replica.close()
