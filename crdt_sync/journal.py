@@ -220,6 +220,9 @@ def group_records(data: bytes, skip: int = 0, verify: bool = True
     own records, read back from memory, skips the CRC check (``verify=False``): this runs
     once per edit, in batches.
     """
+    # The same walk over frames as read_records, fused with the grouping: a fold runs it
+    # once per edit (through read_records' generator, with the CRC checked, a fold cost
+    # 2.9 µs per edit; fused, and without the check on our own records, 1.8).
     grouped: dict[tuple[str, str, str], list[bytes]] = {}
     keys: dict[bytes, list[bytes]] = {}  # an entity's record prefix -> its list in grouped
     unpack, size = _HEAD.unpack_from, len(data)

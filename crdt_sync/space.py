@@ -251,7 +251,7 @@ class EntityWriter:
         field: TextField | None = ent.texts.get(name)
         if field is None:
             check_field_name(name)
-            field = TextField(ent, ent.text(name, self._tx.hlc, self._tx.author), name)
+            field = TextField(ent, ent.text(name, self._tx.hlc, self._tx.author))
             ent.texts[name] = field  # after ent.text(), whose register write forgets it
         return field
 
@@ -284,10 +284,10 @@ class TextField:
     does. (pycrdt counts UTF-8 bytes and panics past the end: both are handled here.)
     """
 
-    __slots__ = ("_bound", "_ent", "_name", "_size", "_text")
+    __slots__ = ("_bound", "_ent", "_size", "_text")
 
-    def __init__(self, ent: EntityDoc, text: Any, name: str) -> None:
-        self._ent, self._text, self._name = ent, text, name
+    def __init__(self, ent: EntityDoc, text: Any) -> None:
+        self._ent, self._text = ent, text
         self._bound = text._integrated  # the binding's Text (see insert)
         #: the length while the text is known to hold only ASCII (pycrdt's UTF-8 byte
         #: offsets are then character indices), else None. Known-ASCII texts skip the O(n)
