@@ -25,8 +25,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.write_path --turns --repeat 3
-	$(BIN)/python -m benchmarks.big_space
+	$(BIN)/python -m crdt_sync.benchmarks.write_path --turns --repeat 3
+	$(BIN)/python -m crdt_sync.benchmarks.big_space
 	$(BIN)/crdt-sync bench merge --shared-traces --out bench-out/merge
 
 clean:

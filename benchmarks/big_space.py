@@ -39,7 +39,7 @@ from ._harness import (
     run_child,
 )
 
-MODULE = "benchmarks.big_space"
+MODULE = "crdt_sync.benchmarks.big_space"
 SPACE, COLLECTION = "plant", "equipment"
 SITES = 100
 FIND_SITE = 42

@@ -75,7 +75,7 @@ from ._harness import (
     run_child,
 )
 
-MODULE = "benchmarks.relay_load"
+MODULE = "crdt_sync.benchmarks.relay_load"
 SERVERS = {"crdt-sync": "crdt-sync relay", "pycrdt-websocket": "pycrdt-websocket",
            "pycrdt-websocket-ystore": "pycrdt-websocket + SQLiteYStore"}
 LISTENING = "listening on ws://127.0.0.1:"
@@ -654,8 +654,8 @@ async def seed_relay(url: str, firsts: dict[str, list[Any]]) -> None:
     before would have left them)."""
     from crdt_sync.identity import Identity
     from crdt_sync.protocol import Session
-    from transports.driver import Hooks, drive
-    from transports.websocket import connect
+    from crdt_sync.transports.driver import Hooks, drive
+    from crdt_sync.transports.websocket import connect
 
     names = sorted(firsts)
     for lo in range(0, len(names), 512):

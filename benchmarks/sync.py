@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # the children import these lazily: the parent needs neither
 
     from crdt_sync import Replica, Space
 
-MODULE = "benchmarks.sync"
+MODULE = "crdt_sync.benchmarks.sync"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO / "../shared/traces/seq-automerge-paper.json.gz"
 SPACE, COLLECTION, SITES = "plant", "equipment", 100

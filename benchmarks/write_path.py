@@ -53,7 +53,7 @@ ENGINES = {"pycrdt": "raw pycrdt", "ours": "crdt-sync", "ours-fsync": "crdt-sync
 #: transactions per turn with ``--turns``: short enough that load changes hit both engines
 #: alike, long enough (tens of ms) that switching processes costs little
 TURN = 1000
-MODULE = "benchmarks.write_path"
+MODULE = "crdt_sync.benchmarks.write_path"
 
 
 @dataclass(frozen=True, slots=True)

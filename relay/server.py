@@ -25,9 +25,9 @@ from aiohttp import web
 from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
 from crdt_sync.protocol.messages import E_LIMIT, T_ENVELOPES, Error, encode
 from crdt_sync.protocol.session import RELIABLE_LINK
-from transports.base import LinkClosed
-from transports.driver import Hooks, drive
-from transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
+from crdt_sync.transports.base import LinkClosed
+from crdt_sync.transports.driver import Hooks, drive
+from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
 
 from .config import AllowList, RelayConfig
 from .logs import setup_logging

@@ -52,6 +52,8 @@ from crdt_sync.protocol.messages import (
     Hello,
     decode,
 )
+from crdt_sync.transports.base import FrameLink, LinkClosed, TransportError
+from crdt_sync.transports.driver import run_session
 from tests.sync_helpers import (
     FAST,
     SPACE,
@@ -64,8 +66,6 @@ from tests.sync_helpers import (
     sync_over,
     wait_event,
 )
-from transports.base import FrameLink, LinkClosed, TransportError
-from transports.driver import run_session
 
 #: Envelopes in the interrupted transfer: enough for dozens of batches at ``BIG_BATCH``.
 BIG_COUNT = 2000

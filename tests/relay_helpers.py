@@ -28,12 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from crdt_sync import Change, Replica
 from crdt_sync.protocol import Session, SessionConfig, SpaceSynced
 from crdt_sync.protocol.messages import Envelopes, Error, Have, Message, decode, encode
-from relay.config import RelayConfig
-from relay.server import RelayServer
+from crdt_sync.relay.config import RelayConfig
+from crdt_sync.relay.server import RelayServer
+from crdt_sync.transports.driver import SessionOutcome
+from crdt_sync.transports.relay import sync_session
+from crdt_sync.transports.websocket import SYNC_PATH, WS_MAX_MESSAGE
 from tests.sync_helpers import WAIT
-from transports.driver import SessionOutcome
-from transports.relay import sync_session
-from transports.websocket import SYNC_PATH, WS_MAX_MESSAGE
 
 #: The ``crdt-sync`` entry point of the virtualenv running the tests.
 CLI = str(Path(sys.executable).with_name("crdt-sync"))

@@ -21,8 +21,8 @@ from crdt_sync import Replica
 from crdt_sync.protocol import Received, Session, SessionConfig
 from crdt_sync.protocol.messages import Error, Message, ProtocolViolation, decode
 from crdt_sync.protocol.session import AUTH_CONTEXT, TRANSCRIPT_CONTEXT
-from transports.base import FrameLink
-from transports.driver import SessionOutcome, run_session
+from crdt_sync.transports.base import FrameLink
+from crdt_sync.transports.driver import SessionOutcome, run_session
 
 SPACE = "site-42"
 #: Upper bound for any single wait in these tests: generous, because CI machines stall.

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.merge import _flat, concurrent, field, nodejs, runner
-from benchmarks.merge.driver import catchup_windows
-from benchmarks.merge.engines import ENGINES
+from crdt_sync.benchmarks.merge import _flat, concurrent, field, nodejs, runner
+from crdt_sync.benchmarks.merge.driver import catchup_windows
+from crdt_sync.benchmarks.merge.engines import ENGINES
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_a_trace_whose_agent_runs_ahead_of_its_parents_is_refused() -> None:
 
 
 def test_positions_convert_to_utf8_and_utf16(tmp_path: Path) -> None:
-    from benchmarks import _trace
+    from crdt_sync.benchmarks import _trace
 
     trace = _trace.load_json_trace(write_trace(tmp_path / "t.json.gz", SEQUENTIAL))
     _flat.write_sequential(trace, tmp_path / "flat", "t")

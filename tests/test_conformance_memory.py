@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from crdt_sync.transports.base import FrameLink
+from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests.conformance import Faults, LinkFactory, TransportConformance
-from transports.base import FrameLink
-from transports.memory import LinkConditions, MemoryNetwork
 
 
 class MemoryLinks:

@@ -50,8 +50,11 @@ from crdt_sync.protocol.messages import (
     Hello,
     decode,
 )
-from relay.config import RelayConfig
-from relay.server import RelayServer
+from crdt_sync.relay.config import RelayConfig
+from crdt_sync.relay.server import RelayServer
+from crdt_sync.transports.base import FrameLink
+from crdt_sync.transports.driver import SessionOutcome, run_session
+from crdt_sync.transports.websocket import WS_MAX_MESSAGE, WebSocketLink, connect
 from tests.conformance import (
     BIG_BATCH,
     BIG_COUNT,
@@ -75,9 +78,6 @@ from tests.sync_helpers import (
     snapshot,
     wait_event,
 )
-from transports.base import FrameLink
-from transports.driver import SessionOutcome, run_session
-from transports.websocket import WS_MAX_MESSAGE, WebSocketLink, connect
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import contextlib
 from crdt_sync.identity import Identity
 from crdt_sync.protocol import Session
 from crdt_sync.protocol.messages import Ping, encode
-from transports.driver import MAX_PENDING, Hooks, drive
+from crdt_sync.transports.driver import MAX_PENDING, Hooks, drive
 
 
 class _Host:

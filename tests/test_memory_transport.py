@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transports.base import FrameLink, LinkClosed, TransportError
-from transports.memory import FrameTooLarge, LinkConditions, LinkStats, MemoryLink, MemoryNetwork
+from crdt_sync.transports.base import FrameLink, LinkClosed, TransportError
+from crdt_sync.transports.memory import FrameTooLarge, LinkConditions, LinkStats, MemoryLink, MemoryNetwork
 
 TIMEOUT = 5.0
 

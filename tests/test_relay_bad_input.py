@@ -36,8 +36,9 @@ from crdt_sync.protocol.messages import (
     decode,
     encode,
 )
-from relay.server import RelayServer
-from relay.storage import RelayStore
+from crdt_sync.relay.server import RelayServer
+from crdt_sync.relay.storage import RelayStore
+from crdt_sync.transports.relay import Backoff, run_peer
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import (
     FAST,
@@ -55,7 +56,6 @@ from tests.relay_helpers import (
     wait_until,
 )
 from tests.sync_helpers import SPACE, WAIT, expected_code, fill, wait_event
-from transports.relay import Backoff, run_peer
 
 MiB = 1024 * 1024
 Check = Callable[[str], Awaitable[None]]

@@ -11,11 +11,11 @@ import signal
 from pathlib import Path
 
 from crdt_sync.protocol import SessionConfig
+from crdt_sync.transports.driver import run_session
+from crdt_sync.transports.websocket import connect
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import arrival, run_cli, running_relay, spawned, synced_flag
 from tests.sync_helpers import SPACE, WAIT, wait_event
-from transports.driver import run_session
-from transports.websocket import connect
 
 
 async def test_peer_daemon_sends_other_processes_edits_and_stops_on_sigterm(

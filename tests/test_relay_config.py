@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from crdt_sync.identity import Identity
-from relay.config import AllowList, ConfigError, RelayConfig, load_config
+from crdt_sync.relay.config import AllowList, ConfigError, RelayConfig, load_config
 
 TOML = """
 # operator's settings

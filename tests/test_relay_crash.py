@@ -17,13 +17,13 @@ import pytest
 from crdt_sync import Replica
 from crdt_sync.protocol import Authenticated, Closed, Event, SessionConfig, SpaceSynced
 from crdt_sync.protocol.messages import E_GOING_AWAY, Ack, decode
+from crdt_sync.transports.base import FrameLink
+from crdt_sync.transports.driver import run_session
+from crdt_sync.transports.relay import Backoff, run_peer
+from crdt_sync.transports.websocket import connect
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import log_events, relay_process, sample, scrape, sync_once, wait_until
 from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, snapshot, wait_event
-from transports.base import FrameLink
-from transports.driver import run_session
-from transports.relay import Backoff, run_peer
-from transports.websocket import connect
 
 #: Envelopes device A holds: one per entity, sealed one by one.
 BIG = 2000

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from crdt_sync import Replica
+from crdt_sync.transports.driver import SessionOutcome
+from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests.sync_helpers import FAST, SPACE, applied, snapshot, sync_over
-from transports.driver import SessionOutcome
-from transports.memory import LinkConditions, MemoryNetwork
 
 IDS = ["pump", "valve", "tank"]
 # Few names, so that writes collide, including a value written where another device keeps

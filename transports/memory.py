@@ -21,7 +21,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, fields, replace
 
-from transports.base import LinkClosed, TransportError
+from crdt_sync.transports.base import LinkClosed, TransportError
 
 __all__ = ["FrameTooLarge", "LinkConditions", "LinkStats", "MemoryLink", "MemoryNetwork"]
 

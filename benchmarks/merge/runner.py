@@ -30,7 +30,7 @@ from . import nodejs, report
 from .engines import ENGINES, EngineInfo, unavailable
 from .workloads import Workload, prepare_field, prepare_trace
 
-MODULE = "benchmarks.merge.worker"
+MODULE = "crdt_sync.benchmarks.merge.worker"
 REPO = nodejs.REPO
 SHARED_TRACES = REPO.parent / "shared" / "traces"
 #: sizes (comma lists), then counts; --quick trades them for a first look in a minute or two

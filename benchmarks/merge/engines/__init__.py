@@ -24,12 +24,13 @@ class EngineInfo:
 
 
 ENGINES: dict[str, EngineInfo] = {e.name: e for e in (
-    EngineInfo("ours", "crdt-sync (full write path)", "python", "benchmarks.merge.engines.ours",
+    EngineInfo("ours", "crdt-sync (full write path)", "python", "crdt_sync.benchmarks.merge.engines.ours",
                "crdt_sync", "cp"),
-    EngineInfo("pycrdt", "pycrdt (raw)", "python", "benchmarks.merge.engines.pycrdt_engine",
+    EngineInfo("pycrdt", "pycrdt (raw)", "python", "crdt_sync.benchmarks.merge.engines.pycrdt_engine",
                "pycrdt", "utf8"),
-    EngineInfo("loro", "Loro (Python)", "python", "benchmarks.merge.engines.loro_engine", "loro", "cp"),
-    EngineInfo("y-py", "y-py", "python", "benchmarks.merge.engines.ypy_engine", "y_py", "utf8"),
+    EngineInfo("loro", "Loro (Python)", "python", "crdt_sync.benchmarks.merge.engines.loro_engine",
+               "loro", "cp"),
+    EngineInfo("y-py", "y-py", "python", "crdt_sync.benchmarks.merge.engines.ypy_engine", "y_py", "utf8"),
     EngineInfo("yjs", "Yjs (Node)", "node", "yjs.cjs", "yjs", "utf16"),
     EngineInfo("automerge", "Automerge (Node)", "node", "automerge.cjs", "@automerge/automerge", "utf16"),
 )}

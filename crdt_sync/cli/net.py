@@ -11,12 +11,11 @@ import asyncio
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import CrdtSyncError, Rejected
-
-if TYPE_CHECKING:
-    from .cli import Output
+from ..errors import CrdtSyncError, Rejected
+from .local import open_replica
+from .output import Output, data_dir
 
 
 class Unreachable(CrdtSyncError, ConnectionError):
@@ -31,8 +30,6 @@ def _need_extra() -> None:
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from .cli import cmd_peer, cmd_relay, cmd_sync
-
     p = sub.add_parser("relay", parents=[common], help="run a relay server",
                        description="Run a relay: store-and-forward of envelopes over WebSocket "
                                    "(/v1/sync), /healthz and /metrics. Settings: options, else "
@@ -58,12 +55,22 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
 
 
+def cmd_relay(args: argparse.Namespace, out: Output) -> None:
+    run_relay(args, out)
+
+
+def cmd_sync(args: argparse.Namespace, out: Output) -> None:
+    run_sync(args, out, live=False)
+
+
+def cmd_peer(args: argparse.Namespace, out: Output) -> None:
+    run_sync(args, out, live=True)
+
+
 def run_relay(args: argparse.Namespace, out: Output) -> None:
     _need_extra()
-    from relay.config import load_config
-    from relay.server import serve
-
-    from .cli import data_dir
+    from crdt_sync.relay.config import load_config
+    from crdt_sync.relay.server import serve
 
     overrides = {"host": args.host, "port": args.port, "allow_list": args.allow_list,
                  "cert": args.cert, "key": args.key, "max_connections": args.max_connections,
@@ -78,13 +85,12 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     _need_extra()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from transports.relay import run_peer, sync_session
-    from transports.websocket import ConnectFailed
+    from crdt_sync.transports.relay import run_peer, sync_session
+    from crdt_sync.transports.websocket import ConnectFailed
 
-    from .cli import _open
-    from .protocol import Closed, Event, Received, Session
+    from ..protocol import Closed, Event, Received, Session
 
-    with _open(args) as replica:
+    with open_replica(args) as replica:
         for space in args.spaces:
             replica.join(space)
         spaces = args.spaces or None

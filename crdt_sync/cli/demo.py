@@ -20,9 +20,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .hlc import hlc_to_datetime
-from .replica import Replica
-from .values import to_json
+from ..hlc import hlc_to_datetime
+from ..replica import Replica
+from ..values import to_json
 
 SPACE = "site-42"
 
@@ -55,11 +55,11 @@ def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict
 
 
 async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str, Any]:
-    from relay.config import RelayConfig
-    from relay.server import RelayServer
-    from transports.driver import run_session
-    from transports.memory import MemoryNetwork
-    from transports.relay import sync_session
+    from crdt_sync.relay.config import RelayConfig
+    from crdt_sync.relay.server import RelayServer
+    from crdt_sync.transports.driver import run_session
+    from crdt_sync.transports.memory import MemoryNetwork
+    from crdt_sync.transports.relay import sync_session
 
     holder = None
     if root is None:

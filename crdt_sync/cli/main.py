@@ -1,0 +1,131 @@
+"""The ``crdt-sync`` command: the composition root.
+
+The one place that wires the engine (:mod:`crdt_sync` below this package) to the transports
+and the relay; those are imported lazily by the commands that need them, so a machine
+without the ``relay`` extra can still use every local command.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 5 rejected input. Errors go to stderr, as
+``{"error": {"code": N, "kind": ..., "message": ...}}`` under ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from ..errors import CrdtSyncError, NotFound, Rejected, StoreError, ValueRejected
+from .local import (
+    cmd_bench_merge,
+    cmd_conflicts,
+    cmd_delete,
+    cmd_demo,
+    cmd_export,
+    cmd_get,
+    cmd_history,
+    cmd_import,
+    cmd_init,
+    cmd_join,
+    cmd_leave,
+    cmd_list,
+    cmd_put,
+    cmd_spaces,
+    cmd_status,
+)
+from .net import add_commands
+from .output import (
+    ENV_DATA,
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    Output,
+    UsageError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
+                        help=f"data directory (default: ${ENV_DATA}, else the user data directory)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON")
+    parser = argparse.ArgumentParser(
+        prog="crdt-sync", parents=[common],
+        description="Offline-first sync engine for field teams. Exit codes: 0 ok, 1 error, "
+                    "2 usage, 3 not found, 5 rejected input.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace, Output], None],
+                help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    command("init", cmd_init, "create the data directory if needed and print the device id")
+    p = command("put", cmd_put, "merge fields into an entity, creating it")
+    _entity_args(p)
+    p.add_argument("fields", nargs="+", metavar="key=value",
+                   help='a value that parses as JSON is JSON (bytes: {"$bytes": "<base64>"}), else a string')
+    _entity_args(command("get", cmd_get, "print an entity's fields"))
+    p = command("list", cmd_list, "list the live entities of a space")
+    p.add_argument("space")
+    p.add_argument("collection", nargs="?")
+    _entity_args(command("delete", cmd_delete, "delete an entity (a tombstone that merges)"))
+    _entity_args(command("history", cmd_history, "who changed what, when"))
+    command("conflicts", cmd_conflicts, "fields whose concurrent writes lost").add_argument("space")
+    command("spaces", cmd_spaces, "the spaces this device keeps")
+    command("join", cmd_join, "keep and sync a space").add_argument("space")
+    command("leave", cmd_leave, "stop keeping a space (its data stays)").add_argument("space")
+    command("status", cmd_status, "device, spaces, version vectors, what peers acknowledged")
+    p = command("export", cmd_export, "write a bundle of a space for another device")
+    p.add_argument("space")
+    p.add_argument("--out", required=True, metavar="FILE")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--since", metavar="JSON", help="only what this version vector lacks")
+    group.add_argument("--for", dest="for_peer", metavar="DEVICE",
+                       help="only what DEVICE lacks, as far as this device knows")
+    command("import", cmd_import, "verify and apply a bundle, all or nothing").add_argument("file")
+    add_commands(sub, common)
+    command("demo", cmd_demo, "three simulated field devices edit offline and converge") \
+        .add_argument("--dir", help="keep the devices' data directories here")
+    bench = sub.add_parser("bench", help="benchmarks (the bench extra)", description="benchmarks")
+    p = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK").add_parser(
+        "merge", help="CRDT engines compared (crdt-sync bench merge --help)", add_help=False,
+        prefix_chars="+")  # "+": every option goes to the benchmark's own parser, imported when run
+    p.add_argument("options", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench_merge)
+    return parser
+
+
+def _entity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space")
+    p.add_argument("collection")
+    p.add_argument("id")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.data = getattr(args, "data", None)
+    args.json = getattr(args, "json", False)
+    out = Output(args.json)
+    try:
+        args.func(args, out)
+    except UsageError as exc:
+        out.fail(EXIT_USAGE, "usage", str(exc))
+    except NotFound as exc:
+        out.fail(EXIT_NOT_FOUND, "not-found", str(exc))
+    except Rejected as exc:
+        out.fail(EXIT_REJECTED, exc.reason, f"rejected, nothing changed: {exc}")
+    except ValueRejected as exc:
+        out.fail(EXIT_REJECTED, "value-rejected", f"{exc}; nothing changed")
+    except StoreError as exc:
+        out.fail(EXIT_ERROR, "store", str(exc))
+    except ConnectionError as exc:
+        out.fail(EXIT_ERROR, "unreachable", str(exc))
+    except CrdtSyncError as exc:
+        out.fail(EXIT_ERROR, "error", str(exc))
+    except OSError as exc:
+        out.fail(EXIT_ERROR, "os", f"{exc}")
+    return EXIT_OK

@@ -1,0 +1,92 @@
+"""What every command shares: exit codes, the data directory, output as text or JSON.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 5 rejected input. Errors go to stderr, as
+``{"error": {"code": N, "kind": ..., "message": ...}}`` under ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..errors import CrdtSyncError
+from ..values import from_json, to_json
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REJECTED = 0, 1, 2, 3, 5
+ENV_DATA = "CRDT_SYNC_DATA"
+
+
+class UsageError(CrdtSyncError):
+    """The command line itself is wrong."""
+
+
+def data_dir(explicit: str | None) -> Path:
+    """``--data``, else ``$CRDT_SYNC_DATA``, else the user data directory."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_DATA):
+        return Path(os.environ[ENV_DATA])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("crdt-sync", appauthor=False))
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value``: a value that parses as JSON is JSON (bytes as {"$bytes": base64}), else a str."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"expected key=value, got {text!r}")
+    try:
+        value = from_json(json.loads(raw))
+    except (ValueError, TypeError):
+        value = raw
+    return key, value
+
+
+class Output:
+    """Prints results as JSON (``--json``) or for people (rich)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+        from rich.console import Console
+
+        self.console = Console(soft_wrap=True)
+        self.err = Console(stderr=True, soft_wrap=True)
+
+    def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
+        if self.json:
+            print(json.dumps(to_json(data), ensure_ascii=False, sort_keys=False))
+        elif human is not None:
+            human()
+        else:
+            self.console.print_json(json.dumps(to_json(data), ensure_ascii=False))
+
+    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        from rich.table import Table
+
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(cell if isinstance(cell, str) else show(cell) for cell in row))
+        self.console.print(table)
+
+    def fail(self, code: int, kind: str, message: str) -> NoReturn:
+        if self.json:
+            print(json.dumps({"error": {"code": code, "kind": kind, "message": message}}),
+                  file=sys.stderr)
+        else:
+            self.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+        raise SystemExit(code)
+
+
+def show(value: Any) -> str:
+    return json.dumps(to_json(value), ensure_ascii=False)
+
+
+def short(device: str) -> str:
+    return device[:12]
