@@ -99,7 +99,7 @@ def _create(data: Path, entities: int, batch: int, tick: Callable[[int], None]) 
             for k in range(lo, hi):
                 tx.put(COLLECTION, entity_id(k), entity_fields(k))
         tick(hi)
-    replica.flush()
+    replica.seal()
     seconds, cpu_seconds = watch.read()
     closing = Stopwatch()
     replica.close()

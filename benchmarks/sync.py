@@ -101,7 +101,7 @@ def _space_create(args: argparse.Namespace, channel: ChildChannel) -> dict[str, 
                 for k in range(lo, hi):
                     tx.put(COLLECTION, entity_id(k), entity_fields(k))
             channel.progress(hi)
-        a.flush()
+        a.seal()
     return {"seconds": perf_counter() - t0, "disk_bytes": dir_size(args.work / "a")}
 
 
@@ -109,7 +109,8 @@ def _seed(a: Replica, b: Replica, space: str, channel: ChildChannel) -> SyncRun:
     """B's first, full sync from A (setup, reported for reference). Progress in percent."""
     b.join(space)
     top = sum(a.version_vector(space).values())
-    return drive(a, b, lambda: channel.progress(100 * sum(b.version_vector(space).values()) // top))
+    return drive(a.sync_host, b.sync_host,
+                 lambda: channel.progress(100 * sum(b.version_vector(space).values()) // top))
 
 
 def _space_seed(args: argparse.Namespace, channel: ChildChannel) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def _space_sync(args: argparse.Namespace, channel: ChildChannel) -> dict[str, An
         shutil.copytree(args.work / "b", b_dir)
         with Replica(a_dir) as a, Replica(b_dir) as b:
             _make_changes(a, keys, together=variant == "together")
-            run = drive(a, b)
+            run = drive(a.sync_host, b.sync_host)
             _check_space(b, keys, a.version_vector(SPACE))
         out[variant] = run.as_dict()
         channel.progress(step + 1)
@@ -152,8 +153,8 @@ def _make_changes(a: Replica, keys: list[int], together: bool) -> None:
         for k in keys:
             with space.transaction() as tx:
                 tx.put(COLLECTION, entity_id(k), change(k))
-            a.flush()  # as if made seal intervals apart: each in an envelope of its own
-    a.flush()
+            a.seal()  # as if made seal intervals apart: each in an envelope of its own
+    a.seal()
 
 
 def _check_space(b: Replica, keys: list[int], vv: dict[str, int]) -> None:
@@ -260,7 +261,7 @@ def _trace_replay(args: argparse.Namespace, channel: ChildChannel) -> dict[str, 
             with space.transaction() as tx:
                 tx.entity(DOC_COLL, DOC_ID).text(DOC_FIELD).insert(0, trace.start)
         _replay(space, trace, 0, upto, channel.progress)
-        a.flush()
+        a.seal()
     return {"edits": upto, "seconds": perf_counter() - t0}
 
 
@@ -278,8 +279,8 @@ def _trace_seed(args: argparse.Namespace, channel: ChildChannel) -> dict[str, An
     for k in sorted(args.behind, reverse=True):
         _replay(a.space(DOC_SPACE), trace, done, args.prefix - k, lambda _: None)
         done = args.prefix - k
-        a.flush()  # so what follows (the single last edit, for k = 1) is sealed on its own
-        drive(a, b)
+        a.seal()  # so what follows (the single last edit, for k = 1) is sealed on its own
+        drive(a.sync_host, b.sync_host)
         b.close()
         shutil.copytree(b_dir, args.work / f"doc-b-{k}")
         b = Replica(b_dir)
@@ -305,7 +306,7 @@ def _trace_sync(args: argparse.Namespace, channel: ChildChannel) -> dict[str, An
                 doc = b.space(DOC_SPACE)
                 if warm:
                     doc.get(DOC_COLL, DOC_ID)
-                run = drive(a, b)
+                run = drive(a.sync_host, b.sync_host)
                 if doc.get(DOC_COLL, DOC_ID).get(DOC_FIELD) != expected:
                     raise BenchmarkError(f"B's text after catching up {k} edits differs from the trace's")
             out[f"{k}-{'warm' if warm else 'cold'}"] = run.as_dict()

@@ -124,7 +124,7 @@ def _open_ours(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
                         body.delete(pos, deleted)
                     if inserted:
                         body.insert(pos, inserted)
-    return Engine(run, lambda: str(space.get("docs", "paper").get("body", "")), replica.flush,
+    return Engine(run, lambda: str(space.get("docs", "paper").get("body", "")), replica.seal,
                   replica.close)
 
 

@@ -14,12 +14,13 @@ The public surface::
 """
 
 from .errors import CrdtSyncError, NotFound, Rejected, StoreError, StoreVersionError, ValueRejected
-from .replica import Change, ImportResult, Replica
+from .replica import Replica
+from .results import Change, ImportResult, ReceiveResult, Rejection, Status
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
     "Change", "CrdtSyncError", "EntityWriter", "ImportResult", "ListField", "NotFound",
-    "Rejected", "Replica", "Space", "SpaceTransaction", "StoreError", "StoreVersionError",
-    "TextField", "ValueRejected",
+    "ReceiveResult", "Rejected", "Rejection", "Replica", "Space", "SpaceTransaction", "Status",
+    "StoreError", "StoreVersionError", "TextField", "ValueRejected",
 ]
 __version__ = "0.1.0"

@@ -15,17 +15,16 @@ Layout inside the Doc:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import cbor2
-from pycrdt import Array, Doc, Map, Text, Transaction, TransactionEvent
+from pycrdt import Array, Doc, Map, Text
 
+from ._pycrdt_compat import doc_handle
 from .errors import ValueRejected
-from .journal import key_prefix, record_head
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
@@ -33,6 +32,10 @@ TEXT_PREFIX = "t\x00"
 LIST_PREFIX = "l\x00"
 DELETED = "\x01deleted"
 SEP = "\x00"
+
+#: Largest total of values one transaction may write into one entity (keeps every
+#: transaction's update well inside one envelope).
+MAX_TX_BYTES_PER_ENTITY = 256 * 1024
 
 KIND_VALUE = 0
 KIND_TEXT = 1
@@ -62,13 +65,18 @@ def check_field_name(name: str) -> None:
 class EntityDoc:
     """A loaded entity. Local writes go through the methods here (so values are checked)."""
 
-    __slots__ = ("_regs", "_resolved", "_roots", "_sub", "applying", "binding", "doc",
-                 "journal_prefix", "key", "spent", "texts", "txn", "unsealed", "updated", "ytx")
+    __slots__ = ("_regs", "_resolved", "_roots", "_unsubscribe", "applying", "doc", "handle",
+                 "journal_key", "key", "spent", "texts", "unsealed", "updated")
 
     def __init__(self, key: tuple[str, str, str], client_id: int,
-                 on_update: Callable[[EntityDoc, TransactionEvent], None]) -> None:
+                 on_update: Callable[[EntityDoc, Any], None], journal_key: Any = None) -> None:
         self.key = key
         self.doc: Doc[Any] = Doc(client_id=client_id)
+        #: the document's transaction, text writes and observer (:mod:`crdt_sync._pycrdt_compat`)
+        self.handle = doc_handle(self.doc)
+        #: the journal's key for this entity's records (:meth:`crdt_sync.journal.Journal.record_key`),
+        #: kept here so that a keystroke does not look it up; opaque to this module
+        self.journal_key = journal_key
         self._regs: Map[Any] = self.doc.get(REGISTERS, type=Map)
         self._resolved: dict[str, list[Entry]] | None = None
         self._roots: dict[str, Any] = {}  # Doc.get() integrates a new prelim type each call
@@ -79,31 +87,15 @@ class EntityDoc:
         #: register check; any write to the field or applied update forgets it (and the
         #: handle forgets what it knew of the text, see :meth:`forget_text`)
         self.texts: dict[str, Any] = {}
-        #: the binding's transaction while a local transaction writes here (see
-        #: :class:`crdt_sync.space.TextField`), else None
-        self.txn: Any = None
         #: while a local transaction holds it: bytes it wrote, and whether it committed an update
         self.spent = 0
         self.updated = False
-        #: whether the journal holds edits of this entity not folded yet (it stays loaded)
+        #: whether the journal holds edits of this entity not sealed yet (it stays loaded)
         self.unsealed = False
-        #: for the replica's journal writes: the key's record prefix, its CRC32, the layout
-        #: of a record's head for this key (frame, prefix, item header) and the body length
-        #: of a record without its update
-        prefix = key_prefix(*key)
-        head = record_head(prefix)
-        self.journal_prefix = (prefix, zlib.crc32(prefix), head, head.size - 8)
-        # One pycrdt transaction object, entered and left by each local transaction (it is
-        # reusable): Doc.transaction() would build a new one per keystroke. The local
-        # transaction (crdt_sync.space.Transaction) opens and commits the binding's
-        # transaction itself, through ``binding`` (the binding's Doc) and ``ytx``.
-        self.ytx = Transaction(self.doc)
-        self.binding = self.doc._doc
         # ``on_update(self, event)`` after every committed transaction, local or applied
-        # (it checks ``applying``). Subscribed on the binding directly: pycrdt's Doc.observe
-        # adds two Python frames per transaction. An exception raised there (a failed
-        # journal write) propagates out of the commit, as the caller needs.
-        self._sub = self.binding.observe(partial(on_update, self))
+        # (it checks ``applying``). An exception raised there (a failed journal write)
+        # propagates out of the commit, as the caller needs.
+        self._unsubscribe = self.handle.observe(partial(on_update, self))
 
     # -- applying updates that did not originate here -------------------------------------
     def apply(self, update: bytes) -> None:
@@ -195,7 +187,7 @@ class EntityDoc:
         at most one handle per field knows it, the one kept in :attr:`texts`."""
         field = self.texts.pop(name, None)
         if field is not None:
-            field._size = None
+            field.forget_size()
 
     def text(self, name: str, hlc: int, author: str) -> Text:
         won = self.winner(name)
@@ -216,8 +208,23 @@ class EntityDoc:
             root = self._roots[name] = self.doc.get(name, type=kind)
         return root
 
+    def begin(self) -> None:
+        """Open the document's transaction for a local transaction (see
+        :class:`crdt_sync.writes.Transaction`): reset what it counts."""
+        self.handle.begin()
+        self.spent = 0
+        self.updated = False
+
+    def spend(self, size: int) -> None:
+        """Count ``size`` bytes written by the open transaction; refuse past the limit."""
+        spent = self.spent + size
+        if spent > MAX_TX_BYTES_PER_ENTITY:
+            raise ValueRejected(f"one transaction may write at most {MAX_TX_BYTES_PER_ENTITY} bytes "
+                                f"into one entity; split the writes into several transactions")
+        self.spent = spent
+
     def close(self) -> None:
-        self._sub.drop()
+        self._unsubscribe()
 
 
 _KINDS = (KIND_VALUE, KIND_TEXT, KIND_LIST, KIND_REMOVED)

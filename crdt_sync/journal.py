@@ -16,7 +16,8 @@ same SQLite transaction, so folding twice is impossible. A file whose lock can b
 belongs to a dead process: whoever opens the data directory next folds what is left.
 
 Record: ``u32 length | u32 crc32 | u16 len(space) | u16 len(collection) | u16 len(id) |
-space | collection | id | item`` (little endian; the item as in :mod:`crdt_sync.payload`). A torn tail (only
+space | collection | id | item`` (little endian; the item as in :mod:`crdt_sync.payload`).
+This module is the only one that knows the layout. A torn tail (only
 possible when the process died while appending, before the edit returned) is ignored, and so
 is the zero-filled space reserved after the last record (a record is never empty).
 """
@@ -32,7 +33,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from .payload import ITEM_HEADER
+
 _FRAME = struct.Struct("<II")  # u32 length | u32 crc32, before each record
+_ITEM_HEADER = ITEM_HEADER  # u64 hlc | u32 length: a record's item (crdt_sync.payload)
 _LENS = struct.Struct("<HHH")
 #: bytes reserved when a journal file is created, and the least it grows by
 RESERVE_BYTES = 1 << 20
@@ -40,16 +44,24 @@ _MAPPED = hasattr(os, "posix_fallocate")
 
 
 def key_prefix(space: str, collection: str, entity: str) -> bytes:
-    """The encoded (space, collection, id) that starts a record; cached per entity."""
+    """The encoded (space, collection, id) that starts a record."""
     parts = [p.encode("utf-8") for p in (space, collection, entity)]
     return _LENS.pack(*(len(p) for p in parts)) + b"".join(parts)
 
 
-def record_head(prefix: bytes) -> struct.Struct:
-    """A record's head for one key: ``u32 length | u32 crc32 | prefix | u64 hlc | u32 n``
-    (the item's header last), so that the record is this head and the update; see
-    :meth:`crdt_sync.replica.Replica._on_local_update` for the CRC it carries."""
-    return struct.Struct(f"<II{len(prefix)}sQI")
+class RecordKey:
+    """What appending a record for one entity needs, computed once per loaded entity: the
+    key's prefix, its CRC32 and the record's head layout ``u32 length | u32 crc32 | prefix |
+    u64 hlc | u32 n`` (the item's header last), so that a record is this head and the update.
+    Made by :meth:`Journal.record_key`; opaque to everyone else."""
+
+    __slots__ = ("base", "crc", "head", "prefix")
+
+    def __init__(self, key: tuple[str, str, str]) -> None:
+        self.prefix = key_prefix(*key)
+        self.crc = zlib.crc32(self.prefix)
+        self.head = struct.Struct(f"<II{len(self.prefix)}sQI")
+        self.base = self.head.size - _FRAME.size  # the body's length without the update
 
 
 def frame_record(prefix: bytes, item: bytes, prefix_crc: int) -> bytes:
@@ -78,6 +90,9 @@ class Journal:
         self.generation = 0
         self.count = 0
         self.size = 0
+        #: records of the current file sealed so far, and the byte offset after them: a seal
+        #: reads the records after it back from the file (see :meth:`unsealed_records`)
+        self.sealed_count = self.sealed_size = 0
         self._fd = -1
         #: the mapped file (None: records go through ``write()``), and its size (0 without
         #: a map): a record that ends within it may be copied in (see :meth:`append_record`)
@@ -111,8 +126,7 @@ class Journal:
         else:
             raise OSError(f"cannot create the journal {path}: it keeps being removed")
         self._fd = fd
-        self.count = 0
-        self.size = 0
+        self.count = self.size = self.sealed_count = self.sealed_size = 0
         if _MAPPED and not self.fsync:
             try:
                 self._reserve(RESERVE_BYTES)
@@ -133,6 +147,43 @@ class Journal:
             self.map.resize(capacity)
         self.limit = capacity
 
+    @staticmethod
+    def record_key(key: tuple[str, str, str]) -> RecordKey:
+        """The :class:`RecordKey` of an entity, for :meth:`append_update`."""
+        return RecordKey(key)
+
+    def append_update(self, rk: RecordKey, hlc: int, update: bytes) -> None:
+        """Append the record of one local transaction's ``update`` of an entity at ``hlc``.
+
+        Runs once per keystroke: ``frame_record(prefix, pack_item(hlc, update), crc)`` built
+        with fewer calls (the item's header packed with the frame, its CRC chained), and the
+        copy into the map inlined while the record ends within it.
+        """
+        n = len(update)
+        crc = zlib.crc32(update, zlib.crc32(_ITEM_HEADER.pack(hlc, n), rk.crc))
+        record = rk.head.pack(rk.base + n, crc, rk.prefix, hlc, n) + update
+        start = self.size
+        end = start + len(record)
+        if end <= self.limit:
+            self.map[start:end] = record  # type: ignore[index]
+            self.size = end
+            self.count += 1
+        else:
+            self.append_record(record)
+
+    @property
+    def unsealed(self) -> int:
+        """Records of the current file not sealed yet."""
+        return self.count - self.sealed_count
+
+    def unsealed_records(self) -> dict[tuple[str, str, str], list[bytes]]:
+        """The records not sealed yet, grouped by entity (see :func:`group_records`)."""
+        return group_records(self.written_since(self.sealed_size), verify=False)[0]
+
+    def mark_sealed(self) -> None:
+        """Every record written so far is sealed (in the store's commit that sealed them)."""
+        self.sealed_count, self.sealed_size = self.count, self.size
+
     def append(self, prefix: bytes, item: bytes, prefix_crc: int | None = None) -> None:
         """Append the record ``prefix + item`` (prefix: :func:`key_prefix`): one copy into the
         mapped file, or one ``write()`` without the map.
@@ -144,12 +195,8 @@ class Journal:
         self.append_record(frame_record(prefix, item, prefix_crc))
 
     def append_record(self, record: bytes) -> None:
-        """Append a record built by :func:`frame_record`.
-
-        A caller on the hot path may instead copy it into :attr:`map` itself at :attr:`size`
-        when it ends within :attr:`limit` (then move :attr:`size` to its end, and count it);
-        this method is the rest: growing the map, or ``write()`` without one.
-        """
+        """Append a record built by :func:`frame_record` (or by :meth:`append_update`): a
+        copy into the map, growing it first if needed, or ``write()`` without one."""
         start = self.size
         end = start + len(record)
         mapped = self.map

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import builtins
-import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol
 
 import cbor2
 
+from .cache import EntityCache
 from .entity import (
     DELETED,
     KIND_LIST,
@@ -20,176 +20,41 @@ from .entity import (
     check_field_name,
     check_text_insert,
 )
-from .errors import CrdtSyncError, NotFound, ValueRejected
-from .hlc import COUNTER_BITS, hlc_to_iso, wall_ms
+from .errors import NotFound
+from .hlc import hlc_to_iso
 from .payload import unpack_items
+from .results import Change
+from .store import EntityKey, Store
 from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
+from .writes import LocalWrites, Transaction
 
-if TYPE_CHECKING:
-    from .replica import Change, Replica
-    from .store import EntityKey
-
-#: Largest total of values one transaction may write into one entity (keeps every
-#: transaction's update well inside one envelope).
-MAX_TX_BYTES_PER_ENTITY = 256 * 1024
 KIND_NAMES = {KIND_VALUE: "value", KIND_TEXT: "text", KIND_LIST: "list", KIND_REMOVED: "removed"}
 
 
-class Transaction:
-    """An open transaction of a replica (see :meth:`Replica.transaction`).
+class SpaceHost(Protocol):
+    """What a space needs of its replica (:class:`crdt_sync.Replica` is one)."""
 
-    Kept lean on purpose: typing into a text field is one transaction per keystroke, so
-    every attribute and call here is paid per edit (see docs/BENCHMARKS.md, Write path).
-    Per-entity state (bytes written, whether it changed) lives on the entity while the
-    transaction holds it open.
-    """
+    def refresh(self) -> None: ...
 
-    __slots__ = ("_outer", "docs", "hlc", "replica")
+    def seal(self) -> None: ...
 
-    def __init__(self, replica: Replica) -> None:
-        self.replica = replica
-        self.hlc = 0
-        self.docs: dict[EntityKey, EntityDoc] = {}  # opened entities, in order
-        self._outer: Transaction | None = None
+    def observe(self, callback: Callable[[builtins.list[Change]], None],
+                space: str | None = None) -> Callable[[], None]: ...
 
-    @property
-    def author(self) -> str:
-        return self.replica.device_id
-
-    def __enter__(self) -> Self:
-        # Become the replica's open transaction, or join the one already open. (Written
-        # out here rather than in a Replica method: it runs per keystroke.)
-        replica = self.replica
-        outer = replica._tx
-        if outer is not None:
-            # Nested: share the outer transaction's state, so writes made through this
-            # object belong to the outer one (one timestamp, one journal write per entity).
-            self._outer, self.hlc, self.docs = outer, outer.hlc, outer.docs
-            return self
-        if replica._closed:
-            raise CrdtSyncError("this replica is closed")
-        # refresh(), inlined, and the store's signal read here first (per keystroke)
-        store = replica._store
-        if store.signal[0] != store.seen and store.changed_elsewhere():
-            replica._notify(replica._refresh_locked(), "store")
-        clock = replica._clock
-        if clock._wall is wall_ms:  # HybridClock.now() with the default clock, inlined
-            physical = time.time_ns() // 1_000_000 << COUNTER_BITS
-            last = clock._last
-            self.hlc = clock._last = physical if physical > last else last + 1
-        else:
-            self.hlc = clock.now()
-        replica._tx = self
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._outer is not None:
-            return
-        error: BaseException | None = None
-        try:
-            # Commit every entity's pycrdt transaction even when one fails: the edits are in
-            # the documents already and must reach the journal, or memory and disk would differ.
-            for ent in self.docs.values():
-                txn = ent.txn  # what pycrdt's Transaction.__exit__ does (see doc())
-                try:
-                    txn.commit()  # the observer journals the update here, and may raise
-                except BaseException as failed:  # a journal write failed: the replica knows
-                    error = error or failed
-                finally:
-                    # the document lets go of our pycrdt transaction object (doc() resets
-                    # the object itself before its next use)
-                    ent.txn = ent.doc._txn = None
-                    txn.drop()
-        finally:
-            replica = self.replica
-            replica._tx = None
-            # Replica._end does the rest only when there is something to do (checked here:
-            # this runs per keystroke): a fold is due after a pause or at the latest at
-            # _fold_at (Replica.maintain)
-            now = time.monotonic()
-            if replica._attention or now >= replica._fold_at \
-                    or now - replica._last_edit >= replica._seal_interval:
-                replica._end(self)
-            replica._last_edit = now
-            # Writers and text fields outlive their transaction (they are reused): let go
-            # of the entities, which may be evicted now.
-            self.docs.clear()
-        if error is not None:
-            raise error
-
-    def changed(self) -> set[EntityKey]:
-        """Entities this transaction changed (after it committed them)."""
-        return {key for key, ent in self.docs.items() if ent.updated}
-
-    def doc(self, key: EntityKey) -> EntityDoc:
-        ent = self.docs.get(key)
-        if ent is None:
-            replica = self.replica
-            open_tx = replica._tx
-            if open_tx is not self and (open_tx is None or open_tx is not self._outer):
-                raise CrdtSyncError("this transaction has ended: write inside "
-                                    "`with space.transaction() as tx:`")
-            cache = replica._cache  # Replica._entity's cache hit, inlined
-            ent = cache.get(key)
-            if ent is None:
-                ent = replica._entity(key)
-            else:
-                cache.move_to_end(key)
-            self.docs[key] = ent
-            # Open the document's transaction: what pycrdt's Transaction.__enter__ does for
-            # a document like ours (no origin, no lock, no pycrdt-level observers), without
-            # its Python frames (typing pays for this per keystroke, and on a long text every
-            # Python call between two edits also costs the next edit cache misses in the
-            # CRDT's block list). Reads made through pycrdt inside find ``doc._txn`` and join.
-            doc, ytx = ent.doc, ent.ytx
-            if doc._txn is not None:  # cannot happen through our API; never nest a second one
-                raise RuntimeError(f"{key} already has an open transaction")
-            ytx._txn = ent.txn = ent.binding.create_transaction()
-            ytx._leases = 1
-            doc._txn = ytx
-            ent.spent = 0
-            ent.updated = False
-        return ent
-
-
-def spend(ent: EntityDoc, size: int) -> None:
-    """Count ``size`` bytes written into ``ent`` by its open transaction; refuse past the
-    per-transaction limit."""
-    ent.spent += size
-    if ent.spent > MAX_TX_BYTES_PER_ENTITY:
-        ent.spent -= size
-        raise ValueRejected(f"one transaction may write at most {MAX_TX_BYTES_PER_ENTITY} bytes "
-                            f"into one entity; split the writes into several transactions")
+    def version_vector(self, space: str) -> dict[str, int]: ...
 
 
 class SpaceTransaction(Transaction):
-    """Writes to one space; ``with space.transaction() as tx:``."""
+    """Writes to one space; ``with space.transaction() as tx:`` (made by :meth:`Space.transaction`)."""
 
     __slots__ = ("space",)
 
-    def __init__(self, space: Space) -> None:  # Transaction.__init__, inlined (per keystroke)
-        self.replica = space.replica
-        self.hlc = 0
-        self.docs = {}
-        self._outer = None
+    def __init__(self, writes: LocalWrites, space: Space) -> None:
+        super().__init__(writes)
         self.space = space
 
     def entity(self, collection: str, id: str) -> EntityWriter:
-        key = (self.space.name, collection, id)
-        # Writers are kept per entity and handed to each transaction in turn (a keystroke
-        # is a transaction: building one each time showed); the names were checked when
-        # the writer was made.
-        writers = self.space._writers
-        writer = writers.get(key)
-        if writer is None:
-            check_name("collection", collection)
-            check_name("entity id", id)
-            if len(writers) > 4096:
-                writers.clear()
-            writer = writers[key] = EntityWriter(self, key)
-        else:
-            writer._tx = self
-        return writer
+        return self.space.writer(self, (self.space.name, collection, id))
 
     def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
         """Merge ``fields`` into the entity, creating it (or reviving it if deleted)."""
@@ -208,9 +73,13 @@ class EntityWriter:
         self._tx = tx
         self.key = key
 
+    def rebind(self, tx: Transaction) -> None:
+        """Write in ``tx`` from now on (see :meth:`Space.writer`)."""
+        self._tx = tx
+
     def _write(self, name: str, kind: int, value: Any, size: int) -> None:
         ent = self._tx.doc(self.key)
-        spend(ent, size)
+        ent.spend(size)
         ent.write(name, kind, value, self._tx.hlc, self._tx.author)
         if name != DELETED and ent.deleted:  # writing to a deleted entity revives it
             ent.write(DELETED, KIND_VALUE, False, self._tx.hlc, self._tx.author)
@@ -241,7 +110,7 @@ class EntityWriter:
     def delete(self) -> None:
         """Tombstone the entity; it merges like any other write (the later one by HLC wins)."""
         ent = self._tx.doc(self.key)
-        spend(ent, 16)
+        ent.spend(16)
         ent.write(DELETED, KIND_VALUE, True, self._tx.hlc, self._tx.author)
 
     def text(self, name: str) -> TextField:
@@ -288,7 +157,7 @@ class TextField:
 
     def __init__(self, ent: EntityDoc, text: Any) -> None:
         self._ent, self._text = ent, text
-        self._bound = text._integrated  # the binding's Text (see insert)
+        self._bound = ent.handle.text_binding(text)  # see insert
         #: the length while the text is known to hold only ASCII (pycrdt's UTF-8 byte
         #: offsets are then character indices), else None. Known-ASCII texts skip the O(n)
         #: conversion, which keeps typing into long texts fast. The entity forgets it
@@ -305,6 +174,10 @@ class TextField:
             return None
         return text
 
+    def forget_size(self) -> None:
+        """Forget the known-ASCII length (an update from elsewhere may have changed the text)."""
+        self._size = None
+
     def _resized(self, delta: int, text: str = "") -> None:
         if self._size is not None and text.isascii():
             self._size += delta
@@ -318,20 +191,18 @@ class TextField:
             # bytes, so the index needs no conversion and the length is known.
             n = len(text)
             ent = self._ent
-            spent = ent.spent + n
-            if n > MAX_TEXT_INSERT or spent > MAX_TX_BYTES_PER_ENTITY:
-                check_text_insert(text)  # raise, with the reason
-                spend(ent, n)
-            ent.spent = spent
-            txn = ent.txn
-            if txn is not None:  # inside our transaction: the binding directly (pycrdt's
-                self._bound.insert(txn, index, text, None)  # wrapper costs 5 calls)
+            if n > MAX_TEXT_INSERT:
+                check_text_insert(text)  # raises, with the reason
+            ent.spend(n)
+            handle = ent.handle
+            if handle.open:  # inside our transaction: through the handle (pycrdt's wrapper
+                handle.insert_text(self._bound, index, text)  # costs 5 calls)
             else:
                 self._text.insert(index, text)
             self._size = size + n
             return
         check_text_insert(text)
-        spend(self._ent, len(text))
+        self._ent.spend(len(text))
         chars = self._chars()
         if chars is None:
             at = _insert_at(index, self._size or 0)
@@ -342,16 +213,16 @@ class TextField:
 
     def append(self, text: str) -> None:
         check_text_insert(text)
-        spend(self._ent, len(text))
+        self._ent.spend(len(text))
         self._text.insert(len(self._text), text)  # the end in bytes is the end in characters
         self._resized(len(text), text)
 
     def delete(self, index: int, length: int = 1) -> None:
         size = self._size
         if size is not None and index >= 0 and length > 0 and index + length <= size:
-            txn = self._ent.txn  # known-ASCII, in range: the lean case (see insert)
-            if txn is not None:
-                self._bound.remove_range(txn, index, length)
+            handle = self._ent.handle  # known-ASCII, in range: the lean case (see insert)
+            if handle.open:
+                handle.remove_text(self._bound, index, length)
             else:
                 del self._text[index:index + length]
             self._size = size - length
@@ -370,7 +241,7 @@ class TextField:
     def set(self, text: str) -> None:
         """Replace the whole text (a delete and an insert: not a merge with concurrent edits)."""
         check_text_insert(text)
-        spend(self._ent, len(text))
+        self._ent.spend(len(text))
         self._text.clear()
         self._text.insert(0, text)
         self._size = len(text) if text.isascii() else None
@@ -391,7 +262,7 @@ class ListField:
 
     def _encode(self, value: Any) -> bytes:
         data = encode_value(value)
-        spend(self._ent, len(data))
+        self._ent.spend(len(data))
         return data
 
     def append(self, value: Any) -> None:
@@ -399,7 +270,7 @@ class ListField:
 
     def extend(self, values: list[Any]) -> None:
         encoded = [encode_value(v) for v in values]
-        spend(self._ent, sum(map(len, encoded)))
+        self._ent.spend(sum(map(len, encoded)))
         self._array.extend(encoded)
 
     def insert(self, index: int, value: Any) -> None:
@@ -428,14 +299,34 @@ def _entry_dict(e: Entry) -> dict[str, Any]:
 class Space:
     """A space of a replica: the unit of sharing. Obtained from :meth:`Replica.space`."""
 
-    def __init__(self, replica: Replica, name: str) -> None:
+    def __init__(self, replica: SpaceHost, name: str, writes: LocalWrites, cache: EntityCache,
+                 store: Store) -> None:
         self.replica = replica
         self.name = name
+        self._writes = writes
+        self._cache = cache
+        self._store = store
         self._writers: dict[EntityKey, EntityWriter] = {}  # see SpaceTransaction.entity
 
     def transaction(self) -> SpaceTransaction:
         """Writes to this space: ``with space.transaction() as tx:`` (see :meth:`Replica.transaction`)."""
-        return SpaceTransaction(self)  # entering it checks that the replica is open
+        return SpaceTransaction(self._writes, self)  # entering it checks that the replica is open
+
+    def writer(self, tx: SpaceTransaction, key: EntityKey) -> EntityWriter:
+        """The writer of entity ``key`` for ``tx``: writers are kept per entity and handed to
+        each transaction in turn (a keystroke is a transaction: building one each time
+        showed). The names are checked when the writer is made."""
+        writers = self._writers
+        writer = writers.get(key)
+        if writer is None:
+            check_name("collection", key[1])
+            check_name("entity id", key[2])
+            if len(writers) > 4096:
+                writers.clear()
+            writer = writers[key] = EntityWriter(tx, key)
+        else:
+            writer.rebind(tx)
+        return writer
 
     # conveniences for one-write transactions
     def put(self, collection: str, id: str, fields: Mapping[str, Any]) -> None:
@@ -453,9 +344,9 @@ class Space:
         self.replica.refresh()
         key = (self.name, collection, id)
         # (an entity with unsealed edits is never evicted, so it is in the cache)
-        if key not in self.replica._cache and self.replica._store.entity_state(key) is None:
+        if key not in self._cache and self._store.entity_state(key) is None:
             raise NotFound(f"no entity {collection}/{id} in space {self.name!r}")
-        return self.replica._entity(key)
+        return self._cache.get(key)
 
     def get(self, collection: str, id: str) -> dict[str, Any]:
         """The entity's fields as plain Python.
@@ -478,28 +369,28 @@ class Space:
 
     def list(self, collection: str | None = None) -> builtins.list[tuple[str, str]]:
         """``(collection, id)`` of every live entity, without loading them."""
-        self.replica.flush()
+        self.replica.seal()
         self.replica.refresh()
-        return self.replica._store.list_entities(self.name, collection)
+        return self._store.list_entities(self.name, collection)
 
     def rows(self, collection: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """``(collection, id, fields)`` of every live entity, loading one at a time."""
         for coll, ent in self.list(collection):
-            yield coll, ent, self.replica._entity((self.name, coll, ent)).fields()
+            yield coll, ent, self._cache.get((self.name, coll, ent)).fields()
 
     def find(self, collection: str, **where: Any) -> builtins.list[str]:
         """Ids of live entities whose plain fields equal the given values (uses the index)."""
-        self.replica.flush()
+        self.replica.seal()
         self.replica.refresh()
         encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index
-        return self.replica._store.find(self.name, collection, encoded)
+        return self._store.find(self.name, collection, encoded)
 
     def conflicts(self) -> builtins.list[dict[str, Any]]:
         """Fields whose concurrent writes disagreed: the winner and the values that lost."""
-        self.replica.flush()
+        self.replica.seal()
         self.replica.refresh()
         out = []
-        for coll, ent, field, detail in self.replica._store.conflicts(self.name):
+        for coll, ent, field, detail in self._store.conflicts(self.name):
             entries = [Entry(h, a, 0, k, v) for h, a, k, v in cbor2.loads(detail)]
             out.append({"collection": coll, "id": ent,
                         "field": "(deleted)" if field == DELETED else field,
@@ -510,14 +401,14 @@ class Space:
     def history(self, collection: str, id: str) -> builtins.list[dict[str, Any]]:
         """Provenance: every change to the entity, oldest first, with author and time."""
         self._loaded(collection, id)
-        self.replica.flush()
+        self.replica.seal()
         key = (self.name, collection, id)
         scratch = EntityDoc(key, 1, lambda _ent, _event: None)
         before: dict[str, Any] = {}
         was_deleted = False
         out = []
         try:
-            for author, data in self.replica._store.entity_parts(key):
+            for author, data in self._store.entity_parts(key):
                 for hlc, update in unpack_items(data):
                     scratch.apply(update)
                     after = scratch.fields()

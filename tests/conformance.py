@@ -192,7 +192,7 @@ class HandDriven:
     """One end of a link run by the test with a sans-I/O session, to send raw frames later."""
 
     def __init__(self, replica: Replica, link: FrameLink) -> None:
-        self.session = Session(replica, 0.0, FAST)
+        self.session = Session(replica.sync_host, 0.0, FAST)
         self.link = link
 
     async def authenticate(self) -> None:
@@ -285,9 +285,9 @@ class TransportConformance:
         def peers(status: dict[str, Any]) -> dict[str, Any]:
             return {p["device"]: p["version_vector"] for p in status["spaces"][SPACE]["peers"]}
 
-        assert peers(a.status()) == {b.device_id: vv}
-        assert peers(b.status()) == {a.device_id: vv}
-        assert a.status()["spaces"][SPACE]["unacknowledged"] == 0
+        assert peers(a.status().to_dict()) == {b.device_id: vv}
+        assert peers(b.status().to_dict()) == {a.device_id: vv}
+        assert a.status().spaces[SPACE].unacknowledged == 0
         a.close()  # the command opens the data directory itself
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -376,7 +376,7 @@ class TransportConformance:
         fill(b, "b", 1)
         async with open_link(link_factory) as (la, lb), asyncio.TaskGroup() as tg:
             task = tg.create_task(run_session(a, la, config=FAST, timeout=WAIT))
-            peer = Session(b, 0.0, FAST)
+            peer = Session(b.sync_host, 0.0, FAST)
             held: list[bytes] = []
             for frame in peer.start():
                 await lb.send(frame)

@@ -74,7 +74,7 @@ def mp(data: str, name: str, other: str, n_text: str, seal_interval: str) -> Non
 
     # Meet first, so the edit loops below really overlap.
     space.put("markers", f"{name}-ready", {"by": name})
-    replica.flush()  # make it visible to the other process now
+    replica.seal()  # make it visible to the other process now
     wait_until(replica, present("markers", f"{other}-ready"), f"{other}-ready")
 
     for i in range(n):
@@ -87,7 +87,7 @@ def mp(data: str, name: str, other: str, n_text: str, seal_interval: str) -> Non
             shared.list("items").append(f"{name}{i}")
 
     space.put("markers", f"{name}-done", {"n": n})
-    replica.flush()
+    replica.seal()
     wait_until(replica, present("markers", f"{other}-done"), f"{other}-done")
 
     # Everything the other process reported done must be readable here, in this process.

@@ -294,7 +294,7 @@ class RawPeer:
     def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
                  replica: Replica | None, spaces: list[str] | None, config: SessionConfig) -> None:
         self.http, self.ws = http, ws
-        self.session = Session(replica, 0.0, config, spaces=spaces) if replica is not None else None
+        self.session = Session(replica.sync_host, 0.0, config, spaces=spaces) if replica is not None else None
         self.received: list[Message] = []
         self.vanished = False
 

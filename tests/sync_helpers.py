@@ -61,7 +61,7 @@ def fill(replica: Replica, prefix: str, count: int, space: str = SPACE) -> None:
     sp = replica.space(space)
     for i in range(count):
         sp.put("equipment", f"{prefix}-{i}", {"n": i, "by": prefix})
-        replica.flush()
+        replica.seal()
 
 
 # -- sessions over links -----------------------------------------------------------------------

@@ -39,12 +39,12 @@ class World:
         self.target = Replica(tmp / "target", wall=self.clock_t)
         sp = self.a.space(SPACE)
         sp.put("eq", "pump", {"status": "ok", "n": 1})
-        self.a.flush()
+        self.a.seal()
         exchange(self.a, self.target, SPACE)
         # Concurrent writes to one field: a conflict on the target once a's seq 2 arrives.
         self.clock_a.advance(100)
         sp.put("eq", "pump", {"status": "worn"})
-        self.a.flush()
+        self.a.seal()
         self.clock_t.advance(50)
         self.target.space(SPACE).put("eq", "pump", {"status": "replaced"})
         exchange(self.a, self.target, SPACE)
@@ -53,7 +53,7 @@ class World:
             sp.put("eq", "valve", {"turns": i})
             with sp.transaction() as tx:
                 tx.entity("eq", "cached").text("notes").append(f"note {i}. ")
-            self.a.flush()
+            self.a.seal()
         self.target.space(SPACE).put("eq", "cached", {"local": True})
         self.target.space(SPACE).get("eq", "cached")  # loaded: applies to a cached doc too
         assert self.target.space(SPACE).conflicts(), "the setup should hold a conflict"
@@ -97,7 +97,7 @@ def assert_refused(replica: Replica, data: bytes, reason: str | set[str],
     assert space_state(replica, SPACE, KEYS) == before
     rejections = replica.rejections(limit=10**6)
     assert len(rejections) == recorded + 1
-    assert (rejections[0]["reason"], rejections[0]["source"]) == (info.value.reason, "usb-stick")
+    assert (rejections[0].reason, rejections[0].source) == (info.value.reason, "usb-stick")
     if reopen:
         path = replica.path
         replica.close()
@@ -207,7 +207,7 @@ def test_broken_chain_all_or_nothing(world: World) -> None:
     # A valid, new envelope before the gap must not be applied either.
     world.clock_a.advance(10)
     world.a.space(SPACE).put("eq", "valve", {"turns": 99})
-    world.a.flush()
+    world.a.seal()
     envs = world.envelopes()
     seq, _ = world.head()
     assert len(envs) >= seq + 3
@@ -412,7 +412,7 @@ def test_receive_refuses_and_records_like_import(world: World) -> None:
         world.target.receive([env], source="peer:x")
     assert info.value.reason == "bad-payload"
     assert space_state(world.target, SPACE, KEYS) == before
-    assert world.target.rejections()[0]["source"] == "peer:x"
+    assert world.target.rejections()[0].source == "peer:x"
 
 
 def test_replica_keeps_working_after_refusals(world: World) -> None:

@@ -160,7 +160,7 @@ class TestRelayWebSocketLinks(TransportConformance):
         fill(b, "b", 1)
         async with open_link(link_factory) as (la, lb), asyncio.TaskGroup() as tg:
             task = tg.create_task(run_session(a, la, config=FAST, timeout=WAIT))
-            peer = Session(b, 0.0, FAST)
+            peer = Session(b.sync_host, 0.0, FAST)
             held: list[bytes] = []
             for frame in peer.start():
                 await lb.send(frame)
@@ -282,9 +282,9 @@ class TestRelayStoreAndForward:
             return {p["device"]: p["version_vector"] for p in status["spaces"][SPACE]["peers"]}
 
         relay = links.relay.device_id
-        assert peers(a.status()) == {relay: vv}  # a's peer is the relay, not b
-        assert peers(b.status()) == {relay: vv}
-        assert a.status()["spaces"][SPACE]["unacknowledged"] == 0
+        assert peers(a.status().to_dict()) == {relay: vv}  # a's peer is the relay, not b
+        assert peers(b.status().to_dict()) == {relay: vv}
+        assert a.status().spaces[SPACE].unacknowledged == 0
         a.close()  # the command opens the data directory itself
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -358,7 +358,7 @@ class TestRelayStoreAndForward:
         await upload(links, a)  # the relay holds a's envelope
         relay = links.relay
         async with open_link(links) as (_la, lb):
-            peer = Session(b, 0.0, FAST)
+            peer = Session(b.sync_host, 0.0, FAST)
             held: list[bytes] = []
             for frame in peer.start():
                 await lb.send(frame)

@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import crdt_sync.replica as replica_module
+import crdt_sync.sealing as replica_module
 from crdt_sync import NotFound, Rejected, Replica, Space
 from tests.helpers import ManualClock, chains, exchange, scalar_values, space_state, sync_all
 
@@ -156,7 +156,7 @@ class Convergence(RuleBasedStateMachine):
         except Rejected as rejected:
             assert rejected.reason == "broken-chain"
             assert space_state(target, SPACE, KEYS) == before
-            assert target.rejections()[0]["reason"] == "broken-chain"
+            assert target.rejections()[0].reason == "broken-chain"
             assert len(target.rejections(limit=10**6)) == rejections + 1
 
     @rule()
@@ -216,7 +216,7 @@ def test_changes_that_arrive_before_their_dependencies_survive_compaction(tmp_pa
         for i in range(replica_module.SNAPSHOT_AFTER_PARTS + 1):  # one envelope (one part) each
             with b.space(SPACE).transaction() as tx:
                 tx.entity("eq", "doc").text("body").append(str(i % 10))
-            b.flush()
+            b.seal()
         # The bundle b made for a (since a's vector), carried to c instead: chains link.
         c.import_bundle(b.export_bundle(SPACE, since=a.version_vector(SPACE)))
         c.space(SPACE).put("eq", "doc", {"status": "seen by c"})  # c touches it: close compacts it

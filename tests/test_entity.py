@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt_sync import Change, CrdtSyncError, NotFound, Replica, ValueRejected
-from crdt_sync.space import MAX_TX_BYTES_PER_ENTITY
+from crdt_sync.entity import MAX_TX_BYTES_PER_ENTITY
 from crdt_sync.values import MAX_TEXT_INSERT
 from tests.conftest import ReplicaFactory
 from tests.helpers import PROC_TIMEOUT, exchange, scalar_values, space_state, spawn_worker, typed
@@ -336,7 +336,7 @@ def test_another_process_sees_changes_to_a_loaded_entity(tmp_path: Path) -> None
     with Replica(data) as replica:
         sp = replica.space("s")
         sp.put("c", "e", {"mine": 1})
-        replica.flush()
+        replica.seal()
         assert sp.get("c", "e") == {"mine": 1}
         seen: list[Change] = []
         sp.observe(seen.extend)

@@ -50,7 +50,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[RelayServer]:
 
 def acknowledged_by(replica: Replica, peer: str, space: str = SPACE) -> dict[str, Any] | None:
     """What ``replica``'s status says ``peer`` acknowledged of ``space``."""
-    for entry in replica.status()["spaces"][space]["peers"]:
+    for entry in replica.status().to_dict()["spaces"][space]["peers"]:
         if entry["device"] == peer:
             return dict(entry)
     return None
@@ -97,7 +97,7 @@ async def test_offline_device_catches_up_where_it_left_off(relay: RelayServer,
     for day in range(3):  # the others keep working and syncing for a while
         fill(a, f"a-day{day}", 20)
         b.space(SPACE).put("equipment", "c-0", {"checked": day})  # touches what c wrote
-        b.flush()  # one envelope of its own
+        b.seal()  # one envelope of its own
         fill(b, f"b-day{day}", 10)
         await sync_once(a, relay.url)
         await sync_once(b, relay.url)
@@ -308,13 +308,13 @@ def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: P
     author = open_replica("author", seal_interval=0)
     fill(author, "a", 40)
     store = RelayStore(tmp_path / "relay")
-    store.receive([e.wire for e in author.missing_envelopes(SPACE, {}, 100, 1 << 24)], SPACE, False)
+    store.receive([e.wire for e in author.sync_host.missing_envelopes(SPACE, {}, 100, 1 << 24)], SPACE, False)
     config = SessionConfig(batch_count=5, window=4, ack_timeout=1.0, resend_interval=100.0,
                            handshake_timeout=100.0, ping_interval=100.0, dead_after=100.0)
     relay = Session(RelayHost(store, lambda device: None, lambda device, n, size: None), 0.0, config)
     device = open_replica("device")
     device.join(SPACE)
-    phone = Session(device, 0.0, config)
+    phone = Session(device.sync_host, 0.0, config)
     held: list[bytes] = []  # the relay's batches, waiting for the device to get to them
 
     def deliver(from_relay: list[bytes], from_phone: list[bytes], now: float) -> None:
@@ -357,7 +357,7 @@ def test_live_fan_out_from_the_tail_and_from_storage_behind_it(
     an event loop)."""
     author = open_replica("author", seal_interval=0)
     fill(author, "a", 48)
-    wires = [e.wire for e in author.missing_envelopes(SPACE, {}, 100, 1 << 24)]
+    wires = [e.wire for e in author.sync_host.missing_envelopes(SPACE, {}, 100, 1 << 24)]
     store = RelayStore(tmp_path / "relay", tail_entries=4)
     store.receive(wires[:5], SPACE, False)
     config = SessionConfig(batch_count=5, window=2, resend_interval=100.0, handshake_timeout=100.0,
@@ -365,7 +365,7 @@ def test_live_fan_out_from_the_tail_and_from_storage_behind_it(
     relay = Session(RelayHost(store, lambda device: None, lambda device, n, size: None), 0.0, config)
     device = open_replica("device")
     device.join(SPACE)
-    phone = Session(device, 0.0, config)
+    phone = Session(device.sync_host, 0.0, config)
 
     def deliver(from_relay: list[bytes], from_phone: list[bytes]) -> None:
         queue = deque([("relay", f) for f in from_relay] + [("phone", f) for f in from_phone])

@@ -96,7 +96,7 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
     assert SMALL_BATCHES.batch_count * KILL_AFTER_ACKS <= acked < BIG, acked
 
     async with relay_process(data) as relay:  # same data directory, a new port
-        assert relay.device_id == a.status()["spaces"][SPACE]["peers"][0]["device"]
+        assert relay.device_id == a.status().spaces[SPACE].peers[0].device
         first = await sync_once(b, relay.url)
         assert first.synced
         had = b.version_vector(SPACE).get(a.device_id, 0)

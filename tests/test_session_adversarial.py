@@ -69,13 +69,13 @@ class World:
 
     def fresh(self) -> Session:
         """Alice's session before anything arrived (it has sent its HELLO)."""
-        session = Session(self.alice, 0.0, nonce=bytes(range(32)))
+        session = Session(self.alice.sync_host, 0.0, nonce=bytes(range(32)))
         session.start()
         return session
 
     def in_sync(self, peer: Replica | None = None) -> Wire:
         """Alice's session after a complete handshake with ``peer`` (Bob by default)."""
-        wire = Wire(Session(self.alice, 0.0), Session(peer or self.bob, 0.0))
+        wire = Wire(Session(self.alice.sync_host, 0.0), Session((peer or self.bob).sync_host, 0.0))
         wire.start()
         assert wire.a.synced and wire.b.synced and wire.a.closed is None
         return wire
@@ -88,7 +88,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         fill(alice, "a", 2)
         fill(bob, "b", 2)
         mallory.join(SPACE)
-        Wire(Session(alice, 0.0), Session(bob, 0.0)).start()  # Alice and Bob now hold the same
+        Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0)).start()  # Alice and Bob now hold the same
         assert alice.version_vector(SPACE) == bob.version_vector(SPACE)
         yield World(alice, bob, mallory)
     finally:
@@ -194,7 +194,7 @@ def test_a_peer_claiming_our_own_key_is_error_3(world: World) -> None:
 def test_a_peer_claiming_another_devices_key_cannot_authenticate(world: World, proof: str) -> None:
     """Mallory presents Bob's key. She can do the whole handshake except sign as Bob."""
     before = world.state()
-    session = Session(world.alice, 0.0)
+    session = Session(world.alice.sync_host, 0.0)
     alice_hello = session.start()[0]
     mallory_hello = encode(Hello(1, 1, world.bob.identity.public_key, bytes([7]) * 32, {}))
     reply = session.receive(mallory_hello, 0.0)
@@ -292,7 +292,7 @@ def _bob_sends_new_edits(world: World, tamper: Callable[[Envelopes], Envelopes] 
             return [encode(tamper(msg))]
         return [frame]
 
-    wire = Wire(Session(world.alice, 0.0), Session(world.bob, 0.0), tamper=on_the_way)
+    wire = Wire(Session(world.alice.sync_host, 0.0), Session(world.bob.sync_host, 0.0), tamper=on_the_way)
     wire.start()
     batches = [m for m in wire.sent("b>a") if isinstance(m, Envelopes)]
     assert len(batches) == 1 and len(batches[0].envelopes) == 3
@@ -328,7 +328,7 @@ def test_a_forged_envelope_is_error_5_and_nothing_of_its_frame_applies(world: Wo
     assert not any(isinstance(e, Received) for e in session.events)
     assert world.state() == before  # the valid envelopes of the frame were discarded too
     assert len(world.alice.rejections()) == rejections + 1
-    assert world.alice.rejections(1)[0]["reason"] == "bad-signature"
+    assert world.alice.rejections(1)[0].reason == "bad-signature"
 
 
 def test_replayed_envelopes_are_duplicates_that_change_nothing(world: World) -> None:
@@ -378,7 +378,7 @@ def test_a_time_at_the_end_of_the_clock_is_refused_and_alice_can_still_write(
     assert session.closed is not None and session.closed.code == E_REJECTED
     assert world.state() == before
     world.alice.space(SPACE).put("equipment", "after", {"ok": True})
-    world.alice.flush()
+    world.alice.seal()
     assert world.alice.space(SPACE).get("equipment", "after") == {"ok": True}
 
 
@@ -416,7 +416,7 @@ def test_a_fork_is_error_5(world: World) -> None:
     after = world.state()
     feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
     assert session.closed is not None and session.closed.code == E_REJECTED
-    assert world.alice.rejections(1)[0]["reason"] == "fork"
+    assert world.alice.rejections(1)[0].reason == "fork"
     assert world.state() == after
 
 
@@ -424,7 +424,7 @@ def test_a_fork_is_error_5(world: World) -> None:
 def test_a_peer_that_never_acks_stalls_the_sender_at_its_window(world: World) -> None:
     fill(world.alice, "more", 40)
     config = SessionConfig(batch_count=2, window=4, ack_timeout=3.0)
-    wire = Wire(Session(world.alice, 0.0, config), Session(world.mallory, 0.0),
+    wire = Wire(Session(world.alice.sync_host, 0.0, config), Session(world.mallory.sync_host, 0.0),
                 tamper=lambda d, f: [] if d == "b>a" and isinstance(decode(f), Ack) else [f])
     wire.start()
     sent = [m for m in wire.sent("a>b") if isinstance(m, Envelopes)]
@@ -450,7 +450,7 @@ def test_a_resend_overtaken_by_the_ack_of_its_original_still_ends_synced(world: 
             return []
         return [frame]
 
-    wire = Wire(Session(world.alice, 0.0), Session(world.bob, 0.0), tamper=slow)
+    wire = Wire(Session(world.alice.sync_host, 0.0), Session(world.bob.sync_host, 0.0), tamper=slow)
     wire.start()
     wire.now = wire.b.config.ack_timeout + 1.0
     wire.run([], wire.b.tick(wire.now))  # go back: the same envelopes as batch 2

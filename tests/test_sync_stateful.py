@@ -122,7 +122,7 @@ class SyncMachine(RuleBasedStateMachine):
         replica = self.r(i)
         for k in range(n):
             replica.space(SPACE).put("eq", id, {"count": k})
-            replica.flush()
+            replica.seal()
 
     @rule(i=who, id=ids)
     def delete(self, i: int, id: str) -> None:

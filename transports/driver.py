@@ -178,7 +178,7 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         replica.refresh()  # other processes' edits: observers set `changed`
 
     hooks.idle = idle
-    session = Session(replica, clock(), config, spaces=spaces)
+    session = Session(replica.sync_host, clock(), config, spaces=spaces)
     if on_session is not None:
         on_session(session)
     unsubscribe = replica.observe(lambda _changes: hooks.changed.set())

@@ -106,7 +106,7 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
-        status = replica.status()
+        status = replica.status().to_dict()
 
     def human() -> None:
         out.console.print(f"device  {status['device']}\ndata    {status['data']}\n"

@@ -61,7 +61,7 @@ class OursDoc:
                     body.insert(pos + at, inserted[at:at + CHUNK])
 
     def settle(self) -> None:
-        self.replica.flush()  # seal the journal into envelopes: part of the write path's cost
+        self.replica.seal()  # seal the journal into envelopes: part of the write path's cost
 
     def text(self) -> str:
         try:
@@ -84,12 +84,13 @@ class OursDoc:
     def take_local(self) -> Update:
         """This replica's own envelopes since the last call (not those it merged)."""
         replica = self.replica
-        replica.flush()
+        replica.seal()
         vv = replica.version_vector(SPACE)
         me = replica.device_id
         if vv.get(me, 0) == self._handed_out:
             return []
-        envelopes = replica.missing_envelopes(SPACE, {**vv, me: self._handed_out}, ALL, ALL_BYTES)
+        envelopes = replica.sync_host.missing_envelopes(SPACE, {**vv, me: self._handed_out}, ALL,
+                                                      ALL_BYTES)
         self._handed_out = vv[me]
         return [env.wire for env in envelopes]
 
@@ -150,7 +151,7 @@ class OursEngine:
     def catch_up(self, ahead: Any, behind: Any) -> CatchUp:
         from ..._flights import drive
 
-        run = drive(ahead.replica, behind.replica)
+        run = drive(ahead.replica.sync_host, behind.replica.sync_host)
         return CatchUp(run.sync_total, run.seconds,
                        {"with_handshake": run.total, "flights": run.flights, "envelopes": run.envelopes,
                         "frame_bytes": run.type_bytes})

@@ -1,0 +1,82 @@
+"""What the replica's public methods return: typed, frozen, and plain to turn into JSON
+(:func:`dataclasses.asdict`), so the CLI's ``--json`` output is the same data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What an observer is told: an entity changed, and where the change came from.
+
+    ``origin`` is ``"local"`` (this process), ``"store"`` (another process on the same data
+    directory) or ``"remote"`` (merged from another device).
+    """
+
+    space: str
+    collection: str
+    id: str
+    origin: str
+
+
+class ReceiveResult(NamedTuple):
+    """What :meth:`crdt_sync.Replica.receive` did with a batch of envelopes (a named tuple:
+    ``applied, duplicates, gaps = replica.receive(...)`` works too)."""
+
+    applied: int
+    duplicates: int
+    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``)
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    space: str
+    exporter: str
+    applied: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused input, as recorded: when (ms since the epoch), from where, why."""
+
+    at: int
+    source: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    device: str
+    version_vector: dict[str, int]
+    #: when this device last heard from the peer (ISO 8601)
+    seen: str
+    #: envelopes this device holds that the peer did not acknowledge
+    behind: int
+    synced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceStatus:
+    version_vector: dict[str, int]
+    #: this device's envelopes that no peer acknowledged
+    unacknowledged: int
+    peers: list[PeerStatus]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Device id, spaces with version vectors, unsealed edits, rejections recorded."""
+
+    device: str
+    data: str
+    spaces: dict[str, SpaceStatus]
+    unsealed: int
+    rejections: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
