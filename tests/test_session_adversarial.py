@@ -88,7 +88,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         fill(alice, "a", 2)
         fill(bob, "b", 2)
         mallory.join(SPACE)
-        Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0)).start()  # Alice and Bob now hold the same
+        Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0)).start()
+        # Alice and Bob now hold the same
         assert alice.version_vector(SPACE) == bob.version_vector(SPACE)
         yield World(alice, bob, mallory)
     finally:
