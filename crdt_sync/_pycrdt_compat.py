@@ -96,7 +96,7 @@ class PublicDocHandle:
 class FastDocHandle:
     """The same through the binding, without pycrdt's Python wrappers (see the module docstring)."""
 
-    __slots__ = ("binding", "doc", "open", "txn", "ytx")
+    __slots__ = ("_subscriptions", "binding", "doc", "open", "txn", "ytx")
 
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
@@ -106,12 +106,20 @@ class FastDocHandle:
         self.ytx = Transaction(doc)
         self.txn: Any = None
         self.open = False
+        # the binding drops an observer whose subscription is garbage-collected: keep them
+        self._subscriptions: list[Any] = []
 
     def observe(self, callback: UpdateCallback) -> Callable[[], None]:
         # On the binding directly: pycrdt's Doc.observe adds two Python frames per
         # transaction, and collects exceptions instead of letting them out of the commit.
         sub = self.binding.observe(callback)
-        return sub.drop  # type: ignore[no-any-return]
+        self._subscriptions.append(sub)
+
+        def unsubscribe() -> None:
+            if sub in self._subscriptions:
+                self._subscriptions.remove(sub)
+                sub.drop()
+        return unsubscribe
 
     def begin(self) -> None:
         # What pycrdt's Transaction.__enter__ does for a document like ours (no origin, no

@@ -13,11 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt_sync import Change, CrdtSyncError, NotFound, Replica, ValueRejected
+from crdt_sync import Change, CrdtSyncError, NotFound, Replica, ValueRejected, _pycrdt_compat
 from crdt_sync.entity import MAX_TX_BYTES_PER_ENTITY
 from crdt_sync.values import MAX_TEXT_INSERT
 from tests.conftest import ReplicaFactory
 from tests.helpers import PROC_TIMEOUT, exchange, scalar_values, space_state, spawn_worker, typed
+
+
+@pytest.fixture(autouse=True, params=["internals", "public-api"])
+def pycrdt_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both of _pycrdt_compat's paths: pycrdt's internals (the fast
+    path, when the installed pycrdt checks out) and its public API (the fallback)."""
+    if request.param == "internals" and not _pycrdt_compat.INTERNALS:
+        pytest.skip(f"pycrdt's internals are not usable here: {_pycrdt_compat.FALLBACK_REASON}")
+    monkeypatch.setattr(_pycrdt_compat, "INTERNALS", request.param == "internals")
+    return str(request.param)
 
 
 def _reopened_and_copied(open_replica: ReplicaFactory, a: Replica, name: str) -> list[Replica]:
