@@ -49,7 +49,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO / "../shared/traces/seq-automerge-paper.json.gz"
 #: The issue's goal: the full write path costs at most this much more than raw pycrdt.
 TARGET_RATIO = 1.3
-ENGINES = {"pycrdt": "raw pycrdt", "ours": "crdt-sync", "ours-fsync": "crdt-sync fsync=True"}
+ENGINES = {"pycrdt": "raw pycrdt", "ours": "crdt-sync", "ours-fsync": "crdt-sync fsync=True",
+           "pycrdt-coalesced": "raw pycrdt, N edits per transaction",
+           "ours-coalesced": "crdt-sync, N edits per transaction"}
 #: transactions per turn with ``--turns``: short enough that load changes hit both engines
 #: alike, long enough (tens of ms) that switching processes costs little
 TURN = 1000
@@ -87,7 +89,12 @@ class Engine:
     close: Callable[[], None] = lambda: None
 
 
-def _open_pycrdt(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
+def _groups(lo: int, hi: int, group: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` in runs of ``group`` transactions (``--coalesce``)."""
+    return [(start, min(start + group, hi)) for start in range(lo, hi, group)]
+
+
+def _open_pycrdt(trace: _trace.Trace, data: Path, fsync: bool, group: int = 1) -> Engine:
     from pycrdt import Doc, Text
 
     doc: Doc[Any] = Doc()
@@ -103,10 +110,20 @@ def _open_pycrdt(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
                         del text[pos:pos + deleted]
                     if inserted:
                         text.insert(pos, inserted)
-    return Engine(run, lambda: str(text))
+
+    def run_coalesced(lo: int, hi: int) -> None:
+        for start, stop in _groups(lo, hi, group):
+            with doc.transaction():
+                for patches in trace.patches(start, stop):
+                    for pos, deleted, inserted in patches:
+                        if deleted:
+                            del text[pos:pos + deleted]
+                        if inserted:
+                            text.insert(pos, inserted)
+    return Engine(run if group == 1 else run_coalesced, lambda: str(text))
 
 
-def _open_ours(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
+def _open_ours(trace: _trace.Trace, data: Path, fsync: bool, group: int = 1) -> Engine:
     from crdt_sync import Replica
 
     replica = Replica(data, fsync=fsync)
@@ -124,8 +141,21 @@ def _open_ours(trace: _trace.Trace, data: Path, fsync: bool) -> Engine:
                         body.delete(pos, deleted)
                     if inserted:
                         body.insert(pos, inserted)
-    return Engine(run, lambda: str(space.get("docs", "paper").get("body", "")), replica.seal,
-                  replica.close)
+    def run_coalesced(lo: int, hi: int) -> None:
+        # ``group`` edits in one transaction: one CRDT transaction and one journal record for
+        # all of them. A lower bound on the cost of coalescing keystrokes inside the engine,
+        # which would also have to journal each keystroke before it returns.
+        for start, stop in _groups(lo, hi, group):
+            with space.transaction() as tx:
+                body = tx.entity("docs", "paper").text("body")
+                for patches in trace.patches(start, stop):
+                    for pos, deleted, inserted in patches:
+                        if deleted:
+                            body.delete(pos, deleted)
+                        if inserted:
+                            body.insert(pos, inserted)
+    return Engine(run if group == 1 else run_coalesced,
+                  lambda: str(space.get("docs", "paper").get("body", "")), replica.seal, replica.close)
 
 
 def _replay(engine: Engine, txns: int, channel: ChildChannel) -> tuple[float, float]:
@@ -162,7 +192,9 @@ def _child(args: argparse.Namespace) -> int:
     expected = args.expected.read_text(encoding="utf-8")
     channel = ChildChannel()
     data = Path(args.data_dir)
-    engine = (_open_pycrdt if args.child == "pycrdt" else _open_ours)(trace, data, args.child == "ours-fsync")
+    opener = _open_pycrdt if args.child.startswith("pycrdt") else _open_ours
+    engine = opener(trace, data, args.child == "ours-fsync",
+                    args.coalesce if args.child.endswith("-coalesced") else 1)
     with profiled(args.profile / f"{args.child}.prof" if args.profile else None):
         seconds, cpu_seconds = _replay_in_turns(engine, channel) if args.turns \
             else _replay(engine, args.limit, channel)
@@ -205,7 +237,8 @@ def _prepare(trace_path: Path, limit: int | None, work: Path) -> tuple[Path, Pat
 
 
 def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[Run]]:
-    engines = ["pycrdt", "ours"] + (["ours-fsync"] if args.fsync else [])
+    engines = ["pycrdt", "ours"] + (["ours-fsync"] if args.fsync else []) \
+        + (["pycrdt-coalesced", "ours-coalesced"] if args.coalesce > 1 else [])
     runs: dict[str, list[Run]] = {e: [] for e in engines}
     with tempfile.TemporaryDirectory(prefix="crdt-bench-", dir=args.tmpdir) as tmp:
         work = Path(tmp)
@@ -218,7 +251,7 @@ def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[R
                 def child_args(engine: str, rep: int = rep) -> list[str]:
                     return ["--child", engine, "--trace-data", str(compact), "--expected",
                             str(reference), "--limit", str(txns), "--data-dir",
-                            str(work / f"{engine}-{rep}")] \
+                            str(work / f"{engine}-{rep}"), "--coalesce", str(args.coalesce)] \
                         + (["--profile", str(args.profile)] if args.profile else []) \
                         + (["--turns"] if args.turns else [])
                 if args.turns:
@@ -284,10 +317,11 @@ HEADERS = ["engine", "edits", "wall s", "best s", "CPU s", "edits/s", "µs/edit"
            "CPU vs pycrdt", "peak RSS MB", "disk MB", "close s"]
 
 
-def _row(s: Summary, base: Summary, close_timeout: float) -> list[str]:
-    ours = s.engine != "pycrdt"
+def _row(s: Summary, base: Summary, close_timeout: float, coalesce: int) -> list[str]:
+    ours = not s.engine.startswith("pycrdt")
     closed = s.close_seconds is not None
-    return [ENGINES[s.engine], f"{s.txns:,}", f"{s.seconds:.2f}", f"{s.best_seconds:.2f}",
+    return [ENGINES[s.engine].replace("N edits", f"{coalesce} edits"), f"{s.txns:,}", f"{s.seconds:.2f}",
+            f"{s.best_seconds:.2f}",
             f"{s.cpu_seconds:.2f}", f"{s.txns / s.seconds:,.0f}", f"{s.seconds / s.txns * 1e6:.1f}",
             f"{s.seconds / base.seconds:.2f}x", f"{s.cpu_seconds / base.cpu_seconds:.2f}x",
             f"{s.peak_rss_mb:.0f}" + ("" if closed else "*"),
@@ -302,6 +336,13 @@ def _report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
     targets = [Target("crdt-sync / raw pycrdt, wall time", ours.seconds / base.seconds, TARGET_RATIO, "x"),
                Target("crdt-sync / raw pycrdt, CPU time", ours.cpu_seconds / base.cpu_seconds,
                       TARGET_RATIO, "x")]
+    if "ours-coalesced" in rows:  # the issue's bar for keeping coalescing: within 1.0x
+        coalesced = rows["ours-coalesced"]
+        targets += [Target(f"crdt-sync {args.coalesce} edits per transaction / raw pycrdt one per edit, "
+                           "wall", coalesced.seconds / base.seconds, 1.0, "x"),
+                    Target(f"crdt-sync {args.coalesce} edits per transaction / raw pycrdt {args.coalesce} per "
+                           "transaction, wall", coalesced.seconds / rows["pycrdt-coalesced"].seconds,
+                           TARGET_RATIO, "x")]
     if args.json:
         print_json({"benchmark": "write_path", "trace": str(args.trace), "repeat": args.repeat,
                     "turns": TURN if args.turns else None,
@@ -313,7 +354,8 @@ def _report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
     title = (f"write path: {args.trace.name}, one transaction per edit; times are medians of "
              f"{args.repeat} run(s)" + (f", engines taking turns {TURN:,} transactions at a time"
                                          if args.turns else ""))
-    print_table(console, title, HEADERS, [_row(s, base, args.close_timeout) for s in rows.values()])
+    print_table(console, title, HEADERS, [_row(s, base, args.close_timeout, args.coalesce)
+                                                for s in rows.values()])
     if any(s.close_seconds is None for s in rows.values()):
         console.print(f"* close() still running after {args.close_timeout:g} s: the child was stopped; "
                       "peak RSS and disk are as of before close()")
@@ -330,6 +372,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"run the engines at once, each in its own process, taking turns "
                         f"{TURN:,} transactions at a time (steadier on a shared machine)")
     p.add_argument("--fsync", action="store_true", help="add a run of crdt-sync with fsync=True")
+    p.add_argument("--coalesce", type=int, default=1, metavar="N",
+                   help="add raw pycrdt and crdt-sync with N consecutive edits per transaction")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="cProfile each engine's run (the last one) into DIR/<engine>.prof")
