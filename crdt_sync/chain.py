@@ -103,21 +103,22 @@ class ChainView(Protocol):
 
 def check(env: Envelope, chains: ChainView, tolerate_gaps: bool = False) -> Verdict:
     """Where a verified envelope fits in its author's chain (see the module's rules)."""
-    top, top_hash = chains.chain_head(env.space, env.author)
+    author = env.author  # computed from the key on each access
+    top, top_hash = chains.chain_head(env.space, author)
     if env.seq <= top:
-        have = top_hash if env.seq == top else chains.envelope_hash(env.space, env.author, env.seq)
+        have = top_hash if env.seq == top else chains.envelope_hash(env.space, author, env.seq)
         if have == env.hash:
             return DUPLICATE
         return Verdict(Outcome.REJECTED, Fault.FORK,
-                       f"{env.author} signed two different envelopes as seq {env.seq} in {env.space!r}")
+                       f"{author} signed two different envelopes as seq {env.seq} in {env.space!r}")
     if env.seq > top + 1:
         if tolerate_gaps:
             return GAP
         return Verdict(Outcome.REJECTED, Fault.SEQ_GAP,
-                       f"{env.author} seq {env.seq} arrived before seq {env.seq - 1}")
+                       f"{author} seq {env.seq} arrived before seq {env.seq - 1}")
     if env.seq > 1 and env.prev_hash != top_hash:
         return Verdict(Outcome.REJECTED, Fault.WRONG_PREV,
-                       f"{env.author} seq {env.seq} does not follow seq {env.seq - 1}")
+                       f"{author} seq {env.seq} does not follow seq {env.seq - 1}")
     return NEW
 
 
@@ -150,8 +151,9 @@ class PendingChains:
 
     def extend(self, env: Envelope) -> None:
         """``env`` (judged :attr:`Outcome.NEW`) is now its chain's head."""
-        self._heads[(env.space, env.author)] = (env.seq, env.hash)
-        self._hashes[(env.space, env.author, env.seq)] = env.hash
+        author = env.author
+        self._heads[(env.space, author)] = (env.seq, env.hash)
+        self._hashes[(env.space, author, env.seq)] = env.hash
 
 
 __all__ = ["DUPLICATE", "GAP", "NEW", "ChainView", "Fault", "Outcome", "PendingChains", "Verdict",

@@ -191,6 +191,7 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
     seed = write_old_relay(tmp_path, envs, Rejected("bad-signature", "an old refusal"))
     path = tmp_path / RELAY_DB / DB_NAME
     assert {"parts", "entities", "journals", "clients", "peers"} <= tables(path)
+    assert (tmp_path / RELAY_DB / "changes").exists()
 
     store = RelayStore(tmp_path)
     try:
@@ -211,6 +212,7 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         store.close()
     assert tables(path) == RELAY_TABLES
+    assert not (tmp_path / RELAY_DB / "changes").exists()  # the device store's signal file
     db = sqlite3.connect(path)
     assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == [1]
     db.close()
