@@ -12,8 +12,10 @@ What the wire allows: a session does not carry an envelope's version, space or
 the chain (crdt_sync.protocol.session). So an envelope signed over another ``prev_hash``,
 or for another space, reaches the chain rules as one whose signature does not verify
 (``bad-signature``); the chain rules' own wrong-prev and wrong-space branches are reached
-through full envelope wires (bundles, the relay's store: tests/test_chain.py). A seq gap is
-no refusal on a session: the envelope is skipped and its author resends in order.
+through full envelope wires (bundles, the relay's store: the last test here, and
+tests/test_chain.py), as are the envelope checks a session's decoder and rebuild leave no room
+for (malformed, unknown version, non-canonical). A seq gap is no refusal on a session: the
+envelope is skipped and its author resends in order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import pytest
 
 from crdt_sync import Replica
 from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
+from crdt_sync.errors import Rejected
+from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import (
     E_REJECTED,
     MAX_FRAME,
@@ -39,6 +43,7 @@ from crdt_sync.protocol.messages import (
     encode,
 )
 from crdt_sync.relay.server import RelayServer
+from crdt_sync.relay.storage import RelayHost, RelayStore
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import RawPeer, bystanders, rejections, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill
@@ -184,3 +189,50 @@ async def test_a_resent_envelope_is_a_duplicate_not_a_refusal(world: World,
         assert not any(isinstance(m, Error) for m in raw.received)
     assert relay.store.version_vector(SPACE)[author.device_id] == 2
     assert relay.store.rejections() == []
+
+
+# -- what a session cannot carry: the relay's store, given whole envelope wires ----------------------
+def _resigned(identity: Identity, items: list[object]) -> bytes:
+    """A wire of ``items`` (the first seven of an envelope) with a valid signature."""
+    signature = identity.sign(cbor2.dumps(items, canonical=True))
+    return cbor2.dumps([*items, signature], canonical=True)
+
+
+def _indefinite(wire: bytes) -> bytes:
+    """The same envelope as an indefinite-length array: it decodes, and is not canonical."""
+    assert wire[0] == 0x88  # a definite array of 8 items
+    return b"\x9f" + wire[1:] + b"\xff"
+
+
+WIRE_CASES: list[tuple[str, Callable[[Identity], bytes], str]] = [
+    ("not-cbor", lambda i: b"\xff\x00garbage", "malformed"),
+    ("seven-items", lambda i: cbor2.dumps([1, SPACE, i.public_key, 1, b"", 0, b""]), "malformed"),
+    ("seq-0", lambda i: _resigned(i, [FORMAT_VERSION, SPACE, i.public_key, 0, b"", 0, b"x"]), "malformed"),
+    ("hlc-over-64-bits", lambda i: _resigned(i, [FORMAT_VERSION, SPACE, i.public_key, 1, b"", 2**64, b"x"]),
+     "malformed"),
+    ("version-2", lambda i: _resigned(i, [2, SPACE, i.public_key, 1, b"", 0, b"x"]), "unknown-version"),
+    ("non-canonical", lambda i: _indefinite(seal(i, SPACE, 1, b"", 0, b"x").wire), "non-canonical"),
+    ("too-large", lambda i: b"\x00" * (MAX_ENVELOPE_BYTES + 1), "too-large"),
+    ("wrong-space", lambda i: seal(i, "elsewhere", 1, b"", 0, b"x").wire, "wrong-space"),
+    ("seq-gap", lambda i: seal(i, SPACE, 2, os.urandom(32), 0, b"x").wire, "broken-chain"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), [pytest.param(m, r, id=n) for n, m, r in WIRE_CASES])
+def test_the_relay_store_refuses_whole_wires(tmp_path: Path, make: Callable[[Identity], bytes],
+                                             reason: str) -> None:
+    """Without an event loop the store writes through: each refusal is recorded at once, and
+    nothing of the refused call (an honest envelope before the bad one) is kept."""
+    store = RelayStore(tmp_path)
+    host = RelayHost(store, lambda device: None, lambda device, n, size: None)
+    honest, other = Identity.generate(), Identity.generate()
+    first = seal(honest, SPACE, 1, b"", 1, b"honest")
+    try:
+        with pytest.raises(Rejected) as info:
+            host.receive([seal(other, SPACE, 1, b"", 1, b"ok").wire, make(honest)], "peer x", SPACE)
+        assert info.value.reason == reason
+        assert store.version_vector(SPACE) == {}
+        assert [(r.source, r.reason) for r in store.rejections()] == [("peer x", reason)]
+        assert host.receive([first.wire], "peer x", SPACE) == (1, 0, 0)  # the store goes on
+    finally:
+        store.close()
