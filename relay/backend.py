@@ -67,7 +67,13 @@ class RelayBackend(Protocol):
     Writes are in two steps, so that the relay stages a batch on its event loop and only the
     commit (the fsync) waits in a writer thread: :meth:`stage` opens a transaction and
     writes the batch into it; :meth:`commit` makes it durable; :meth:`rollback` drops it.
-    Nothing staged is visible to another connection before :meth:`commit` returns.
+    Nothing staged is visible to another connection before :meth:`commit` returns. A backend
+    whose writes cost a network round trip (Postgres) may keep the batch in :meth:`stage`
+    and write it in :meth:`commit`, which runs in the writer thread.
+
+    Every method blocks. The relay reads on its event loop only on a miss of its memory (a
+    space's heads, a session's catch-up past the in-memory tail), so a networked backend
+    should answer those from a pool without holding the loop long.
     """
 
     #: the schema version this backend's storage is at once opened
