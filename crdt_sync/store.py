@@ -18,6 +18,8 @@ from typing import Any
 
 import cbor2
 
+from . import chain
+from .chain import Outcome
 from .envelope import Envelope, decode_trusted
 from .errors import Rejected, StoreError, StoreVersionError
 
@@ -188,31 +190,16 @@ class Store:
                               (space, author, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def check_chain(self, env: Envelope, tolerate_gaps: bool = False) -> str:
-        """Where a verified envelope fits in its author's chain here.
+    def check_chain(self, env: Envelope, tolerate_gaps: bool = False) -> Outcome:
+        """Where a verified envelope fits in its author's chain here (:func:`crdt_sync.chain.check`).
 
-        Returns ``"new"``, ``"duplicate"`` or (when ``tolerate_gaps``) ``"gap"`` (its
-        predecessor has not arrived). Raises :class:`Rejected` on a fork (another envelope
-        with this author and seq) or a broken chain (``prev_hash`` is not the predecessor's
-        hash, or a gap when gaps are not tolerated).
+        Returns :attr:`Outcome.NEW`, :attr:`Outcome.DUPLICATE` or (when ``tolerate_gaps``)
+        :attr:`Outcome.GAP` (its predecessor has not arrived); each equals the string
+        ``"new"``, ``"duplicate"``, ``"gap"``. Raises :class:`Rejected` on a fork (another
+        envelope with this author and seq) or a broken chain (``prev_hash`` is not the
+        predecessor's hash, or a gap when gaps are not tolerated).
         """
-        have = self.envelope_hash(env.space, env.author, env.seq)
-        if have == env.hash:
-            return "duplicate"
-        if have is not None:
-            raise Rejected("fork", f"{env.author} signed two different envelopes as seq {env.seq} "
-                                   f"in {env.space!r}")
-        if env.seq > 1:
-            prev = self.envelope_hash(env.space, env.author, env.seq - 1)
-            if prev is None:
-                if tolerate_gaps:
-                    return "gap"
-                raise Rejected("broken-chain", f"{env.author} seq {env.seq} arrived before seq "
-                                               f"{env.seq - 1}")
-            if prev != env.prev_hash:
-                raise Rejected("broken-chain", f"{env.author} seq {env.seq} does not follow seq "
-                                               f"{env.seq - 1}")
-        return "new"
+        return chain.check(env, self, tolerate_gaps).accept()
 
     def insert_envelope(self, env: Envelope) -> int:
         cur = self.db.execute(

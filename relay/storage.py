@@ -1,19 +1,21 @@
-"""The relay's storage: envelopes only, in SQLite, with a pipelined group commit, and a
-bounded in-memory tail of each space for fan-out.
+"""The relay's storage: envelopes only, with a pipelined group commit over a durable
+backend (:mod:`crdt_sync.relay.backend`; SQLite by default), and a bounded in-memory tail of
+each space for fan-out.
 
 The relay never opens a payload and keeps no document in memory: it verifies signatures and
-chains, stores envelopes, and serves what each device lacks. Every envelope is committed with
-fsync before it is acknowledged; sessions that receive at the same time share one commit
-(group commit).
+chains (:mod:`crdt_sync.chain`, the rules devices apply too), stores envelopes, and serves
+what each device lacks. Every envelope is committed with fsync before it is acknowledged;
+sessions that receive at the same time share one commit (group commit).
 
 How the work is split:
 
 * The event loop thread verifies envelopes and checks chains against the *heads* (each
   author's last seq and hash per space), kept in memory and updated as envelopes are
   accepted, so neither a chain check nor a version vector costs a query.
-* Accepted envelopes are staged; each staged batch is inserted in one transaction, which
-  a writer thread commits (the fsync) while the loop keeps serving (SQLite releases the
-  GIL); the next batch gathers meanwhile. ``durable()`` gives the
+* Accepted envelopes are staged; each staged batch is written in one transaction
+  (:meth:`RelayBackend.stage <crdt_sync.relay.backend.RelayBackend.stage>`), which a writer
+  thread commits (the fsync) while the loop keeps serving (SQLite releases the GIL); the
+  next batch gathers meanwhile. ``durable()`` gives the
   future of the commit that covers everything accepted so far: ACKs wait for it, nothing
   else does.
 * Each accepted envelope is appended, already encoded for the wire, to its space's *tail*
@@ -32,24 +34,27 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import cbor2
 
+from crdt_sync import chain
+from crdt_sync.chain import Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
-from crdt_sync.store import Store
+
+from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
+from .sqlite_store import SqliteRelayBackend
 
 RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
 
 #: One envelope as sessions send it: (author id, author key, seq, wire size, tail), where
 #: tail is the CBOR of ``seq, hlc, payload, signature`` (see Session._pump).
 Outgoing = tuple[str, bytes, int, int, bytes]
-_Row = tuple[Any, ...]
+#: Opens one connection's worth of relay storage in a directory (the writer's, the reader's).
+OpenBackend = Callable[[Path], RelayBackend]
 #: An entry's bookkeeping beyond its tail bytes, for the memory budget.
 _ENTRY_OVERHEAD = 200
 #: Each space state numbers its tail entries from a base of its own: a cursor from a state
@@ -88,12 +93,12 @@ class _Space:
 class _Batch:
     """Writes staged for one commit."""
 
-    rows: list[tuple[str, str, int, bytes, int, bytes]] = field(default_factory=list)
+    rows: list[EnvelopeRow] = field(default_factory=list)
     spaces: dict[str, _Space] = field(default_factory=dict)
     keys: list[tuple[_Space, tuple[str, int]]] = field(default_factory=list)
     #: each space's tail end after its last envelope of this batch
     ends: dict[_Space, int] = field(default_factory=dict)
-    rejections: list[tuple[int, str, str, str]] = field(default_factory=list)
+    rejections: list[RejectionRecord] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
 
 
@@ -108,20 +113,27 @@ class RelayStore:
         tail_entries: envelopes kept in memory per space for fan-out.
         tail_bytes: bytes kept in memory for fan-out, over all spaces.
         cached_spaces: spaces whose heads stay in memory (least recently used go first).
+        backend: opens the storage (:class:`~crdt_sync.relay.sqlite_store.SqliteRelayBackend`
+            by default) in ``directory/relay``.
+
+    Raises:
+        StoreError: the storage cannot be opened (or migrated); the message says why.
     """
 
     def __init__(self, directory: Path, commit_delay: float = 0.0, tail_entries: int = 4096,
-                 tail_bytes: int = 16 * 1024 * 1024, cached_spaces: int = 10_000) -> None:
+                 tail_bytes: int = 16 * 1024 * 1024, cached_spaces: int = 10_000,
+                 backend: OpenBackend = SqliteRelayBackend) -> None:
         self.directory = directory / RELAY_DB
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.directory, fsync=True)  # the writer's connection
-        with self.store.write():
-            seed = self.store.meta("device_seed")
-            if seed is None:
-                seed = Identity.generate().seed
-                self.store.set_meta("device_seed", seed)
-        self.reader = Store(self.directory, fsync=True)  # the loop thread's reads
-        self.identity = Identity(bytes(seed))
+        #: the writer's connection (stages and commits batches), which also migrates
+        self.store: RelayBackend = backend(self.directory)
+        try:
+            self.identity = Identity(self.store.identity_seed(Identity.generate().seed))
+            #: the loop thread's reads: committed state only
+            self.reader: RelayBackend = backend(self.directory)
+        except BaseException:
+            self.store.close()
+            raise
         self.commit_delay = commit_delay
         self.tail_entries, self.tail_bytes, self.cached_spaces = tail_entries, tail_bytes, cached_spaces
         self._spaces: OrderedDict[str, _Space] = OrderedDict()
@@ -146,11 +158,10 @@ class RelayStore:
         if st is not None:
             self._spaces.move_to_end(name)
             return st
-        heads = self.reader.db.execute("SELECT author, seq, hash FROM heads WHERE space=?", (name,))
         vv: dict[str, int] = {}
         hashes: dict[str, bytes] = {}
-        for author, seq, h in heads:
-            vv[author], hashes[author] = int(seq), bytes(h)
+        for author, (seq, h) in self.reader.heads(name).items():
+            vv[author], hashes[author] = seq, h
         self._next_base += _BASE_STEP
         st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
                                          durable_end=self._next_base)
@@ -251,43 +262,13 @@ class RelayStore:
 
     def _insert(self, batch: _Batch) -> None:
         """Open the batch's transaction and write it (not committed)."""
-        db = self.store.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if batch.rows:
-                # One statement per table for the whole batch rather than executemany.
-                for rows in _chunks(batch.rows):
-                    db.execute(_values_sql(_INSERT_ENVELOPES, 6, len(rows), ""),
-                               [v for row in rows for v in row])
-                heads: dict[tuple[str, str], tuple[int, bytes]] = {}
-                for space, author, seq, h, _, _ in batch.rows:
-                    heads[(space, author)] = (seq, h)  # rows of a chain come in order
-                items = [(s, a, q, h) for (s, a), (q, h) in heads.items()]
-                for rows in _chunks(items):
-                    db.execute(_values_sql(_INSERT_HEADS, 4, len(rows), _UPSERT_HEADS),
-                               [v for row in rows for v in row])
-                new_spaces = [(s,) for s, st in batch.spaces.items() if not st.joined]
-                if new_spaces:
-                    db.executemany("INSERT INTO spaces(space, joined) VALUES(?, 1) ON CONFLICT(space) "
-                                   "DO UPDATE SET joined=1", new_spaces)
-            if batch.rejections:
-                db.executemany("INSERT INTO rejections(at, source, reason, detail) "
-                               "VALUES(?,?,?,?)", batch.rejections)
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
+        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""
         with self._lock:
-            db = self.store.db
-            try:
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            self.store.commit()
 
     def _committed(self, batch: _Batch, done: asyncio.Future[None], started: float) -> None:
         self._committing = None
@@ -406,18 +387,24 @@ class RelayStore:
         h = st.pending.get((author, seq))
         return h if h is not None else self.reader.envelope_hash(space, author, seq)
 
+    def chain_head(self, space: str, author: str) -> tuple[int, bytes]:
+        """The author's head as accepted so far (committed or not)."""
+        st = self._space(space)
+        top = st.vv.get(author, 0)
+        return (top, st.hashes[author]) if top else (0, b"")
+
     def spaces(self) -> list[str]:
-        return self.reader.spaces(joined_only=False)
+        return self.reader.spaces()
+
+    def rejections(self, limit: int = 100) -> list[RejectionRecord]:
+        """The latest committed refusals, newest first."""
+        return self.reader.rejections(limit)
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.directory.glob("store.sqlite3*"))
+        return self.reader.size_bytes()
 
     def healthy(self) -> bool:
-        try:
-            self.reader.db.execute("SELECT 1 FROM meta LIMIT 1").fetchone()
-        except Exception:  # any failure means storage is not reachable
-            return False
-        return True
+        return self.reader.healthy()
 
     # -- writes ------------------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool) -> tuple[int, int, int]:
@@ -430,57 +417,41 @@ class RelayStore:
         verified = []
         for wire in envelopes:
             env = open_envelope(wire)
-            if space is not None and env.space != space:
-                raise Rejected("wrong-space", f"envelope of {env.space!r} sent as {space!r}")
+            chain.check_space(env, space).accept()
             verified.append(env)
         applied = dups = gaps = 0
         # Checked against the heads plus what this call accepts before any of it is kept.
-        accepted: list[tuple[_Space, str, Envelope]] = []
-        tops: dict[tuple[str, str], tuple[int, bytes]] = {}
-        mine: dict[tuple[str, str, int], bytes] = {}  # accepted by this call so far
+        pending = PendingChains(self)
+        accepted: list[Envelope] = []
         for env in verified:
-            st = self._space(env.space)
-            author = env.author
-            top, top_hash = tops.get((env.space, author)) or (
-                st.vv.get(author, 0), st.hashes.get(author, b""))
-            if env.seq <= top:
-                have = top_hash if env.seq == top else (
-                    mine.get((env.space, author, env.seq)) or self.envelope_hash(env.space, author, env.seq))
-                if have == env.hash:
-                    dups += 1
-                    continue
-                raise Rejected("fork", f"{author} signed two different envelopes as seq {env.seq} "
-                                       f"in {env.space!r}")
-            if env.seq > top + 1:
-                if tolerate_gaps:
-                    gaps += 1
-                    continue
-                raise Rejected("broken-chain", f"{author} seq {env.seq} arrived before seq "
-                                               f"{env.seq - 1}")
-            if env.seq > 1 and top_hash != env.prev_hash:
-                raise Rejected("broken-chain", f"{author} seq {env.seq} does not follow seq "
-                                               f"{env.seq - 1}")
-            tops[(env.space, author)] = (env.seq, env.hash)
-            mine[(env.space, author, env.seq)] = env.hash
-            accepted.append((st, author, env))
+            outcome = chain.check(env, pending, tolerate_gaps).accept()
+            if outcome is Outcome.DUPLICATE:
+                dups += 1
+            elif outcome is Outcome.GAP:
+                gaps += 1
+            else:
+                pending.extend(env)
+                accepted.append(env)
         batch = self._staged
-        for _, author, env in accepted:
-            # Looked up again: making room for another space of this call may have evicted
-            # it (it had nothing pending then, so SQLite held what the check saw).
+        for env in accepted:
+            # Looked up here, not kept from the check: making room for another space of this
+            # call may have evicted it (it had nothing pending then, so SQLite held what the
+            # check saw).
+            author = env.author
             st = self._space(env.space)
             st.vv[author] = env.seq
             st.hashes[author] = env.hash
             key = (author, env.seq)
             st.pending[key] = env.hash
             batch.keys.append((st, key))
-            batch.rows.append((env.space, author, env.seq, env.hash, env.hlc, env.wire))
+            batch.rows.append(EnvelopeRow(env.space, author, env.seq, env.hash, env.hlc, env.wire))
             batch.spaces[env.space] = st
             self._append(st, (author, env.author_key, env.seq, len(env.wire), _tail(env)))
             batch.ends[st] = st.end
             applied += 1
         if accepted:
             self._schedule()
-            for name in {env.space for _, _, env in accepted}:
+            for name in {env.space for env in accepted}:
                 self.on_append(name)
         return applied, dups, gaps
 
@@ -489,26 +460,9 @@ class RelayStore:
         cost the relay a commit per frame."""
 
     def record_rejection(self, source: str, rejected: Rejected) -> None:
-        self._staged.rejections.append((int(time.time()), source, rejected.reason, rejected.detail))
+        self._staged.rejections.append(
+            RejectionRecord(int(time.time()), source, rejected.reason, rejected.detail))
         self._schedule()
-
-
-_INSERT_ENVELOPES = "INSERT INTO envelopes(space, author, seq, hash, hlc, wire) VALUES"
-_INSERT_HEADS = "INSERT INTO heads(space, author, seq, hash) VALUES"
-_UPSERT_HEADS = (" ON CONFLICT DO UPDATE SET seq=excluded.seq, hash=excluded.hash "
-                 "WHERE excluded.seq > seq")
-#: Rows per statement: well under SQLite's 32,766 parameters.
-_CHUNK = 512
-
-
-def _chunks(rows: list[_Row]) -> list[list[_Row]]:
-    return [rows[i:i + _CHUNK] for i in range(0, len(rows), _CHUNK)]
-
-
-@lru_cache(maxsize=64)
-def _values_sql(head: str, width: int, count: int, tail: str) -> str:
-    row = "(" + ",".join("?" * width) + ")"
-    return head + ",".join([row] * count) + tail
 
 
 def _tail(env: Envelope) -> bytes:
@@ -558,4 +512,4 @@ class RelayHost:
         """Not kept (see RelayStore.record_ack)."""
 
 
-__all__ = ["Outgoing", "RelayHost", "RelayStore"]
+__all__ = ["OpenBackend", "Outgoing", "RelayHost", "RelayStore"]

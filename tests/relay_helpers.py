@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -31,9 +32,10 @@ from crdt_sync.protocol.messages import Envelopes, Error, Have, Message, decode,
 from crdt_sync.relay.config import RelayConfig
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.transports.driver import SessionOutcome
-from crdt_sync.transports.relay import sync_session
+from crdt_sync.transports.relay import Backoff, run_peer, sync_session
 from crdt_sync.transports.websocket import SYNC_PATH, WS_MAX_MESSAGE
-from tests.sync_helpers import WAIT
+from tests.conftest import ReplicaFactory
+from tests.sync_helpers import SPACE, WAIT, fill, wait_event
 
 #: The ``crdt-sync`` entry point of the virtualenv running the tests.
 CLI = str(Path(sys.executable).with_name("crdt-sync"))
@@ -281,6 +283,48 @@ async def run_cli(*args: str, timeout: float = PROC_WAIT) -> tuple[int, str, str
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+# -- bystanders -----------------------------------------------------------------------------------
+Check = Callable[[str], Awaitable[None]]
+
+
+@asynccontextmanager
+async def bystanders(url: str, open_replica: ReplicaFactory) -> AsyncIterator[Check]:
+    """Two live devices on the relay for the whole test. Yields ``check(tag)``: an edit of one
+    reaches the other through the relay. On exit, each must still be on its first session."""
+    x, y = open_replica("bystander-x"), open_replica("bystander-y")
+    for device in (x, y):
+        device.join(SPACE)
+    stop = asyncio.Event()
+    flags = [synced_flag(SPACE), synced_flag(SPACE)]
+    async with asyncio.TaskGroup() as tg:
+        peers = [tg.create_task(run_peer(d, url, stop, backoff=Backoff(0.05, 0.5),
+                                         rng=random.Random(i), on_event=flag[1]))
+                 for i, (d, flag) in enumerate(zip((x, y), flags, strict=True))]
+        try:
+            for flag, _ in flags:
+                await wait_event(flag, "a bystander to catch up")
+
+            async def check(tag: str) -> None:
+                arrived = arrival(y, tag, SPACE)
+                x.space(SPACE).put("equipment", tag, {"status": "ok"})
+                await wait_event(arrived, f"a bystander's edit ({tag}) to cross the relay")
+
+            yield check
+        finally:
+            stop.set()
+    assert [p.result() for p in peers] == [1, 1], "a bystander's session was disturbed"
+
+
+async def still_serves(url: str, open_replica: ReplicaFactory, name: str) -> None:
+    """The relay is healthy and a device that never synced before syncs fully."""
+    status, body = await http_get(url, "/healthz")
+    assert status == 200 and json.loads(body)["ok"] is True
+    device = open_replica(name)
+    fill(device, name, 3, space="probe")
+    outcome = await sync_once(device, url)
+    assert outcome.synced and outcome.ok, outcome.closed
 
 
 # -- speaking frames by hand --------------------------------------------------------------------

@@ -432,7 +432,7 @@ async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
     def failing_once() -> None:
         if not failures:
             failures.append(1)
-            relay.store.store.db.execute("ROLLBACK")  # what a failed COMMIT leaves
+            relay.store.store.rollback()  # what a failed COMMIT leaves
             raise sqlite3.OperationalError("disk I/O error (injected)")
         commit()
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
@@ -38,19 +37,19 @@ from crdt_sync.protocol.messages import (
 )
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.relay.storage import RelayStore
-from crdt_sync.transports.relay import Backoff, run_peer
+from crdt_sync.transports.relay import run_peer
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import (
     FAST,
     RawPeer,
-    arrival,
+    bystanders,
     flip_signature,
-    http_get,
     rejections,
     relay_process,
     running_relay,
     sample,
     scrape,
+    still_serves,
     sync_once,
     synced_flag,
     wait_until,
@@ -58,45 +57,6 @@ from tests.relay_helpers import (
 from tests.sync_helpers import SPACE, WAIT, expected_code, fill, wait_event
 
 MiB = 1024 * 1024
-Check = Callable[[str], Awaitable[None]]
-
-
-@asynccontextmanager
-async def bystanders(url: str, open_replica: ReplicaFactory) -> AsyncIterator[Check]:
-    """Two live devices on the relay for the whole test. Yields ``check(tag)``: an edit of one
-    reaches the other through the relay. On exit, each must still be on its first session."""
-    x, y = open_replica("bystander-x"), open_replica("bystander-y")
-    for device in (x, y):
-        device.join(SPACE)
-    stop = asyncio.Event()
-    flags = [synced_flag(SPACE), synced_flag(SPACE)]
-    async with asyncio.TaskGroup() as tg:
-        peers = [tg.create_task(run_peer(d, url, stop, backoff=Backoff(0.05, 0.5),
-                                         rng=random.Random(i), on_event=flag[1]))
-                 for i, (d, flag) in enumerate(zip((x, y), flags, strict=True))]
-        try:
-            for flag, _ in flags:
-                await wait_event(flag, "a bystander to catch up")
-
-            async def check(tag: str) -> None:
-                arrived = arrival(y, tag, SPACE)
-                x.space(SPACE).put("equipment", tag, {"status": "ok"})
-                await wait_event(arrived, f"a bystander's edit ({tag}) to cross the relay")
-
-            yield check
-        finally:
-            stop.set()
-    assert [p.result() for p in peers] == [1, 1], "a bystander's session was disturbed"
-
-
-async def still_serves(url: str, open_replica: ReplicaFactory, name: str) -> None:
-    """The relay is healthy and a device that never synced before syncs fully."""
-    status, body = await http_get(url, "/healthz")
-    assert status == 200 and json.loads(body)["ok"] is True
-    device = open_replica(name)
-    fill(device, name, 3, space="probe")
-    outcome = await sync_once(device, url)
-    assert outcome.synced and outcome.ok, outcome.closed
 
 
 @pytest.fixture

@@ -1,0 +1,132 @@
+"""What the relay needs from durable storage: the :class:`RelayBackend` interface, and the
+records that cross it.
+
+:class:`~crdt_sync.relay.storage.RelayStore` (group commit, in-memory heads and tails) sits on
+top of a backend and owns every decision: chain checks (:mod:`crdt_sync.chain`), what is
+staged, when it commits. A backend only stores and reads. The embedded implementation is
+:class:`~crdt_sync.relay.sqlite_store.SqliteRelayBackend`; a Postgres one (several relay
+nodes) implements the same interface.
+
+A backend object is one connection's worth of storage: the relay opens one for the writer
+(staging and committing batches) and one for reads on the event loop thread, which must see
+only committed state.
+
+Where the next records go: quarantine records, fork proofs, membership records and
+snapshots each become a list in :class:`WriteBatch` (written in the same transaction as the
+envelopes they refer to), a table in a new schema migration, and a read method here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from crdt_sync.envelope import Envelope
+
+
+class EnvelopeRow(NamedTuple):
+    """One stored envelope: its chain position, hash, clock and wire form."""
+
+    space: str
+    author: str
+    seq: int
+    hash: bytes
+    hlc: int
+    wire: bytes
+
+
+class RejectionRecord(NamedTuple):
+    """One refusal the relay recorded (``at`` in Unix seconds; ``source`` names the peer)."""
+
+    at: int
+    source: str
+    reason: str
+    detail: str
+
+
+@dataclass(eq=False, slots=True)
+class WriteBatch:
+    """Everything one commit writes.
+
+    Attributes:
+        envelopes: accepted envelopes, each chain's in seq order (each was judged new by
+            :func:`crdt_sync.chain.check` against the committed heads plus the rows before
+            it), so the last row of a chain is its new head.
+        spaces: spaces the relay may not have stored yet.
+        rejections: refusals to record.
+    """
+
+    envelopes: list[EnvelopeRow] = field(default_factory=list)
+    spaces: list[str] = field(default_factory=list)
+    rejections: list[RejectionRecord] = field(default_factory=list)
+
+
+class RelayBackend(Protocol):
+    """Durable relay storage (one connection; methods are called from one thread at a time).
+
+    Writes are in two steps, so that the relay stages a batch on its event loop and only the
+    commit (the fsync) waits in a writer thread: :meth:`stage` opens a transaction and
+    writes the batch into it; :meth:`commit` makes it durable; :meth:`rollback` drops it.
+    Nothing staged is visible to another connection before :meth:`commit` returns. A backend
+    whose writes cost a network round trip (Postgres) may keep the batch in :meth:`stage`
+    and write it in :meth:`commit`, which runs in the writer thread.
+
+    Every method blocks. The relay reads on its event loop only on a miss of its memory (a
+    space's heads, a session's catch-up past the in-memory tail), so a networked backend
+    should answer those from a pool without holding the loop long.
+    """
+
+    #: the schema version this backend's storage is at once opened
+    schema_version: int
+
+    def identity_seed(self, generate: bytes) -> bytes:
+        """The relay's Ed25519 seed: the stored one, or ``generate`` stored now."""
+        ...
+
+    def heads(self, space: str) -> dict[str, tuple[int, bytes]]:
+        """Each author's committed head in ``space``: ``{author: (seq, hash)}``."""
+        ...
+
+    def chain_head(self, space: str, author: str) -> tuple[int, bytes]:
+        """``(seq, hash)`` of the author's last committed envelope; ``(0, b"")`` if none."""
+        ...
+
+    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
+        ...
+
+    def version_vector(self, space: str) -> dict[str, int]:
+        ...
+
+    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
+                          max_bytes: int) -> list[Envelope]:
+        """Committed envelopes of ``space`` beyond ``covered``, in arrival (causal) order,
+        at most ``max_count`` and (but for the first) ``max_bytes``."""
+        ...
+
+    def spaces(self) -> list[str]:
+        ...
+
+    def rejections(self, limit: int = 100) -> list[RejectionRecord]:
+        """The latest refusals, newest first."""
+        ...
+
+    def stage(self, batch: WriteBatch) -> None:
+        ...
+
+    def commit(self) -> None:
+        ...
+
+    def rollback(self) -> None:
+        ...
+
+    def size_bytes(self) -> int:
+        ...
+
+    def healthy(self) -> bool:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+__all__ = ["EnvelopeRow", "RejectionRecord", "RelayBackend", "WriteBatch"]

@@ -1,0 +1,238 @@
+"""Each way an envelope is refused, reproduced against a real relay over loopback WebSockets.
+
+An honest author has seq 1 and 2 of its chain at the relay. Another device ("mallory",
+authenticated with its own key) runs a genuine session and swaps the envelope of its first
+ENVELOPES frame for a crafted one under the honest author's key. The relay answers ERROR 5
+(rejected-envelope) with the reason, records the refusal, stores nothing of the frame, and
+closes that session; two live bystanders keep exchanging edits throughout, and the honest
+author's next envelopes are still taken.
+
+What the wire allows: a session does not carry an envelope's version, space or
+``prev_hash``; the receiver rebuilds them from the frame's space and from its own copy of
+the chain (crdt_sync.protocol.session). So an envelope signed over another ``prev_hash``,
+or for another space, reaches the chain rules as one whose signature does not verify
+(``bad-signature``); the chain rules' own wrong-prev and wrong-space branches are reached
+through full envelope wires (bundles, the relay's store: the last test here, and
+tests/test_chain.py), as are the envelope checks a session's decoder and rebuild leave no room
+for (malformed, unknown version, non-canonical). A seq gap is no refusal on a session: the
+envelope is skipped and its author resends in order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from crdt_sync import Replica
+from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
+from crdt_sync.errors import Rejected
+from crdt_sync.identity import Identity
+from crdt_sync.protocol.messages import (
+    E_REJECTED,
+    MAX_FRAME,
+    Ack,
+    Envelopes,
+    Error,
+    WireEnvelope,
+    decode,
+    encode,
+)
+from crdt_sync.relay.server import RelayServer
+from crdt_sync.relay.storage import RelayHost, RelayStore
+from tests.conftest import ReplicaFactory
+from tests.relay_helpers import RawPeer, bystanders, rejections, running_relay, sync_once
+from tests.sync_helpers import SPACE, fill
+
+
+@dataclass
+class World:
+    relay: RelayServer
+    author: Replica
+    mallory: Replica
+
+    def head(self) -> tuple[int, bytes]:
+        seq = self.author.version_vector(SPACE)[self.author.device_id]
+        h = self.author.envelope_hash(SPACE, self.author.device_id, seq)
+        assert h is not None
+        return seq, h
+
+    def hash_of(self, seq: int) -> bytes:
+        h = self.author.envelope_hash(SPACE, self.author.device_id, seq)
+        assert h is not None
+        return h
+
+
+@pytest.fixture
+async def world(tmp_path: Path, open_replica: ReplicaFactory) -> AsyncIterator[World]:
+    async with running_relay(tmp_path / "relay") as relay:
+        author = open_replica("author", seal_interval=0)
+        fill(author, "honest", 2)
+        first = await sync_once(author, relay.url)
+        assert first.synced and relay.store.version_vector(SPACE) == {author.device_id: 2}
+        mallory = open_replica("mallory", seal_interval=0)
+        fill(mallory, "m", 1)  # so that its session sends one ENVELOPES frame in SPACE
+        yield World(relay, author, mallory)
+
+
+def signed(w: World, seq: int, prev: bytes, payload: bytes = b"crafted", space: str = SPACE) -> WireEnvelope:
+    env = seal(w.author.identity, space, seq, prev, (1 << 40) + seq, payload)
+    return WireEnvelope(env.author_key, env.seq, env.hlc, env.payload, env.signature)
+
+
+def forged(w: World) -> WireEnvelope:
+    seq, prev = w.head()
+    genuine = signed(w, seq + 1, prev)
+    bad = bytes([genuine.signature[0] ^ 0x01]) + genuine.signature[1:]
+    return WireEnvelope(genuine.author, genuine.seq, genuine.hlc, genuine.payload, bad)
+
+
+def oversize(w: World) -> WireEnvelope:
+    """Signed correctly, but over the envelope limit (and within the frame limit)."""
+    seq, prev = w.head()
+    payload = os.urandom(MAX_ENVELOPE_BYTES + 1024)
+    assert len(payload) + 1024 < MAX_FRAME
+    key = w.author.identity.public_key
+    part = [FORMAT_VERSION, SPACE, key, seq + 1, prev, 1 << 40, payload]
+    signature = w.author.identity.sign(cbor2.dumps(part, canonical=True))
+    return WireEnvelope(key, seq + 1, 1 << 40, payload, signature)
+
+
+Craft = Callable[[World], WireEnvelope]
+CASES: list[tuple[str, Craft, str]] = [
+    ("forged-signature", forged, "bad-signature"),
+    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), "fork"),
+    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), "fork"),
+    ("wrong-prev-hash", lambda w: signed(w, 3, os.urandom(32)), "bad-signature"),
+    ("other-space", lambda w: signed(w, 3, w.hash_of(2), space="elsewhere"), "bad-signature"),
+    ("oversize", oversize, "too-large"),
+]
+
+
+class Swap:
+    """Replaces the envelopes of the first ENVELOPES frame with crafted ones."""
+
+    def __init__(self, crafted: list[WireEnvelope]) -> None:
+        self.crafted = crafted
+        self.batch: int | None = None
+
+    def __call__(self, frame: bytes) -> bytes:
+        msg = decode(frame)
+        if self.batch is not None or not isinstance(msg, Envelopes):
+            return frame
+        self.batch = msg.batch
+        return encode(Envelopes(msg.space, msg.batch, self.crafted))
+
+
+@pytest.mark.parametrize(("craft", "reason"), [pytest.param(c, r, id=name) for name, c, r in CASES])
+async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craft: Craft,
+                                reason: str) -> None:
+    relay, author, mallory = world.relay, world.author, world.mallory
+    before = relay.store.version_vector(SPACE)
+    async with bystanders(relay.url, open_replica) as check:
+        swap = Swap([craft(world)])
+        async with RawPeer.open(relay.url, mallory) as raw:
+            error = await raw.converse(lambda m: isinstance(m, Error), tamper=swap)
+            assert swap.batch is not None, "the session sent no envelopes"
+            assert isinstance(error, Error)
+            assert error.code == E_REJECTED and error.message.startswith(f"{reason}: "), error
+            assert await raw.recv() is None  # the relay closed that session
+        # Nothing of the frame was stored (mallory's own envelope was swapped out).
+        assert relay.store.version_vector(SPACE) == before
+        recorded = relay.store.rejections()
+        assert [r.reason for r in recorded] == [reason]
+        assert mallory.device_id in recorded[0].source  # who sent it, not whose key signed it
+        assert await rejections(relay.url, "rejected-envelope") == 1
+        await check(f"after-{reason}")  # the other devices keep syncing through the relay
+
+        # The honest author's chain goes on: its next envelope is taken.
+        fill(author, "after", 1)
+        again = await sync_once(author, relay.url)
+        assert again.synced and again.ok, again.closed
+        assert relay.store.version_vector(SPACE)[author.device_id] == 3
+        await check("after-the-author")
+
+
+async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: ReplicaFactory) -> None:
+    relay, author, mallory = world.relay, world.author, world.mallory
+    seq, _ = world.head()
+    async with bystanders(relay.url, open_replica) as check:
+        swap = Swap([signed(world, seq + 2, os.urandom(32))])  # seq 4 while seq 3 is missing
+        async with RawPeer.open(relay.url, mallory) as raw:
+            ack = await raw.converse(lambda m: isinstance(m, Ack) and swap.batch is not None
+                                     and m.batch == swap.batch, tamper=swap)
+            assert isinstance(ack, Ack)
+            assert not any(isinstance(m, Error) for m in raw.received)
+        # (mallory's session goes on, and may by now have resent its own envelope)
+        assert relay.store.version_vector(SPACE)[author.device_id] == seq
+        assert relay.store.rejections() == []
+        assert await rejections(relay.url, "rejected-envelope") == 0
+        await check("after-the-gap")
+        fill(author, "after", 1)
+        again = await sync_once(author, relay.url)
+        assert again.synced and relay.store.version_vector(SPACE)[author.device_id] == seq + 1
+
+
+async def test_a_resent_envelope_is_a_duplicate_not_a_refusal(world: World,
+                                                               open_replica: ReplicaFactory) -> None:
+    relay, author, mallory = world.relay, world.author, world.mallory
+    genuine = author.missing_envelopes(SPACE, {}, 1, 1 << 24)[0]
+    swap = Swap([WireEnvelope(genuine.author_key, genuine.seq, genuine.hlc, genuine.payload,
+                              genuine.signature)])
+    async with RawPeer.open(relay.url, mallory) as raw:
+        await raw.converse(lambda m: isinstance(m, Ack) and swap.batch is not None
+                           and m.batch == swap.batch, tamper=swap)
+        assert not any(isinstance(m, Error) for m in raw.received)
+    assert relay.store.version_vector(SPACE)[author.device_id] == 2
+    assert relay.store.rejections() == []
+
+
+# -- what a session cannot carry: the relay's store, given whole envelope wires ----------------------
+def _resigned(identity: Identity, items: list[object]) -> bytes:
+    """A wire of ``items`` (the first seven of an envelope) with a valid signature."""
+    signature = identity.sign(cbor2.dumps(items, canonical=True))
+    return cbor2.dumps([*items, signature], canonical=True)
+
+
+def _indefinite(wire: bytes) -> bytes:
+    """The same envelope as an indefinite-length array: it decodes, and is not canonical."""
+    assert wire[0] == 0x88  # a definite array of 8 items
+    return b"\x9f" + wire[1:] + b"\xff"
+
+
+WIRE_CASES: list[tuple[str, Callable[[Identity], bytes], str]] = [
+    ("not-cbor", lambda i: b"\xff\x00garbage", "malformed"),
+    ("seven-items", lambda i: cbor2.dumps([1, SPACE, i.public_key, 1, b"", 0, b""]), "malformed"),
+    ("seq-0", lambda i: _resigned(i, [FORMAT_VERSION, SPACE, i.public_key, 0, b"", 0, b"x"]), "malformed"),
+    ("hlc-over-64-bits", lambda i: _resigned(i, [FORMAT_VERSION, SPACE, i.public_key, 1, b"", 2**64, b"x"]),
+     "malformed"),
+    ("version-2", lambda i: _resigned(i, [2, SPACE, i.public_key, 1, b"", 0, b"x"]), "unknown-version"),
+    ("non-canonical", lambda i: _indefinite(seal(i, SPACE, 1, b"", 0, b"x").wire), "non-canonical"),
+    ("too-large", lambda i: b"\x00" * (MAX_ENVELOPE_BYTES + 1), "too-large"),
+    ("wrong-space", lambda i: seal(i, "elsewhere", 1, b"", 0, b"x").wire, "wrong-space"),
+    ("seq-gap", lambda i: seal(i, SPACE, 2, os.urandom(32), 0, b"x").wire, "broken-chain"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), [pytest.param(m, r, id=n) for n, m, r in WIRE_CASES])
+def test_the_relay_store_refuses_whole_wires(tmp_path: Path, make: Callable[[Identity], bytes],
+                                             reason: str) -> None:
+    """Without an event loop the store writes through: each refusal is recorded at once, and
+    nothing of the refused call (an honest envelope before the bad one) is kept."""
+    store = RelayStore(tmp_path)
+    host = RelayHost(store, lambda device: None, lambda device, n, size: None)
+    honest, other = Identity.generate(), Identity.generate()
+    first = seal(honest, SPACE, 1, b"", 1, b"honest")
+    try:
+        with pytest.raises(Rejected) as info:
+            host.receive([seal(other, SPACE, 1, b"", 1, b"ok").wire, make(honest)], "peer x", SPACE)
+        assert info.value.reason == reason
+        assert store.version_vector(SPACE) == {}
+        assert [(r.source, r.reason) for r in store.rejections()] == [("peer x", reason)]
+        assert host.receive([first.wire], "peer x", SPACE) == (1, 0, 0)  # the store goes on
+    finally:
+        store.close()
