@@ -340,8 +340,8 @@ def _report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
         coalesced = rows["ours-coalesced"]
         targets += [Target(f"crdt-sync {args.coalesce} edits per transaction / raw pycrdt one per edit, "
                            "wall", coalesced.seconds / base.seconds, 1.0, "x"),
-                    Target(f"crdt-sync {args.coalesce} edits per transaction / raw pycrdt {args.coalesce} per "
-                           "transaction, wall", coalesced.seconds / rows["pycrdt-coalesced"].seconds,
+                    Target(f"crdt-sync {args.coalesce} edits per transaction / raw pycrdt {args.coalesce} "
+                           "per transaction, wall", coalesced.seconds / rows["pycrdt-coalesced"].seconds,
                            TARGET_RATIO, "x")]
     if args.json:
         print_json({"benchmark": "write_path", "trace": str(args.trace), "repeat": args.repeat,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from . import chain
 from .cache import EntityCache
+from .chain import Outcome
 from .envelope import Envelope, open_envelope
 from .errors import Rejected
 from .hlc import HybridClock
@@ -64,12 +66,11 @@ class Receiver:
         applied = dups = gaps = 0
         for wire in envelopes:
             env = open_envelope(wire)
-            if space is not None and env.space != space:
-                raise Rejected("wrong-space", f"envelope of space {env.space!r} in a bundle of {space!r}")
-            status = self._store.check_chain(env, tolerate_gaps)
-            if status != "new":
-                dups += status == "duplicate"
-                gaps += status == "gap"
+            chain.check_space(env, space).accept()
+            status = self._store.check_chain(env, tolerate_gaps)  # chain.check on the store
+            if status is not Outcome.NEW:
+                dups += status is Outcome.DUPLICATE
+                gaps += status is Outcome.GAP
                 continue
             entities = _decode_payload(env)
             if max([env.hlc, *(h for *_, items in entities for h, _ in items)]) >= MAX_HLC:

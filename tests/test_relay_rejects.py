@@ -57,12 +57,12 @@ class World:
 
     def head(self) -> tuple[int, bytes]:
         seq = self.author.version_vector(SPACE)[self.author.device_id]
-        h = self.author.envelope_hash(SPACE, self.author.device_id, seq)
+        h = self.author.sync_host.envelope_hash(SPACE, self.author.device_id, seq)
         assert h is not None
         return seq, h
 
     def hash_of(self, seq: int) -> bytes:
-        h = self.author.envelope_hash(SPACE, self.author.device_id, seq)
+        h = self.author.sync_host.envelope_hash(SPACE, self.author.device_id, seq)
         assert h is not None
         return h
 
@@ -180,7 +180,7 @@ async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: Repl
 async def test_a_resent_envelope_is_a_duplicate_not_a_refusal(world: World,
                                                                open_replica: ReplicaFactory) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
-    genuine = author.missing_envelopes(SPACE, {}, 1, 1 << 24)[0]
+    genuine = author.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 24)[0]
     swap = Swap([WireEnvelope(genuine.author_key, genuine.seq, genuine.hlc, genuine.payload,
                               genuine.signature)])
     async with RawPeer.open(relay.url, mallory) as raw:

@@ -223,7 +223,7 @@ async def test_an_old_relay_data_directory_serves_devices_after_the_upgrade(
     """Through the real command: the relay keeps its identity and its envelopes."""
     author = open_replica("author", seal_interval=0)
     fill(author, "a", 4)
-    envs = author.missing_envelopes(SPACE, {}, 100, 1 << 24)
+    envs = author.sync_host.missing_envelopes(SPACE, {}, 100, 1 << 24)
     seed = write_old_relay(tmp_path / "relay", envs)
     device = open_replica("device")
     device.join(SPACE)
