@@ -97,7 +97,8 @@ class Replica:
         self._touched: set[EntityKey] = set()
         self._closed = False
         directory = self.path / "journal"
-        self._writes = writes = LocalWrites(self.device_id, store, clock, self._schedule, _Hooks(self))
+        self._writes = writes = LocalWrites(self.device_id, store, clock, self._schedule,
+                                            _Hooks(self.refresh, self.seal, self._transaction_ended, self._notify))
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
         self._sealer = sealer = Sealer(self.identity, client, store, cache)
@@ -343,21 +344,15 @@ class Replica:
 
 
 class _Hooks:
-    """The replica's side of the write path (:class:`crdt_sync.writes.WriteHost`)."""
+    """The replica's side of the write path (:class:`crdt_sync.writes.WriteHost`): its
+    bound methods, so that the write path sees nothing else of the replica."""
 
-    __slots__ = ("_replica",)
+    __slots__ = ("edited_outside", "refresh", "seal", "transaction_ended")
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
-
-    def refresh(self) -> None:
-        self._replica.refresh()
-
-    def seal(self) -> None:
-        self._replica.seal()
-
-    def transaction_ended(self, changed: set[EntityKey], seal_due: bool) -> None:
-        self._replica._transaction_ended(changed, seal_due)
-
-    def edited_outside(self, key: EntityKey) -> None:
-        self._replica._notify({key}, "local")
+    def __init__(self, refresh: Callable[[], None], seal: Callable[[], None],
+                 transaction_ended: Callable[[set[EntityKey], bool], None],
+                 notify: Callable[[set[EntityKey], str], None]) -> None:
+        self.refresh = refresh
+        self.seal = seal
+        self.transaction_ended = transaction_ended
+        self.edited_outside = lambda key: notify({key}, "local")
