@@ -36,7 +36,6 @@ from .messages import (
     E_TIMEOUT,
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
-    ERROR_NAMES,
     MAX_SPACE_NAME,
     MAX_VERSION,
     MIN_VERSION,
@@ -57,6 +56,7 @@ from .messages import (
     decode,
     encode,
     encode_envelopes,
+    error_name,
 )
 from .messages import Auth as AuthMsg
 
@@ -159,7 +159,7 @@ class Closed:
 
     @property
     def name(self) -> str:
-        return ERROR_NAMES.get(self.code, str(self.code))
+        return error_name(self.code)
 
 
 Event = Authenticated | Received | SpaceSynced | Closed
@@ -305,7 +305,7 @@ class Session:
         """Say BYE and stop."""
         if self.closed:
             return []
-        self.closed = Closed(code, ERROR_NAMES.get(code, str(code)), by_peer=False)
+        self.closed = Closed(code, error_name(code), by_peer=False)
         self.events.append(self.closed)
         # A last ACK per space lets the peer see that it is synced too, should our ACK of
         # its last batch have been lost.
@@ -369,7 +369,7 @@ class Session:
                 self.events.append(self.closed)
                 return []
             case Bye():
-                self.closed = Closed(msg.code, ERROR_NAMES.get(msg.code, str(msg.code)), by_peer=True)
+                self.closed = Closed(msg.code, error_name(msg.code), by_peer=True)
                 self.events.append(self.closed)
                 return []
             case Ping():
