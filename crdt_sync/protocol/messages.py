@@ -262,6 +262,15 @@ def cbor_ref(ref: AuthorRef) -> bytes:
 
 
 _ENVELOPES_HEAD = bytes([0x84, _ENVELOPES])
+_SMALL_REFS = [_head(0x00, i) for i in range(256)]
+
+
+def envelope_item(ref: AuthorRef, tail: bytes) -> bytes:
+    """One item of an ENVELOPES frame, from ``tail``: the canonical CBOR of ``seq, hlc,
+    payload, signature`` one after the other (how a relay keeps envelopes ready to send).
+    The same bytes :func:`encode` makes of the :class:`WireEnvelope`."""
+    head = _SMALL_REFS[ref] if type(ref) is int and ref < 256 else cbor_ref(ref)
+    return b"\x85" + head + tail
 
 
 def encode_envelopes(space: int, batch: int, items: list[bytes]) -> bytes:

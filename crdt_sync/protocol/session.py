@@ -63,10 +63,10 @@ from .messages import (
     ProtocolViolation,
     Spaces,
     WireEnvelope,
-    cbor_ref,
     decode,
     encode,
     encode_envelopes,
+    envelope_item,
     error_name,
     peek_type,
 )
@@ -79,7 +79,6 @@ __all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
 TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
-_REFS = [cbor_ref(i) for i in range(256)]
 
 
 class CommitOrder(enum.Enum):
@@ -567,8 +566,7 @@ class Session:
             for author, key, seq, _, tail in items:
                 top[author] = seq  # causal order: an author's seqs only grow
                 ref = index.get(author)
-                parts.append(b"\x85" + (_REFS[ref] if ref is not None and ref < len(_REFS)
-                                        else cbor_ref(key if ref is None else ref)) + tail)
+                parts.append(envelope_item(key if ref is None else ref, tail))
             merge(st.sent, top)
             self.envelopes_out += len(items)
             st.inflight.append(Inflight(st.next_batch, top, now))

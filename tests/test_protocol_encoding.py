@@ -1,9 +1,23 @@
-"""The message and error enums: docs/PROTOCOL.md names them, and peek_type agrees with decode."""
+"""messages.py owns the encoding: docs/PROTOCOL.md names the enums, peek_type agrees with
+decode, and the pre-encoded envelope path makes the bytes encode makes."""
 
 import re
 from pathlib import Path
 
-from crdt_sync.protocol.messages import ERROR_NAMES, ErrorCode, MessageType, decode, peek_type
+import cbor2
+
+from crdt_sync.protocol.messages import (
+    ERROR_NAMES,
+    Envelopes,
+    ErrorCode,
+    MessageType,
+    WireEnvelope,
+    decode,
+    encode,
+    encode_envelopes,
+    envelope_item,
+    peek_type,
+)
 from tests.protocol_vectors import vectors
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
@@ -36,3 +50,11 @@ def test_peek_type_of_what_is_not_a_frame() -> None:
     for frame in (b"", b"\x82", b"\x00\x00", b"\xa1\x00\x00", b"\x81\x0a", b"\x82\x18\x20"):
         assert peek_type(frame) is None
     assert peek_type(b"\x82\x09\x00") is MessageType.BYE
+
+
+def test_an_envelope_item_from_its_tail_is_what_encode_makes() -> None:
+    key = bytes(range(32))
+    for ref in (0, 23, 24, 255, 256, 70000, key):
+        wire = WireEnvelope(ref, 7, 2**40, b"payload", bytes(64))
+        tail = b"".join(cbor2.dumps(v, canonical=True) for v in (7, 2**40, b"payload", bytes(64)))
+        assert encode(Envelopes(1, 2, [wire])) == encode_envelopes(1, 2, [envelope_item(ref, tail)])
