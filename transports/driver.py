@@ -374,7 +374,7 @@ class _Driver:
             while self.outbox:
                 frame = self.outbox[0]
                 if self.nowait is None or not self.nowait(frame):
-                    await self.link.send(frame)
+                    await self._send(frame)
                 self.outbox.popleft()
                 self.frames_out += 1
                 self._make_room()
@@ -382,6 +382,16 @@ class _Driver:
             self.sending = False
         if self.broken is not None:
             raise self.broken
+
+    async def _send(self, frame: bytes) -> None:
+        # Bounded like every network wait: while the loop waits here the session's own timers
+        # cannot fire, so a peer that takes nothing for `dead_after` is given up here.
+        limit = self.session.config.dead_after
+        try:
+            async with asyncio.timeout(limit):
+                await self.link.send(frame)
+        except TimeoutError:
+            raise LinkClosed(f"{self.link.label} took no frame for {limit:g} s") from None
 
     # -- called synchronously, from the reader, a callback or the turn loop ----------------
     def _pending(self) -> int:
