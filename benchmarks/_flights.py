@@ -91,6 +91,7 @@ def drive(a: SyncHost, b: SyncHost, on_flight: Callable[[], None] | None = None)
     timers, so the flight count is the protocol's own, with zero latency and no loss.
     """
     from crdt_sync.protocol import Session
+    from crdt_sync.protocol.messages import E_NORMAL
 
     spent = {True: 0.0, False: 0.0}  # seconds inside receive() of A (True) and B (False)
     t0 = perf_counter()
@@ -117,7 +118,7 @@ def drive(a: SyncHost, b: SyncHost, on_flight: Callable[[], None] | None = None)
             on_flight()
     seconds = perf_counter() - t0
     for name, session in (("A", sa), ("B", sb)):
-        if session.closed is None or session.closed.code != 0:
+        if session.closed is None or session.closed.code != E_NORMAL:
             raise BenchmarkError(f"session of {name} ended with {session.closed}")
     return _summarise(log, seconds, spent[True], spent[False])
 

@@ -98,7 +98,8 @@ class Replica:
         self._closed = False
         directory = self.path / "journal"
         self._writes = writes = LocalWrites(self.device_id, store, clock, self._schedule,
-                                            _Hooks(self.refresh, self.seal, self._transaction_ended, self._notify))
+                                            _Hooks(self.refresh, self.seal, self._transaction_ended,
+                                                   self._notify))
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
         self._sealer = sealer = Sealer(self.identity, client, store, cache)

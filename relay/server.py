@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
-from crdt_sync.protocol.messages import E_LIMIT, T_ENVELOPES, Error, encode
+from crdt_sync.protocol.messages import E_GOING_AWAY, E_LIMIT, E_NORMAL, Error, MessageType, encode, peek_type
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.base import LinkClosed
 from crdt_sync.transports.driver import Hooks, drive
@@ -234,14 +234,14 @@ class RelayServer:
                 self._subscribers.setdefault(space, set()).add(conn)
 
         def sent(frames: list[bytes]) -> None:
-            if conn.woken_at is not None and any(f[1:2] == bytes([T_ENVELOPES]) for f in frames):
+            if conn.woken_at is not None and any(peek_type(f) is MessageType.ENVELOPES for f in frames):
                 self.metrics.fanout.observe(time.monotonic() - conn.woken_at)
                 conn.woken_at = None
 
         def event(ev: Event) -> None:
             if isinstance(ev, Received):
                 self.metrics.envelopes_in.inc(ev.applied)
-            elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (0, 9):
+            elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
                 self.metrics.rejections.labels(ev.name).inc()
 
         session.on_shared = shared

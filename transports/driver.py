@@ -1,8 +1,16 @@
 """The asyncio driver: runs a sans-I/O :class:`~crdt_sync.protocol.Session` over any
 :class:`~transports.base.FrameLink`.
 
-All protocol decisions live in the session; this loop only moves frames, feeds it the time,
-wakes it at its deadlines and when the replica changed, and closes the link at the end.
+Every protocol decision lives in the session (when a one-shot session ends, how it ends when
+the link closes or time runs out, which frames wait for the host's commit). The driver only
+moves frames, feeds the session the time, wakes it at its deadlines and when the host
+changed, and closes the link at the end. Its pieces, each owning its state:
+
+- :class:`_Waker`: the one future the turn loop sleeps on (link, host, stop, commit, timer).
+- :class:`_CommitGate`: the frames waiting for the host's commit, in order.
+- :class:`_Driver`: one session over one link: the outbox, the reader task, the turn loop.
+
+:func:`drive` and :func:`run_session` are the entry points.
 """
 
 from __future__ import annotations
@@ -16,20 +24,8 @@ from dataclasses import dataclass, field
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Closed, Event, Session, SessionConfig
-from crdt_sync.protocol.messages import (
-    E_GOING_AWAY,
-    E_NORMAL,
-    E_TIMEOUT,
-    T_AUTH,
-    T_BYE,
-    T_ENVELOPES,
-    T_ERROR,
-    T_HAVE,
-    T_HELLO,
-    T_PING,
-    T_PONG,
-    T_SPACES,
-)
+from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL
+from crdt_sync.protocol.session import CommitOrder
 
 from .base import FrameLink, LinkClosed
 
@@ -80,7 +76,8 @@ class Hooks:
         durable: returns a future that is done once everything the host accepted so far is
             on disk, or None when it is. A relay's ACKs (and HAVE, ERROR, BYE) wait for it,
             so that no ACK leaves before the envelopes it acknowledges are on disk;
-            ENVELOPES, PING and PONG frames do not wait (they claim nothing).
+            ENVELOPES, PING and PONG frames do not wait (they claim nothing). The session
+            says which frame is which (:class:`~crdt_sync.protocol.session.CommitOrder`).
     """
 
     changed: Changed = field(default_factory=Changed)
@@ -90,12 +87,6 @@ class Hooks:
 
 #: Frames waiting to be sent (or for a commit) above which the driver stops reading the link.
 MAX_PENDING = 64
-#: Frames that never wait for the host's commit (unless a frame that must keep its place
-#: before them is waiting): they make no claim about what the host stored.
-_FREE = frozenset({T_HELLO, T_AUTH, T_SPACES, T_ENVELOPES, T_PING, T_PONG})
-#: Frames that wait and keep everything after them waiting too (order matters to the peer:
-#: ENVELOPES only make sense after HAVE; BYE and ERROR come last).
-_BARRIER = frozenset({T_HAVE, T_ERROR, T_BYE})
 
 
 class _Waker:
@@ -152,6 +143,336 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _CommitGate:
+    """The frames that wait for the host's commit (``Hooks.durable``), in order.
+
+    The session says how each frame is ordered against the commit (:class:`CommitOrder`);
+    the gate keeps that order. ``on_commit`` is called when a commit it waits for is done.
+    """
+
+    def __init__(self, session: Session, durable: Callable[[], asyncio.Future[None] | None] | None,
+                 on_commit: Callable[[], None]) -> None:
+        self._order = session.commit_order
+        self._durable = durable
+        self._on_commit = on_commit
+        self._held: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
+        self._barrier = False  # a held barrier: every frame after it waits too
+        self._watched: asyncio.Future[None] | None = None  # the commit with our callback
+        #: the first commit that failed (the disk): nothing held goes out after it
+        self.failure: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def route(self, frames: list[bytes]) -> list[bytes]:
+        """The frames that may go now, in order; holds the others until their commit."""
+        if not frames:
+            return frames
+        commit = self._durable() if self._durable is not None else None
+        if commit is None and not self._held:
+            return frames  # the common case, without a look at each frame
+        ready = []
+        for frame in frames:
+            order = self._order(frame)
+            if self._barrier or (order is not CommitOrder.FREE and (commit is not None or self._held)):
+                self._held.append((commit, frame))
+                self._barrier = self._barrier or order is CommitOrder.BARRIER
+            else:
+                ready.append(frame)
+        if commit is not None and commit is not self._watched:
+            self._watched = commit
+            commit.add_done_callback(lambda _: self._on_commit())
+        return ready
+
+    def release(self) -> list[bytes]:
+        """The held frames whose commit is done, in order (none once a commit failed:
+        ``failure`` says why)."""
+        ready = []
+        while self._held:
+            commit, frame = self._held[0]
+            if commit is not None:
+                if not commit.done():
+                    break
+                failure = commit.exception()
+                if failure is not None:
+                    self.failure = self.failure or failure
+                    return []
+            self._held.popleft()
+            ready.append(frame)
+        if not self._held:
+            self._barrier = False
+        return ready
+
+    async def settle(self) -> None:
+        """Wait for every commit a held frame waits for (the disk, not the network)."""
+        for commit, _ in list(self._held):
+            if commit is not None:
+                await asyncio.wait([commit])
+
+
+class _Driver:
+    """Runs one session over one link until the session closes (see :func:`drive`).
+
+    The session is only ever called synchronously, and every frame it returns goes through
+    one ordered outbox, so whoever has something for it calls it right away instead of
+    waking a task for it: the reader task hands it each frame as it arrives; a host without
+    idle work (a relay) has ``changed`` handled by a callback; a commit releases the frames
+    that waited for it from its callback. The turn loop (:meth:`run`) handles timers,
+    ``stop``, the end, and the frames the link cannot take at once (it awaits those). A link
+    with ``send_nowait(frame) -> bool`` takes frames without a task switch when it can.
+    """
+
+    def __init__(self, session: Session, link: FrameLink, hooks: Hooks, *, live: bool,
+                 stop: asyncio.Event | None, on_event: Callable[[Event], None] | None,
+                 clock: Callable[[], float], tick_interval: float, timeout: float | None,
+                 on_send: Callable[[list[bytes]], None] | None) -> None:
+        self.session = session
+        self.link = link
+        self.hooks = hooks
+        self.live = live
+        self.stop = stop
+        self.on_event = on_event
+        self.clock = clock
+        self.tick_interval = tick_interval
+        self.timeout = timeout
+        self.on_send = on_send
+        self.loop = asyncio.get_running_loop()
+        self.started = clock()
+        self.events: list[Event] = []
+        self.frames_in = self.frames_out = 0
+        self.waker = _Waker(self.loop)
+        self.outbox: deque[bytes] = deque()
+        self.gate = _CommitGate(session, hooks.durable, self._on_commit)
+        self.nowait: Callable[[bytes], bool] | None = getattr(link, "send_nowait", None)
+        # A host without idle work (a relay) has `changed` handled inline, not by a turn.
+        self.inline_changes = hooks.idle is None
+        self.sending = False  # the turn loop awaits a send: it goes on with the outbox in order
+        self.poke_pending = False  # a call of local_changed is scheduled
+        self.link_closed = False  # the reader found the link closed
+        #: a synchronous send found the link closed, or a commit failed: raised by _flush
+        self.broken: BaseException | None = None
+        self.room: asyncio.Future[None] | None = None  # the reader waits here while too much is pending
+
+    async def run(self) -> SessionOutcome:
+        session, changed = self.session, self.hooks.changed
+        changed.listener = self._on_changed
+        if changed.is_set():
+            self._on_changed()
+        reading: asyncio.Task[None] | None = None
+        stopping = self.loop.create_task(self.stop.wait()) if self.stop is not None else None
+        if stopping is not None:
+            stopping.add_done_callback(self.waker.wake)
+        try:
+            self._emit(session.start())
+            await self._flush()
+            reading = self.loop.create_task(self._read())
+            await self._turns()
+            self._pop_events()
+            if len(self.gate) and session.peer_listening:
+                await self.gate.settle()
+                self._release()
+            await self._flush()
+        except LinkClosed:
+            # A send failed: the peer closed, maybe right after its last frames (its final ACK
+            # and BYE). The reader goes on handing the session what it delivered, so a session
+            # that did finish knows it.
+            if reading is not None:
+                await self._read_what_is_left(reading)
+            session.link_lost()  # (nothing if the session did finish)
+        finally:
+            changed.listener = None
+            self.poke_pending = True  # a scheduled poke finds nothing to do
+            changed.clear()
+            self.waker.close()
+            tasks = [t for t in (reading, stopping) if t is not None]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)  # let them finish; their outcome is moot
+            await self.link.close()
+        self._pop_events()
+        closed = next((e for e in reversed(self.events) if isinstance(e, Closed)), None)
+        return SessionOutcome(session.peer, session.synced, closed, session.bytes_in,
+                              session.bytes_out, self.frames_in, self.frames_out, self.events)
+
+    async def _turns(self) -> None:
+        """Until the session closes: its timers, the host's turn, ``stop``, the end."""
+        session = self.session
+        while session.closed is None:
+            now = self.clock()
+            if not self.live and (last := session.end_if_synced(now)) is not None:
+                self._emit(last)
+                return
+            if self.timeout is not None and now - self.started >= self.timeout:
+                session.expire(self.timeout)
+                return
+            if not self._has_work():
+                await self.waker.wait(self._sleep_for(now))
+                now = self.clock()
+            if session.closed is not None:
+                return
+            if self.link_closed:
+                session.link_lost()
+                return
+            if self.live and self.hooks.idle is not None:
+                self.hooks.idle()
+            if self.hooks.changed.is_set() and not self.inline_changes:
+                self.hooks.changed.clear()
+                self._emit(session.local_changed(now))
+            if self.stop is not None and self.stop.is_set():
+                self._emit(session.going_away(now))
+            self._emit(session.tick(now))
+            self._pop_events()
+            await self._flush()
+
+    def _has_work(self) -> bool:
+        return bool(self.outbox or self.broken or self.link_closed
+                    or (self.hooks.changed.is_set() and not self.inline_changes)
+                    or (self.stop is not None and self.stop.is_set()))
+
+    def _sleep_for(self, now: float) -> float:
+        deadline = self.session.next_deadline()
+        wait = max(0.0, (deadline if deadline is not None else now + 1.0) - now)
+        if self.live and self.hooks.idle is not None:  # only hosts with idle work need the tick
+            wait = min(wait, self.tick_interval)
+        if self.timeout is not None:
+            wait = min(wait, max(0.0, self.started + self.timeout - now))
+        return wait
+
+    async def _read(self) -> None:
+        """The reader task: hands the session each frame as it arrives."""
+        session = self.session
+        try:
+            while session.closed is None:
+                while self._pending() > MAX_PENDING:
+                    # The peer is not reading (or the disk is slow): stop reading it too,
+                    # rather than queue its answers without bound.
+                    room = self.room = self.loop.create_future()
+                    await room
+                frame = await self.link.recv()
+                if session.closed is not None:
+                    break
+                self.frames_in += 1
+                self._emit(session.receive(frame, self.clock()))
+                self._after_session()
+        except LinkClosed:
+            self.link_closed = True
+            self.waker.wake()
+
+    async def _read_what_is_left(self, reading: asyncio.Task[None]) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                while self.session.closed is None and not self.link_closed and not reading.done():
+                    await self.waker.wait(DRAIN_TIMEOUT)
+
+    async def _flush(self) -> None:
+        """Send the outbox in order, waiting for the link where it must."""
+        if self.broken is not None:
+            raise self.broken
+        self.sending = True
+        try:
+            while self.outbox:
+                frame = self.outbox[0]
+                if self.nowait is None or not self.nowait(frame):
+                    await self._send(frame)
+                self.outbox.popleft()
+                self.frames_out += 1
+                self._make_room()
+        finally:
+            self.sending = False
+        if self.broken is not None:
+            raise self.broken
+
+    async def _send(self, frame: bytes) -> None:
+        # Bounded like every network wait: while the loop waits here the session's own timers
+        # cannot fire, so a peer that takes nothing for `dead_after` is given up here.
+        limit = self.session.config.dead_after
+        try:
+            async with asyncio.timeout(limit):
+                await self.link.send(frame)
+        except TimeoutError:
+            raise LinkClosed(f"{self.link.label} took no frame for {limit:g} s") from None
+
+    # -- called synchronously, from the reader, a callback or the turn loop ----------------
+    def _pending(self) -> int:
+        return len(self.outbox) + len(self.gate)
+
+    def _pop_events(self) -> None:
+        for event in self.session.pop_events():
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+
+    def _emit(self, frames: list[bytes]) -> None:
+        """Route the session's frames: to the outbox, or held until the host's commit."""
+        self._queue(self.gate.route(frames))
+
+    def _queue(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        if self.on_send is not None:
+            self.on_send(frames)
+        self.outbox.extend(frames)
+
+    def _release(self) -> None:
+        """Move the held frames whose commit is done to the outbox."""
+        ready = self.gate.release()
+        if self.gate.failure is not None:
+            self._break(self.gate.failure)
+            return
+        self._queue(ready)
+
+    def _break(self, exc: BaseException) -> None:
+        if self.broken is None:
+            self.broken = exc
+        self.waker.wake()
+
+    def _pump_out(self) -> None:
+        """Send from the outbox what the link takes without waiting; wake the loop for the rest."""
+        if self.sending:
+            return  # the turn loop is awaiting a send: it continues with the outbox in order
+        if self.nowait is not None:
+            try:
+                while self.outbox and self.nowait(self.outbox[0]):
+                    self.outbox.popleft()
+                    self.frames_out += 1
+            except LinkClosed as exc:
+                self._break(exc)
+        if self.outbox or self.broken is not None:
+            self.waker.wake()
+        self._make_room()
+
+    def _make_room(self) -> None:
+        if self.room is not None and self._pending() <= MAX_PENDING:
+            _resolve(self.room)
+            self.room = None
+
+    def _on_commit(self) -> None:
+        self._release()
+        self._pump_out()
+
+    def _after_session(self) -> None:
+        self._pop_events()
+        self._pump_out()
+        if self.session.closed is not None or (not self.live and self.session.synced):
+            self.waker.wake()
+
+    def _on_changed(self) -> None:
+        if not self.inline_changes:
+            self.waker.wake()
+        elif not self.poke_pending:
+            self.poke_pending = True
+            self.loop.call_soon(self._poke)  # not from inside another session's call: after it
+
+    def _poke(self) -> None:
+        self.poke_pending = False
+        changed = self.hooks.changed
+        if self.session.closed is None and changed.is_set():
+            changed.clear()
+            self._emit(self.session.local_changed(self.clock()))
+            self._after_session()
+
+
 async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
                       config: SessionConfig | None = None, stop: asyncio.Event | None = None,
                       on_event: Callable[[Event], None] | None = None,
@@ -196,238 +517,13 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
                 on_send: Callable[[list[bytes]], None] | None = None) -> SessionOutcome:
     """Run ``session`` over ``link`` until it closes (see :func:`run_session`).
 
-    The session is only ever called synchronously, and every frame it returns goes through
-    one ordered outbox, so whoever has something for it calls it right away instead of
-    waking a task for it: a reader task hands it each frame as it arrives; a host without
-    idle work (a relay) has ``changed`` handled by a callback; a commit releases the frames
-    that waited for it from its callback. This task handles timers, ``stop``, the end, and
-    the frames the link cannot take at once (it awaits those). A link with
-    ``send_nowait(frame) -> bool`` takes frames without a task switch when it can.
+    Args:
+        hooks: how the host tells the driver it changed, its idle work, its commits.
+        tick_interval: how often a live session's host gets its idle turn.
+        on_send: called with the frames as they enter the outbox (a relay times fan-out).
+
+    Returns:
+        How it ended; the link is closed by then.
     """
-    loop = asyncio.get_running_loop()
-    changed = hooks.changed
-    events: list[Event] = []
-    counts = [0, 0]  # frames in, frames out
-    started = clock()
-    waker = _Waker(loop)
-    outbox: deque[bytes] = deque()
-    #: frames waiting for a commit, in order
-    held: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
-    flags = {"barrier": False, "sending": False, "poke": False, "link_closed": False}
-    broken: list[BaseException] = []  # a synchronous send found the link closed, or a commit failed
-    watched: list[asyncio.Future[None] | None] = [None]
-    room: list[asyncio.Future[None]] = []  # the reader waits here while too much is pending
-    nowait: Callable[[bytes], bool] | None = getattr(link, "send_nowait", None)
-    inline_changes = hooks.idle is None
-
-    def drain() -> None:
-        for event in session.pop_events():
-            events.append(event)
-            if on_event is not None:
-                on_event(event)
-
-    def pump_out() -> None:
-        """Send from the outbox what the link takes without waiting; wake the task for the rest."""
-        if flags["sending"]:
-            return  # the task is awaiting a send: it continues with the outbox in order
-        if nowait is not None:
-            try:
-                while outbox and nowait(outbox[0]):
-                    outbox.popleft()
-                    counts[1] += 1
-            except LinkClosed as exc:
-                broken.append(exc)
-        if outbox or broken:
-            waker.wake()
-        make_room()
-
-    def queue(frames: list[bytes]) -> None:
-        if on_send is not None:
-            on_send(frames)
-        outbox.extend(frames)
-
-    def emit(frames: list[bytes]) -> None:
-        """Route the session's frames: to the outbox, or held until the host's commit."""
-        if not frames:
-            return
-        commit = hooks.durable() if hooks.durable is not None else None
-        if commit is None and not held:
-            queue(frames)
-            return
-        ready = []
-        for frame in frames:
-            kind = frame[1] if len(frame) > 1 else -1
-            if flags["barrier"] or (kind not in _FREE and (commit is not None or held)):
-                held.append((commit, frame))
-                flags["barrier"] = flags["barrier"] or kind in _BARRIER
-            else:
-                ready.append(frame)
-        if commit is not None and commit is not watched[0]:
-            watched[0] = commit
-            commit.add_done_callback(committed)
-        if ready:
-            queue(ready)
-
-    def release() -> None:
-        """Move the held frames whose commit is done to the outbox."""
-        ready = []
-        while held:
-            commit, frame = held[0]
-            if commit is not None:
-                if not commit.done():
-                    break
-                if commit.exception() is not None:
-                    broken.append(commit.exception())  # type: ignore[arg-type]  # the disk failed
-                    waker.wake()
-                    return
-            held.popleft()
-            ready.append(frame)
-        if not held:
-            flags["barrier"] = False
-        if ready:
-            queue(ready)
-
-    def committed(_: object) -> None:
-        release()
-        pump_out()
-
-    def after_session() -> None:
-        drain()
-        pump_out()
-        if session.closed is not None or (not live and session.synced):
-            waker.wake()
-
-    def poke() -> None:
-        flags["poke"] = False
-        if session.closed is None and changed.is_set():
-            changed.clear()
-            emit(session.local_changed(clock()))
-            after_session()
-
-    def on_changed() -> None:
-        if inline_changes:
-            if not flags["poke"]:
-                flags["poke"] = True
-                loop.call_soon(poke)  # not from inside another session's call: after it
-        else:
-            waker.wake()
-
-    def make_room() -> None:
-        if room and len(outbox) + len(held) <= MAX_PENDING:
-            _resolve(room.pop())
-
-    async def reader() -> None:
-        try:
-            while session.closed is None:
-                while len(outbox) + len(held) > MAX_PENDING:
-                    # The peer is not reading (or the disk is slow): stop reading it too,
-                    # rather than queue its answers without bound.
-                    wait = loop.create_future()
-                    room.append(wait)
-                    await wait
-                frame = await link.recv()
-                if session.closed is not None:
-                    break
-                counts[0] += 1
-                emit(session.receive(frame, clock()))
-                after_session()
-        except LinkClosed:
-            flags["link_closed"] = True
-            waker.wake()
-
-    async def flush() -> None:
-        """Send the outbox in order, waiting for the link where it must."""
-        if broken:
-            raise broken[0]
-        flags["sending"] = True
-        try:
-            while outbox:
-                frame = outbox[0]
-                if nowait is None or not nowait(frame):
-                    await link.send(frame)
-                outbox.popleft()
-                counts[1] += 1
-                make_room()
-        finally:
-            flags["sending"] = False
-        if broken:
-            raise broken[0]
-
-    changed.listener = on_changed
-    if changed.is_set():
-        on_changed()
-    reading: asyncio.Task[None] | None = None
-    stopping = loop.create_task(stop.wait()) if stop is not None else None
-    if stopping is not None:
-        stopping.add_done_callback(waker.wake)
-    try:
-        emit(session.start())
-        await flush()
-        reading = loop.create_task(reader())
-        while session.closed is None:
-            now = clock()
-            if not live and session.synced:
-                emit(session.close(now, E_NORMAL))
-                break
-            if timeout is not None and now - started >= timeout:
-                session.events.append(Closed(E_TIMEOUT, f"not synced after {timeout:g} s", False))
-                break
-            if not (outbox or broken or flags["link_closed"] or (changed.is_set() and not inline_changes)
-                    or (stop is not None and stop.is_set())):
-                deadline = session.next_deadline()
-                wait = max(0.0, (deadline if deadline is not None else now + 1.0) - now)
-                if live and hooks.idle is not None:  # only hosts with idle work need the tick
-                    wait = min(wait, tick_interval)
-                if timeout is not None:
-                    wait = min(wait, max(0.0, started + timeout - now))
-                await waker.wait(wait)
-                now = clock()
-            if session.closed is not None:
-                break
-            if flags["link_closed"]:
-                session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
-                break
-            if live and hooks.idle is not None:
-                hooks.idle()
-            if changed.is_set() and not inline_changes:
-                changed.clear()
-                emit(session.local_changed(now))
-            if stop is not None and stop.is_set():
-                emit(session.close(now, E_GOING_AWAY))
-            emit(session.tick(now))
-            drain()
-            await flush()
-        drain()
-        if held and not (session.closed is not None and session.closed.by_peer):
-            # (a peer that said BYE or ERROR reads nothing more)
-            for commit, _ in list(held):
-                if commit is not None:
-                    await asyncio.wait([commit])
-            release()
-        await flush()
-    except LinkClosed:
-        # A send failed: the peer closed, maybe right after its last frames (its final ACK
-        # and BYE). The reader goes on handing the session what it delivered, so a session
-        # that did finish knows it.
-        if reading is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_TIMEOUT):
-                    while session.closed is None and not flags["link_closed"] and not reading.done():
-                        await waker.wait(DRAIN_TIMEOUT)
-        if session.closed is None:
-            session.events.append(Closed(E_GOING_AWAY, "the link closed", True))
-    finally:
-        changed.listener = None
-        flags["poke"] = True  # a pending poke finds nothing to do
-        changed.clear()
-        waker.close()
-        tasks = [t for t in (reading, stopping) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)  # let them finish; their outcome is moot
-        await link.close()
-    drain()
-    closed = next((e for e in reversed(events) if isinstance(e, Closed)), None)
-    return SessionOutcome(session.peer, session.synced, closed, session.bytes_in,
-                          session.bytes_out, counts[0], counts[1], events)
+    return await _Driver(session, link, hooks, live=live, stop=stop, on_event=on_event, clock=clock,
+                         tick_interval=tick_interval, timeout=timeout, on_send=on_send).run()

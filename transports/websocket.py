@@ -13,6 +13,7 @@ from aiohttp import web
 
 from crdt_sync.protocol import MAX_FRAME
 
+from ._aiohttp_compat import WebSocketFrames, WriterClosed
 from .base import LinkClosed, TransportError
 
 SYNC_PATH = "/v1/sync"
@@ -49,6 +50,7 @@ class WebSocketLink:
     def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, label: str,
                  owner: aiohttp.ClientSession | None = None) -> None:
         self._ws = ws
+        self._frames = WebSocketFrames(ws, NOWAIT_FRAME)
         self._label = label
         self._owner = owner
         self.close_code = CLOSE_NORMAL
@@ -60,38 +62,26 @@ class WebSocketLink:
     @property
     def backlog(self) -> int | None:
         """Bytes written but not yet taken by the kernel (None: unknown)."""
-        transport = getattr(getattr(self._ws, "_writer", None), "transport", None)
-        if transport is None or transport.is_closing():
-            return None
-        size: int = transport.get_write_buffer_size()
-        return size
+        return self._frames.backlog
 
     async def send(self, frame: bytes) -> None:
         if self._ws.closed:
             raise LinkClosed(f"connection to {self._label} is closed")
         try:
-            await self._ws.send_bytes(frame)
+            await self._frames.send(frame)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             raise LinkClosed(f"connection to {self._label} lost: {exc}") from None
 
     def send_nowait(self, frame: bytes) -> bool:
         """Send ``frame`` now if that cannot wait (nothing queued, a small frame, no
-        compression); False if it must go through :meth:`send`."""
-        writer = getattr(self._ws, "_writer", None)
-        write = getattr(writer, "_write_websocket_frame", None)
-        if (write is None or len(frame) > NOWAIT_FRAME or getattr(writer, "compress", True)
-                or getattr(writer, "_closing", True)):
-            return False
-        transport = writer.transport  # type: ignore[union-attr]
-        if self._ws.closed or transport is None or transport.is_closing():
-            raise LinkClosed(f"connection to {self._label} is closed")
-        if transport.get_write_buffer_size() or getattr(writer.protocol, "_paused", True):  # type: ignore[union-attr]
-            return False
+        compression; see :mod:`transports._aiohttp_compat`); False if it must go through
+        :meth:`send`."""
         try:
-            write(frame, aiohttp.WSMsgType.BINARY, 0)
+            return self._frames.send_nowait(frame)
+        except WriterClosed:
+            raise LinkClosed(f"connection to {self._label} is closed") from None
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             raise LinkClosed(f"connection to {self._label} lost: {exc}") from None
-        return True
 
     async def recv(self) -> bytes:
         try:

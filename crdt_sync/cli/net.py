@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CrdtSyncError, Rejected
+from ..protocol.messages import E_AUTH_FAILED, E_LIMIT, E_REJECTED
 from .local import open_replica
 from .output import Output, data_dir
 
@@ -132,7 +133,7 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
         closed: Closed | None = outcome.closed
         if not outcome.synced:
             why = f"{closed.name}: {closed.reason}" if closed else "not synced"
-            if closed is not None and closed.code in (3, 5, 10):
+            if closed is not None and closed.code in (E_AUTH_FAILED, E_REJECTED, E_LIMIT):
                 raise Rejected(closed.name, f"the relay refused this device: {closed.reason}")
             raise CrdtSyncError(f"sync with {args.relay} did not finish ({why}); run it again: "
                                 "it resumes where it stopped")

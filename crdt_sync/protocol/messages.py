@@ -6,6 +6,7 @@ type. See docs/PROTOCOL.md for the layouts; this module is their single implemen
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,33 +30,92 @@ MAX_SPACE_NAME = 128
 AuthorRef = int | bytes
 
 
+class MessageType(enum.IntEnum):
+    """A frame's first item (docs/PROTOCOL.md, "Messages")."""
+
+    HELLO = 0
+    AUTH = 1
+    SPACES = 2
+    HAVE = 3
+    ENVELOPES = 4
+    ACK = 5
+    PING = 6
+    PONG = 7
+    ERROR = 8
+    BYE = 9
+
+
+class ErrorCode(enum.IntEnum):
+    """The code of an ERROR or BYE frame (docs/PROTOCOL.md, "Error codes")."""
+
+    NORMAL = 0
+    MALFORMED = 1
+    UNSUPPORTED_VERSION = 2
+    AUTH_FAILED = 3
+    TOO_LARGE = 4
+    REJECTED = 5
+    UNEXPECTED = 6
+    TIMEOUT = 7
+    INTERNAL = 8
+    GOING_AWAY = 9
+    LIMIT = 10
+
+    @property
+    def label(self) -> str:
+        """The code's name as docs/PROTOCOL.md and log lines spell it (``rejected-envelope``)."""
+        return ERROR_NAMES[self]
+
+
+def error_name(code: int) -> str:
+    """The label of a known error code, else the number (a newer peer may send others)."""
+    return ERROR_NAMES.get(code, str(code))
+
+
+def error_code(code: int) -> int:
+    """``code`` as an :class:`ErrorCode` when it is one; a number this side does not know
+    stays a plain int (a newer peer may send it, and it is still shown and logged)."""
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return code
+
+
 class ProtocolViolation(Exception):
     """A frame that cannot be accepted; ``code`` is the ERROR code to answer with."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-# Error codes (ERROR and BYE frames).
-E_NORMAL = 0
-E_MALFORMED = 1
-E_UNSUPPORTED_VERSION = 2
-E_AUTH_FAILED = 3
-E_TOO_LARGE = 4
-E_REJECTED = 5
-E_UNEXPECTED = 6
-E_TIMEOUT = 7
-E_INTERNAL = 8
-E_GOING_AWAY = 9
-E_LIMIT = 10
-ERROR_NAMES = {E_NORMAL: "normal", E_MALFORMED: "malformed", E_UNSUPPORTED_VERSION:
-               "unsupported-version", E_AUTH_FAILED: "auth-failed", E_TOO_LARGE: "too-large",
-               E_REJECTED: "rejected-envelope", E_UNEXPECTED: "unexpected-message",
-               E_TIMEOUT: "timeout", E_INTERNAL: "internal", E_GOING_AWAY: "going-away",
-               E_LIMIT: "limit"}
+# The short names the rest of the code (and the tests) import; the same members.
+E_NORMAL = ErrorCode.NORMAL
+E_MALFORMED = ErrorCode.MALFORMED
+E_UNSUPPORTED_VERSION = ErrorCode.UNSUPPORTED_VERSION
+E_AUTH_FAILED = ErrorCode.AUTH_FAILED
+E_TOO_LARGE = ErrorCode.TOO_LARGE
+E_REJECTED = ErrorCode.REJECTED
+E_UNEXPECTED = ErrorCode.UNEXPECTED
+E_TIMEOUT = ErrorCode.TIMEOUT
+E_INTERNAL = ErrorCode.INTERNAL
+E_GOING_AWAY = ErrorCode.GOING_AWAY
+E_LIMIT = ErrorCode.LIMIT
+ERROR_NAMES: dict[int, str] = {
+    E_NORMAL: "normal", E_MALFORMED: "malformed", E_UNSUPPORTED_VERSION: "unsupported-version",
+    E_AUTH_FAILED: "auth-failed", E_TOO_LARGE: "too-large", E_REJECTED: "rejected-envelope",
+    E_UNEXPECTED: "unexpected-message", E_TIMEOUT: "timeout", E_INTERNAL: "internal",
+    E_GOING_AWAY: "going-away", E_LIMIT: "limit"}
 
-T_HELLO, T_AUTH, T_SPACES, T_HAVE, T_ENVELOPES, T_ACK, T_PING, T_PONG, T_ERROR, T_BYE = range(10)
+T_HELLO = MessageType.HELLO
+T_AUTH = MessageType.AUTH
+T_SPACES = MessageType.SPACES
+T_HAVE = MessageType.HAVE
+T_ENVELOPES = MessageType.ENVELOPES
+T_ACK = MessageType.ACK
+T_PING = MessageType.PING
+T_PONG = MessageType.PONG
+T_ERROR = MessageType.ERROR
+T_BYE = MessageType.BYE
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +194,22 @@ class Bye:
 Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye
 
 
+# Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
+_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = map(int, MessageType)
+
+
+def peek_type(frame: bytes) -> MessageType | None:
+    """The type of a well-formed frame without decoding the rest of it (the driver orders
+    frames by it; the relay times its fan-out by it); None when the frame does not start
+    with an array head and a known type (:func:`decode` says what is wrong with it)."""
+    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97 or frame[1] > _BYE:
+        return None  # every frame is a short array whose first item is a one-byte uint
+    return _TYPES[frame[1]]
+
+
+_TYPES = list(MessageType)
+
+
 def _vv_out(vv: list[tuple[AuthorRef, int]]) -> list[list[Any]]:
     return [[a, s] for a, s in vv]
 
@@ -143,27 +219,27 @@ def encode(msg: Message) -> bytes:
     items: list[Any]
     match msg:
         case Hello():
-            items = [T_HELLO, msg.min_version, msg.max_version, msg.device_key, msg.nonce,
+            items = [_HELLO, msg.min_version, msg.max_version, msg.device_key, msg.nonce,
                      msg.capabilities]
         case Auth():
-            items = [T_AUTH, msg.signature]
+            items = [_AUTH, msg.signature]
         case Spaces():
-            items = [T_SPACES, msg.blinded]
+            items = [_SPACES, msg.blinded]
         case Have():
-            items = [T_HAVE, msg.space, _vv_out(msg.vv)]
+            items = [_HAVE, msg.space, _vv_out(msg.vv)]
         case Envelopes():
-            items = [T_ENVELOPES, msg.space, msg.batch,
+            items = [_ENVELOPES, msg.space, msg.batch,
                      [[e.author, e.seq, e.hlc, e.payload, e.signature] for e in msg.envelopes]]
         case Ack():
-            items = [T_ACK, msg.space, msg.batch, _vv_out(msg.vv)]
+            items = [_ACK, msg.space, msg.batch, _vv_out(msg.vv)]
         case Ping():
-            items = [T_PING, msg.token]
+            items = [_PING, msg.token]
         case Pong():
-            items = [T_PONG, msg.token]
+            items = [_PONG, msg.token]
         case Error():
-            items = [T_ERROR, msg.code, msg.message[:MAX_TEXT]]
+            items = [_ERROR, int(msg.code), msg.message[:MAX_TEXT]]
         case Bye():
-            items = [T_BYE, msg.code]
+            items = [_BYE, int(msg.code)]
     return cbor2.dumps(items, canonical=True)
 
 
@@ -185,7 +261,16 @@ def cbor_ref(ref: AuthorRef) -> bytes:
     return _head(0x40, len(ref)) + ref if isinstance(ref, bytes) else _head(0x00, ref)
 
 
-_ENVELOPES_HEAD = bytes([0x84, T_ENVELOPES])
+_ENVELOPES_HEAD = bytes([0x84, _ENVELOPES])
+_SMALL_REFS = [_head(0x00, i) for i in range(256)]
+
+
+def envelope_item(ref: AuthorRef, tail: bytes) -> bytes:
+    """One item of an ENVELOPES frame, from ``tail``: the canonical CBOR of ``seq, hlc,
+    payload, signature`` one after the other (how a relay keeps envelopes ready to send).
+    The same bytes :func:`encode` makes of the :class:`WireEnvelope`."""
+    head = _SMALL_REFS[ref] if type(ref) is int and ref < 256 else cbor_ref(ref)
+    return b"\x85" + head + tail
 
 
 def encode_envelopes(space: int, batch: int, items: list[bytes]) -> bytes:
@@ -305,10 +390,10 @@ def _envelopes(a: list[Any]) -> Envelopes:
 def _error(a: list[Any]) -> Error:
     if not isinstance(a[1], str):
         raise _bad("error message is not text")
-    return Error(_uint(a[0], "error code"), a[1][:MAX_TEXT])
+    return Error(error_code(_uint(a[0], "error code")), a[1][:MAX_TEXT])
 
 
-_SHAPES = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
+_SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
            T_PONG: 1, T_ERROR: 2, T_BYE: 1}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
@@ -320,5 +405,5 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_PING: lambda a: Ping(_uint(a[0], "token")),
     T_PONG: lambda a: Pong(_uint(a[0], "token")),
     T_ERROR: _error,
-    T_BYE: lambda a: Bye(_uint(a[0], "code")),
+    T_BYE: lambda a: Bye(error_code(_uint(a[0], "code"))),
 }

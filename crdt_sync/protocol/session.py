@@ -3,7 +3,14 @@
 Frames go in (:meth:`Session.receive`), frames come out; time is passed in; the host (a
 :class:`~crdt_sync.Replica`) is called synchronously for SQLite work. No sockets, no event
 loop, no sleeping: a driver (``transports.driver``) moves the frames and calls
-:meth:`Session.tick` at :meth:`Session.next_deadline`.
+:meth:`Session.tick` at :meth:`Session.next_deadline`. Every protocol decision is made
+here, including the ones the driver asks about: when a one-shot session is done
+(:meth:`Session.end_if_synced`), how it ends when the link closes or a time limit passes,
+and which frames must wait for the host's commit (:meth:`Session.commit_order`).
+
+The rest of the package: ``messages`` (frames), ``events`` (what the session reports),
+``host`` (what it needs from the replica or relay), ``spaces`` (per-space state),
+``config`` (limits and timeouts).
 
 Reliability over lossy links: each side sends envelope batches within a window and keeps
 no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
@@ -16,19 +23,22 @@ the sender stop at its window, not buffer.
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Protocol
 
-from ..envelope import Envelope, assemble, envelope_hash
+from ..envelope import assemble, envelope_hash
 from ..errors import Rejected
-from ..identity import Identity, device_id, verify
+from ..identity import device_id, verify
 from ..values import check_name
+from .config import RELIABLE_LINK, SessionConfig
+from .events import Authenticated, Closed, Event, Received, SpaceSynced
+from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
     E_AUTH_FAILED,
+    E_GOING_AWAY,
     E_INTERNAL,
     E_MALFORMED,
     E_NORMAL,
@@ -36,7 +46,6 @@ from .messages import (
     E_TIMEOUT,
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
-    ERROR_NAMES,
     MAX_SPACE_NAME,
     MAX_VERSION,
     MIN_VERSION,
@@ -48,161 +57,52 @@ from .messages import (
     Have,
     Hello,
     Message,
+    MessageType,
     Ping,
     Pong,
     ProtocolViolation,
     Spaces,
     WireEnvelope,
-    cbor_ref,
     decode,
     encode,
     encode_envelopes,
+    envelope_item,
+    error_name,
+    peek_type,
 )
 from .messages import Auth as AuthMsg
+from .spaces import Inflight, SpaceState, covers, merge
+
+__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "Closed",
+           "CommitOrder", "Event", "Received", "Session", "SessionConfig", "SpaceSynced",
+           "StreamingHost", "SyncHost"]
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
 TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
-_REFS = [cbor_ref(i) for i in range(256)]
 
 
-class SyncHost(Protocol):
-    """What a session needs from the replica (a :class:`~crdt_sync.Replica` is one)."""
+class CommitOrder(enum.Enum):
+    """When a frame may leave relative to the host's commit (``Hooks.durable`` in the driver).
 
-    identity: Identity
-    device_id: str
-    #: A relay keeps every space a device asks for (and so learns their names).
-    keeps_all_spaces: bool
+    A relay must not ACK envelopes before they are on disk; frames that claim nothing about
+    what the host stored need not wait for it. Order still matters to the peer: ENVELOPES
+    only make sense after HAVE, and BYE and ERROR come last.
+    """
 
-    def admit(self, peer: str) -> str | None:
-        """None to accept an authenticated peer, else the reason to refuse it."""
-        ...
-
-    def sync_spaces(self) -> list[str]: ...
-
-    def version_vector(self, space: str) -> dict[str, int]: ...
-
-    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[Envelope]: ...
-
-    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None: ...
-
-    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
-                tolerate_gaps: bool = False) -> tuple[int, int, int]: ...
-
-    def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None: ...
+    #: Claims nothing about the store (HELLO, AUTH, SPACES, ENVELOPES, PING, PONG): goes at
+    #: once, unless a barrier before it is waiting.
+    FREE = enum.auto()
+    #: Claims what the host stored (ACK): waits for the commit pending when it was made.
+    AFTER_COMMIT = enum.auto()
+    #: Waits like AFTER_COMMIT and holds every frame after it (HAVE, ERROR, BYE).
+    BARRIER = enum.auto()
 
 
-class StreamingHost(Protocol):
-    """A host that also serves new envelopes already encoded (the relay: one copy of each
-    envelope, encoded once, for every session that forwards it)."""
-
-    def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
-                 max_bytes: int) -> tuple[list[tuple[str, bytes, int, int, bytes]], int | None]:
-        """Envelopes beyond ``covered`` in causal order, bounded like ``missing_envelopes``,
-        as ``(author id, author key, seq, wire size, tail)`` where tail is the CBOR of
-        ``seq, hlc, payload, signature``; and the cursor to pass next time.
-
-        The session passes back the cursor it got (None at first and after a rewind of
-        ``covered``: the host then reads its store); ``covered`` only grows in between.
-        """
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    batch_bytes: int = 256 * 1024
-    batch_count: int = 1024
-    window: int = 4
-    handshake_timeout: float = 10.0
-    ack_timeout: float = 3.0
-    #: Handshake frames and HAVE are resent this often until answered (lossy links).
-    resend_interval: float = 1.0
-    #: Well-formed frames that arrive before the handshake allows them are dropped (their
-    #: senders resend); more than this many is a misbehaving peer.
-    max_early_frames: int = 64
-    ping_interval: float = 10.0
-    dead_after: float = 30.0
-
-
-#: For reliable, ordered links (TCP, WebSocket): nothing is lost while the link is up, so
-#: timed resends would only send duplicates (a busy peer reads its ACKs late); a stalled
-#: peer is still dropped by ``dead_after`` and the next session resumes from HAVE.
-RELIABLE_LINK = SessionConfig(ack_timeout=3600.0, resend_interval=3600.0)
-
-
-# -- events the driver (and its user) may act on ------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    peer: str
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    space: str
-    applied: int
-    duplicates: int
-    gaps: int
-
-
-@dataclass(frozen=True, slots=True)
-class SpaceSynced:
-    space: str
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    code: int
-    reason: str
-    by_peer: bool
-
-    @property
-    def name(self) -> str:
-        return ERROR_NAMES.get(self.code, str(self.code))
-
-
-Event = Authenticated | Received | SpaceSynced | Closed
-
-
-@dataclass
-class _Inflight:
-    batch: int
-    top: dict[str, int]
-    sent_at: float
-
-
-@dataclass
-class _SpaceState:
-    name: str
-    mine: int  # index in my SPACES
-    theirs: int  # index in the peer's SPACES
-    my_table: list[str] = field(default_factory=list)  # authors of my HAVE: my refs
-    my_index: dict[str, int] = field(default_factory=dict)
-    their_table: list[str] | None = None  # authors of the peer's HAVE: its refs
-    have_frame: bytes = b""
-    have_sent_at: float = 0.0
-    peer_have: dict[str, int] = field(default_factory=dict)
-    sent: dict[str, int] = field(default_factory=dict)
-    acked: dict[str, int] = field(default_factory=dict)
-    inflight: list[_Inflight] = field(default_factory=list)
-    next_batch: int = 1
-    peer_saw_have: bool = False
-    synced: bool = False
-    expect_in: int = 0  # envelopes the peer had that we lacked, at its HAVE
-    expect_out: int = 0
-    #: a StreamingHost's position in the space's new envelopes (None: from the store)
-    cursor: int | None = None
-
-
-def _covers(vv: dict[str, int], other: dict[str, int]) -> bool:
-    return all(vv.get(a, 0) >= s for a, s in other.items())
-
-
-def _merge(into: dict[str, int], vv: dict[str, int]) -> None:
-    for a, s in vv.items():
-        if s > into.get(a, 0):
-            into[a] = s
+_COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOrder.FREE,
+                 MessageType.SPACES: CommitOrder.FREE, MessageType.ENVELOPES: CommitOrder.FREE,
+                 MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
+                 MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
+                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER}
 
 
 class Session:
@@ -236,8 +136,8 @@ class Session:
         self._transcript = b""
         self._pending_spaces: Spaces | None = None
         self._my_spaces: list[str] = []
-        self._spaces: dict[str, _SpaceState] = {}
-        self._by_theirs: dict[int, _SpaceState] = {}
+        self._spaces: dict[str, SpaceState] = {}
+        self._by_theirs: dict[int, SpaceState] = {}
         self._spaces_known = False
         self._started = self._last_rx = self._last_tx = self._hello_sent = now
         self._ping = 0
@@ -245,6 +145,7 @@ class Session:
         #: called with the shared spaces once they are known (a relay subscribes to them)
         self.on_shared: Callable[[list[str]], None] | None = None
         self._early = 0
+        self._peer_left = False  # it said BYE or ERROR
         self._outgoing = getattr(host, "outgoing", None)
 
     # -- the driver's interface ---------------------------------------------------------------
@@ -284,7 +185,7 @@ class Session:
                 st.have_sent_at = now
                 out.append(st.have_frame)
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
-                self._go_back(st)
+                st.go_back()
                 out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
@@ -301,12 +202,42 @@ class Session:
                 out += self._pump(st, now)
         return self._out(out, now)
 
+    def end_if_synced(self, now: float) -> list[bytes] | None:
+        """A one-shot session's end: once synced, the frames that close it normally (see
+        :meth:`close`); None while there is still something to sync."""
+        if self.closed or not self.synced:
+            return None
+        return self.close(now, E_NORMAL)
+
+    def going_away(self, now: float) -> list[bytes]:
+        """This side stops (a live session told to): say BYE going-away."""
+        return self.close(now, E_GOING_AWAY)
+
+    def link_lost(self) -> None:
+        """The link closed under the session: it ends, and there is no one to tell."""
+        self._end(Closed(E_GOING_AWAY, "the link closed", by_peer=True))
+
+    def expire(self, limit: float) -> None:
+        """The driver's time limit for a one-shot session passed: end without a frame (the
+        peer notices the closed link)."""
+        self._end(Closed(E_TIMEOUT, f"not synced after {limit:g} s", by_peer=False))
+
+    @property
+    def peer_listening(self) -> bool:
+        """False once the peer said BYE or ERROR: it reads nothing more, so frames still
+        waiting for the host (see :class:`CommitOrder`) need not be sent."""
+        return not self._peer_left
+
+    def commit_order(self, frame: bytes) -> CommitOrder:
+        """When ``frame`` (one this session made) may leave relative to the host's commit."""
+        kind = peek_type(frame)
+        return CommitOrder.AFTER_COMMIT if kind is None else _COMMIT_ORDER[kind]
+
     def close(self, now: float, code: int = E_NORMAL) -> list[bytes]:
         """Say BYE and stop."""
         if self.closed:
             return []
-        self.closed = Closed(code, ERROR_NAMES.get(code, str(code)), by_peer=False)
-        self.events.append(self.closed)
+        self._end(Closed(code, error_name(code), by_peer=False))
         # A last ACK per space lets the peer see that it is synced too, should our ACK of
         # its last batch have been lost.
         acks = [encode(Ack(st.mine, 0, self._refs(st, self.host.version_vector(st.name))))
@@ -353,9 +284,13 @@ class Session:
             self.bytes_out += sum(map(len, frames))
         return frames
 
+    def _end(self, closed: Closed) -> None:
+        if self.closed is None:
+            self.closed = closed
+            self.events.append(closed)
+
     def _fail(self, code: int, message: str, now: float) -> list[bytes]:
-        self.closed = Closed(code, message, by_peer=False)
-        self.events.append(self.closed)
+        self._end(Closed(code, message, by_peer=False))
         return self._out([encode(Error(code, message))], now)
 
     def _handle(self, msg: Message, frame: bytes, now: float) -> list[bytes]:
@@ -365,12 +300,12 @@ class Session:
             case AuthMsg():
                 return self._on_auth(msg, now)
             case Error():
-                self.closed = Closed(msg.code, msg.message, by_peer=True)
-                self.events.append(self.closed)
+                self._peer_left = True
+                self._end(Closed(msg.code, msg.message, by_peer=True))
                 return []
             case Bye():
-                self.closed = Closed(msg.code, ERROR_NAMES.get(msg.code, str(msg.code)), by_peer=True)
-                self.events.append(self.closed)
+                self._peer_left = True
+                self._end(Closed(msg.code, error_name(msg.code), by_peer=True))
                 return []
             case Ping():
                 return [encode(Pong(msg.token))]
@@ -461,7 +396,7 @@ class Session:
             index = theirs.get(name if (self._relay or self._peer_is_relay) else self._blind(name))
             if index is None:
                 continue
-            st = _SpaceState(name, mine, index)
+            st = SpaceState(name, mine, index)
             vv = self.host.version_vector(name)
             st.my_table = sorted(vv)
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
@@ -487,10 +422,10 @@ class Session:
             names.append(entry)
         return names
 
-    def _space(self, index: int) -> _SpaceState | None:
+    def _space(self, index: int) -> SpaceState | None:
         return self._by_theirs.get(index)
 
-    def _resolve(self, st: _SpaceState, ref: AuthorRef) -> str:
+    def _resolve(self, st: SpaceState, ref: AuthorRef) -> str:
         if isinstance(ref, bytes):
             return device_id(ref)
         assert st.their_table is not None
@@ -498,10 +433,10 @@ class Session:
             raise ProtocolViolation(E_UNEXPECTED, f"author index {ref} beyond the peer's table")
         return st.their_table[ref]
 
-    def _refs(self, st: _SpaceState, vv: dict[str, int]) -> list[tuple[AuthorRef, int]]:
+    def _refs(self, st: SpaceState, vv: dict[str, int]) -> list[tuple[AuthorRef, int]]:
         return [(self._ref(st, a), s) for a, s in sorted(vv.items())]
 
-    def _ref(self, st: _SpaceState, author: str) -> AuthorRef:
+    def _ref(self, st: SpaceState, author: str) -> AuthorRef:
         index = st.my_index.get(author)
         return _key(author) if index is None else index
 
@@ -521,7 +456,7 @@ class Session:
             mine = self.host.version_vector(st.name)
             st.expect_in = sum(max(0, s - mine.get(a, 0)) for a, s in vv.items())
             st.expect_out = sum(max(0, s - vv.get(a, 0)) for a, s in mine.items())
-        _merge(st.acked, vv)
+        merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
         # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).
         mine = self.host.version_vector(st.name)
@@ -550,8 +485,8 @@ class Session:
         applied, dups, gaps = self.host.receive(wires, f"peer {self.peer}", st.name, tolerate_gaps=True)
         self.envelopes_in += applied
         # The peer has what it sent, so never send it back (contiguity holds: it sends in order).
-        _merge(st.sent, theirs)
-        _merge(st.acked, theirs)
+        merge(st.sent, theirs)
+        merge(st.acked, theirs)
         gaps += len(msg.envelopes) - len(wires)
         if applied or dups or gaps:
             self.events.append(Received(st.name, applied, dups, gaps))
@@ -566,7 +501,7 @@ class Session:
         st.peer_saw_have = True
         table = st.their_table
         acked = st.acked
-        for r, s in msg.vv:  # _merge(st.acked, {_resolve(st, r): s}) inline: once per frame
+        for r, s in msg.vv:  # merge(st.acked, {_resolve(st, r): s}) inline: once per frame
             author = table[r] if type(r) is int and r < len(table) else self._resolve(st, r)
             if s > acked.get(author, 0):
                 acked[author] = s
@@ -575,12 +510,12 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             progressed = True
-            lost = lost or not _covers(st.acked, done.top)
+            lost = lost or not covers(st.acked, done.top)
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        st.inflight = [b for b in st.inflight if not _covers(st.acked, b.top)]
+        st.inflight = [b for b in st.inflight if not covers(st.acked, b.top)]
         if lost:
-            self._go_back(st)
+            st.go_back()
         elif progressed:
             # The peer is working through the window: time what is still in flight from now.
             # Timed from sending, a receiver slower than ack_timeout per window got it all again.
@@ -590,12 +525,7 @@ class Session:
         self._check_synced(st)
         return out
 
-    def _go_back(self, st: _SpaceState) -> None:
-        st.sent = dict(st.acked)
-        st.inflight.clear()
-        st.cursor = None  # the host's position assumed `sent` never shrinks
-
-    def _pump(self, st: _SpaceState, now: float) -> list[bytes]:
+    def _pump(self, st: SpaceState, now: float) -> list[bytes]:
         if st.their_table is None:
             return []
         if self._outgoing is not None:
@@ -613,14 +543,14 @@ class Session:
                 top[author] = max(top.get(author, 0), env.seq)
                 wire.append(WireEnvelope(self._ref(st, author), env.seq, env.hlc, env.payload,
                                          env.signature))
-            _merge(st.sent, top)
+            merge(st.sent, top)
             self.envelopes_out += len(envs)
-            st.inflight.append(_Inflight(st.next_batch, top, now))
+            st.inflight.append(Inflight(st.next_batch, top, now))
             out.append(encode(Envelopes(st.mine, st.next_batch, wire)))
             st.next_batch += 1
         return out
 
-    def _pump_encoded(self, st: _SpaceState, now: float) -> list[bytes]:
+    def _pump_encoded(self, st: SpaceState, now: float) -> list[bytes]:
         # The same frames as _pump, from a StreamingHost's pre-encoded envelopes.
         out = []
         cfg = self.config
@@ -636,20 +566,19 @@ class Session:
             for author, key, seq, _, tail in items:
                 top[author] = seq  # causal order: an author's seqs only grow
                 ref = index.get(author)
-                parts.append(b"\x85" + (_REFS[ref] if ref is not None and ref < len(_REFS)
-                                        else cbor_ref(key if ref is None else ref)) + tail)
-            _merge(st.sent, top)
+                parts.append(envelope_item(key if ref is None else ref, tail))
+            merge(st.sent, top)
             self.envelopes_out += len(items)
-            st.inflight.append(_Inflight(st.next_batch, top, now))
+            st.inflight.append(Inflight(st.next_batch, top, now))
             out.append(encode_envelopes(st.mine, st.next_batch, parts))
             st.next_batch += 1
         return out
 
-    def _check_synced(self, st: _SpaceState) -> None:
+    def _check_synced(self, st: SpaceState) -> None:
         synced = st.their_table is not None and not st.inflight
         if synced:
             mine = self.host.version_vector(st.name)
-            synced = _covers(mine, st.peer_have) and _covers(st.acked, mine)
+            synced = covers(mine, st.peer_have) and covers(st.acked, mine)
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced

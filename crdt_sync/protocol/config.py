@@ -1,0 +1,29 @@
+"""A session's limits and timeouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Batch sizes, the window of unacknowledged batches per space, and the timers."""
+
+    batch_bytes: int = 256 * 1024
+    batch_count: int = 1024
+    window: int = 4
+    handshake_timeout: float = 10.0
+    ack_timeout: float = 3.0
+    #: Handshake frames and HAVE are resent this often until answered (lossy links).
+    resend_interval: float = 1.0
+    #: Well-formed frames that arrive before the handshake allows them are dropped (their
+    #: senders resend); more than this many is a misbehaving peer.
+    max_early_frames: int = 64
+    ping_interval: float = 10.0
+    dead_after: float = 30.0
+
+
+#: For reliable, ordered links (TCP, WebSocket): nothing is lost while the link is up, so
+#: timed resends would only send duplicates (a busy peer reads its ACKs late); a stalled
+#: peer is still dropped by ``dead_after`` and the next session resumes from HAVE.
+RELIABLE_LINK = SessionConfig(ack_timeout=3600.0, resend_interval=3600.0)

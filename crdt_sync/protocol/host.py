@@ -1,0 +1,51 @@
+"""What a session needs from the side it syncs for: a replica, or the relay's store."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..envelope import Envelope
+from ..identity import Identity
+
+
+class SyncHost(Protocol):
+    """What a session needs from the replica (a :class:`~crdt_sync.Replica` is one)."""
+
+    identity: Identity
+    device_id: str
+    #: A relay keeps every space a device asks for (and so learns their names).
+    keeps_all_spaces: bool
+
+    def admit(self, peer: str) -> str | None:
+        """None to accept an authenticated peer, else the reason to refuse it."""
+        ...
+
+    def sync_spaces(self) -> list[str]: ...
+
+    def version_vector(self, space: str) -> dict[str, int]: ...
+
+    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
+                          max_bytes: int) -> list[Envelope]: ...
+
+    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None: ...
+
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
+                tolerate_gaps: bool = False) -> tuple[int, int, int]: ...
+
+    def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None: ...
+
+
+class StreamingHost(Protocol):
+    """A host that also serves new envelopes already encoded (the relay: one copy of each
+    envelope, encoded once, for every session that forwards it)."""
+
+    def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
+                 max_bytes: int) -> tuple[list[tuple[str, bytes, int, int, bytes]], int | None]:
+        """Envelopes beyond ``covered`` in causal order, bounded like ``missing_envelopes``,
+        as ``(author id, author key, seq, wire size, tail)`` where tail is the CBOR of
+        ``seq, hlc, payload, signature``; and the cursor to pass next time.
+
+        The session passes back the cursor it got (None at first and after a rewind of
+        ``covered``: the host then reads its store); ``covered`` only grows in between.
+        """
+        ...
