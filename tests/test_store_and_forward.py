@@ -55,7 +55,7 @@ async def test_disconnect_mid_transfer_then_resume(links: RelayHubHarness, open_
 
     async with open_link(links, Faults(disconnect_after_frames=24)) as (la, _lb):
         first = await one_session(a, la, BIG_BATCH)
-    got = relay.store.version_vector(SPACE).get(a.device_id, 0)
+    got = links.hub.version_vector(SPACE).get(a.device_id, 0)
     acked = a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0)
     assert not first.synced
     assert 0 < got < total, f"the drop did not fall mid-transfer ({got} of {total})"
@@ -66,7 +66,7 @@ async def test_disconnect_mid_transfer_then_resume(links: RelayHubHarness, open_
         second = await one_session(a, la, BIG_BATCH, on_session=sessions.append)
     assert second.synced and second.ok
     assert sessions[0].envelopes_out == total - got, "resumed from the wrong place"
-    assert relay.store.version_vector(SPACE) == {a.device_id: total}
+    assert links.hub.version_vector(SPACE) == {a.device_id: total}
 
     outcomes = await links.sync(b, a, config=BIG_BATCH)
     assert applied(outcomes[0]) == total and duplicates(outcomes[0]) == 0
@@ -85,7 +85,6 @@ async def test_peer_closing_right_after_its_last_frames(links: RelayHubHarness,
     fill(a, "a", 1)
     fill(b, "b", 1)
     await links.upload(a)  # the relay holds a's envelope
-    relay = links.relay
     async with open_link(links) as (_la, lb):
         peer = Session(b, 0.0, FAST)
         held: list[bytes] = []
@@ -104,7 +103,7 @@ async def test_peer_closing_right_after_its_last_frames(links: RelayHubHarness,
         await lb.close()
 
     async def stored() -> bool:
-        return relay.store.version_vector(SPACE).get(b.device_id, 0) == 1
+        return links.hub.version_vector(SPACE).get(b.device_id, 0) == 1
 
     await wait_until(stored, "the relay to store what b sent before hanging up")
     async with open_link(links) as (la, _lb):
@@ -142,7 +141,7 @@ async def _hostile_frame(open_replica: ReplicaFactory, links: RelayHubHarness, f
     fill(device, "v", 3)
     fill(attacker, "x", 1)
     await links.upload(device)
-    before = relay.store.version_vector(SPACE)
+    before = links.hub.version_vector(SPACE)
     async with open_link(links) as (lx, _lb):
         peer = HandDriven(attacker, lx)
         if stage == "before-handshake":
@@ -154,7 +153,7 @@ async def _hostile_frame(open_replica: ReplicaFactory, links: RelayHubHarness, f
         error = await peer.error_reply()
     assert error.code == code, error
     assert await rejections(relay.url, ERROR_NAMES[code]) == 1
-    assert relay.store.version_vector(SPACE) == before  # nothing of the attacker's was taken
+    assert links.hub.version_vector(SPACE) == before  # nothing of the attacker's was taken
     assert links.hub.rejections() == []  # refused as a frame, before any envelope
     async with open_link(links) as (la, _lb):  # and the relay still serves devices
         again = await one_session(device, la)
