@@ -204,13 +204,13 @@ class FaultyLink:
 
 
 @asynccontextmanager
-async def open_link(factory: TransportHarness,
+async def open_link(harness: TransportHarness,
                     faults: Faults | None = None) -> AsyncIterator[tuple[FrameLink, FrameLink]]:
     """A connected pair with ``faults``: native ones by the transport, the rest by wrapping."""
     faults = faults or Faults()
-    wrapped = faults.active() - factory.native_faults
+    wrapped = faults.active() - harness.native_faults
     native = dataclasses.replace(faults, **{name: getattr(Faults(), name) for name in wrapped})
-    async with factory.connect(native) as (a, b):
+    async with harness.connect(native) as (a, b):
         if not wrapped:
             yield a, b
             return
