@@ -7,15 +7,30 @@ Get it from :attr:`crdt_sync.Replica.sync_host`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .envelope import Envelope
+from .identity import Identity
 from .results import ReceiveResult
 from .store import Store
 
-if TYPE_CHECKING:
-    from .identity import Identity
-    from .replica import Replica
+
+class HostedReplica(Protocol):
+    """What the adapter calls on the replica (:class:`crdt_sync.Replica` is one)."""
+
+    identity: Identity
+    device_id: str
+
+    def spaces(self, seal: bool = False) -> list[str]: ...
+
+    def version_vector(self, space: str) -> dict[str, int]: ...
+
+    def seal(self) -> None: ...
+
+    def refresh(self) -> None: ...
+
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
+                tolerate_gaps: bool = False) -> ReceiveResult: ...
 
 
 class ReplicaHost:
@@ -24,7 +39,7 @@ class ReplicaHost:
     #: A relay keeps every space a device asks for; a device keeps only its own.
     keeps_all_spaces = False
 
-    def __init__(self, replica: Replica, store: Store) -> None:
+    def __init__(self, replica: HostedReplica, store: Store) -> None:
         self._replica = replica
         self._store = store
         self.identity: Identity = replica.identity

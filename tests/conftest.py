@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from crdt_sync import Replica
+from tests.conformance.harness import make_big_template
 
 # Store tests do real SQLite and file I/O per example: no per-example deadline (a slow CI
 # disk is not a bug), and the data is generated cheaply, so "too slow" is not meaningful.
@@ -38,3 +39,10 @@ def open_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
 @pytest.fixture
 def replica(open_replica: ReplicaFactory) -> Replica:
     return open_replica("main")
+
+
+@pytest.fixture(scope="session")
+def big_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed data directory holding ``BIG_COUNT`` envelopes of one device, made once per run;
+    a test copies it (``shutil.copytree``), never opens it in place."""
+    return make_big_template(tmp_path_factory.mktemp("big") / "template")
