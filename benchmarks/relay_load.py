@@ -77,7 +77,10 @@ from ._harness import (
 
 MODULE = "crdt_sync.benchmarks.relay_load"
 SERVERS = {"crdt-sync": "crdt-sync relay", "pycrdt-websocket": "pycrdt-websocket",
-           "pycrdt-websocket-ystore": "pycrdt-websocket + SQLiteYStore"}
+           "pycrdt-websocket-ystore": "pycrdt-websocket + SQLiteYStore",
+           "crdt-sync-baseline": "crdt-sync relay (--baseline tree)"}
+#: servers that speak crdt-sync's protocol (the same load generator drives them)
+OURS = ("crdt-sync", "crdt-sync-baseline")
 LISTENING = "listening on ws://127.0.0.1:"
 #: Unacknowledged ENVELOPES batches a device keeps in flight (the session's window).
 WINDOW = 4
@@ -781,7 +784,7 @@ async def generate(load: Load, server: str, port: int, index: int, generators: i
     spaces = [s for s in all_spaces if s.name in mine]
     stats = Stats()
     t0 = time.monotonic()
-    if server == "crdt-sync":
+    if server in OURS:
         devices, firsts = relay_devices(load, spaces, stats)
         prepare_s = time.monotonic() - t0
         await seed_relay(f"ws://127.0.0.1:{port}", firsts)
@@ -1029,9 +1032,17 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit[1], limit[1]))
 
 
-def _start_server(server: str, work: Path, profile: str | None) -> tuple[subprocess.Popen[str], int, Path]:
+def _start_server(server: str, work: Path, profile: str | None,
+                  baseline: Path | None = None) -> tuple[subprocess.Popen[str], int, Path]:
     log = work / f"{server}.log"
-    if server == "crdt-sync":
+    env = None
+    if server == "crdt-sync-baseline":
+        # the relay of another checkout (an earlier commit), run by this interpreter: its
+        # crdt_sync package comes first on the path
+        if baseline is None:
+            raise BenchmarkError("the crdt-sync-baseline server needs --baseline DIR (a checkout)")
+        env = {**os.environ, "PYTHONPATH": str(baseline.resolve())}
+    if server in OURS:
         (work / "relay").mkdir()
         cmd = [sys.executable, "-m", "crdt_sync.cli", "relay", "--data", str(work / "relay"), "--port", "0"]
         if profile == "cprofile":
@@ -1042,7 +1053,7 @@ def _start_server(server: str, work: Path, profile: str | None) -> tuple[subproc
             (work / "ystore").mkdir()
             cmd += ["--ystore", str(work / "ystore")]
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
                                 preexec_fn=_raise_nofile, start_new_session=True)
     assert proc.stdout is not None
     port: list[int] = []
@@ -1114,14 +1125,14 @@ def run_server(server: str, load: Load, args: argparse.Namespace, progress: Any)
         work = Path(tmp)
         barrier = work / "barrier"
         barrier.mkdir()
-        proc, port, log = _start_server(server, work, profile)
+        proc, port, log = _start_server(server, work, profile, args.baseline)
         sampler = Sampler(proc.pid)
         sampler.start()
         spy: threading.Thread | None = None
         try:
             with ThreadPoolExecutor(args.generators) as pool:
                 futures = [pool.submit(run_child, MODULE, [
-                    "--child", "crdt-sync" if server == "crdt-sync" else "pycrdt-websocket",
+                    "--child", server if server in OURS else "pycrdt-websocket",
                     "--port", str(port), "--index", str(i), "--generators", str(args.generators),
                     "--barrier", str(barrier), "--load", json.dumps(_load_dict(load))],
                     description=f"{SERVERS[server]} (generator {i + 1}/{args.generators})", total=100,
@@ -1376,6 +1387,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--generators", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument("--servers", default="crdt-sync,pycrdt-websocket",
                    help=f"comma-separated, in order: {', '.join(SERVERS)}")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="a checkout of another commit: the crdt-sync-baseline server runs its relay "
+                        "(compare two versions of the relay in one run)")
     p.add_argument("--quick", action="store_true", help="a small smoke run (100 devices, 10 s)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
