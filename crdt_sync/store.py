@@ -20,7 +20,8 @@ import cbor2
 
 from . import chain
 from .chain import Outcome
-from .envelope import Envelope, decode_trusted
+from .envelope import Envelope
+from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
 
 STORE_FORMAT = 1
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS peers(
 EntityKey = tuple[str, str, str]
 
 
-class Store:
+class Store(EnvelopeReads):
     """The SQLite side of a :class:`~crdt_sync.Replica`."""
 
     def __init__(self, directory: Path, fsync: bool = False) -> None:
@@ -180,16 +181,6 @@ class Store:
         return bool(row and row[0])
 
     # -- envelopes -------------------------------------------------------------------------
-    def chain_head(self, space: str, author: str) -> tuple[int, bytes]:
-        row = self.db.execute("SELECT seq, hash FROM heads WHERE space=? AND author=?",
-                              (space, author)).fetchone()
-        return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
-
-    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
-        row = self.db.execute("SELECT hash FROM envelopes WHERE space=? AND author=? AND seq=?",
-                              (space, author, seq)).fetchone()
-        return None if row is None else bytes(row[0])
-
     def check_chain(self, env: Envelope, tolerate_gaps: bool = False) -> Outcome:
         """Where a verified envelope fits in its author's chain here (:func:`crdt_sync.chain.check`).
 
@@ -212,45 +203,11 @@ class Store:
                         (env.space, env.author, env.seq, env.hash))
         return int(cur.lastrowid or 0)
 
-    def version_vector(self, space: str) -> dict[str, int]:
-        return {a: int(s) for a, s in self.db.execute(
-            "SELECT author, seq FROM heads WHERE space=? ORDER BY author", (space,))}
-
     def envelopes_since(self, space: str, vv: dict[str, int]) -> list[bytes]:
         """Wire forms of the envelopes of ``space`` not covered by ``vv``, in causal order."""
         rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? ORDER BY id",
                                (space,))
         return [bytes(w) for a, s, w in rows if s > vv.get(a, 0)]
-
-    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[Envelope]:
-        """Envelopes beyond ``covered`` in arrival (causal) order, bounded in count and bytes
-        (decoded without verification: they were verified on the way in).
-
-        Starts scanning at the first envelope any author is missing, so a peer that is a
-        few envelopes behind costs a few rows, not a scan of the whole space.
-        """
-        start = None
-        for author, top in self.version_vector(space).items():
-            if top > covered.get(author, 0):
-                row = self.db.execute("SELECT id FROM envelopes WHERE space=? AND author=? AND "
-                                      "seq=?", (space, author, covered.get(author, 0) + 1)).fetchone()
-                if row is not None:
-                    start = row[0] if start is None else min(start, row[0])
-        if start is None:
-            return []
-        out: list[Envelope] = []
-        size = 0
-        rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? AND id>=? "
-                               "ORDER BY id", (space, start))
-        for author, seq, wire in rows:
-            if seq <= covered.get(author, 0):
-                continue
-            if out and (len(out) >= max_count or size + len(wire) > max_bytes):
-                break
-            out.append(decode_trusted(bytes(wire)))
-            size += len(wire)
-        return out
 
     def max_hlc(self) -> int:
         row = self.db.execute("SELECT MAX(hlc) FROM envelopes").fetchone()

@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from crdt_sync.envelope import Envelope, decode_trusted
+from crdt_sync.envelope_table import EnvelopeReads
 from crdt_sync.errors import StoreError, StoreVersionError
 
 from .backend import RejectionRecord, WriteBatch
@@ -80,7 +80,7 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-class SqliteRelayBackend:
+class SqliteRelayBackend(EnvelopeReads):
     """A :class:`~crdt_sync.relay.backend.RelayBackend` on one SQLite connection.
 
     Args:
@@ -195,46 +195,6 @@ class SqliteRelayBackend:
     def heads(self, space: str) -> dict[str, tuple[int, bytes]]:
         return {a: (int(s), bytes(h)) for a, s, h in self.db.execute(
             "SELECT author, seq, hash FROM heads WHERE space=?", (space,))}
-
-    def chain_head(self, space: str, author: str) -> tuple[int, bytes]:
-        row = self.db.execute("SELECT seq, hash FROM heads WHERE space=? AND author=?",
-                              (space, author)).fetchone()
-        return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
-
-    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
-        row = self.db.execute("SELECT hash FROM envelopes WHERE space=? AND author=? AND seq=?",
-                              (space, author, seq)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def version_vector(self, space: str) -> dict[str, int]:
-        return {a: int(s) for a, s in self.db.execute(
-            "SELECT author, seq FROM heads WHERE space=? ORDER BY author", (space,))}
-
-    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[Envelope]:
-        # Starts at the first envelope any author is missing, so a peer that is a few
-        # envelopes behind costs a few rows, not a scan of the whole space.
-        start = None
-        for author, top in self.version_vector(space).items():
-            if top > covered.get(author, 0):
-                row = self.db.execute("SELECT id FROM envelopes WHERE space=? AND author=? AND "
-                                      "seq=?", (space, author, covered.get(author, 0) + 1)).fetchone()
-                if row is not None:
-                    start = row[0] if start is None else min(start, row[0])
-        if start is None:
-            return []
-        out: list[Envelope] = []
-        size = 0
-        rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? AND id>=? "
-                               "ORDER BY id", (space, start))
-        for author, seq, wire in rows:
-            if seq <= covered.get(author, 0):
-                continue
-            if out and (len(out) >= max_count or size + len(wire) > max_bytes):
-                break
-            out.append(decode_trusted(bytes(wire)))  # verified on the way in
-            size += len(wire)
-        return out
 
     def spaces(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT space FROM spaces ORDER BY space")]
