@@ -98,7 +98,7 @@ class Replica:
         self._closed = False
         directory = self.path / "journal"
         self._writes = writes = LocalWrites(self.device_id, store, clock, self._schedule,
-                                            _Hooks(self.refresh, self.seal, self._transaction_ended,
+                                            _Hooks(self._catch_up, self.seal, self._transaction_ended,
                                                    self._notify))
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
@@ -263,7 +263,10 @@ class Replica:
         """Pick up what other processes on this data directory committed (cheap when nothing)."""
         self._check_open()
         if self._store.changed_elsewhere():
-            self._notify(self._follower.catch_up(), "store")
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        self._notify(self._follower.catch_up(), "store")
 
     # -- receiving -----------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
@@ -348,12 +351,12 @@ class _Hooks:
     """The replica's side of the write path (:class:`crdt_sync.writes.WriteHost`): its
     bound methods, so that the write path sees nothing else of the replica."""
 
-    __slots__ = ("edited_outside", "refresh", "seal", "transaction_ended")
+    __slots__ = ("catch_up", "edited_outside", "seal", "transaction_ended")
 
-    def __init__(self, refresh: Callable[[], None], seal: Callable[[], None],
+    def __init__(self, catch_up: Callable[[], None], seal: Callable[[], None],
                  transaction_ended: Callable[[set[EntityKey], bool], None],
                  notify: Callable[[set[EntityKey], str], None]) -> None:
-        self.refresh = refresh
+        self.catch_up = catch_up
         self.seal = seal
         self.transaction_ended = transaction_ended
         self.edited_outside = lambda key: notify({key}, "local")

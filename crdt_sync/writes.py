@@ -26,9 +26,9 @@ from .store import EntityKey, Store
 class WriteHost(Protocol):
     """What the write path needs from the replica around a transaction."""
 
-    def refresh(self) -> None:
-        """Pick up other processes' commits (called when a transaction opens and the store
-        says something changed)."""
+    def catch_up(self) -> None:
+        """Apply other processes' commits and tell observers: called when a transaction
+        opens and the store's signal says something changed (it was read already)."""
 
     def seal(self) -> None:
         """Seal every pending local edit (before evicting: unsealed entities stay loaded)."""
@@ -70,7 +70,7 @@ class Transaction:
         if writes.closed:
             raise CrdtSyncError("this replica is closed")
         if writes.store.changed_elsewhere():
-            writes.host.refresh()
+            writes.host.catch_up()
         self.hlc = writes.clock.now()
         writes.open = self
         return self

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from crdt_sync import Replica
+from crdt_sync import Change, Replica
 from tests.helpers import PROC_TIMEOUT, chains, exchange, space_state, spawn_worker
 
 SPACE = "mp"  # as in proc_worker.py
@@ -77,3 +77,24 @@ def test_two_processes_one_directory(tmp_path: Path, seal_a: float, seal_b: floa
             assert applied == vv[replica.device_id]
             keys = {("own", f"{n}-{i}") for n in "ab" for i in range(N)} | {("shared", "doc")}
             assert space_state(fresh, SPACE, keys) == space_state(replica, SPACE, keys)
+
+
+def test_a_transaction_starts_from_what_another_process_sealed(tmp_path: Path) -> None:
+    """Two replicas on one directory (as two processes would be): a transaction of one
+    begins with the other's sealed edits applied to the entities it has loaded."""
+    a = Replica(tmp_path / "d", seal_interval=0)
+    b = Replica(tmp_path / "d", seal_interval=0)
+    try:
+        a.space("s").put("c", "e", {"x": 1})
+        assert b.space("s").get("c", "e") == {"x": 1}  # b has it loaded now
+        a.space("s").put("c", "e", {"x": 2})
+        a.seal()
+        changes: list[Change] = []
+        b.observe(changes.extend)
+        with b.space("s").transaction() as tx:
+            seen = tx.entity("c", "e").fields()
+        assert seen == {"x": 2}
+        assert [(c.id, c.origin) for c in changes] == [("e", "store")]
+    finally:
+        a.close()
+        b.close()
