@@ -15,12 +15,22 @@ The public surface::
 
 from .errors import CrdtSyncError, NotFound, Rejected, StoreError, StoreVersionError, ValueRejected
 from .replica import Replica
-from .results import Change, ImportResult, ReceiveResult, Rejection, Status
+from .results import (
+    Change,
+    Conflict,
+    FieldWrite,
+    HistoryEntry,
+    ImportResult,
+    ReceiveResult,
+    Rejection,
+    Status,
+)
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
-    "Change", "CrdtSyncError", "EntityWriter", "ImportResult", "ListField", "NotFound",
-    "ReceiveResult", "Rejected", "Rejection", "Replica", "Space", "SpaceTransaction", "Status",
-    "StoreError", "StoreVersionError", "TextField", "ValueRejected",
+    "Change", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
+    "ImportResult", "ListField", "NotFound", "ReceiveResult", "Rejected", "Rejection", "Replica",
+    "Space", "SpaceTransaction", "Status", "StoreError", "StoreVersionError", "TextField",
+    "ValueRejected",
 ]
 __version__ = "0.1.0"

@@ -80,3 +80,54 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWrite:
+    """One write of a field, as :meth:`crdt_sync.Space.conflicts` shows it."""
+
+    #: ``"value"``, ``"text"``, ``"list"`` or ``"removed"``
+    kind: str
+    #: the value for ``kind == "value"``, else None
+    value: Any
+    author: str
+    #: ISO 8601 time of ``hlc``
+    time: str
+    hlc: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A field whose concurrent writes disagreed: the one that won and those that lost."""
+
+    collection: str
+    id: str
+    #: the field's name, or ``"(deleted)"`` for the entity's tombstone
+    field: str
+    winner: FieldWrite
+    losers: list[FieldWrite]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One change to an entity (:meth:`crdt_sync.Space.history`)."""
+
+    author: str
+    time: str
+    hlc: int
+    #: fields whose value this change set, with their new value
+    changes: dict[str, Any]
+    #: fields this change removed
+    removed: list[str]
+    #: True or False when this change deleted or revived the entity, else None
+    deleted: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``deleted`` only when the change deleted or revived the entity."""
+        out = asdict(self)
+        if self.deleted is None:
+            del out["deleted"]
+        return out

@@ -23,7 +23,7 @@ from .entity import (
 from .errors import NotFound
 from .hlc import hlc_to_iso
 from .payload import unpack_items
-from .results import Change
+from .results import Change, Conflict, FieldWrite, HistoryEntry
 from .store import EntityKey, Store
 from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
 from .writes import LocalWrites, Transaction
@@ -295,9 +295,9 @@ class ListField:
         return len(self._array)
 
 
-def _entry_dict(e: Entry) -> dict[str, Any]:
-    return {"kind": KIND_NAMES.get(e.kind, "value"), "value": e.value if e.kind == KIND_VALUE else None,
-            "author": e.author, "time": hlc_to_iso(e.hlc), "hlc": e.hlc}
+def _field_write(e: Entry) -> FieldWrite:
+    return FieldWrite(KIND_NAMES.get(e.kind, "value"), e.value if e.kind == KIND_VALUE else None,
+                      e.author, hlc_to_iso(e.hlc), e.hlc)
 
 
 class Space:
@@ -391,20 +391,18 @@ class Space:
         encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index
         return self._store.find(self.name, collection, encoded)
 
-    def conflicts(self) -> builtins.list[dict[str, Any]]:
+    def conflicts(self) -> builtins.list[Conflict]:
         """Fields whose concurrent writes disagreed: the winner and the values that lost."""
         self.replica.seal()
         self.replica.refresh()
         out = []
         for coll, ent, field, detail in self._store.conflicts(self.name):
             entries = [Entry(h, a, 0, k, v) for h, a, k, v in cbor2.loads(detail)]
-            out.append({"collection": coll, "id": ent,
-                        "field": "(deleted)" if field == DELETED else field,
-                        "winner": _entry_dict(entries[0]),
-                        "losers": [_entry_dict(e) for e in entries[1:]]})
+            out.append(Conflict(coll, ent, "(deleted)" if field == DELETED else field,
+                                _field_write(entries[0]), [_field_write(e) for e in entries[1:]]))
         return out
 
-    def history(self, collection: str, id: str) -> builtins.list[dict[str, Any]]:
+    def history(self, collection: str, id: str) -> builtins.list[HistoryEntry]:
         """Provenance: every change to the entity, oldest first, with author and time."""
         self._loaded(collection, id)
         self.replica.seal()
@@ -412,7 +410,7 @@ class Space:
         scratch = EntityDoc(key, 1, lambda _ent, _event: None)
         before: dict[str, Any] = {}
         was_deleted = False
-        out = []
+        out: builtins.list[HistoryEntry] = []
         try:
             for author, data in self._store.entity_parts(key):
                 for hlc, update in unpack_items(data):
@@ -420,11 +418,10 @@ class Space:
                     after = scratch.fields()
                     changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
                     removed = sorted(k for k in before if k not in after)
-                    item: dict[str, Any] = {"author": author, "time": hlc_to_iso(hlc), "hlc": hlc,
-                                            "changes": changed, "removed": removed}
+                    deleted: bool | None = None
                     if scratch.deleted != was_deleted:
-                        item["deleted"] = was_deleted = scratch.deleted
-                    out.append(item)
+                        deleted = was_deleted = scratch.deleted
+                    out.append(HistoryEntry(author, hlc_to_iso(hlc), hlc, changed, removed, deleted))
                     before = after
         finally:
             scratch.close()

@@ -103,7 +103,7 @@ def space_state(replica: Replica, space: str,
     return {
         "list": listed,
         "entities": {key: typed(read_entity(replica, space, *key)) for key in wanted},
-        "conflicts": typed(sp.conflicts()),
+        "conflicts": typed([c.to_dict() for c in sp.conflicts()]),
         "vv": sp.version_vector(),
     }
 

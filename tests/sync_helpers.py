@@ -53,7 +53,7 @@ class Snapshot:
 
 def snapshot(replica: Replica, space: str = SPACE) -> Snapshot:
     sp = replica.space(space)
-    return Snapshot(sorted(sp.rows()), sp.conflicts(), replica.version_vector(space))
+    return Snapshot(sorted(sp.rows()), [c.to_dict() for c in sp.conflicts()], replica.version_vector(space))
 
 
 def fill(replica: Replica, prefix: str, count: int, space: str = SPACE) -> None:

@@ -54,10 +54,10 @@ def test_later_hlc_wins_everywhere_and_the_loser_is_a_conflict(
         conflicts = sp.conflicts()
         assert len(conflicts) == 1
         c = conflicts[0]
-        assert (c["collection"], c["id"], c["field"]) == ("c", "e", "f")
-        assert c["winner"]["value"] == winner and c["winner"]["author"] == winner_device
-        assert [(x["value"], x["author"]) for x in c["losers"]] == [(loser, loser_device)]
-        assert c["winner"]["hlc"] > c["losers"][0]["hlc"]
+        assert (c.collection, c.id, c.field) == ("c", "e", "f")
+        assert c.winner.value == winner and c.winner.author == winner_device
+        assert [(x.value, x.author) for x in c.losers] == [(loser, loser_device)]
+        assert c.winner.hlc > c.losers[0].hlc
     assert space_state(a, "s") == space_state(b, "s")
 
     # Writing the field again (on the loser's side, which has now seen the winner) clears it.
@@ -93,7 +93,8 @@ def test_same_wall_time_is_decided_identically_everywhere(open_replica: ReplicaF
     b.space("s").put("c", "e", {"f": "B"})
     _both_ways(a, b, True)
     assert a.space("s").get("c", "e") == b.space("s").get("c", "e")
-    assert typed(a.space("s").conflicts()) == typed(b.space("s").conflicts())
+    assert typed([c.to_dict() for c in a.space("s").conflicts()]) == \
+        typed([c.to_dict() for c in b.space("s").conflicts()])
     assert len(a.space("s").conflicts()) == 1
 
 
@@ -109,8 +110,8 @@ def test_three_way_conflict_lists_every_loser(open_replica: ReplicaFactory) -> N
                 exchange(src, dst, "s")
     for r in rs:
         [c] = r.space("s").conflicts()
-        assert c["winner"]["value"] == 2
-        assert sorted(x["value"] for x in c["losers"]) == [0, 1]
+        assert c.winner.value == 2
+        assert sorted(x.value for x in c.losers) == [0, 1]
         assert r.space("s").get("c", "e") == {"f": 2}
 
 
@@ -128,8 +129,8 @@ def test_values_equal_in_python_but_of_another_type_are_a_conflict(
     for r in (a, b):
         assert typed(r.space("s").get("c", "e")["f"]) == typed(y)
         [c] = r.space("s").conflicts()
-        assert typed(c["winner"]["value"]) == typed(y)
-        assert [typed(x_["value"]) for x_ in c["losers"]] == [typed(x)]
+        assert typed(c.winner.value) == typed(y)
+        assert [typed(x_.value) for x_ in c.losers] == [typed(x)]
 
 
 def test_equal_concurrent_writes_are_not_a_conflict(open_replica: ReplicaFactory) -> None:
@@ -192,6 +193,6 @@ def test_clock_never_runs_backwards_across_reopen(open_replica: ReplicaFactory) 
     a = open_replica("a", wall=clock)
     a.space("s").put("c", "e", {"g": 2})
     a.space("s").put("c", "e", {"f": 3})
-    hlcs = [change["hlc"] for change in a.space("s").history("c", "e")]
+    hlcs = [change.hlc for change in a.space("s").history("c", "e")]
     assert len(hlcs) == 3
     assert hlcs == sorted(hlcs) and len(set(hlcs)) == 3

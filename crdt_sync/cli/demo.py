@@ -46,7 +46,7 @@ class FieldClock:
 def _digest(replica: Replica) -> str:
     space = replica.space(SPACE)
     state = {"entities": [[c, i, f] for c, i, f in space.rows()],
-             "conflicts": space.conflicts(), "vv": space.version_vector()}
+             "conflicts": [c.to_dict() for c in space.conflicts()], "vv": space.version_vector()}
     return hashlib.sha256(json.dumps(to_json(state), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -156,7 +156,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         digests = {n: _digest(r) for n, r in devices.items()}
         converged = len(set(digests.values())) == 1
         final = list(devices["alice"].space(SPACE).rows())
-        conflicts = devices["alice"].space(SPACE).conflicts()
+        conflicts = [c.to_dict() for c in devices["alice"].space(SPACE).conflicts()]
         if not as_json:
             _print_final(console, final, conflicts, devices, digests, converged)
         summary = {"devices": {n: r.device_id for n, r in devices.items()}, "steps": log,

@@ -58,7 +58,7 @@ def cmd_delete(args: argparse.Namespace, out: Output) -> None:
 
 def cmd_history(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
-        changes = replica.space(args.space).history(args.collection, args.id)
+        changes = [h.to_dict() for h in replica.space(args.space).history(args.collection, args.id)]
         out.emit(changes, lambda: out.table(
             f"history of {args.collection}/{args.id}", ["time", "author", "changes"],
             [(c["time"], short(c["author"]), _describe(c)) for c in changes]))
@@ -74,7 +74,7 @@ def _describe(change: dict[str, Any]) -> str:
 
 def cmd_conflicts(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
-        items = replica.space(args.space).conflicts()
+        items = [c.to_dict() for c in replica.space(args.space).conflicts()]
         out.emit(items, lambda: out.table(
             f"conflicts in {args.space}: {len(items)}", ["entity", "field", "winner", "lost"],
             [(f"{c['collection']}/{c['id']}", c["field"], _entry(c["winner"]),
