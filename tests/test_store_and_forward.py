@@ -27,16 +27,21 @@ from crdt_sync.protocol.messages import (
     E_TOO_LARGE,
     ERROR_NAMES,
     MAX_FRAME,
-    Ack,
-    Envelopes,
     Hello,
     decode,
 )
-from tests.conformance.harness import BIG_BATCH, BIG_COUNT, Faults, HandDriven, open_link
+from tests.conformance.harness import (
+    BIG_BATCH,
+    BIG_COUNT,
+    Faults,
+    HandDriven,
+    deliver_then_hang_up,
+    open_link,
+)
 from tests.conformance.relay import RelayHubHarness, one_session, relay_hub_harness
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import rejections, wait_until
-from tests.sync_helpers import FAST, SPACE, WAIT, applied, duplicates, expected_code, fill
+from tests.sync_helpers import SPACE, WAIT, applied, duplicates, expected_code, fill
 
 
 @pytest.fixture
@@ -86,21 +91,7 @@ async def test_peer_closing_right_after_its_last_frames(links: RelayHubHarness,
     fill(b, "b", 1)
     await links.upload(a)  # the relay holds a's envelope
     async with open_link(links) as (_la, lb):
-        peer = Session(b.sync_host, 0.0, FAST)
-        held: list[bytes] = []
-        for frame in peer.start():
-            await lb.send(frame)
-        async with asyncio.timeout(WAIT):  # until b holds a's envelope, answering nothing of it
-            while b.version_vector(SPACE).get(a.device_id, 0) < 1:
-                for out in peer.receive(await lb.recv(), 0.0):
-                    if isinstance(msg := decode(out), Envelopes):
-                        held.append(out)
-                    elif not isinstance(msg, Ack):
-                        await lb.send(out)
-        assert held, "b never had its envelope to send"
-        for frame in [*held, *peer.close(0.0)]:
-            await lb.send(frame)
-        await lb.close()
+        await deliver_then_hang_up(b, lb, a)
 
     async def stored() -> bool:
         return links.hub.version_vector(SPACE).get(b.device_id, 0) == 1

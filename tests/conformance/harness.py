@@ -28,7 +28,7 @@ import pytest
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Session, SessionConfig
-from crdt_sync.protocol.messages import Error, Have, decode
+from crdt_sync.protocol.messages import Ack, Envelopes, Error, Have, decode
 from crdt_sync.transports.base import FrameLink, LinkClosed
 from crdt_sync.transports.driver import SessionOutcome
 from tests.sync_helpers import FAST, SPACE, WAIT, fill, sync_over
@@ -250,3 +250,24 @@ class HandDriven:
                 while True:  # frames the peer sent before its ERROR may still be queued
                     await self.link.recv()
         return msg
+
+
+async def deliver_then_hang_up(b: Replica, link: FrameLink, a: Replica) -> None:
+    """``b``'s session, by hand, over ``link``: until ``b`` holds ``a``'s first envelope it
+    answers nothing of it; then it sends the held envelopes, its final ACK and BYE at once,
+    and hangs up (the other end must still store what was delivered)."""
+    peer = Session(b.sync_host, 0.0, FAST)
+    held: list[bytes] = []
+    for frame in peer.start():
+        await link.send(frame)
+    async with asyncio.timeout(WAIT):  # until b holds a's envelope, answering nothing of it
+        while b.version_vector(SPACE).get(a.device_id, 0) < 1:
+            for out in peer.receive(await link.recv(), 0.0):
+                if isinstance(msg := decode(out), Envelopes):
+                    held.append(out)
+                elif not isinstance(msg, Ack):
+                    await link.send(out)
+    assert held, "b never had its envelope to send"
+    for frame in [*held, *peer.close(0.0)]:
+        await link.send(frame)
+    await link.close()

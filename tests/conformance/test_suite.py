@@ -23,15 +23,13 @@ import pytest
 
 from crdt_sync import Replica
 from crdt_sync.cli import main as cli_main
-from crdt_sync.protocol import Authenticated, Session
+from crdt_sync.protocol import Authenticated
 from crdt_sync.protocol.messages import (
     E_GOING_AWAY,
     E_MALFORMED,
     E_NORMAL,
     E_TOO_LARGE,
     MAX_FRAME,
-    Ack,
-    Envelopes,
     Hello,
     decode,
 )
@@ -43,6 +41,7 @@ from tests.conformance.harness import (
     Faults,
     HandDriven,
     TransportHarness,
+    deliver_then_hang_up,
     open_link,
 )
 from tests.conftest import ReplicaFactory
@@ -182,21 +181,7 @@ async def test_peer_closing_right_after_its_last_frames(direct_harness: Transpor
     fill(b, "b", 1)
     async with open_link(direct_harness) as (la, lb), asyncio.TaskGroup() as tg:
         task = tg.create_task(run_session(a, la, config=FAST, timeout=WAIT))
-        peer = Session(b.sync_host, 0.0, FAST)
-        held: list[bytes] = []
-        for frame in peer.start():
-            await lb.send(frame)
-        async with asyncio.timeout(WAIT):  # until b holds a's envelope, answering nothing of it
-            while b.version_vector(SPACE).get(a.device_id, 0) < 1:
-                for out in peer.receive(await lb.recv(), 0.0):
-                    if isinstance(msg := decode(out), Envelopes):
-                        held.append(out)
-                    elif not isinstance(msg, Ack):
-                        await lb.send(out)
-        assert held, "b never had its envelope to send"
-        for frame in [*held, *peer.close(0.0)]:
-            await lb.send(frame)
-        await lb.close()
+        await deliver_then_hang_up(b, lb, a)
     outcome = task.result()
     assert outcome.synced, outcome.closed
     assert outcome.closed is not None and outcome.closed.code == E_NORMAL, outcome.closed
