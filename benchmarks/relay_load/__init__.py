@@ -1,7 +1,7 @@
 """Relay load benchmark: many device connections through a relay, side by side with
 pycrdt-websocket's server under the same load.
 
-    python -m benchmarks.relay_load [--devices N] [--team-size N] [--typing-devices N]
+    python -m crdt_sync.benchmarks.relay_load [--devices N] [--team-size N] [--typing-devices N]
                                     [--duration S] [--quick] [--json] [--profile py-spy|cprofile]
 
 The load: ``--devices`` concurrent device connections; ``--typing-devices`` of them share one

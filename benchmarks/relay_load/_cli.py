@@ -18,7 +18,8 @@ from ._run import run_server
 from ._servers import serve_ypy
 
 #: The first line of the package's docstring, which ``--help`` shows.
-DESCRIPTION = "Relay load benchmark: many device connections through a relay, side by side with"
+DESCRIPTION = ("Relay load benchmark: many device connections through a relay, side by side with "
+               "pycrdt-websocket's server under the same load.")
 
 
 # -- command line ------------------------------------------------------------------------------------
