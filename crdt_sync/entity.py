@@ -24,6 +24,7 @@ import cbor2
 from pycrdt import Array, Doc, Map, Text
 
 from ._pycrdt_compat import doc_handle
+from .cbor_exact import loads_exact
 from .errors import ValueRejected
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
@@ -234,10 +235,10 @@ def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
     """One register as this module writes it, else ValueError: registers arrive in other
     devices' updates, and a signed update is still untrusted input."""
     name, sep, client = key.rpartition(SEP)
-    if not (sep and name and client.isdigit() and isinstance(raw, (bytes, bytearray))):
+    if not (sep and name and _canonical_client(client) and isinstance(raw, (bytes, bytearray))):
         raise ValueError(f"register {key!r} is not field\\0client -> bytes")
     try:
-        item = cbor2.loads(bytes(raw))
+        item = loads_exact(bytes(raw))
     except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
         raise ValueError(f"register {key!r} is not CBOR: {exc}") from None
     if not (isinstance(item, list) and len(item) == 4):
@@ -248,6 +249,14 @@ def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
         raise ValueError(f"register {key!r} has the wrong types")
     check_value(value)  # ValueRejected is a ValueError
     return name, Entry(hlc, author, int(client), kind, value)
+
+
+def _canonical_client(text: str) -> bool:
+    """The client id as a writer spells it: ASCII decimal, no sign or leading zero, < 2**64.
+    (``str.isdigit`` alone admits other scripts' digits and leading zeros, so two keys could
+    name one client, and the winner order would then compare the values themselves.)"""
+    return (0 < len(text) <= 20 and text.isascii() and text.isdigit()
+            and (text == "0" or text[0] != "0") and int(text) < 2**64)
 
 
 def _same(a: Entry, b: Entry) -> bool:

@@ -8,7 +8,7 @@ from .chain import Outcome
 from .envelope import Envelope, open_envelope
 from .errors import Rejected
 from .hlc import HybridClock
-from .payload import decode_payload
+from .payload import PayloadVersionError, decode_payload
 from .results import ReceiveResult
 from .sealing import Sealer
 from .store import EntityKey, Store
@@ -107,5 +107,7 @@ class Receiver:
 def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:
     try:
         return decode_payload(env.payload)
+    except PayloadVersionError as exc:  # written by a newer crdt-sync: say so, not "malformed"
+        raise Rejected("unknown-version", f"{env.author} seq {env.seq}: {exc}") from None
     except Exception as exc:  # trust boundary: a signed but malformed payload
         raise Rejected("bad-payload", f"{env.author} seq {env.seq}: payload is malformed: {exc}") from None

@@ -12,6 +12,7 @@ from typing import Any
 
 import cbor2
 
+from .cbor_exact import loads_exact
 from .errors import ValueRejected
 
 #: Largest encoded size of one field value or list element (bytes).
@@ -69,7 +70,8 @@ def encode_value(value: object) -> bytes:
 
 
 def decode_value(data: bytes | bytearray) -> Any:
-    return _untuple(cbor2.loads(bytes(data)))
+    """The value encoded in ``data`` (one CBOR item: trailing bytes raise ValueError)."""
+    return _untuple(loads_exact(bytes(data)))
 
 
 def _untuple(value: Any) -> Any:
