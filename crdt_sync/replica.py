@@ -37,9 +37,19 @@ from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
 from .journal import Journal
+from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
-from .results import Change, ImportResult, PeerStatus, ReceiveResult, Rejection, SpaceStatus, Status
+from .results import (
+    Accepted,
+    Change,
+    ImportResult,
+    PeerStatus,
+    ReceiveResult,
+    Rejection,
+    SpaceStatus,
+    Status,
+)
 from .schedule import SealSchedule
 from .sealing import Sealer
 from .space import Space
@@ -52,7 +62,7 @@ JOURNAL_ROTATE_BYTES = 4 << 20
 
 Observer = Callable[[list[Change]], None]
 
-__all__ = ["Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
+__all__ = ["Accepted", "Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
 
 
 class Replica:
@@ -109,7 +119,7 @@ class Replica:
         writes.attach(cache, journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
-        self.sync_host = ReplicaHost(self, store)
+        self.sync_host = ReplicaHost(self, store, self._receiver.quarantine)
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Replica:
@@ -286,6 +296,39 @@ class Replica:
         self._notify(touched, "remote")
         return result
 
+    def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted:
+        """Verify and apply received envelopes per author, as a sync session does: a
+        signature-valid envelope that is refused quarantines its author in its space from that
+        seq on (see :meth:`quarantined`), and the rest carries on. Gaps are tolerated.
+
+        Raises:
+            Rejected: an envelope whose signature does not verify; nothing was applied and
+                the rejection is recorded.
+        """
+        self.seal()
+        result, touched = self._receiver.accept(envelopes, source, space)
+        self._touched.update(touched)
+        self._notify(touched, "remote")
+        return result
+
+    # -- quarantine ----------------------------------------------------------------------
+    def quarantined(self, space: str | None = None) -> list[QuarantineRecord]:
+        """The authors set aside (per space, from a refused seq on), with reason and evidence."""
+        self._check_open()
+        return self._receiver.quarantine.list(space)
+
+    def lift_quarantine(self, space: str, author: str) -> bool:
+        """Accept ``author``'s envelopes in ``space`` again (once the cause is fixed); they are
+        judged like any others, so a refused envelope that is still bad quarantines the author
+        again. Returns False when the author was not quarantined there."""
+        self._check_open()
+        return self._receiver.quarantine.lift(space, author)
+
+    def refused_by_peers(self, space: str | None = None) -> list[PeerRefusal]:
+        """What peers said they set aside of what this device sent them."""
+        self._check_open()
+        return self._receiver.quarantine.refusals(space)
+
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
         """Everything of ``space`` not covered by ``since`` (all of it by default)."""
@@ -335,7 +378,8 @@ class Replica:
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
                        for p, p_vv, seen in peers])
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
-                      unsealed=self.unsealed(), rejections=len(self._store.rejections()))
+                      unsealed=self.unsealed(), rejections=len(self._store.rejections()),
+                      quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers())
 
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""
