@@ -129,7 +129,7 @@ class Receiver:
         authors = skips.get(env.space)
         if authors is None:
             authors = skips[env.space] = self.quarantine.authors(env.space)
-        return env.author in authors
+        return bool(authors) and env.author in authors  # (env.author is computed: skip it if none)
 
     def _accept_each(self, envelopes: list[bytes], source: str, space: str | None,
                      skips: dict[str, dict[str, SetAside]]) -> tuple[Accepted, set[EntityKey]]:

@@ -462,8 +462,12 @@ class RelayStore:
         pending = PendingChains(self)
         accepted: list[Envelope] = []
         started: list[QuarantineRecord] = []
+        aside: dict[str, dict[str, SetAside]] = {}  # each space's, looked up once per call
         for env in verified:
-            if env.author in self._space(env.space).quarantined:
+            held = aside.get(env.space)
+            if held is None:
+                held = aside[env.space] = self._space(env.space).quarantined
+            if held and env.author in held:
                 skipped += 1
                 continue
             verdict = chain.check(env, pending, tolerate_gaps)
@@ -602,7 +606,7 @@ class RelayHost:
         return got
 
     def quarantined(self, space: str) -> dict[str, SetAside]:
-        return dict(self.relay.quarantine.authors(space))
+        return self.relay.quarantine.authors(space)  # read only: the session looks authors up
 
     def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
                      detail: str) -> None:

@@ -296,3 +296,39 @@ def test_envelopes_frame_after_notice_is_not_resent_in_the_session(relay_store: 
     sent = [m for m in wire.sent("b>a") if isinstance(m, Envelopes)]
     assert len(sent) == 1  # sent once, refused once, never again (no go-back loop)
     assert wire.a.synced
+
+
+# -- the relay's side ------------------------------------------------------------------------------
+def test_the_relay_quarantines_a_fork_and_keeps_it_across_restarts(tmp_path: Path) -> None:
+    """The relay applies the chain rules itself (it reads no payload): a fork sets the author
+    aside in that space, durably, and nothing more of that chain there is stored."""
+    author, other = Identity.generate(), Identity.generate()
+    e1 = garbage(author, payload=b"the relay does not read this")
+    e2 = garbage(author, 2, e1.hash)
+    fork = garbage(author, payload=b"another seq 1")
+    elsewhere = garbage(author, space="other")
+    store = RelayStore(tmp_path)
+    try:
+        assert store.receive([e1.wire], SPACE, False) == (1, 0, 0)
+        got = store.accept([fork.wire, e2.wire, garbage(other).wire], SPACE)
+        assert (got.applied, got.skipped) == (1, 1)
+        assert [(q.author, q.from_seq, q.reason) for q in got.quarantined] == [(author.id, 1, "fork")]
+        assert store.accept([elsewhere.wire], "other").applied == 1  # its other spaces go on
+    finally:
+        store.close()
+    again = RelayStore(tmp_path)
+    try:
+        held = again.quarantine.is_quarantined(SPACE, author.id)
+        assert held is not None and held.wire == fork.wire and held.hash == fork.hash
+        assert [q.author for q in again.quarantine.list()] == [author.id]
+        assert again.accept([e2.wire], SPACE).skipped == 1
+        assert again.version_vector(SPACE) == {author.id: 1, other.id: 1}
+        assert again.quarantine.lift(SPACE, author.id) is True
+    finally:
+        again.close()
+    lifted = RelayStore(tmp_path)
+    try:
+        assert lifted.quarantine.list() == []
+        assert lifted.accept([e2.wire], SPACE).applied == 1
+    finally:
+        lifted.close()

@@ -347,8 +347,10 @@ class Session:
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
         version = min(MAX_VERSION, msg.max_version)
         if version < max(MIN_VERSION, msg.min_version):
+            older = "the peer" if msg.max_version < MIN_VERSION else "this side"
             raise ProtocolViolation(E_UNSUPPORTED_VERSION, f"peer speaks versions {msg.min_version}.."
-                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}")
+                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}: "
+                                    f"upgrade crdt-sync on {older}")
         if msg.device_key == self.host.identity.public_key:
             raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
         self._peer_hello = msg
