@@ -192,6 +192,7 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
         assert held is not None and (held.from_seq, held.reason) == (from_seq, "fork")
         assert [r.reason for r in relay.store.rejections()] == ["fork"]
         assert await rejections(relay.url, "rejected-envelope") == 0
+        assert await rejections(relay.url, "quarantined") == 1
         await check("after-the-fork")  # the other devices keep syncing through the relay
 
         # The author's later envelopes in that space are neither stored nor forwarded; its
