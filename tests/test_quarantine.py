@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crdt_sync import Rejected, Replica
 from crdt_sync.envelope import Envelope, seal
@@ -332,3 +334,78 @@ def test_the_relay_quarantines_a_fork_and_keeps_it_across_restarts(tmp_path: Pat
         assert lifted.accept([e2.wire], SPACE).applied == 1
     finally:
         lifted.close()
+
+
+# -- property: honest devices converge, whatever hostile envelopes they saw and in what order ---------
+def _chains() -> dict[str, list[Envelope]]:
+    """Per author, its envelopes in chain order: two honest authors, and three hostile ones
+    whose envelopes are signed (so attributable) and touch the honest authors' entities."""
+    alice, bob, stranger, mallory, forker = (Identity(bytes([i]) * 32) for i in range(1, 6))
+
+    def chain(author: Identity, *entities: str, bad: dict[int, str] | None = None) -> list[Envelope]:
+        out: list[Envelope] = []
+        for seq, entity in enumerate(entities, start=1):
+            prev = out[-1].hash if out else b""
+            kind = (bad or {}).get(seq)
+            if kind == "payload":
+                out.append(garbage(author, seq, prev))
+            elif kind == "update":
+                out.append(bad_update(author, seq, prev, entity))
+            else:
+                out.append(honest(author, seq, prev, entity))
+        return out
+
+    forked = honest(forker, 1, b"", "f-branch-2")
+    return {
+        "alice": chain(alice, "pump", "valve", "pump"),
+        "bob": chain(bob, "valve", "pump"),
+        "stranger": chain(stranger, "pump", "pump", bad={1: "payload"}),
+        "mallory": chain(mallory, "pump", "pump", "valve", bad={2: "update"}),
+        "forker": [*chain(forker, "f-branch-1"), forked],
+    }
+
+
+CHAINS = _chains()
+HONEST_ENTITIES = {"pump", "valve"}
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> list[list[bytes]]:
+    """One device's view: the chains interleaved at random (each author's in order, the two
+    fork branches in either order), cut into batches at random."""
+    queues = {name: list(envs) for name, envs in CHAINS.items()}
+    if draw(st.booleans()):
+        queues["forker"].reverse()
+    order: list[bytes] = []
+    while any(queues.values()):
+        name = draw(st.sampled_from(sorted(n for n, q in queues.items() if q)))
+        order.append(queues[name].pop(0).wire)
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(order) - 1), max_size=6))))
+    return [order[i:j] for i, j in zip([0, *cuts], [*cuts, len(order)], strict=True)]
+
+
+def _honest_view(replica: Replica) -> tuple[object, ...]:
+    rows = [(c, e, f) for c, e, f in replica.space(SPACE).rows() if e in HONEST_ENTITIES]
+    vv = replica.version_vector(SPACE)
+    return (sorted(rows), {a: s for a, s in vv.items() if a not in {CHAINS["forker"][0].author}},
+            sorted(q.author for q in replica.quarantined(SPACE)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=deliveries(), second=deliveries())
+def test_devices_converge_on_the_honest_authors_whatever_they_saw(first: list[list[bytes]],
+                                                                  second: list[list[bytes]]) -> None:
+    views = []
+    with tempfile.TemporaryDirectory() as root:
+        for name, batches in (("one", first), ("two", second)):
+            with Replica(Path(root) / name, seal_interval=0) as device:
+                device.join(SPACE)
+                for batch in batches:
+                    device.accept(batch, "peer x", SPACE)  # never raises: every envelope is signed
+                views.append(_honest_view(device))
+    assert views[0] == views[1]
+    rows, vv, quarantined = views[0]
+    assert {entity for _, entity, _ in rows} == HONEST_ENTITIES
+    authors = {name: envs[0].author for name, envs in CHAINS.items()}
+    assert vv == {authors["alice"]: 3, authors["bob"]: 2, authors["mallory"]: 1}
+    assert quarantined == sorted([authors["stranger"], authors["mallory"], authors["forker"]])
