@@ -409,3 +409,49 @@ def test_devices_converge_on_the_honest_authors_whatever_they_saw(first: list[li
     authors = {name: envs[0].author for name, envs in CHAINS.items()}
     assert vv == {authors["alice"]: 3, authors["bob"]: 2, authors["mallory"]: 1}
     assert quarantined == sorted([authors["stranger"], authors["mallory"], authors["forker"]])
+
+
+# -- the notice on the wire ----------------------------------------------------------------------------
+@pytest.mark.parametrize("fields", [
+    [0, 0, 0, "fork", ""],  # seq 0
+    [0, 0, 1, "", ""],  # no reason
+    [0, 0, 1, "x" * 65, ""],  # reason over 64 characters
+    [0, 0, 1, "fork", "x" * 513],  # detail over 512 characters
+    [0, b"short", 1, "fork", ""],  # an author key of the wrong size
+    [0, 0, 1, b"fork", ""],  # reason not text
+    [0, 0, 1, "fork"],  # a field missing
+], ids=["seq-0", "no-reason", "long-reason", "long-detail", "short-key", "bytes-reason", "missing"])
+def test_a_malformed_notice_is_refused(fields: list[object]) -> None:
+    import cbor2
+
+    from crdt_sync.protocol.messages import E_MALFORMED, ProtocolViolation
+
+    with pytest.raises(ProtocolViolation) as info:
+        decode(cbor2.dumps([10, *fields], canonical=True))
+    assert info.value.code == E_MALFORMED
+
+
+def test_a_notice_round_trips_and_is_bounded_when_encoded() -> None:
+    from crdt_sync.protocol.messages import MAX_REASON, MAX_TEXT, encode
+
+    msg = QuarantinedMsg(3, bytes(32), 7, "bad-payload", "payload is malformed")
+    assert decode(encode(msg)) == msg
+    long = decode(encode(QuarantinedMsg(0, 1, 1, "r" * 100, "d" * 1000)))
+    assert isinstance(long, QuarantinedMsg)
+    assert len(long.reason) == MAX_REASON and len(long.detail) == MAX_TEXT
+
+
+def test_a_notice_about_a_chain_this_side_does_not_send_is_ignored(open_replica: ReplicaFactory) -> None:
+    """A peer cannot make a device keep state per author it names."""
+    from crdt_sync.protocol.messages import encode
+
+    alice, bob = open_replica("alice", seal_interval=0), open_replica("bob", seal_interval=0)
+    fill(alice, "a", 1)
+    bob.join(SPACE)
+    wire = Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0))
+    wire.start()
+    for _ in range(50):
+        notice = QuarantinedMsg(0, Identity.generate().public_key, 1, "fork", "made up")
+        assert wire.a.receive(encode(notice), 1.0) == []
+    assert alice.refused_by_peers() == [] and wire.a.closed is None
+    assert not [e for e in wire.a.pop_events() if isinstance(e, Quarantined)]

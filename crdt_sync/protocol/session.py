@@ -528,12 +528,10 @@ class Session:
         author = self._resolve(st, msg.author)
         if author in st.refused and st.refused[author] <= msg.from_seq:
             return []  # told before (a notice per frame of that chain it received)
+        if author not in self.host.version_vector(st.name):
+            return []  # not a chain this side sends: nothing to stop, nothing to keep per name
         st.refuse(author, msg.from_seq)
-        # Recorded for status only if it is a chain this side holds there: a peer cannot
-        # make it keep a row per author it names.
-        if author in self.host.version_vector(st.name):
-            self.host.peer_refused(self._peer_id(), st.name, author, msg.from_seq, msg.reason,
-                                   msg.detail)
+        self.host.peer_refused(self._peer_id(), st.name, author, msg.from_seq, msg.reason, msg.detail)
         self.events.append(Quarantined(st.name, author, msg.from_seq, msg.reason, msg.detail,
                                        by_peer=True))
         out = self._pump(st, now)
