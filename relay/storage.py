@@ -470,11 +470,13 @@ class RelayStore:
             if held and env.author in held:
                 skipped += 1
                 continue
-            verdict = chain.check(env, pending, tolerate_gaps)
-            if verdict.rejected and per_author:
-                started.append(self.quarantine.quarantine(QuarantineRecord.of(env, verdict.error())))
+            try:
+                outcome = self._judge(env, pending, tolerate_gaps)
+            except Rejected as rejected:  # signed, so its author is known: set aside
+                if not per_author:
+                    raise
+                started.append(self.quarantine.quarantine(QuarantineRecord.of(env, rejected)))
                 continue
-            outcome = verdict.accept()
             if outcome is Outcome.DUPLICATE:
                 dups += 1
             elif outcome is Outcome.GAP:
@@ -504,6 +506,13 @@ class RelayStore:
             for name in {env.space for env in accepted}:
                 self.on_append(name)
         return Accepted(applied, dups, gaps, skipped, tuple(started))
+
+    @staticmethod
+    def _judge(env: Envelope, chains: PendingChains, tolerate_gaps: bool) -> Outcome:
+        """Every rule the relay applies to a verified envelope (the shared core code: the
+        chain rules, and the envelope's own rules as they are added); raises
+        :class:`Rejected` for a refusal, which quarantines the author in a session."""
+        return chain.check(env, chains, tolerate_gaps).accept()
 
     # -- quarantine (RelayQuarantine is the API) -------------------------------------------
     def quarantined_authors(self, space: str) -> dict[str, SetAside]:
