@@ -9,7 +9,8 @@ the work, each the one owner of its state (docs/DESIGN.md, "The write path"):
 - :class:`~crdt_sync.sealing.Sealer`: sealing records into envelopes, the index, compaction;
 - :class:`~crdt_sync.cache.EntityCache`: the loaded entities;
 - :class:`~crdt_sync.follow.StoreFollower`: other processes' commits;
-- :class:`~crdt_sync.receive.Receiver`: envelopes from other devices;
+- :class:`~crdt_sync.receive.Receiver`: envelopes from other devices, and the authors set
+  aside (:class:`~crdt_sync.quarantine.Quarantine`);
 - :class:`~crdt_sync.host.ReplicaHost`: what sync sessions ask (:attr:`Replica.sync_host`).
 
 Why the write path is fast and still durable: a local transaction ends in one record per
@@ -281,10 +282,12 @@ class Replica:
     # -- receiving -----------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
-        """Verify and apply received envelopes, all or nothing.
+        """Verify and apply received envelopes, all or nothing (sync sessions use
+        :meth:`accept`, per author).
 
         With ``tolerate_gaps`` (sync sessions over lossy links), an envelope whose
         predecessor is missing is skipped rather than rejected: the sender resends it.
+        Envelopes of an author quarantined in their space are skipped too.
 
         Raises:
             Rejected: the first envelope that fails verification; nothing was applied and

@@ -29,7 +29,8 @@ class ReceiveResult(NamedTuple):
 
     applied: int
     duplicates: int
-    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``)
+    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``) or their
+    #: author is quarantined in the space
     gaps: int
 
 
