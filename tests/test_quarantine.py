@@ -455,3 +455,26 @@ def test_a_notice_about_a_chain_this_side_does_not_send_is_ignored(open_replica:
         assert wire.a.receive(encode(notice), 1.0) == []
     assert alice.refused_by_peers() == [] and wire.a.closed is None
     assert not [e for e in wire.a.pop_events() if isinstance(e, Quarantined)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_quarantine_over_a_lossy_link_still_ends_synced(open_replica: ReplicaFactory,
+                                                                seed: int) -> None:
+    """Notices can be lost like any frame: the chain comes again, is skipped and told again."""
+    from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
+    from tests.sync_helpers import sync_over
+
+    carrier, bob = open_replica("carrier", seal_interval=0), open_replica("bob", seal_interval=0)
+    bob.join(SPACE)
+    stranger = Identity.generate()
+    bad = garbage(stranger)
+    _force_store(carrier, bad)
+    _force_store(carrier, honest(stranger, 2, bad.hash, "s2"))
+    fill(carrier, "c", 12)
+    lossy = LinkConditions(loss=0.2, duplicate=0.1, reorder=0.1)
+    link_a, link_b = MemoryNetwork(seed).pair(lossy, lossy)
+    first, second = await sync_over(carrier, bob, link_a, link_b)
+    assert first.synced and second.synced, (first.closed, second.closed)
+    assert bob.version_vector(SPACE) == {carrier.device_id: 12}
+    assert [q.author for q in bob.quarantined(SPACE)] == [stranger.id]
+    assert [r.author for r in carrier.refused_by_peers(SPACE)] == [stranger.id]
