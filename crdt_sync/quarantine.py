@@ -197,9 +197,6 @@ class QuarantineTable:
         return [PeerRefusal(p, s, a, int(f), r, d, int(t)) for p, s, a, f, r, d, t in
                 self.db.execute(sql + " ORDER BY space, author, peer", args)]
 
-    def forget_refusals(self, space: str, author: str) -> None:
-        self.db.execute("DELETE FROM peer_refusals WHERE space=? AND author=?", (space, author))
-
     def records(self, space: str | None = None) -> list[QuarantineRecord]:
         sql = f"SELECT {_COLUMNS} FROM quarantine"
         args: tuple[str, ...] = ()

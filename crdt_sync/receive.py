@@ -121,8 +121,8 @@ class Receiver:
         return self._accept_each(envelopes, source, space, skips)
 
     def _skips(self, space: str | None) -> dict[str, dict[str, SetAside]]:
-        """``{space: {author: from_seq}}`` set aside, for the space of the batch (None: any
-        space; then asked per space as envelopes name them)."""
+        """The authors set aside per space, for the space of the batch (None: any space;
+        then asked per space as envelopes name them)."""
         return {} if space is None else {space: self.quarantine.authors(space)}
 
     def _skipped(self, env: Envelope, skips: dict[str, dict[str, SetAside]]) -> bool:

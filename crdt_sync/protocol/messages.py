@@ -13,6 +13,8 @@ from typing import Any
 
 import cbor2
 
+from ..quarantine import MAX_REASON  # a QUARANTINED notice's reason: the bound of what is stored
+
 #: Version 2: QUARANTINED (type 10); a version 1 peer gets ERROR 2 (docs/PROTOCOL.md).
 PROTOCOL_VERSION = 2
 MIN_VERSION = 2
@@ -26,8 +28,6 @@ MAX_VV_ENTRIES = 4096
 MAX_BATCH_ENVELOPES = 4096
 MAX_TEXT = 512
 MAX_SPACE_NAME = 128
-#: Longest reason code of a QUARANTINED notice (the same bound as crdt_sync.quarantine's).
-MAX_REASON = 64
 
 #: An author as sent: an index into the frame sender's author table, or a 32-byte key.
 AuthorRef = int | bytes
