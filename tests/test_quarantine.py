@@ -432,7 +432,8 @@ def test_a_malformed_notice_is_refused(fields: list[object]) -> None:
 
 
 def test_a_notice_round_trips_and_is_bounded_when_encoded() -> None:
-    from crdt_sync.protocol.messages import MAX_REASON, MAX_TEXT, encode
+    from crdt_sync.protocol.messages import MAX_TEXT, encode
+    from crdt_sync.quarantine import MAX_REASON
 
     msg = QuarantinedMsg(3, bytes(32), 7, "bad-payload", "payload is malformed")
     assert decode(encode(msg)) == msg
