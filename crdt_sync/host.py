@@ -12,7 +12,7 @@ from typing import Protocol
 
 from .envelope import Envelope
 from .identity import Identity
-from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, SetAside, clip
+from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, QuarantineBook, SetAside, clip
 from .results import Accepted, ReceiveResult
 from .store import Store
 
@@ -47,6 +47,8 @@ class ReplicaHost:
         self._replica = replica
         self._store = store
         self._quarantine = quarantine
+        #: the device's quarantine (a :class:`~crdt_sync.quarantine.QuarantineBook`)
+        self.quarantine: QuarantineBook = quarantine
         self.identity: Identity = replica.identity
         self.device_id: str = replica.device_id
 

@@ -218,6 +218,10 @@ class QuarantineBook(Protocol):
 
     def is_quarantined(self, space: str, author: str) -> QuarantineRecord | None: ...
 
+    def authors(self, space: str) -> dict[str, SetAside]:
+        """Every author set aside in ``space``, without the evidence (what receiving skips)."""
+        ...
+
     def list(self, space: str | None = None) -> list[QuarantineRecord]: ...
 
     def lift(self, space: str, author: str) -> bool:

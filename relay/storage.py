@@ -44,7 +44,7 @@ from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
-from crdt_sync.quarantine import QuarantineRecord, SetAside
+from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside
 from crdt_sync.results import Accepted
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
@@ -582,6 +582,7 @@ class RelayHost:
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
         self.envelope_hash = relay.envelope_hash
+        self.quarantine: QuarantineBook = relay.quarantine
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
