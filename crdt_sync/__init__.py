@@ -16,6 +16,7 @@ The public surface::
 from .errors import CrdtSyncError, NotFound, Rejected, StoreError, StoreVersionError, ValueRejected
 from .replica import Replica
 from .results import (
+    Accepted,
     Change,
     Conflict,
     FieldWrite,
@@ -28,7 +29,7 @@ from .results import (
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
-    "Change", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
+    "Accepted", "Change", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
     "ImportResult", "ListField", "NotFound", "ReceiveResult", "Rejected", "Rejection", "Replica",
     "Space", "SpaceTransaction", "Status", "StoreError", "StoreVersionError", "TextField",
     "ValueRejected",

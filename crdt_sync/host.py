@@ -7,11 +7,13 @@ Get it from :attr:`crdt_sync.Replica.sync_host`.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from .envelope import Envelope
 from .identity import Identity
-from .results import ReceiveResult
+from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, QuarantineBook, SetAside, clip
+from .results import Accepted, ReceiveResult
 from .store import Store
 
 
@@ -32,6 +34,8 @@ class HostedReplica(Protocol):
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult: ...
 
+    def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted: ...
+
 
 class ReplicaHost:
     """What a sync session asks of a device's replica."""
@@ -39,9 +43,12 @@ class ReplicaHost:
     #: A relay keeps every space a device asks for; a device keeps only its own.
     keeps_all_spaces = False
 
-    def __init__(self, replica: HostedReplica, store: Store) -> None:
+    def __init__(self, replica: HostedReplica, store: Store, quarantine: Quarantine) -> None:
         self._replica = replica
         self._store = store
+        self._quarantine = quarantine
+        #: the device's quarantine (a :class:`~crdt_sync.quarantine.QuarantineBook`)
+        self.quarantine: QuarantineBook = quarantine
         self.identity: Identity = replica.identity
         self.device_id: str = replica.device_id
 
@@ -69,6 +76,22 @@ class ReplicaHost:
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
         return self._replica.receive(envelopes, source, space, tolerate_gaps=tolerate_gaps)
+
+    def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
+        """Per author: a refused author is quarantined and the rest carries on."""
+        return self._replica.accept(envelopes, source, space)
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        """The authors set aside in ``space``: the session skips them."""
+        return self._quarantine.authors(space)
+
+    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
+                     detail: str) -> None:
+        """``peer`` set aside ``author``'s chain in ``space`` (its QUARANTINED): kept for
+        ``status`` (one row per peer, space and author; the session only passes authors this
+        device holds in that space)."""
+        self._quarantine.record_refusal(PeerRefusal(peer, space, author, from_seq, clip(reason, MAX_REASON),
+                                                    clip(detail, MAX_DETAIL), time.time_ns() // 1_000_000))
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Remember what ``peer`` acknowledged of ``space`` (``status`` shows it)."""

@@ -9,7 +9,8 @@ the work, each the one owner of its state (docs/DESIGN.md, "The write path"):
 - :class:`~crdt_sync.sealing.Sealer`: sealing records into envelopes, the index, compaction;
 - :class:`~crdt_sync.cache.EntityCache`: the loaded entities;
 - :class:`~crdt_sync.follow.StoreFollower`: other processes' commits;
-- :class:`~crdt_sync.receive.Receiver`: envelopes from other devices;
+- :class:`~crdt_sync.receive.Receiver`: envelopes from other devices, and the authors set
+  aside (:class:`~crdt_sync.quarantine.Quarantine`);
 - :class:`~crdt_sync.host.ReplicaHost`: what sync sessions ask (:attr:`Replica.sync_host`).
 
 Why the write path is fast and still durable: a local transaction ends in one record per
@@ -37,9 +38,19 @@ from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
 from .journal import Journal
+from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
-from .results import Change, ImportResult, PeerStatus, ReceiveResult, Rejection, SpaceStatus, Status
+from .results import (
+    Accepted,
+    Change,
+    ImportResult,
+    PeerStatus,
+    ReceiveResult,
+    Rejection,
+    SpaceStatus,
+    Status,
+)
 from .schedule import SealSchedule
 from .sealing import Sealer
 from .space import Space
@@ -52,7 +63,7 @@ JOURNAL_ROTATE_BYTES = 4 << 20
 
 Observer = Callable[[list[Change]], None]
 
-__all__ = ["Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
+__all__ = ["Accepted", "Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
 
 
 class Replica:
@@ -109,7 +120,7 @@ class Replica:
         writes.attach(cache, journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
-        self.sync_host = ReplicaHost(self, store)
+        self.sync_host = ReplicaHost(self, store, self._receiver.quarantine)
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Replica:
@@ -271,10 +282,12 @@ class Replica:
     # -- receiving -----------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
-        """Verify and apply received envelopes, all or nothing.
+        """Verify and apply received envelopes, all or nothing (sync sessions use
+        :meth:`accept`, per author).
 
         With ``tolerate_gaps`` (sync sessions over lossy links), an envelope whose
         predecessor is missing is skipped rather than rejected: the sender resends it.
+        Envelopes of an author quarantined in their space are skipped too.
 
         Raises:
             Rejected: the first envelope that fails verification; nothing was applied and
@@ -285,6 +298,39 @@ class Replica:
         self._touched.update(touched)  # so close() compacts received entities too
         self._notify(touched, "remote")
         return result
+
+    def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted:
+        """Verify and apply received envelopes per author, as a sync session does: a
+        signature-valid envelope that is refused quarantines its author in its space from that
+        seq on (see :meth:`quarantined`), and the rest carries on. Gaps are tolerated.
+
+        Raises:
+            Rejected: an envelope whose signature does not verify; nothing was applied and
+                the rejection is recorded.
+        """
+        self.seal()
+        result, touched = self._receiver.accept(envelopes, source, space)
+        self._touched.update(touched)
+        self._notify(touched, "remote")
+        return result
+
+    # -- quarantine ----------------------------------------------------------------------
+    def quarantined(self, space: str | None = None) -> list[QuarantineRecord]:
+        """The authors set aside (per space, from a refused seq on), with reason and evidence."""
+        self._check_open()
+        return self._receiver.quarantine.list(space)
+
+    def lift_quarantine(self, space: str, author: str) -> bool:
+        """Accept ``author``'s envelopes in ``space`` again (once the cause is fixed); they are
+        judged like any others, so a refused envelope that is still bad quarantines the author
+        again. Returns False when the author was not quarantined there."""
+        self._check_open()
+        return self._receiver.quarantine.lift(space, author)
+
+    def refused_by_peers(self, space: str | None = None) -> list[PeerRefusal]:
+        """What peers said they set aside of what this device sent them."""
+        self._check_open()
+        return self._receiver.quarantine.refusals(space)
 
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
@@ -335,7 +381,8 @@ class Replica:
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
                        for p, p_vv, seen in peers])
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
-                      unsealed=self.unsealed(), rejections=len(self._store.rejections()))
+                      unsealed=self.unsealed(), rejections=len(self._store.rejections()),
+                      quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers())
 
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""

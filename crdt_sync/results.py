@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
+
+from .quarantine import PeerRefusal, QuarantineRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +29,24 @@ class ReceiveResult(NamedTuple):
 
     applied: int
     duplicates: int
-    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``)
+    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``) or their
+    #: author is quarantined in the space
     gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What a per-author receive (:meth:`crdt_sync.Replica.accept`, a sync session's) did
+    with a batch: like :class:`ReceiveResult`, plus the envelopes skipped because their
+    author is quarantined in the space and the quarantines this batch started."""
+
+    applied: int
+    duplicates: int
+    gaps: int
+    #: envelopes of authors quarantined in the space (not applied, not an error)
+    skipped: int = 0
+    #: authors set aside by this batch (each from its refused envelope on)
+    quarantined: tuple[QuarantineRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +95,16 @@ class Status:
     spaces: dict[str, SpaceStatus]
     unsealed: int
     rejections: int
+    #: authors this device set aside, per space (see crdt_sync.quarantine)
+    quarantined: list[QuarantineRecord] = field(default_factory=list)
+    #: what peers told this device they set aside of what it sent them
+    refused_by_peers: list[PeerRefusal] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["quarantined"] = [q.to_dict() for q in self.quarantined]
+        out["refused_by_peers"] = [r.to_dict() for r in self.refused_by_peers]
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from .chain import Outcome
 from .envelope import Envelope
 from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
+from .quarantine import QuarantineTable
 
 STORE_FORMAT = 1
 DB_NAME = "store.sqlite3"
@@ -104,6 +105,10 @@ class Store(EnvelopeReads):
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                # Added within format 1 (a store from before has none; an older crdt-sync
+                # ignores them): crdt_sync.quarantine owns them.
+                QuarantineTable.create(self.db)
+                QuarantineTable.create_refusals(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
@@ -124,6 +129,19 @@ class Store(EnvelopeReads):
         self.db.execute("COMMIT")
         if self.db.total_changes != before:
             self._bump()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the open write transaction that is undone alone if it raises (one
+        received envelope: applied fully or not at all)."""
+        self.db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO part")
+            self.db.execute("RELEASE part")
+            raise
+        self.db.execute("RELEASE part")
 
     def _bump(self) -> None:
         # Readers only compare for inequality, so a lost race between two writers is

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from crdt_sync.envelope import Envelope
+from crdt_sync.quarantine import QuarantineRecord, SetAside
 
 
 class EnvelopeRow(NamedTuple):
@@ -54,11 +55,15 @@ class WriteBatch:
             it), so the last row of a chain is its new head.
         spaces: spaces the relay may not have stored yet.
         rejections: refusals to record.
+        quarantines: authors set aside (:mod:`crdt_sync.quarantine`), in order.
+        lifts: ``(space, author)`` quarantines lifted, after ``quarantines``.
     """
 
     envelopes: list[EnvelopeRow] = field(default_factory=list)
     spaces: list[str] = field(default_factory=list)
     rejections: list[RejectionRecord] = field(default_factory=list)
+    quarantines: list[QuarantineRecord] = field(default_factory=list)
+    lifts: list[tuple[str, str]] = field(default_factory=list)
 
 
 class RelayBackend(Protocol):
@@ -108,6 +113,18 @@ class RelayBackend(Protocol):
 
     def rejections(self, limit: int = 100) -> list[RejectionRecord]:
         """The latest refusals, newest first."""
+        ...
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        """The authors set aside in ``space`` (committed), without their evidence."""
+        ...
+
+    def quarantine(self, space: str, author: str) -> QuarantineRecord | None:
+        """The committed quarantine of ``author`` in ``space``, with its evidence."""
+        ...
+
+    def quarantines(self, space: str | None = None) -> list[QuarantineRecord]:
+        """Every committed quarantine (of ``space``), by space and author."""
         ...
 
     def stage(self, batch: WriteBatch) -> None:

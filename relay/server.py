@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
+from crdt_sync.protocol import Closed, Event, Quarantined, Received, Session, SessionConfig
 from crdt_sync.protocol.messages import E_GOING_AWAY, E_LIMIT, E_NORMAL, Error, MessageType, encode, peek_type
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.base import LinkClosed
@@ -243,6 +243,15 @@ class RelayServer:
                 self.metrics.envelopes_in.inc(ev.applied)
             elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
                 self.metrics.rejections.labels(ev.name).inc()
+            elif isinstance(ev, Quarantined):
+                # by_peer: the device set aside an author the relay sent (it stops sending it
+                # that chain in this session; the relay takes no one device's word for more).
+                if not ev.by_peer:
+                    self.metrics.rejections.labels("quarantined").inc()
+                log.info("author.refused-by-peer" if ev.by_peer else "author.quarantined",
+                         extra={"fields": {"peer": session.peer, "remote": label, "space": ev.space,
+                                           "author": ev.author, "from_seq": ev.from_seq,
+                                           "reason": ev.reason, "detail": ev.detail}})
 
         session.on_shared = shared
         self._connections.add(conn)

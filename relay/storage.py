@@ -44,6 +44,8 @@ from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
+from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside
+from crdt_sync.results import Accepted
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
 from .sqlite_store import SqliteRelayBackend
@@ -83,6 +85,8 @@ class _Space:
     stalled: bool = False
     #: its row in the spaces table is known to be committed
     joined: bool = False
+    #: authors set aside here (committed or staged): their envelopes are skipped
+    quarantined: dict[str, SetAside] = field(default_factory=dict)
 
     @property
     def end(self) -> int:
@@ -99,7 +103,13 @@ class _Batch:
     #: each space's tail end after its last envelope of this batch
     ends: dict[_Space, int] = field(default_factory=dict)
     rejections: list[RejectionRecord] = field(default_factory=list)
+    quarantines: list[QuarantineRecord] = field(default_factory=list)
+    lifts: list[tuple[str, str]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
+
+
+def _has_writes(batch: _Batch) -> bool:
+    return bool(batch.rows or batch.rejections or batch.quarantines or batch.lifts)
 
 
 class RelayStore:
@@ -151,6 +161,8 @@ class RelayStore:
         #: called after each commit with how long it took (metrics)
         self.on_commit: Callable[[float], None] = lambda seconds: None
         self.commits = 0
+        #: the authors set aside per space (crdt_sync.quarantine.QuarantineBook)
+        self.quarantine = RelayQuarantine(self)
 
     # -- in-memory state -------------------------------------------------------------------
     def _space(self, name: str) -> _Space:
@@ -164,7 +176,8 @@ class RelayStore:
             vv[author], hashes[author] = seq, h
         self._next_base += _BASE_STEP
         st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
-                                         durable_end=self._next_base)
+                                         durable_end=self._next_base,
+                                         quarantined=self.reader.quarantined(name))
         if len(self._spaces) > self.cached_spaces:
             self._evict()
         return st
@@ -175,9 +188,14 @@ class RelayStore:
             if len(self._spaces) <= self.cached_spaces:
                 break
             st = self._spaces[name]
-            if not st.pending:
+            if not st.pending and not self._quarantine_staged(name):
                 del self._spaces[name]
                 st.tail.clear()
+
+    def _quarantine_staged(self, space: str) -> bool:
+        batches = [self._staged] if self._committing is None else [self._staged, self._committing]
+        return any(q.space == space for b in batches for q in b.quarantines) or any(
+            s == space for b in batches for s, _ in b.lifts)
 
     def _append(self, st: _Space, entry: Outgoing) -> None:
         st.tail.append(entry)
@@ -201,7 +219,7 @@ class RelayStore:
     # -- group commit ----------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._staged.rows or self._staged.rejections or self._committing is not None)
+        return bool(_has_writes(self._staged) or self._committing is not None)
 
     def _schedule(self) -> None:
         try:
@@ -234,7 +252,7 @@ class RelayStore:
 
     def _start_commit(self) -> None:
         self._scheduled = False
-        if self._committing is not None or not (self._staged.rows or self._staged.rejections):
+        if self._committing is not None or not _has_writes(self._staged):
             return
         batch, self._staged = self._staged, _Batch()
         self._committing = batch
@@ -263,7 +281,8 @@ class RelayStore:
     def _insert(self, batch: _Batch) -> None:
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
-        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections))
+        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.quarantines,
+                                    batch.lifts))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""
@@ -283,7 +302,7 @@ class RelayStore:
         if batch.future is not None and not batch.future.done():
             batch.future.set_result(None)
         self.on_commit(time.monotonic() - started)
-        if self._staged.rows or self._staged.rejections:
+        if _has_writes(self._staged):
             self._schedule()
 
     def _failed(self, batch: _Batch, exc: BaseException) -> None:
@@ -302,7 +321,7 @@ class RelayStore:
 
     def _flush_sync(self) -> None:
         batch, self._staged = self._staged, _Batch()
-        if batch.rows or batch.rejections:
+        if _has_writes(batch):
             self._write(batch)
             self.commits += 1
             for st in batch.spaces.values():
@@ -408,23 +427,56 @@ class RelayStore:
 
     # -- writes ------------------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool) -> tuple[int, int, int]:
-        """Verify (signature, chain) and accept; the payloads stay unread. Accepted envelopes
-        are committed by the next group commit (:meth:`durable`).
+        """Verify (signature, chain) and accept, all or nothing; the payloads stay unread.
+        Accepted envelopes are committed by the next group commit (:meth:`durable`).
+        Envelopes of quarantined authors are skipped (counted as gaps).
 
         Raises:
             Rejected: the first envelope that fails; nothing of this call is kept.
         """
+        got = self._accept(envelopes, space, tolerate_gaps, per_author=False)
+        return got.applied, got.duplicates, got.gaps + got.skipped
+
+    def accept(self, envelopes: list[bytes], space: str | None) -> Accepted:
+        """Verify and accept per author (sync sessions; gaps tolerated): an envelope that
+        verifies but breaks a rule checked here (the chain rules, and every other rule on
+        the envelope itself in the shared core code) quarantines its author in its space from
+        that seq on, staged with the batch; later envelopes of that chain are neither stored
+        nor forwarded; the rest of the batch carries on.
+
+        Raises:
+            Rejected: an envelope that does not verify (its author is unknown); nothing of
+                this call is kept.
+        """
+        return self._accept(envelopes, space, True, per_author=True)
+
+    def _accept(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool,
+                per_author: bool) -> Accepted:
         verified = []
         for wire in envelopes:
             env = open_envelope(wire)
             chain.check_space(env, space).accept()
             verified.append(env)
-        applied = dups = gaps = 0
+        applied = dups = gaps = skipped = 0
         # Checked against the heads plus what this call accepts before any of it is kept.
         pending = PendingChains(self)
         accepted: list[Envelope] = []
+        started: list[QuarantineRecord] = []
+        aside: dict[str, dict[str, SetAside]] = {}  # each space's, looked up once per call
         for env in verified:
-            outcome = chain.check(env, pending, tolerate_gaps).accept()
+            held = aside.get(env.space)
+            if held is None:
+                held = aside[env.space] = self._space(env.space).quarantined
+            if held and env.author in held:
+                skipped += 1
+                continue
+            try:
+                outcome = self._judge(env, pending, tolerate_gaps)
+            except Rejected as rejected:  # signed, so its author is known: set aside
+                if not per_author:
+                    raise
+                started.append(self.quarantine.quarantine(QuarantineRecord.of(env, rejected)))
+                continue
             if outcome is Outcome.DUPLICATE:
                 dups += 1
             elif outcome is Outcome.GAP:
@@ -453,7 +505,48 @@ class RelayStore:
             self._schedule()
             for name in {env.space for env in accepted}:
                 self.on_append(name)
-        return applied, dups, gaps
+        return Accepted(applied, dups, gaps, skipped, tuple(started))
+
+    @staticmethod
+    def _judge(env: Envelope, chains: PendingChains, tolerate_gaps: bool) -> Outcome:
+        """Every rule the relay applies to a verified envelope (the shared core code: the
+        chain rules, and the envelope's own rules as they are added); raises
+        :class:`Rejected` for a refusal, which quarantines the author in a session."""
+        return chain.check(env, chains, tolerate_gaps).accept()
+
+    # -- quarantine (RelayQuarantine is the API) -------------------------------------------
+    def quarantined_authors(self, space: str) -> dict[str, SetAside]:
+        return self._space(space).quarantined
+
+    def quarantines(self, space: str | None = None) -> list[QuarantineRecord]:
+        """Committed quarantines (of ``space``)."""
+        return self.reader.quarantines(space)
+
+    def set_aside(self, record: QuarantineRecord) -> QuarantineRecord:
+        st = self._space(record.space)
+        held = st.quarantined.get(record.author)
+        if held is not None and held.from_seq <= record.from_seq:
+            return self.quarantine_record(record.space, record.author) or record
+        st.quarantined[record.author] = SetAside(record.from_seq, record.reason, record.detail)
+        self._staged.quarantines.append(record)
+        self._schedule()
+        return record
+
+    def quarantine_record(self, space: str, author: str) -> QuarantineRecord | None:
+        if author not in self._space(space).quarantined:
+            return None
+        for batch in (self._staged, self._committing):
+            for q in reversed(batch.quarantines if batch is not None else []):
+                if q.space == space and q.author == author:
+                    return q
+        return self.reader.quarantine(space, author)
+
+    def lift(self, space: str, author: str) -> bool:
+        if self._space(space).quarantined.pop(author, None) is None:
+            return False
+        self._staged.lifts.append((space, author))
+        self._schedule()
+        return True
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept: a device's next HAVE says where it is, and writing every ACK would
@@ -489,6 +582,7 @@ class RelayHost:
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
         self.envelope_hash = relay.envelope_hash
+        self.quarantine: QuarantineBook = relay.quarantine
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
@@ -508,8 +602,54 @@ class RelayHost:
             self.relay.record_rejection(source, rejected)
             raise
 
+    def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
+        refused = self._limit(self.peer or "?", len(envelopes), sum(map(len, envelopes)))
+        if refused is not None:
+            raise ProtocolViolation(E_LIMIT, refused)
+        try:
+            got = self.relay.accept(envelopes, space)
+        except Rejected as rejected:
+            self.relay.record_rejection(source, rejected)
+            raise
+        for q in got.quarantined:
+            self.relay.record_rejection(source, Rejected(q.reason, q.detail))
+        return got
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        return self.relay.quarantine.authors(space)  # read only: the session looks authors up
+
+    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
+                     detail: str) -> None:
+        """Not kept: a device's refusal stops this session sending it that chain (the
+        session's own state); the relay does not take one device's word to stop serving an
+        author to the others. The server logs it (the session's Quarantined event)."""
+
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept (see RelayStore.record_ack)."""
 
 
-__all__ = ["OpenBackend", "Outgoing", "RelayHost", "RelayStore"]
+class RelayQuarantine:
+    """The relay's quarantine (a :class:`crdt_sync.quarantine.QuarantineBook`): kept in
+    memory with each space's heads, written with the group commit (a quarantine or lift is
+    durable once :meth:`RelayStore.durable` says so); :meth:`list` reads what is committed."""
+
+    def __init__(self, relay: RelayStore) -> None:
+        self._relay = relay
+
+    def quarantine(self, record: QuarantineRecord) -> QuarantineRecord:
+        return self._relay.set_aside(record)
+
+    def is_quarantined(self, space: str, author: str) -> QuarantineRecord | None:
+        return self._relay.quarantine_record(space, author)
+
+    def authors(self, space: str) -> dict[str, SetAside]:
+        return self._relay.quarantined_authors(space)
+
+    def list(self, space: str | None = None) -> list[QuarantineRecord]:
+        return self._relay.quarantines(space)
+
+    def lift(self, space: str, author: str) -> bool:
+        return self._relay.lift(space, author)
+
+
+__all__ = ["OpenBackend", "Outgoing", "RelayHost", "RelayQuarantine", "RelayStore"]

@@ -29,6 +29,8 @@ from crdt_sync.protocol.messages import (
     E_TOO_LARGE,
     E_UNSUPPORTED_VERSION,
     MAX_FRAME,
+    MAX_VERSION,
+    MIN_VERSION,
     Envelopes,
     Error,
     Hello,
@@ -127,13 +129,15 @@ async def test_oversized_frames(relay: RelayServer, open_replica: ReplicaFactory
 async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_replica: ReplicaFactory) -> None:
     key = Identity.generate().public_key
     async with bystanders(relay.url, open_replica) as check:
-        for low, high in ((2, 9), (0, 0)):
+        for low, high in ((MAX_VERSION + 1, 9), (0, 0), (1, 1)):  # (1, 1): before QUARANTINED
             async with RawPeer.open(relay.url) as raw:
                 await raw.send(encode(Hello(low, high, key, os.urandom(32), {})))
                 error = await raw.error_then_close()
             assert error.code == E_UNSUPPORTED_VERSION
             assert f"{low}..{high}" in error.message  # says what each side speaks
-        assert await rejections(relay.url, "unsupported-version") == 2
+            if high < MIN_VERSION:
+                assert error.message.endswith("upgrade crdt-sync on the peer"), error.message
+        assert await rejections(relay.url, "unsupported-version") == 3
         await check("after-version")
         await still_serves(relay.url, open_replica, "probe")
 

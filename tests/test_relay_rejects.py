@@ -32,12 +32,14 @@ from crdt_sync import Replica
 from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
+from crdt_sync.protocol import Quarantined as QuarantinedEvent
 from crdt_sync.protocol.messages import (
     E_REJECTED,
     MAX_FRAME,
     Ack,
     Envelopes,
     Error,
+    Quarantined,
     WireEnvelope,
     decode,
     encode,
@@ -105,11 +107,15 @@ def oversize(w: World) -> WireEnvelope:
 Craft = Callable[[World], WireEnvelope]
 CASES: list[tuple[str, Craft, str]] = [
     ("forged-signature", forged, "bad-signature"),
-    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), "fork"),
-    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), "fork"),
     ("wrong-prev-hash", lambda w: signed(w, 3, os.urandom(32)), "bad-signature"),
     ("other-space", lambda w: signed(w, 3, w.hash_of(2), space="elsewhere"), "bad-signature"),
     ("oversize", oversize, "too-large"),
+]
+#: Signed by the author itself, so attributable: since protocol 2 they quarantine the author
+#: in the space (test_a_fork_quarantines_its_author) instead of ending the session.
+FORK_CASES: list[tuple[str, Craft, int]] = [
+    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), 2),
+    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), 1),
 ]
 
 
@@ -154,6 +160,51 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
         again = await sync_once(author, relay.url)
         assert again.synced and again.ok, again.closed
         assert relay.store.version_vector(SPACE)[author.device_id] == 3
+        await check("after-the-author")
+
+
+@pytest.mark.parametrize(("craft", "from_seq"), [pytest.param(c, q, id=name) for name, c, q in FORK_CASES])
+async def test_a_fork_quarantines_its_author(world: World, open_replica: ReplicaFactory, craft: Craft,
+                                             from_seq: int) -> None:
+    """The relay checks the chain rules itself: a second envelope at a seq it holds sets the
+    author aside in that space (QUARANTINED, not ERROR), stores and forwards nothing more of
+    that chain there, and goes on serving that session, every other author, and the same
+    author's other spaces."""
+    relay, author, mallory = world.relay, world.author, world.mallory
+    before = relay.store.version_vector(SPACE)
+    async with bystanders(relay.url, open_replica) as check:
+        swap = Swap([craft(world)])
+        async with RawPeer.open(relay.url, mallory) as raw:
+            notice = await raw.converse(lambda m: isinstance(m, Quarantined), tamper=swap)
+            assert isinstance(notice, Quarantined)
+            assert raw.session is not None  # its session read the notice (author by the relay's table)
+            told = [e for e in raw.session.pop_events() if isinstance(e, QuarantinedEvent)]
+            assert [(e.author, e.from_seq, e.reason, e.by_peer) for e in told] == [
+                (author.device_id, from_seq, "fork", True)]
+            # The session goes on: the ACK of that batch follows, and no ERROR.
+            await raw.converse(lambda m: isinstance(m, Ack) and m.batch == swap.batch)
+            assert not any(isinstance(m, Error) for m in raw.received)
+        # Nothing of the author's was stored (mallory's session went on, and may have resent
+        # its own envelope that the swap took out).
+        stored = relay.store.version_vector(SPACE)
+        assert {a: s for a, s in stored.items() if a != mallory.device_id} == before
+        held = relay.store.quarantine.is_quarantined(SPACE, author.device_id)
+        assert held is not None and (held.from_seq, held.reason) == (from_seq, "fork")
+        assert [r.reason for r in relay.store.rejections()] == ["fork"]
+        assert await rejections(relay.url, "rejected-envelope") == 0
+        assert await rejections(relay.url, "quarantined") == 1
+        await check("after-the-fork")  # the other devices keep syncing through the relay
+
+        # The author's later envelopes in that space are neither stored nor forwarded; its
+        # session is told so, and still ends synced (what was set aside is not waited for).
+        fill(author, "after", 1)
+        fill(author, "other", 1, space="elsewhere")
+        again = await sync_once(author, relay.url)
+        assert again.synced and again.ok, again.closed
+        assert relay.store.version_vector(SPACE)[author.device_id] == 2
+        assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
+        assert [(r.peer, r.author, r.reason) for r in author.refused_by_peers(SPACE)] == [
+            (relay.device_id, author.device_id, "fork")]
         await check("after-the-author")
 
 

@@ -24,7 +24,7 @@ from tests.conftest import ReplicaFactory
 from tests.relay_helpers import relay_process, run_cli, sync_once
 from tests.sync_helpers import SPACE, fill
 
-RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections"}
+RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections", "quarantine"}
 
 
 def chain_of(identity: Identity, length: int, space: str = SPACE) -> list[Envelope]:
@@ -144,13 +144,14 @@ def test_a_new_relay_store_has_only_relay_tables(tmp_path: Path) -> None:
     assert tables(path) == RELAY_TABLES
     assert not (tmp_path / RELAY_DB / "changes").exists()  # the device store's signal file
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(SCHEMA_VERSION,)]
+    assert db.execute("SELECT version FROM schema_migrations").fetchall() == [
+        (v,) for v in range(1, SCHEMA_VERSION + 1)]
     db.close()
     again = RelayStore(tmp_path)  # reopened: nothing to migrate, everything there
     assert again.version_vector(SPACE) == {author.id: 2}
     again.close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (SCHEMA_VERSION,)
     db.close()
 
 
@@ -214,7 +215,8 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert tables(path) == RELAY_TABLES
     assert not (tmp_path / RELAY_DB / "changes").exists()  # the device store's signal file
     db = sqlite3.connect(path)
-    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == [1]
+    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == list(
+        range(1, SCHEMA_VERSION + 1))
     db.close()
 
 

@@ -25,6 +25,7 @@ from crdt_sync.envelope import seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Authenticated, Received, Session, SessionConfig
+from crdt_sync.protocol.events import Quarantined as QuarantinedEvent
 from crdt_sync.protocol.messages import (
     BLIND_BYTES,
     E_AUTH_FAILED,
@@ -34,6 +35,8 @@ from crdt_sync.protocol.messages import (
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
     MAX_FRAME,
+    MAX_VERSION,
+    MIN_VERSION,
     Ack,
     Auth,
     Bye,
@@ -41,6 +44,7 @@ from crdt_sync.protocol.messages import (
     Error,
     Have,
     Hello,
+    MessageType,
     Ping,
     Pong,
     Spaces,
@@ -48,6 +52,7 @@ from crdt_sync.protocol.messages import (
     decode,
     encode,
 )
+from crdt_sync.protocol.messages import Quarantined as QuarantinedMsg
 from tests.sync_helpers import SPACE, Wire, auth_message, error_of, expected_code, fill, snapshot, transcript
 
 #: Codes a session may answer a well-formed but unacceptable message with.
@@ -178,7 +183,9 @@ def test_random_frames_are_refused_or_handled_never_raise(world: World, stage: s
 
 
 # -- the handshake -----------------------------------------------------------------------------
-@pytest.mark.parametrize("versions", [(2, 9), (0, 0), (5, 1)])
+# (MAX_VERSION + 1, 9): a newer peer only; (1, 1): a peer of protocol version 1 (before
+# QUARANTINED); (0, 0) and (5, 1): no version at all.
+@pytest.mark.parametrize("versions", [(MAX_VERSION + 1, 9), (1, 1), (0, 0), (5, 1)])
 def test_no_common_version_is_error_2(world: World, versions: tuple[int, int]) -> None:
     session = world.fresh()
     hello = Hello(*versions, world.mallory.identity.public_key, bytes(32), {})
@@ -187,7 +194,7 @@ def test_no_common_version_is_error_2(world: World, versions: tuple[int, int]) -
 
 def test_a_peer_claiming_our_own_key_is_error_3(world: World) -> None:
     session = world.fresh()
-    hello = Hello(1, 1, world.alice.identity.public_key, bytes(32), {})
+    hello = Hello(MIN_VERSION, MAX_VERSION, world.alice.identity.public_key, bytes(32), {})
     refused(session, session.receive(encode(hello), 0.0), E_AUTH_FAILED)
 
 
@@ -197,7 +204,8 @@ def test_a_peer_claiming_another_devices_key_cannot_authenticate(world: World, p
     before = world.state()
     session = Session(world.alice.sync_host, 0.0)
     alice_hello = session.start()[0]
-    mallory_hello = encode(Hello(1, 1, world.bob.identity.public_key, bytes([7]) * 32, {}))
+    mallory_hello = encode(Hello(MIN_VERSION, MAX_VERSION, world.bob.identity.public_key,
+                                 bytes([7]) * 32, {}))
     reply = session.receive(mallory_hello, 0.0)
     assert [type(decode(f)) for f in reply] == [Auth, Spaces]  # nothing of Alice's data yet
     t = transcript(alice_hello, mallory_hello)
@@ -246,8 +254,9 @@ def test_an_oversized_frame_is_error_4(world: World, stage: str) -> None:
     assert world.state() == before
 
 
-@pytest.mark.parametrize("items", [[42], [10, 1], [255, "x", b""], [2**64 - 1]],
-                         ids=["42", "10", "255", "huge"])
+# The first type past the last one defined (10 before QUARANTINED took it).
+@pytest.mark.parametrize("items", [[42], [int(max(MessageType)) + 1, 1], [255, "x", b""], [2**64 - 1]],
+                         ids=["42", "next", "255", "huge"])
 def test_an_unknown_message_type_is_error_6(world: World, items: list[Any]) -> None:
     session = world.in_sync().a
     refused(session, session.receive(cbor2.dumps(items, canonical=True), 0.0), E_UNEXPECTED)
@@ -375,8 +384,11 @@ def test_a_time_at_the_end_of_the_clock_is_refused_and_alice_can_still_write(
     clock where no later time fits in storage (every local write must be later)."""
     before = world.state()
     session = world.in_sync(world.mallory).a
-    feed(session, _mallory_envelope(world, hlc, _payload(item_hlc)))
-    assert session.closed is not None and session.closed.code == E_REJECTED
+    out = feed(session, _mallory_envelope(world, hlc, _payload(item_hlc)))
+    # Signed, so attributable: Mallory is set aside in the space (protocol 2), the session goes on.
+    assert session.closed is None
+    assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "malformed")]
+    assert [q.author for q in world.alice.quarantined(SPACE)] == [world.mallory.device_id]
     assert world.state() == before
     world.alice.space(SPACE).put("equipment", "after", {"ok": True})
     world.alice.seal()
@@ -399,26 +411,38 @@ def test_self_signed_garbage_payloads_are_refused(world: World) -> None:
         before = world.state()
         author = Identity.generate()
         env = seal(author, SPACE, 1, b"", 1, payload)
-        feed(session, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
-                                                           env.signature)])))
-        if session.closed is None:  # a payload that happens to be valid is its author's right
-            assert session.pop_events()[-1] == Received(SPACE, applied=1, duplicates=0, gaps=0)
+        out = feed(session, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
+                                                                 env.signature)])))
+        assert session.closed is None  # signed, so the author is set aside, not the session
+        events = session.pop_events()
+        if not notices(out):  # a payload that happens to be valid is its author's right
+            assert events[-1] == Received(SPACE, applied=1, duplicates=0, gaps=0)
         else:
-            assert session.closed.code == E_REJECTED
+            assert [(n.author, n.from_seq) for n in notices(out)] == [(author.public_key, 1)]
+            assert any(isinstance(e, QuarantinedEvent) and e.author == author.id for e in events)
+            assert world.alice.sync_host.quarantined(SPACE)[author.id].from_seq == 1
             assert world.state() == before
 
     check()
 
 
-def test_a_fork_is_error_5(world: World) -> None:
+def test_a_fork_quarantines_its_author_and_the_session_goes_on(world: World) -> None:
+    """Before protocol 2 this ended the session with ERROR 5; now the forking author is set
+    aside from the forked seq (fork proofs build on this) and the session carries on."""
     session = world.in_sync(world.mallory).a
     feed(session, _mallory_envelope(world, 1, _payload(1)))
     assert session.closed is None
     after = world.state()
-    feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
-    assert session.closed is not None and session.closed.code == E_REJECTED
+    out = feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
+    assert session.closed is None
+    assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "fork")]
     assert world.alice.rejections(1)[0].reason == "fork"
     assert world.state() == after
+
+
+def notices(frames: list[bytes]) -> list[QuarantinedMsg]:
+    """The QUARANTINED notices among ``frames``."""
+    return [m for m in map(decode, frames) if isinstance(m, QuarantinedMsg)]
 
 
 # -- flow control ---------------------------------------------------------------------------------

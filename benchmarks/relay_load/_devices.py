@@ -292,6 +292,18 @@ class MemoryHost:
                 tolerate_gaps: bool = False) -> tuple[int, int, int]:
         return 0, 0, 0
 
+    def accept(self, envelopes: list[bytes], source: str, space: str) -> Any:
+        from crdt_sync.results import Accepted
+
+        return Accepted(0, 0, 0)
+
+    def quarantined(self, space: str) -> dict[str, Any]:
+        return {}
+
+    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
+                     detail: str) -> None:
+        return None
+
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         return None
 

@@ -119,8 +119,42 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+        _print_quarantine(out, status["quarantined"], status["refused_by_peers"])
 
     out.emit(status, human)
+
+
+def _print_quarantine(out: Output, quarantined: list[dict[str, Any]],
+                      refused: list[dict[str, Any]] | None = None) -> None:
+    if quarantined:
+        out.table("quarantined authors (their envelopes are skipped; lift with "
+                  "`crdt-sync quarantine lift SPACE AUTHOR`)",
+                  ["space", "author", "from seq", "reason", "since", "detail"],
+                  [(q["space"], q["author"], str(q["from_seq"]), q["reason"], q["since"], q["detail"])
+                   for q in quarantined])
+    if refused:
+        out.table("refused by peers (they set these chains aside)",
+                  ["space", "author", "peer", "from seq", "reason", "since"],
+                  [(r["space"], short(r["author"]), short(r["peer"]), str(r["from_seq"]), r["reason"],
+                    r["since"]) for r in refused])
+
+
+def cmd_quarantine(args: argparse.Namespace, out: Output) -> None:
+    with open_replica(args) as replica:
+        if args.action == "list":
+            items = [q.to_dict() for q in replica.quarantined(args.space)]
+            out.emit({"quarantined": items}, lambda: (
+                _print_quarantine(out, items) if items else out.console.print("(no quarantined authors)")))
+            return
+        if args.space is None or args.author is None:
+            raise UsageError("quarantine lift takes SPACE AUTHOR (see `crdt-sync quarantine list`)")
+        lifted = replica.lift_quarantine(args.space, args.author)
+    if not lifted:
+        raise NotFound(f"{args.author} is not quarantined in {args.space} "
+                       "(see `crdt-sync quarantine list`)")
+    out.emit({"space": args.space, "author": args.author, "lifted": True},
+             lambda: out.console.print(f"lifted the quarantine of {args.author} in {args.space}: its "
+                                       "envelopes are accepted again when they are valid (next sync)"))
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> None:

@@ -28,6 +28,7 @@ from .local import (
     cmd_leave,
     cmd_list,
     cmd_put,
+    cmd_quarantine,
     cmd_spaces,
     cmd_status,
 )
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("join", cmd_join, "keep and sync a space").add_argument("space")
     command("leave", cmd_leave, "stop keeping a space (its data stays)").add_argument("space")
     command("status", cmd_status, "device, spaces, version vectors, what peers acknowledged")
+    p = command("quarantine", cmd_quarantine,
+                "authors set aside per space (a refused signed envelope): list them, or lift one")
+    p.add_argument("action", choices=["list", "lift"])
+    p.add_argument("space", nargs="?", help="list: only this space; lift: the space")
+    p.add_argument("author", nargs="?", help="lift: the author's device id")
     p = command("export", cmd_export, "write a bundle of a space for another device")
     p.add_argument("space")
     p.add_argument("--out", required=True, metavar="FILE")

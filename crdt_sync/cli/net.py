@@ -89,7 +89,7 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from crdt_sync.transports.relay import run_peer, sync_session
     from crdt_sync.transports.websocket import ConnectFailed
 
-    from ..protocol import Closed, Event, Received, Session
+    from ..protocol import Closed, Event, Quarantined, Received, Session
 
     with open_replica(args) as replica:
         for space in args.spaces:
@@ -116,7 +116,13 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
         def on_session(session: Session) -> None:
             holder["session"] = session
 
+        set_aside: list[dict[str, Any]] = []
+
         def on_event(event: Event) -> None:
+            if isinstance(event, Quarantined):
+                set_aside.append({"space": event.space, "author": event.author,
+                                  "from_seq": event.from_seq, "reason": event.reason,
+                                  "by": "peer" if event.by_peer else "this device"})
             session = holder.get("session")
             if isinstance(event, Received) and session is not None:
                 total = max(session.expected(), session.envelopes_in + session.envelopes_out)
@@ -139,10 +145,18 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
                                 "it resumes where it stopped")
         result = {"relay": args.relay, "synced": True, "spaces": session.shared_spaces(),
                   "received": session.envelopes_in, "sent": session.envelopes_out,
-                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}
-        out.emit(result, lambda: out.console.print(
-            f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with {args.relay}: "
-            f"{result['received']} envelopes in, {result['sent']} out"))
+                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out,
+                  "quarantined": set_aside}
+
+        def human() -> None:
+            out.console.print(f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with "
+                              f"{args.relay}: {result['received']} envelopes in, {result['sent']} out")
+            for q in set_aside:
+                who = "the relay set aside" if q["by"] == "peer" else "set aside"
+                out.console.print(f"{who} {q['author']} in {q['space']} from seq {q['from_seq']} "
+                                  f"({q['reason']}); see `crdt-sync status`")
+
+        out.emit(result, human)
 
 
 def _log_event(out: Output, event: Any) -> None:

@@ -19,6 +19,22 @@ class Received:
     applied: int
     duplicates: int
     gaps: int
+    #: envelopes of authors quarantined here (not applied, not an error)
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An author's chain in a space was set aside from ``from_seq`` on: by this side (its
+    envelopes are skipped; the peer was told), or by the peer (``by_peer``: this side stops
+    sending that chain in this session)."""
+
+    space: str
+    author: str
+    from_seq: int
+    reason: str
+    detail: str
+    by_peer: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,4 +53,4 @@ class Closed:
         return error_name(self.code)
 
 
-Event = Authenticated | Received | SpaceSynced | Closed
+Event = Authenticated | Received | SpaceSynced | Closed | Quarantined

@@ -13,9 +13,12 @@ from typing import Any
 
 import cbor2
 
-PROTOCOL_VERSION = 1
-MIN_VERSION = 1
-MAX_VERSION = 1
+from ..quarantine import MAX_REASON  # a QUARANTINED notice's reason: the bound of what is stored
+
+#: Version 2: QUARANTINED (type 10); a version 1 peer gets ERROR 2 (docs/PROTOCOL.md).
+PROTOCOL_VERSION = 2
+MIN_VERSION = 2
+MAX_VERSION = 2
 #: Largest frame either side sends or accepts.
 MAX_FRAME = 1024 * 1024
 NONCE_BYTES = 32
@@ -43,6 +46,7 @@ class MessageType(enum.IntEnum):
     PONG = 7
     ERROR = 8
     BYE = 9
+    QUARANTINED = 10
 
 
 class ErrorCode(enum.IntEnum):
@@ -116,6 +120,7 @@ T_PING = MessageType.PING
 T_PONG = MessageType.PONG
 T_ERROR = MessageType.ERROR
 T_BYE = MessageType.BYE
+T_QUARANTINED = MessageType.QUARANTINED
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,18 +196,32 @@ class Bye:
     code: int
 
 
-Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """The sender set aside ``author``'s chain in ``space`` (an index into the receiver's
+    SPACES, like HAVE's) from ``from_seq`` on, for ``reason`` (a code such as ``bad-payload``)
+    with ``detail`` for people: the receiver stops sending that chain in this session."""
+
+    space: int
+    author: AuthorRef
+    from_seq: int
+    reason: str
+    detail: str
+
+
+Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
-_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = map(int, MessageType)
+(_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE,
+ _QUARANTINED) = map(int, MessageType)
 
 
 def peek_type(frame: bytes) -> MessageType | None:
     """The type of a well-formed frame without decoding the rest of it (the driver orders
     frames by it; the relay times its fan-out by it); None when the frame does not start
     with an array head and a known type (:func:`decode` says what is wrong with it)."""
-    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97 or frame[1] > _BYE:
+    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97 or frame[1] > _QUARANTINED:
         return None  # every frame is a short array whose first item is a one-byte uint
     return _TYPES[frame[1]]
 
@@ -240,6 +259,9 @@ def encode(msg: Message) -> bytes:
             items = [_ERROR, int(msg.code), msg.message[:MAX_TEXT]]
         case Bye():
             items = [_BYE, int(msg.code)]
+        case Quarantined():
+            items = [_QUARANTINED, msg.space, msg.author, msg.from_seq, msg.reason[:MAX_REASON],
+                     msg.detail[:MAX_TEXT]]
     return cbor2.dumps(items, canonical=True)
 
 
@@ -393,8 +415,19 @@ def _error(a: list[Any]) -> Error:
     return Error(error_code(_uint(a[0], "error code")), a[1][:MAX_TEXT])
 
 
+def _quarantined(a: list[Any]) -> Quarantined:
+    if not isinstance(a[3], str) or not 0 < len(a[3]) <= MAX_REASON:
+        raise _bad("quarantine reason is not a short text")
+    if not isinstance(a[4], str) or len(a[4]) > MAX_TEXT:
+        raise _bad("quarantine detail is not a bounded text")
+    from_seq = _uint(a[2], "from seq", _SEQ_LIMIT)
+    if from_seq == 0:
+        raise _bad("seq starts at 1")
+    return Quarantined(_uint(a[0], "space index", MAX_SPACES), _author(a[1]), from_seq, a[3], a[4])
+
+
 _SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
-           T_PONG: 1, T_ERROR: 2, T_BYE: 1}
+           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
     T_AUTH: lambda a: Auth(_bytes(a[0], "signature", 64)),
@@ -406,4 +439,5 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_PONG: lambda a: Pong(_uint(a[0], "token")),
     T_ERROR: _error,
     T_BYE: lambda a: Bye(error_code(_uint(a[0], "code"))),
+    T_QUARANTINED: _quarantined,
 }

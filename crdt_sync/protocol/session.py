@@ -33,7 +33,7 @@ from ..errors import Rejected
 from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
-from .events import Authenticated, Closed, Event, Received, SpaceSynced
+from .events import Authenticated, Closed, Event, Quarantined, Received, SpaceSynced
 from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
@@ -49,6 +49,7 @@ from .messages import (
     MAX_SPACE_NAME,
     MAX_VERSION,
     MIN_VERSION,
+    T_QUARANTINED,
     Ack,
     AuthorRef,
     Bye,
@@ -71,11 +72,12 @@ from .messages import (
     peek_type,
 )
 from .messages import Auth as AuthMsg
-from .spaces import Inflight, SpaceState, covers, merge
+from .messages import Quarantined as QuarantinedMsg
+from .spaces import Inflight, SpaceState, clamp, covers, merge
 
 __all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "Closed",
-           "CommitOrder", "Event", "Received", "Session", "SessionConfig", "SpaceSynced",
-           "StreamingHost", "SyncHost"]
+           "CommitOrder", "Event", "Quarantined", "Received", "Session", "SessionConfig",
+           "SpaceSynced", "StreamingHost", "SyncHost"]
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
 TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
@@ -92,7 +94,8 @@ class CommitOrder(enum.Enum):
     #: Claims nothing about the store (HELLO, AUTH, SPACES, ENVELOPES, PING, PONG): goes at
     #: once, unless a barrier before it is waiting.
     FREE = enum.auto()
-    #: Claims what the host stored (ACK): waits for the commit pending when it was made.
+    #: Claims what the host stored (ACK, QUARANTINED): waits for the commit pending when it
+    #: was made.
     AFTER_COMMIT = enum.auto()
     #: Waits like AFTER_COMMIT and holds every frame after it (HAVE, ERROR, BYE).
     BARRIER = enum.auto()
@@ -102,7 +105,8 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.SPACES: CommitOrder.FREE, MessageType.ENVELOPES: CommitOrder.FREE,
                  MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
-                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER}
+                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
+                 T_QUARANTINED: CommitOrder.AFTER_COMMIT}
 
 
 class Session:
@@ -323,6 +327,8 @@ class Session:
                 return self._on_envelopes(msg, now)
             case Ack():
                 return self._on_ack(msg, now)
+            case QuarantinedMsg():
+                return self._on_quarantined(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, msg: Message) -> list[bytes]:
@@ -341,8 +347,10 @@ class Session:
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
         version = min(MAX_VERSION, msg.max_version)
         if version < max(MIN_VERSION, msg.min_version):
+            older = "the peer" if msg.max_version < MIN_VERSION else "this side"
             raise ProtocolViolation(E_UNSUPPORTED_VERSION, f"peer speaks versions {msg.min_version}.."
-                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}")
+                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}: "
+                                    f"upgrade crdt-sync on {older}")
         if msg.device_key == self.host.identity.public_key:
             raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
         self._peer_hello = msg
@@ -402,6 +410,7 @@ class Session:
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
             st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table]))
             st.have_sent_at = now
+            st.quarantined = {a: q.from_seq for a, q in self.host.quarantined(name).items()}
             self._spaces[name] = st
             self._by_theirs[index] = st
             out.append(st.have_frame)
@@ -471,9 +480,17 @@ class Session:
         wires: list[bytes] = []
         chain: dict[tuple[str, int], bytes] = {}
         theirs: dict[str, int] = {}
+        aside = self.host.quarantined(st.name)
+        told: dict[str, tuple[int, str, str]] = {}
+        aside_here = 0
         for e in msg.envelopes:
             author = self._resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
+            held = aside.get(author)
+            if held is not None:  # set aside here: skipped, and the peer is told (again)
+                aside_here += 1
+                told[author] = (held.from_seq, held.reason, held.detail)
+                continue
             prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
                 st.name, author, e.seq - 1)
             if prev is None:
@@ -482,17 +499,44 @@ class Session:
                             e.seq, prev, e.hlc, e.payload, e.signature)
             chain[(author, e.seq)] = envelope_hash(wire)
             wires.append(wire)
-        applied, dups, gaps = self.host.receive(wires, f"peer {self.peer}", st.name, tolerate_gaps=True)
+        got = self.host.accept(wires, f"peer {self.peer}", st.name)
+        applied, dups, gaps = got.applied, got.duplicates, got.gaps
+        skipped = aside_here + got.skipped
+        for q in got.quarantined:
+            told[q.author] = (q.from_seq, q.reason, q.detail)
+            self.events.append(Quarantined(st.name, q.author, q.from_seq, q.reason, q.detail,
+                                           by_peer=False))
         self.envelopes_in += applied
         # The peer has what it sent, so never send it back (contiguity holds: it sends in order).
         merge(st.sent, theirs)
         merge(st.acked, theirs)
-        gaps += len(msg.envelopes) - len(wires)
-        if applied or dups or gaps:
-            self.events.append(Received(st.name, applied, dups, gaps))
+        gaps += len(msg.envelopes) - len(wires) - aside_here
+        if applied or dups or gaps or skipped:
+            self.events.append(Received(st.name, applied, dups, gaps, skipped))
+        out = []
+        for author, (from_seq, reason, detail) in sorted(told.items()):
+            st.quarantined[author] = min(from_seq, st.quarantined.get(author, from_seq))
+            out.append(encode(QuarantinedMsg(st.mine, self._ref(st, author), from_seq, reason, detail)))
         vv = self.host.version_vector(st.name)
         self._check_synced(st)
-        return [encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+        return [*out, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+
+    def _on_quarantined(self, msg: QuarantinedMsg, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []
+        author = self._resolve(st, msg.author)
+        if author in st.refused and st.refused[author] <= msg.from_seq:
+            return []  # told before (a notice per frame of that chain it received)
+        if author not in self.host.version_vector(st.name):
+            return []  # not a chain this side sends: nothing to stop, nothing to keep per name
+        st.refuse(author, msg.from_seq)
+        self.host.peer_refused(self._peer_id(), st.name, author, msg.from_seq, msg.reason, msg.detail)
+        self.events.append(Quarantined(st.name, author, msg.from_seq, msg.reason, msg.detail,
+                                       by_peer=True))
+        out = self._pump(st, now)
+        self._check_synced(st)
+        return out
 
     def _on_ack(self, msg: Ack, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -577,8 +621,11 @@ class Session:
     def _check_synced(self, st: SpaceState) -> None:
         synced = st.their_table is not None and not st.inflight
         if synced:
+            # What either side set aside is not waited for: not the peer's chains beyond
+            # what this side quarantined, not ours beyond what the peer refused.
             mine = self.host.version_vector(st.name)
-            synced = covers(mine, st.peer_have) and covers(st.acked, mine)
+            synced = (covers(mine, clamp(st.peer_have, st.quarantined))
+                      and covers(st.acked, clamp(mine, st.refused)))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced

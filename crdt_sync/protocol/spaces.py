@@ -38,12 +38,38 @@ class SpaceState:
     expect_out: int = 0
     #: a StreamingHost's position in the space's new envelopes (None: from the store)
     cursor: int | None = None
+    #: authors the peer set aside (its QUARANTINED): author -> from_seq; not sent again
+    refused: dict[str, int] = field(default_factory=dict)
+    #: authors this side set aside: author -> from_seq; the peer's beyond it are skipped
+    quarantined: dict[str, int] = field(default_factory=dict)
 
     def go_back(self) -> None:
         """Forget what is in flight: send again from what the peer acknowledged."""
         self.sent = dict(self.acked)
         self.inflight.clear()
         self.cursor = None  # the host's position assumed `sent` never shrinks
+        for author in self.refused:
+            self.sent[author] = NEVER
+
+    def refuse(self, author: str, from_seq: int) -> None:
+        """The peer set ``author`` aside from ``from_seq``: never send it that chain again in
+        this session, and stop waiting for its ACK of what is in flight."""
+        self.refused[author] = min(from_seq, self.refused.get(author, from_seq))
+        self.sent[author] = NEVER
+        for batch in self.inflight:
+            batch.top.pop(author, None)
+
+
+#: A seq no chain reaches: ``sent`` at it means "send nothing more of this author".
+NEVER = 2**63 - 1
+
+
+def clamp(vv: dict[str, int], aside: dict[str, int]) -> dict[str, int]:
+    """``vv`` without what ``aside`` (author -> from_seq) sets aside: each such author at
+    most ``from_seq - 1``."""
+    if not aside:
+        return vv
+    return {a: min(s, aside[a] - 1) if a in aside else s for a, s in vv.items()}
 
 
 def covers(vv: dict[str, int], other: dict[str, int]) -> bool:
