@@ -83,6 +83,8 @@ class _Space:
     stalled: bool = False
     #: its row in the spaces table is known to be committed
     joined: bool = False
+    #: no session names it any more: dropped once nothing of it is pending (see release)
+    released: bool = False
 
     @property
     def end(self) -> int:
@@ -157,6 +159,7 @@ class RelayStore:
         st = self._spaces.get(name)
         if st is not None:
             self._spaces.move_to_end(name)
+            st.released = False
             return st
         vv: dict[str, int] = {}
         hashes: dict[str, bytes] = {}
@@ -178,6 +181,19 @@ class RelayStore:
             if not st.pending:
                 del self._spaces[name]
                 st.tail.clear()
+
+    def release(self, name: str) -> None:
+        """No session names ``name`` any more: forget what memory holds of it (SQLite has it
+        all), now or, with envelopes still being committed, once they are. A name nobody
+        stored anything under leaves nothing behind."""
+        st = self._spaces.get(name)
+        if st is None:
+            return
+        if st.pending:
+            st.released = True
+            return
+        del self._spaces[name]
+        st.tail.clear()  # (its FIFO entries still count until they reach the front, as in _evict)
 
     def _append(self, st: _Space, entry: Outgoing) -> None:
         st.tail.append(entry)
@@ -317,6 +333,9 @@ class RelayStore:
             if st.stalled:
                 st.stalled = False
                 self.on_append(st.name)
+        for st in batch.spaces.values():
+            if st.released and not st.pending and self._spaces.get(st.name) is st:
+                self.release(st.name)
 
     def close(self) -> None:
         if self._writer is not None:
