@@ -115,6 +115,8 @@ def scan(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) ->
                     continue
                 if action in (_STR_N, _UINT, _ARRAY_N, _MAP_N):
                     size = args[head]
+                    if pos + size > end:
+                        raise _refuse(f"CBOR head truncated at byte {pos - 1}")
                     n = data[pos] if size == 1 else int.from_bytes(data[pos:pos + size], "big")
                     pos += size
                     if n < shortest[size]:

@@ -1,12 +1,15 @@
-"""The relay's connection budgets: connections still in their handshake (unauthenticated),
-overall and per source address, and authenticated ones, kept apart so that strangers who
-open connections and never authenticate cannot lock members out.
+"""The relay's connection budgets: connections still in their handshake (unauthenticated)
+and authenticated ones, kept apart, and a per-address share of the first, so that strangers
+who open connections and never authenticate cannot lock members out.
 
-- A connection starts unauthenticated. More than ``per_address`` of them from one address
-  are refused before the WebSocket opens.
-- When ``unauthenticated`` are open already, the oldest one of the address holding the most
-  makes room for the newcomer (it is evicted): idle strangers lose their place to whoever
-  comes next, and an address that opens many loses first.
+- A connection starts unauthenticated. While fewer than ``unauthenticated`` are open, it
+  is let in.
+- When that many are open, the newcomer's address must hold fewer than ``per_address``
+  of them (its share), else it is refused before the WebSocket opens; a newcomer within
+  its share makes room by evicting the oldest connection of the address holding the most.
+  So idle strangers lose their place to whoever comes next, an address that opened many
+  loses first, and no address can take the places of others beyond its share. (A burst of
+  honest devices behind one address is not refused while the budget has room.)
 - Once its AUTH is verified (and the allow-list admits it) a connection moves to the
   authenticated budget, ``authenticated`` at most; beyond that it is refused.
 
@@ -46,13 +49,17 @@ class Admission(Generic[Ticket]):
         return len(self._pending)
 
     def arrive(self, ticket: Ticket, address: str) -> tuple[str | None, Ticket | None]:
-        """A new connection from ``address``: (refusal, None) when its address has its share
-        already, else (None, the connection evicted to make room, if one was)."""
-        mine = self._pending.get(address)
-        if mine is not None and len(mine) >= self.max_per_address:
-            return (f"too many connections from {address} that have not authenticated yet "
-                    f"(at most {self.max_per_address}); retry later"), None
-        evicted = self._evict() if len(self._address) >= self.max_unauthenticated else None
+        """A new connection from ``address``: (refusal, None) when the budget is full and its
+        address has its share already, else (None, the connection evicted to make room, if
+        one was)."""
+        evicted = None
+        if len(self._address) >= self.max_unauthenticated:
+            mine = self._pending.get(address)
+            if mine is not None and len(mine) >= self.max_per_address:
+                return (f"too many connections from {address} that have not authenticated yet "
+                        f"(at most {self.max_per_address} while the relay is this busy); "
+                        f"retry later"), None
+            evicted = self._evict()
         self._pending.setdefault(address, []).append(ticket)
         self._address[ticket] = address
         return None, evicted

@@ -33,9 +33,10 @@ class RelayConfig:
     key: Path | None = None
     max_connections: int = 10_000  # authenticated connections (members)
     #: connections whose handshake has not completed (strangers until they prove an allowed
-    #: key): beyond this many the oldest of the address holding the most is dropped
+    #: key): with this many open, a newcomer evicts the oldest of the address holding the most
     max_unauthenticated: int = 64
-    max_unauthenticated_per_address: int = 8  # more from one address are refused (HTTP 429)
+    #: with max_unauthenticated open, a newcomer whose address holds this many is refused (HTTP 429)
+    max_unauthenticated_per_address: int = 8
     handshake_timeout: float = 5.0  # an unauthenticated connection has this long to authenticate
     rate_envelopes: float = 500.0  # per device, per second (a burst of 10 s is allowed)
     rate_bytes: float = 8 * 1024 * 1024  # per device, per second

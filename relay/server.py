@@ -67,6 +67,11 @@ class TokenBucket:
         self.level -= amount
         return True
 
+    def full_in(self, now: float) -> float:
+        """Seconds until the bucket is full again (from then on it equals a new one)."""
+        level = min(self.burst, self.level + (now - self.updated) * self.rate)
+        return (self.burst - level) / self.rate
+
 
 @dataclass(eq=False)  # identity hashing: connections live in sets
 class _Connection:
@@ -207,6 +212,17 @@ class RelayServer:
             sys.setswitchinterval(self._switch_before)
         log.info("relay.stopped", extra={"fields": {}})
 
+    def per_name_state(self) -> dict[str, int]:
+        """How many entries the relay keeps per space name, device or address: each one
+        belongs to an open connection (or, for a device's rate buckets, to the few seconds
+        until they are full again)."""
+        return {"subscribed_spaces": len(self._subscribers),
+                "spaces_in_memory": self.store.spaces_in_memory(),
+                "devices": len(self._devices), "rate_buckets": len(self._buckets),
+                "unauthenticated_addresses": self.admission.addresses(),
+                "unauthenticated": self.admission.unauthenticated,
+                "authenticated": self.admission.authenticated}
+
     def reload_allow_list(self) -> None:
         count = self.allow.reload()
         log.info("relay.allow_list.reload", extra={"fields": {"devices": count}})
@@ -311,14 +327,19 @@ class RelayServer:
             self._devices[device] -= 1
             if not self._devices[device]:
                 del self._devices[device]
-                # From empty, a bucket is full again (the same as a new one) after its burst time.
-                buckets = self._buckets.get(device)
-                refill = max(b.burst / b.rate for b in buckets) if buckets else 0.0
-                asyncio.get_running_loop().call_later(refill, self._forget_buckets, device)
+                self._forget_buckets(device)
 
     def _forget_buckets(self, device: str) -> None:
-        if device not in self._devices:
-            self._buckets.pop(device, None)
+        # Once full again they are the same as new ones; forgetting them earlier would hand
+        # a device that reconnects a fresh burst.
+        buckets = self._buckets.get(device)
+        if buckets is None or device in self._devices:
+            return
+        wait = max(b.full_in(time.monotonic()) for b in buckets)
+        if wait > 0.001:
+            asyncio.get_running_loop().call_later(wait, self._forget_buckets, device)
+        else:
+            del self._buckets[device]
 
     def _admit(self, conn: _Connection, device: str) -> str | None:
         refusal = self.allow.refusal(device)

@@ -182,6 +182,10 @@ class RelayStore:
                 del self._spaces[name]
                 st.tail.clear()
 
+    def spaces_in_memory(self) -> int:
+        """How many spaces' state memory holds now (at most ``cached_spaces``)."""
+        return len(self._spaces)
+
     def release(self, name: str) -> None:
         """No session names ``name`` any more: forget what memory holds of it (SQLite has it
         all), now or, with envelopes still being committed, once they are. A name nobody
