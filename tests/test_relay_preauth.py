@@ -23,6 +23,7 @@ import pytest
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_TIMEOUT, E_TOO_LARGE, Hello, encode
 from crdt_sync.relay.admission import Admission
+from crdt_sync.relay.config import ENV_PREFIX, ConfigError, load_config
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.transports.relay import run_peer
 from crdt_sync.transports.websocket import ConnectFailed, connect
@@ -187,3 +188,22 @@ def test_admission_budgets() -> None:
     for ticket in ("a1", "a2", "b1", "c1"):
         admission.leave(ticket)
     assert (admission.unauthenticated, admission.authenticated, admission.addresses()) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("MAX_UNAUTHENTICATED", "0", "max_unauthenticated = 0 allows no device"),
+    ("MAX_UNAUTHENTICATED_PER_ADDRESS", "0", "max_unauthenticated_per_address = 0 allows no device"),
+    ("HANDSHAKE_TIMEOUT", "0", "handshake_timeout = 0.0 must be a positive number"),
+])
+def test_budget_settings_are_checked(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config({}, environ={ENV_PREFIX + name: value})
+
+
+def test_budget_settings_have_defaults_and_come_from_the_environment() -> None:
+    config = load_config({}, environ={})
+    assert (config.max_unauthenticated, config.max_unauthenticated_per_address,
+            config.handshake_timeout, config.max_connections) == (64, 8, 5.0, 10_000)
+    config = load_config({}, environ={ENV_PREFIX + "MAX_UNAUTHENTICATED": "500",
+                                      ENV_PREFIX + "HANDSHAKE_TIMEOUT": "2.5"})
+    assert (config.max_unauthenticated, config.handshake_timeout) == (500, 2.5)
