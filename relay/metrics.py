@@ -8,7 +8,8 @@ from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL, ERROR_NAMES
 
 #: every reason the relay counts, listed at 0 from the start (a reason that appears only
 #: after its first occurrence cannot be alerted on with rate() or absent())
-REJECTION_REASONS = ("connection-limit", "not-allowed", "rate-limit", "slow-consumer", "quarantined",
+REJECTION_REASONS = ("connection-limit", "address-limit", "handshake-evicted", "not-allowed",
+                     "rate-limit", "slow-consumer", "quarantined",
                      *(name for code, name in ERROR_NAMES.items() if code not in (E_NORMAL, E_GOING_AWAY)))
 
 
@@ -17,6 +18,8 @@ class RelayMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.connections = Gauge("crdt_relay_connections_open", "Open device connections", registry=r)
+        self.unauthenticated = Gauge("crdt_relay_connections_unauthenticated",
+                                     "Open connections whose handshake has not completed", registry=r)
         self.connections_total = Counter("crdt_relay_connections_accepted", "Connections accepted",
                                          registry=r)
         self.envelopes_in = Counter("crdt_relay_envelopes_in_total", "Envelopes stored", registry=r)

@@ -17,18 +17,27 @@ import signal
 import ssl
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 
 from crdt_sync.protocol import Closed, Event, Quarantined, Received, Session, SessionConfig
-from crdt_sync.protocol.messages import E_GOING_AWAY, E_LIMIT, E_NORMAL, Error, MessageType, encode, peek_type
+from crdt_sync.protocol.messages import (
+    E_GOING_AWAY,
+    E_LIMIT,
+    E_NORMAL,
+    MessageType,
+    ProtocolViolation,
+    peek_type,
+)
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.base import LinkClosed
 from crdt_sync.transports.driver import Hooks, drive
 from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
 
+from .admission import Admission
 from .config import AllowList, RelayConfig
 from .logs import setup_logging
 from .metrics import RelayMetrics
@@ -58,6 +67,11 @@ class TokenBucket:
         self.level -= amount
         return True
 
+    def full_in(self, now: float) -> float:
+        """Seconds until the bucket is full again (from then on it equals a new one)."""
+        level = min(self.burst, self.level + (now - self.updated) * self.rate)
+        return (self.burst - level) / self.rate
+
 
 @dataclass(eq=False)  # identity hashing: connections live in sets
 class _Connection:
@@ -65,6 +79,9 @@ class _Connection:
     label: str
     spaces: list[str] = field(default_factory=list)
     woken_at: float | None = None
+    #: drops the TCP connection at once (an unauthenticated connection evicted for a newcomer)
+    abort: Callable[[], None] | None = None
+    device: str | None = None  # once authenticated
 
 
 class _CountingLink:
@@ -116,7 +133,9 @@ class RelayServer:
 
     def __init__(self, config: RelayConfig, session_config: SessionConfig | None = None) -> None:
         self.config = config
-        self.session_config = session_config or RELIABLE_LINK
+        # The relay's setting bounds how long a connection may stay unauthenticated.
+        self.session_config = replace(session_config or RELIABLE_LINK,
+                                      handshake_timeout=config.handshake_timeout)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
         self.store = RelayStore(config.data)
@@ -129,6 +148,11 @@ class RelayServer:
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+        #: authenticated sessions per device (its rate buckets outlive none of them by more
+        #: than the time they take to fill up again, when they equal new ones)
+        self._devices: dict[str, int] = {}
+        self.admission: Admission[_Connection] = Admission(
+            config.max_unauthenticated, config.max_unauthenticated_per_address, config.max_connections)
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self._switch_before: float | None = None
@@ -188,6 +212,17 @@ class RelayServer:
             sys.setswitchinterval(self._switch_before)
         log.info("relay.stopped", extra={"fields": {}})
 
+    def per_name_state(self) -> dict[str, int]:
+        """How many entries the relay keeps per space name, device or address: each one
+        belongs to an open connection (or, for a device's rate buckets, to the few seconds
+        until they are full again)."""
+        return {"subscribed_spaces": len(self._subscribers),
+                "spaces_in_memory": self.store.spaces_in_memory(),
+                "devices": len(self._devices), "rate_buckets": len(self._buckets),
+                "unauthenticated_addresses": self.admission.addresses(),
+                "unauthenticated": self.admission.unauthenticated,
+                "authenticated": self.admission.authenticated}
+
     def reload_allow_list(self) -> None:
         count = self.allow.reload()
         log.info("relay.allow_list.reload", extra={"fields": {"devices": count}})
@@ -204,28 +239,40 @@ class RelayServer:
     async def _sync(self, request: web.Request) -> web.StreamResponse:
         if self.stopping.is_set():
             raise web.HTTPServiceUnavailable(text="relay is shutting down; retry later")
-        ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True)
-        await ws.prepare(request)
         label = str(request.remote)
-        link = WebSocketLink(ws, label)
-        if len(self._connections) >= self.config.max_connections:
-            self.metrics.rejections.labels("connection-limit").inc()
-            await link.send(encode(Error(E_LIMIT, "too many connections to this relay; retry later")))
-            await link.close()
-            return ws
+        conn = _Connection(Hooks(durable=self.store.durable), label)
+        transport = request.transport
+        if transport is not None:
+            conn.abort = transport.abort
+        # Before the WebSocket opens: a refused stranger costs no reader and no session.
+        refusal, evicted = self.admission.arrive(conn, label)
+        if refusal is not None:
+            self.metrics.rejections.labels("address-limit").inc()
+            raise web.HTTPTooManyRequests(text=refusal, headers={"Retry-After": "5"})
+        if evicted is not None:
+            self.metrics.rejections.labels("handshake-evicted").inc()
+            if evicted.abort is not None:
+                evicted.abort()
+        self.metrics.unauthenticated.set(self.admission.unauthenticated)
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._serve(link, label)
+            # No permessage-deflate: a small compressed message could inflate to the message
+            # limit before anyone authenticated (devices do not ask for it).
+            ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True, compress=False)
+            await ws.prepare(request)
+            await self._serve(WebSocketLink(ws, label), conn)
         finally:
             self._tasks.discard(task)
+            self.admission.leave(conn)
+            self.metrics.unauthenticated.set(self.admission.unauthenticated)
         return ws
 
     # -- one session ---------------------------------------------------------------------
-    async def _serve(self, link: WebSocketLink, label: str) -> None:
-        conn = _Connection(Hooks(durable=self.store.durable), label)
-        host = RelayHost(self.store, self._admit, self._limit)
+    async def _serve(self, link: WebSocketLink, conn: _Connection) -> None:
+        label = conn.label
+        host = RelayHost(self.store, lambda device: self._admit(conn, device), self._limit)
         session = Session(host, time.monotonic(), self.session_config)
 
         def shared(spaces: list[str]) -> None:
@@ -263,8 +310,7 @@ class RelayServer:
                                   on_event=event, on_send=sent)
         finally:
             self._connections.discard(conn)
-            for space in conn.spaces:
-                self._subscribers.get(space, set()).discard(conn)
+            self._unsubscribe(conn)
             self.metrics.connections.dec()
             self.metrics.envelopes_out.inc(session.envelopes_out)
         closed = outcome.closed
@@ -274,12 +320,50 @@ class RelayServer:
             "envelopes_in": session.envelopes_in, "envelopes_out": session.envelopes_out,
             "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}})
 
-    def _admit(self, device: str) -> str | None:
+    def _unsubscribe(self, conn: _Connection) -> None:
+        """The connection ended: no state it alone named stays behind (its spaces, its
+        device's rate buckets once they are full again)."""
+        for space in conn.spaces:
+            subscribers = self._subscribers.get(space)
+            if subscribers is None:
+                continue
+            subscribers.discard(conn)
+            if not subscribers:
+                del self._subscribers[space]
+                self.store.release(space)
+        device = conn.device
+        if device is not None:
+            self._devices[device] -= 1
+            if not self._devices[device]:
+                del self._devices[device]
+                self._forget_buckets(device)
+
+    def _forget_buckets(self, device: str) -> None:
+        # Once full again they are the same as new ones; forgetting them earlier would hand
+        # a device that reconnects a fresh burst.
+        buckets = self._buckets.get(device)
+        if buckets is None or device in self._devices:
+            return
+        wait = max(b.full_in(time.monotonic()) for b in buckets)
+        if wait > 0.001:
+            asyncio.get_running_loop().call_later(wait, self._forget_buckets, device)
+        else:
+            del self._buckets[device]
+
+    def _admit(self, conn: _Connection, device: str) -> str | None:
         refusal = self.allow.refusal(device)
         if refusal is not None:
             self.metrics.rejections.labels("not-allowed").inc()
             log.warning("session.refused", extra={"fields": {"peer": device, "reason": refusal}})
-        return refusal
+            return refusal
+        limit = self.admission.authenticate(conn)
+        if limit is not None:
+            self.metrics.rejections.labels("connection-limit").inc()
+            raise ProtocolViolation(E_LIMIT, limit)
+        self.metrics.unauthenticated.set(self.admission.unauthenticated)
+        conn.device = device
+        self._devices[device] = self._devices.get(device, 0) + 1
+        return None
 
     def _limit(self, device: str, envelopes: int, size: int) -> str | None:
         now = time.monotonic()

@@ -87,6 +87,8 @@ class _Space:
     joined: bool = False
     #: authors set aside here (committed or staged): their envelopes are skipped
     quarantined: dict[str, SetAside] = field(default_factory=dict)
+    #: no session names it any more: dropped once nothing of it is pending (see release)
+    released: bool = False
 
     @property
     def end(self) -> int:
@@ -169,6 +171,7 @@ class RelayStore:
         st = self._spaces.get(name)
         if st is not None:
             self._spaces.move_to_end(name)
+            st.released = False
             return st
         vv: dict[str, int] = {}
         hashes: dict[str, bytes] = {}
@@ -196,6 +199,23 @@ class RelayStore:
         batches = [self._staged] if self._committing is None else [self._staged, self._committing]
         return any(q.space == space for b in batches for q in b.quarantines) or any(
             s == space for b in batches for s, _ in b.lifts)
+
+    def spaces_in_memory(self) -> int:
+        """How many spaces' state memory holds now (at most ``cached_spaces``)."""
+        return len(self._spaces)
+
+    def release(self, name: str) -> None:
+        """No session names ``name`` any more: forget what memory holds of it (SQLite has it
+        all), now or, with envelopes still being committed, once they are. A name nobody
+        stored anything under leaves nothing behind."""
+        st = self._spaces.get(name)
+        if st is None:
+            return
+        if st.pending:
+            st.released = True
+            return
+        del self._spaces[name]
+        st.tail.clear()  # (its FIFO entries still count until they reach the front, as in _evict)
 
     def _append(self, st: _Space, entry: Outgoing) -> None:
         st.tail.append(entry)
@@ -336,6 +356,9 @@ class RelayStore:
             if st.stalled:
                 st.stalled = False
                 self.on_append(st.name)
+        for st in batch.spaces.values():
+            if st.released and not st.pending and self._spaces.get(st.name) is st:
+                self.release(st.name)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import cbor2
 
+from ..cbor_limits import CborLimitError, is_canonical, scan
 from ..quarantine import MAX_REASON  # a QUARANTINED notice's reason: the bound of what is stored
 
 #: Version 2: QUARANTINED (type 10); a version 1 peer gets ERROR 2 (docs/PROTOCOL.md).
@@ -21,6 +22,12 @@ MIN_VERSION = 2
 MAX_VERSION = 2
 #: Largest frame either side sends or accepts.
 MAX_FRAME = 1024 * 1024
+#: Largest frame accepted before the peer's AUTH has been verified (HELLO is ~100 bytes).
+MAX_FRAME_BEFORE_AUTH = 4096
+#: Deepest nesting of arrays and maps in a frame (the frame's array is depth 1; ENVELOPES
+#: needs 3), and most CBOR items in one frame (4,096 envelopes of 6 items need ~24,600).
+MAX_FRAME_DEPTH = 16
+MAX_FRAME_ITEMS = 32_768
 NONCE_BYTES = 32
 BLIND_BYTES = 16
 MAX_SPACES = 1024
@@ -354,9 +361,18 @@ def decode(frame: bytes) -> Message:
     if len(frame) > MAX_FRAME:
         raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
     try:
+        # On the bytes, before any object is built: depth, item count, lengths against what
+        # is left, no trailing bytes, the canonical heads (crdt_sync.cbor_limits).
+        special = scan(frame, MAX_FRAME_DEPTH, MAX_FRAME_ITEMS)
+    except CborLimitError as exc:
+        raise ProtocolViolation(E_LIMIT if exc.over_limit else E_MALFORMED, f"frame: {exc}") from None
+    try:
         items = cbor2.loads(frame)
     except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
         raise _bad(f"frame is not CBOR: {exc}") from None
+    if special and not is_canonical(items, frame):  # a map or a float: key order, float width
+        raise _bad("frame is not canonical CBOR (map keys out of order or repeated, or a float "
+                   "longer than needed)")
     if not isinstance(items, list) or not items:
         raise _bad("frame is not a non-empty array")
     kind, args = items[0], items[1:]

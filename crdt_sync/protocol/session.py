@@ -44,8 +44,11 @@ from .messages import (
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
+    E_TOO_LARGE,
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
+    MAX_FRAME,
+    MAX_FRAME_BEFORE_AUTH,
     MAX_SPACE_NAME,
     MAX_VERSION,
     MIN_VERSION,
@@ -164,6 +167,8 @@ class Session:
         self._last_rx = now
         self.bytes_in += len(frame)
         try:
+            if not self.authenticated and len(frame) > MAX_FRAME_BEFORE_AUTH:
+                return self._out(self._too_large_before_auth(frame), now)
             msg = decode(frame)
             return self._out(self._handle(msg, frame, now), now)
         except ProtocolViolation as exc:
@@ -339,6 +344,17 @@ class Session:
             stage = "HELLO" if self._peer_hello is None else "AUTH"
             raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before {stage}")
         return []
+
+    def _too_large_before_auth(self, frame: bytes) -> list[bytes]:
+        # Nothing of it is decoded. A long SPACES list that overtook AUTH on a reordering
+        # link is dropped like any early frame (the duplicate HELLO brings it again, after
+        # AUTH); anything else this large before AUTH is not a handshake.
+        if self._peer_hello is not None and peek_type(frame) is MessageType.SPACES:
+            self._early += 1
+            if self._early <= self.config.max_early_frames:
+                return []
+        raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes before authentication exceeds "
+                                f"{MAX_FRAME_BEFORE_AUTH} (the limit is {MAX_FRAME} once authenticated)")
 
     def _on_hello(self, msg: Hello, frame: bytes) -> list[bytes]:
         if self._peer_hello is not None:
