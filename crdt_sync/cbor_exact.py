@@ -3,6 +3,12 @@
 ``cbor2.loads`` decodes the first item of its input and silently drops whatever follows it,
 so two different byte strings (an envelope, a payload, a register) would decode to the same
 thing. Every decode of untrusted bytes that must name exactly one item goes through here.
+
+Protocol frames use :mod:`crdt_sync.cbor_limits` instead, which also bounds depth and item
+count before decoding and refuses tags and non-canonical heads. Envelopes, payloads and
+register values come here: they are already bounded by the envelope's size (512 KiB; cbor2
+itself stops at 400 levels of nesting), and register values may hold the bignum tags that
+cbor_limits refuses.
 """
 
 from __future__ import annotations
