@@ -17,6 +17,7 @@ from .errors import CrdtSyncError, NotFound, Rejected, StoreError, StoreVersionE
 from .replica import Replica
 from .results import (
     Change,
+    ClockRefusal,
     Conflict,
     FieldWrite,
     HistoryEntry,
@@ -28,7 +29,7 @@ from .results import (
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
-    "Change", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
+    "Change", "ClockRefusal", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
     "ImportResult", "ListField", "NotFound", "ReceiveResult", "Rejected", "Rejection", "Replica",
     "Space", "SpaceTransaction", "Status", "StoreError", "StoreVersionError", "TextField",
     "ValueRejected",

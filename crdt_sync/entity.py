@@ -25,6 +25,7 @@ from pycrdt import Array, Doc, Map, Text
 
 from ._pycrdt_compat import doc_handle
 from .errors import ValueRejected
+from .hlc import MAX_HLC
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
@@ -108,6 +109,28 @@ class EntityDoc:
             # an update from elsewhere may have added non-ASCII characters to any text
             for name in list(self.texts):
                 self.forget_text(name)
+
+    def apply_remote(self, update: bytes) -> list[int]:
+        """Apply an update received from another device; returns the clocks of the registers
+        it wrote (the receiver checks them against its envelope: :mod:`crdt_sync.clocks`).
+
+        Raises:
+            ValueError: the update does not apply, or a register it wrote is malformed.
+        """
+        written: list[tuple[str, Any]] = []
+
+        def seen(event: Any) -> None:
+            for key, change in event.keys.items():
+                if change["action"] != "delete":
+                    written.append((key, change["newValue"]))
+
+        subscription = self._regs.observe(seen)
+        try:
+            self.apply(update)
+        finally:
+            self._regs.unobserve(subscription)
+        # any 64-bit clock parses here: the receiver's check names an out-of-range one
+        return [_parse_register(key, raw, 2**64)[1].hlc for key, raw in written]
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -230,7 +253,7 @@ class EntityDoc:
 _KINDS = (KIND_VALUE, KIND_TEXT, KIND_LIST, KIND_REMOVED)
 
 
-def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
+def _parse_register(key: str, raw: Any, clock_end: int = MAX_HLC) -> tuple[str, Entry]:
     """One register as this module writes it, else ValueError: registers arrive in other
     devices' updates, and a signed update is still untrusted input."""
     name, sep, client = key.rpartition(SEP)
@@ -243,7 +266,7 @@ def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
     if not (isinstance(item, list) and len(item) == 4):
         raise ValueError(f"register {key!r} is not [hlc, author, kind, value]")
     hlc, author, kind, value = item
-    if not (type(hlc) is int and 0 <= hlc < 2**64 and isinstance(author, str)
+    if not (type(hlc) is int and 0 <= hlc < clock_end and isinstance(author, str)
             and type(kind) is int and kind in _KINDS):
         raise ValueError(f"register {key!r} has the wrong types")
     check_value(value)  # ValueRejected is a ValueError

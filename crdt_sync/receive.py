@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import chain
+from . import chain, clocks
 from .cache import EntityCache
 from .chain import Outcome
 from .envelope import Envelope, open_envelope
@@ -12,11 +12,6 @@ from .payload import decode_payload
 from .results import ReceiveResult
 from .sealing import Sealer
 from .store import EntityKey, Store
-
-#: Received times (HLCs) at or beyond this are refused. Every local time must exceed every
-#: time seen and SQLite integers end at 2**63 - 1, so a peer's clock (hostile or broken)
-#: near that end would make every later local write fail. 2**62 is the year 4199.
-MAX_HLC = 1 << 62
 
 
 class Receiver:
@@ -67,28 +62,29 @@ class Receiver:
         for wire in envelopes:
             env = open_envelope(wire)
             chain.check_space(env, space).accept()
+            clocks.check_envelope(env)
             status = self._store.check_chain(env, tolerate_gaps)  # chain.check on the store
             if status is not Outcome.NEW:
                 dups += status is Outcome.DUPLICATE
                 gaps += status is Outcome.GAP
                 continue
             entities = _decode_payload(env)
-            if max([env.hlc, *(h for *_, items in entities for h, _ in items)]) >= MAX_HLC:
-                raise Rejected("malformed", f"{env.author} seq {env.seq}: a time beyond the clock's range")
+            clocks.check_items(env, (h for *_, items in entities for h, _ in items))
             self._store.insert_envelope(env)
             for coll, ent_id, blob, items in entities:
                 key = (env.space, coll, ent_id)
-                self._store.insert_part(key, env.author, self._client_id, blob)
                 touched.add(key)
-                cached = self._cache.peek(key)
-                for hlc, update in items:
-                    self._clock.observe(hlc)
-                    if cached is not None:
-                        try:
-                            cached.apply(update)
-                        except ValueError as exc:
-                            raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
-            self._clock.observe(env.hlc)
+                # Loaded before its part is stored, so that each update is applied here and
+                # the registers it writes are checked against this envelope's clock.
+                ent = self._cache.get(key)
+                self._store.insert_part(key, env.author, self._client_id, blob)
+                for _hlc, update in items:
+                    try:
+                        written = ent.apply_remote(update)
+                    except ValueError as exc:
+                        raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
+                    clocks.check_registers(env, written)
+            self._clock.observe(env.hlc)  # (every item's clock is at most the envelope's)
             self._store.join(env.space)
             applied += 1
         for key in sorted(touched):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 
@@ -69,14 +69,33 @@ class SpaceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockRefusal:
+    """A peer holds back an author's envelopes (from ``seq`` on): their clock was
+    ``ahead_ms`` ahead of the peer's wall clock, more than the peer allows. Shown until the
+    peer acknowledges that seq (once its clock caught up, or this one was set right)."""
+
+    peer: str
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+    #: when the peer said so (ISO 8601)
+    at: str
+    #: whether ``author`` is this device (its own clock is ahead)
+    mine: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """Device id, spaces with version vectors, unsealed edits, rejections recorded."""
+    """Device id, spaces with version vectors, unsealed edits, rejections recorded, and the
+    peers that hold back envelopes because their clock is too far ahead."""
 
     device: str
     data: str
     spaces: dict[str, SpaceStatus]
     unsealed: int
     rejections: int
+    clock_refusals: list[ClockRefusal] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,7 +28,7 @@ def _section(title: str) -> str:
 
 
 def test_doc_names_every_message_type() -> None:
-    rows = re.findall(r"^\| (\d+) \| `([A-Z]+)` \|", _section("Messages"), re.M)
+    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", _section("Messages"), re.M)
     assert [(int(n), name) for n, name in rows] == [(t.value, t.name) for t in MessageType]
 
 

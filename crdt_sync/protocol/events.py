@@ -37,4 +37,15 @@ class Closed:
         return error_name(self.code)
 
 
-Event = Authenticated | Received | SpaceSynced | Closed
+@dataclass(frozen=True, slots=True)
+class ClockRefused:
+    """The peer holds back ``author``'s envelopes of ``space`` from ``seq`` on: their clock
+    is ``ahead_ms`` ahead of the peer's wall clock, more than it allows (its CLOCK_SKEW)."""
+
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+
+
+Event = Authenticated | Received | SpaceSynced | Closed | ClockRefused

@@ -28,12 +28,14 @@ import os
 from collections.abc import Callable
 from hashlib import blake2b
 
+from .. import clocks
 from ..envelope import assemble, envelope_hash
 from ..errors import Rejected
+from ..hlc import DEFAULT_MAX_SKEW_MS, wall_ms
 from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
-from .events import Authenticated, Closed, Event, Received, SpaceSynced
+from .events import Authenticated, ClockRefused, Closed, Event, Received, SpaceSynced
 from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
@@ -52,6 +54,7 @@ from .messages import (
     Ack,
     AuthorRef,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     Have,
@@ -71,9 +74,9 @@ from .messages import (
     peek_type,
 )
 from .messages import Auth as AuthMsg
-from .spaces import Inflight, SpaceState, covers, merge
+from .spaces import Inflight, SpaceState, covers_below, merge
 
-__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "Closed",
+__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
            "CommitOrder", "Event", "Received", "Session", "SessionConfig", "SpaceSynced",
            "StreamingHost", "SyncHost"]
 
@@ -102,7 +105,8 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.SPACES: CommitOrder.FREE, MessageType.ENVELOPES: CommitOrder.FREE,
                  MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
-                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER}
+                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
+                 MessageType.CLOCK_SKEW: CommitOrder.FREE}
 
 
 class Session:
@@ -147,6 +151,10 @@ class Session:
         self._early = 0
         self._peer_left = False  # it said BYE or ERROR
         self._outgoing = getattr(host, "outgoing", None)
+        # The receiver's wall clock and allowed skew (docs/PROTOCOL.md, "Clocks"): a host
+        # may provide them (a replica: its own clock); else the system clock and 24 h.
+        self._wall: Callable[[], int] = getattr(host, "wall_ms", wall_ms)
+        self._max_skew_ms: int = getattr(host, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS)
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -186,6 +194,8 @@ class Session:
                 out.append(st.have_frame)
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
                 st.go_back()
+                out += self._pump(st, now)
+            if st.retry_at and st.release(now):  # the peer's clock may have caught up
                 out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
@@ -259,6 +269,7 @@ class Session:
         times += [st.have_sent_at + cfg.resend_interval for st in self._spaces.values()
                   if not st.peer_saw_have]
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
+        times += [t for st in self._spaces.values() for t in st.retry_at.values()]
         return min(times)
 
     def pop_events(self) -> list[Event]:
@@ -323,6 +334,8 @@ class Session:
                 return self._on_envelopes(msg, now)
             case Ack():
                 return self._on_ack(msg, now)
+            case ClockSkew():
+                return self._on_clock_skew(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, msg: Message) -> list[bytes]:
@@ -471,9 +484,13 @@ class Session:
         wires: list[bytes] = []
         chain: dict[tuple[str, int], bytes] = {}
         theirs: dict[str, int] = {}
+        notices: list[bytes] = []
+        wall = self._wall()
         for e in msg.envelopes:
             author = self._resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
+            if self._hold_back(st, author, e.seq, e.hlc, wall, notices):
+                continue  # not stored nor acknowledged: its later seqs are gaps
             prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
                 st.name, author, e.seq - 1)
             if prev is None:
@@ -491,8 +508,43 @@ class Session:
         if applied or dups or gaps:
             self.events.append(Received(st.name, applied, dups, gaps))
         vv = self.host.version_vector(st.name)
+        for author in [a for a, s in st.holding.items() if vv.get(a, 0) >= s]:
+            del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
-        return [encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+        return [*notices, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+
+    def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wall: int,
+                   notices: list[bytes]) -> bool:
+        """Whether to hold back this envelope: its HLC is further ahead of this side's wall
+        clock than allowed (a CLOCK_SKEW notice is added for it), or it follows one held."""
+        first = st.holding.get(author)
+        if first is not None and seq > first:
+            return True  # its predecessor is held back: a gap
+        ahead_ms = clocks.ahead(hlc, wall, self._max_skew_ms)
+        if not ahead_ms:
+            if first is not None:
+                del st.holding[author]  # the held one again, and no longer ahead: taken
+            return False
+        st.holding[author] = seq
+        notices.append(encode(ClockSkew(st.mine, self._ref(st, author), seq, ahead_ms)))
+        return True
+
+    def _on_clock_skew(self, msg: ClockSkew, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []
+        author = self._resolve(st, msg.author)
+        # Only what this side sent and the peer lacks: anything else says nothing.
+        if not st.acked.get(author, 0) < msg.seq <= self.host.version_vector(st.name).get(author, 0):
+            return []
+        if st.peer_holds(author, msg.seq, now + msg.ahead_ms / 1000):
+            self.events.append(ClockRefused(st.name, author, msg.seq, msg.ahead_ms))
+            record = getattr(self.host, "record_clock_refusal", None)
+            if record is not None:
+                record(self._peer_id(), st.name, author, msg.seq, msg.ahead_ms)
+        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        self._check_synced(st)
+        return self._pump(st, now)
 
     def _on_ack(self, msg: Ack, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -510,10 +562,10 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             progressed = True
-            lost = lost or not covers(st.acked, done.top)
+            lost = lost or not covers_below(st.acked, done.top, st.held)
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        st.inflight = [b for b in st.inflight if not covers(st.acked, b.top)]
+        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
         if lost:
             st.go_back()
         elif progressed:
@@ -533,7 +585,7 @@ class Session:
         out = []
         cfg = self.config
         while len(st.inflight) < cfg.window:
-            envs = self.host.missing_envelopes(st.name, st.sent, cfg.batch_count, cfg.batch_bytes)
+            envs = self.host.missing_envelopes(st.name, st.covered(), cfg.batch_count, cfg.batch_bytes)
             if not envs:
                 break
             top: dict[str, int] = {}
@@ -558,7 +610,7 @@ class Session:
         outgoing = self._outgoing
         assert outgoing is not None
         while len(st.inflight) < cfg.window:
-            items, st.cursor = outgoing(st.name, st.sent, st.cursor, cfg.batch_count, cfg.batch_bytes)
+            items, st.cursor = outgoing(st.name, st.covered(), st.cursor, cfg.batch_count, cfg.batch_bytes)
             if not items:
                 break
             top: dict[str, int] = {}
@@ -578,7 +630,8 @@ class Session:
         synced = st.their_table is not None and not st.inflight
         if synced:
             mine = self.host.version_vector(st.name)
-            synced = covers(mine, st.peer_have) and covers(st.acked, mine)
+            synced = (covers_below(mine, st.peer_have, st.holding)
+                      and covers_below(st.acked, mine, st.held))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced

@@ -1,0 +1,187 @@
+"""Clock values from other devices, tried as an attacker would (issue 11, finding 3).
+
+Each test first reproduces an attack that worked against the code before the clock rules
+(docs/PROTOCOL.md, "Clocks"), then asserts the promise: one clock range for the envelope's
+HLC, its items and the register clocks inside its updates; a register never above its
+envelope's HLC; no received value moves a device's clock past its wall time plus the allowed
+skew; and envelopes stamped further ahead than that are held back, not stored and not lost.
+Hostile devices are real replicas with a wall clock set where the attack needs it, or
+envelopes signed by hand with the engine's own code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cbor2
+import pytest
+from pycrdt import Doc, Map
+
+from crdt_sync import Rejected, Replica
+from crdt_sync.envelope import open_envelope, seal
+from crdt_sync.hlc import COUNTER_BITS, MAX_HLC
+from crdt_sync.identity import Identity
+from crdt_sync.payload import encode_payload, pack_item
+from crdt_sync.transports.memory import MemoryNetwork
+from tests.helpers import ManualClock, exchange
+from tests.sync_helpers import FAST, SPACE, sync_over
+
+DAY_MS = 24 * 3600 * 1000
+NOW_MS = 1_790_000_000_000  # the tests' "now" (2026), injected as every honest wall clock
+YEAR_3000_MS = 32_503_680_000_000
+
+
+def wires(replica: Replica, space: str = SPACE) -> list[bytes]:
+    """Every envelope ``replica`` holds of ``space``, in arrival order."""
+    return replica._store.envelopes_since(space, {})  # the test reads what a peer would get
+
+
+def register_update(client: int, field: str, hlc: int, author: str, value: object) -> bytes:
+    """A Yjs update that writes one register the way crdt_sync.entity does."""
+    doc: Doc[object] = Doc(client_id=client)
+    regs = doc.get("f", type=Map)
+    regs[f"{field}\x00{client}"] = cbor2.dumps([hlc, author, 0, value])
+    return doc.get_update()
+
+
+def signed(key: Identity, seq: int, prev: bytes, hlc: int, items: list[tuple[str, str, bytes]]) -> bytes:
+    return seal(key, SPACE, seq, prev, hlc, encode_payload(items)).wire
+
+
+# -- the range, and what a received time does to this device's clock ------------------------
+def test_hlc_just_below_the_old_limit_does_not_break_an_honest_device(tmp_path: Path) -> None:
+    """Before: an envelope stamped just below 2**62 was taken; the receiver's clock jumped to
+    it, its next edits were stamped at 2**62 and every other device refused them."""
+    far = Replica(tmp_path / "far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS)
+    honest_wall, other_wall = ManualClock(NOW_MS), ManualClock(NOW_MS)
+    honest = Replica(tmp_path / "honest", wall=honest_wall)
+    other = Replica(tmp_path / "other", wall=other_wall)
+    try:
+        far.space(SPACE).put("eq", "pump", {"status": "far"})
+        far.seal()
+        stamped = open_envelope(wires(far)[0]).hlc
+        assert MAX_HLC - stamped <= 1 << COUNTER_BITS  # just below the range's end
+        honest.receive(wires(far), "peer far")  # a direct receive: no hold-back on this path
+        honest.space(SPACE).put("eq", "valve", {"status": "ok"})
+        honest.seal()
+        mine = [open_envelope(w) for w in wires(honest) if open_envelope(w).author == honest.device_id]
+        assert mine[-1].hlc >> COUNTER_BITS <= NOW_MS + DAY_MS, "the received time moved the clock"
+        exchange(honest, other, SPACE)  # the other device takes the honest device's edits
+        assert other.version_vector(SPACE)[honest.device_id] == 1
+        exchange(other, honest, SPACE)  # and the honest device still pulls
+    finally:
+        for r in (far, honest, other):
+            r.close()
+
+
+def test_envelope_hlc_out_of_range_is_refused(tmp_path: Path) -> None:
+    key = Identity.generate()
+    with Replica(tmp_path / "r") as replica:
+        for hlc in (MAX_HLC, 1 << 63, 2**64 - 1):
+            wire = signed(key, 1, b"", hlc, [("eq", "pump", pack_item(1, register_update(
+                7, "status", 1, key.id, "x")))])
+            with pytest.raises(Rejected) as refused:
+                replica.receive([wire], "peer")
+            assert refused.value.reason == "clock-range"
+        assert replica.version_vector(SPACE) == {}
+
+
+def test_item_above_its_envelope_is_refused(tmp_path: Path) -> None:
+    key = Identity.generate()
+    env_hlc = NOW_MS << COUNTER_BITS
+    with Replica(tmp_path / "r") as replica:
+        wire = signed(key, 1, b"", env_hlc, [("eq", "pump", pack_item(env_hlc + 1, register_update(
+            7, "status", env_hlc, key.id, "x")))])
+        with pytest.raises(Rejected) as refused:
+            replica.receive([wire], "peer")
+        assert refused.value.reason == "item-clock"
+
+
+# -- register clocks ------------------------------------------------------------------------
+@pytest.mark.parametrize("register_hlc", [2**64 - 1, MAX_HLC, (NOW_MS << COUNTER_BITS) + 1])
+def test_register_clock_above_its_envelope_is_refused(tmp_path: Path, register_hlc: int) -> None:
+    """Before: a register clock of 2**64-1 won its field, and the process that loaded it
+    could not write anything again (its clock ran past 64 bits: struct.error)."""
+    key = Identity.generate()
+    env_hlc = NOW_MS << COUNTER_BITS
+    with Replica(tmp_path / "r", wall=ManualClock(NOW_MS)) as replica:
+        sp = replica.space(SPACE)
+        sp.put("eq", "pump", {"status": "ok"})
+        replica.seal()
+        sp.get("eq", "pump")  # loaded: the update applies to a cached entity
+        wire = signed(key, 1, b"", env_hlc, [("eq", "pump", pack_item(env_hlc, register_update(
+            7, "status", register_hlc, key.id, "hostile")))])
+        with pytest.raises(Rejected) as refused:
+            replica.receive([wire], "peer")
+        assert refused.value.reason == "register-clock"
+        assert sp.get("eq", "pump") == {"status": "ok"}
+        sp.put("eq", "pump", {"status": "still writable"})
+        replica.seal()
+        assert sp.get("eq", "pump") == {"status": "still writable"}
+
+
+def test_register_clock_checked_on_an_entity_not_loaded(tmp_path: Path) -> None:
+    key = Identity.generate()
+    env_hlc = NOW_MS << COUNTER_BITS
+    with Replica(tmp_path / "r", wall=ManualClock(NOW_MS)) as replica:
+        wire = signed(key, 1, b"", env_hlc, [("eq", "new", pack_item(env_hlc, register_update(
+            7, "status", 2**64 - 1, key.id, "hostile")))])
+        with pytest.raises(Rejected) as refused:
+            replica.receive([wire], "peer")
+        assert refused.value.reason == "register-clock"
+        assert replica.space(SPACE).list() == []
+        replica.space(SPACE).put("eq", "other", {"ok": True})
+        replica.seal()
+
+
+def test_register_clock_equal_to_its_envelope_is_taken(tmp_path: Path) -> None:
+    key = Identity.generate()
+    env_hlc = NOW_MS << COUNTER_BITS
+    with Replica(tmp_path / "r", wall=ManualClock(NOW_MS)) as replica:
+        wire = signed(key, 1, b"", env_hlc, [("eq", "pump", pack_item(env_hlc, register_update(
+            7, "status", env_hlc, key.id, "theirs")))])
+        assert replica.receive([wire], "peer").applied == 1
+        assert replica.space(SPACE).get("eq", "pump") == {"status": "theirs"}
+
+
+# -- the year-3000 device ---------------------------------------------------------------------
+def test_year_3000_does_not_drag_the_clock(tmp_path: Path) -> None:
+    """Before: every time a device received moved its clock, so one device set to the year
+    3000 dragged every device that received from it to the year 3000."""
+    with Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS) as y3k, \
+            Replica(tmp_path / "honest", wall=ManualClock(NOW_MS)) as honest:
+        y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
+        y3k.seal()
+        honest.receive(wires(y3k), "peer y3k")  # the direct API: only the bound on observe
+        honest.space(SPACE).put("eq", "valve", {"status": "ok"})
+        honest.seal()
+        mine = [e for e in map(open_envelope, wires(honest)) if e.author == honest.device_id]
+        assert mine[-1].hlc >> COUNTER_BITS <= NOW_MS + DAY_MS
+
+
+async def test_year_3000_is_held_back_by_a_peer_session(tmp_path: Path) -> None:
+    """Over a session the receiver holds the year-3000 envelopes back: it stores none, its
+    clock stays, the session ends synced (apart from what is held back) instead of failing,
+    and the sender's status says that the peer refused its clock, and by how much."""
+    honest_wall = ManualClock(NOW_MS)
+    with Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS) as y3k, \
+            Replica(tmp_path / "honest", wall=honest_wall) as honest:
+        for r in (y3k, honest):
+            r.join(SPACE)
+        honest.space(SPACE).put("eq", "pump", {"status": "honest"})
+        honest.seal()
+        y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
+        y3k.seal()
+        before = honest._clock.last
+        a, b = MemoryNetwork(seed=1).pair()
+        out_y, out_h = await sync_over(y3k, honest, a, b, config=FAST)
+        assert out_y.synced and out_h.synced, (out_y.closed, out_h.closed)
+        assert y3k.device_id not in honest.version_vector(SPACE)
+        assert honest.space(SPACE).get("eq", "pump") == {"status": "honest"}
+        assert honest._clock.last == before
+        # the year-3000 device got the honest edit (it is not refused by anyone)
+        assert y3k.version_vector(SPACE)[honest.device_id] == 1
+        refused = y3k.status().clock_refusals
+        assert [(r.peer, r.space, r.author, r.seq) for r in refused] == [
+            (honest.device_id, SPACE, y3k.device_id, 1)]
+        assert refused[0].ahead_ms >= YEAR_3000_MS - NOW_MS - DAY_MS
