@@ -226,6 +226,7 @@ class RelayServer:
     async def _serve(self, link: WebSocketLink, label: str) -> None:
         conn = _Connection(Hooks(durable=self.store.durable), label)
         host = RelayHost(self.store, self._admit, self._limit)
+        host.max_clock_skew_ms = int(self.config.max_clock_skew * 1000)  # the session's hold-back
         session = Session(host, time.monotonic(), self.session_config)
 
         def shared(spaces: list[str]) -> None:

@@ -38,10 +38,11 @@ from pathlib import Path
 
 import cbor2
 
-from crdt_sync import chain
+from crdt_sync import chain, clocks
 from crdt_sync.chain import Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
+from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
 
@@ -418,6 +419,7 @@ class RelayStore:
         for wire in envelopes:
             env = open_envelope(wire)
             chain.check_space(env, space).accept()
+            clocks.check_envelope(env)  # before anything is staged: SQLite ends at 2**63 - 1
             verified.append(env)
         applied = dups = gaps = 0
         # Checked against the heads plus what this call accepts before any of it is kept.
@@ -485,6 +487,9 @@ class RelayHost:
         self.peer: str | None = None
         self._admit = admit
         self._limit = limit
+        #: how far ahead of the relay's clock an envelope may be stamped (the session holds
+        #: back what is further ahead: docs/PROTOCOL.md, "Clocks"); the server sets it
+        self.max_clock_skew_ms = DEFAULT_MAX_SKEW_MS
         self.version_vector = relay.version_vector
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing

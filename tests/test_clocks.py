@@ -11,6 +11,7 @@ envelopes signed by hand with the engine's own code.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cbor2
@@ -185,3 +186,74 @@ async def test_year_3000_is_held_back_by_a_peer_session(tmp_path: Path) -> None:
         assert [(r.peer, r.space, r.author, r.seq) for r in refused] == [
             (honest.device_id, SPACE, y3k.device_id, 1)]
         assert refused[0].ahead_ms >= YEAR_3000_MS - NOW_MS - DAY_MS
+
+
+async def test_held_back_until_the_receivers_clock_catches_up(tmp_path: Path) -> None:
+    """Nothing is lost: the envelope stays with its author, later seqs of that author wait
+    too, and all of them are taken by a later session once the receiver's clock agrees."""
+    receiver_wall = ManualClock(NOW_MS)
+    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
+            Replica(tmp_path / "receiver", wall=receiver_wall) as receiver:
+        receiver.join(SPACE)
+        for i in range(3):
+            ahead.space(SPACE).put("eq", f"pump-{i}", {"n": i})
+            ahead.seal()
+        a, b = MemoryNetwork(seed=2).pair()
+        out_a, out_r = await sync_over(ahead, receiver, a, b, config=FAST)
+        assert out_a.synced and out_r.synced
+        assert ahead.device_id not in receiver.version_vector(SPACE)
+        refused = ahead.status().clock_refusals
+        assert [(r.author, r.seq, r.mine) for r in refused] == [(ahead.device_id, 1, True)]
+        assert 2 * DAY_MS - 1000 <= refused[0].ahead_ms <= 2 * DAY_MS
+
+        receiver_wall.advance(DAY_MS + 60_000)  # now 1 day minus a minute behind: allowed
+        a, b = MemoryNetwork(seed=3).pair()
+        out_a, out_r = await sync_over(ahead, receiver, a, b, config=FAST)
+        assert out_a.synced and out_r.synced
+        assert receiver.version_vector(SPACE)[ahead.device_id] == 3
+        assert ahead.status().clock_refusals == []  # the receiver acknowledged them
+
+
+def test_a_live_session_resends_once_the_peer_may_have_caught_up(tmp_path: Path) -> None:
+    """The sender stops sending a chain the peer holds back and tries again ``ahead_ms``
+    later in the same session (sans-I/O: time is passed in)."""
+    from crdt_sync.protocol import Session
+    from crdt_sync.protocol.messages import ClockSkew, Envelopes, decode
+
+    receiver_wall = ManualClock(NOW_MS)
+    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
+            Replica(tmp_path / "receiver", wall=receiver_wall) as receiver:
+        receiver.join(SPACE)
+        ahead.space(SPACE).put("eq", "pump", {"n": 1})
+        ahead.seal()
+        # (time jumps by two days here: no pings in between, so no silence timeout)
+        quiet = dataclasses.replace(FAST, dead_after=1e9, ping_interval=1e9)
+        s_a, s_r = Session(ahead.sync_host, 0.0, quiet), Session(receiver.sync_host, 0.0, quiet)
+        seen: list[object] = []
+
+        def run(to_r: list[bytes], to_a: list[bytes], now: float) -> None:
+            for _ in range(100):  # bounded exchange until both sides are quiet
+                if not to_r and not to_a:
+                    return
+                for f in to_r:
+                    seen.append(decode(f))
+                    to_a += s_r.receive(f, now)
+                to_r = []
+                for f in to_a:
+                    seen.append(decode(f))
+                    to_r += s_a.receive(f, now)
+                to_a = []
+            raise AssertionError("the sessions did not go quiet")
+
+        run(s_a.start(), s_r.start(), 0.0)
+        assert any(isinstance(m, ClockSkew) for m in seen)
+        assert s_a.synced and s_r.synced and s_a.closed is None and s_r.closed is None
+        sent = sum(isinstance(m, Envelopes) for m in seen)
+        deadline = s_a.next_deadline()
+        assert deadline is not None and deadline >= 2 * DAY_MS / 1000  # the retry
+        run(s_a.tick(1.0), s_r.tick(1.0), 1.0)  # nothing is resent before the peer may have caught up
+        assert sum(isinstance(m, Envelopes) for m in seen) == sent
+        receiver_wall.advance(2 * DAY_MS)
+        later = 2 * DAY_MS / 1000 + 1
+        run(s_a.tick(later), s_r.tick(later), later)
+        assert receiver.version_vector(SPACE)[ahead.device_id] == 1

@@ -119,8 +119,22 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+        for r in status["clock_refusals"]:
+            whose = "this device's clock" if r["mine"] else f"the clock of {short(r['author'])}"
+            out.console.print(
+                f"[yellow]peer {short(r['peer'])} holds back {'your' if r['mine'] else 'the'} envelopes "
+                f"of {r['space']} from seq {r['seq']}: {whose} is {_duration(r['ahead_ms'])} ahead "
+                f"of its clock (said {r['at']}); set the clock right, they sync once it agrees[/]")
 
     out.emit(status, human)
+
+
+def _duration(ms: int) -> str:
+    seconds = ms / 1000
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} seconds"
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> None:

@@ -1,0 +1,136 @@
+"""Clock values against the real relay over loopback WebSockets (issue 11, finding 3).
+
+The relay applies the clock range to the one clock it can see (the envelope's HLC; payloads
+stay unread), before anything is staged for its group commit, and holds back envelopes
+stamped further ahead of its wall clock than ``max_clock_skew`` with the same session code as
+devices. The year-3000 device is a real replica whose wall clock says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crdt_sync import Rejected
+from crdt_sync.envelope import seal
+from crdt_sync.hlc import COUNTER_BITS, wall_ms
+from crdt_sync.identity import Identity
+from crdt_sync.protocol.messages import E_REJECTED, ClockSkew, Envelopes, Error, WireEnvelope, decode, encode
+from tests.conftest import ReplicaFactory
+from tests.relay_helpers import RawPeer, bystanders, run_cli, running_relay, sync_once
+from tests.sync_helpers import SPACE, fill
+
+YEAR_3000_MS = 32_503_680_000_000
+DAY_MS = 24 * 3600 * 1000
+
+
+async def test_hlc_beyond_sqlite_is_refused_before_the_group_commit(tmp_path: Path) -> None:
+    """Before: an envelope HLC >= 2**63 passed the relay's checks and overflowed SQLite at
+    commit; the relay then dropped the whole group commit, other devices' envelopes too."""
+    async with running_relay(tmp_path / "relay") as relay:
+        store = relay.store
+        honest, hostile = Identity.generate(), Identity.generate()
+        good = seal(honest, SPACE, 1, b"", 1 << 40, b"opaque")
+        # Both calls in one turn of the event loop: they would share one group commit.
+        assert store.receive([good.wire], SPACE, True) == (1, 0, 0)
+        for hlc in (1 << 63, 2**64 - 1, 1 << 62):
+            bad = seal(hostile, SPACE, 1, b"", hlc, b"opaque")
+            with pytest.raises(Rejected) as refused:
+                store.receive([bad.wire], SPACE, True)
+            assert refused.value.reason == "clock-range"
+        await store.commit()
+        committed = store.missing_envelopes(SPACE, {}, 10, 1 << 20)
+        assert [(e.author, e.seq) for e in committed] == [(honest.id, 1)]
+
+
+async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path,
+                                                              open_replica: ReplicaFactory) -> None:
+    async with running_relay(tmp_path / "relay") as relay, bystanders(relay.url, open_replica) as check:
+        mallory = open_replica("mallory", seal_interval=0)
+        fill(mallory, "m", 1)
+        key = mallory.identity
+        env = seal(key, SPACE, 1, b"", 1 << 63, b"opaque")
+        crafted = WireEnvelope(key.public_key, 1, env.hlc, env.payload, env.signature)
+
+        def swap(frame: bytes) -> bytes:
+            msg = decode(frame)
+            if not isinstance(msg, Envelopes):
+                return frame
+            return encode(Envelopes(msg.space, msg.batch, [crafted]))
+
+        async with RawPeer.open(relay.url, mallory) as raw:
+            error = await raw.converse(lambda m: isinstance(m, Error), tamper=swap)
+        assert isinstance(error, Error) and error.code == E_REJECTED
+        assert error.message.startswith("clock-range: "), error
+        assert mallory.device_id not in relay.store.version_vector(SPACE)
+        await check("after-the-overflow")  # the other devices' envelopes are stored and sent
+        assert relay.store.healthy()
+
+
+async def test_year_3000_device_is_held_back_by_the_relay(tmp_path: Path,
+                                                          open_replica: ReplicaFactory) -> None:
+    """Before: the year-3000 device won every conflict and dragged every device's clock to
+    the year 3000. Now the relay holds its envelopes back and tells it (CLOCK_SKEW); its
+    session still ends synced, its status says that the relay refused its clock and by how
+    much, and the honest devices keep their clocks and their writes."""
+    async with running_relay(tmp_path / "relay") as relay:
+        y3k = open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0)
+        a, b = open_replica("a", seal_interval=0), open_replica("b", seal_interval=0)
+        b.join(SPACE)
+        a.space(SPACE).put("eq", "pump", {"status": "honest"})
+        a.seal()
+        y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
+        y3k.seal()
+        assert (await sync_once(a, relay.url)).synced
+        out = await sync_once(y3k, relay.url)
+        assert out.synced and out.ok, out.closed
+        assert y3k.device_id not in relay.store.version_vector(SPACE)
+        assert y3k.version_vector(SPACE)[a.device_id] == 1  # it still pulls
+        for device in (a, b):
+            outcome = await sync_once(device, relay.url)
+            assert outcome.synced and outcome.ok
+            assert device.space(SPACE).get("eq", "pump") == {"status": "honest"}
+            assert device._clock.last >> COUNTER_BITS <= wall_ms() + DAY_MS
+        again = await sync_once(y3k, relay.url)  # held back again, not stored, not an error
+        assert again.synced and again.ok and y3k.device_id not in relay.store.version_vector(SPACE)
+
+        refused = y3k.status().clock_refusals
+        assert [(r.peer, r.space, r.author, r.seq, r.mine) for r in refused] == [
+            (relay.device_id, SPACE, y3k.device_id, 1, True)]
+        assert refused[0].ahead_ms > YEAR_3000_MS - wall_ms() - DAY_MS
+        code, stdout, stderr = await run_cli("status", "--json", "--data", str(y3k.path))
+        assert code == 0, stderr
+        shown = json.loads(stdout)["clock_refusals"]
+        assert [(r["peer"], r["author"], r["seq"], r["mine"]) for r in shown] == [
+            (relay.device_id, y3k.device_id, 1, True)]
+        code, stdout, stderr = await run_cli("status", "--data", str(y3k.path))
+        assert code == 0, stderr
+        assert "ahead" in stdout and "clock" in stdout and relay.device_id[:12] in stdout
+
+
+async def test_the_relay_sends_clock_skew_not_an_error(tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    async with running_relay(tmp_path / "relay") as relay:
+        y3k = open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0)
+        fill(y3k, "future", 2)
+        async with RawPeer.open(relay.url, y3k) as raw:
+            notice = await raw.converse(lambda m: isinstance(m, ClockSkew))
+        assert isinstance(notice, ClockSkew)
+        assert notice.seq == 1 and notice.ahead_ms > YEAR_3000_MS - wall_ms() - DAY_MS
+        assert not any(isinstance(m, Error) for m in raw.received)
+
+
+async def test_the_relay_skew_setting(tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    """A relay that allows more skew takes what a device that allows less holds back: the
+    device tells the relay, and the relay's session goes on."""
+    async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
+        ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
+        strict = open_replica("strict", max_clock_skew=DAY_MS / 1000)
+        strict.join(SPACE)
+        fill(ahead, "ahead", 1)
+        assert (await sync_once(ahead, relay.url)).synced
+        assert relay.store.version_vector(SPACE) == {ahead.device_id: 1}  # within 10 days
+        outcome = await sync_once(strict, relay.url)
+        assert outcome.synced and outcome.ok, outcome.closed
+        assert ahead.device_id not in strict.version_vector(SPACE)  # beyond one day
