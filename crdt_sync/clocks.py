@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import cbor2
+
 from .envelope import Envelope
 from .errors import Rejected
 from .hlc import COUNTER_BITS, MAX_HLC
@@ -86,5 +88,31 @@ def ahead(hlc: int, wall_ms: int, max_skew_ms: int) -> int:
     return ahead_ms if ahead_ms > max_skew_ms else 0
 
 
+def hold_back(wires: list[bytes], wall_ms: int, max_skew_ms: int) -> tuple[list[bytes], int, int]:
+    """Of envelope wires in causal order (a bundle's), those to take now: each author's
+    chain up to its first envelope whose HLC is ahead (see :func:`ahead`); that one and the
+    author's later ones are held back. Returns ``(kept, held back, largest ahead_ms)``.
+
+    A wire that does not decode is kept: the receiver refuses it with the reason.
+    """
+    kept: list[bytes] = []
+    held: set[bytes] = set()
+    most = 0
+    for wire in wires:
+        try:
+            items = cbor2.loads(wire)
+            key, hlc = items[2], items[5]
+            ahead_ms = ahead(hlc, wall_ms, max_skew_ms) if type(hlc) is int else 0
+        except Exception:  # trust boundary: open_envelope names what is wrong with it
+            kept.append(wire)
+            continue
+        if key in held or ahead_ms:
+            held.add(key)
+            most = max(most, ahead_ms)
+            continue
+        kept.append(wire)
+    return kept, len(wires) - len(kept), most
+
+
 __all__ = ["CLOCK_RANGE", "ITEM_CLOCK", "MAX_SKEW_SETTING_MS", "REGISTER_CLOCK", "ahead", "check_envelope",
-           "check_items", "check_registers", "check_skew", "in_range"]
+           "check_items", "check_registers", "check_skew", "hold_back", "in_range"]

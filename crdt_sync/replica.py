@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
-from .clocks import check_skew
+from .clocks import check_skew, hold_back
 from .envelope import MAX_SPACE_NAME
 from .errors import CrdtSyncError, Rejected
 from .follow import StoreFollower
@@ -318,12 +318,15 @@ class Replica:
         except Rejected as rejected:
             self._store.record_rejection(source, rejected)
             raise
-        result = self.receive(bundle.envelopes, source, bundle.space)
+        # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
+        kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
+                                         self.sync_host.max_clock_skew_ms)
+        result = self.receive(kept, source, bundle.space)
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
-        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates)
+        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:

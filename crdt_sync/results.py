@@ -37,6 +37,11 @@ class ImportResult:
     exporter: str
     applied: int
     duplicates: int
+    #: envelopes not imported because their clock is too far ahead of this device's (and
+    #: those after them in their author's chain): import the bundle again once it agrees
+    held_back: int = 0
+    #: the furthest one of them is ahead, in milliseconds
+    ahead_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
+from crdt_sync.protocol.events import HeldBack
 from crdt_sync.protocol.messages import E_GOING_AWAY, E_LIMIT, E_NORMAL, Error, MessageType, encode, peek_type
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.base import LinkClosed
@@ -242,6 +243,8 @@ class RelayServer:
         def event(ev: Event) -> None:
             if isinstance(ev, Received):
                 self.metrics.envelopes_in.inc(ev.applied)
+            elif isinstance(ev, HeldBack):  # a device's clock is too far ahead: told, not stored
+                self.metrics.rejections.labels("clock-skew").inc()
             elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
                 self.metrics.rejections.labels(ev.name).inc()
 

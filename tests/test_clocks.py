@@ -257,3 +257,29 @@ def test_a_live_session_resends_once_the_peer_may_have_caught_up(tmp_path: Path)
         later = 2 * DAY_MS / 1000 + 1
         run(s_a.tick(later), s_r.tick(later), later)
         assert receiver.version_vector(SPACE)[ahead.device_id] == 1
+
+
+def test_a_bundle_from_the_future_waits(tmp_path: Path) -> None:
+    """A bundle is a receipt too: its envelopes stamped too far ahead are not imported (nor
+    their author's later ones), the rest is, and importing the same file again once the
+    clocks agree takes them."""
+    wall = ManualClock(NOW_MS)
+    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS) as ahead, \
+            Replica(tmp_path / "honest", wall=ManualClock(NOW_MS - 1000)) as honest, \
+            Replica(tmp_path / "target", wall=wall) as target:
+        honest.space(SPACE).put("eq", "pump", {"status": "honest"})
+        honest.seal()
+        exchange(honest, ahead, SPACE)  # the bundle will carry the honest chain too
+        for i in range(2):
+            ahead.space(SPACE).put("eq", "pump", {"status": f"ahead {i}"})
+            ahead.seal()
+        bundle = ahead.export_bundle(SPACE)
+        first = target.import_bundle(bundle)
+        assert (first.applied, first.held_back) == (1, 2)
+        assert 2 * DAY_MS - 1000 <= first.ahead_ms <= 2 * DAY_MS
+        assert target.space(SPACE).get("eq", "pump") == {"status": "honest"}
+        assert ahead.device_id not in target.version_vector(SPACE)
+        wall.advance(DAY_MS + 60_000)
+        again = target.import_bundle(bundle)
+        assert (again.applied, again.duplicates, again.held_back) == (2, 1, 0)
+        assert target.space(SPACE).get("eq", "pump") == {"status": "ahead 1"}

@@ -19,7 +19,7 @@ from crdt_sync.hlc import COUNTER_BITS, wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_REJECTED, ClockSkew, Envelopes, Error, WireEnvelope, decode, encode
 from tests.conftest import ReplicaFactory
-from tests.relay_helpers import RawPeer, bystanders, run_cli, running_relay, sync_once
+from tests.relay_helpers import RawPeer, bystanders, rejections, run_cli, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill
 
 YEAR_3000_MS = 32_503_680_000_000
@@ -134,3 +134,27 @@ async def test_the_relay_skew_setting(tmp_path: Path, open_replica: ReplicaFacto
         outcome = await sync_once(strict, relay.url)
         assert outcome.synced and outcome.ok, outcome.closed
         assert ahead.device_id not in strict.version_vector(SPACE)  # beyond one day
+
+
+async def test_cli_sync_says_what_it_holds_back(tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    """A real ``crdt-sync sync`` process (default skew: a day) syncing from a relay that
+    allows ten days: it holds back what is stamped two days ahead, exits 0 and says so."""
+    async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
+        ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
+        fill(ahead, "ahead", 2)
+        assert (await sync_once(ahead, relay.url)).synced
+        data = str(tmp_path / "cli")
+        code, stdout, stderr = await run_cli("sync", "--json", "--data", data, "--relay", relay.url, SPACE)
+        assert code == 0, stderr
+        result = json.loads(stdout)
+        assert result["synced"] is True
+        assert [(n["by"], n["author"], n["seq"]) for n in result["held_back"]] == [
+            ("this device", ahead.device_id, 1)]
+        assert 2 * DAY_MS - 60_000 <= result["held_back"][0]["ahead_ms"] <= 2 * DAY_MS
+        code, stdout, stderr = await run_cli("sync", "--data", data, "--relay", relay.url, SPACE)
+        assert code == 0, stderr
+        assert "holds back" in stdout and ahead.device_id[:12] in stdout
+        assert await rejections(relay.url, "clock-skew") == 0  # the relay took them
+    async with running_relay(tmp_path / "strict-relay") as strict_relay:  # a day: it holds back
+        assert (await sync_once(ahead, strict_relay.url)).synced
+        assert await rejections(strict_relay.url, "clock-skew") == 1

@@ -175,11 +175,14 @@ def cmd_import(args: argparse.Namespace, out: Output) -> None:
         raise NotFound(f"cannot read bundle {args.file}: {exc.strerror}") from None
     with open_replica(args) as replica:
         result = replica.import_bundle(data, source=f"bundle {args.file}")
+    held = (f"; {result.held_back} held back: stamped {_duration(result.ahead_ms)} ahead of this "
+            f"device's clock, import the bundle again once the clocks agree" if result.held_back else "")
     out.emit({"space": result.space, "exporter": result.exporter, "applied": result.applied,
-              "duplicates": result.duplicates},
+              "duplicates": result.duplicates, "held_back": result.held_back,
+              "ahead_ms": result.ahead_ms},
              lambda: out.console.print(f"imported {result.applied} envelopes into {result.space} "
                                        f"({result.duplicates} already here) from "
-                                       f"{short(result.exporter)}"))
+                                       f"{short(result.exporter)}{held}"))
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> None:

@@ -90,6 +90,7 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from crdt_sync.transports.websocket import ConnectFailed
 
     from ..protocol import Closed, Event, Received, Session
+    from ..protocol.events import ClockRefused, HeldBack
 
     with open_replica(args) as replica:
         for space in args.spaces:
@@ -116,7 +117,13 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
         def on_session(session: Session) -> None:
             holder["session"] = session
 
+        clock_notes: list[dict[str, Any]] = []
+
         def on_event(event: Event) -> None:
+            if isinstance(event, ClockRefused | HeldBack):
+                clock_notes.append({"by": "relay" if isinstance(event, ClockRefused) else "this device",
+                                    "space": event.space, "author": event.author, "seq": event.seq,
+                                    "ahead_ms": event.ahead_ms})
             session = holder.get("session")
             if isinstance(event, Received) and session is not None:
                 total = max(session.expected(), session.envelopes_in + session.envelopes_out)
@@ -139,10 +146,17 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
                                 "it resumes where it stopped")
         result = {"relay": args.relay, "synced": True, "spaces": session.shared_spaces(),
                   "received": session.envelopes_in, "sent": session.envelopes_out,
-                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}
-        out.emit(result, lambda: out.console.print(
-            f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with {args.relay}: "
-            f"{result['received']} envelopes in, {result['sent']} out"))
+                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out, "held_back": clock_notes}
+
+        def human() -> None:
+            out.console.print(f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with "
+                              f"{args.relay}: {result['received']} envelopes in, {result['sent']} out")
+            for note in clock_notes:
+                whose = "this device's" if note["author"] == replica.device_id else f"{note['author'][:12]}'s"
+                out.console.print(f"[yellow]{note['by']} holds back {whose} envelopes of {note['space']} "
+                                  f"from seq {note['seq']}: stamped {note['ahead_ms'] / 3_600_000:.1f} hours "
+                                  f"ahead of its clock; they sync once the clocks agree[/]")
+        out.emit(result, human)
 
 
 def _log_event(out: Output, event: Any) -> None:

@@ -48,4 +48,15 @@ class ClockRefused:
     ahead_ms: int
 
 
-Event = Authenticated | Received | SpaceSynced | Closed | ClockRefused
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """This side holds back ``author``'s envelopes of ``space`` from ``seq`` on: their clock
+    is ``ahead_ms`` ahead of this side's wall clock, more than it allows (it sent CLOCK_SKEW)."""
+
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+
+
+Event = Authenticated | Received | SpaceSynced | Closed | ClockRefused | HeldBack

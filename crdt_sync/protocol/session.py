@@ -35,7 +35,7 @@ from ..hlc import DEFAULT_MAX_SKEW_MS, wall_ms
 from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
-from .events import Authenticated, ClockRefused, Closed, Event, Received, SpaceSynced
+from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Received, SpaceSynced
 from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
@@ -77,7 +77,7 @@ from .messages import Auth as AuthMsg
 from .spaces import Inflight, SpaceState, covers_below, merge
 
 __all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
-           "CommitOrder", "Event", "Received", "Session", "SessionConfig", "SpaceSynced",
+           "CommitOrder", "Event", "HeldBack", "Received", "Session", "SessionConfig", "SpaceSynced",
            "StreamingHost", "SyncHost"]
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
@@ -525,6 +525,8 @@ class Session:
             if first is not None:
                 del st.holding[author]  # the held one again, and no longer ahead: taken
             return False
+        if first != seq:
+            self.events.append(HeldBack(st.name, author, seq, ahead_ms))
         st.holding[author] = seq
         notices.append(encode(ClockSkew(st.mine, self._ref(st, author), seq, ahead_ms)))
         return True
