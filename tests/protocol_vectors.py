@@ -12,6 +12,7 @@ from crdt_sync.protocol.messages import (
     Ack,
     Auth,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     Have,
@@ -66,6 +67,8 @@ def vectors() -> list[tuple[str, str, bytes]]:
         ("PING", "token 7", encode(Ping(7))),
         ("ERROR", "code 1 (malformed)", encode(Error(1, "frame is not CBOR"))),
         ("BYE", "code 0 (normal)", encode(Bye(0))),
+        ("CLOCK_SKEW", "space 0: Bob's seq 4 is held back, 2 days (172800000 ms) ahead (Bob by index 1)",
+         encode(ClockSkew(0, 1, 4, 172_800_000))),
     ]
 
 

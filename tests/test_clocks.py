@@ -283,3 +283,11 @@ def test_a_bundle_from_the_future_waits(tmp_path: Path) -> None:
         again = target.import_bundle(bundle)
         assert (again.applied, again.duplicates, again.held_back) == (2, 1, 0)
         assert target.space(SPACE).get("eq", "pump") == {"status": "ahead 1"}
+
+
+def test_the_skew_option_is_checked(tmp_path: Path) -> None:
+    for bad in (0, -1.0, float("nan"), 400 * 24 * 3600):
+        with pytest.raises(ValueError, match="max_clock_skew"):
+            Replica(tmp_path / "r", max_clock_skew=bad)
+    with Replica(tmp_path / "r", max_clock_skew=60.0, wall=ManualClock(NOW_MS)) as replica:
+        assert replica.sync_host.max_clock_skew_ms == 60_000

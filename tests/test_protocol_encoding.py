@@ -43,7 +43,7 @@ def test_peek_type_is_the_decoded_type() -> None:
     for _name, _what, frame in vectors():
         kind = peek_type(frame)
         assert kind is not None
-        assert type(decode(frame)).__name__.upper() == kind.name  # Hello is HELLO, and so on
+        assert type(decode(frame)).__name__.upper() == kind.name.replace("_", "")  # ClockSkew is CLOCK_SKEW
 
 
 def test_peek_type_of_what_is_not_a_frame() -> None:

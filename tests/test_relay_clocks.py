@@ -18,6 +18,7 @@ from crdt_sync.envelope import seal
 from crdt_sync.hlc import COUNTER_BITS, wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_REJECTED, ClockSkew, Envelopes, Error, WireEnvelope, decode, encode
+from crdt_sync.relay.config import ConfigError, load_config
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import RawPeer, bystanders, rejections, run_cli, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill
@@ -158,3 +159,11 @@ async def test_cli_sync_says_what_it_holds_back(tmp_path: Path, open_replica: Re
     async with running_relay(tmp_path / "strict-relay") as strict_relay:  # a day: it holds back
         assert (await sync_once(ahead, strict_relay.url)).synced
         assert await rejections(strict_relay.url, "clock-skew") == 1
+
+
+def test_the_skew_setting_is_checked() -> None:
+    for bad in ("0", "-1", "nan", str(400 * 24 * 3600)):
+        with pytest.raises(ConfigError, match="max_clock_skew"):
+            load_config({"max_clock_skew": bad}, environ={})
+    assert load_config({}, environ={"CRDT_SYNC_RELAY_MAX_CLOCK_SKEW": "3600"}).max_clock_skew == 3600
+    assert load_config({}, environ={}).max_clock_skew == DAY_MS / 1000
