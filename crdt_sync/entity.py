@@ -119,16 +119,16 @@ class EntityDoc:
         """
         written: list[tuple[str, Any]] = []
 
-        def seen(event: Any) -> None:
-            for key, change in event.keys.items():
+        def seen(keys: dict[str, Any]) -> None:
+            for key, change in keys.items():
                 if change["action"] != "delete":
                     written.append((key, change["newValue"]))
 
-        subscription = self._regs.observe(seen)
+        unsubscribe = self.handle.observe_keys(self._regs, seen)
         try:
             self.apply(update)
         finally:
-            self._regs.unobserve(subscription)
+            unsubscribe()
         # any 64-bit clock parses here: the receiver's check names an out-of-range one
         return [_parse_register(key, raw, 2**64)[1].hlc for key, raw in written]
 
