@@ -521,10 +521,10 @@ class Session:
         if first is not None and seq > first:
             return True  # its predecessor is held back: a gap
         ahead_ms = clocks.ahead(hlc, wall, self._max_skew_ms)
-        if not ahead_ms:
+        if not ahead_ms or seq <= self.host.version_vector(st.name).get(author, 0):
             if first is not None:
                 del st.holding[author]  # the held one again, and no longer ahead: taken
-            return False
+            return False  # (one already held here is a duplicate, whatever its clock)
         if first != seq:
             self.events.append(HeldBack(st.name, author, seq, ahead_ms))
         st.holding[author] = seq
@@ -539,7 +539,8 @@ class Session:
         # Only what this side sent and the peer lacks: anything else says nothing.
         if not st.acked.get(author, 0) < msg.seq <= self.host.version_vector(st.name).get(author, 0):
             return []
-        if st.peer_holds(author, msg.seq, now + msg.ahead_ms / 1000):
+        # Sent again once the peer's clock may have caught up (at the soonest a resend interval on).
+        if st.peer_holds(author, msg.seq, now + max(msg.ahead_ms / 1000, self.config.resend_interval)):
             self.events.append(ClockRefused(st.name, author, msg.seq, msg.ahead_ms))
             record = getattr(self.host, "record_clock_refusal", None)
             if record is not None:
