@@ -19,13 +19,14 @@ reason ``clock-range``, ``item-clock`` or ``register-clock``; holding back is no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import cbor2
 
 from .envelope import Envelope
 from .errors import Rejected
 from .hlc import COUNTER_BITS, MAX_HLC
+from .identity import device_id
 
 CLOCK_RANGE = "clock-range"
 ITEM_CLOCK = "item-clock"
@@ -88,12 +89,15 @@ def ahead(hlc: int, wall_ms: int, max_skew_ms: int) -> int:
     return ahead_ms if ahead_ms > max_skew_ms else 0
 
 
-def hold_back(wires: list[bytes], wall_ms: int, max_skew_ms: int) -> tuple[list[bytes], int, int]:
+def hold_back(wires: list[bytes], wall_ms: int, max_skew_ms: int,
+              have: Mapping[str, int]) -> tuple[list[bytes], int, int]:
     """Of envelope wires in causal order (a bundle's), those to take now: each author's
-    chain up to its first envelope whose HLC is ahead (see :func:`ahead`); that one and the
-    author's later ones are held back. Returns ``(kept, held back, largest ahead_ms)``.
+    chain up to its first new envelope (its seq above ``have``, the receiver's version
+    vector) whose HLC is ahead (see :func:`ahead`); that one and the author's later ones are
+    held back. Returns ``(kept, held back, largest ahead_ms)``.
 
-    A wire that does not decode is kept: the receiver refuses it with the reason.
+    A wire that does not decode is kept (the receiver refuses it with the reason), and so is
+    one the receiver holds a seq of already (a duplicate or a fork: the chain rules judge it).
     """
     kept: list[bytes] = []
     held: set[bytes] = set()
@@ -101,8 +105,10 @@ def hold_back(wires: list[bytes], wall_ms: int, max_skew_ms: int) -> tuple[list[
     for wire in wires:
         try:
             items = cbor2.loads(wire)
-            key, hlc = items[2], items[5]
+            key, seq, hlc = items[2], items[3], items[5]
             ahead_ms = ahead(hlc, wall_ms, max_skew_ms) if type(hlc) is int else 0
+            if ahead_ms and key not in held and seq <= have.get(device_id(key), 0):
+                ahead_ms = 0
         except Exception:  # trust boundary: open_envelope names what is wrong with it
             kept.append(wire)
             continue

@@ -320,7 +320,8 @@ class Replica:
             raise
         # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
         kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
-                                         self.sync_host.max_clock_skew_ms)
+                                         self.sync_host.max_clock_skew_ms,
+                                         self._store.version_vector(bundle.space))
         result = self.receive(kept, source, bundle.space)
         with self._store.write():
             self._store.join(bundle.space)
