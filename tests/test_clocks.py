@@ -16,11 +16,13 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pycrdt import Doc, Map
 
 from crdt_sync import Rejected, Replica
 from crdt_sync.envelope import open_envelope, seal
-from crdt_sync.hlc import COUNTER_BITS, MAX_HLC
+from crdt_sync.hlc import COUNTER_BITS, MAX_HLC, HybridClock
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.transports.memory import MemoryNetwork
@@ -323,3 +325,28 @@ async def test_hold_back_over_a_lossy_link(tmp_path: Path, seed: int) -> None:
         assert out_a.synced and out_r.synced, (out_a.closed, out_r.closed)
         assert receiver.version_vector(SPACE) == {honest.device_id: 5}
         assert [(r.author, r.seq) for r in ahead.status().clock_refusals] == [(ahead.device_id, 1)]
+
+
+@given(steps=st.lists(st.one_of(
+    st.tuples(st.just("now"), st.integers(0, 10)),
+    st.tuples(st.just("observe"), st.integers(0, 2**64 - 1)),
+    st.tuples(st.just("wall"), st.integers(-5 * DAY_MS, 5 * DAY_MS))), max_size=60))
+def test_the_clock_is_bounded_and_strictly_increasing(steps: list[tuple[str, int]]) -> None:
+    """Whatever it observes, the clock never passes wall + skew by observing (only by
+    counting up from there), and every time it hands out is above the previous ones."""
+    wall = ManualClock(NOW_MS)
+    clock = HybridClock(wall, 2**64 - 1)  # even the time it starts from is bounded
+    assert clock.last == (NOW_MS + DAY_MS) << COUNTER_BITS
+    handed: list[int] = []
+    for kind, value in steps:
+        if kind == "wall":
+            wall.ms = max(0, NOW_MS + value)
+        elif kind == "observe":
+            before = clock.last
+            clock.observe(value)
+            assert clock.last == max(before, min(value, (wall.ms + DAY_MS) << COUNTER_BITS))
+        else:
+            for _ in range(value):
+                handed.append(clock.now())
+    assert handed == sorted(set(handed))
+    assert all(t < MAX_HLC for t in handed)
