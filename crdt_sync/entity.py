@@ -129,8 +129,7 @@ class EntityDoc:
             self.apply(update)
         finally:
             unsubscribe()
-        # any 64-bit clock parses here: the receiver's check names an out-of-range one
-        return [_parse_register(key, raw, 2**64)[1].hlc for key, raw in written]
+        return [_register_clock(key, raw) for key, raw in written]
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -271,6 +270,15 @@ def _parse_register(key: str, raw: Any, clock_end: int = MAX_HLC) -> tuple[str, 
         raise ValueError(f"register {key!r} has the wrong types")
     check_value(value)  # ValueRejected is a ValueError
     return name, Entry(hlc, author, int(client), kind, value)
+
+
+def _register_clock(key: str, raw: Any) -> int:
+    """The clock of one register (its first item). Any 64-bit clock is read: the receiver's
+    check names one outside the range. Reading the rest is left to :func:`_parse_register`
+    when the entity is read (a malformed register is refused then)."""
+    if isinstance(raw, (bytes, bytearray)) and len(raw) > 9 and raw[0] == 0x84 and raw[1] == 0x1B:
+        return int.from_bytes(raw[2:10], "big")  # [uint64, ...]: every clock from 2**32 on
+    return _parse_register(key, raw, 2**64)[1].hlc
 
 
 def _same(a: Entry, b: Entry) -> bool:
