@@ -15,7 +15,7 @@ import pytest
 
 from crdt_sync import Rejected
 from crdt_sync.envelope import seal
-from crdt_sync.hlc import COUNTER_BITS, wall_ms
+from crdt_sync.hlc import COUNTER_BITS, MAX_HLC, wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_REJECTED, ClockSkew, Envelopes, Error, WireEnvelope, decode, encode
 from crdt_sync.relay.config import ConfigError, load_config
@@ -68,6 +68,28 @@ async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path,
         assert mallory.device_id not in relay.store.version_vector(SPACE)
         await check("after-the-overflow")  # the other devices' envelopes are stored and sent
         assert relay.store.healthy()
+
+
+async def test_a_device_that_took_a_time_near_the_end_still_syncs(tmp_path: Path,
+                                                                  open_replica: ReplicaFactory) -> None:
+    """Before: a device that took an envelope stamped just below 2**62 stamped its next edits
+    at 2**62; every other device refused them and it could never pull again. Now its clock
+    stays within a day of its wall clock, and it pushes and pulls through the relay."""
+    async with running_relay(tmp_path / "relay") as relay:
+        far = open_replica("far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS, seal_interval=0)
+        honest, other = open_replica("honest", seal_interval=0), open_replica("other", seal_interval=0)
+        other.join(SPACE)
+        fill(far, "far", 1)
+        stamped = far.sync_host.missing_envelopes(SPACE, {}, 10, 1 << 20)
+        assert MAX_HLC - stamped[0].hlc <= 1 << COUNTER_BITS  # just below the range's end
+        honest.receive([e.wire for e in stamped], "far")  # a direct receive: no hold-back there
+        fill(honest, "honest", 2)
+        for device in (honest, other, honest):
+            outcome = await sync_once(device, relay.url)
+            assert outcome.synced and outcome.ok, outcome.closed
+        assert relay.store.version_vector(SPACE) == {honest.device_id: 2}  # far's is held back
+        assert other.version_vector(SPACE) == {honest.device_id: 2}
+        assert relay.store.rejections() == []
 
 
 async def test_year_3000_device_is_held_back_by_the_relay(tmp_path: Path,
