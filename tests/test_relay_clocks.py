@@ -189,3 +189,27 @@ def test_the_skew_setting_is_checked() -> None:
             load_config({"max_clock_skew": bad}, environ={})
     assert load_config({}, environ={"CRDT_SYNC_RELAY_MAX_CLOCK_SKEW": "3600"}).max_clock_skew == 3600
     assert load_config({}, environ={}).max_clock_skew == DAY_MS / 1000
+
+
+async def test_a_forged_envelope_from_the_future_is_refused_not_held(tmp_path: Path,
+                                                                    open_replica: ReplicaFactory) -> None:
+    """Holding back keeps state (the chain held, the notice): only for a genuine envelope.
+    A forged signature with a clock far ahead is refused as forged, and nothing is held."""
+    async with running_relay(tmp_path / "relay") as relay:
+        mallory = open_replica("mallory", seal_interval=0)
+        fill(mallory, "m", 1)
+        stranger = Identity.generate()
+        env = seal(stranger, SPACE, 1, b"", YEAR_3000_MS << COUNTER_BITS, b"opaque")
+        forged = WireEnvelope(stranger.public_key, 1, env.hlc, env.payload, bytes(64))
+
+        def swap(frame: bytes) -> bytes:
+            msg = decode(frame)
+            if not isinstance(msg, Envelopes):
+                return frame
+            return encode(Envelopes(msg.space, msg.batch, [forged]))
+
+        async with RawPeer.open(relay.url, mallory) as raw:
+            error = await raw.converse(lambda m: isinstance(m, Error), tamper=swap)
+        assert isinstance(error, Error) and error.message.startswith("bad-signature: "), error
+        assert not any(isinstance(m, ClockSkew) for m in raw.received)
+        assert await rejections(relay.url, "clock-skew") == 0

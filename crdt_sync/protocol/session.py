@@ -29,7 +29,7 @@ from collections.abc import Callable
 from hashlib import blake2b
 
 from .. import clocks
-from ..envelope import assemble, envelope_hash
+from ..envelope import assemble, envelope_hash, open_envelope
 from ..errors import Rejected
 from ..hlc import DEFAULT_MAX_SKEW_MS, wall_ms
 from ..identity import device_id, verify
@@ -50,6 +50,7 @@ from .messages import (
     E_UNSUPPORTED_VERSION,
     MAX_SPACE_NAME,
     MAX_VERSION,
+    MAX_VV_ENTRIES,
     MIN_VERSION,
     Ack,
     AuthorRef,
@@ -489,14 +490,17 @@ class Session:
         for e in msg.envelopes:
             author = self._resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
-            if self._hold_back(st, author, e.seq, e.hlc, wall, notices):
-                continue  # not stored nor acknowledged: its later seqs are gaps
+            held = st.holding.get(author)
+            if held is not None and e.seq > held:
+                continue  # its predecessor is held back: a gap
             prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
                 st.name, author, e.seq - 1)
             if prev is None:
                 continue  # its predecessor was lost or reordered: skip; the sender resends
             wire = assemble(st.name, e.author if isinstance(e.author, bytes) else _key(author),
                             e.seq, prev, e.hlc, e.payload, e.signature)
+            if self._hold_back(st, author, e.seq, e.hlc, wire, wall, notices):
+                continue  # not stored nor acknowledged: its later seqs are gaps
             chain[(author, e.seq)] = envelope_hash(wire)
             wires.append(wire)
         applied, dups, gaps = self.host.receive(wires, f"peer {self.peer}", st.name, tolerate_gaps=True)
@@ -513,18 +517,27 @@ class Session:
         self._check_synced(st)
         return [*notices, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
 
-    def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wall: int,
+    def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wire: bytes, wall: int,
                    notices: list[bytes]) -> bool:
-        """Whether to hold back this envelope: its HLC is further ahead of this side's wall
-        clock than allowed (a CLOCK_SKEW notice is added for it), or it follows one held."""
+        """Whether to hold back this envelope (its predecessor is here or in the frame): its
+        HLC is further ahead of this side's wall clock than allowed. A CLOCK_SKEW notice is
+        added for it. Only a genuine new envelope is held back: one whose signature fails
+        goes on to the host, which refuses it; one held here already is a duplicate."""
         first = st.holding.get(author)
-        if first is not None and seq > first:
-            return True  # its predecessor is held back: a gap
         ahead_ms = clocks.ahead(hlc, wall, self._max_skew_ms)
-        if not ahead_ms or seq <= self.host.version_vector(st.name).get(author, 0):
+        if ahead_ms and seq > self.host.version_vector(st.name).get(author, 0):
+            try:
+                open_envelope(wire)
+            except Rejected:
+                ahead_ms = 0
+        else:
+            ahead_ms = 0
+        if not ahead_ms:
             if first is not None:
                 del st.holding[author]  # the held one again, and no longer ahead: taken
-            return False  # (one already held here is a duplicate, whatever its clock)
+            return False
+        if first is None and len(st.holding) >= MAX_VV_ENTRIES:
+            return True  # (bounded: more chains held back than any HAVE names are gaps)
         if first != seq:
             self.events.append(HeldBack(st.name, author, seq, ahead_ms))
         st.holding[author] = seq
