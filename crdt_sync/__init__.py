@@ -18,6 +18,7 @@ from .replica import Replica
 from .results import (
     Accepted,
     Change,
+    ClockRefusal,
     Conflict,
     FieldWrite,
     HistoryEntry,
@@ -29,7 +30,8 @@ from .results import (
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
-    "Accepted", "Change", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
+    "Accepted", "Change", "ClockRefusal", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite",
+    "HistoryEntry",
     "ImportResult", "ListField", "NotFound", "ReceiveResult", "Rejected", "Rejection", "Replica",
     "Space", "SpaceTransaction", "Status", "StoreError", "StoreVersionError", "TextField",
     "ValueRejected",

@@ -26,6 +26,7 @@ from pycrdt import Array, Doc, Map, Text
 from ._pycrdt_compat import doc_handle
 from .cbor_exact import loads_exact
 from .errors import ValueRejected
+from .hlc import MAX_HLC
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
@@ -109,6 +110,27 @@ class EntityDoc:
             # an update from elsewhere may have added non-ASCII characters to any text
             for name in list(self.texts):
                 self.forget_text(name)
+
+    def apply_remote(self, update: bytes) -> list[int]:
+        """Apply an update received from another device; returns the clocks of the registers
+        it wrote (the receiver checks them against its envelope: :mod:`crdt_sync.clocks`).
+
+        Raises:
+            ValueError: the update does not apply, or a register it wrote is malformed.
+        """
+        written: list[tuple[str, Any]] = []
+
+        def seen(keys: dict[str, Any]) -> None:
+            for key, change in keys.items():
+                if change["action"] != "delete":
+                    written.append((key, change["newValue"]))
+
+        unsubscribe = self.handle.observe_keys(self._regs, seen)
+        try:
+            self.apply(update)
+        finally:
+            unsubscribe()
+        return [_register_clock(key, raw) for key, raw in written]
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -231,7 +253,7 @@ class EntityDoc:
 _KINDS = (KIND_VALUE, KIND_TEXT, KIND_LIST, KIND_REMOVED)
 
 
-def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
+def _parse_register(key: str, raw: Any, clock_end: int = MAX_HLC) -> tuple[str, Entry]:
     """One register as this module writes it, else ValueError: registers arrive in other
     devices' updates, and a signed update is still untrusted input."""
     name, sep, client = key.rpartition(SEP)
@@ -244,7 +266,7 @@ def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
     if not (isinstance(item, list) and len(item) == 4):
         raise ValueError(f"register {key!r} is not [hlc, author, kind, value]")
     hlc, author, kind, value = item
-    if not (type(hlc) is int and 0 <= hlc < 2**64 and isinstance(author, str)
+    if not (type(hlc) is int and 0 <= hlc < clock_end and isinstance(author, str)
             and type(kind) is int and kind in _KINDS):
         raise ValueError(f"register {key!r} has the wrong types")
     check_value(value)  # ValueRejected is a ValueError
@@ -257,6 +279,14 @@ def _canonical_client(text: str) -> bool:
     name one client, and the winner order would then compare the values themselves.)"""
     return (0 < len(text) <= 20 and text.isascii() and text.isdigit()
             and (text == "0" or text[0] != "0") and int(text) < 2**64)
+
+def _register_clock(key: str, raw: Any) -> int:
+    """The clock of one register (its first item). Any 64-bit clock is read: the receiver's
+    check names one outside the range. Reading the rest is left to :func:`_parse_register`
+    when the entity is read (a malformed register is refused then)."""
+    if isinstance(raw, (bytes, bytearray)) and len(raw) > 9 and raw[0] == 0x84 and raw[1] == 0x1B:
+        return int.from_bytes(raw[2:10], "big")  # [uint64, ...]: every clock from 2**32 on
+    return _parse_register(key, raw, 2**64)[1].hlc
 
 
 def _same(a: Entry, b: Entry) -> bool:

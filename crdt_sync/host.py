@@ -8,9 +8,11 @@ Get it from :attr:`crdt_sync.Replica.sync_host`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from .envelope import Envelope
+from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from .identity import Identity
 from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, QuarantineBook, SetAside, clip
 from .results import Accepted, ReceiveResult
@@ -43,7 +45,9 @@ class ReplicaHost:
     #: A relay keeps every space a device asks for; a device keeps only its own.
     keeps_all_spaces = False
 
-    def __init__(self, replica: HostedReplica, store: Store, quarantine: Quarantine) -> None:
+    def __init__(self, replica: HostedReplica, store: Store, quarantine: Quarantine,
+                 clock: HybridClock | None = None,
+                 max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
         self._replica = replica
         self._store = store
         self._quarantine = quarantine
@@ -51,6 +55,10 @@ class ReplicaHost:
         self.quarantine: QuarantineBook = quarantine
         self.identity: Identity = replica.identity
         self.device_id: str = replica.device_id
+        #: the receiver's wall clock and allowed skew for holding back envelopes stamped too
+        #: far ahead (docs/PROTOCOL.md, "Clocks"): the replica's own
+        self.wall_ms: Callable[[], int] = clock.wall if clock is not None else wall_ms
+        self.max_clock_skew_ms = max_clock_skew_ms
 
     def admit(self, peer: str) -> str | None:
         """Devices sync with any authenticated peer (capabilities come later)."""
@@ -97,3 +105,9 @@ class ReplicaHost:
         """Remember what ``peer`` acknowledged of ``space`` (``status`` shows it)."""
         with self._store.write():
             self._store.record_peer(peer, space, vv)
+
+    def record_clock_refusal(self, peer: str, space: str, author: str, seq: int, ahead_ms: int) -> None:
+        """``peer`` holds back ``author``'s envelopes of ``space`` from ``seq`` on: their
+        clock is ``ahead_ms`` ahead of its own (``status`` shows it)."""
+        with self._store.write():
+            self._store.record_clock_refusal(peer, space, author, seq, ahead_ms)

@@ -15,7 +15,7 @@ Both skip the envelopes of authors already quarantined in the space.
 
 from __future__ import annotations
 
-from . import chain
+from . import chain, clocks
 from .cache import EntityCache
 from .chain import Outcome
 from .envelope import Envelope, open_envelope
@@ -26,11 +26,6 @@ from .quarantine import Quarantine, QuarantineRecord, SetAside
 from .results import Accepted, ReceiveResult
 from .sealing import Sealer
 from .store import EntityKey, Store
-
-#: Received times (HLCs) at or beyond this are refused. Every local time must exceed every
-#: time seen and SQLite integers end at 2**63 - 1, so a peer's clock (hostile or broken)
-#: near that end would make every later local write fail. 2**62 is the year 4199.
-MAX_HLC = 1 << 62
 
 
 class _Refused(Rejected):
@@ -202,26 +197,27 @@ class Receiver:
                times: list[int]) -> Outcome:
         """Check one verified envelope and, when new, store and apply it."""
         chain.check_space(env, space).accept()
+        clocks.check_envelope(env)
         status = self._store.check_chain(env, tolerate_gaps)  # chain.check on the store
         if status is not Outcome.NEW:
             return status
         entities = _decode_payload(env)
-        if max([env.hlc, *(h for *_, items in entities for h, _ in items)]) >= MAX_HLC:
-            raise Rejected("malformed", f"{env.author} seq {env.seq}: a time beyond the clock's range")
+        clocks.check_items(env, (h for *_, items in entities for h, _ in items))
         self._store.insert_envelope(env)
         for coll, ent_id, blob, items in entities:
             key = (env.space, coll, ent_id)
-            self._store.insert_part(key, env.author, self._client_id, blob)
             touched.add(key)
-            cached = self._cache.peek(key)
-            for hlc, update in items:
-                times.append(hlc)
-                if cached is not None:
-                    try:
-                        cached.apply(update)
-                    except ValueError as exc:
-                        raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
-        times.append(env.hlc)
+            # Loaded before its part is stored, so that each update is applied here and the
+            # registers it writes are checked against this envelope's clock.
+            ent = self._cache.get(key)
+            self._store.insert_part(key, env.author, self._client_id, blob)
+            for _hlc, update in items:
+                try:
+                    written = ent.apply_remote(update)
+                except ValueError as exc:
+                    raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
+                clocks.check_registers(env, written)
+        times.append(env.hlc)  # (every item's clock is at most the envelope's)
         self._store.join(env.space)
         return Outcome.NEW
 

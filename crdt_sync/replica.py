@@ -31,10 +31,11 @@ from pathlib import Path
 
 from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
+from .clocks import check_skew, hold_back
 from .envelope import MAX_SPACE_NAME
 from .errors import CrdtSyncError, Rejected
 from .follow import StoreFollower
-from .hlc import HybridClock, hlc_to_iso, wall_ms
+from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
 from .journal import Journal
@@ -44,6 +45,7 @@ from .recovery import recover_orphans, unsealed_elsewhere
 from .results import (
     Accepted,
     Change,
+    ClockRefusal,
     ImportResult,
     PeerStatus,
     ReceiveResult,
@@ -81,11 +83,16 @@ class Replica:
             into envelopes (0: after every transaction).
         seal_max_wait: the longest, in seconds, edits that keep coming wait to be sealed.
         wall: wall clock in milliseconds (tests inject one).
+        max_clock_skew: how far, in seconds, another device's clock may be ahead of ``wall``:
+            sync sessions hold back envelopes stamped further ahead, and no received time
+            moves this device's clock past ``wall`` plus this (docs/PROTOCOL.md, "Clocks").
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
                  cache_size: int = 256, seal_interval: float = 0.05, seal_max_wait: float = 1.0,
-                 wall: Callable[[], int] = wall_ms) -> None:
+                 wall: Callable[[], int] = wall_ms,
+                 max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000) -> None:
+        skew_ms = check_skew(max_clock_skew)
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._store = store = Store(self.path, fsync)
@@ -101,7 +108,7 @@ class Replica:
                     break
         self.client_id: int = client
         self.device_id: str = self.identity.id
-        self._clock = clock = HybridClock(wall, store.max_hlc())
+        self._clock = clock = HybridClock(wall, store.max_hlc(), skew_ms)
         self._schedule = SealSchedule(seal_interval, seal_max_wait)
         self._observers: list[tuple[str | None, Observer]] = []
         #: entities sealed or received since opening (close() compacts those that grew)
@@ -120,7 +127,7 @@ class Replica:
         writes.attach(cache, journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
-        self.sync_host = ReplicaHost(self, store, self._receiver.quarantine)
+        self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Replica:
@@ -349,12 +356,16 @@ class Replica:
         except Rejected as rejected:
             self._store.record_rejection(source, rejected)
             raise
-        result = self.receive(bundle.envelopes, source, bundle.space)
+        # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
+        kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
+                                         self.sync_host.max_clock_skew_ms,
+                                         self._store.version_vector(bundle.space))
+        result = self.receive(kept, source, bundle.space)
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
-        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates)
+        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
@@ -382,7 +393,14 @@ class Replica:
                        for p, p_vv, seen in peers])
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
                       unsealed=self.unsealed(), rejections=len(self._store.rejections()),
-                      quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers())
+                      quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers(),
+                      clock_refusals=self._clock_refusals())
+
+    def _clock_refusals(self) -> list[ClockRefusal]:
+        # A refusal the peer has acknowledged past since (its clock caught up) is over.
+        return [ClockRefusal(peer, space, author, seq, ahead, hlc_to_iso(at << 16), author == self.device_id)
+                for peer, space, author, seq, ahead, at in self._store.clock_refusals()
+                if self._store.peer_vv(peer, space).get(author, 0) < seq]
 
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""

@@ -55,6 +55,11 @@ class ImportResult:
     exporter: str
     applied: int
     duplicates: int
+    #: envelopes not imported because their clock is too far ahead of this device's (and
+    #: those after them in their author's chain): import the bundle again once it agrees
+    held_back: int = 0
+    #: the furthest one of them is ahead, in milliseconds
+    ahead_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +92,26 @@ class SpaceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockRefusal:
+    """A peer holds back an author's envelopes (from ``seq`` on): their clock was
+    ``ahead_ms`` ahead of the peer's wall clock, more than the peer allows. Shown until the
+    peer acknowledges that seq (once its clock caught up, or this one was set right)."""
+
+    peer: str
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+    #: when the peer said so (ISO 8601)
+    at: str
+    #: whether ``author`` is this device (its own clock is ahead)
+    mine: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """Device id, spaces with version vectors, unsealed edits, rejections recorded."""
+    """Device id, spaces with version vectors, unsealed edits, rejections recorded, and the
+    peers that hold back envelopes because their clock is too far ahead."""
 
     device: str
     data: str
@@ -99,6 +122,7 @@ class Status:
     quarantined: list[QuarantineRecord] = field(default_factory=list)
     #: what peers told this device they set aside of what it sent them
     refused_by_peers: list[PeerRefusal] = field(default_factory=list)
+    clock_refusals: list[ClockRefusal] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

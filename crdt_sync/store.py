@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS peers(
     PRIMARY KEY(peer, space)) WITHOUT ROWID;
 """
 
+#: Added within format 1: created on open when missing (a store made before it lacks it).
+#: What peers said they hold back (CLOCK_SKEW): one row per peer, space and author.
+_CLOCK_REFUSALS = """CREATE TABLE IF NOT EXISTS clock_refusals(
+    peer TEXT NOT NULL, space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER NOT NULL,
+    ahead_ms INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(peer, space, author)) WITHOUT ROWID"""
+
 EntityKey = tuple[str, str, str]
 
 
@@ -109,6 +115,7 @@ class Store(EnvelopeReads):
                 # ignores them): crdt_sync.quarantine owns them.
                 QuarantineTable.create(self.db)
                 QuarantineTable.create_refusals(self.db)
+                self.db.execute(_CLOCK_REFUSALS)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
@@ -344,6 +351,17 @@ class Store(EnvelopeReads):
     def peers(self, space: str) -> list[tuple[str, dict[str, int], int]]:
         return [(p, dict(cbor2.loads(v)), int(t)) for p, v, t in self.db.execute(
             "SELECT peer, vv, seen FROM peers WHERE space=? ORDER BY peer", (space,))]
+
+    def record_clock_refusal(self, peer: str, space: str, author: str, seq: int, ahead_ms: int) -> None:
+        """``peer`` holds back ``author``'s envelopes of ``space`` from ``seq`` (one row per
+        peer, space and author: the latest notice)."""
+        self.db.execute("INSERT OR REPLACE INTO clock_refusals VALUES(?,?,?,?,?,?)",
+                        (peer, space, author, seq, min(ahead_ms, 2**63 - 1), time.time_ns() // 1_000_000))
+
+    def clock_refusals(self) -> list[tuple[str, str, str, int, int, int]]:
+        """``(peer, space, author, seq, ahead_ms, at_ms)`` of every recorded notice."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT peer, space, author, seq, ahead_ms, at FROM clock_refusals ORDER BY space, peer, author")]
 
     def record_rejection(self, source: str, rejected: Rejected) -> None:
         with self.write():

@@ -10,7 +10,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from crdt_sync.clocks import check_skew
 from crdt_sync.errors import CrdtSyncError
+from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import device_id, public_key_of
 
 ENV_PREFIX = "CRDT_SYNC_RELAY_"
@@ -43,6 +45,9 @@ class RelayConfig:
     send_timeout: float = 30.0  # a client that does not read for this long is dropped
     log_format: str = "text"  # or "json": one JSON object per line
     log_level: str = "info"
+    #: seconds a device's clock may be ahead of the relay's: envelopes stamped further ahead
+    #: are held back (not stored, the device is told: CLOCK_SKEW) until the relay catches up
+    max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:
@@ -103,6 +108,10 @@ def _check_ranges(config: RelayConfig) -> None:
         value = getattr(config, name)
         if not value > 0:  # also refuses NaN
             raise ConfigError(f"{name} = {value!r} must be a positive number")
+    try:
+        check_skew(config.max_clock_skew)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"log_level = {config.log_level!r} is debug, info, warning, error or critical")
 

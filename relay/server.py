@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from crdt_sync.protocol import Closed, Event, Quarantined, Received, Session, SessionConfig
+from crdt_sync.protocol.events import HeldBack
 from crdt_sync.protocol.messages import (
     E_GOING_AWAY,
     E_LIMIT,
@@ -273,6 +274,7 @@ class RelayServer:
     async def _serve(self, link: WebSocketLink, conn: _Connection) -> None:
         label = conn.label
         host = RelayHost(self.store, lambda device: self._admit(conn, device), self._limit)
+        host.max_clock_skew_ms = int(self.config.max_clock_skew * 1000)  # the session's hold-back
         session = Session(host, time.monotonic(), self.session_config)
 
         def shared(spaces: list[str]) -> None:
@@ -288,6 +290,8 @@ class RelayServer:
         def event(ev: Event) -> None:
             if isinstance(ev, Received):
                 self.metrics.envelopes_in.inc(ev.applied)
+            elif isinstance(ev, HeldBack):  # a device's clock is too far ahead: told, not stored
+                self.metrics.rejections.labels("clock-skew").inc()
             elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
                 self.metrics.rejections.labels(ev.name).inc()
             elif isinstance(ev, Quarantined):

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS rejections(
 
 #: The device store's tables that a relay of the device layout created and never wrote.
 _DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "peers",
-                  "peer_refusals")
+                  "peer_refusals", "clock_refusals")
 
 
 def _execute_all(db: sqlite3.Connection, script: str) -> None:

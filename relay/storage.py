@@ -38,10 +38,11 @@ from pathlib import Path
 
 import cbor2
 
-from crdt_sync import chain
+from crdt_sync import chain, clocks
 from crdt_sync.chain import Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
+from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
 from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside
@@ -534,7 +535,9 @@ class RelayStore:
     def _judge(env: Envelope, chains: PendingChains, tolerate_gaps: bool) -> Outcome:
         """Every rule the relay applies to a verified envelope (the shared core code: the
         chain rules, and the envelope's own rules as they are added); raises
-        :class:`Rejected` for a refusal, which quarantines the author in a session."""
+        :class:`Rejected` for a refusal, which quarantines the author in a session. The
+        clock range comes first: nothing out of it is staged (SQLite ends at 2**63 - 1)."""
+        clocks.check_envelope(env)
         return chain.check(env, chains, tolerate_gaps).accept()
 
     # -- quarantine (RelayQuarantine is the API) -------------------------------------------
@@ -601,6 +604,9 @@ class RelayHost:
         self.peer: str | None = None
         self._admit = admit
         self._limit = limit
+        #: how far ahead of the relay's clock an envelope may be stamped (the session holds
+        #: back what is further ahead: docs/PROTOCOL.md, "Clocks"); the server sets it
+        self.max_clock_skew_ms = DEFAULT_MAX_SKEW_MS
         self.version_vector = relay.version_vector
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing

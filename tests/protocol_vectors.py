@@ -12,6 +12,7 @@ from crdt_sync.protocol.messages import (
     Ack,
     Auth,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     Have,
@@ -69,6 +70,8 @@ def vectors() -> list[tuple[str, str, bytes]]:
         ("BYE", "code 0 (normal)", encode(Bye(0))),
         ("QUARANTINED", "space 0: Bob's chain (by index 1 of Alice's HAVE table) set aside from seq 4, "
          "bad-payload", encode(Quarantined(0, 1, 4, "bad-payload", "payload is malformed"))),
+        ("CLOCK_SKEW", "space 0: Bob's seq 4 is held back, 2 days (172800000 ms) ahead (Bob by index 1)",
+         encode(ClockSkew(0, 1, 4, 172_800_000))),
     ]
 
 

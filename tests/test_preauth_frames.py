@@ -33,6 +33,7 @@ from crdt_sync.protocol.messages import (
     Ack,
     Auth,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     Have,
@@ -143,7 +144,7 @@ SAMPLES: list[Message] = [
     Hello(V, V, KEY, bytes(32), {"relay": True}), Auth(bytes(64)), Spaces([bytes(16)]),
     Have(0, [(KEY, 3)]), Envelopes(0, 1, [WireEnvelope(0, 2, 7, b"payload", bytes(64))]),
     Ack(0, 1, [(0, 2)]), Ping(7), Pong(7), Error(1, "why"), Bye(0),
-    Quarantined(0, KEY, 3, "bad-payload", "why")]
+    Quarantined(0, KEY, 3, "bad-payload", "why"), ClockSkew(0, KEY, 3, 86_400_001)]
 
 
 def test_the_samples_hold_one_of_each_message_type() -> None:

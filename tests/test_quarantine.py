@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from crdt_sync import Rejected, Replica
 from crdt_sync.envelope import Envelope, seal
+from crdt_sync.hlc import wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Quarantined, Session
@@ -32,7 +33,9 @@ from crdt_sync.store import Store
 from tests.conftest import ReplicaFactory
 from tests.sync_helpers import SPACE, Wire, fill, snapshot
 
-HLC = 1_800_000_000_000 << 16
+#: a minute from now: later than the register clocks of payloads written now (a register clock
+#: must not exceed its envelope's), and well within the day ahead that a receiver allows
+HLC = (wall_ms() + 60_000) << 16
 
 
 def garbage(author: Identity, seq: int = 1, prev: bytes = b"", payload: bytes = b"\x00not a payload",

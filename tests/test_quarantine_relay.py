@@ -14,13 +14,16 @@ import json
 from pathlib import Path
 
 from crdt_sync.envelope import Envelope, seal
+from crdt_sync.hlc import wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import Ack, Error, WireEnvelope
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import RawPeer, bystanders, relay_process, run_cli, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill
 
-HLC = 1_800_000_000_000 << 16
+#: a minute from now: later than the register clocks of payloads written now (a register clock
+#: must not exceed its envelope's), and well within the day ahead that a receiver allows
+HLC = (wall_ms() + 60_000) << 16
 
 
 def poisoned(stranger: Identity, seq: int = 1, prev: bytes = b"") -> Envelope:

@@ -387,7 +387,8 @@ def test_a_time_at_the_end_of_the_clock_is_refused_and_alice_can_still_write(
     out = feed(session, _mallory_envelope(world, hlc, _payload(item_hlc)))
     # Signed, so attributable: Mallory is set aside in the space (protocol 2), the session goes on.
     assert session.closed is None
-    assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "malformed")]
+    # The clock rules name it (issue 11): the envelope's own clock or an item's out of range.
+    assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "clock-range")]
     assert [q.author for q in world.alice.quarantined(SPACE)] == [world.mallory.device_id]
     assert world.state() == before
     world.alice.space(SPACE).put("equipment", "after", {"ok": True})

@@ -318,12 +318,15 @@ def relay_devices(load: Load, spaces: list[Space], stats: Stats) -> tuple[list[D
     """Sign every device's chain before the run; returns the devices and, per space, the
     first envelope of each member (for the seeding sessions)."""
     from crdt_sync.envelope import seal
+    from crdt_sync.hlc import wall_ms
     from crdt_sync.identity import Identity
     from crdt_sync.protocol.messages import Envelopes, WireEnvelope, encode
 
     devices: list[Device] = []
     firsts: dict[str, list[Any]] = {}
-    hlc0 = (1_800_000_000_000 << 16)
+    # Stamped now: receivers hold back envelopes stamped more than a day ahead of their clock
+    # (docs/PROTOCOL.md, "Clocks"; a fixed time in 2027 was, from December 2026 on).
+    hlc0 = wall_ms() << 16
     for space in spaces:
         identities = [Identity(device_seed(load, d)) for d in space.members]
         order = sorted(range(len(identities)), key=lambda i: identities[i].id)

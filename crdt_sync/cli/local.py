@@ -120,6 +120,12 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
         _print_quarantine(out, status["quarantined"], status["refused_by_peers"])
+        for r in status["clock_refusals"]:
+            whose = "this device's clock" if r["mine"] else f"the clock of {short(r['author'])}"
+            out.console.print(
+                f"[yellow]peer {short(r['peer'])} holds back {'your' if r['mine'] else 'the'} envelopes "
+                f"of {r['space']} from seq {r['seq']}: {whose} is {_duration(r['ahead_ms'])} ahead "
+                f"of its clock (said {r['at']}); set the clock right, they sync once it agrees[/]")
 
     out.emit(status, human)
 
@@ -155,6 +161,13 @@ def cmd_quarantine(args: argparse.Namespace, out: Output) -> None:
     out.emit({"space": args.space, "author": args.author, "lifted": True},
              lambda: out.console.print(f"lifted the quarantine of {args.author} in {args.space}: its "
                                        "envelopes are accepted again when they are valid (next sync)"))
+
+def _duration(ms: int) -> str:
+    seconds = ms / 1000
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} seconds"
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> None:
@@ -195,11 +208,14 @@ def cmd_import(args: argparse.Namespace, out: Output) -> None:
         raise NotFound(f"cannot read bundle {args.file}: {exc.strerror}") from None
     with open_replica(args) as replica:
         result = replica.import_bundle(data, source=f"bundle {args.file}")
+    held = (f"; {result.held_back} held back: stamped {_duration(result.ahead_ms)} ahead of this "
+            f"device's clock, import the bundle again once the clocks agree" if result.held_back else "")
     out.emit({"space": result.space, "exporter": result.exporter, "applied": result.applied,
-              "duplicates": result.duplicates},
+              "duplicates": result.duplicates, "held_back": result.held_back,
+              "ahead_ms": result.ahead_ms},
              lambda: out.console.print(f"imported {result.applied} envelopes into {result.space} "
                                        f"({result.duplicates} already here) from "
-                                       f"{short(result.exporter)}"))
+                                       f"{short(result.exporter)}{held}"))
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> None:

@@ -90,6 +90,7 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from crdt_sync.transports.websocket import ConnectFailed
 
     from ..protocol import Closed, Event, Quarantined, Received, Session
+    from ..protocol.events import ClockRefused, HeldBack
 
     with open_replica(args) as replica:
         for space in args.spaces:
@@ -117,12 +118,17 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
             holder["session"] = session
 
         set_aside: list[dict[str, Any]] = []
+        clock_notes: list[dict[str, Any]] = []
 
         def on_event(event: Event) -> None:
             if isinstance(event, Quarantined):
                 set_aside.append({"space": event.space, "author": event.author,
                                   "from_seq": event.from_seq, "reason": event.reason,
                                   "by": "peer" if event.by_peer else "this device"})
+            if isinstance(event, ClockRefused | HeldBack):
+                clock_notes.append({"by": "relay" if isinstance(event, ClockRefused) else "this device",
+                                    "space": event.space, "author": event.author, "seq": event.seq,
+                                    "ahead_ms": event.ahead_ms})
             session = holder.get("session")
             if isinstance(event, Received) and session is not None:
                 total = max(session.expected(), session.envelopes_in + session.envelopes_out)
@@ -146,7 +152,7 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
         result = {"relay": args.relay, "synced": True, "spaces": session.shared_spaces(),
                   "received": session.envelopes_in, "sent": session.envelopes_out,
                   "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out,
-                  "quarantined": set_aside}
+                  "quarantined": set_aside, "held_back": clock_notes}
 
         def human() -> None:
             out.console.print(f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with "
@@ -156,6 +162,11 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
                 out.console.print(f"{who} {q['author']} in {q['space']} from seq {q['from_seq']} "
                                   f"({q['reason']}); see `crdt-sync status`")
 
+            for note in clock_notes:
+                whose = "this device's" if note["author"] == replica.device_id else f"{note['author'][:12]}'s"
+                out.console.print(f"[yellow]{note['by']} holds back {whose} envelopes of {note['space']} "
+                                  f"from seq {note['seq']}: stamped {note['ahead_ms'] / 3_600_000:.1f} hours "
+                                  f"ahead of its clock; they sync once the clocks agree[/]")
         out.emit(result, human)
 
 

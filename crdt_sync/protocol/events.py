@@ -53,4 +53,26 @@ class Closed:
         return error_name(self.code)
 
 
-Event = Authenticated | Received | SpaceSynced | Closed | Quarantined
+@dataclass(frozen=True, slots=True)
+class ClockRefused:
+    """The peer holds back ``author``'s envelopes of ``space`` from ``seq`` on: their clock
+    is ``ahead_ms`` ahead of the peer's wall clock, more than it allows (its CLOCK_SKEW)."""
+
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """This side holds back ``author``'s envelopes of ``space`` from ``seq`` on: their clock
+    is ``ahead_ms`` ahead of this side's wall clock, more than it allows (it sent CLOCK_SKEW)."""
+
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+
+
+Event = Authenticated | Received | SpaceSynced | Closed | Quarantined | ClockRefused | HeldBack

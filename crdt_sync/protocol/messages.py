@@ -54,6 +54,7 @@ class MessageType(enum.IntEnum):
     ERROR = 8
     BYE = 9
     QUARANTINED = 10
+    CLOCK_SKEW = 12
 
 
 class ErrorCode(enum.IntEnum):
@@ -128,6 +129,7 @@ T_PONG = MessageType.PONG
 T_ERROR = MessageType.ERROR
 T_BYE = MessageType.BYE
 T_QUARANTINED = MessageType.QUARANTINED
+T_CLOCK_SKEW = MessageType.CLOCK_SKEW
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,24 +218,38 @@ class Quarantined:
     detail: str
 
 
-Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
+@dataclass(frozen=True, slots=True)
+class ClockSkew:
+    """The receiver holds back ``author``'s envelopes of space ``space`` (the receiver's own
+    space index) from ``seq`` on: their HLC is ``ahead_ms`` ahead of its wall clock, more than
+    it allows (docs/PROTOCOL.md, "Clocks")."""
+
+    space: int
+    author: AuthorRef
+    seq: int
+    ahead_ms: int
+
+
+Message = (Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
+           | ClockSkew)
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
-(_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE,
- _QUARANTINED) = map(int, MessageType)
+_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = map(int, list(MessageType)[:10])
+_QUARANTINED = int(MessageType.QUARANTINED)
+_CLOCK_SKEW = int(MessageType.CLOCK_SKEW)
 
 
 def peek_type(frame: bytes) -> MessageType | None:
     """The type of a well-formed frame without decoding the rest of it (the driver orders
     frames by it; the relay times its fan-out by it); None when the frame does not start
     with an array head and a known type (:func:`decode` says what is wrong with it)."""
-    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97 or frame[1] > _QUARANTINED:
+    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97:
         return None  # every frame is a short array whose first item is a one-byte uint
-    return _TYPES[frame[1]]
+    return _TYPES.get(frame[1])
 
 
-_TYPES = list(MessageType)
+_TYPES = {int(t): t for t in MessageType}
 
 
 def _vv_out(vv: list[tuple[AuthorRef, int]]) -> list[list[Any]]:
@@ -269,6 +285,8 @@ def encode(msg: Message) -> bytes:
         case Quarantined():
             items = [_QUARANTINED, msg.space, msg.author, msg.from_seq, msg.reason[:MAX_REASON],
                      msg.detail[:MAX_TEXT]]
+        case ClockSkew():
+            items = [_CLOCK_SKEW, msg.space, msg.author, msg.seq, msg.ahead_ms]
     return cbor2.dumps(items, canonical=True)
 
 
@@ -443,7 +461,7 @@ def _quarantined(a: list[Any]) -> Quarantined:
 
 
 _SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
-           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5}
+           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_CLOCK_SKEW: 4}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
     T_AUTH: lambda a: Auth(_bytes(a[0], "signature", 64)),
@@ -456,4 +474,13 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_ERROR: _error,
     T_BYE: lambda a: Bye(error_code(_uint(a[0], "code"))),
     T_QUARANTINED: _quarantined,
+    T_CLOCK_SKEW: lambda a: ClockSkew(_uint(a[0], "space index", MAX_SPACES), _author(a[1]),
+                                      _seq(a[2]), _uint(a[3], "ahead_ms")),
 }
+
+
+def _seq(v: Any) -> int:
+    seq = _uint(v, "seq", _SEQ_LIMIT)
+    if seq == 0:
+        raise _bad("seq starts at 1")
+    return seq

@@ -28,12 +28,14 @@ import os
 from collections.abc import Callable
 from hashlib import blake2b
 
-from ..envelope import assemble, envelope_hash
+from .. import clocks
+from ..envelope import assemble, envelope_hash, open_envelope
 from ..errors import Rejected
+from ..hlc import DEFAULT_MAX_SKEW_MS, wall_ms
 from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
-from .events import Authenticated, Closed, Event, Quarantined, Received, SpaceSynced
+from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quarantined, Received, SpaceSynced
 from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
@@ -51,11 +53,13 @@ from .messages import (
     MAX_FRAME_BEFORE_AUTH,
     MAX_SPACE_NAME,
     MAX_VERSION,
+    MAX_VV_ENTRIES,
     MIN_VERSION,
     T_QUARANTINED,
     Ack,
     AuthorRef,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     Have,
@@ -76,10 +80,10 @@ from .messages import (
 )
 from .messages import Auth as AuthMsg
 from .messages import Quarantined as QuarantinedMsg
-from .spaces import Inflight, SpaceState, clamp, covers, merge
+from .spaces import Inflight, SpaceState, clamp, covers, covers_below, merge
 
-__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "Closed",
-           "CommitOrder", "Event", "Quarantined", "Received", "Session", "SessionConfig",
+__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
+           "CommitOrder", "Event", "HeldBack", "Quarantined", "Received", "Session", "SessionConfig",
            "SpaceSynced", "StreamingHost", "SyncHost"]
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
@@ -109,7 +113,7 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
                  MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
-                 T_QUARANTINED: CommitOrder.AFTER_COMMIT}
+                 T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.CLOCK_SKEW: CommitOrder.FREE}
 
 
 class Session:
@@ -154,6 +158,10 @@ class Session:
         self._early = 0
         self._peer_left = False  # it said BYE or ERROR
         self._outgoing = getattr(host, "outgoing", None)
+        # The receiver's wall clock and allowed skew (docs/PROTOCOL.md, "Clocks"): a host
+        # may provide them (a replica: its own clock); else the system clock and 24 h.
+        self._wall: Callable[[], int] = getattr(host, "wall_ms", wall_ms)
+        self._max_skew_ms: int = getattr(host, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS)
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -195,6 +203,8 @@ class Session:
                 out.append(st.have_frame)
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
                 st.go_back()
+                out += self._pump(st, now)
+            if st.retry_at and st.release(now):  # the peer's clock may have caught up
                 out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
@@ -268,6 +278,7 @@ class Session:
         times += [st.have_sent_at + cfg.resend_interval for st in self._spaces.values()
                   if not st.peer_saw_have]
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
+        times += [t for st in self._spaces.values() for t in st.retry_at.values()]
         return min(times)
 
     def pop_events(self) -> list[Event]:
@@ -334,6 +345,8 @@ class Session:
                 return self._on_ack(msg, now)
             case QuarantinedMsg():
                 return self._on_quarantined(msg, now)
+            case ClockSkew():
+                return self._on_clock_skew(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, msg: Message) -> list[bytes]:
@@ -499,20 +512,27 @@ class Session:
         aside = self.host.quarantined(st.name)
         told: dict[str, tuple[int, str, str]] = {}
         aside_here = 0
+        notices: list[bytes] = []
+        wall = self._wall()
         for e in msg.envelopes:
             author = self._resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
-            held = aside.get(author)
-            if held is not None:  # set aside here: skipped, and the peer is told (again)
+            aside_from = aside.get(author)
+            if aside_from is not None:  # set aside here: skipped, and the peer is told (again)
                 aside_here += 1
-                told[author] = (held.from_seq, held.reason, held.detail)
+                told[author] = (aside_from.from_seq, aside_from.reason, aside_from.detail)
                 continue
+            held = st.holding.get(author)
+            if held is not None and e.seq > held:
+                continue  # its predecessor is held back: a gap
             prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
                 st.name, author, e.seq - 1)
             if prev is None:
                 continue  # its predecessor was lost or reordered: skip; the sender resends
             wire = assemble(st.name, e.author if isinstance(e.author, bytes) else _key(author),
                             e.seq, prev, e.hlc, e.payload, e.signature)
+            if self._hold_back(st, author, e.seq, e.hlc, wire, wall, notices):
+                continue  # not stored nor acknowledged: its later seqs are gaps
             chain[(author, e.seq)] = envelope_hash(wire)
             wires.append(wire)
         got = self.host.accept(wires, f"peer {self.peer}", st.name)
@@ -534,8 +554,55 @@ class Session:
             st.quarantined[author] = min(from_seq, st.quarantined.get(author, from_seq))
             out.append(encode(QuarantinedMsg(st.mine, self._ref(st, author), from_seq, reason, detail)))
         vv = self.host.version_vector(st.name)
+        for author in [a for a, s in st.holding.items() if vv.get(a, 0) >= s]:
+            del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
-        return [*out, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+        return [*out, *notices, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+
+    def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wire: bytes, wall: int,
+                   notices: list[bytes]) -> bool:
+        """Whether to hold back this envelope (its predecessor is here or in the frame): its
+        HLC is further ahead of this side's wall clock than allowed. A CLOCK_SKEW notice is
+        added for it. Only a genuine new envelope is held back: one whose signature fails
+        goes on to the host, which refuses it; one held here already is a duplicate."""
+        first = st.holding.get(author)
+        ahead_ms = clocks.ahead(hlc, wall, self._max_skew_ms)
+        if ahead_ms and seq > self.host.version_vector(st.name).get(author, 0):
+            try:
+                open_envelope(wire)
+            except Rejected:
+                ahead_ms = 0
+        else:
+            ahead_ms = 0
+        if not ahead_ms:
+            if first is not None:
+                del st.holding[author]  # the held one again, and no longer ahead: taken
+            return False
+        if first is None and len(st.holding) >= MAX_VV_ENTRIES:
+            return True  # (bounded: more chains held back than any HAVE names are gaps)
+        if first != seq:
+            self.events.append(HeldBack(st.name, author, seq, ahead_ms))
+        st.holding[author] = seq
+        notices.append(encode(ClockSkew(st.mine, self._ref(st, author), seq, ahead_ms)))
+        return True
+
+    def _on_clock_skew(self, msg: ClockSkew, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []
+        author = self._resolve(st, msg.author)
+        # Only what this side sent and the peer lacks: anything else says nothing.
+        if not st.acked.get(author, 0) < msg.seq <= self.host.version_vector(st.name).get(author, 0):
+            return []
+        # Sent again once the peer's clock may have caught up (at the soonest a resend interval on).
+        if st.peer_holds(author, msg.seq, now + max(msg.ahead_ms / 1000, self.config.resend_interval)):
+            self.events.append(ClockRefused(st.name, author, msg.seq, msg.ahead_ms))
+            record = getattr(self.host, "record_clock_refusal", None)
+            if record is not None:
+                record(self._peer_id(), st.name, author, msg.seq, msg.ahead_ms)
+        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        self._check_synced(st)
+        return self._pump(st, now)
 
     def _on_quarantined(self, msg: QuarantinedMsg, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -570,10 +637,10 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             progressed = True
-            lost = lost or not covers(st.acked, done.top)
+            lost = lost or not covers_below(st.acked, done.top, st.held)
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        st.inflight = [b for b in st.inflight if not covers(st.acked, b.top)]
+        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
         if lost:
             st.go_back()
         elif progressed:
@@ -593,7 +660,7 @@ class Session:
         out = []
         cfg = self.config
         while len(st.inflight) < cfg.window:
-            envs = self.host.missing_envelopes(st.name, st.sent, cfg.batch_count, cfg.batch_bytes)
+            envs = self.host.missing_envelopes(st.name, st.covered(), cfg.batch_count, cfg.batch_bytes)
             if not envs:
                 break
             top: dict[str, int] = {}
@@ -618,7 +685,7 @@ class Session:
         outgoing = self._outgoing
         assert outgoing is not None
         while len(st.inflight) < cfg.window:
-            items, st.cursor = outgoing(st.name, st.sent, st.cursor, cfg.batch_count, cfg.batch_bytes)
+            items, st.cursor = outgoing(st.name, st.covered(), st.cursor, cfg.batch_count, cfg.batch_bytes)
             if not items:
                 break
             top: dict[str, int] = {}
@@ -640,8 +707,8 @@ class Session:
             # What either side set aside is not waited for: not the peer's chains beyond
             # what this side quarantined, not ours beyond what the peer refused.
             mine = self.host.version_vector(st.name)
-            synced = (covers(mine, clamp(st.peer_have, st.quarantined))
-                      and covers(st.acked, clamp(mine, st.refused)))
+            synced = (covers(mine, clamp(clamp(st.peer_have, st.quarantined), st.holding))
+                      and covers(st.acked, clamp(clamp(mine, st.refused), st.held)))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced
