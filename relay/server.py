@@ -17,6 +17,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_M
 from .config import AllowList, RelayConfig
 from .logs import setup_logging
 from .metrics import RelayMetrics
+from .pacing import Flow, Pacer
 from .storage import RelayHost, RelayStore
 
 log = logging.getLogger("crdt_sync.relay")
@@ -40,23 +42,6 @@ SWITCH_INTERVAL = 0.0005
 #: Frames up to this size are sent without a timer when the link has nothing queued (the
 #: transport's high-water mark is 64 KiB).
 _SMALL_FRAME = 16 * 1024
-
-
-class TokenBucket:
-    """``rate`` per second with bursts of ``burst``; time passed in by the caller."""
-
-    __slots__ = ("burst", "level", "rate", "updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.level, self.updated = rate, burst, burst, now
-
-    def take(self, amount: float, now: float) -> bool:
-        self.level = min(self.burst, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-        if amount > self.level:
-            return False
-        self.level -= amount
-        return True
 
 
 @dataclass(eq=False)  # identity hashing: connections live in sets
@@ -128,7 +113,8 @@ class RelayServer:
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+        self.pacer = Pacer(config.rate_envelopes, config.rate_bytes, self.session_config.window,
+                           on_hold=self.metrics.paced.observe)
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self._switch_before: float | None = None
@@ -177,6 +163,7 @@ class RelayServer:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.pacer.release()  # held ACKs go now: the sessions say going-away after them
         log.info("relay.stopping", extra={"fields": {"sessions": len(self._connections)}})
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -224,8 +211,10 @@ class RelayServer:
 
     # -- one session ---------------------------------------------------------------------
     async def _serve(self, link: WebSocketLink, label: str) -> None:
-        conn = _Connection(Hooks(durable=self.store.durable), label)
-        host = RelayHost(self.store, self._admit, self._limit)
+        flow = self.pacer.flow()  # the rate limit as flow control: see relay/pacing.py
+        store = self.store
+        conn = _Connection(Hooks(durable=lambda: flow.hold(store.durable())), label)
+        host = RelayHost(store, self._admit, flow.charge, self._paced(flow), flow.stored)
         session = Session(host, time.monotonic(), self.session_config)
 
         def shared(spaces: list[str]) -> None:
@@ -234,6 +223,7 @@ class RelayServer:
                 self._subscribers.setdefault(space, set()).add(conn)
 
         def sent(frames: list[bytes]) -> None:
+            flow.answered(frames)
             if conn.woken_at is not None and any(peek_type(f) is MessageType.ENVELOPES for f in frames):
                 self.metrics.fanout.observe(time.monotonic() - conn.woken_at)
                 conn.woken_at = None
@@ -253,6 +243,7 @@ class RelayServer:
             outcome = await drive(session, counting, conn.hooks, live=True, stop=self.stopping,
                                   on_event=event, on_send=sent)
         finally:
+            flow.close()
             self._connections.discard(conn)
             for space in conn.spaces:
                 self._subscribers.get(space, set()).discard(conn)
@@ -272,18 +263,13 @@ class RelayServer:
             log.warning("session.refused", extra={"fields": {"peer": device, "reason": refusal}})
         return refusal
 
-    def _limit(self, device: str, envelopes: int, size: int) -> str | None:
-        now = time.monotonic()
-        buckets = self._buckets.get(device)
-        if buckets is None:
-            cfg = self.config
-            buckets = self._buckets[device] = (
-                TokenBucket(cfg.rate_envelopes, cfg.rate_envelopes * 10, now),
-                TokenBucket(cfg.rate_bytes, cfg.rate_bytes * 10, now))
-        if buckets[0].take(envelopes, now) and buckets[1].take(size, now):
-            return None
-        self.metrics.rejections.labels("rate-limit").inc()
-        return f"device {device} exceeds this relay's rate limit; slow down and retry"
+    def _paced(self, flow: Flow) -> Callable[[str], str | None]:
+        def check(space: str) -> str | None:
+            refusal = flow.check(space)
+            if refusal is not None:
+                self.metrics.rejections.labels("flow-control").inc()
+            return refusal
+        return check
 
     def _fan_out(self, space: str) -> None:
         subscribers = self._subscribers.get(space)

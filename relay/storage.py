@@ -477,14 +477,20 @@ class RelayHost:
     keeps_all_spaces = True
 
     def __init__(self, relay: RelayStore, admit: Callable[[str], str | None],
-                 limit: Callable[[str, int, int], str | None]) -> None:
-        """``admit(device)`` and ``limit(device, envelopes, bytes)`` return a refusal or None."""
+                 limit: Callable[[str, int, int], str | None],
+                 check: Callable[[str], str | None] | None = None,
+                 stored: Callable[[str, int], None] | None = None) -> None:
+        """``admit(device)``, and ``limit(device, envelopes, bytes)`` and ``check(space)``
+        before a frame's envelopes are stored, return a refusal or None; ``stored(space,
+        applied)`` is told what was stored of each frame (the relay's pacing)."""
         self.relay = relay
         self.identity = relay.identity
         self.device_id = relay.identity.id
         self.peer: str | None = None
         self._admit = admit
         self._limit = limit
+        self._check = check
+        self._stored = stored
         self.version_vector = relay.version_vector
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
@@ -500,13 +506,18 @@ class RelayHost:
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[int, int, int]:
         refused = self._limit(self.peer or "?", len(envelopes), sum(map(len, envelopes)))
+        if refused is None and self._check is not None:
+            refused = self._check(space or "")
         if refused is not None:
             raise ProtocolViolation(E_LIMIT, refused)
         try:
-            return self.relay.receive(envelopes, space, tolerate_gaps)
+            result = self.relay.receive(envelopes, space, tolerate_gaps)
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
+        if self._stored is not None:
+            self._stored(space or "", result[0])
+        return result
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept (see RelayStore.record_ack)."""

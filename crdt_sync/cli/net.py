@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import CrdtSyncError, Rejected
-from ..protocol.messages import E_AUTH_FAILED, E_LIMIT, E_REJECTED
+from ..errors import CrdtSyncError
+from . import sync_report
 from .local import open_replica
 from .output import Output, data_dir
 
@@ -89,12 +89,14 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from crdt_sync.transports.relay import run_peer, sync_session
     from crdt_sync.transports.websocket import ConnectFailed
 
-    from ..protocol import Closed, Event, Received, Session
+    from ..protocol import Event, Received, Session
 
     with open_replica(args) as replica:
         for space in args.spaces:
             replica.join(space)
         spaces = args.spaces or None
+        if not live and not replica.spaces():
+            raise sync_report.no_spaces(args.relay)
         if live:
             stop = asyncio.Event()
 
@@ -129,20 +131,11 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
                                                    on_session=on_session, timeout=args.timeout))
         except ConnectFailed as exc:
             raise Unreachable(str(exc)) from None
-        session = holder["session"]
-        closed: Closed | None = outcome.closed
+        report = sync_report.build(args.relay, holder["session"], outcome.closed, outcome.synced,
+                                   outcome.events, outcome.bytes_in, outcome.bytes_out)
         if not outcome.synced:
-            why = f"{closed.name}: {closed.reason}" if closed else "not synced"
-            if closed is not None and closed.code in (E_AUTH_FAILED, E_REJECTED, E_LIMIT):
-                raise Rejected(closed.name, f"the relay refused this device: {closed.reason}")
-            raise CrdtSyncError(f"sync with {args.relay} did not finish ({why}); run it again: "
-                                "it resumes where it stopped")
-        result = {"relay": args.relay, "synced": True, "spaces": session.shared_spaces(),
-                  "received": session.envelopes_in, "sent": session.envelopes_out,
-                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}
-        out.emit(result, lambda: out.console.print(
-            f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with {args.relay}: "
-            f"{result['received']} envelopes in, {result['sent']} out"))
+            raise sync_report.failure(report, outcome.closed)
+        out.emit(report.to_dict(), lambda: out.console.print(sync_report.summary(report)))
 
 
 def _log_event(out: Output, event: Any) -> None:
