@@ -257,7 +257,7 @@ class Flow:
         if not self._unanswered:
             return
         for frame in frames:
-            if len(frame) > 1 and frame[1] == MessageType.ACK and _batch(frame) != 0:
+            if len(frame) > 1 and frame[1] == MessageType.ACK and ack_batch(frame) != 0:
                 if not self._unanswered:
                     return
                 space, new = self._unanswered.popleft()
@@ -283,7 +283,7 @@ class Flow:
             self.pacer._detach(self._budget)
 
 
-def _batch(frame: bytes) -> int | None:
+def ack_batch(frame: bytes) -> int | None:
     """The batch number of an ACK frame this relay encoded (``[5, space, batch, vv]`` in
     canonical CBOR: the array head, the type, then two unsigned integers); None if it is
     not laid out so."""
@@ -309,4 +309,4 @@ def _batch(frame: bytes) -> int | None:
     return value
 
 
-__all__ = ["BURST_SECONDS", "Flow", "Pacer", "TokenBucket"]
+__all__ = ["BURST_SECONDS", "Flow", "Pacer", "TokenBucket", "ack_batch"]

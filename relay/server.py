@@ -231,8 +231,10 @@ class RelayServer:
         def event(ev: Event) -> None:
             if isinstance(ev, Received):
                 self.metrics.envelopes_in.inc(ev.applied)
-            elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
-                self.metrics.rejections.labels(ev.name).inc()
+            elif isinstance(ev, Closed):
+                flow.release()  # its last frames (ERROR, BYE) need not wait out the debt
+                if not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
+                    self.metrics.rejections.labels(ev.name).inc()
 
         session.on_shared = shared
         self._connections.add(conn)

@@ -22,7 +22,16 @@ from crdt_sync.envelope import seal
 from crdt_sync.identity import Identity
 from crdt_sync.relay.storage import RelayStore
 from tests.helpers import REPO
-from tests.relay_helpers import PROC_WAIT, RelayProcess, relay_process, run_cli, sample, scrape, spawned, wait_until
+from tests.relay_helpers import (
+    PROC_WAIT,
+    RelayProcess,
+    relay_process,
+    run_cli,
+    sample,
+    scrape,
+    spawned,
+    wait_until,
+)
 from tests.sync_helpers import SPACE
 
 BACKLOG = 10_000
