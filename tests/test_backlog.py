@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,9 @@ async def test_a_backlog_of_10000_envelopes_syncs_in_one_run_with_the_default_re
     device, other = tmp_path / "device", tmp_path / "other"
     await make_backlog(device, BACKLOG)
     async with relay_process(tmp_path / "relay") as relay:  # default settings: 500/s, bursts of 10 s
+        # --timeout bounds a stall, not the sync: this one takes about 10 s, its ACKs 2 s apart.
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(device),
-                                       timeout=SYNC_BOUND)
+                                       "--timeout", "6", timeout=SYNC_BOUND)
         assert code == 0, err
         result = json.loads(out)
         assert result["synced"] is True and result["ended"] == "synced"
@@ -130,6 +132,29 @@ async def test_a_sync_cut_by_a_dead_relay_says_the_link_dropped_and_what_was_sto
                                        timeout=SYNC_BOUND)
         assert code == 0, err
         assert 0 < json.loads(out)["sent"] <= BACKLOG
+
+
+async def test_a_stalled_sync_ends_after_the_timeout_without_progress_and_says_so(
+        tmp_path: Path) -> None:
+    device = tmp_path / "device"
+    await make_backlog(device, 6_000)  # over the burst: the relay paces it
+    async with relay_process(tmp_path / "relay") as relay:
+        async with spawned("sync", "--json", "--relay", relay.url, "--data", str(device),
+                           "--timeout", "2") as sync:
+            async def paced() -> bool:
+                return sample(await scrape(relay.url), "crdt_relay_paced_seconds_count") > 0
+
+            await wait_until(paced, "the relay to pace the device")
+            relay.signal(signal.SIGSTOP)  # the link stays up, nothing moves on it
+            try:
+                code = await sync.exit_code()
+            finally:
+                relay.signal(signal.SIGCONT)
+        error = sync_error("\n".join(sync.lines))
+        assert code == 1 and error["kind"] == "timeout"
+        assert "nothing was received or acknowledged for the --timeout" in error["message"]
+        report = error["sync"]
+        assert report["ended"] == "timeout" and 0 < report["stored"] < report["sent"]
 
 
 async def test_a_device_that_refuses_the_relays_envelope_says_it_refused_it(tmp_path: Path) -> None:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CrdtSyncError
 from . import sync_report
 from .local import open_replica
 from .output import Output, data_dir
+
+if TYPE_CHECKING:
+    from crdt_sync.transports.driver import SessionOutcome
+
+    from ..protocol import Session
 
 
 class Unreachable(CrdtSyncError, ConnectionError):
@@ -53,7 +59,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--relay", required=True, metavar="URL", help="ws://host:port or wss://host")
         p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
         if name == "sync":
-            p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+            p.add_argument("--timeout", type=float, default=120.0,
+                           help="give up once nothing was received or acknowledged for this many "
+                                "seconds (a long backlog that keeps moving is never cut)")
 
 
 def cmd_relay(args: argparse.Namespace, out: Output) -> None:
@@ -89,7 +97,6 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from crdt_sync.transports.relay import run_peer, sync_session
     from crdt_sync.transports.websocket import ConnectFailed
 
-    from ..protocol import Event, Received, Session
 
     with open_replica(args) as replica:
         for space in args.spaces:
@@ -113,29 +120,63 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
             return
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             console=out.err, disable=out.json, transient=True)
-        holder: dict[str, Any] = {}
-
-        def on_session(session: Session) -> None:
-            holder["session"] = session
-
-        def on_event(event: Event) -> None:
-            session = holder.get("session")
-            if isinstance(event, Received) and session is not None:
-                total = max(session.expected(), session.envelopes_in + session.envelopes_out)
-                progress.update(task, total=total, completed=session.envelopes_in + session.envelopes_out)
-
+        holder: dict[str, Session] = {}
         task = progress.add_task("syncing", total=None)
+
+        def show(session: Session) -> None:
+            done = session.envelopes_in + session.envelopes_acked
+            progress.update(task, total=max(session.expected(), done), completed=done,
+                            description=f"sent {session.envelopes_out}, stored {session.envelopes_acked}, "
+                                        f"received {session.envelopes_in}")
+
+        async def one_shot() -> tuple[SessionOutcome, float | None]:
+            stop = asyncio.Event()
+            def on_session(session: Session) -> None:
+                holder["session"] = session
+
+            running = asyncio.ensure_future(sync_session(replica, args.relay, spaces=spaces, stop=stop,
+                                                         on_session=on_session))
+            return await _watch(running, holder, stop, args.timeout, show)
+
         try:
             with progress:
-                outcome = asyncio.run(sync_session(replica, args.relay, spaces=spaces, on_event=on_event,
-                                                   on_session=on_session, timeout=args.timeout))
+                outcome, stalled = asyncio.run(one_shot())
         except ConnectFailed as exc:
             raise Unreachable(str(exc)) from None
-        report = sync_report.build(args.relay, holder["session"], outcome.closed, outcome.synced,
-                                   outcome.events, outcome.bytes_in, outcome.bytes_out)
+        session = holder["session"]
+        report = sync_report.build(args.relay, session, outcome.closed, outcome.synced,
+                                   outcome.events, outcome.bytes_in, outcome.bytes_out, stalled)
         if not outcome.synced:
             raise sync_report.failure(report, outcome.closed)
         out.emit(report.to_dict(), lambda: out.console.print(sync_report.summary(report)))
+
+
+#: How often a one-shot sync looks at its session (progress display, the --timeout watch).
+WATCH_INTERVAL = 0.25
+
+
+async def _watch(running: asyncio.Future[SessionOutcome], holder: dict[str, Session],
+                 stop: asyncio.Event, limit: float, show: Callable[[Session], None],
+                 ) -> tuple[SessionOutcome, float | None]:
+    """Wait for the session; end it (going-away) once nothing was received or acknowledged
+    for ``limit`` seconds. Returns its outcome and, if it was ended so, ``limit``."""
+    loop = asyncio.get_running_loop()
+    moved_at, last = loop.time(), -1
+    stalled: float | None = None
+    while not running.done():
+        await asyncio.wait([running], timeout=WATCH_INTERVAL)
+        session = holder.get("session")
+        if session is None or stalled is not None:
+            continue
+        show(session)
+        progress = session.envelopes_in + session.envelopes_acked
+        now = loop.time()
+        if progress != last:
+            moved_at, last = now, progress
+        elif now - moved_at >= limit:
+            stalled = limit
+            stop.set()  # the session says BYE going-away and ends
+    return running.result(), stalled
 
 
 def _log_event(out: Output, event: Any) -> None:

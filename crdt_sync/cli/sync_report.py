@@ -81,11 +81,14 @@ class SyncFailed(CrdtSyncError):
 
 
 def build(relay: str, session: Session, closed: Closed | None, synced: bool, events: list[Any],
-          bytes_in: int, bytes_out: int) -> SyncReport:
-    """The report of a one-shot session that has ended."""
+          bytes_in: int, bytes_out: int, stalled: float | None = None) -> SyncReport:
+    """The report of a one-shot session that has ended (``stalled``: the seconds without
+    progress after which the CLI ended it)."""
     ended = "synced" if synced else "error"
     refused = []
-    if not synced and closed is not None:
+    if not synced and stalled is not None:
+        ended = "timeout"
+    elif not synced and closed is not None:
         if closed.link_lost:
             ended = "link-dropped"
         elif closed.code in REFUSALS:
@@ -122,6 +125,8 @@ def failure(report: SyncReport, closed: Closed | None) -> SyncFailed:
         return SyncFailed(f"the link to the relay dropped before the sync finished ({reason}); "
                           f"{counts}; {again}", EXIT_ERROR, "link-dropped", report)
     if report.ended == "timeout":
+        if closed is None or closed.name != "timeout":  # ended by the CLI's --timeout watch
+            reason = "nothing was received or acknowledged for the --timeout"
         return SyncFailed(f"sync with {report.relay} timed out ({reason}); {counts}; {again}",
                           EXIT_ERROR, "timeout", report)
     kind = closed.name if closed is not None else "not-synced"
