@@ -102,6 +102,7 @@ class Pacer:
         self._budgets: dict[str, _Budget] = {}
         self._flows: set[Flow] = set()
         self._released = False
+        self._sweep_at = 64  # forget refilled budgets once the map holds this many
 
     def flow(self) -> Flow:
         """The pacing of one new connection; :meth:`Flow.close` it when the connection ends."""
@@ -127,7 +128,9 @@ class Pacer:
     def _attach(self, device: str, now: float) -> _Budget:
         budget = self._budgets.get(device)
         if budget is None:
-            self._forget_full(now)
+            if len(self._budgets) >= self._sweep_at:  # amortised: not a scan per connection
+                self._forget_full(now)
+                self._sweep_at = max(64, 2 * len(self._budgets))
             budget = self._budgets[device] = _Budget(self.rate_envelopes, self.rate_bytes, now)
         budget.connections += 1
         return budget
