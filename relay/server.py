@@ -6,7 +6,8 @@ A thin shell: each connection runs the same sans-I/O session as every peer, over
 Memory stays bounded: no document in RAM, each session sends at most its window of
 batches (from the bounded in-memory tail of new envelopes, or from SQLite when it is behind
 that), and a client that stops reading is dropped after ``send_timeout`` (it catches up
-from storage when it comes back).
+from storage when it comes back). A device over its rate is paced, not refused: its ACKs
+are held back until its budget refills (:mod:`relay.pacing`).
 """
 
 from __future__ import annotations
