@@ -512,16 +512,14 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             progressed = True
-            if covers(st.acked, done.top):
-                self.envelopes_acked += done.count
-            else:
-                lost = True
+            held = covers(st.acked, done.top)
+            lost = lost or not held
+            self.envelopes_acked += done.count if held else 0
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        held = [b for b in st.inflight if covers(st.acked, b.top)]
-        if held:
-            self.envelopes_acked += sum(b.count for b in held)
-            st.inflight = [b for b in st.inflight if not covers(st.acked, b.top)]
+        kept = [b for b in st.inflight if not covers(st.acked, b.top)]
+        self.envelopes_acked += sum(b.count for b in st.inflight) - sum(b.count for b in kept)
+        st.inflight = kept
         if lost:
             st.go_back()
         elif progressed:
