@@ -37,6 +37,9 @@ class RelayMetrics:
         self.paced = Histogram("crdt_relay_paced_seconds",
                                "How long ACKs were held back to pace a device over its rate",
                                buckets=(.01, .05, .1, .25, .5, 1, 2, 4, 8, 16, 32), registry=r)
+        self.read_stalls = Counter("crdt_relay_read_stalls_total",
+                                   "Waits before reading a device deeper in debt than 10 s of its rate",
+                                   registry=r)
 
         #: frame bytes in and out not yet added to the counters: a plain addition per frame
         #: instead of a locked counter update; added when the metrics are read

@@ -6,8 +6,10 @@ is charged to them when it arrives, and may drive them below zero: the device is
 **debt**. While it is, the relay holds back the ACK of each batch until the debt that batch
 ran up is paid off (the bucket refilled to zero), on top of the wait for its commit. A
 sender keeps at most ``window`` (4) batches per space unacknowledged, so a held ACK stops
-it: the device is paced at its rate, with at most one window of batches stored ahead of
-it. Nothing is refused and nothing is lost.
+it: the device is paced at its rate, with at most one window of batches per space stored
+ahead of it. Nothing is refused and nothing is lost. A device whose debt still grows past
+:data:`MAX_DEBT_SECONDS` (many spaces or connections at once) is not read until it is back
+under it (:meth:`Flow.overdrawn`; the relay's link waits before it hands over a frame).
 
 A device that ignores flow control is refused (ERROR 10), before anything of the frame is
 stored: one that sends another batch while ``window`` batches of new envelopes in that space
@@ -32,6 +34,10 @@ from crdt_sync.protocol.messages import MessageType
 
 #: A device's buckets hold this many seconds of its rate (its burst).
 BURST_SECONDS = 10.0
+#: A device in debt by more than this many seconds of its rate is not read (its frames wait
+#: in TCP) until the debt is back under it. Held ACKs pace each space's window; this bounds
+#: what many spaces or connections at once can run up.
+MAX_DEBT_SECONDS = 10.0
 
 
 class TokenBucket:
@@ -60,6 +66,11 @@ class TokenBucket:
         self.level -= amount
         return max(0.0, -self.level / self.rate)
 
+    def debt(self, now: float) -> float:
+        """Seconds until the level is back at 0 (0 when it is not below)."""
+        self._refill(now)
+        return max(0.0, -self.level / self.rate)
+
     def full_at(self) -> float:
         """When the bucket will be full again (in the caller's time)."""
         return self.updated + max(0.0, self.burst - self.level) / self.rate
@@ -77,6 +88,9 @@ class _Budget:
 
     def charge(self, envelopes: int, size: int, now: float) -> float:
         return max(self.envelopes.charge(envelopes, now), self.bytes.charge(size, now))
+
+    def debt(self, now: float) -> float:
+        return max(self.envelopes.debt(now), self.bytes.debt(now))
 
     def full_at(self) -> float:
         return max(self.envelopes.full_at(), self.bytes.full_at())
@@ -234,6 +248,12 @@ class Flow:
         if new:
             self._new[space] = self._new.get(space, 0) + 1
 
+    def overdrawn(self) -> float:
+        """Seconds until the device's debt is back under :data:`MAX_DEBT_SECONDS` (0: read on)."""
+        if self._budget is None or self.pacer.released:
+            return 0.0
+        return max(0.0, self._budget.debt(self.pacer.clock()) - MAX_DEBT_SECONDS)
+
     # -- the driver ---------------------------------------------------------------------
     def hold(self, commit: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
         """``Hooks.durable`` of a paced connection: the store's commit future (``commit``),
@@ -312,4 +332,4 @@ def ack_batch(frame: bytes) -> int | None:
     return value
 
 
-__all__ = ["BURST_SECONDS", "Flow", "Pacer", "TokenBucket", "ack_batch"]
+__all__ = ["BURST_SECONDS", "MAX_DEBT_SECONDS", "Flow", "Pacer", "TokenBucket", "ack_batch"]

@@ -57,9 +57,10 @@ class _CountingLink:
     """Counts bytes for the metrics and drops a client that stops reading."""
 
     def __init__(self, link: WebSocketLink, metrics: RelayMetrics, send_timeout: float,
-                 stopping: asyncio.Event) -> None:
+                 stopping: asyncio.Event, flow: Flow, max_stall: float) -> None:
         self.link, self.metrics, self.send_timeout = link, metrics, send_timeout
         self.stopping = stopping
+        self.flow, self.max_stall = flow, max_stall
 
     @property
     def label(self) -> str:
@@ -89,6 +90,10 @@ class _CountingLink:
     async def recv(self) -> bytes:
         frame = await self.link.recv()
         self.metrics.pending_bytes[0] += len(frame)
+        wait = self.flow.overdrawn()
+        if wait > 0:  # far over its rate: its next frames wait in TCP (bounded below the
+            self.metrics.read_stalls.inc()  # session's dead_after, so it is not dropped)
+            await asyncio.sleep(min(wait, self.max_stall))
         return frame
 
     async def close(self) -> None:
@@ -241,7 +246,8 @@ class RelayServer:
         self._connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
-        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping)
+        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping, flow,
+                                 self.session_config.dead_after / 2)
         try:
             outcome = await drive(session, counting, conn.hooks, live=True, stop=self.stopping,
                                   on_event=event, on_send=sent)

@@ -86,6 +86,7 @@ async def test_a_backlog_of_10000_envelopes_syncs_in_one_run_with_the_default_re
         # It was over its rate: paced (ACKs held back), never refused.
         assert sample(samples, "crdt_relay_paced_seconds_count") > 0
         assert sample(samples, "crdt_relay_rejections_total", reason="flow-control") == 0
+        assert sample(samples, "crdt_relay_read_stalls_total") == 0  # one space: ACK holds suffice
 
         # The relay holds every one of them: another device gets them all.
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(other),
