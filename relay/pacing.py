@@ -139,7 +139,8 @@ class Pacer:
         """How many devices' budgets are kept (those connected, or not yet refilled)."""
         return len(self._budgets)
 
-    def _attach(self, device: str, now: float) -> _Budget:
+    def attach(self, device: str, now: float) -> _Budget:
+        """The budget of ``device`` for one more of its connections (see :meth:`detach`)."""
         budget = self._budgets.get(device)
         if budget is None:
             if len(self._budgets) >= self._sweep_at:  # amortised: not a scan per connection
@@ -149,8 +150,11 @@ class Pacer:
         budget.connections += 1
         return budget
 
-    def _detach(self, budget: _Budget) -> None:
-        budget.connections -= 1
+    def detach(self, flow: Flow, budget: _Budget | None) -> None:
+        """A connection ended: it no longer holds ``budget`` (None: it never sent envelopes)."""
+        self._flows.discard(flow)
+        if budget is not None:
+            budget.connections -= 1
 
     def _forget_full(self, now: float) -> None:
         # A budget outlives its device's connections only until it is full again (a fresh
@@ -164,11 +168,12 @@ class Pacer:
 class _Hold:
     """One held ACK's gate: done once its timer and the commit it waits for are both done."""
 
-    __slots__ = ("commit", "flow", "future", "timer")
+    __slots__ = ("commit", "done", "future", "timer")
 
-    def __init__(self, flow: Flow, delay: float, commit: asyncio.Future[None] | None) -> None:
+    def __init__(self, delay: float, commit: asyncio.Future[None] | None,
+                 done: Callable[[_Hold], None]) -> None:
         loop = asyncio.get_running_loop()
-        self.flow = flow
+        self.done = done  # told once the hold is over
         self.future: asyncio.Future[None] = loop.create_future()
         self.commit = commit
         self.timer: asyncio.TimerHandle | None = loop.call_later(delay, self.expire)
@@ -185,7 +190,7 @@ class _Hold:
         future, commit = self.future, self.commit
         if future.done() or self.timer is not None or (commit is not None and not commit.done()):
             return
-        self.flow._holds.discard(self)
+        self.done(self)
         if commit is not None and commit.cancelled():
             future.set_exception(RuntimeError("the commit this ACK waited for was cancelled"))
         elif commit is not None and commit.exception() is not None:
@@ -223,7 +228,7 @@ class Flow:
         now = self.pacer.clock()
         if self._budget is None:
             self.device = device
-            self._budget = self.pacer._attach(device, now)
+            self._budget = self.pacer.attach(device, now)
         delay = self._budget.charge(envelopes, size, now)
         if delay > 0 and not self.pacer.released:
             self._release_at = now + delay
@@ -269,7 +274,7 @@ class Flow:
         hold = self._hold
         if hold is None or hold.commit is not commit or hold.future.done():
             delay = self._release_at - now
-            hold = self._hold = _Hold(self, delay, commit)
+            hold = self._hold = _Hold(delay, commit, self._holds.discard)
             self._holds.add(hold)
             if self.pacer.on_hold is not None:
                 self.pacer.on_hold(delay)
@@ -301,9 +306,7 @@ class Flow:
         for hold in list(self._holds):
             hold.cancel()
         self._holds.clear()
-        self.pacer._flows.discard(self)
-        if self._budget is not None:
-            self.pacer._detach(self._budget)
+        self.pacer.detach(self, self._budget)
 
 
 def ack_batch(frame: bytes) -> int | None:
