@@ -97,7 +97,6 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from crdt_sync.transports.relay import run_peer, sync_session
     from crdt_sync.transports.websocket import ConnectFailed
 
-
     with open_replica(args) as replica:
         for space in args.spaces:
             replica.join(space)
@@ -131,6 +130,7 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
 
         async def one_shot() -> tuple[SessionOutcome, float | None]:
             stop = asyncio.Event()
+
             def on_session(session: Session) -> None:
                 holder["session"] = session
 
