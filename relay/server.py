@@ -6,7 +6,8 @@ A thin shell: each connection runs the same sans-I/O session as every peer, over
 Memory stays bounded: no document in RAM, each session sends at most its window of
 batches (from the bounded in-memory tail of new envelopes, or from SQLite when it is behind
 that), and a client that stops reading is dropped after ``send_timeout`` (it catches up
-from storage when it comes back).
+from storage when it comes back). A device over its rate is paced, not refused: its ACKs
+are held back until its budget refills (:mod:`relay.pacing`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .admission import Admission
 from .config import AllowList, RelayConfig
 from .logs import setup_logging
 from .metrics import RelayMetrics
+from .pacing import Flow, Pacer
 from .storage import RelayHost, RelayStore
 
 log = logging.getLogger("crdt_sync.relay")
@@ -50,28 +52,6 @@ SWITCH_INTERVAL = 0.0005
 #: Frames up to this size are sent without a timer when the link has nothing queued (the
 #: transport's high-water mark is 64 KiB).
 _SMALL_FRAME = 16 * 1024
-
-
-class TokenBucket:
-    """``rate`` per second with bursts of ``burst``; time passed in by the caller."""
-
-    __slots__ = ("burst", "level", "rate", "updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.level, self.updated = rate, burst, burst, now
-
-    def take(self, amount: float, now: float) -> bool:
-        self.level = min(self.burst, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-        if amount > self.level:
-            return False
-        self.level -= amount
-        return True
-
-    def full_in(self, now: float) -> float:
-        """Seconds until the bucket is full again (from then on it equals a new one)."""
-        level = min(self.burst, self.level + (now - self.updated) * self.rate)
-        return (self.burst - level) / self.rate
 
 
 @dataclass(eq=False)  # identity hashing: connections live in sets
@@ -89,9 +69,10 @@ class _CountingLink:
     """Counts bytes for the metrics and drops a client that stops reading."""
 
     def __init__(self, link: WebSocketLink, metrics: RelayMetrics, send_timeout: float,
-                 stopping: asyncio.Event) -> None:
+                 stopping: asyncio.Event, flow: Flow, max_stall: float) -> None:
         self.link, self.metrics, self.send_timeout = link, metrics, send_timeout
         self.stopping = stopping
+        self.flow, self.max_stall = flow, max_stall
 
     @property
     def label(self) -> str:
@@ -121,6 +102,10 @@ class _CountingLink:
     async def recv(self) -> bytes:
         frame = await self.link.recv()
         self.metrics.pending_bytes[0] += len(frame)
+        wait = self.flow.overdrawn()
+        if wait > 0:  # far over its rate: its next frames wait in TCP (bounded below the
+            self.metrics.read_stalls.inc()  # session's dead_after, so it is not dropped)
+            await asyncio.sleep(min(wait, self.max_stall))
         return frame
 
     async def close(self) -> None:
@@ -148,12 +133,12 @@ class RelayServer:
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
-        #: authenticated sessions per device (its rate buckets outlive none of them by more
-        #: than the time they take to fill up again, when they equal new ones)
+        #: authenticated sessions per device
         self._devices: dict[str, int] = {}
         self.admission: Admission[_Connection] = Admission(
             config.max_unauthenticated, config.max_unauthenticated_per_address, config.max_connections)
+        self.pacer = Pacer(config.rate_envelopes, config.rate_bytes, self.session_config.window,
+                           on_hold=self.metrics.paced.observe)
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self._switch_before: float | None = None
@@ -202,6 +187,7 @@ class RelayServer:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.pacer.release()  # held ACKs go now: the sessions say going-away after them
         log.info("relay.stopping", extra={"fields": {"sessions": len(self._connections)}})
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -215,11 +201,11 @@ class RelayServer:
 
     def per_name_state(self) -> dict[str, int]:
         """How many entries the relay keeps per space name, device or address: each one
-        belongs to an open connection (or, for a device's rate buckets, to the few seconds
-        until they are full again)."""
+        belongs to an open connection (or, for a device's rate budget, to the few seconds
+        until it is full again: counting them forgets the refilled ones)."""
         return {"subscribed_spaces": len(self._subscribers),
                 "spaces_in_memory": self.store.spaces_in_memory(),
-                "devices": len(self._devices), "rate_buckets": len(self._buckets),
+                "devices": len(self._devices), "rate_buckets": self.pacer.sweep(),
                 "unauthenticated_addresses": self.admission.addresses(),
                 "unauthenticated": self.admission.unauthenticated,
                 "authenticated": self.admission.authenticated}
@@ -273,7 +259,11 @@ class RelayServer:
     # -- one session ---------------------------------------------------------------------
     async def _serve(self, link: WebSocketLink, conn: _Connection) -> None:
         label = conn.label
-        host = RelayHost(self.store, lambda device: self._admit(conn, device), self._limit)
+        flow = self.pacer.flow()  # the rate limit as flow control: see relay/pacing.py
+        store = self.store
+        conn.hooks = Hooks(durable=lambda: flow.hold(store.durable()))
+        host = RelayHost(store, lambda device: self._admit(conn, device), flow.charge, self._paced(flow),
+                         flow.stored)
         host.max_clock_skew_ms = int(self.config.max_clock_skew * 1000)  # the session's hold-back
         session = Session(host, time.monotonic(), self.session_config)
 
@@ -283,6 +273,7 @@ class RelayServer:
                 self._subscribers.setdefault(space, set()).add(conn)
 
         def sent(frames: list[bytes]) -> None:
+            flow.answered(frames)
             if conn.woken_at is not None and any(peek_type(f) is MessageType.ENVELOPES for f in frames):
                 self.metrics.fanout.observe(time.monotonic() - conn.woken_at)
                 conn.woken_at = None
@@ -292,8 +283,10 @@ class RelayServer:
                 self.metrics.envelopes_in.inc(ev.applied)
             elif isinstance(ev, HeldBack):  # a device's clock is too far ahead: told, not stored
                 self.metrics.rejections.labels("clock-skew").inc()
-            elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
-                self.metrics.rejections.labels(ev.name).inc()
+            elif isinstance(ev, Closed):
+                flow.release()  # its last frames (ERROR, BYE) need not wait out the debt
+                if not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
+                    self.metrics.rejections.labels(ev.name).inc()
             elif isinstance(ev, Quarantined):
                 # by_peer: the device set aside an author the relay sent (it stops sending it
                 # that chain in this session; the relay takes no one device's word for more).
@@ -308,11 +301,13 @@ class RelayServer:
         self._connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
-        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping)
+        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping, flow,
+                                 self.session_config.dead_after / 2)
         try:
             outcome = await drive(session, counting, conn.hooks, live=True, stop=self.stopping,
                                   on_event=event, on_send=sent)
         finally:
+            flow.close()
             self._connections.discard(conn)
             self._unsubscribe(conn)
             self.metrics.connections.dec()
@@ -340,19 +335,6 @@ class RelayServer:
             self._devices[device] -= 1
             if not self._devices[device]:
                 del self._devices[device]
-                self._forget_buckets(device)
-
-    def _forget_buckets(self, device: str) -> None:
-        # Once full again they are the same as new ones; forgetting them earlier would hand
-        # a device that reconnects a fresh burst.
-        buckets = self._buckets.get(device)
-        if buckets is None or device in self._devices:
-            return
-        wait = max(b.full_in(time.monotonic()) for b in buckets)
-        if wait > 0.001:
-            asyncio.get_running_loop().call_later(wait, self._forget_buckets, device)
-        else:
-            del self._buckets[device]
 
     def _admit(self, conn: _Connection, device: str) -> str | None:
         refusal = self.allow.refusal(device)
@@ -369,18 +351,13 @@ class RelayServer:
         self._devices[device] = self._devices.get(device, 0) + 1
         return None
 
-    def _limit(self, device: str, envelopes: int, size: int) -> str | None:
-        now = time.monotonic()
-        buckets = self._buckets.get(device)
-        if buckets is None:
-            cfg = self.config
-            buckets = self._buckets[device] = (
-                TokenBucket(cfg.rate_envelopes, cfg.rate_envelopes * 10, now),
-                TokenBucket(cfg.rate_bytes, cfg.rate_bytes * 10, now))
-        if buckets[0].take(envelopes, now) and buckets[1].take(size, now):
-            return None
-        self.metrics.rejections.labels("rate-limit").inc()
-        return f"device {device} exceeds this relay's rate limit; slow down and retry"
+    def _paced(self, flow: Flow) -> Callable[[str], str | None]:
+        def check(space: str) -> str | None:
+            refusal = flow.check(space)
+            if refusal is not None:
+                self.metrics.rejections.labels("flow-control").inc()
+            return refusal
+        return check
 
     def _fan_out(self, space: str) -> None:
         subscribers = self._subscribers.get(space)

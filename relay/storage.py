@@ -596,8 +596,12 @@ class RelayHost:
     keeps_all_spaces = True
 
     def __init__(self, relay: RelayStore, admit: Callable[[str], str | None],
-                 limit: Callable[[str, int, int], str | None]) -> None:
-        """``admit(device)`` and ``limit(device, envelopes, bytes)`` return a refusal or None."""
+                 limit: Callable[[str, int, int], str | None],
+                 check: Callable[[str], str | None] | None = None,
+                 stored: Callable[[str, int], None] | None = None) -> None:
+        """``admit(device)``, and ``limit(device, envelopes, bytes)`` and ``check(space)``
+        before a frame's envelopes are stored, return a refusal or None; ``stored(space,
+        applied)`` is told what was stored of each frame (the relay's pacing)."""
         self.relay = relay
         self.identity = relay.identity
         self.device_id = relay.identity.id
@@ -607,6 +611,8 @@ class RelayHost:
         #: how far ahead of the relay's clock an envelope may be stamped (the session holds
         #: back what is further ahead: docs/PROTOCOL.md, "Clocks"); the server sets it
         self.max_clock_skew_ms = DEFAULT_MAX_SKEW_MS
+        self._check = check
+        self._stored = stored
         self.version_vector = relay.version_vector
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
@@ -620,21 +626,28 @@ class RelayHost:
     def sync_spaces(self) -> list[str]:
         return []  # a relay takes the spaces each device names
 
-    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
-                tolerate_gaps: bool = False) -> tuple[int, int, int]:
+    def _admit_frame(self, envelopes: list[bytes], space: str | None) -> None:
+        """The relay's limits on one frame of envelopes, before any of it is stored."""
         refused = self._limit(self.peer or "?", len(envelopes), sum(map(len, envelopes)))
+        if refused is None and self._check is not None:
+            refused = self._check(space or "")
         if refused is not None:
             raise ProtocolViolation(E_LIMIT, refused)
+
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
+                tolerate_gaps: bool = False) -> tuple[int, int, int]:
+        self._admit_frame(envelopes, space)
         try:
-            return self.relay.receive(envelopes, space, tolerate_gaps)
+            result = self.relay.receive(envelopes, space, tolerate_gaps)
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
+        if self._stored is not None:
+            self._stored(space or "", result[0])
+        return result
 
     def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
-        refused = self._limit(self.peer or "?", len(envelopes), sum(map(len, envelopes)))
-        if refused is not None:
-            raise ProtocolViolation(E_LIMIT, refused)
+        self._admit_frame(envelopes, space)
         try:
             got = self.relay.accept(envelopes, space)
         except Rejected as rejected:
@@ -642,6 +655,8 @@ class RelayHost:
             raise
         for q in got.quarantined:
             self.relay.record_rejection(source, Rejected(q.reason, q.detail))
+        if self._stored is not None:
+            self._stored(space, got.applied)
         return got
 
     def quarantined(self, space: str) -> dict[str, SetAside]:

@@ -33,9 +33,9 @@ from crdt_sync.store import Store
 from tests.conftest import ReplicaFactory
 from tests.sync_helpers import SPACE, Wire, fill, snapshot
 
-#: a minute from now: later than the register clocks of payloads written now (a register clock
+#: an hour from now: later than the register clocks of payloads written during the run (a register clock
 #: must not exceed its envelope's), and well within the day ahead that a receiver allows
-HLC = (wall_ms() + 60_000) << 16
+HLC = (wall_ms() + 3_600_000) << 16
 
 
 def garbage(author: Identity, seq: int = 1, prev: bytes = b"", payload: bytes = b"\x00not a payload",

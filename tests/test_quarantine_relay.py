@@ -21,9 +21,9 @@ from tests.conftest import ReplicaFactory
 from tests.relay_helpers import RawPeer, bystanders, relay_process, run_cli, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill
 
-#: a minute from now: later than the register clocks of payloads written now (a register clock
+#: an hour from now: later than the register clocks of payloads written during the run (a register clock
 #: must not exceed its envelope's), and well within the day ahead that a receiver allows
-HLC = (wall_ms() + 60_000) << 16
+HLC = (wall_ms() + 3_600_000) << 16
 
 
 def poisoned(stranger: Identity, seq: int = 1, prev: bytes = b"") -> Envelope:

@@ -43,6 +43,7 @@ from .output import (
     Output,
     UsageError,
 )
+from .sync_report import SyncFailed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args, out)
     except UsageError as exc:
         out.fail(EXIT_USAGE, "usage", str(exc))
+    except SyncFailed as exc:  # before Rejected: a sync that stopped did change things
+        out.fail(exc.exit_code, exc.kind, str(exc),
+                 {"sync": exc.report.to_dict()} if exc.report is not None else None)
     except NotFound as exc:
         out.fail(EXIT_NOT_FOUND, "not-found", str(exc))
     except Rejected as exc:

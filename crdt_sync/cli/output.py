@@ -75,10 +75,12 @@ class Output:
             table.add_row(*(cell if isinstance(cell, str) else show(cell) for cell in row))
         self.console.print(table)
 
-    def fail(self, code: int, kind: str, message: str) -> NoReturn:
+    def fail(self, code: int, kind: str, message: str,
+             details: dict[str, Any] | None = None) -> NoReturn:
+        """Print the error (``details`` go into the JSON error object) and exit with ``code``."""
         if self.json:
-            print(json.dumps({"error": {"code": code, "kind": kind, "message": message}}),
-                  file=sys.stderr)
+            error = {"code": code, "kind": kind, "message": message, **(details or {})}
+            print(json.dumps({"error": to_json(error)}), file=sys.stderr)
         else:
             self.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
         raise SystemExit(code)

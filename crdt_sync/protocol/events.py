@@ -47,6 +47,8 @@ class Closed:
     code: int
     reason: str
     by_peer: bool
+    #: the link dropped under the session (no ERROR or BYE was said by either side)
+    link_lost: bool = False
 
     @property
     def name(self) -> str:

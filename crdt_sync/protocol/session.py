@@ -139,6 +139,8 @@ class Session:
         self.authenticated = False
         self.bytes_in = self.bytes_out = 0
         self.envelopes_in = self.envelopes_out = 0  # applied here / sent to the peer
+        #: envelopes sent that the peer acknowledged holding (in batches its ACKs cover)
+        self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
         self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, caps))
@@ -232,9 +234,9 @@ class Session:
         """This side stops (a live session told to): say BYE going-away."""
         return self.close(now, E_GOING_AWAY)
 
-    def link_lost(self) -> None:
+    def link_lost(self, why: str = "the link closed") -> None:
         """The link closed under the session: it ends, and there is no one to tell."""
-        self._end(Closed(E_GOING_AWAY, "the link closed", by_peer=True))
+        self._end(Closed(E_GOING_AWAY, why, by_peer=True, link_lost=True))
 
     def expire(self, limit: float) -> None:
         """The driver's time limit for a one-shot session passed: end without a frame (the
@@ -637,10 +639,14 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             progressed = True
-            lost = lost or not covers_below(st.acked, done.top, st.held)
+            held = covers_below(st.acked, done.top, st.held)
+            lost = lost or not held
+            self.envelopes_acked += done.count if held else 0
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        kept = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        self.envelopes_acked += sum(b.count for b in st.inflight) - sum(b.count for b in kept)
+        st.inflight = kept
         if lost:
             st.go_back()
         elif progressed:
@@ -672,7 +678,7 @@ class Session:
                                          env.signature))
             merge(st.sent, top)
             self.envelopes_out += len(envs)
-            st.inflight.append(Inflight(st.next_batch, top, now))
+            st.inflight.append(Inflight(st.next_batch, top, now, len(envs)))
             out.append(encode(Envelopes(st.mine, st.next_batch, wire)))
             st.next_batch += 1
         return out
@@ -696,7 +702,7 @@ class Session:
                 parts.append(envelope_item(key if ref is None else ref, tail))
             merge(st.sent, top)
             self.envelopes_out += len(items)
-            st.inflight.append(Inflight(st.next_batch, top, now))
+            st.inflight.append(Inflight(st.next_batch, top, now, len(items)))
             out.append(encode_envelopes(st.mine, st.next_batch, parts))
             st.next_batch += 1
         return out

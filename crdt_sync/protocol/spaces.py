@@ -16,6 +16,7 @@ class Inflight:
     batch: int
     top: dict[str, int]
     sent_at: float
+    count: int = 0  # envelopes in it
 
 
 @dataclass
