@@ -39,7 +39,16 @@ from .identity import Identity
 from .journal import Journal
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
-from .results import Change, ImportResult, PeerStatus, ReceiveResult, Rejection, SpaceStatus, Status
+from .results import (
+    Change,
+    ImportResult,
+    JournalDamage,
+    PeerStatus,
+    ReceiveResult,
+    Rejection,
+    SpaceStatus,
+    Status,
+)
 from .schedule import SealSchedule
 from .sealing import Sealer
 from .space import Space
@@ -242,7 +251,7 @@ class Replica:
         with self._store.write():
             changed = self._follower.catch_up()
             self._sealer.seal(records)
-            self._store.set_journal_folded(journal.name, journal.count)
+            self._store.set_journal_folded(journal.name, journal.size)
         journal.mark_sealed()
         self._touched.update(records)
         for key in records:
@@ -334,8 +343,11 @@ class Replica:
                                   behind=sum(max(0, s - p_vv.get(a, 0)) for a, s in vv.items()),
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
                        for p, p_vv, seen in peers])
+        damage = [JournalDamage(hlc_to_iso(at << 16), j, k, o, b, r, t)
+                  for at, j, k, o, b, r, t in self._store.journal_damage()]
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
-                      unsealed=self.unsealed(), rejections=len(self._store.rejections()))
+                      unsealed=self.unsealed(), rejections=len(self._store.rejections()),
+                      journal_damage=damage)
 
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""

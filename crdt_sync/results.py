@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 
@@ -69,14 +69,39 @@ class SpaceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalDamage:
+    """A damaged run found in a dead process's journal when it was recovered: what was lost.
+
+    Every intact record around it was sealed; the file was kept aside at ``kept``.
+    """
+
+    #: when it was found (ISO 8601)
+    at: str
+    #: the journal file's name under ``DIR/journal/``
+    journal: str
+    #: where the damaged file is now
+    kept: str
+    #: where the run starts in the file, and its length in bytes
+    offset: int
+    bytes: int
+    #: journal records lost (transactions' edits of one entity each), at least 1
+    records: int
+    #: True when the run is at the end of the file: a write cut short when the process
+    #: died (an edit that never returned) looks the same
+    tail: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """Device id, spaces with version vectors, unsealed edits, rejections recorded."""
+    """Device id, spaces with version vectors, unsealed edits, rejections recorded, and the
+    journal damage recovery found (newest first)."""
 
     device: str
     data: str
     spaces: dict[str, SpaceStatus]
     unsealed: int
     rejections: int
+    journal_damage: list[JournalDamage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -58,7 +58,13 @@ CREATE TABLE IF NOT EXISTS rejections(
     id INTEGER PRIMARY KEY, at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
     detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS clients(client INTEGER PRIMARY KEY, pid INTEGER, opened INTEGER);
+-- folded: bytes of the journal file sealed (the end of its last sealed record)
 CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, folded INTEGER NOT NULL) WITHOUT ROWID;
+-- damaged runs found in dead processes' journals by recovery, and where each file was kept
+CREATE TABLE IF NOT EXISTS journal_damage(
+    id INTEGER PRIMARY KEY, at INTEGER NOT NULL, journal TEXT NOT NULL, kept TEXT NOT NULL,
+    offset INTEGER NOT NULL, bytes INTEGER NOT NULL, records INTEGER NOT NULL,
+    tail INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peers(
     peer TEXT NOT NULL, space TEXT NOT NULL, vv BLOB NOT NULL, seen INTEGER NOT NULL,
     PRIMARY KEY(peer, space)) WITHOUT ROWID;
@@ -95,15 +101,16 @@ class Store(EnvelopeReads):
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             with self.write():
                 version = self._meta("format")
-                if version is None:
-                    for statement in _SCHEMA.split(";"):  # executescript would commit
-                        if statement.strip():
-                            self.db.execute(statement)
-                    self.set_meta("format", STORE_FORMAT)
-                elif int(version) > STORE_FORMAT:
+                if version is not None and int(version) > STORE_FORMAT:
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                # every open: tables added within format 1 appear in older stores too
+                for statement in _SCHEMA.split(";"):  # executescript would commit
+                    if statement.strip():
+                        self.db.execute(statement)
+                if version is None:
+                    self.set_meta("format", STORE_FORMAT)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
@@ -310,6 +317,24 @@ class Store(EnvelopeReads):
 
     def forget_journal(self, name: str) -> None:
         self.db.execute("DELETE FROM journals WHERE name=?", (name,))
+
+    def record_journal_damage(self, journal: str, kept: str, offset: int, length: int,
+                              records: int, tail: bool) -> None:
+        self.db.execute("INSERT INTO journal_damage(at, journal, kept, offset, bytes, records, tail)"
+                        " VALUES(?,?,?,?,?,?,?)", (time.time_ns() // 1_000_000, journal, kept,
+                                                   offset, length, records, int(tail)))
+
+    def journal_kept(self, journal: str) -> str | None:
+        """Where a damaged journal was (or is to be) kept aside, if damage was recorded."""
+        row = self.db.execute("SELECT kept FROM journal_damage WHERE journal=? LIMIT 1",
+                              (journal,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def journal_damage(self, limit: int = 100) -> list[tuple[int, str, str, int, int, int, bool]]:
+        """``(at ms, journal, kept, offset, bytes, records, tail)``, newest first."""
+        return [(int(at), j, k, int(o), int(b), int(r), bool(t)) for at, j, k, o, b, r, t in
+                self.db.execute("SELECT at, journal, kept, offset, bytes, records, tail FROM "
+                                "journal_damage ORDER BY id DESC LIMIT ?", (limit,))]
 
     # -- peers and rejections --------------------------------------------------------------
     def record_peer(self, peer: str, space: str, vv: dict[str, int]) -> None:

@@ -119,6 +119,12 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+        for d in status["journal_damage"]:
+            where = "at its end (or a write cut short)" if d["tail"] else f"at byte {d['offset']}"
+            out.err.print(f"[bold red]journal damage:[/] {d['records']} record(s), {d['bytes']} bytes "
+                          f"{where} of {d['journal']} were lost when it was recovered at {d['at']}; "
+                          f"every other record was kept. The file is kept at {d['kept']}",
+                          markup=True, highlight=False)
 
     out.emit(status, human)
 
