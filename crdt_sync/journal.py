@@ -293,7 +293,7 @@ def _framed(data: bytes, off: int) -> int:
     if off + _HEAD.size > len(data):
         return -1
     length, _, a, b, c = _HEAD.unpack_from(data, off)
-    end = off + _FRAME.size + length
+    end: int = off + _FRAME.size + length
     if max(a, b, c) > MAX_KEY_PART or length < _LENS.size + a + b + c or end > len(data):
         return -1
     return end

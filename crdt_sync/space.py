@@ -17,7 +17,6 @@ from .entity import (
     KIND_VALUE,
     EntityDoc,
     Entry,
-    check_field_name,
     check_text_insert,
 )
 from .errors import NotFound
@@ -25,7 +24,7 @@ from .hlc import hlc_to_iso
 from .payload import unpack_items
 from .results import Change, Conflict, FieldWrite, HistoryEntry
 from .store import EntityKey, Store
-from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
+from .values import MAX_TEXT_INSERT, check_field_name, check_name, decode_value, encode_value
 from .writes import LocalWrites, Transaction
 
 KIND_NAMES = {KIND_VALUE: "value", KIND_TEXT: "text", KIND_LIST: "list", KIND_REMOVED: "removed"}
@@ -90,13 +89,13 @@ class EntityWriter:
 
     def set(self, name: str, value: Any) -> None:
         check_field_name(name)
-        self._write(name, KIND_VALUE, value, len(encode_value(value)))
+        self._write(name, KIND_VALUE, value, len(encode_value(value, f"field {name!r}")))
 
     def update(self, fields: Mapping[str, Any]) -> None:
         sizes = {}
         for name, value in fields.items():  # check all before writing any
             check_field_name(name)
-            sizes[name] = len(encode_value(value))
+            sizes[name] = len(encode_value(value, f"field {name!r}"))
         if not fields:
             self._write_touch()
         for name, value in fields.items():

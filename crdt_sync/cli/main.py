@@ -11,6 +11,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 5 rejected input. Errors go to 
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import CrdtSyncError, NotFound, Rejected, StoreError, ValueRejected
@@ -105,6 +107,9 @@ def _entity_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name from a non-UTF-8 command line prints
+        if isinstance(stream, io.TextIOWrapper):  # as \udcXX rather than failing to print
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     args.data = getattr(args, "data", None)
