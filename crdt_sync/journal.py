@@ -39,6 +39,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .diskfaults import disk_full, is_full
+from .errors import DiskFull, StoreError
 from .payload import ITEM_HEADER
 
 _FRAME = struct.Struct("<II")  # u32 length | u32 crc32, before each record
@@ -143,10 +145,23 @@ class Journal:
                     raise
                 self.map = None  # a file system that cannot reserve or map: write() it is
                 self.limit = 0
+            except DiskFull:  # too little room to reserve ahead: write() each record, which
+                os.ftruncate(fd, 0)  # works while there is room for it (a nearly full disk)
+                self.map = None
+                self.limit = 0
 
-    def _reserve(self, capacity: int) -> None:
-        """Reserve the file's blocks up to ``capacity`` bytes and map them."""
-        os.posix_fallocate(self._fd, 0, capacity)  # ENOSPC here, as an OSError
+    def _reserve(self, capacity: int, doing: str = "reserving room in the journal") -> None:
+        """Reserve the file's blocks up to ``capacity`` bytes and map them.
+
+        Raises:
+            DiskFull: no room for them (ENOSPC, EDQUOT).
+        """
+        try:
+            os.posix_fallocate(self._fd, 0, capacity)
+        except OSError as exc:
+            if is_full(exc, self.directory):
+                raise disk_full(self.directory / self.name, doing) from exc
+            raise
         if self.map is None:
             self.map = mmap.mmap(self._fd, capacity)
         else:
@@ -207,11 +222,18 @@ class Journal:
         end = start + len(record)
         mapped = self.map
         if mapped is not None:
-            if end > self.limit:
-                self._reserve(max(end, 2 * self.limit))  # resizes this same map
+            if end > self.limit:  # resizes this same map
+                self._reserve(max(end, 2 * self.limit), "growing the journal for an edit (it "
+                                                        "was not saved)")
             mapped[start:end] = record
         else:
-            written = os.write(self._fd, record)
+            try:
+                written = os.write(self._fd, record)
+            except OSError as exc:
+                if is_full(exc, self.directory):
+                    raise disk_full(self.directory / self.name,
+                                    "journaling an edit (it was not saved)") from exc
+                raise
             if written != len(record):  # a full disk: refuse loudly rather than half-write,
                 os.ftruncate(self._fd, start)  # and leave no torn record before the next one
                 raise OSError(f"journal write of {len(record)} bytes wrote {written}")
@@ -246,6 +268,28 @@ class Journal:
     def close(self) -> None:
         if self._fd >= 0:
             self._release()
+
+
+class ReadOnlyJournal(Journal):
+    """The journal of a replica opened read-only: no file, and every append refuses."""
+
+    def __init__(self, directory: Path, client_id: int) -> None:
+        self.directory = directory
+        self.client_id = client_id
+        self.fsync = False
+        self.generation = 0
+        self.count = self.size = self.sealed_count = self.sealed_size = 0
+        self._fd = -1
+        self.map = None
+        self.limit = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.client_id:x}-read-only"  # no such file: close() unlinks nothing
+
+    def append_record(self, record: bytes) -> None:
+        raise StoreError(f"{self.directory.parent} is open read-only (the disk was full): "
+                         "the edit was not saved")
 
 
 def read_records(path: Path) -> Iterator[bytes]:

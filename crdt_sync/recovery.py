@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from .errors import DiskFull
 from .hlc import HybridClock
 from .journal import Damaged, group_intact, orphans, scan
 from .payload import item_hlc
@@ -37,6 +38,11 @@ def _recover(directory: Path, name: str, store: Store, sealer: Sealer, clock: Hy
     done = store.journal_folded(name)  # bytes of the file already sealed
     data = path.read_bytes()
     found = scan(data)
+    end = max([e for _, e in found.records] + [d.offset + d.length for d in found.damaged],
+              default=0)
+    if end < len(data):  # give back the room the dead process reserved (a full disk needs it)
+        os.truncate(path, end)
+        data = data[:end]
     records, bad = group_intact(data, [(s, e) for s, e in found.records if e > done])
     lost = [d for d in found.damaged if d.offset + d.length > done]
     lost += [Damaged(s, e - s, 1, False) for s, e in bad]
@@ -48,13 +54,19 @@ def _recover(directory: Path, name: str, store: Store, sealer: Sealer, clock: Hy
         for item in items:
             clock.observe(item_hlc(item))
     if records or lost:
-        with store.write():
-            if records:
-                sealer.seal(records, int(name.split("-")[0], 16))
-            # in the same commit, so dying before the move cannot seal them twice
-            store.set_journal_folded(name, len(data))
-            for d in lost:
-                store.record_journal_damage(name, str(kept), d.offset, d.length, d.records, d.tail)
+        try:
+            with store.write():
+                if records:
+                    sealer.seal(records, int(name.split("-")[0], 16))
+                # in the same commit, so dying before the move cannot seal them twice
+                store.set_journal_folded(name, len(data))
+                for d in lost:
+                    store.record_journal_damage(name, str(kept), d.offset, d.length, d.records,
+                                                d.tail)
+        except DiskFull as exc:
+            raise DiskFull(f"{exc}. Sealing the edits a process that ended left in the journal "
+                           f"{path} needs it; they stay there until there is room",
+                           exc.path) from exc
     if kept is not None:
         Path(kept).parent.mkdir(exist_ok=True)
         os.replace(path, kept)

@@ -31,12 +31,12 @@ from pathlib import Path
 from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
 from .envelope import MAX_SPACE_NAME
-from .errors import CrdtSyncError, Rejected
+from .errors import CrdtSyncError, DiskFull, Rejected, StoreError
 from .follow import StoreFollower
 from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
-from .journal import Journal
+from .journal import Journal, ReadOnlyJournal
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
 from .results import (
@@ -79,24 +79,42 @@ class Replica:
             into envelopes (0: after every transaction).
         seal_max_wait: the longest, in seconds, edits that keep coming wait to be sealed.
         wall: wall clock in milliseconds (tests inject one).
+        read_only: open without writing anything (for a full disk): no journal, dead
+            processes' journals left for a writer to seal, every write raises StoreError.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
                  cache_size: int = 256, seal_interval: float = 0.05, seal_max_wait: float = 1.0,
-                 wall: Callable[[], int] = wall_ms) -> None:
+                 wall: Callable[[], int] = wall_ms, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._store = store = Store(self.path, fsync)
-        with store.write():
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._store = store = Store(self.path, fsync, read_only)
+        try:
+            self._assemble(store, fsync, cache_size, seal_interval, seal_max_wait, wall)
+        except BaseException:
+            store.close()
+            raise
+
+    def _assemble(self, store: Store, fsync: bool, cache_size: int, seal_interval: float,
+                  seal_max_wait: float, wall: Callable[[], int]) -> None:
+        if store.read_only:
             seed = store.meta("device_seed")
             if seed is None:
-                seed = Identity.generate().seed
-                store.set_meta("device_seed", seed)
+                raise StoreError(f"{store.path} holds no device yet: nothing to read")
             self.identity = Identity(bytes(seed))
-            while True:  # a Yjs client id no other process of any device will use
-                client = random.getrandbits(53)
-                if client and store.allocate_client(client, os.getpid()):
-                    break
+            client = random.getrandbits(53) | 1  # never registered: it writes nothing
+        else:
+            with store.write():
+                seed = store.meta("device_seed")
+                if seed is None:
+                    seed = Identity.generate().seed
+                    store.set_meta("device_seed", seed)
+                self.identity = Identity(bytes(seed))
+                while True:  # a Yjs client id no other process of any device will use
+                    client = random.getrandbits(53)
+                    if client and store.allocate_client(client, os.getpid()):
+                        break
         self.client_id: int = client
         self.device_id: str = self.identity.id
         self._clock = clock = HybridClock(wall, store.max_hlc())
@@ -112,13 +130,21 @@ class Replica:
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
         self._sealer = sealer = Sealer(self.identity, client, store, cache)
-        # before this process's own journal exists: recovery seals dead processes' journals
-        recover_orphans(directory, store, sealer, clock)
-        self._journal = journal = Journal(directory, client, fsync)
-        writes.attach(cache, journal)
+        if store.read_only:  # dead processes' journals stay for a writer to seal
+            self._journal: Journal = ReadOnlyJournal(directory, client)
+        else:
+            # before this process's own journal exists: recovery seals dead processes' journals
+            recover_orphans(directory, store, sealer, clock)
+            self._journal = Journal(directory, client, fsync)
+        writes.attach(cache, self._journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
         self.sync_host = ReplicaHost(self, store)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened with ``read_only=True``: reads work, every write raises StoreError."""
+        return self._store.read_only
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Replica:
@@ -140,8 +166,9 @@ class Replica:
         # nothing sealed, and seal every record of it a second time.
         (self.path / "journal" / self._journal.name).unlink(missing_ok=True)
         self._journal.close()
-        with self._store.write():
-            self._store.forget_journal(self._journal.name)
+        if not self._store.read_only:
+            with self._store.write():
+                self._store.forget_journal(self._journal.name)
         self._store.close()
         self._writes.close()
         self._closed = True
@@ -216,8 +243,13 @@ class Replica:
         """After a transaction that needs attention or whose edits are due: notify, seal, evict."""
         writes = self._writes
         if writes.lost:
-            self.seal()  # so the entity reloads with every edit that did reach the journal
-            writes.drop_lost()
+            try:
+                self.seal()  # so the entity reloads with every edit that did reach the journal
+            except DiskFull as exc:
+                raise DiskFull(f"the last edit was not saved (its journal write failed), and "
+                               f"sealing the earlier ones failed too: {exc}", exc.path) from exc
+            finally:
+                writes.drop_lost()
         if self._observers:
             self._notify(changed, "local")
         if seal_due:
@@ -248,10 +280,16 @@ class Replica:
         if not journal.unsealed:
             return
         records = journal.unsealed_records()
-        with self._store.write():
-            changed = self._follower.catch_up()
-            self._sealer.seal(records)
-            self._store.set_journal_folded(journal.name, journal.size)
+        try:
+            with self._store.write():
+                changed = self._follower.catch_up()
+                self._sealer.seal(records)
+                self._store.set_journal_folded(journal.name, journal.size)
+        except DiskFull as exc:
+            raise DiskFull(f"{exc}. Nothing is lost: the {journal.unsealed} edits not sealed "
+                           f"yet are in the journal {journal.directory / journal.name}, and "
+                           "are sealed once there is room (by this process, or by the next "
+                           "one to open the data directory)", exc.path) from exc
         journal.mark_sealed()
         self._touched.update(records)
         for key in records:

@@ -15,11 +15,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import cbor2
 
 from . import chain
 from .chain import Outcome
+from .diskfaults import disk_full, is_full, store_error
 from .envelope import Envelope
 from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
@@ -76,23 +78,38 @@ EntityKey = tuple[str, str, str]
 class Store(EnvelopeReads):
     """The SQLite side of a :class:`~crdt_sync.Replica`."""
 
-    def __init__(self, directory: Path, fsync: bool = False) -> None:
+    def __init__(self, directory: Path, fsync: bool = False, read_only: bool = False) -> None:
         self.path = directory / DB_NAME
+        #: opened for reading only (a full disk): :meth:`write` refuses
+        self.read_only = read_only
         # A shared 8-byte counter that every commit changes: checking it costs a memory
         # read, where PRAGMA data_version costs a SQLite call on every transaction.
-        fd = os.open(directory / SIGNAL_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if os.fstat(fd).st_size < 8:
-                os.ftruncate(fd, 8)
-            self._signal_map = mmap.mmap(fd, 8)
-        finally:
-            os.close(fd)
+            fd = os.open(directory / SIGNAL_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)
+                self._signal_map = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if is_full(exc, directory):
+                raise disk_full(directory / SIGNAL_NAME, "opening the data directory") from exc
+            raise
         #: the counter, mapped (``signal[0]``, a native u64: only processes on this machine
         #: share it); ``seen`` is its value when this process last looked. Compared once
         #: per transaction, by indexing: see :meth:`changed_elsewhere`.
         self.signal = memoryview(self._signal_map).cast("Q")
         self.seen: int = self.signal[0]
         try:
+            if read_only:
+                self.db = self._connect_read_only()
+                version = self._meta("format")
+                if version is not None and int(version) > STORE_FORMAT:
+                    raise StoreVersionError(
+                        f"{self.path} has store format {int(version)}; this crdt-sync reads "
+                        f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -111,24 +128,62 @@ class Store(EnvelopeReads):
                         self.db.execute(statement)
                 if version is None:
                     self.set_meta("format", STORE_FORMAT)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path, "opening the store") from exc
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that writes nothing. On a full disk SQLite cannot create the WAL's
+        shared-memory file; when the WAL holds nothing, the database file alone is the
+        store and is read as immutable, else reading needs that room first."""
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0,
+                             check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if not is_full(exc, self.path):
+                raise
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise disk_full(self.path, "reading the store's write-ahead log "
+                                           "(SQLite needs a 32 KiB shared-memory file)") from exc
+        return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
 
     # -- transactions ------------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[None]:
-        """One write transaction (nestable: inner ones join the outer)."""
+        """One write transaction (nestable: inner ones join the outer).
+
+        Raises:
+            DiskFull: no room to write (the transaction was rolled back).
+            StoreCorrupt: the file is damaged.
+            StoreError: the store is open read-only, or another SQLite failure.
+        """
         if self.db.in_transaction:
             yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only (the disk was full): nothing "
+                             "can be written")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path, "a write to the store") from exc
         before = self.db.total_changes
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may have rolled back already (a full disk does): a ROLLBACK then fails
+            # with "no transaction is active" and would hide the real cause
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(exc, self.path, "a write to the store") from exc
             raise
-        self.db.execute("COMMIT")
         if self.db.total_changes != before:
             self._bump()
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFound
+from ..errors import DiskFull, NotFound
 from .output import Output, UsageError, data_dir, parse_assignment, short, show
 
 
@@ -31,7 +31,7 @@ def cmd_put(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_get(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         result = replica.space(args.space).get(args.collection, args.id)
         out.emit(result, lambda: _print_fields(out, result))
 
@@ -41,7 +41,7 @@ def _print_fields(out: Output, fields: dict[str, Any]) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         rows = [{"collection": c, "id": i, "fields": f}
                 for c, i, f in replica.space(args.space).rows(args.collection)]
         out.emit(rows, lambda: out.table(
@@ -57,7 +57,7 @@ def cmd_delete(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_history(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         changes = [h.to_dict() for h in replica.space(args.space).history(args.collection, args.id)]
         out.emit(changes, lambda: out.table(
             f"history of {args.collection}/{args.id}", ["time", "author", "changes"],
@@ -73,7 +73,7 @@ def _describe(change: dict[str, Any]) -> str:
 
 
 def cmd_conflicts(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         items = [c.to_dict() for c in replica.space(args.space).conflicts()]
         out.emit(items, lambda: out.table(
             f"conflicts in {args.space}: {len(items)}", ["entity", "field", "winner", "lost"],
@@ -87,7 +87,7 @@ def _entry(entry: dict[str, Any]) -> str:
 
 
 def cmd_spaces(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         names = replica.spaces()
         out.emit({"spaces": names}, lambda: out.console.print("\n".join(names) or "(no spaces)"))
 
@@ -105,7 +105,7 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         status = replica.status().to_dict()
 
     def human() -> None:
@@ -188,7 +188,19 @@ def cmd_bench_merge(args: argparse.Namespace, out: Output) -> None:
         raise SystemExit(code)
 
 
-def open_replica(args: argparse.Namespace) -> Any:
+def open_replica(args: argparse.Namespace, reading: Output | None = None) -> Any:
+    """The replica of ``--data``. A command that only reads passes its ``Output``: on a full
+    disk it then gets the replica read-only, with a warning, instead of the error."""
     from ..replica import Replica
 
-    return Replica(data_dir(args.data))
+    path = data_dir(args.data)
+    if reading is None:
+        return Replica(path)
+    try:
+        return Replica(path)
+    except DiskFull as full:
+        replica = Replica(path, read_only=True)
+        pending = replica.unsealed()
+        reading.warn("disk-full", f"{full}. Showing what the store holds, read-only" + (
+            f"; {pending} journaled edits are not sealed yet and not shown" if pending else ""))
+        return replica

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import argparse
 import io
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
-from ..errors import CrdtSyncError, NotFound, Rejected, StoreError, ValueRejected
+from ..diskfaults import store_error
+from ..errors import (
+    CrdtSyncError,
+    DiskFull,
+    NotFound,
+    Rejected,
+    StoreCorrupt,
+    StoreError,
+    ValueRejected,
+)
 from .local import (
     cmd_bench_merge,
     cmd_conflicts,
@@ -43,6 +53,7 @@ from .output import (
     EXIT_USAGE,
     Output,
     UsageError,
+    data_dir,
 )
 
 
@@ -106,6 +117,15 @@ def _entity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("id")
 
 
+def _run(args: argparse.Namespace, out: Output) -> None:
+    try:
+        args.func(args, out)
+    except sqlite3.Error as exc:  # a read that met a damaged page, outside a write transaction
+        from ..store import DB_NAME
+
+        raise store_error(exc, data_dir(args.data) / DB_NAME, "reading the store") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name from a non-UTF-8 command line prints
         if isinstance(stream, io.TextIOWrapper):  # as \udcXX rather than failing to print
@@ -116,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     out = Output(args.json)
     try:
-        args.func(args, out)
+        _run(args, out)
     except UsageError as exc:
         out.fail(EXIT_USAGE, "usage", str(exc))
     except NotFound as exc:
@@ -125,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.fail(EXIT_REJECTED, exc.reason, f"rejected, nothing changed: {exc}")
     except ValueRejected as exc:
         out.fail(EXIT_REJECTED, "value-rejected", f"{exc}; nothing changed")
+    except DiskFull as exc:
+        out.fail(EXIT_ERROR, "disk-full", str(exc))
+    except StoreCorrupt as exc:
+        out.fail(EXIT_ERROR, "store-corrupt", str(exc))
     except StoreError as exc:
         out.fail(EXIT_ERROR, "store", str(exc))
     except ConnectionError as exc:

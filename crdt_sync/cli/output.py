@@ -77,6 +77,13 @@ class Output:
             table.add_row(*(cell if isinstance(cell, str) else show(cell) for cell in row))
         self.console.print(table)
 
+    def warn(self, kind: str, message: str) -> None:
+        """A warning on stderr (the command goes on): ``{"warning": {...}}`` under ``--json``."""
+        if self.json:
+            print(json.dumps({"warning": {"kind": kind, "message": message}}), file=sys.stderr)
+        else:
+            self.err.print(f"[bold yellow]warning:[/] {message}", markup=True, highlight=False)
+
     def fail(self, code: int, kind: str, message: str) -> NoReturn:
         if self.json:
             print(json.dumps({"error": {"code": code, "kind": kind, "message": message}}),
