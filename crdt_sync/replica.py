@@ -196,6 +196,7 @@ class Replica:
 
     def leave(self, space: str) -> None:
         """Stop keeping and syncing ``space``; its data stays until the space is joined again."""
+        check_name("space name", space, MAX_SPACE_NAME)
         with self._store.write():
             self._store.join(space, joined=False)
 
@@ -336,6 +337,7 @@ class Replica:
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
         """Everything of ``space`` not covered by ``since`` (all of it by default)."""
+        check_name("space name", space, MAX_SPACE_NAME)
         self.seal()
         self.refresh()
         envelopes = self._store.envelopes_since(space, since or {})
@@ -360,9 +362,12 @@ class Replica:
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
         """What ``peer`` is known to have of ``space`` (from its bundles and sessions)."""
+        check_name("device id", peer)
+        check_name("space name", space, MAX_SPACE_NAME)
         return self._store.peer_vv(peer, space)
 
     def version_vector(self, space: str) -> dict[str, int]:
+        check_name("space name", space, MAX_SPACE_NAME)
         self.refresh()
         return self._store.version_vector(space)
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import DiskFull, NotFound
+from ..errors import DiskFull, NotFound, ValueRejected
+from ..values import check_name, loads_json
 from .output import Output, UsageError, data_dir, parse_assignment, short, show
+
+#: The largest seq a version vector may name (SQLite's INTEGER is signed 64-bit).
+SEQ_MAX = 2**63 - 1
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> None:
@@ -152,11 +155,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
 
 def _parse_vv(text: str) -> dict[str, int]:
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = loads_json(text)
+    except ValueError:  # not JSON, or nested too deep (ValueRejected is a ValueError)
         raise UsageError("--since takes a JSON version vector, e.g. '{\"<device>\": 12}'") from None
-    if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-        raise UsageError("--since takes a JSON object of device id to seq")
+    if not isinstance(value, dict) or not all(
+            type(v) is int and 0 <= v <= SEQ_MAX for v in value.values()):
+        raise UsageError(f"--since takes a JSON object of device id to seq (0..{SEQ_MAX})")
+    for device in value:
+        try:
+            check_name("device id", device)
+        except ValueRejected as exc:
+            raise UsageError(f"--since: {exc}") from None
     return {str(k): int(v) for k, v in value.items()}
 
 

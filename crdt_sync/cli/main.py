@@ -15,6 +15,7 @@ import io
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ..diskfaults import store_error
 from ..errors import (
@@ -57,13 +58,21 @@ from .output import (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes raise :class:`UsageError` (exit 2, as JSON under ``--json``)
+    instead of argparse's own printing; subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
                         help=f"data directory (default: ${ENV_DATA}, else the user data directory)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print machine-readable JSON")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crdt-sync", parents=[common],
         description="Offline-first sync engine for field teams. Exit codes: 0 ok, 1 error, "
                     "2 usage, 3 not found, 5 rejected input.")
@@ -131,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):  # as \udcXX rather than failing to print
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        words = sys.argv[1:] if argv is None else list(argv)
+        Output("--json" in words).fail(EXIT_USAGE, "usage", str(exc))
     args.data = getattr(args, "data", None)
     args.json = getattr(args, "json", False)
     out = Output(args.json)
