@@ -138,6 +138,12 @@ def test_no_input_prints_a_traceback(workspace: Path, argv: list[str],
     ["import", "{tmp}/garbage"],
     ["get", "s", "c", "e", "--bogus", "--json"],
     ["no-such-command", "--json"],
+    # the networked commands, with arguments refused before any connection is tried
+    ["sync", "--relay", "notaurl", "--json"],
+    ["sync", "--relay", "ws://[::1", "--json"],
+    ["peer", "--relay", "ftp://127.0.0.1:1"],
+    ["sync", "--relay", "ws://127.0.0.1:1", "--timeout", "nan", "--json"],
+    ["relay", "--cert", "/nonexistent/c", "--key", "/nonexistent/k", "--port", "0", "--json"],
 ])
 def test_as_real_processes(workspace: Path, argv: list[str]) -> None:
     argv = [a.replace("{tmp}", str(workspace)) for a in argv]
