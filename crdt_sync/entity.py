@@ -238,7 +238,10 @@ def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
     if not (type(hlc) is int and 0 <= hlc < 2**64 and isinstance(author, str)
             and type(kind) is int and kind in _KINDS):
         raise ValueError(f"register {key!r} has the wrong types")
-    check_value(value, f"register {key!r}", finite=False)  # ValueRejected is a ValueError
+    try:
+        check_value(value, finite=False)
+    except ValueRejected as exc:  # a ValueError, as the callers expect
+        raise ValueRejected(f"register {key!r}: {exc}") from None
     return name, Entry(hlc, author, int(client), kind, value)
 
 

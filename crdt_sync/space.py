@@ -28,8 +28,8 @@ from .values import (
     MAX_TEXT_INSERT,
     check_field_name,
     check_name,
-    check_value,
     decode_value,
+    encode_field,
     encode_value,
 )
 from .writes import LocalWrites, Transaction
@@ -96,13 +96,13 @@ class EntityWriter:
 
     def set(self, name: str, value: Any) -> None:
         check_field_name(name)
-        self._write(name, KIND_VALUE, value, len(encode_value(value, f"field {name!r}")))
+        self._write(name, KIND_VALUE, value, len(encode_field(name, value)))
 
     def update(self, fields: Mapping[str, Any]) -> None:
         sizes = {}
         for name, value in fields.items():  # check all before writing any
             check_field_name(name)
-            sizes[name] = len(encode_value(value, f"field {name!r}"))
+            sizes[name] = len(encode_field(name, value))
         if not fields:
             self._write_touch()
         for name, value in fields.items():
@@ -397,7 +397,7 @@ class Space:
         check_name("collection", collection)
         for name, value in where.items():
             check_field_name(name)
-            check_value(value, f"field {name!r}")
+            encode_field(name, value)
         self.replica.seal()
         self.replica.refresh()
         encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index

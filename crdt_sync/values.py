@@ -28,32 +28,35 @@ INT_MAX = 2**64 - 1
 Value = None | bool | int | float | str | bytes | list[Any] | dict[str, Any]
 
 
-def check_value(value: object, what: str = "value", depth: int = 0, *, finite: bool = True) -> None:
+def check_value(value: object, what: str = "", depth: int = 0, *, finite: bool = True) -> None:
     """Raise :class:`ValueRejected` unless ``value`` round-trips exactly and is finite; the
-    message starts with ``what`` (e.g. ``field 'pressure'``), naming where it was going.
+    message starts with ``what`` when given (e.g. ``field 'pressure'``).
 
     ``finite=False`` lets infinities through (never NaN): for registers already stored or
     received, which an older crdt-sync could write; new writes are always checked finite.
     """
     if depth > MAX_DEPTH:
-        raise ValueRejected(f"{what}: value nested deeper than {MAX_DEPTH} levels")
+        raise ValueRejected(f"{_at(what)}value nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, bytes)):
         return
     if isinstance(value, str):
-        if not _is_utf8(value):
-            raise ValueRejected(f"{what}: str is not valid Unicode (lone surrogate)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueRejected(f"{_at(what)}str is not valid Unicode (lone surrogate)") from None
         return
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
-            raise ValueRejected(f"{what}: integer {value} does not fit in 64 bits ({INT_MIN}..{INT_MAX})")
+            raise ValueRejected(f"{_at(what)}integer {value} does not fit in 64 bits "
+                                f"({INT_MIN}..{INT_MAX})")
         return
     if isinstance(value, float):
         if math.isnan(value):
-            raise ValueRejected(f"{what}: NaN cannot be stored: it is not equal to itself")
+            raise ValueRejected(f"{_at(what)}NaN cannot be stored: it is not equal to itself")
         if finite and math.isinf(value):
-            raise ValueRejected(f"{what}: {'-' if value < 0 else ''}Infinity cannot be stored: "
-                                "only finite numbers can "
-                                "(JSON has no infinity; 1e400 overflows a float)")
+            raise ValueRejected(f"{_at(what)}{'-' if value < 0 else ''}Infinity cannot be "
+                                "stored: only finite numbers can (JSON has no infinity; 1e400 "
+                                "overflows a float)")
         return
     if isinstance(value, (list, tuple)):
         for item in value:
@@ -62,12 +65,17 @@ def check_value(value: object, what: str = "value", depth: int = 0, *, finite: b
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ValueRejected(f"{what}: dict keys must be str, not {type(key).__name__}")
+                raise ValueRejected(f"{_at(what)}dict keys must be str, not {type(key).__name__}")
             if not _is_utf8(key):
-                raise ValueRejected(f"{what}: dict key {key!r} is not valid Unicode (lone surrogate)")
+                raise ValueRejected(f"{_at(what)}dict key {key!r} is not valid Unicode "
+                                    "(lone surrogate)")
             check_value(item, what, depth + 1, finite=finite)
         return
-    raise ValueRejected(f"{what}: unsupported value type {type(value).__name__}")
+    raise ValueRejected(f"{_at(what)}unsupported value type {type(value).__name__}")
+
+
+def _at(what: str) -> str:
+    return f"{what}: " if what else ""
 
 
 def _is_utf8(text: str) -> bool:
@@ -78,13 +86,22 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def encode_value(value: object, what: str = "value") -> bytes:
+def encode_value(value: object, what: str = "") -> bytes:
     """Check and CBOR-encode one value, refusing what is too large (see :func:`check_value`)."""
     check_value(value, what)
     data = cbor2.dumps(value)
     if len(data) > MAX_VALUE_BYTES:
-        raise ValueRejected(f"{what}: value is {len(data)} bytes encoded; the limit is {MAX_VALUE_BYTES}")
+        raise ValueRejected(f"{_at(what)}value is {len(data)} bytes encoded; the limit is "
+                            f"{MAX_VALUE_BYTES}")
     return data
+
+
+def encode_field(name: str, value: object) -> bytes:
+    """:func:`encode_value` for field ``name``: a refusal names the field (built only then)."""
+    try:
+        return encode_value(value)
+    except ValueRejected as exc:
+        raise ValueRejected(f"field {name!r}: {exc}") from None
 
 
 def decode_value(data: bytes | bytearray) -> Any:

@@ -103,11 +103,11 @@ def test_an_infinity_already_stored_prints_as_valid_json(tmp_path: Path,
     import crdt_sync.space as space_module
     from crdt_sync import values
 
-    def unchecked(value: object, what: str = "value") -> bytes:
-        values.check_value(value, what, finite=False)
+    def unchecked(name: str, value: object) -> bytes:
+        values.check_value(value, finite=False)
         return values.cbor2.dumps(value)
 
-    monkeypatch.setattr(space_module, "encode_value", unchecked)  # the old, unchecked write
+    monkeypatch.setattr(space_module, "encode_field", unchecked)  # the old, unchecked write
     with Replica(tmp_path) as replica:
         replica.space("s").put("c", "e", {"n": math.inf})
     monkeypatch.undo()

@@ -5,7 +5,9 @@ and the relay; those are imported lazily by the commands that need them, so a ma
 without the ``relay`` extra can still use every local command.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 5 rejected input. Errors go to stderr, as
-``{"error": {"code": N, "kind": ..., "message": ...}}`` under ``--json``.
+``{"error": {"code": N, "kind": ..., "message": ...}}`` under ``--json``; each kind of failure
+has its own handler and kind (``disk-full``, ``store-corrupt``, ``value-rejected``, ...: see
+the README), never one message for everything.
 """
 
 from __future__ import annotations
