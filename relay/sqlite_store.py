@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS rejections(
 """
 
 #: The device store's tables that a relay of the device layout created and never wrote.
-_DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "peers")
+_DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "journal_damage",
+                  "peers")
 
 
 def _execute_all(db: sqlite3.Connection, script: str) -> None:
