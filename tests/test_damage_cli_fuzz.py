@@ -62,11 +62,11 @@ def invocations(draw: st.DrawFn) -> list[str]:
         args += draw(st.lists(st.sampled_from(["s"]) | name, min_size=0, max_size=2))
     elif command == "export":
         args += [draw(st.sampled_from(["s"]) | name), "--out",
-                 draw(st.sampled_from(["{tmp}/b.bundle", "/nonexistent/dir/b", "{tmp}", "\udcff"]))]
+                 draw(st.sampled_from(["{tmp}/b.bundle", "/nonexistent/dir/b", "{tmp}", "{tmp}/\udcff"]))]
         args += draw(st.sampled_from([[], ["--since", draw(hostile)], ["--for", draw(name)]]))
     elif command == "import":
         args += [draw(st.sampled_from(["{tmp}/b.bundle", "{tmp}/garbage", "{tmp}/deep", "{tmp}",
-                                       "/nonexistent", "\udcff"]))]
+                                       "/nonexistent", "{tmp}/\udcff"]))]
     if draw(st.booleans()):
         args.insert(draw(st.integers(0, len(args))), "--json")
     return args
