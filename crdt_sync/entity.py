@@ -43,7 +43,6 @@ KIND_VALUE = 0
 KIND_TEXT = 1
 KIND_LIST = 2
 KIND_REMOVED = 3
-MAX_FIELD_NAME = 256
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -55,13 +54,6 @@ class Entry:
     client: int
     kind: int
     value: Any
-
-
-def check_field_name(name: str) -> None:
-    if not isinstance(name, str) or not name or len(name) > MAX_FIELD_NAME:
-        raise ValueRejected(f"field names are non-empty str of at most {MAX_FIELD_NAME} chars")
-    if SEP in name or "\x01" in name:
-        raise ValueRejected("field names may not contain the characters \\x00 or \\x01")
 
 
 class EntityDoc:
@@ -269,7 +261,10 @@ def _parse_register(key: str, raw: Any, clock_end: int = MAX_HLC) -> tuple[str, 
     if not (type(hlc) is int and 0 <= hlc < clock_end and isinstance(author, str)
             and type(kind) is int and kind in _KINDS):
         raise ValueError(f"register {key!r} has the wrong types")
-    check_value(value)  # ValueRejected is a ValueError
+    try:
+        check_value(value, finite=False)
+    except ValueRejected as exc:  # a ValueError, as the callers expect
+        raise ValueRejected(f"register {key!r}: {exc}") from None
     return name, Entry(hlc, author, int(client), kind, value)
 
 

@@ -33,12 +33,12 @@ from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
 from .clocks import check_skew, hold_back
 from .envelope import MAX_SPACE_NAME
-from .errors import CrdtSyncError, Rejected
+from .errors import CrdtSyncError, DiskFull, Rejected, StoreError
 from .follow import StoreFollower
 from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
-from .journal import Journal
+from .journal import Journal, ReadOnlyJournal
 from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
@@ -47,6 +47,7 @@ from .results import (
     Change,
     ClockRefusal,
     ImportResult,
+    JournalDamage,
     PeerStatus,
     ReceiveResult,
     Rejection,
@@ -86,26 +87,44 @@ class Replica:
         max_clock_skew: how far, in seconds, another device's clock may be ahead of ``wall``:
             sync sessions hold back envelopes stamped further ahead, and no received time
             moves this device's clock past ``wall`` plus this (docs/PROTOCOL.md, "Clocks").
+        read_only: open without writing anything (for a full disk): no journal, dead
+            processes' journals left for a writer to seal, every write raises StoreError.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
                  cache_size: int = 256, seal_interval: float = 0.05, seal_max_wait: float = 1.0,
                  wall: Callable[[], int] = wall_ms,
-                 max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000) -> None:
+                 max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000, read_only: bool = False) -> None:
         skew_ms = check_skew(max_clock_skew)
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._store = store = Store(self.path, fsync)
-        with store.write():
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._store = store = Store(self.path, fsync, read_only)
+        try:
+            self._assemble(store, fsync, cache_size, seal_interval, seal_max_wait, wall, skew_ms)
+        except BaseException:
+            store.close()
+            raise
+
+    def _assemble(self, store: Store, fsync: bool, cache_size: int, seal_interval: float,
+                  seal_max_wait: float, wall: Callable[[], int], skew_ms: int) -> None:
+        if store.read_only:
             seed = store.meta("device_seed")
             if seed is None:
-                seed = Identity.generate().seed
-                store.set_meta("device_seed", seed)
+                raise StoreError(f"{store.path} holds no device yet: nothing to read")
             self.identity = Identity(bytes(seed))
-            while True:  # a Yjs client id no other process of any device will use
-                client = random.getrandbits(53)
-                if client and store.allocate_client(client, os.getpid()):
-                    break
+            client = random.getrandbits(53) | 1  # never registered: it writes nothing
+        else:
+            with store.write():
+                seed = store.meta("device_seed")
+                if seed is None:
+                    seed = Identity.generate().seed
+                    store.set_meta("device_seed", seed)
+                self.identity = Identity(bytes(seed))
+                while True:  # a Yjs client id no other process of any device will use
+                    client = random.getrandbits(53)
+                    if client and store.allocate_client(client, os.getpid()):
+                        break
         self.client_id: int = client
         self.device_id: str = self.identity.id
         self._clock = clock = HybridClock(wall, store.max_hlc(), skew_ms)
@@ -121,13 +140,21 @@ class Replica:
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
         self._sealer = sealer = Sealer(self.identity, client, store, cache)
-        # before this process's own journal exists: recovery seals dead processes' journals
-        recover_orphans(directory, store, sealer, clock)
-        self._journal = journal = Journal(directory, client, fsync)
-        writes.attach(cache, journal)
+        if store.read_only:  # dead processes' journals stay for a writer to seal
+            self._journal: Journal = ReadOnlyJournal(directory, client)
+        else:
+            # before this process's own journal exists: recovery seals dead processes' journals
+            recover_orphans(directory, store, sealer, clock)
+            self._journal = Journal(directory, client, fsync)
+        writes.attach(cache, self._journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
         self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened with ``read_only=True``: reads work, every write raises StoreError."""
+        return self._store.read_only
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Replica:
@@ -149,8 +176,9 @@ class Replica:
         # nothing sealed, and seal every record of it a second time.
         (self.path / "journal" / self._journal.name).unlink(missing_ok=True)
         self._journal.close()
-        with self._store.write():
-            self._store.forget_journal(self._journal.name)
+        if not self._store.read_only:
+            with self._store.write():
+                self._store.forget_journal(self._journal.name)
         self._store.close()
         self._writes.close()
         self._closed = True
@@ -178,6 +206,7 @@ class Replica:
 
     def leave(self, space: str) -> None:
         """Stop keeping and syncing ``space``; its data stays until the space is joined again."""
+        check_name("space name", space, MAX_SPACE_NAME)
         with self._store.write():
             self._store.join(space, joined=False)
 
@@ -225,8 +254,13 @@ class Replica:
         """After a transaction that needs attention or whose edits are due: notify, seal, evict."""
         writes = self._writes
         if writes.lost:
-            self.seal()  # so the entity reloads with every edit that did reach the journal
-            writes.drop_lost()
+            try:
+                self.seal()  # so the entity reloads with every edit that did reach the journal
+            except DiskFull as exc:
+                raise DiskFull(f"the last edit was not saved (its journal write failed), and "
+                               f"sealing the earlier ones failed too: {exc}", exc.path) from exc
+            finally:
+                writes.drop_lost()
         if self._observers:
             self._notify(changed, "local")
         if seal_due:
@@ -257,10 +291,16 @@ class Replica:
         if not journal.unsealed:
             return
         records = journal.unsealed_records()
-        with self._store.write():
-            changed = self._follower.catch_up()
-            self._sealer.seal(records)
-            self._store.set_journal_folded(journal.name, journal.count)
+        try:
+            with self._store.write():
+                changed = self._follower.catch_up()
+                self._sealer.seal(records)
+                self._store.set_journal_folded(journal.name, journal.size)
+        except DiskFull as exc:
+            raise DiskFull(f"{exc}. Nothing is lost: the {journal.unsealed} edits not sealed "
+                           f"yet are in the journal {journal.directory / journal.name}, and "
+                           "are sealed once there is room (by this process, or by the next "
+                           "one to open the data directory)", exc.path) from exc
         journal.mark_sealed()
         self._touched.update(records)
         for key in records:
@@ -342,6 +382,7 @@ class Replica:
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
         """Everything of ``space`` not covered by ``since`` (all of it by default)."""
+        check_name("space name", space, MAX_SPACE_NAME)
         self.seal()
         self.refresh()
         envelopes = self._store.envelopes_since(space, since or {})
@@ -370,9 +411,12 @@ class Replica:
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
         """What ``peer`` is known to have of ``space`` (from its bundles and sessions)."""
+        check_name("device id", peer)
+        check_name("space name", space, MAX_SPACE_NAME)
         return self._store.peer_vv(peer, space)
 
     def version_vector(self, space: str) -> dict[str, int]:
+        check_name("space name", space, MAX_SPACE_NAME)
         self.refresh()
         return self._store.version_vector(space)
 
@@ -391,10 +435,12 @@ class Replica:
                                   behind=sum(max(0, s - p_vv.get(a, 0)) for a, s in vv.items()),
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
                        for p, p_vv, seen in peers])
+        damage = [JournalDamage(hlc_to_iso(at << 16), j, k, o, b, r, t)
+                  for at, j, k, o, b, r, t in self._store.journal_damage()]
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
                       unsealed=self.unsealed(), rejections=len(self._store.rejections()),
                       quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers(),
-                      clock_refusals=self._clock_refusals())
+                      clock_refusals=self._clock_refusals(), journal_damage=damage)
 
     def _clock_refusals(self) -> list[ClockRefusal]:
         # A refusal the peer has acknowledged past since (its clock caught up) is over.

@@ -109,9 +109,33 @@ class ClockRefusal:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalDamage:
+    """A damaged run found in a dead process's journal when it was recovered: what was lost.
+
+    Every intact record around it was sealed; the file was kept aside at ``kept``.
+    """
+
+    #: when it was found (ISO 8601)
+    at: str
+    #: the journal file's name under ``DIR/journal/``
+    journal: str
+    #: where the damaged file is now
+    kept: str
+    #: where the run starts in the file, and its length in bytes
+    offset: int
+    bytes: int
+    #: journal records lost (transactions' edits of one entity each), at least 1
+    records: int
+    #: True when the run is at the end of the file: a write cut short when the process
+    #: died (an edit that never returned) looks the same
+    tail: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """Device id, spaces with version vectors, unsealed edits, rejections recorded, and the
-    peers that hold back envelopes because their clock is too far ahead."""
+    peers that hold back envelopes because their clock is too far ahead, and the journal
+    damage recovery found (newest first)."""
 
     device: str
     data: str
@@ -123,6 +147,7 @@ class Status:
     #: what peers told this device they set aside of what it sent them
     refused_by_peers: list[PeerRefusal] = field(default_factory=list)
     clock_refusals: list[ClockRefusal] = field(default_factory=list)
+    journal_damage: list[JournalDamage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

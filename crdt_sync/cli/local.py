@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFound
+from ..errors import DiskFull, NotFound, ValueRejected
+from ..values import check_name, loads_json
 from .output import Output, UsageError, data_dir, parse_assignment, short, show
+
+#: The largest seq a version vector may name (SQLite's INTEGER is signed 64-bit).
+SEQ_MAX = 2**63 - 1
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> None:
@@ -31,7 +34,7 @@ def cmd_put(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_get(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         result = replica.space(args.space).get(args.collection, args.id)
         out.emit(result, lambda: _print_fields(out, result))
 
@@ -41,7 +44,7 @@ def _print_fields(out: Output, fields: dict[str, Any]) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         rows = [{"collection": c, "id": i, "fields": f}
                 for c, i, f in replica.space(args.space).rows(args.collection)]
         out.emit(rows, lambda: out.table(
@@ -57,7 +60,7 @@ def cmd_delete(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_history(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         changes = [h.to_dict() for h in replica.space(args.space).history(args.collection, args.id)]
         out.emit(changes, lambda: out.table(
             f"history of {args.collection}/{args.id}", ["time", "author", "changes"],
@@ -73,7 +76,7 @@ def _describe(change: dict[str, Any]) -> str:
 
 
 def cmd_conflicts(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         items = [c.to_dict() for c in replica.space(args.space).conflicts()]
         out.emit(items, lambda: out.table(
             f"conflicts in {args.space}: {len(items)}", ["entity", "field", "winner", "lost"],
@@ -87,7 +90,7 @@ def _entry(entry: dict[str, Any]) -> str:
 
 
 def cmd_spaces(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         names = replica.spaces()
         out.emit({"spaces": names}, lambda: out.console.print("\n".join(names) or "(no spaces)"))
 
@@ -105,7 +108,7 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         status = replica.status().to_dict()
 
     def human() -> None:
@@ -126,6 +129,12 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                 f"[yellow]peer {short(r['peer'])} holds back {'your' if r['mine'] else 'the'} envelopes "
                 f"of {r['space']} from seq {r['seq']}: {whose} is {_duration(r['ahead_ms'])} ahead "
                 f"of its clock (said {r['at']}); set the clock right, they sync once it agrees[/]")
+        for d in status["journal_damage"]:
+            where = "at its end (or a write cut short)" if d["tail"] else f"at byte {d['offset']}"
+            out.err.print(f"[bold red]journal damage:[/] {d['records']} record(s), {d['bytes']} bytes "
+                          f"{where} of {d['journal']} were lost when it was recovered at {d['at']}; "
+                          f"every other record was kept. The file is kept at {d['kept']}",
+                          markup=True, highlight=False)
 
     out.emit(status, human)
 
@@ -193,11 +202,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
 
 def _parse_vv(text: str) -> dict[str, int]:
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = loads_json(text)
+    except ValueError:  # not JSON, or nested too deep (ValueRejected is a ValueError)
         raise UsageError("--since takes a JSON version vector, e.g. '{\"<device>\": 12}'") from None
-    if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-        raise UsageError("--since takes a JSON object of device id to seq")
+    if not isinstance(value, dict) or not all(
+            type(v) is int and 0 <= v <= SEQ_MAX for v in value.values()):
+        raise UsageError(f"--since takes a JSON object of device id to seq (0..{SEQ_MAX})")
+    for device in value:
+        try:
+            check_name("device id", device)
+        except ValueRejected as exc:
+            raise UsageError(f"--since: {exc}") from None
     return {str(k): int(v) for k, v in value.items()}
 
 
@@ -232,7 +247,19 @@ def cmd_bench_merge(args: argparse.Namespace, out: Output) -> None:
         raise SystemExit(code)
 
 
-def open_replica(args: argparse.Namespace) -> Any:
+def open_replica(args: argparse.Namespace, reading: Output | None = None) -> Any:
+    """The replica of ``--data``. A command that only reads passes its ``Output``: on a full
+    disk it then gets the replica read-only, with a warning, instead of the error."""
     from ..replica import Replica
 
-    return Replica(data_dir(args.data))
+    path = data_dir(args.data)
+    if reading is None:
+        return Replica(path)
+    try:
+        return Replica(path)
+    except DiskFull as full:
+        replica = Replica(path, read_only=True)
+        pending = replica.unsealed()
+        reading.warn("disk-full", f"{full}. Showing what the store holds, read-only" + (
+            f"; {pending} journaled edits are not sealed yet and not shown" if pending else ""))
+        return replica

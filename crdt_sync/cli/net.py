@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CrdtSyncError
 from . import sync_report
 from .local import open_replica
-from .output import Output, data_dir
+from .output import Output, UsageError, data_dir
 
 if TYPE_CHECKING:
     from crdt_sync.transports.driver import SessionOutcome
@@ -59,9 +60,20 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--relay", required=True, metavar="URL", help="ws://host:port or wss://host")
         p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
         if name == "sync":
-            p.add_argument("--timeout", type=float, default=120.0,
+            p.add_argument("--timeout", type=_seconds, default=120.0,
                            help="give up once nothing was received or acknowledged for this many "
                                 "seconds (a long backlog that keeps moving is never cut)")
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a timeout is a positive, finite number of seconds, not {text!r}")
+    return value
 
 
 def cmd_relay(args: argparse.Namespace, out: Output) -> None:
@@ -85,6 +97,9 @@ def run_relay(args: argparse.Namespace, out: Output) -> None:
                  "cert": args.cert, "key": args.key, "max_connections": args.max_connections,
                  "log_format": args.log_format or ("json" if out.json else None)}
     config = load_config(overrides | {"data": args.data}, config_file=args.config)
+    for what, path in (("certificate", config.cert), ("private key", config.key)):
+        if path is not None and not Path(path).is_file():
+            raise CrdtSyncError(f"cannot read the TLS {what} {path}: no such file")
     if config.data is None:
         config = replace(config, data=data_dir(None))
     raise SystemExit(asyncio.run(serve(config)))
@@ -95,8 +110,12 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from crdt_sync.transports.relay import run_peer, sync_session
-    from crdt_sync.transports.websocket import ConnectFailed
+    from crdt_sync.transports.websocket import ConnectFailed, sync_url
 
+    try:
+        sync_url(args.relay)
+    except ValueError as exc:  # before anything is opened: a mistyped URL is a usage error
+        raise UsageError(f"--relay {args.relay!r}: {exc}") from None
     with open_replica(args) as replica:
         for space in args.spaces:
             replica.join(space)
