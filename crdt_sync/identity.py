@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -10,9 +11,14 @@ from nacl.signing import SigningKey, VerifyKey
 from .errors import CrdtSyncError
 
 
+@lru_cache(maxsize=8192)  # (bytes only: a key is asked for its id several times per envelope)
+def _device_id(public_key: bytes) -> str:
+    return base64.b32encode(public_key).decode("ascii").rstrip("=").lower()
+
+
 def device_id(public_key: bytes) -> str:
     """The printable id of a device: lowercase base32 of its 32-byte public key, unpadded."""
-    return base64.b32encode(public_key).decode("ascii").rstrip("=").lower()
+    return _device_id(bytes(public_key))
 
 
 def public_key_of(device: str) -> bytes:
