@@ -58,7 +58,8 @@ def receive_once(root: Path, wires: list[bytes], batch: int, turn: int) -> float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m crdt_sync.benchmarks.receive", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m crdt_sync.benchmarks.receive",
+                                description=(__doc__ or "").split("\n")[0])
     p.add_argument("--envelopes", type=int, default=1500)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--batch", type=int, default=256)
