@@ -32,6 +32,8 @@ class HostedReplica(Protocol):
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult: ...
 
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool: ...
+
 
 class ReplicaHost:
     """What a sync session asks of a device's replica."""
@@ -69,6 +71,16 @@ class ReplicaHost:
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
         return self._replica.receive(envelopes, source, space, tolerate_gaps=tolerate_gaps)
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        """Fork proofs held for ``space`` (:class:`crdt_sync.protocol.forks.ForkHost`)."""
+        return self._store.fork_proofs(space)
+
+    def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
+        return self._store.envelope_wire(space, author, seq)
+
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        return self._replica.receive_fork_proof(proof, source, space)
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Remember what ``peer`` acknowledged of ``space`` (``status`` shows it)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from . import chain
 from .cache import EntityCache
-from .chain import Outcome
+from .chain import Fault, Outcome
 from .envelope import Envelope, open_envelope
 from .errors import Rejected
+from .fork_guard import ForkGuard
 from .hlc import HybridClock
 from .payload import decode_payload
 from .results import ReceiveResult
@@ -35,6 +36,7 @@ class Receiver:
         self._clock = clock
         self._sealer = sealer
         self._client_id = client_id
+        self._forks = ForkGuard(store)
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[ReceiveResult, set[EntityKey]]:
@@ -51,9 +53,11 @@ class Receiver:
                 the rejection is recorded.
         """
         touched: set[EntityKey] = set()
+        self._forks.begin()
         try:
             with self._store.write():
-                applied, dups, gaps = self._receive_locked(envelopes, space, touched, tolerate_gaps)
+                applied, dups, gaps = self._receive_locked(envelopes, space, touched, tolerate_gaps,
+                                                           source)
         except Rejected as rejected:
             for key in touched:
                 self._cache.drop(key)
@@ -62,12 +66,20 @@ class Receiver:
         return ReceiveResult(applied, dups, gaps), touched
 
     def _receive_locked(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
-                        tolerate_gaps: bool) -> tuple[int, int, int]:
+                        tolerate_gaps: bool, source: str = "") -> tuple[int, int, int]:
         applied = dups = gaps = 0
+        rebuild: set[EntityKey] = set()
         for wire in envelopes:
             env = open_envelope(wire)
             chain.check_space(env, space).accept()
-            status = self._store.check_chain(env, tolerate_gaps)  # chain.check on the store
+            if self._forks.excluded(env):
+                continue  # its author forked before this seq: neither branch is kept
+            verdict = chain.check(env, self._store, tolerate_gaps)
+            if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
+                rebuild |= self._forks.conflict(env, source)
+                self._store.record_rejection(source, verdict.error())
+                continue
+            status = verdict.accept()
             if status is not Outcome.NEW:
                 dups += status is Outcome.DUPLICATE
                 gaps += status is Outcome.GAP
@@ -91,7 +103,12 @@ class Receiver:
             self._clock.observe(env.hlc)
             self._store.join(env.space)
             applied += 1
+        for key in rebuild:  # loaded with the excluded updates: load again without them
+            self._cache.drop(key)
+        touched |= rebuild
         for key in sorted(touched):
+            if key in rebuild and self._store.entity_state(key) is None:
+                continue  # only the excluded envelopes wrote it: gone
             try:  # loads uncached entities: a bad update is refused here too
                 # Keep it loaded (LRU): the next frame for it, in a long catch-up, then applies
                 # its few new updates instead of replaying the entity's whole history again.
@@ -102,6 +119,29 @@ class Receiver:
             except Exception as exc:  # trust boundary: signed updates that break the entity
                 raise Rejected("bad-payload", f"{key} is unreadable after the update: {exc}") from None
         return applied, dups, gaps
+
+
+    def receive_proof(self, data: bytes, source: str,
+                      space: str | None = None) -> tuple[bool, set[EntityKey]]:
+        """Verify and keep a fork proof; its author is set aside and the entities its
+        excluded envelopes touched are rebuilt. Returns whether it was new, and those entities.
+
+        Raises:
+            Rejected: the proof does not verify; it is recorded and nothing changed.
+        """
+        try:
+            with self._store.write():
+                self._forks.begin()
+                _proof, new, rebuild = self._forks.receive_proof(data, source, space)
+                for key in rebuild:
+                    self._cache.drop(key)
+                    if self._store.entity_state(key) is not None:  # else only they wrote it
+                        self._cache.get(key)
+                        self._sealer.index(key)
+        except Rejected as rejected:
+            self._store.record_rejection(source, rejected)
+            raise
+        return new, rebuild
 
 
 def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:

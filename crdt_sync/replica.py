@@ -33,6 +33,7 @@ from .cache import EntityCache
 from .envelope import MAX_SPACE_NAME
 from .errors import CrdtSyncError, Rejected
 from .follow import StoreFollower
+from .fork_guard import fork_statuses
 from .hlc import HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
@@ -286,6 +287,25 @@ class Replica:
         self._notify(touched, "remote")
         return result
 
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        """Verify and keep a fork proof (:mod:`crdt_sync.forks`): its author is excluded in its
+        space from the fork seq on, and the entities it touched from there are rebuilt
+        without it. Returns whether the proof was new here.
+
+        Raises:
+            Rejected: the proof does not verify (or is not of ``space``); it is recorded.
+        """
+        self.seal()
+        new, rebuilt = self._receiver.receive_proof(proof, source, space)
+        self._touched.update(rebuilt)
+        self._notify(rebuilt, "remote")
+        return new
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        """The fork proofs this device holds for ``space`` (encoded)."""
+        self.refresh()
+        return self._store.fork_proofs(space)
+
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
         """Everything of ``space`` not covered by ``since`` (all of it by default)."""
@@ -293,7 +313,7 @@ class Replica:
         self.refresh()
         envelopes = self._store.envelopes_since(space, since or {})
         return encode_bundle(self.identity, space, self._store.version_vector(space),
-                             since or {}, envelopes)
+                             since or {}, envelopes, self._store.fork_proofs(space))
 
     def import_bundle(self, data: bytes, source: str = "bundle") -> ImportResult:
         """Verify and apply a bundle, all or nothing (see :meth:`receive`)."""
@@ -303,6 +323,8 @@ class Replica:
         except Rejected as rejected:
             self._store.record_rejection(source, rejected)
             raise
+        for proof in bundle.proofs:  # first: the envelopes they exclude are then refused
+            self.receive_fork_proof(proof, source, bundle.space)
         result = self.receive(bundle.envelopes, source, bundle.space)
         with self._store.write():
             self._store.join(bundle.space)
@@ -333,7 +355,8 @@ class Replica:
                 peers=[PeerStatus(device=p, version_vector=p_vv, seen=hlc_to_iso(seen << 16),
                                   behind=sum(max(0, s - p_vv.get(a, 0)) for a, s in vv.items()),
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
-                       for p, p_vv, seen in peers])
+                       for p, p_vv, seen in peers],
+                forks=fork_statuses(self._store.fork_records(name)))
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
                       unsealed=self.unsealed(), rejections=len(self._store.rejections()))
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import cbor2
 
-from . import chain
+from . import chain, fork_table
 from .chain import Outcome
 from .envelope import Envelope
 from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
+from .fork_table import ForkReads
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 DB_NAME = "store.sqlite3"
 SIGNAL_NAME = "changes"
 
@@ -66,8 +67,11 @@ CREATE TABLE IF NOT EXISTS peers(
 
 EntityKey = tuple[str, str, str]
 
+#: Format ``n`` (above 1, which is ``_SCHEMA``) is reached from ``n - 1`` by ``_MIGRATIONS[n]``.
+_MIGRATIONS = {2: fork_table.create}  # 2: fork proofs (crdt_sync.fork_table)
 
-class Store(EnvelopeReads):
+
+class Store(EnvelopeReads, ForkReads):
     """The SQLite side of a :class:`~crdt_sync.Replica`."""
 
     def __init__(self, directory: Path, fsync: bool = False) -> None:
@@ -99,11 +103,14 @@ class Store(EnvelopeReads):
                     for statement in _SCHEMA.split(";"):  # executescript would commit
                         if statement.strip():
                             self.db.execute(statement)
-                    self.set_meta("format", STORE_FORMAT)
+                    version = 1
                 elif int(version) > STORE_FORMAT:
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                for number in range(int(version) + 1, STORE_FORMAT + 1):
+                    _MIGRATIONS[number](self.db)
+                    self.set_meta("format", number)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
@@ -248,6 +255,27 @@ class Store(EnvelopeReads):
             "p.collection=? AND p.entity=? AND p.id > COALESCE((SELECT upto FROM entities WHERE "
             "space=? AND collection=? AND entity=?), 0)", (*key, *key)).fetchone()
         return int(row[0]), int(row[1])
+
+    def drop_part(self, key: EntityKey, author: str, data: bytes) -> None:
+        """Remove the latest part of ``author`` in ``key`` holding exactly ``data`` (a fork's
+        envelope is excluded: :mod:`crdt_sync.fork_guard`)."""
+        self.db.execute("DELETE FROM parts WHERE id=(SELECT id FROM parts WHERE space=? AND "
+                        "collection=? AND entity=? AND author=? AND data=? ORDER BY id DESC LIMIT 1)",
+                        (*key, author, data))
+
+    def drop_snapshot(self, key: EntityKey) -> None:
+        """Forget ``key``'s snapshot: it loads from its parts alone (after :meth:`drop_part`)."""
+        self.db.execute("UPDATE entities SET snapshot=NULL, upto=0 WHERE space=? AND collection=? "
+                        "AND entity=?", key)
+
+    def forget_if_empty(self, key: EntityKey) -> bool:
+        """Forget ``key`` (index, conflicts) when no part of it is left; whether it was."""
+        if self.db.execute("SELECT 1 FROM parts WHERE space=? AND collection=? AND entity=? LIMIT 1",
+                           key).fetchone():
+            return False
+        for table in ("entities", "fields", "conflicts"):
+            self.db.execute(f"DELETE FROM {table} WHERE space=? AND collection=? AND entity=?", key)
+        return True
 
     def save_snapshot(self, key: EntityKey, snapshot: bytes, upto: int) -> None:
         self.db.execute("UPDATE entities SET snapshot=?, upto=? WHERE space=? AND collection=? "

@@ -10,6 +10,11 @@ Schema version 1::
     heads(space, author, seq, hash, PK(space, author))   each chain's last envelope
     rejections(id PK, at, source, reason, detail)
 
+Schema version 2 adds::
+
+    forks(id PK, space, author, seq, proof, source, at, UNIQUE(space, author, seq))
+                                                   fork proofs (crdt_sync.fork_table)
+
 Opening a file brings it to :data:`SCHEMA_VERSION` by running, in one transaction, every
 migration past the version it records. A relay database written before the relay had a
 schema of its own (the device store's layout, ``meta.format`` 1, with device-only tables
@@ -28,13 +33,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from crdt_sync import fork_table
 from crdt_sync.envelope_table import EnvelopeReads
 from crdt_sync.errors import StoreError, StoreVersionError
+from crdt_sync.fork_table import ForkReads
 
 from .backend import RejectionRecord, WriteBatch
 
 DB_NAME = "store.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Written as ``meta.format``, the key a device store (and a relay before schema versions)
 #: reads its format from: far above any device format, so that an older crdt-sync relay
 #: (or a device store) refuses this file ("upgrade crdt-sync") instead of writing into it.
@@ -73,6 +80,7 @@ def _v1(db: sqlite3.Connection) -> None:
 #: ``(version, name, step)``: each step brings the schema from ``version - 1`` to ``version``.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "relay schema: envelopes, heads, spaces, rejections", _v1),
+    (2, "fork proofs", fork_table.create),
 ]
 
 
@@ -80,7 +88,7 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-class SqliteRelayBackend(EnvelopeReads):
+class SqliteRelayBackend(EnvelopeReads, ForkReads):
     """A :class:`~crdt_sync.relay.backend.RelayBackend` on one SQLite connection.
 
     Args:
@@ -238,6 +246,9 @@ class SqliteRelayBackend(EnvelopeReads):
             if batch.rejections:
                 db.executemany("INSERT INTO rejections(at, source, reason, detail) VALUES(?,?,?,?)",
                                batch.rejections)
+            for fork in batch.forks:
+                if fork_table.insert_fork(db, fork):
+                    fork_table.drop_branch(db, fork.space, fork.author, fork.seq)
         except BaseException:
             self.rollback()
             raise

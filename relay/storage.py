@@ -39,13 +39,15 @@ from pathlib import Path
 import cbor2
 
 from crdt_sync import chain
-from crdt_sync.chain import Outcome, PendingChains
+from crdt_sync.chain import Fault, Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
+from crdt_sync.fork_table import ForkRecord
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
+from .fork_store import RelayForks
 from .sqlite_store import SqliteRelayBackend
 
 RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
@@ -83,6 +85,9 @@ class _Space:
     stalled: bool = False
     #: its row in the spaces table is known to be committed
     joined: bool = False
+    #: fork points ({author: seq}: nothing of it from there is served) and proofs (relay/fork_store.py)
+    forks: dict[str, int] = field(default_factory=dict)
+    proofs: dict[tuple[str, int], bytes] = field(default_factory=dict)
 
     @property
     def end(self) -> int:
@@ -99,10 +104,15 @@ class _Batch:
     #: each space's tail end after its last envelope of this batch
     ends: dict[_Space, int] = field(default_factory=dict)
     rejections: list[RejectionRecord] = field(default_factory=list)
+    forks: list[ForkRecord] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
 
+    def __bool__(self) -> bool:
+        """Whether it has anything to write."""
+        return bool(self.rows or self.rejections or self.forks)
 
-class RelayStore:
+
+class RelayStore(RelayForks):
     """One store shared by every session of the relay process.
 
     Args:
@@ -165,6 +175,9 @@ class RelayStore:
         self._next_base += _BASE_STEP
         st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
                                          durable_end=self._next_base)
+        for rec in self.reader.fork_records(name):
+            st.proofs[(rec.author, rec.seq)] = rec.proof
+            st.forks[rec.author] = min(rec.seq, st.forks.get(rec.author, rec.seq))
         if len(self._spaces) > self.cached_spaces:
             self._evict()
         return st
@@ -201,7 +214,7 @@ class RelayStore:
     # -- group commit ----------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._staged.rows or self._staged.rejections or self._committing is not None)
+        return bool(self._staged or self._committing is not None)
 
     def _schedule(self) -> None:
         try:
@@ -234,7 +247,7 @@ class RelayStore:
 
     def _start_commit(self) -> None:
         self._scheduled = False
-        if self._committing is not None or not (self._staged.rows or self._staged.rejections):
+        if self._committing is not None or not self._staged:
             return
         batch, self._staged = self._staged, _Batch()
         self._committing = batch
@@ -263,7 +276,7 @@ class RelayStore:
     def _insert(self, batch: _Batch) -> None:
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
-        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections))
+        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""
@@ -283,7 +296,7 @@ class RelayStore:
         if batch.future is not None and not batch.future.done():
             batch.future.set_result(None)
         self.on_commit(time.monotonic() - started)
-        if self._staged.rows or self._staged.rejections:
+        if self._staged:
             self._schedule()
 
     def _failed(self, batch: _Batch, exc: BaseException) -> None:
@@ -302,7 +315,7 @@ class RelayStore:
 
     def _flush_sync(self) -> None:
         batch, self._staged = self._staged, _Batch()
-        if batch.rows or batch.rejections:
+        if batch:
             self._write(batch)
             self.commits += 1
             for st in batch.spaces.values():
@@ -333,8 +346,9 @@ class RelayStore:
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
-        """From SQLite: committed envelopes only."""
-        return self.reader.missing_envelopes(space, covered, max_count, max_bytes)
+        """From SQLite: committed envelopes only (none of an author past its fork point)."""
+        return self.reader.missing_envelopes(space, covered, max_count, max_bytes,
+                                             self._space(space).forks)
 
     def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
                  max_bytes: int) -> tuple[list[Outgoing], int | None]:
@@ -350,7 +364,7 @@ class RelayStore:
                 return [], cursor  # nothing new: no query, no scan
             return self._scan(st, covered, cursor, max_count, max_bytes)
         # Catch up from storage (committed envelopes), then from the tail.
-        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes)
+        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes, st.forks)
         if committed:
             out = [(env.author, env.author_key, env.seq, len(env.wire), _tail(env)) for env in committed]
             return out, None
@@ -407,9 +421,11 @@ class RelayStore:
         return self.reader.healthy()
 
     # -- writes ------------------------------------------------------------------------------
-    def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool) -> tuple[int, int, int]:
+    def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool,
+                source: str = "peer") -> tuple[int, int, int]:
         """Verify (signature, chain) and accept; the payloads stay unread. Accepted envelopes
-        are committed by the next group commit (:meth:`durable`).
+        are committed by the next group commit (:meth:`durable`). A fork is proven and kept,
+        and neither branch is accepted (relay/fork_store.py).
 
         Raises:
             Rejected: the first envelope that fails; nothing of this call is kept.
@@ -424,7 +440,14 @@ class RelayStore:
         pending = PendingChains(self)
         accepted: list[Envelope] = []
         for env in verified:
-            outcome = chain.check(env, pending, tolerate_gaps).accept()
+            if self.excluded(env):
+                continue
+            verdict = chain.check(env, pending, tolerate_gaps)
+            if verdict.fault is Fault.FORK:
+                self.fork_of(env, accepted, source)
+                accepted = [e for e in accepted if not self.excluded(e)]
+                continue
+            outcome = verdict.accept()
             if outcome is Outcome.DUPLICATE:
                 dups += 1
             elif outcome is Outcome.GAP:
@@ -489,6 +512,9 @@ class RelayHost:
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
         self.envelope_hash = relay.envelope_hash
+        self.fork_proofs = relay.fork_proofs
+        self.envelope_wire = relay.envelope_wire
+        self.receive_fork_proof = relay.receive_fork_proof
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
@@ -503,7 +529,7 @@ class RelayHost:
         if refused is not None:
             raise ProtocolViolation(E_LIMIT, refused)
         try:
-            return self.relay.receive(envelopes, space, tolerate_gaps)
+            return self.relay.receive(envelopes, space, tolerate_gaps, source)
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crdt_sync import Replica
-from crdt_sync.envelope import seal
+from crdt_sync import Replica, forks
+from crdt_sync.envelope import open_envelope, seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Authenticated, Received, Session, SessionConfig
@@ -34,11 +34,14 @@ from crdt_sync.protocol.messages import (
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
     MAX_FRAME,
+    MAX_VERSION,
+    MIN_VERSION,
     Ack,
     Auth,
     Bye,
     Envelopes,
     Error,
+    ForkProof,
     Have,
     Hello,
     Ping,
@@ -178,7 +181,7 @@ def test_random_frames_are_refused_or_handled_never_raise(world: World, stage: s
 
 
 # -- the handshake -----------------------------------------------------------------------------
-@pytest.mark.parametrize("versions", [(2, 9), (0, 0), (5, 1)])
+@pytest.mark.parametrize("versions", [(MAX_VERSION + 1, MAX_VERSION + 8), (0, MIN_VERSION - 1), (5, 1)])
 def test_no_common_version_is_error_2(world: World, versions: tuple[int, int]) -> None:
     session = world.fresh()
     hello = Hello(*versions, world.mallory.identity.public_key, bytes(32), {})
@@ -187,7 +190,7 @@ def test_no_common_version_is_error_2(world: World, versions: tuple[int, int]) -
 
 def test_a_peer_claiming_our_own_key_is_error_3(world: World) -> None:
     session = world.fresh()
-    hello = Hello(1, 1, world.alice.identity.public_key, bytes(32), {})
+    hello = Hello(MIN_VERSION, MAX_VERSION, world.alice.identity.public_key, bytes(32), {})
     refused(session, session.receive(encode(hello), 0.0), E_AUTH_FAILED)
 
 
@@ -197,7 +200,8 @@ def test_a_peer_claiming_another_devices_key_cannot_authenticate(world: World, p
     before = world.state()
     session = Session(world.alice.sync_host, 0.0)
     alice_hello = session.start()[0]
-    mallory_hello = encode(Hello(1, 1, world.bob.identity.public_key, bytes([7]) * 32, {}))
+    mallory_hello = encode(Hello(MIN_VERSION, MAX_VERSION, world.bob.identity.public_key, bytes([7]) * 32,
+                                 {}))
     reply = session.receive(mallory_hello, 0.0)
     assert [type(decode(f)) for f in reply] == [Auth, Spaces]  # nothing of Alice's data yet
     t = transcript(alice_hello, mallory_hello)
@@ -410,15 +414,23 @@ def test_self_signed_garbage_payloads_are_refused(world: World) -> None:
     check()
 
 
-def test_a_fork_is_error_5(world: World) -> None:
+def test_a_fork_is_proven_and_set_aside_not_an_error(world: World) -> None:
+    # Was ERROR 5 (protocol version 1): a fork now is proven, both branches go, and the
+    # session goes on (docs/PROTOCOL.md, "Forks").
     session = world.in_sync(world.mallory).a
+    before = world.state()
     feed(session, _mallory_envelope(world, 1, _payload(1)))
     assert session.closed is None
-    after = world.state()
-    feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
-    assert session.closed is not None and session.closed.code == E_REJECTED
+    out = feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
+    assert session.closed is None
     assert world.alice.rejections(1)[0].reason == "fork"
-    assert world.state() == after
+    assert world.state() == before  # neither of mallory's seq 1 is kept
+    [proof] = world.alice.fork_proofs(SPACE)
+    assert (forks.verify(proof).author, forks.verify(proof).seq) == (world.mallory.device_id, 1)
+    sent = [m for m in map(decode, out) if isinstance(m, ForkProof)]
+    assert [forks.prove(*map(open_envelope, m.envelopes)).encode() for m in sent] == [proof]
+    feed(session, _mallory_envelope(world, 3, _payload(3)))  # a third seq 1: set aside too
+    assert session.closed is None and world.state() == before
 
 
 # -- flow control ---------------------------------------------------------------------------------

@@ -119,6 +119,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+        forks = [(name, short(f["author"]), str(f["seq"]), f["source"], f["since"])
+                 for name, info in status["spaces"].items() for f in info["forks"]]
+        if forks:
+            out.table("forks (proven: each author excluded from that seq on; not liftable)",
+                      ["space", "author", "from seq", "proof from", "since"], forks)
 
     out.emit(status, human)
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
 
-PROTOCOL_VERSION = 1
-MIN_VERSION = 1
-MAX_VERSION = 1
+PROTOCOL_VERSION = MIN_VERSION = MAX_VERSION = 2
 #: Largest frame either side sends or accepts.
 MAX_FRAME = 1024 * 1024
 NONCE_BYTES = 32
@@ -25,6 +23,12 @@ MAX_VV_ENTRIES = 4096
 MAX_BATCH_ENVELOPES = 4096
 MAX_TEXT = 512
 MAX_SPACE_NAME = 128
+#: Envelopes one FORK_PROOF carries: one (its sender's, to compare) or two (a proof).
+MAX_FORK_ENVELOPES = 2
+#: Largest envelope (``crdt_sync.envelope.MAX_ENVELOPE_BYTES``; the protocol layer does not
+#: import the envelope module).
+MAX_FORK_ENVELOPE_BYTES = 512 * 1024
+HASH_BYTES = 32
 
 #: An author as sent: an index into the frame sender's author table, or a 32-byte key.
 AuthorRef = int | bytes
@@ -43,6 +47,7 @@ class MessageType(enum.IntEnum):
     PONG = 7
     ERROR = 8
     BYE = 9
+    FORK_PROOF = 11
 
 
 class ErrorCode(enum.IntEnum):
@@ -116,6 +121,7 @@ T_PING = MessageType.PING
 T_PONG = MessageType.PONG
 T_ERROR = MessageType.ERROR
 T_BYE = MessageType.BYE
+T_FORK_PROOF = MessageType.FORK_PROOF
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +147,13 @@ class Spaces:
 
 @dataclass(frozen=True, slots=True)
 class Have:
+    """A space's version vector and, per author, the hash of its head (the envelope at
+    that seq): 32 bytes, empty only for seq 0. ``heads[i]`` belongs to ``vv[i]``; missing
+    ones encode as empty."""
+
     space: int
     vv: list[tuple[AuthorRef, int]]
+    heads: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,23 +202,33 @@ class Bye:
     code: int
 
 
-Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye
+@dataclass(frozen=True, slots=True)
+class ForkProof:
+    """Envelope wire forms of one (space, author, seq): one (the sender's, for the receiver
+    to compare with its own) or two with different hashes (a fork proof)."""
+
+    space: int
+    envelopes: list[bytes]
+
+
+Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | ForkProof
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
-_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = map(int, MessageType)
+_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE, _FORK_PROOF = map(
+    int, MessageType)
 
 
 def peek_type(frame: bytes) -> MessageType | None:
     """The type of a well-formed frame without decoding the rest of it (the driver orders
     frames by it; the relay times its fan-out by it); None when the frame does not start
     with an array head and a known type (:func:`decode` says what is wrong with it)."""
-    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97 or frame[1] > _BYE:
+    if len(frame) < 2 or not 0x81 <= frame[0] <= 0x97:
         return None  # every frame is a short array whose first item is a one-byte uint
-    return _TYPES[frame[1]]
+    return _TYPES.get(frame[1])
 
 
-_TYPES = list(MessageType)
+_TYPES = {int(t): t for t in MessageType}
 
 
 def _vv_out(vv: list[tuple[AuthorRef, int]]) -> list[list[Any]]:
@@ -226,7 +247,9 @@ def encode(msg: Message) -> bytes:
         case Spaces():
             items = [_SPACES, msg.blinded]
         case Have():
-            items = [_HAVE, msg.space, _vv_out(msg.vv)]
+            heads = msg.heads
+            items = [_HAVE, msg.space, [[a, s, heads[i] if i < len(heads) else b""]
+                                        for i, (a, s) in enumerate(msg.vv)]]
         case Envelopes():
             items = [_ENVELOPES, msg.space, msg.batch,
                      [[e.author, e.seq, e.hlc, e.payload, e.signature] for e in msg.envelopes]]
@@ -240,6 +263,8 @@ def encode(msg: Message) -> bytes:
             items = [_ERROR, int(msg.code), msg.message[:MAX_TEXT]]
         case Bye():
             items = [_BYE, int(msg.code)]
+        case ForkProof():
+            items = [_FORK_PROOF, msg.space, list(msg.envelopes)]
     return cbor2.dumps(items, canonical=True)
 
 
@@ -327,6 +352,30 @@ def _vv_in(v: Any) -> list[tuple[AuthorRef, int]]:
     return out
 
 
+def _have(a: list[Any]) -> Have:
+    if not isinstance(a[1], list) or len(a[1]) > MAX_VV_ENTRIES:
+        raise _bad("version vector is not a bounded array")
+    vv: list[tuple[AuthorRef, int]] = []
+    heads: list[bytes] = []
+    for entry in a[1]:
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise _bad("HAVE entry is not [author, seq, head hash]")
+        seq = _uint(entry[1], "seq", _SEQ_LIMIT)
+        vv.append((_author(entry[0]), seq))
+        heads.append(_bytes(entry[2], "head hash", HASH_BYTES if seq else 0))
+    return Have(_uint(a[0], "space index", MAX_SPACES), vv, heads)
+
+
+def _fork_proof(a: list[Any]) -> ForkProof:
+    envs = a[1]
+    if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_FORK_ENVELOPES:
+        raise _bad(f"FORK_PROOF does not hold 1 to {MAX_FORK_ENVELOPES} envelopes")
+    for e in envs:
+        if not isinstance(e, bytes) or len(e) > MAX_FORK_ENVELOPE_BYTES:
+            raise _bad("FORK_PROOF envelope is not bytes of a bounded size")
+    return ForkProof(_uint(a[0], "space index", MAX_SPACES), envs)
+
+
 def decode(frame: bytes) -> Message:
     """Parse one frame. Raises :class:`ProtocolViolation` with the code to answer with."""
     if len(frame) > MAX_FRAME:
@@ -394,16 +443,17 @@ def _error(a: list[Any]) -> Error:
 
 
 _SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
-           T_PONG: 1, T_ERROR: 2, T_BYE: 1}
+           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_FORK_PROOF: 2}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
     T_AUTH: lambda a: Auth(_bytes(a[0], "signature", 64)),
     T_SPACES: _spaces,
-    T_HAVE: lambda a: Have(_uint(a[0], "space index", MAX_SPACES), _vv_in(a[1])),
+    T_HAVE: _have,
     T_ENVELOPES: _envelopes,
     T_ACK: lambda a: Ack(_uint(a[0], "space index", MAX_SPACES), _uint(a[1], "batch"), _vv_in(a[2])),
     T_PING: lambda a: Ping(_uint(a[0], "token")),
     T_PONG: lambda a: Pong(_uint(a[0], "token")),
     T_ERROR: _error,
     T_BYE: lambda a: Bye(error_code(_uint(a[0], "code"))),
+    T_FORK_PROOF: _fork_proof,
 }

@@ -34,6 +34,7 @@ from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
 from .events import Authenticated, Closed, Event, Received, SpaceSynced
+from .forks import SessionForks
 from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
@@ -54,6 +55,7 @@ from .messages import (
     Bye,
     Envelopes,
     Error,
+    ForkProof,
     Have,
     Hello,
     Message,
@@ -102,7 +104,8 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.SPACES: CommitOrder.FREE, MessageType.ENVELOPES: CommitOrder.FREE,
                  MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
-                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER}
+                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
+                 MessageType.FORK_PROOF: CommitOrder.FREE}
 
 
 class Session:
@@ -147,6 +150,7 @@ class Session:
         self._early = 0
         self._peer_left = False  # it said BYE or ERROR
         self._outgoing = getattr(host, "outgoing", None)
+        self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -199,7 +203,7 @@ class Session:
         out: list[bytes] = []
         for st in self._spaces.values():
             if st.their_table is not None:
-                out += self._pump(st, now)
+                out += self._forks.send_proofs(st) + self._pump(st, now)
         return self._out(out, now)
 
     def end_if_synced(self, now: float) -> list[bytes] | None:
@@ -323,6 +327,9 @@ class Session:
                 return self._on_envelopes(msg, now)
             case Ack():
                 return self._on_ack(msg, now)
+            case ForkProof():
+                st = self._space(msg.space)
+                return [] if st is None else self._forks.on_message(st, msg, f"peer {self.peer}")
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, msg: Message) -> list[bytes]:
@@ -400,10 +407,13 @@ class Session:
             vv = self.host.version_vector(name)
             st.my_table = sorted(vv)
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
-            st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table]))
+            st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table],
+                                        self._forks.heads(self.host.envelope_hash, name, vv, st.my_table)))
             st.have_sent_at = now
             self._spaces[name] = st
             self._by_theirs[index] = st
+            # Proofs before HAVE: a peer that finds itself synced on our HAVE may leave at once.
+            out += self._forks.send_proofs(st)
             out.append(st.have_frame)
         self._spaces_known = True
         if self.on_shared is not None:
@@ -458,9 +468,12 @@ class Session:
             st.expect_out = sum(max(0, s - vv.get(a, 0)) for a, s in mine.items())
         merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
+        heads = {a: h for a, h in zip(table, msg.heads, strict=False) if a is not None}
+        forked = self._forks.on_have(st, self.host.envelope_hash, vv, heads) if first else []
         # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).
         mine = self.host.version_vector(st.name)
-        out = [encode(Ack(st.mine, 0, self._refs(st, mine))), *self._pump(st, now)]
+        # Proofs first: once it has our ACK the peer may count the space synced and leave.
+        out = [*forked, encode(Ack(st.mine, 0, self._refs(st, mine))), *self._pump(st, now)]
         self._check_synced(st)
         return out
 
@@ -491,8 +504,9 @@ class Session:
         if applied or dups or gaps:
             self.events.append(Received(st.name, applied, dups, gaps))
         vv = self.host.version_vector(st.name)
+        proofs = self._forks.send_proofs(st)  # a fork found on receipt: the peer needs the proof
         self._check_synced(st)
-        return [encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+        return [*proofs, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
 
     def _on_ack(self, msg: Ack, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -533,7 +547,8 @@ class Session:
         out = []
         cfg = self.config
         while len(st.inflight) < cfg.window:
-            envs = self.host.missing_envelopes(st.name, st.sent, cfg.batch_count, cfg.batch_bytes)
+            envs = self.host.missing_envelopes(st.name, self._forks.covered(st, st.sent),
+                                               cfg.batch_count, cfg.batch_bytes)
             if not envs:
                 break
             top: dict[str, int] = {}
@@ -558,7 +573,8 @@ class Session:
         outgoing = self._outgoing
         assert outgoing is not None
         while len(st.inflight) < cfg.window:
-            items, st.cursor = outgoing(st.name, st.sent, st.cursor, cfg.batch_count, cfg.batch_bytes)
+            items, st.cursor = outgoing(st.name, self._forks.covered(st, st.sent), st.cursor,
+                                        cfg.batch_count, cfg.batch_bytes)
             if not items:
                 break
             top: dict[str, int] = {}
@@ -578,7 +594,7 @@ class Session:
         synced = st.their_table is not None and not st.inflight
         if synced:
             mine = self.host.version_vector(st.name)
-            synced = covers(mine, st.peer_have) and covers(st.acked, mine)
+            synced = covers(mine, st.peer_have) and covers(st.acked, self._forks.for_sync(st, mine))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced

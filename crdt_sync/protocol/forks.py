@@ -1,0 +1,207 @@
+"""The session's part in fork detection (docs/PROTOCOL.md, "Forks"; docs/DESIGN.md, "Forks").
+
+HAVE carries, per author, the hash of the head it names. A receiver that holds that
+author's envelope at that seq with another hash has found a fork, but a hash alone proves
+nothing (a peer may lie): it sends its own envelope there in a FORK_PROOF, and stops sending
+that author's envelopes to this peer for the session (they would not chain onto the peer's).
+The peer, holding the other envelope, now has a proof: it keeps it (its host sets the author
+aside) and answers with the proof (both envelopes), which the first side checks and keeps.
+
+Every proof a host holds for a shared space is sent to the peer once per session (so proofs
+reach every device that syncs, and the relay forwards them), and a proof whose two envelopes
+name different predecessors makes whoever holds the author's envelope one seq lower send it
+too, so the fork point is found however far down the chains parted.
+
+Nothing here does I/O; the host verifies and keeps proofs (:class:`ForkHost`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from hashlib import blake2b
+from typing import Protocol, runtime_checkable
+
+import cbor2
+
+from ..envelope import Envelope, open_envelope
+from ..errors import Rejected
+from ..forks import ForkProof as Proof
+from ..forks import prove, verify
+from .messages import MAX_FRAME, ForkProof, encode
+from .spaces import SpaceState
+
+#: Unpaired envelopes a session keeps, waiting for the other half of a proof that did not fit
+#: in one frame.
+MAX_SINGLES = 8
+#: Room around two envelopes in one FORK_PROOF frame.
+_FRAME_ROOM = 64
+#: "Never send this author to this peer" in a covered version vector.
+_ALL = 2**63 - 1
+
+
+@runtime_checkable
+class ForkHost(Protocol):
+    """What fork detection needs from a session's host (a replica, the relay)."""
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        """The encoded proofs held for ``space``."""
+        ...
+
+    def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
+        """The wire form of a stored envelope, or None."""
+        ...
+
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        """Verify and keep a proof (its author set aside); whether it was new. Raises
+        :class:`~crdt_sync.errors.Rejected` when it does not verify."""
+        ...
+
+
+class SessionForks:
+    """One session's fork state: authors held back per space, proofs already exchanged,
+    and unpaired envelopes."""
+
+    def __init__(self, host: object) -> None:
+        self._host = host if isinstance(host, ForkHost) else None
+        #: space -> {author: seq from which this session sends the peer nothing}
+        self.held: dict[str, dict[str, int]] = {}
+        #: space -> {author: fork point} of proofs known in this session
+        self.points: dict[str, dict[str, int]] = {}
+        self._exchanged: set[bytes] = set()
+        self._singles: OrderedDict[tuple[str, str, int], Envelope] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self._host is not None
+
+    # -- HAVE ---------------------------------------------------------------------------------
+    def heads(self, host_hash: object, space: str, vv: dict[str, int], authors: list[str]) -> list[bytes]:
+        """The head hash of each author of a HAVE (``host_hash`` is the host's envelope_hash)."""
+        out = []
+        for author in authors:
+            seq = vv[author]
+            got = host_hash(space, author, seq) if seq else b""  # type: ignore[operator]
+            out.append(got or b"")
+        return out
+
+    def on_have(self, st: SpaceState, host_hash: object, vv: dict[str, int],
+                heads: dict[str, bytes]) -> list[bytes]:
+        """Compare the peer's head hashes with ours; for each mismatch, hold the author back
+        and send our envelope at that seq. Also the proofs the peer may lack."""
+        out = self.send_proofs(st)
+        if self._host is None:
+            return out
+        for author, seq in vv.items():
+            theirs = heads.get(author, b"")
+            if not seq or not theirs or author in self.held.get(st.name, {}):
+                continue
+            mine = host_hash(st.name, author, seq)  # type: ignore[operator]
+            if mine is not None and mine != theirs:
+                self.held.setdefault(st.name, {})[author] = seq
+                wire = self._host.envelope_wire(st.name, author, seq)
+                if wire is not None:
+                    out.append(encode(ForkProof(st.mine, [wire])))
+        self.cap(st)
+        return out
+
+    # -- what the session sends and counts ----------------------------------------------------
+    def covered(self, st: SpaceState, sent: dict[str, int]) -> dict[str, int]:
+        """``sent`` with the authors held back for this peer marked as covered."""
+        held = self.held.get(st.name)
+        return {**sent, **dict.fromkeys(held, _ALL)} if held else sent
+
+    def cap(self, st: SpaceState) -> None:
+        """The peer is not expected to send an excluded author past its fork point."""
+        points = self.points.get(st.name)
+        if points:
+            for author, point in points.items():
+                if st.peer_have.get(author, 0) >= point:
+                    st.peer_have[author] = point - 1
+
+    def for_sync(self, st: SpaceState, mine: dict[str, int]) -> dict[str, int]:
+        """Our version vector as the peer must acknowledge it: held-back authors need not be."""
+        held = self.held.get(st.name)
+        return {a: s for a, s in mine.items() if a not in held} if held else mine
+
+    def send_proofs(self, st: SpaceState) -> list[bytes]:
+        """FORK_PROOF frames of the host's proofs of ``st`` not yet exchanged in this session."""
+        if self._host is None:
+            return []
+        out: list[bytes] = []
+        for data in self._host.fork_proofs(st.name):
+            digest = blake2b(data, digest_size=16).digest()
+            if digest in self._exchanged:
+                continue
+            self._exchanged.add(digest)
+            _, low, high = cbor2.loads(data)
+            self._learn(st, open_envelope(low))
+            out += _frames(st.mine, [low, high])
+        self.cap(st)
+        return out
+
+    def _learn(self, st: SpaceState, env: Envelope) -> None:
+        points = self.points.setdefault(st.name, {})
+        points[env.author] = min(points.get(env.author, env.seq), env.seq)
+
+    # -- FORK_PROOF ---------------------------------------------------------------------------
+    def on_message(self, st: SpaceState, msg: ForkProof, source: str) -> list[bytes]:
+        """A FORK_PROOF from the peer: keep a proof it completes, answer as the module says.
+
+        Raises:
+            Rejected: an envelope or a proof that does not verify (the session ends with
+                ERROR rejected-envelope, as for any envelope that does not).
+        """
+        if self._host is None:
+            return []
+        envs = [open_envelope(w) for w in msg.envelopes]
+        for env in envs:
+            if env.space != st.name:
+                raise Rejected("wrong-space", f"envelope of space {env.space!r} sent as part of {st.name!r}")
+        proof = prove(envs[0], envs[1]) if len(envs) == 2 else self._pair(envs[0])
+        if proof is None:
+            return []
+        data = proof.encode()
+        verify(data)  # (cheap next to the signatures already checked; keeps one code path)
+        digest = blake2b(data, digest_size=16).digest()
+        if digest in self._exchanged:
+            return []  # sent or received already in this session: nothing to answer
+        self._exchanged.add(digest)
+        self._learn(st, proof.low)
+        self._host.receive_fork_proof(data, source, st.name)
+        out: list[bytes] = []
+        if len(envs) == 1:  # the peer has only its half: answer with the whole proof
+            out += _frames(st.mine, [proof.low.wire, proof.high.wire])
+        if proof.parted_earlier and proof.seq > 1:  # the chains parted lower down
+            wire = self._host.envelope_wire(st.name, proof.author, proof.seq - 1)
+            if wire is not None:
+                out.append(encode(ForkProof(st.mine, [wire])))
+        self.cap(st)
+        return out + self.send_proofs(st)
+
+    def _pair(self, env: Envelope) -> Proof | None:
+        """The proof ``env`` completes: with our stored envelope there, or with an unpaired
+        one the peer sent earlier; else keep it unpaired (bounded) and return None."""
+        assert self._host is not None
+        stored = self._host.envelope_wire(env.space, env.author, env.seq)
+        if stored is not None:
+            other = open_envelope(stored)
+            return None if other.hash == env.hash else prove(other, env)
+        slot = (env.space, env.author, env.seq)
+        other_env = self._singles.get(slot)
+        if other_env is not None and other_env.hash != env.hash:
+            del self._singles[slot]
+            return prove(other_env, env)
+        self._singles[slot] = env
+        while len(self._singles) > MAX_SINGLES:
+            self._singles.popitem(last=False)
+        return None
+
+
+def _frames(space: int, wires: list[bytes]) -> list[bytes]:
+    """One FORK_PROOF of both envelopes, or one each when both do not fit in a frame."""
+    if sum(map(len, wires)) + _FRAME_ROOM <= MAX_FRAME:
+        return [encode(ForkProof(space, wires))]
+    return [encode(ForkProof(space, [w])) for w in wires]
+
+
+__all__ = ["MAX_SINGLES", "ForkHost", "SessionForks"]
