@@ -154,16 +154,16 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
         """A relay database from before the relay schema: the device store's layout. Keep
         what the relay wrote, drop the device-only tables; the result is schema version 1."""
         db = self.db
+        for table in _DEVICE_TABLES:  # first: a device's store of any format is not a relay's
+            if table in tables and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                raise StoreError(
+                    f"{self.path} holds a device's data (table {table} is not empty), not a "
+                    f"relay's: give the relay a data directory of its own")
         row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if row is None or int(row[0]) != 1:
             raise StoreVersionError(
                 f"{self.path} has store format {None if row is None else row[0]!r}, which this "
                 f"crdt-sync cannot migrate to a relay schema: upgrade crdt-sync to open it")
-        for table in _DEVICE_TABLES:
-            if table in tables and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
-                raise StoreError(
-                    f"{self.path} holds a device's data (table {table} is not empty), not a "
-                    f"relay's: give the relay a data directory of its own")
         for table in _DEVICE_TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
         db.execute("CREATE TABLE spaces_v1(space TEXT PRIMARY KEY) WITHOUT ROWID")

@@ -29,6 +29,8 @@ from crdt_sync.protocol.messages import (
     E_TOO_LARGE,
     E_UNSUPPORTED_VERSION,
     MAX_FRAME,
+    MAX_VERSION,
+    MIN_VERSION,
     Envelopes,
     Error,
     Hello,
@@ -127,7 +129,7 @@ async def test_oversized_frames(relay: RelayServer, open_replica: ReplicaFactory
 async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_replica: ReplicaFactory) -> None:
     key = Identity.generate().public_key
     async with bystanders(relay.url, open_replica) as check:
-        for low, high in ((2, 9), (0, 0)):
+        for low, high in ((MAX_VERSION + 1, MAX_VERSION + 8), (0, MIN_VERSION - 1)):
             async with RawPeer.open(relay.url) as raw:
                 await raw.send(encode(Hello(low, high, key, os.urandom(32), {})))
                 error = await raw.error_then_close()

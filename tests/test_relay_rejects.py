@@ -28,7 +28,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from crdt_sync import Replica
+from crdt_sync import Replica, forks
 from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
@@ -38,6 +38,7 @@ from crdt_sync.protocol.messages import (
     Ack,
     Envelopes,
     Error,
+    ForkProof,
     WireEnvelope,
     decode,
     encode,
@@ -105,8 +106,6 @@ def oversize(w: World) -> WireEnvelope:
 Craft = Callable[[World], WireEnvelope]
 CASES: list[tuple[str, Craft, str]] = [
     ("forged-signature", forged, "bad-signature"),
-    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), "fork"),
-    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), "fork"),
     ("wrong-prev-hash", lambda w: signed(w, 3, os.urandom(32)), "bad-signature"),
     ("other-space", lambda w: signed(w, 3, w.hash_of(2), space="elsewhere"), "bad-signature"),
     ("oversize", oversize, "too-large"),
@@ -154,6 +153,47 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
         again = await sync_once(author, relay.url)
         assert again.synced and again.ok, again.closed
         assert relay.store.version_vector(SPACE)[author.device_id] == 3
+        await check("after-the-author")
+
+
+#: Forks were refused with ERROR 5 here before fork proofs (protocol 1); they are proven now.
+FORKS: list[tuple[str, Craft, int]] = [
+    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), 2),
+    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), 1),
+]
+
+
+@pytest.mark.parametrize(("craft", "seq"), [pytest.param(c, s, id=name) for name, c, s in FORKS])
+async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
+        world: World, open_replica: ReplicaFactory, craft: Craft, seq: int) -> None:
+    relay, author, mallory = world.relay, world.author, world.mallory
+    async with bystanders(relay.url, open_replica) as check:
+        swap = Swap([craft(world)])
+        async with RawPeer.open(relay.url, mallory) as raw:
+            got = await raw.converse(lambda m: isinstance(m, ForkProof) and len(m.envelopes) == 2,
+                                     tamper=swap)
+            assert swap.batch is not None, "the session sent no envelopes"
+            assert not any(isinstance(m, Error) for m in raw.received)  # the session goes on
+        assert isinstance(got, ForkProof)
+        await relay.store.commit()  # (the proof and the record are in the next group commit)
+        [data] = relay.store.fork_proofs(SPACE)
+        proof = forks.verify(data)
+        assert (proof.author, proof.seq) == (author.device_id, seq)
+        assert [e for e in got.envelopes] == [proof.low.wire, proof.high.wire]
+        assert mallory.fork_proofs(SPACE) == [data]  # the sender holds the proof too
+        # The author's envelopes from the fork seq on are no longer served or accepted.
+        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == seq - 1
+        assert [r.reason for r in relay.store.rejections()] == ["fork"]
+        assert await rejections(relay.url, "rejected-envelope") == 0
+        await check("after-the-fork")  # every other author keeps syncing through the relay
+        fill(author, "after", 1)
+        await sync_once(author, relay.url)
+        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == seq - 1
+        # Its other spaces are served as before.
+        fill(author, "elsewhere", 1, space="elsewhere")
+        again = await sync_once(author, relay.url, spaces=["elsewhere"])
+        assert again.synced and again.ok, again.closed
+        assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
         await check("after-the-author")
 
 

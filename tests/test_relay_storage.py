@@ -24,7 +24,7 @@ from tests.conftest import ReplicaFactory
 from tests.relay_helpers import relay_process, run_cli, sync_once
 from tests.sync_helpers import SPACE, fill
 
-RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections"}
+RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections", "forks"}
 
 
 def chain_of(identity: Identity, length: int, space: str = SPACE) -> list[Envelope]:
@@ -144,13 +144,14 @@ def test_a_new_relay_store_has_only_relay_tables(tmp_path: Path) -> None:
     assert tables(path) == RELAY_TABLES
     assert not (tmp_path / RELAY_DB / "changes").exists()  # the device store's signal file
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(SCHEMA_VERSION,)]
+    assert db.execute("SELECT version FROM schema_migrations").fetchall() == [
+        (v,) for v in range(1, SCHEMA_VERSION + 1)]
     db.close()
     again = RelayStore(tmp_path)  # reopened: nothing to migrate, everything there
     assert again.version_vector(SPACE) == {author.id: 2}
     again.close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (1,)
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (SCHEMA_VERSION,)
     db.close()
 
 
@@ -181,6 +182,9 @@ def write_old_relay(data: Path, envs: list[Envelope], rejected: Rejected | None 
             store.join(env.space)
     if rejected is not None:
         store.record_rejection("peer old", rejected)
+    with store.write():  # format 1 had no fork proofs (device store format 2 added them)
+        store.db.execute("DROP TABLE forks")
+        store.set_meta("format", 1)
     store.close()
     return seed
 
@@ -207,14 +211,15 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
         # The chains go on from where the old relay left them, under the same rules.
         more = seal(a, SPACE, 4, envs[2].hash, 4 << 16, b"after the migration")
         assert store.receive([more.wire], SPACE, False) == (1, 0, 0)
-        with pytest.raises(Rejected, match="fork"):
-            store.receive([seal(a, SPACE, 2, envs[0].hash, 9, b"fork").wire], SPACE, False)
+        # A fork is proven (it was refused before fork proofs): a's chain stops at seq 1.
+        assert store.receive([seal(a, SPACE, 2, envs[0].hash, 9, b"fork").wire], SPACE, False) == (0, 0, 0)
+        assert len(store.fork_proofs(SPACE)) == 1 and store.version_vector(SPACE) == {a.id: 1}
     finally:
         store.close()
     assert tables(path) == RELAY_TABLES
     assert not (tmp_path / RELAY_DB / "changes").exists()  # the device store's signal file
     db = sqlite3.connect(path)
-    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == [1]
+    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == [1, 2]
     db.close()
 
 
