@@ -22,6 +22,7 @@ envelopes at ``seq - 1`` can prove the fork there as well (see docs/DESIGN.md, "
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import cbor2
@@ -110,10 +111,13 @@ def decode(data: bytes) -> tuple[bytes, bytes]:
     """
     if len(data) > MAX_PROOF_BYTES:
         raise Rejected("too-large", f"fork proof of {len(data)} bytes exceeds {MAX_PROOF_BYTES}")
+    fp = io.BytesIO(data)
     try:
-        items = cbor2.loads(data)
+        items = cbor2.CBORDecoder(fp).decode()
     except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
         raise Rejected("malformed", f"fork proof is not CBOR: {exc}") from None
+    if fp.tell() != len(data):
+        raise Rejected("malformed", f"{len(data) - fp.tell()} bytes after the fork proof")
     if not isinstance(items, list) or len(items) != 3:
         raise Rejected("malformed", "fork proof is not an array of 3 items")
     version, low, high = items
