@@ -79,6 +79,9 @@ class ForkReads:
                               (space, author)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def fork_count(self, space: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM forks WHERE space=?", (space,)).fetchone()[0])
+
     def fork_proofs(self, space: str) -> list[bytes]:
         """The encoded proofs of ``space`` (by author, then seq)."""
         return [bytes(p) for (p,) in self.db.execute(

@@ -76,6 +76,9 @@ class ReplicaHost:
         """Fork proofs held for ``space`` (:class:`crdt_sync.protocol.forks.ForkHost`)."""
         return self._store.fork_proofs(space)
 
+    def fork_count(self, space: str) -> int:
+        return self._store.fork_count(space)
+
     def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
         return self._store.envelope_wire(space, author, seq)
 

@@ -77,6 +77,9 @@ class RelayForks:
         """The proofs of ``space`` (from memory)."""
         return list(self._store._space(space).proofs.values())
 
+    def fork_count(self, space: str) -> int:
+        return len(self._store._space(space).proofs)
+
     def fork_points(self, space: str) -> dict[str, int]:
         return dict(self._store._space(space).forks)
 

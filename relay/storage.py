@@ -513,8 +513,8 @@ class RelayHost:
         self.outgoing = relay.outgoing
         self.envelope_hash = relay.envelope_hash
         self.fork_proofs = relay.fork_proofs
+        self.fork_count = relay.fork_count
         self.envelope_wire = relay.envelope_wire
-        self.receive_fork_proof = relay.receive_fork_proof
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
@@ -533,6 +533,13 @@ class RelayHost:
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
+
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        """A peer's fork proof, under the same budget as its envelopes (two of them)."""
+        refused = self._limit(self.peer or "?", 2, len(proof))
+        if refused is not None:
+            raise ProtocolViolation(E_LIMIT, refused)
+        return self.relay.receive_fork_proof(proof, source, space)
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept (see RelayStore.record_ack)."""

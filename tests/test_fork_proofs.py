@@ -285,3 +285,51 @@ def test_two_halves_of_a_proof_too_large_for_a_frame_are_paired(tmp_path: Path) 
         [data] = alice.fork_proofs(SPACE)
         assert data == prove(a, b).encode()
         assert bob.fork_proofs(SPACE) == [data]  # Alice's answer, in two frames too
+
+
+# -- storage -----------------------------------------------------------------------------------
+def test_the_relay_keeps_a_proof_and_the_exclusion_across_a_restart(tmp_path: Path) -> None:
+    from crdt_sync.relay.storage import RelayStore
+
+    key, other = Identity.generate(), Identity.generate()
+    one = seal(key, SPACE, 1, b"", 1 << 40, b"one")
+    two = seal(key, SPACE, 2, one.hash, 2 << 40, b"two")
+    fork = seal(key, SPACE, 2, one.hash, 3 << 40, b"the other two")
+    honest = seal(other, SPACE, 1, b"", 1 << 40, b"honest")
+    store = RelayStore(tmp_path)
+    assert store.receive([one.wire, two.wire, honest.wire], SPACE, False) == (3, 0, 0)
+    assert store.receive([fork.wire], SPACE, False, source="peer x") == (0, 0, 0)
+    store.close()
+    again = RelayStore(tmp_path)
+    try:
+        [data] = again.fork_proofs(SPACE)
+        assert set(verify(data).hashes) == {two.hash, fork.hash}
+        assert again.version_vector(SPACE) == {key.id: 1, other.id: 1}
+        assert [e.wire for e in again.missing_envelopes(SPACE, {}, 100, 1 << 20)] == [one.wire, honest.wire]
+        assert again.receive([two.wire, fork.wire], SPACE, True) == (0, 0, 0)  # both branches
+        assert again.version_vector(SPACE) == {key.id: 1, other.id: 1}
+        [rec] = again.reader.fork_records()
+        assert (rec.space, rec.author, rec.seq, rec.source) == (SPACE, key.id, 2, "peer x")
+    finally:
+        again.close()
+
+
+def test_a_format_1_device_store_gets_the_forks_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    from crdt_sync.store import STORE_FORMAT, Store
+
+    store = Store(tmp_path)
+    with store.write():
+        store.db.execute("DROP TABLE forks")
+        store.set_meta("format", 1)
+    store.close()
+    again = Store(tmp_path)
+    try:
+        assert again.meta("format") == STORE_FORMAT == 2
+        assert again.fork_proofs(SPACE) == [] and again.fork_count(SPACE) == 0
+    finally:
+        again.close()
+    db = sqlite3.connect(tmp_path / "store.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM forks").fetchone() == (0,)
+    db.close()

@@ -27,6 +27,7 @@ from ..envelope import Envelope, open_envelope
 from ..errors import Rejected
 from ..forks import ForkProof as Proof
 from ..forks import prove, verify
+from .host import SyncHost
 from .messages import MAX_FRAME, ForkProof, encode
 from .spaces import SpaceState
 
@@ -47,6 +48,10 @@ class ForkHost(Protocol):
         """The encoded proofs held for ``space``."""
         ...
 
+    def fork_count(self, space: str) -> int:
+        """How many proofs are held for ``space`` (cheap: asked for every frame pushed)."""
+        ...
+
     def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
         """The wire form of a stored envelope, or None."""
         ...
@@ -61,13 +66,16 @@ class SessionForks:
     """One session's fork state: authors held back per space, proofs already exchanged,
     and unpaired envelopes."""
 
-    def __init__(self, host: object) -> None:
+    def __init__(self, host: SyncHost) -> None:
+        self._hash = host.envelope_hash
         self._host = host if isinstance(host, ForkHost) else None
         #: space -> {author: seq from which this session sends the peer nothing}
         self.held: dict[str, dict[str, int]] = {}
         #: space -> {author: fork point} of proofs known in this session
         self.points: dict[str, dict[str, int]] = {}
         self._exchanged: set[bytes] = set()
+        #: space -> the host's proof count when its proofs were last looked at
+        self._looked: dict[str, int] = {}
         self._singles: OrderedDict[tuple[str, str, int], Envelope] = OrderedDict()
 
     @property
@@ -75,27 +83,24 @@ class SessionForks:
         return self._host is not None
 
     # -- HAVE ---------------------------------------------------------------------------------
-    def heads(self, host_hash: object, space: str, vv: dict[str, int], authors: list[str]) -> list[bytes]:
-        """The head hash of each author of a HAVE (``host_hash`` is the host's envelope_hash)."""
-        out = []
-        for author in authors:
-            seq = vv[author]
-            got = host_hash(space, author, seq) if seq else b""  # type: ignore[operator]
-            out.append(got or b"")
-        return out
+    def heads(self, space: str, vv: dict[str, int], authors: list[str]) -> list[bytes]:
+        """The head hash of each author of our HAVE (in ``authors`` order)."""
+        return [(self._hash(space, a, vv[a]) if vv[a] else b"") or b"" for a in authors]
 
-    def on_have(self, st: SpaceState, host_hash: object, vv: dict[str, int],
-                heads: dict[str, bytes]) -> list[bytes]:
-        """Compare the peer's head hashes with ours; for each mismatch, hold the author back
-        and send our envelope at that seq. Also the proofs the peer may lack."""
+    def on_have(self, st: SpaceState, vv: dict[str, int], authors: list[str | None],
+                heads: list[bytes]) -> list[bytes]:
+        """Compare the peer's head hashes (``heads[i]`` of ``authors[i]``) with ours; for each
+        mismatch, hold the author back and send our envelope at that seq. Also the proofs
+        the peer may lack."""
         out = self.send_proofs(st)
         if self._host is None:
             return out
+        theirs_of = {a: h for a, h in zip(authors, heads, strict=False) if a is not None}
         for author, seq in vv.items():
-            theirs = heads.get(author, b"")
+            theirs = theirs_of.get(author, b"")
             if not seq or not theirs or author in self.held.get(st.name, {}):
                 continue
-            mine = host_hash(st.name, author, seq)  # type: ignore[operator]
+            mine = self._hash(st.name, author, seq)
             if mine is not None and mine != theirs:
                 self.held.setdefault(st.name, {})[author] = seq
                 wire = self._host.envelope_wire(st.name, author, seq)
@@ -127,6 +132,10 @@ class SessionForks:
         """FORK_PROOF frames of the host's proofs of ``st`` not yet exchanged in this session."""
         if self._host is None:
             return []
+        count = self._host.fork_count(st.name)
+        if self._looked.get(st.name) == count:
+            return []  # nothing new since last time (proofs are never removed)
+        self._looked[st.name] = count
         out: list[bytes] = []
         for data in self._host.fork_proofs(st.name):
             digest = blake2b(data, digest_size=16).digest()

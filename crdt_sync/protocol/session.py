@@ -408,7 +408,7 @@ class Session:
             st.my_table = sorted(vv)
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
             st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table],
-                                        self._forks.heads(self.host.envelope_hash, name, vv, st.my_table)))
+                                        self._forks.heads(name, vv, st.my_table)))
             st.have_sent_at = now
             self._spaces[name] = st
             self._by_theirs[index] = st
@@ -468,8 +468,7 @@ class Session:
             st.expect_out = sum(max(0, s - vv.get(a, 0)) for a, s in mine.items())
         merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
-        heads = {a: h for a, h in zip(table, msg.heads, strict=False) if a is not None}
-        forked = self._forks.on_have(st, self.host.envelope_hash, vv, heads) if first else []
+        forked = self._forks.on_have(st, vv, table, msg.heads) if first else []
         # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).
         mine = self.host.version_vector(st.name)
         # Proofs first: once it has our ACK the peer may count the space synced and leave.
