@@ -333,3 +333,29 @@ def test_a_format_1_device_store_gets_the_forks_table(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "store.sqlite3")
     assert db.execute("SELECT COUNT(*) FROM forks").fetchone() == (0,)
     db.close()
+
+
+def test_a_device_whose_own_key_forked_still_syncs_and_no_one_takes_its_later_writes(
+        tmp_path: Path) -> None:
+    # A copied data directory: both copies write as one key. The proof reaches the original,
+    # which sets its own chain aside from the fork seq; it can still sync (it is not stuck
+    # waiting for acknowledgements no peer will give), and its later writes stay its own.
+    original = Replica(tmp_path / "original", seal_interval=0)
+    original.space(SPACE).put("eq", "pump", {"status": "ok"})
+    original.close()
+    shutil.copytree(tmp_path / "original", tmp_path / "copy")
+    with Replica(tmp_path / "original", seal_interval=0) as me, \
+            Replica(tmp_path / "copy", seal_interval=0) as copy, Replica(tmp_path / "peer") as peer:
+        me.space(SPACE).put("eq", "pump", {"status": "mine"})
+        copy.space(SPACE).put("eq", "pump", {"status": "the copy's"})
+        peer.import_bundle(me.export_bundle(SPACE))
+        peer.import_bundle(copy.export_bundle(SPACE))
+        assert len(peer.fork_proofs(SPACE)) == 1
+        wire = _sync(me, peer)
+        assert wire.a.synced and wire.b.synced and me.fork_proofs(SPACE) == peer.fork_proofs(SPACE)
+        assert me.version_vector(SPACE)[me.device_id] == 1
+        me.space(SPACE).put("eq", "pump", {"status": "later"})  # seals seq 2 again: a third branch
+        again = _sync(me, peer)
+        assert again.a.synced and again.b.synced, (again.a.closed, again.b.closed)
+        assert peer.version_vector(SPACE)[me.device_id] == 1
+        assert peer.space(SPACE).get("eq", "pump") == {"status": "ok"}

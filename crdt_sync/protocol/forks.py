@@ -111,9 +111,17 @@ class SessionForks:
 
     # -- what the session sends and counts ----------------------------------------------------
     def covered(self, st: SpaceState, sent: dict[str, int]) -> dict[str, int]:
-        """``sent`` with the authors held back for this peer marked as covered."""
-        held = self.held.get(st.name)
-        return {**sent, **dict.fromkeys(held, _ALL)} if held else sent
+        """``sent`` with the authors held back for this peer marked as covered, and those
+        sent up to their fork point (nothing from there on is anyone's to send: a device
+        whose own key forked keeps its later envelopes, which no peer takes)."""
+        held, points = self.held.get(st.name), self.points.get(st.name)
+        if not held and not points:
+            return sent
+        out = {**sent, **dict.fromkeys(held or (), _ALL)}
+        for author, point in (points or {}).items():
+            if out.get(author, 0) >= point - 1:
+                out[author] = _ALL
+        return out
 
     def cap(self, st: SpaceState) -> None:
         """The peer is not expected to send an excluded author past its fork point."""
@@ -124,9 +132,17 @@ class SessionForks:
                     st.peer_have[author] = point - 1
 
     def for_sync(self, st: SpaceState, mine: dict[str, int]) -> dict[str, int]:
-        """Our version vector as the peer must acknowledge it: held-back authors need not be."""
-        held = self.held.get(st.name)
-        return {a: s for a, s in mine.items() if a not in held} if held else mine
+        """Our version vector as the peer must acknowledge it: held-back authors need not be,
+        nor an author past its fork point (our own key's, when it forked: its later
+        envelopes stay here and no peer takes them)."""
+        held, points = self.held.get(st.name), self.points.get(st.name)
+        if not held and not points:
+            return mine
+        out = {a: s for a, s in mine.items() if not held or a not in held}
+        for author, point in (points or {}).items():
+            if out.get(author, 0) >= point:
+                out[author] = point - 1
+        return out
 
     def send_proofs(self, st: SpaceState) -> list[bytes]:
         """FORK_PROOF frames of the host's proofs of ``st`` not yet exchanged in this session."""
