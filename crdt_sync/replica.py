@@ -323,14 +323,16 @@ class Replica:
         except Rejected as rejected:
             self._store.record_rejection(source, rejected)
             raise
+        forks = self._store.fork_count(bundle.space)
         for proof in bundle.proofs:  # first: the envelopes they exclude are then refused
             self.receive_fork_proof(proof, source, bundle.space)
         result = self.receive(bundle.envelopes, source, bundle.space)
+        forks = self._store.fork_count(bundle.space) - forks
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
-        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates)
+        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, forks)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:

@@ -37,6 +37,8 @@ class ImportResult:
     exporter: str
     applied: int
     duplicates: int
+    #: fork proofs new to this device that the bundle brought or its envelopes proved
+    forks: int = 0
 
 
 @dataclass(frozen=True, slots=True)

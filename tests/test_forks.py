@@ -20,7 +20,7 @@ import pytest
 
 from crdt_sync import Replica
 from tests.conftest import ReplicaFactory
-from tests.relay_helpers import CLI, PROC_WAIT, running_relay, sync_once
+from tests.relay_helpers import CLI, PROC_WAIT, run_cli, running_relay, sync_once
 from tests.sync_helpers import SPACE, snapshot
 
 PUMP = ("eq", "pump")
@@ -159,3 +159,41 @@ def test_status_shows_the_fork_and_says_it_cannot_be_lifted(tmp_path: Path,
 @pytest.fixture(autouse=True)
 def _cli_exists() -> None:
     assert Path(CLI).exists()
+
+
+async def test_the_fork_through_real_cli_processes(tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    """Honest devices as ``crdt-sync`` processes: import the bundle, sync with the relay,
+    and status shows the fork on both; their data is the same."""
+    async with running_relay(tmp_path / "relay") as relay:
+        world = Forked(tmp_path, open_replica)
+        assert (await sync_once(world.mallory, relay.url)).synced
+        bob, alice = str(tmp_path / "bob"), str(tmp_path / "alice")
+        for data in (bob, alice):
+            code, out, err = await run_cli("--data", data, "sync", "--relay", relay.url, SPACE, "--json")
+            assert code == 0 and json.loads(out)["synced"] is True, err
+        clone = world.clone()
+        edit(world.mallory, {"status": "relay branch"})
+        assert (await sync_once(world.mallory, relay.url)).synced
+        edit(clone, {"status": "bundle branch"})
+        bundle = tmp_path / "branch.bundle"
+        bundle.write_bytes(clone.export_bundle(SPACE))
+        clone.close()
+        code, out, err = await run_cli("--data", bob, "import", str(bundle), "--json")
+        assert code == 0 and json.loads(out)["forks"] == 0, err  # one branch: no fork yet
+        code, out, err = await run_cli("--data", bob, "sync", "--relay", relay.url, "--json")
+        assert code == 0 and json.loads(out)["synced"] is True, err
+        code, out, err = await run_cli("--data", alice, "sync", "--relay", relay.url, "--json")
+        assert code == 0, err
+        pumps = []
+        for data in (bob, alice):
+            code, out, err = await run_cli("--data", data, "status", "--json")
+            assert code == 0, err
+            [fork] = json.loads(out)["spaces"][SPACE]["forks"]
+            assert (fork["author"], fork["seq"], fork["liftable"]) == (world.mallory.device_id, 2, False)
+            code, out, err = await run_cli("--data", data, "get", SPACE, *PUMP, "--json")
+            assert code == 0, err
+            pumps.append(json.loads(out))
+        assert pumps[0] == pumps[1] and pumps[0]["status"] == "ok", pumps
+        # The bundle again, now that Bob holds the proof: nothing of the branch comes back.
+        code, out, err = await run_cli("--data", bob, "import", str(bundle), "--json")
+        assert code == 0 and json.loads(out)["applied"] == 0, err

@@ -167,10 +167,13 @@ def cmd_import(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
         result = replica.import_bundle(data, source=f"bundle {args.file}")
     out.emit({"space": result.space, "exporter": result.exporter, "applied": result.applied,
-              "duplicates": result.duplicates},
+              "duplicates": result.duplicates, "forks": result.forks},
              lambda: out.console.print(f"imported {result.applied} envelopes into {result.space} "
                                        f"({result.duplicates} already here) from "
-                                       f"{short(result.exporter)}"))
+                                       f"{short(result.exporter)}" + (
+                                           f"; {result.forks} fork(s) proven: each author is "
+                                           f"excluded from its fork seq (crdt-sync status)"
+                                           if result.forks else "")))
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> None:

@@ -132,16 +132,20 @@ class SessionForks:
                     st.peer_have[author] = point - 1
 
     def for_sync(self, st: SpaceState, mine: dict[str, int]) -> dict[str, int]:
-        """Our version vector as the peer must acknowledge it: held-back authors need not be,
-        nor an author past its fork point (our own key's, when it forked: its later
-        envelopes stay here and no peer takes them)."""
+        """Our version vector as the peer must acknowledge it for the space to be synced: an
+        author past its fork point need not be (our own key's, when it forked: its later
+        envelopes stay here and no peer takes them); an author held back waits for the
+        proof that the peer owes us (a vector it cannot cover: a peer that claimed a head
+        it cannot back stalls its own session, nothing else)."""
         held, points = self.held.get(st.name), self.points.get(st.name)
         if not held and not points:
             return mine
-        out = {a: s for a, s in mine.items() if not held or a not in held}
+        out = dict(mine)
         for author, point in (points or {}).items():
             if out.get(author, 0) >= point:
                 out[author] = point - 1
+        for author in held or ():
+            out[author] = _ALL
         return out
 
     def send_proofs(self, st: SpaceState) -> list[bytes]:
@@ -167,6 +171,9 @@ class SessionForks:
     def _learn(self, st: SpaceState, env: Envelope) -> None:
         points = self.points.setdefault(st.name, {})
         points[env.author] = min(points.get(env.author, env.seq), env.seq)
+        held = self.held.get(st.name)
+        if held and held.get(env.author, 0) >= env.seq:
+            del held[env.author]  # the suspicion is a proof now: the author is set aside
 
     # -- FORK_PROOF ---------------------------------------------------------------------------
     def on_message(self, st: SpaceState, msg: ForkProof, source: str) -> list[bytes]:

@@ -329,7 +329,11 @@ class Session:
                 return self._on_ack(msg, now)
             case ForkProof():
                 st = self._space(msg.space)
-                return [] if st is None else self._forks.on_message(st, msg, f"peer {self.peer}")
+                if st is None:
+                    return []
+                out = self._forks.on_message(st, msg, f"peer {self.peer}")
+                self._check_synced(st)  # a proof the session waited for may have come
+                return out
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, msg: Message) -> list[bytes]:
