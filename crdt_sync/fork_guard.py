@@ -55,7 +55,10 @@ class ForkGuard:
 
     def excluded(self, env: Envelope) -> bool:
         """Whether ``env`` is at or after its author's fork point in its space."""
-        point = self._fork_points(env.space).get(env.author)
+        points = self._fork_points(env.space)
+        if not points:
+            return False  # the common case (env.author is computed on each access)
+        point = points.get(env.author)
         return point is not None and env.seq >= point
 
     def conflict(self, env: Envelope, source: str) -> set[EntityKey]:

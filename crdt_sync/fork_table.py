@@ -79,6 +79,11 @@ class ForkReads:
                               (space, author)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def fork_keys(self, space: str) -> list[tuple[str, int]]:
+        """``(author, seq)`` of each proof of ``space`` (without the proofs themselves)."""
+        return [(a, int(s)) for a, s in self.db.execute(
+            "SELECT author, seq FROM forks WHERE space=? ORDER BY author, seq", (space,))]
+
     def fork_count(self, space: str) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM forks WHERE space=?", (space,)).fetchone()[0])
 

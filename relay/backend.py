@@ -112,6 +112,10 @@ class RelayBackend(Protocol):
         """The stored fork proofs (of ``space``, or all)."""
         ...
 
+    def fork_keys(self, space: str) -> list[tuple[str, int]]:
+        """``(author, seq)`` of each stored proof of ``space``."""
+        ...
+
     def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
         ...
 

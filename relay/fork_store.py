@@ -36,7 +36,7 @@ class _Space(Protocol):
     lo: int
     skip: int
     forks: dict[str, int]
-    proofs: dict[tuple[str, int], bytes]
+    proofs: set[tuple[str, int]]
 
 
 class _Batch(Protocol):
@@ -74,8 +74,15 @@ class RelayForks:
         return cast(_Store, self)
 
     def fork_proofs(self, space: str) -> list[bytes]:
-        """The proofs of ``space`` (from memory)."""
-        return list(self._store._space(space).proofs.values())
+        """The proofs of ``space``, committed or not (memory keeps only their keys: proofs are
+        up to 1 MiB each, and sessions read them only when the count changed)."""
+        store = self._store
+        found = {(r.author, r.seq): r.proof for r in store.reader.fork_records(space)}
+        for batch in (store._staged, store._committing):
+            for rec in batch.forks if batch is not None else ():
+                if rec.space == space:
+                    found.setdefault((rec.author, rec.seq), rec.proof)
+        return [found[key] for key in sorted(found)]
 
     def fork_count(self, space: str) -> int:
         return len(self._store._space(space).proofs)
@@ -85,7 +92,10 @@ class RelayForks:
 
     def excluded(self, env: Envelope) -> bool:
         """Whether ``env`` is at or after its author's fork point in its space."""
-        point = self._store._space(env.space).forks.get(env.author)
+        forks = self._store._space(env.space).forks
+        if not forks:
+            return False  # the common case: no author of the space forked (env.author costs)
+        point = forks.get(env.author)
         return point is not None and env.seq >= point
 
     def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
@@ -133,7 +143,7 @@ class RelayForks:
         if slot in st.proofs:
             return False
         data = proof.encode()
-        st.proofs[slot] = data
+        st.proofs.add(slot)
         self._store._staged.forks.append(ForkRecord(proof.space, proof.author, proof.seq, data, source,
                                              int(time.time())))
         point = st.forks.get(proof.author)

@@ -87,7 +87,7 @@ class _Space:
     joined: bool = False
     #: fork points ({author: seq}: nothing of it from there is served) and proofs (relay/fork_store.py)
     forks: dict[str, int] = field(default_factory=dict)
-    proofs: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    proofs: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def end(self) -> int:
@@ -175,9 +175,9 @@ class RelayStore(RelayForks):
         self._next_base += _BASE_STEP
         st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
                                          durable_end=self._next_base)
-        for rec in self.reader.fork_records(name):
-            st.proofs[(rec.author, rec.seq)] = rec.proof
-            st.forks[rec.author] = min(rec.seq, st.forks.get(rec.author, rec.seq))
+        for author, seq in self.reader.fork_keys(name):
+            st.proofs.add((author, seq))
+            st.forks[author] = min(seq, st.forks.get(author, seq))
         if len(self._spaces) > self.cached_spaces:
             self._evict()
         return st
