@@ -53,6 +53,8 @@ def drop_branch(db: sqlite3.Connection, space: str, author: str, from_seq: int) 
     wires = [bytes(w) for (w,) in db.execute(
         "SELECT wire FROM envelopes WHERE space=? AND author=? AND seq>=? ORDER BY seq",
         (space, author, from_seq))]
+    if not wires:
+        return []  # the chain ends below from_seq: its head stays
     db.execute("DELETE FROM envelopes WHERE space=? AND author=? AND seq>=?", (space, author, from_seq))
     row = db.execute("SELECT seq, hash FROM envelopes WHERE space=? AND author=? AND seq=?",
                      (space, author, from_seq - 1)).fetchone()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crdt_sync import Replica
 from crdt_sync.envelope import MAX_ENVELOPE_BYTES, Envelope, seal
@@ -359,3 +361,58 @@ def test_a_device_whose_own_key_forked_still_syncs_and_no_one_takes_its_later_wr
         assert again.a.synced and again.b.synced, (again.a.closed, again.b.closed)
         assert peer.version_vector(SPACE)[me.device_id] == 1
         assert peer.space(SPACE).get("eq", "pump") == {"status": "ok"}
+
+
+# -- property: whichever branch each device saw first --------------------------------------------
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(common=st.integers(1, 3), lengths=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       seen=st.lists(st.sampled_from(["one", "other", "both", "none"]), min_size=3, max_size=3),
+       order=st.permutations([0, 1, 2]), lossy=st.booleans())
+def test_honest_devices_converge_whichever_branch_they_saw(
+        tmp_path_factory: pytest.TempPathFactory, common: int, lengths: tuple[int, int],
+        seen: list[str], order: list[int], lossy: bool) -> None:
+    root = tmp_path_factory.mktemp("fork")
+    m = Replica(root / "m", seal_interval=0)
+    for i in range(common):
+        m.space(SPACE).put("eq", f"e{i % 2}", {"v": i, "common": True})
+    m.close()
+    shutil.copytree(root / "m", root / "c")
+    with Replica(root / "m", seal_interval=0) as one, Replica(root / "c", seal_interval=0) as other:
+        for i in range(lengths[0]):
+            one.space(SPACE).put("eq", f"e{i % 3}", {"v": f"one {i}"})
+        for i in range(lengths[1]):
+            other.space(SPACE).put("eq", f"e{(i + 1) % 3}", {"v": f"other {i}"})
+        devices = [Replica(root / f"d{i}", seal_interval=0) for i in range(3)]
+        try:
+            for i, device in enumerate(devices):
+                device.join(SPACE)
+                branches = {"one": [one], "other": [other], "both": [one, other], "none": []}[seen[i]]
+                for branch in branches:
+                    device.import_bundle(branch.export_bundle(SPACE))
+                device.space(SPACE).put("eq", f"e{i}", {f"by{i}": i})  # honest edits, on top
+            drop = [0]
+
+            def lose(direction: str, frame: bytes) -> list[bytes]:
+                drop[0] += 1  # every 7th frame lost: resends and the next sessions carry on
+                return [] if lossy and drop[0] % 7 == 0 else [frame]
+
+            for _ in range(3):  # bounded rounds of sessions, in the drawn order
+                for a, b in zip(order, order[1:] + order[:1], strict=True):
+                    wire = Wire(Session(devices[a].sync_host, 0.0), Session(devices[b].sync_host, 0.0),
+                                tamper=lose)
+                    wire.start()
+                    for _tick in range(60):  # lost frames: timers resend (bounded)
+                        if wire.a.synced and wire.b.synced:
+                            break
+                        wire.now += 1.0
+                        wire.run(wire.a.tick(wire.now), wire.b.tick(wire.now))
+            states = [snapshot(d).key() for d in devices]
+            assert states[0] == states[1] == states[2]
+            forked = seen.count("both") or ({"one", "other"} <= set(seen))
+            if forked:
+                for device in devices:
+                    assert device.fork_proofs(SPACE), "the proof reaches every device"
+                    assert device.version_vector(SPACE).get(one.device_id, 0) == common
+        finally:
+            for device in devices:
+                device.close()

@@ -18,12 +18,13 @@ Nothing here does I/O; the host verifies and keeps proofs (:class:`ForkHost`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Protocol, runtime_checkable
 
 import cbor2
 
-from ..envelope import Envelope, open_envelope
+from ..envelope import Envelope, decode_trusted, open_envelope
 from ..errors import Rejected
 from ..forks import ForkProof as Proof
 from ..forks import prove, verify
@@ -38,6 +39,24 @@ MAX_SINGLES = 8
 _FRAME_ROOM = 64
 #: "Never send this author to this peer" in a covered version vector.
 _ALL = 2**63 - 1
+#: Sends of one proof in a session that the peer does not echo (then the next session's).
+MAX_TRIES = 8
+
+
+@dataclass
+class _Sent:
+    """A proof sent and not echoed yet: where, and how often."""
+
+    st: SpaceState
+    author: str
+    seq: int
+    tries: int = 1
+    last: float | None = None
+
+
+def _digest(low: bytes, high: bytes) -> bytes:
+    """A proof's identity in a session: BLAKE2b-128 of its canonical encoding."""
+    return blake2b(cbor2.dumps([1, low, high], canonical=True), digest_size=16).digest()
 
 
 @runtime_checkable
@@ -73,9 +92,14 @@ class SessionForks:
         self.held: dict[str, dict[str, int]] = {}
         #: space -> {author: fork point} of proofs known in this session
         self.points: dict[str, dict[str, int]] = {}
-        self._exchanged: set[bytes] = set()
+        #: proofs (by digest) this session received, sent and not yet echoed, echoed back
+        self._received: set[bytes] = set()
+        self._unconfirmed: dict[bytes, _Sent] = {}
+        self._confirmed: set[bytes] = set()
         #: space -> the host's proof count when its proofs were last looked at
         self._looked: dict[str, int] = {}
+        #: (space, author) -> when we last asked the peer for its half (see tick)
+        self._asked: dict[tuple[str, str], float] = {}
         self._singles: OrderedDict[tuple[str, str, int], Envelope] = OrderedDict()
 
     @property
@@ -158,15 +182,21 @@ class SessionForks:
         self._looked[st.name] = count
         out: list[bytes] = []
         for data in self._host.fork_proofs(st.name):
-            digest = blake2b(data, digest_size=16).digest()
-            if digest in self._exchanged:
-                continue
-            self._exchanged.add(digest)
-            _, low, high = cbor2.loads(data)
-            self._learn(st, open_envelope(low))
-            out += _frames(st.mine, [low, high])
+            _, low, high = cbor2.loads(data)  # (stored: verified on the way in)
+            env = decode_trusted(low)
+            self._learn(st, env)
+            digest = _digest(low, high)
+            if digest not in self._received and digest not in self._confirmed:
+                out += self._send(st, env.author, env.seq, low, high)
         self.cap(st)
         return out
+
+    def _send(self, st: SpaceState, author: str, seq: int, low: bytes, high: bytes) -> list[bytes]:
+        """The frames of a proof, remembered until the peer echoes it (see :meth:`tick`)."""
+        digest = _digest(low, high)
+        if digest not in self._unconfirmed:
+            self._unconfirmed[digest] = _Sent(st, author, seq)
+        return _frames(st.mine, [low, high])
 
     def _learn(self, st: SpaceState, env: Envelope) -> None:
         points = self.points.setdefault(st.name, {})
@@ -189,26 +219,99 @@ class SessionForks:
         for env in envs:
             if env.space != st.name:
                 raise Rejected("wrong-space", f"envelope of space {env.space!r} sent as part of {st.name!r}")
+        if len(envs) == 1:  # a question; one we can answer with a proof we hold, always
+            known = self._known(st, envs[0].author, envs[0].seq)
+            if known is not None:
+                done = _digest(*known)
+                if done in self._unconfirmed:  # our answer's half came back: it holds it
+                    del self._unconfirmed[done]
+                    self._confirmed.add(done)
+                if done in self._received or done in self._confirmed:
+                    return []  # the peer holds this proof: no answer (no ping-pong)
+                return self._send(st, envs[0].author, self.points[st.name][envs[0].author], *known)
         proof = prove(envs[0], envs[1]) if len(envs) == 2 else self._pair(envs[0])
         if proof is None:
             return []
         data = proof.encode()
         verify(data)  # (cheap next to the signatures already checked; keeps one code path)
-        digest = blake2b(data, digest_size=16).digest()
-        if digest in self._exchanged:
-            return []  # sent or received already in this session: nothing to answer
-        self._exchanged.add(digest)
+        digest = _digest(proof.low.wire, proof.high.wire)
+        echo = _frames(st.mine, [proof.low.wire, proof.high.wire])
+        if len(envs) == 2:
+            if digest in self._confirmed:
+                return []  # a duplicate of the peer's echo
+            if digest in self._unconfirmed:  # the peer's echo (or its own copy): it holds it
+                del self._unconfirmed[digest]
+                self._confirmed.add(digest)
+                return []
+            if digest in self._received:
+                return echo  # our echo was lost: the peer sent it again
+        self._received.add(digest)
         self._learn(st, proof.low)
         self._host.receive_fork_proof(data, source, st.name)
         out: list[bytes] = []
         if len(envs) == 1:  # the peer has only its half: answer with the whole proof
-            out += _frames(st.mine, [proof.low.wire, proof.high.wire])
+            out += self._send(st, proof.author, proof.seq, proof.low.wire, proof.high.wire)
+        else:  # the echo: the peer's receipt that we hold it
+            out += echo
         if proof.parted_earlier and proof.seq > 1:  # the chains parted lower down
             wire = self._host.envelope_wire(st.name, proof.author, proof.seq - 1)
             if wire is not None:
                 out.append(encode(ForkProof(st.mine, [wire])))
         self.cap(st)
         return out + self.send_proofs(st)
+
+    def _known(self, st: SpaceState, author: str, seq: int, exact: bool = False) -> list[bytes] | None:
+        """The two envelopes of the lowest proof we hold of ``author`` at or below ``seq``
+        (``exact``: at ``seq``)."""
+        point = self.points.get(st.name, {}).get(author)
+        if point is None or point > seq:
+            return None
+        want = seq if exact else point
+        assert self._host is not None
+        for data in self._host.fork_proofs(st.name):
+            _, low, high = cbor2.loads(data)  # (stored: verified on the way in)
+            env = decode_trusted(low)
+            if env.author == author and env.seq == want:
+                return [low, high]
+        return None
+
+    def after_envelopes(self, st: SpaceState, theirs: dict[str, int]) -> list[bytes]:
+        """After the peer's envelopes: the proofs it lacks. New ones, and again those of an
+        author it sent past the fork point (its FORK_PROOF was lost, or it never had it)."""
+        del theirs  # (a lost proof is sent again by tick until the peer echoes it)
+        return self.send_proofs(st)
+
+    def tick(self, st: SpaceState, now: float, interval: float) -> list[bytes]:
+        """Ask again, every ``interval``, for the proofs of authors still held back (the
+        question or its answer may have been lost)."""
+        if self._host is None:
+            return []
+        out = self._resend(st, now, interval)
+        held = self.held.get(st.name)
+        for author, seq in (held or {}).items():
+            key = (st.name, author)
+            if now - self._asked.setdefault(key, now) >= interval:
+                self._asked[key] = now
+                wire = self._host.envelope_wire(st.name, author, seq)
+                if wire is not None:
+                    out.append(encode(ForkProof(st.mine, [wire])))
+        return out
+
+    def _resend(self, st: SpaceState, now: float, interval: float) -> list[bytes]:
+        """Proofs sent and not echoed: again every ``interval``, up to :data:`MAX_TRIES` sends."""
+        out: list[bytes] = []
+        for sent in self._unconfirmed.values():
+            if sent.st is not st or sent.tries >= MAX_TRIES:
+                continue
+            if sent.last is None:
+                sent.last = now  # (sent between ticks: timed from the first tick after it)
+            elif now - sent.last >= interval:
+                sent.last = now
+                sent.tries += 1
+                known = self._known(st, sent.author, sent.seq, exact=True)
+                if known is not None:
+                    out += _frames(st.mine, known)
+        return out
 
     def _pair(self, env: Envelope) -> Proof | None:
         """The proof ``env`` completes: with our stored envelope there, or with an unpaired

@@ -191,6 +191,7 @@ class Session:
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
                 st.go_back()
                 out += self._pump(st, now)
+            out += self._forks.tick(st, now, cfg.resend_interval)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
             out.append(encode(Ping(self._ping)))
@@ -507,7 +508,7 @@ class Session:
         if applied or dups or gaps:
             self.events.append(Received(st.name, applied, dups, gaps))
         vv = self.host.version_vector(st.name)
-        proofs = self._forks.send_proofs(st)  # a fork found on receipt: the peer needs the proof
+        proofs = self._forks.after_envelopes(st, theirs)  # a fork found on receipt, or one it lacks
         self._check_synced(st)
         return [*proofs, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
 
