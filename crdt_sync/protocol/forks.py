@@ -86,7 +86,8 @@ class SessionForks:
     and unpaired envelopes."""
 
     def __init__(self, host: SyncHost) -> None:
-        self._hash = host.envelope_hash
+        self._sync_host = host  # (envelope_hash looked up when used: a host that never gets
+        # past the handshake may lack it)
         self._host = host if isinstance(host, ForkHost) else None
         #: space -> {author: seq from which this session sends the peer nothing}
         self.held: dict[str, dict[str, int]] = {}
@@ -107,6 +108,9 @@ class SessionForks:
         return self._host is not None
 
     # -- HAVE ---------------------------------------------------------------------------------
+    def _hash(self, space: str, author: str, seq: int) -> bytes | None:
+        return self._sync_host.envelope_hash(space, author, seq)
+
     def heads(self, space: str, vv: dict[str, int], authors: list[str]) -> list[bytes]:
         """The head hash of each author of our HAVE (in ``authors`` order)."""
         return [(self._hash(space, a, vv[a]) if vv[a] else b"") or b"" for a in authors]
