@@ -13,14 +13,26 @@ The public surface::
         print(site.get("equipment", "pump-7"))
 """
 
-from .errors import CrdtSyncError, NotFound, Rejected, StoreError, StoreVersionError, ValueRejected
+from .errors import (
+    CrdtSyncError,
+    DiskFull,
+    NotFound,
+    Rejected,
+    StoreCorrupt,
+    StoreError,
+    StoreVersionError,
+    ValueRejected,
+)
 from .replica import Replica
 from .results import (
+    Accepted,
     Change,
+    ClockRefusal,
     Conflict,
     FieldWrite,
     HistoryEntry,
     ImportResult,
+    JournalDamage,
     ReceiveResult,
     Rejection,
     Status,
@@ -28,9 +40,9 @@ from .results import (
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
-    "Change", "Conflict", "CrdtSyncError", "EntityWriter", "FieldWrite", "HistoryEntry",
-    "ImportResult", "ListField", "NotFound", "ReceiveResult", "Rejected", "Rejection", "Replica",
-    "Space", "SpaceTransaction", "Status", "StoreError", "StoreVersionError", "TextField",
-    "ValueRejected",
+    "Accepted", "Change", "ClockRefusal", "Conflict", "CrdtSyncError", "DiskFull", "EntityWriter",
+    "FieldWrite", "HistoryEntry", "ImportResult", "JournalDamage", "ListField", "NotFound",
+    "ReceiveResult", "Rejected", "Rejection", "Replica", "Space", "SpaceTransaction", "Status",
+    "StoreCorrupt", "StoreError", "StoreVersionError", "TextField", "ValueRejected",
 ]
 __version__ = "0.1.0"

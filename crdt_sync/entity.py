@@ -24,7 +24,9 @@ import cbor2
 from pycrdt import Array, Doc, Map, Text
 
 from ._pycrdt_compat import doc_handle
+from .cbor_exact import loads_exact
 from .errors import ValueRejected
+from .hlc import MAX_HLC
 from .values import MAX_TEXT_INSERT, MAX_VALUE_BYTES, check_value, decode_value
 
 REGISTERS = "f"
@@ -41,7 +43,6 @@ KIND_VALUE = 0
 KIND_TEXT = 1
 KIND_LIST = 2
 KIND_REMOVED = 3
-MAX_FIELD_NAME = 256
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -53,13 +54,6 @@ class Entry:
     client: int
     kind: int
     value: Any
-
-
-def check_field_name(name: str) -> None:
-    if not isinstance(name, str) or not name or len(name) > MAX_FIELD_NAME:
-        raise ValueRejected(f"field names are non-empty str of at most {MAX_FIELD_NAME} chars")
-    if SEP in name or "\x01" in name:
-        raise ValueRejected("field names may not contain the characters \\x00 or \\x01")
 
 
 class EntityDoc:
@@ -108,6 +102,27 @@ class EntityDoc:
             # an update from elsewhere may have added non-ASCII characters to any text
             for name in list(self.texts):
                 self.forget_text(name)
+
+    def apply_remote(self, update: bytes) -> list[int]:
+        """Apply an update received from another device; returns the clocks of the registers
+        it wrote (the receiver checks them against its envelope: :mod:`crdt_sync.clocks`).
+
+        Raises:
+            ValueError: the update does not apply, or a register it wrote is malformed.
+        """
+        written: list[tuple[str, Any]] = []
+
+        def seen(keys: dict[str, Any]) -> None:
+            for key, change in keys.items():
+                if change["action"] != "delete":
+                    written.append((key, change["newValue"]))
+
+        unsubscribe = self.handle.observe_keys(self._regs, seen)
+        try:
+            self.apply(update)
+        finally:
+            unsubscribe()
+        return [_register_clock(key, raw) for key, raw in written]
 
     # -- reading ---------------------------------------------------------------------------
     def registers(self) -> dict[str, list[Entry]]:
@@ -230,24 +245,43 @@ class EntityDoc:
 _KINDS = (KIND_VALUE, KIND_TEXT, KIND_LIST, KIND_REMOVED)
 
 
-def _parse_register(key: str, raw: Any) -> tuple[str, Entry]:
+def _parse_register(key: str, raw: Any, clock_end: int = MAX_HLC) -> tuple[str, Entry]:
     """One register as this module writes it, else ValueError: registers arrive in other
     devices' updates, and a signed update is still untrusted input."""
     name, sep, client = key.rpartition(SEP)
-    if not (sep and name and client.isdigit() and isinstance(raw, (bytes, bytearray))):
+    if not (sep and name and _canonical_client(client) and isinstance(raw, (bytes, bytearray))):
         raise ValueError(f"register {key!r} is not field\\0client -> bytes")
     try:
-        item = cbor2.loads(bytes(raw))
+        item = loads_exact(bytes(raw))
     except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
         raise ValueError(f"register {key!r} is not CBOR: {exc}") from None
     if not (isinstance(item, list) and len(item) == 4):
         raise ValueError(f"register {key!r} is not [hlc, author, kind, value]")
     hlc, author, kind, value = item
-    if not (type(hlc) is int and 0 <= hlc < 2**64 and isinstance(author, str)
+    if not (type(hlc) is int and 0 <= hlc < clock_end and isinstance(author, str)
             and type(kind) is int and kind in _KINDS):
         raise ValueError(f"register {key!r} has the wrong types")
-    check_value(value)  # ValueRejected is a ValueError
+    try:
+        check_value(value, finite=False)
+    except ValueRejected as exc:  # a ValueError, as the callers expect
+        raise ValueRejected(f"register {key!r}: {exc}") from None
     return name, Entry(hlc, author, int(client), kind, value)
+
+
+def _canonical_client(text: str) -> bool:
+    """The client id as a writer spells it: ASCII decimal, no sign or leading zero, < 2**64.
+    (``str.isdigit`` alone admits other scripts' digits and leading zeros, so two keys could
+    name one client, and the winner order would then compare the values themselves.)"""
+    return (0 < len(text) <= 20 and text.isascii() and text.isdigit()
+            and (text == "0" or text[0] != "0") and int(text) < 2**64)
+
+def _register_clock(key: str, raw: Any) -> int:
+    """The clock of one register (its first item). Any 64-bit clock is read: the receiver's
+    check names one outside the range. Reading the rest is left to :func:`_parse_register`
+    when the entity is read (a malformed register is refused then)."""
+    if isinstance(raw, (bytes, bytearray)) and len(raw) > 9 and raw[0] == 0x84 and raw[1] == 0x1B:
+        return int.from_bytes(raw[2:10], "big")  # [uint64, ...]: every clock from 2**32 on
+    return _parse_register(key, raw, 2**64)[1].hlc
 
 
 def _same(a: Entry, b: Entry) -> bool:

@@ -18,6 +18,7 @@ from hashlib import blake2b
 
 import cbor2
 
+from .cbor_exact import TrailingBytes, loads_exact
 from .errors import Rejected
 from .identity import Identity, device_id, verify
 
@@ -80,7 +81,9 @@ def open_envelope(wire: bytes) -> Envelope:
     if len(wire) > MAX_ENVELOPE_BYTES:
         raise Rejected("too-large", f"envelope of {len(wire)} bytes exceeds {MAX_ENVELOPE_BYTES}")
     try:
-        items = cbor2.loads(wire)
+        items = loads_exact(wire)
+    except TrailingBytes as exc:  # one envelope is one CBOR item, nothing after it
+        raise Rejected("malformed", f"envelope has {exc}") from None
     except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
         raise Rejected("malformed", f"envelope is not CBOR: {exc}") from None
     if not isinstance(items, list) or len(items) != 8:

@@ -37,3 +37,27 @@ class Rejected(CrdtSyncError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class DiskFull(StoreError):
+    """The file system holding the data directory has no room for a write.
+
+    Attributes:
+        path: the file that could not grow.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreCorrupt(StoreError):
+    """The store's SQLite file is damaged (or not a SQLite file).
+
+    Attributes:
+        path: the damaged file.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path

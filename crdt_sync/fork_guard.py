@@ -13,9 +13,11 @@ the parts that remain: other authors', and that author's from before the fork po
 honest devices then hold the same set of updates for every entity whichever branch each saw
 first, hence the same data.
 
-:meth:`ForkGuard.set_aside` is the one place that excludes an author; per-author quarantine
-(issue 11) records the same thing for other reasons, and is where it will also be recorded.
-A fork is not liftable: the proof stays true, so no member command undoes it.
+:meth:`ForkGuard.set_aside` is the one place that excludes an author, and it records the
+exclusion in the device's quarantine (:mod:`crdt_sync.quarantine`, reason ``fork``), so that
+status, sessions (which skip quarantined authors and send QUARANTINED) and lifting read one
+"set aside" state. A fork is not liftable: the proof stays true, so
+:meth:`crdt_sync.quarantine.Quarantine.lift` refuses a ``fork`` record.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .errors import Rejected
 from .fork_table import ForkRecord
 from .forks import ForkProof
 from .payload import decode_payload
+from .quarantine import MAX_DETAIL, QuarantineBook, QuarantineRecord, clip
 from .results import ForkStatus
 from .store import EntityKey, Store
 
@@ -39,8 +42,9 @@ FORK = "fork"
 class ForkGuard:
     """A device's fork proofs and exclusions (one per replica; state lives in the store)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, quarantine: QuarantineBook | None = None) -> None:
         self._store = store
+        self._quarantine = quarantine
         self._points: dict[str, dict[str, int]] = {}
 
     def begin(self) -> None:
@@ -71,7 +75,7 @@ class ForkGuard:
         if stored is None:  # (the check saw it: only a racing writer could remove it)
             raise Rejected("fork", f"{env.author} seq {env.seq} conflicts with an envelope "
                                    f"that is gone")
-        return self.keep(forks.prove(decode_trusted(stored), env), source)[1]
+        return self.keep(forks.prove(decode_trusted(stored), env), source, env)[1]
 
     def receive_proof(self, data: bytes, source: str,
                       space: str | None = None) -> tuple[ForkProof, bool, set[EntityKey]]:
@@ -88,9 +92,12 @@ class ForkGuard:
             raise Rejected("wrong-space", f"fork proof of space {proof.space!r} sent as part of {space!r}")
         return (proof, *self.keep(proof, source))
 
-    def keep(self, proof: ForkProof, source: str) -> tuple[bool, set[EntityKey]]:
+    def keep(self, proof: ForkProof, source: str,
+             evidence: Envelope | None = None) -> tuple[bool, set[EntityKey]]:
         """Store a checked proof and exclude its author from its seq; returns whether it was
-        new and the entities to rebuild (none when it was known)."""
+        new and the entities to rebuild (none when it was known). ``evidence`` is the branch
+        that arrived second (the quarantine record's envelope; else the proof's higher one)."""
+        other = proof.high if evidence is None else evidence
         record = ForkRecord(proof.space, proof.author, proof.seq, proof.encode(), source,
                             int(time.time()))
         with self._store.write():
@@ -98,19 +105,24 @@ class ForkGuard:
                 return False, set()
             self._points.pop(proof.space, None)
             return True, self.set_aside(proof.space, proof.author, proof.seq, FORK,
-                                        proof.describe(), proof.low.hash)
+                                        proof.describe(), other.hash, other.wire)
 
     def set_aside(self, space: str, author: str, from_seq: int, reason: str = FORK,
-                  detail: str = "", envelope_hash: bytes = b"") -> set[EntityKey]:
+                  detail: str = "", envelope_hash: bytes = b"", wire: bytes = b"") -> set[EntityKey]:
         """Exclude ``author``'s chain in ``space`` from ``from_seq`` on: its envelopes from there
         are removed and the parts they added taken out of their entities. Returns those
         entities (the caller unloads them, and reloads and re-indexes those still known: one
         that only those envelopes wrote is forgotten).
 
-        ``reason``, ``detail`` and ``envelope_hash`` are what a quarantine record holds; the
-        fork's own record is its proof (:meth:`keep`).
+        ``reason``, ``detail``, ``envelope_hash`` and ``wire`` (the evidence: for a fork, the
+        branch that proved it) go into the quarantine record (the fork's full record is its
+        proof, :meth:`keep`).
         """
         store = self._store
+        if self._quarantine is not None:
+            self._quarantine.quarantine(QuarantineRecord(
+                space, author, from_seq, reason, clip(detail, MAX_DETAIL), envelope_hash, wire,
+                time.time_ns() // 1_000_000))
         touched: set[EntityKey] = set()
         for wire in fork_table.drop_branch(store.db, space, author, from_seq):
             env = decode_trusted(wire)

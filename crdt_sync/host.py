@@ -7,11 +7,15 @@ Get it from :attr:`crdt_sync.Replica.sync_host`.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from .envelope import Envelope
+from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from .identity import Identity
-from .results import ReceiveResult
+from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, QuarantineBook, SetAside, clip
+from .results import Accepted, ReceiveResult
 from .store import Store
 
 
@@ -34,6 +38,8 @@ class HostedReplica(Protocol):
 
     def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool: ...
 
+    def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted: ...
+
 
 class ReplicaHost:
     """What a sync session asks of a device's replica."""
@@ -41,11 +47,20 @@ class ReplicaHost:
     #: A relay keeps every space a device asks for; a device keeps only its own.
     keeps_all_spaces = False
 
-    def __init__(self, replica: HostedReplica, store: Store) -> None:
+    def __init__(self, replica: HostedReplica, store: Store, quarantine: Quarantine,
+                 clock: HybridClock | None = None,
+                 max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
         self._replica = replica
         self._store = store
+        self._quarantine = quarantine
+        #: the device's quarantine (a :class:`~crdt_sync.quarantine.QuarantineBook`)
+        self.quarantine: QuarantineBook = quarantine
         self.identity: Identity = replica.identity
         self.device_id: str = replica.device_id
+        #: the receiver's wall clock and allowed skew for holding back envelopes stamped too
+        #: far ahead (docs/PROTOCOL.md, "Clocks"): the replica's own
+        self.wall_ms: Callable[[], int] = clock.wall if clock is not None else wall_ms
+        self.max_clock_skew_ms = max_clock_skew_ms
 
     def admit(self, peer: str) -> str | None:
         """Devices sync with any authenticated peer (capabilities come later)."""
@@ -85,7 +100,29 @@ class ReplicaHost:
     def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
         return self._replica.receive_fork_proof(proof, source, space)
 
+    def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
+        """Per author: a refused author is quarantined and the rest carries on."""
+        return self._replica.accept(envelopes, source, space)
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        """The authors set aside in ``space``: the session skips them."""
+        return self._quarantine.authors(space)
+
+    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
+                     detail: str) -> None:
+        """``peer`` set aside ``author``'s chain in ``space`` (its QUARANTINED): kept for
+        ``status`` (one row per peer, space and author; the session only passes authors this
+        device holds in that space)."""
+        self._quarantine.record_refusal(PeerRefusal(peer, space, author, from_seq, clip(reason, MAX_REASON),
+                                                    clip(detail, MAX_DETAIL), time.time_ns() // 1_000_000))
+
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Remember what ``peer`` acknowledged of ``space`` (``status`` shows it)."""
         with self._store.write():
             self._store.record_peer(peer, space, vv)
+
+    def record_clock_refusal(self, peer: str, space: str, author: str, seq: int, ahead_ms: int) -> None:
+        """``peer`` holds back ``author``'s envelopes of ``space`` from ``seq`` on: their
+        clock is ``ahead_ms`` ahead of its own (``status`` shows it)."""
+        with self._store.write():
+            self._store.record_clock_refusal(peer, space, author, seq, ahead_ms)

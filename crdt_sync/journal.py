@@ -17,9 +17,13 @@ belongs to a dead process: whoever opens the data directory next folds what is l
 
 Record: ``u32 length | u32 crc32 | u16 len(space) | u16 len(collection) | u16 len(id) |
 space | collection | id | item`` (little endian; the item as in :mod:`crdt_sync.payload`).
-This module is the only one that knows the layout. A torn tail (only
-possible when the process died while appending, before the edit returned) is ignored, and so
-is the zero-filled space reserved after the last record (a record is never empty).
+This module is the only one that knows the layout. The zero-filled space reserved after the
+last record is not a record (a record is never empty). A dead process's file is read with
+:func:`scan`, which resynchronises after a damaged record (bad CRC or inconsistent frame) so
+that damage loses only the records it hit; a damaged run after the last intact record is
+also what a process killed while appending leaves (a torn tail, whose edit never returned).
+The store records how many *bytes* of each file are sealed (the end of the last sealed
+record), so that damage before that point cannot shift what counts as sealed.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from .diskfaults import disk_full, is_full
+from .errors import DiskFull, StoreError
 from .payload import ITEM_HEADER
 
 _FRAME = struct.Struct("<II")  # u32 length | u32 crc32, before each record
@@ -137,10 +145,23 @@ class Journal:
                     raise
                 self.map = None  # a file system that cannot reserve or map: write() it is
                 self.limit = 0
+            except DiskFull:  # too little room to reserve ahead: write() each record, which
+                os.ftruncate(fd, 0)  # works while there is room for it (a nearly full disk)
+                self.map = None
+                self.limit = 0
 
-    def _reserve(self, capacity: int) -> None:
-        """Reserve the file's blocks up to ``capacity`` bytes and map them."""
-        os.posix_fallocate(self._fd, 0, capacity)  # ENOSPC here, as an OSError
+    def _reserve(self, capacity: int, doing: str = "reserving room in the journal") -> None:
+        """Reserve the file's blocks up to ``capacity`` bytes and map them.
+
+        Raises:
+            DiskFull: no room for them (ENOSPC, EDQUOT).
+        """
+        try:
+            os.posix_fallocate(self._fd, 0, capacity)
+        except OSError as exc:
+            if is_full(exc, self.directory):
+                raise disk_full(self.directory / self.name, doing) from exc
+            raise
         if self.map is None:
             self.map = mmap.mmap(self._fd, capacity)
         else:
@@ -201,11 +222,18 @@ class Journal:
         end = start + len(record)
         mapped = self.map
         if mapped is not None:
-            if end > self.limit:
-                self._reserve(max(end, 2 * self.limit))  # resizes this same map
+            if end > self.limit:  # resizes this same map
+                self._reserve(max(end, 2 * self.limit), "growing the journal for an edit (it "
+                                                        "was not saved)")
             mapped[start:end] = record
         else:
-            written = os.write(self._fd, record)
+            try:
+                written = os.write(self._fd, record)
+            except OSError as exc:
+                if is_full(exc, self.directory):
+                    raise disk_full(self.directory / self.name,
+                                    "journaling an edit (it was not saved)") from exc
+                raise
             if written != len(record):  # a full disk: refuse loudly rather than half-write,
                 os.ftruncate(self._fd, start)  # and leave no torn record before the next one
                 raise OSError(f"journal write of {len(record)} bytes wrote {written}")
@@ -242,20 +270,146 @@ class Journal:
             self._release()
 
 
+class ReadOnlyJournal(Journal):
+    """The journal of a replica opened read-only: no file, and every append refuses."""
+
+    def __init__(self, directory: Path, client_id: int) -> None:
+        self.directory = directory
+        self.client_id = client_id
+        self.fsync = False
+        self.generation = 0
+        self.count = self.size = self.sealed_count = self.sealed_size = 0
+        self._fd = -1
+        self.map = None
+        self.limit = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.client_id:x}-read-only"  # no such file: close() unlinks nothing
+
+    def append_record(self, record: bytes) -> None:
+        raise StoreError(f"{self.directory.parent} is open read-only (the disk was full): "
+                         "the edit was not saved")
+
+
 def read_records(path: Path) -> Iterator[bytes]:
-    """Bodies of the intact records of a journal file, stopping at a torn tail."""
+    """Bodies of the intact records of a journal file, in order, skipping damaged ones (see
+    :func:`scan`)."""
     data = path.read_bytes()
-    off = 0
-    while off + _FRAME.size <= len(data):
-        length, crc = _FRAME.unpack_from(data, off)
-        body = data[off + _FRAME.size:off + _FRAME.size + length]
-        if not length or len(body) != length or zlib.crc32(body) != crc:
-            return
-        yield body
-        off += _FRAME.size + length
+    for start, end in scan(data).records:
+        yield data[start + _FRAME.size:end]
 
 
 _HEAD = struct.Struct("<IIHHH")  # a record's frame and the lengths of its key
+_U32 = struct.Struct("<I")
+#: The longest part of a record's key in bytes: names are at most 256 characters
+#: (:data:`crdt_sync.values.MAX_NAME`), 4 bytes each in UTF-8.
+MAX_KEY_PART = 1024
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """A run of bytes between intact records (or after the last one) that holds no intact
+    record: ``length`` bytes from ``offset``. ``records`` is how many records it held as far
+    as their frames can still be followed (at least 1). ``tail`` marks a run after the last
+    intact record: a write cut short when the process died looks the same."""
+
+    offset: int
+    length: int
+    records: int
+    tail: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What :func:`scan` found: the ``(start, end)`` byte range of each intact record, in
+    order, and the damaged runs between them."""
+
+    records: list[tuple[int, int]]
+    damaged: list[Damaged]
+
+
+def _framed(data: bytes, off: int) -> int:
+    """The end of a record whose frame is consistent at ``off`` (it fits in ``data`` and
+    holds its key, whose parts are at most :data:`MAX_KEY_PART` bytes), else -1. The CRC is
+    not checked here."""
+    if off + _HEAD.size > len(data):
+        return -1
+    length, _, a, b, c = _HEAD.unpack_from(data, off)
+    end: int = off + _FRAME.size + length
+    if max(a, b, c) > MAX_KEY_PART or length < _LENS.size + a + b + c or end > len(data):
+        return -1
+    return end
+
+
+def _intact(data: bytes, off: int) -> int:
+    """The end of an intact record at ``off`` (frame consistent, CRC right), else -1."""
+    end = _framed(data, off)
+    if end < 0 or zlib.crc32(data[off + _FRAME.size:end]) != _U32.unpack_from(data, off + 4)[0]:
+        return -1
+    return end
+
+
+def _resync(data: bytes, off: int) -> int:
+    """The offset of the next intact record after a damaged one at ``off``, or -1."""
+    end = _framed(data, off)  # a record whose length survived: try just after it first
+    if end > 0 and _intact(data, end) > 0:
+        return end
+    p = off + 1
+    while p + _HEAD.size <= len(data):
+        if data[p:p + 4] == b"\0\0\0\0":  # a record is never empty: skip runs of zeros
+            found = _NONZERO.search(data, p)
+            if found is None:
+                return -1
+            p = max(p + 1, found.start() - 3)
+            continue
+        if _intact(data, p) > 0:
+            return p
+        p += 1
+    return -1
+
+
+def _count_framed(data: bytes, start: int, stop: int) -> int:
+    """How many consistent frames follow each other from ``start`` within ``stop`` (>= 1)."""
+    count, off = 0, start
+    while off < stop:
+        end = _framed(data, off)
+        if end < 0 or end > stop:
+            break
+        count, off = count + 1, end
+    return max(1, count + (off < stop and count > 0))
+
+
+def scan(data: bytes) -> Scan:
+    """Every intact record of a journal file, resynchronising after damage.
+
+    A record is intact when its frame is consistent and its CRC32 matches. After one that is
+    not, the scan looks for the next intact record: first just after the damaged record's
+    own length, then at every following byte (runs of zeros skipped). The zeros reserved
+    after the last record end the file and are not damage.
+    """
+    records: list[tuple[int, int]] = []
+    damaged: list[Damaged] = []
+    off, size = 0, len(data)
+    while off < size:
+        end = _intact(data, off)
+        if end > 0:
+            records.append((off, end))
+            off = end
+            continue
+        if _NONZERO.search(data, off) is None:
+            break  # the reserved zeros after the last record
+        nxt = _resync(data, off)
+        if nxt < 0:
+            stop = off + len(data[off:].rstrip(b"\0"))
+            damaged.append(Damaged(off, stop - off, _count_framed(data, off, stop), True))
+            break
+        damaged.append(Damaged(off, nxt - off, _count_framed(data, off, nxt), False))
+        off = nxt
+    return Scan(records, damaged)
+
+
 
 
 def group_records(data: bytes, skip: int = 0, verify: bool = True
@@ -290,6 +444,23 @@ def group_records(data: bytes, skip: int = 0, verify: bool = True
             items = keys[prefix] = grouped.setdefault(decode_record(prefix)[0], [])
         items.append(data[split:off])
     return grouped, count
+
+
+def group_intact(data: bytes, ranges: Iterable[tuple[int, int]]
+                 ) -> tuple[dict[tuple[str, str, str], list[bytes]], list[tuple[int, int]]]:
+    """The records at ``ranges`` of ``data`` (from :func:`scan`), grouped by entity as in
+    :func:`group_records`, and the ranges whose key is not UTF-8 (not written by crdt-sync,
+    whatever their CRC says)."""
+    grouped: dict[tuple[str, str, str], list[bytes]] = {}
+    bad: list[tuple[int, int]] = []
+    for start, end in ranges:
+        try:
+            key, item = decode_record(data[start + _FRAME.size:end])
+        except UnicodeDecodeError:
+            bad.append((start, end))
+            continue
+        grouped.setdefault(key, []).append(item)
+    return grouped, bad
 
 
 def orphans(directory: Path) -> Iterator[tuple[str, int]]:

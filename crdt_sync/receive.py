@@ -1,23 +1,47 @@
-"""Receiving: verify envelopes from other devices and apply them, all or nothing."""
+"""Receiving: verify envelopes from other devices and apply them.
+
+Two ways, over the same checks:
+
+* :meth:`Receiver.receive`, all or nothing (bundles, :meth:`crdt_sync.Replica.receive`): the
+  first refused envelope refuses the batch.
+* :meth:`Receiver.accept`, per author (sync sessions): a refused envelope whose signature
+  verified quarantines its author in its space from that seq on (:mod:`crdt_sync.quarantine`)
+  and the rest of the batch carries on; each envelope is applied fully or not at all. An
+  envelope that does not verify cannot be attributed to an author: it refuses the batch as
+  before (the peer that sent it is at fault, and the session ends).
+
+Both skip the envelopes of authors already quarantined in the space. A proven fork
+(:mod:`crdt_sync.fork_guard`) is not a refusal: both branches are excluded, the author is
+quarantined with reason ``fork`` and the batch carries on.
+"""
 
 from __future__ import annotations
 
-from . import chain
+from . import chain, clocks
 from .cache import EntityCache
 from .chain import Fault, Outcome
 from .envelope import Envelope, open_envelope
 from .errors import Rejected
-from .fork_guard import ForkGuard
+from .fork_guard import FORK, ForkGuard
 from .hlc import HybridClock
-from .payload import decode_payload
-from .results import ReceiveResult
+from .payload import PayloadVersionError, decode_payload
+from .quarantine import Quarantine, QuarantineRecord, SetAside
+from .results import Accepted, ReceiveResult
 from .sealing import Sealer
 from .store import EntityKey, Store
 
-#: Received times (HLCs) at or beyond this are refused. Every local time must exceed every
-#: time seen and SQLite integers end at 2**63 - 1, so a peer's clock (hostile or broken)
-#: near that end would make every later local write fail. 2**62 is the year 4199.
-MAX_HLC = 1 << 62
+
+class _Refused(Rejected):
+    """A refusal of an envelope whose signature verified: its author is known."""
+
+    def __init__(self, env: Envelope, rejected: Rejected) -> None:
+        super().__init__(rejected.reason, rejected.detail)
+        self.env = env
+
+
+class _Unreadable(Rejected):
+    """An entity that the batch as a whole left unreadable (which envelope did it is found
+    by applying them one by one)."""
 
 
 class Receiver:
@@ -36,7 +60,12 @@ class Receiver:
         self._clock = clock
         self._sealer = sealer
         self._client_id = client_id
-        self._forks = ForkGuard(store)
+        #: the authors set aside (the device's quarantine; see crdt_sync.quarantine)
+        self.quarantine = Quarantine(store.db, store.write)
+        #: fork proofs and exclusions (a fork is recorded in the quarantine too)
+        self._forks = ForkGuard(store, self.quarantine)
+        #: the fork quarantines the current receive started (told to the peer like others)
+        self._forked: list[QuarantineRecord] = []
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[ReceiveResult, set[EntityKey]]:
@@ -44,6 +73,7 @@ class Receiver:
 
         With ``tolerate_gaps`` (sync sessions over lossy links), an envelope whose
         predecessor is missing is skipped rather than rejected: the sender resends it.
+        Envelopes of an author quarantined in their space are skipped too (counted as gaps).
 
         Returns what was done, and the entities it changed. The caller seals its own
         pending edits first, and notifies observers.
@@ -56,53 +86,119 @@ class Receiver:
         self._forks.begin()
         try:
             with self._store.write():
-                applied, dups, gaps = self._receive_locked(envelopes, space, touched, tolerate_gaps,
-                                                           source)
+                applied, dups, gaps, skipped = self._receive_locked(
+                    envelopes, space, touched, tolerate_gaps, self._skips(space), source)
         except Rejected as rejected:
             for key in touched:
                 self._cache.drop(key)
             self._store.record_rejection(source, rejected)
             raise
-        return ReceiveResult(applied, dups, gaps), touched
+        return ReceiveResult(applied, dups, gaps + skipped), touched
+
+    def accept(self, envelopes: list[bytes], source: str,
+               space: str | None = None) -> tuple[Accepted, set[EntityKey]]:
+        """Verify and apply received envelopes per author (see the module docstring); gaps
+        are tolerated (a session's sender resends).
+
+        Returns what was done (with the quarantines it started) and the entities it changed.
+
+        Raises:
+            Rejected: an envelope that does not verify (its author cannot be known);
+                nothing was applied and the rejection is recorded.
+        """
+        self._forks.begin()
+        self._forked = []
+        skips = self._skips(space)
+        touched: set[EntityKey] = set()
+        try:
+            with self._store.write():  # the fast path: the whole batch in one go
+                applied, dups, gaps, skipped = self._receive_locked(envelopes, space, touched, True, skips,
+                                                                    source)
+            return Accepted(applied, dups, gaps, skipped, tuple(self._forked)), touched
+        except (_Refused, _Unreadable):
+            for key in touched:
+                self._cache.drop(key)
+        except Rejected as rejected:
+            for key in touched:
+                self._cache.drop(key)
+            self._store.record_rejection(source, rejected)
+            raise
+        # Something in the batch is refused: again, one envelope at a time.
+        self._forks.begin()  # (fork points the rolled-back batch cached are gone)
+        self._forked = []
+        return self._accept_each(envelopes, source, space, skips)
+
+    def _skips(self, space: str | None) -> dict[str, dict[str, SetAside]]:
+        """The authors set aside per space, for the space of the batch (None: any space;
+        then asked per space as envelopes name them)."""
+        return {} if space is None else {space: self.quarantine.authors(space)}
+
+    def _skipped(self, env: Envelope, skips: dict[str, dict[str, SetAside]]) -> bool:
+        authors = skips.get(env.space)
+        if authors is None:
+            authors = skips[env.space] = self.quarantine.authors(env.space)
+        if not authors:
+            return False  # (env.author is computed: skip it if none)
+        held = authors.get(env.author)
+        return held is not None and env.seq >= held.from_seq
+
+    def _accept_each(self, envelopes: list[bytes], source: str, space: str | None,
+                     skips: dict[str, dict[str, SetAside]]) -> tuple[Accepted, set[EntityKey]]:
+        touched: set[EntityKey] = set()
+        applied = dups = gaps = skipped = 0
+        started = self._forked  # forks proven on the way are added as they come
+        refusals: list[Rejected] = []
+        try:
+            with self._store.write():
+                for wire in envelopes:
+                    mine: set[EntityKey] = set()
+                    try:
+                        with self._store.savepoint():
+                            a, d, g, k = self._receive_locked([wire], space, mine, True, skips, source)
+                    except (_Refused, _Unreadable) as refused:
+                        for key in mine:
+                            self._cache.drop(key)
+                        env = refused.env if isinstance(refused, _Refused) else open_envelope(wire)
+                        record = self.quarantine.quarantine(QuarantineRecord.of(env, refused))
+                        skips.setdefault(env.space, {})[env.author] = SetAside(
+                            record.from_seq, record.reason, record.detail)
+                        started.append(record)
+                        refusals.append(refused)
+                        continue
+                    touched |= mine
+                    applied, dups, gaps, skipped = applied + a, dups + d, gaps + g, skipped + k
+        except Rejected as rejected:  # one that does not verify: the batch is refused
+            for key in touched:
+                self._cache.drop(key)
+            self._store.record_rejection(source, rejected)
+            raise
+        for refusal in refusals:
+            self._store.record_rejection(source, refusal)
+        return Accepted(applied, dups, gaps, skipped, tuple(started)), touched
 
     def _receive_locked(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
-                        tolerate_gaps: bool, source: str = "") -> tuple[int, int, int]:
-        applied = dups = gaps = 0
+                        tolerate_gaps: bool, skips: dict[str, dict[str, SetAside]],
+                        source: str = "") -> tuple[int, int, int, int]:
+        applied = dups = gaps = skipped = 0
+        times: list[int] = []
         rebuild: set[EntityKey] = set()
         for wire in envelopes:
             env = open_envelope(wire)
-            chain.check_space(env, space).accept()
-            if self._forks.excluded(env):
-                continue  # its author forked before this seq: neither branch is kept
-            verdict = chain.check(env, self._store, tolerate_gaps)
-            if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
-                rebuild |= self._forks.conflict(env, source)
-                self._store.record_rejection(source, verdict.error())
+            if self._forks.excluded(env):  # its author forked before this seq: neither branch is kept
+                chain.check_space(env, space).accept()
                 continue
-            status = verdict.accept()
-            if status is not Outcome.NEW:
-                dups += status is Outcome.DUPLICATE
-                gaps += status is Outcome.GAP
+            if self._skipped(env, skips):
+                skipped += 1
                 continue
-            entities = _decode_payload(env)
-            if max([env.hlc, *(h for *_, items in entities for h, _ in items)]) >= MAX_HLC:
-                raise Rejected("malformed", f"{env.author} seq {env.seq}: a time beyond the clock's range")
-            self._store.insert_envelope(env)
-            for coll, ent_id, blob, items in entities:
-                key = (env.space, coll, ent_id)
-                self._store.insert_part(key, env.author, self._client_id, blob)
-                touched.add(key)
-                cached = self._cache.peek(key)
-                for hlc, update in items:
-                    self._clock.observe(hlc)
-                    if cached is not None:
-                        try:
-                            cached.apply(update)
-                        except ValueError as exc:
-                            raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
-            self._clock.observe(env.hlc)
-            self._store.join(env.space)
-            applied += 1
+            try:
+                outcome = self._apply(env, space, touched, tolerate_gaps, times, rebuild, source)
+            except _Refused:
+                raise
+            except Rejected as rejected:
+                raise _Refused(env, rejected) from None
+            dups += outcome is Outcome.DUPLICATE
+            gaps += outcome is Outcome.GAP
+            applied += outcome is Outcome.NEW
         for key in rebuild:  # loaded with the excluded updates: load again without them
             self._cache.drop(key)
         touched |= rebuild
@@ -114,11 +210,50 @@ class Receiver:
                 # its few new updates instead of replaying the entity's whole history again.
                 self._cache.get(key)
                 self._sealer.index(key, readable=True)
-            except Rejected:
-                raise
+            except Rejected as rejected:
+                raise _Unreadable(rejected.reason, rejected.detail) from None
             except Exception as exc:  # trust boundary: signed updates that break the entity
-                raise Rejected("bad-payload", f"{key} is unreadable after the update: {exc}") from None
-        return applied, dups, gaps
+                raise _Unreadable("bad-payload", f"{key} is unreadable after the update: {exc}") from None
+        for hlc in times:  # only once all of it was accepted
+            self._clock.observe(hlc)
+        return applied, dups, gaps, skipped
+
+    def _apply(self, env: Envelope, space: str | None, touched: set[EntityKey], tolerate_gaps: bool,
+               times: list[int], rebuild: set[EntityKey], source: str) -> Outcome | None:
+        """Check one verified envelope and, when new, store and apply it. None: it proved a
+        fork with a stored envelope (both branches are excluded; ``rebuild`` gets the entities)."""
+        chain.check_space(env, space).accept()
+        clocks.check_envelope(env)
+        verdict = chain.check(env, self._store, tolerate_gaps)
+        if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
+            rebuild |= self._forks.conflict(env, source)
+            self._store.record_rejection(source, verdict.error())
+            record = self.quarantine.is_quarantined(env.space, env.author)
+            if record is not None and record.reason == FORK:
+                self._forked.append(record)
+            return None
+        status = verdict.accept()
+        if status is not Outcome.NEW:
+            return status
+        entities = _decode_payload(env)
+        clocks.check_items(env, (h for *_, items in entities for h, _ in items))
+        self._store.insert_envelope(env)
+        for coll, ent_id, blob, items in entities:
+            key = (env.space, coll, ent_id)
+            touched.add(key)
+            # Loaded before its part is stored, so that each update is applied here and the
+            # registers it writes are checked against this envelope's clock.
+            ent = self._cache.get(key)
+            self._store.insert_part(key, env.author, self._client_id, blob)
+            for _hlc, update in items:
+                try:
+                    written = ent.apply_remote(update)
+                except ValueError as exc:
+                    raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
+                clocks.check_registers(env, written)
+        times.append(env.hlc)  # (every item's clock is at most the envelope's)
+        self._store.join(env.space)
+        return Outcome.NEW
 
 
     def receive_proof(self, data: bytes, source: str,
@@ -147,5 +282,7 @@ class Receiver:
 def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:
     try:
         return decode_payload(env.payload)
+    except PayloadVersionError as exc:  # written by a newer crdt-sync: say so, not "malformed"
+        raise Rejected("unknown-version", f"{env.author} seq {env.seq}: {exc}") from None
     except Exception as exc:  # trust boundary: a signed but malformed payload
         raise Rejected("bad-payload", f"{env.author} seq {env.seq}: payload is malformed: {exc}") from None

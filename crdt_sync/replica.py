@@ -9,7 +9,8 @@ the work, each the one owner of its state (docs/DESIGN.md, "The write path"):
 - :class:`~crdt_sync.sealing.Sealer`: sealing records into envelopes, the index, compaction;
 - :class:`~crdt_sync.cache.EntityCache`: the loaded entities;
 - :class:`~crdt_sync.follow.StoreFollower`: other processes' commits;
-- :class:`~crdt_sync.receive.Receiver`: envelopes from other devices;
+- :class:`~crdt_sync.receive.Receiver`: envelopes from other devices, and the authors set
+  aside (:class:`~crdt_sync.quarantine.Quarantine`);
 - :class:`~crdt_sync.host.ReplicaHost`: what sync sessions ask (:attr:`Replica.sync_host`).
 
 Why the write path is fast and still durable: a local transaction ends in one record per
@@ -30,17 +31,30 @@ from pathlib import Path
 
 from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
+from .clocks import check_skew, hold_back
 from .envelope import MAX_SPACE_NAME
-from .errors import CrdtSyncError, Rejected
+from .errors import CrdtSyncError, DiskFull, Rejected, StoreError
 from .follow import StoreFollower
 from .fork_guard import fork_statuses
-from .hlc import HybridClock, hlc_to_iso, wall_ms
+from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
-from .journal import Journal
+from .journal import Journal, ReadOnlyJournal
+from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
-from .results import Change, ImportResult, PeerStatus, ReceiveResult, Rejection, SpaceStatus, Status
+from .results import (
+    Accepted,
+    Change,
+    ClockRefusal,
+    ImportResult,
+    JournalDamage,
+    PeerStatus,
+    ReceiveResult,
+    Rejection,
+    SpaceStatus,
+    Status,
+)
 from .schedule import SealSchedule
 from .sealing import Sealer
 from .space import Space
@@ -53,7 +67,7 @@ JOURNAL_ROTATE_BYTES = 4 << 20
 
 Observer = Callable[[list[Change]], None]
 
-__all__ = ["Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
+__all__ = ["Accepted", "Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
 
 
 class Replica:
@@ -71,27 +85,50 @@ class Replica:
             into envelopes (0: after every transaction).
         seal_max_wait: the longest, in seconds, edits that keep coming wait to be sealed.
         wall: wall clock in milliseconds (tests inject one).
+        max_clock_skew: how far, in seconds, another device's clock may be ahead of ``wall``:
+            sync sessions hold back envelopes stamped further ahead, and no received time
+            moves this device's clock past ``wall`` plus this (docs/PROTOCOL.md, "Clocks").
+        read_only: open without writing anything (for a full disk): no journal, dead
+            processes' journals left for a writer to seal, every write raises StoreError.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
                  cache_size: int = 256, seal_interval: float = 0.05, seal_max_wait: float = 1.0,
-                 wall: Callable[[], int] = wall_ms) -> None:
+                 wall: Callable[[], int] = wall_ms,
+                 max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000, read_only: bool = False) -> None:
+        skew_ms = check_skew(max_clock_skew)
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._store = store = Store(self.path, fsync)
-        with store.write():
+        if not read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._store = store = Store(self.path, fsync, read_only)
+        try:
+            self._assemble(store, fsync, cache_size, seal_interval, seal_max_wait, wall, skew_ms)
+        except BaseException:
+            store.close()
+            raise
+
+    def _assemble(self, store: Store, fsync: bool, cache_size: int, seal_interval: float,
+                  seal_max_wait: float, wall: Callable[[], int], skew_ms: int) -> None:
+        if store.read_only:
             seed = store.meta("device_seed")
             if seed is None:
-                seed = Identity.generate().seed
-                store.set_meta("device_seed", seed)
+                raise StoreError(f"{store.path} holds no device yet: nothing to read")
             self.identity = Identity(bytes(seed))
-            while True:  # a Yjs client id no other process of any device will use
-                client = random.getrandbits(53)
-                if client and store.allocate_client(client, os.getpid()):
-                    break
+            client = random.getrandbits(53) | 1  # never registered: it writes nothing
+        else:
+            with store.write():
+                seed = store.meta("device_seed")
+                if seed is None:
+                    seed = Identity.generate().seed
+                    store.set_meta("device_seed", seed)
+                self.identity = Identity(bytes(seed))
+                while True:  # a Yjs client id no other process of any device will use
+                    client = random.getrandbits(53)
+                    if client and store.allocate_client(client, os.getpid()):
+                        break
         self.client_id: int = client
         self.device_id: str = self.identity.id
-        self._clock = clock = HybridClock(wall, store.max_hlc())
+        self._clock = clock = HybridClock(wall, store.max_hlc(), skew_ms)
         self._schedule = SealSchedule(seal_interval, seal_max_wait)
         self._observers: list[tuple[str | None, Observer]] = []
         #: entities sealed or received since opening (close() compacts those that grew)
@@ -104,13 +141,21 @@ class Replica:
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
         self._sealer = sealer = Sealer(self.identity, client, store, cache)
-        # before this process's own journal exists: recovery seals dead processes' journals
-        recover_orphans(directory, store, sealer, clock)
-        self._journal = journal = Journal(directory, client, fsync)
-        writes.attach(cache, journal)
+        if store.read_only:  # dead processes' journals stay for a writer to seal
+            self._journal: Journal = ReadOnlyJournal(directory, client)
+        else:
+            # before this process's own journal exists: recovery seals dead processes' journals
+            recover_orphans(directory, store, sealer, clock)
+            self._journal = Journal(directory, client, fsync)
+        writes.attach(cache, self._journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
-        self.sync_host = ReplicaHost(self, store)
+        self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened with ``read_only=True``: reads work, every write raises StoreError."""
+        return self._store.read_only
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> Replica:
@@ -132,8 +177,9 @@ class Replica:
         # nothing sealed, and seal every record of it a second time.
         (self.path / "journal" / self._journal.name).unlink(missing_ok=True)
         self._journal.close()
-        with self._store.write():
-            self._store.forget_journal(self._journal.name)
+        if not self._store.read_only:
+            with self._store.write():
+                self._store.forget_journal(self._journal.name)
         self._store.close()
         self._writes.close()
         self._closed = True
@@ -161,6 +207,7 @@ class Replica:
 
     def leave(self, space: str) -> None:
         """Stop keeping and syncing ``space``; its data stays until the space is joined again."""
+        check_name("space name", space, MAX_SPACE_NAME)
         with self._store.write():
             self._store.join(space, joined=False)
 
@@ -208,8 +255,13 @@ class Replica:
         """After a transaction that needs attention or whose edits are due: notify, seal, evict."""
         writes = self._writes
         if writes.lost:
-            self.seal()  # so the entity reloads with every edit that did reach the journal
-            writes.drop_lost()
+            try:
+                self.seal()  # so the entity reloads with every edit that did reach the journal
+            except DiskFull as exc:
+                raise DiskFull(f"the last edit was not saved (its journal write failed), and "
+                               f"sealing the earlier ones failed too: {exc}", exc.path) from exc
+            finally:
+                writes.drop_lost()
         if self._observers:
             self._notify(changed, "local")
         if seal_due:
@@ -240,10 +292,16 @@ class Replica:
         if not journal.unsealed:
             return
         records = journal.unsealed_records()
-        with self._store.write():
-            changed = self._follower.catch_up()
-            self._sealer.seal(records)
-            self._store.set_journal_folded(journal.name, journal.count)
+        try:
+            with self._store.write():
+                changed = self._follower.catch_up()
+                self._sealer.seal(records)
+                self._store.set_journal_folded(journal.name, journal.size)
+        except DiskFull as exc:
+            raise DiskFull(f"{exc}. Nothing is lost: the {journal.unsealed} edits not sealed "
+                           f"yet are in the journal {journal.directory / journal.name}, and "
+                           "are sealed once there is room (by this process, or by the next "
+                           "one to open the data directory)", exc.path) from exc
         journal.mark_sealed()
         self._touched.update(records)
         for key in records:
@@ -272,10 +330,12 @@ class Replica:
     # -- receiving -----------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
-        """Verify and apply received envelopes, all or nothing.
+        """Verify and apply received envelopes, all or nothing (sync sessions use
+        :meth:`accept`, per author).
 
         With ``tolerate_gaps`` (sync sessions over lossy links), an envelope whose
         predecessor is missing is skipped rather than rejected: the sender resends it.
+        Envelopes of an author quarantined in their space are skipped too.
 
         Raises:
             Rejected: the first envelope that fails verification; nothing was applied and
@@ -306,9 +366,43 @@ class Replica:
         self.refresh()
         return self._store.fork_proofs(space)
 
+    def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted:
+        """Verify and apply received envelopes per author, as a sync session does: a
+        signature-valid envelope that is refused quarantines its author in its space from that
+        seq on (see :meth:`quarantined`), and the rest carries on. Gaps are tolerated.
+
+        Raises:
+            Rejected: an envelope whose signature does not verify; nothing was applied and
+                the rejection is recorded.
+        """
+        self.seal()
+        result, touched = self._receiver.accept(envelopes, source, space)
+        self._touched.update(touched)
+        self._notify(touched, "remote")
+        return result
+
+    # -- quarantine ----------------------------------------------------------------------
+    def quarantined(self, space: str | None = None) -> list[QuarantineRecord]:
+        """The authors set aside (per space, from a refused seq on), with reason and evidence."""
+        self._check_open()
+        return self._receiver.quarantine.list(space)
+
+    def lift_quarantine(self, space: str, author: str) -> bool:
+        """Accept ``author``'s envelopes in ``space`` again (once the cause is fixed); they are
+        judged like any others, so a refused envelope that is still bad quarantines the author
+        again. Returns False when the author was not quarantined there."""
+        self._check_open()
+        return self._receiver.quarantine.lift(space, author)
+
+    def refused_by_peers(self, space: str | None = None) -> list[PeerRefusal]:
+        """What peers said they set aside of what this device sent them."""
+        self._check_open()
+        return self._receiver.quarantine.refusals(space)
+
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
         """Everything of ``space`` not covered by ``since`` (all of it by default)."""
+        check_name("space name", space, MAX_SPACE_NAME)
         self.seal()
         self.refresh()
         envelopes = self._store.envelopes_since(space, since or {})
@@ -326,20 +420,28 @@ class Replica:
         forks = self._store.fork_count(bundle.space)
         for proof in bundle.proofs:  # first: the envelopes they exclude are then refused
             self.receive_fork_proof(proof, source, bundle.space)
-        result = self.receive(bundle.envelopes, source, bundle.space)
+        # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
+        kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
+                                         self.sync_host.max_clock_skew_ms,
+                                         self._store.version_vector(bundle.space))
+        result = self.receive(kept, source, bundle.space)
         forks = self._store.fork_count(bundle.space) - forks
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
-        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, forks)
+        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms,
+                            forks)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
         """What ``peer`` is known to have of ``space`` (from its bundles and sessions)."""
+        check_name("device id", peer)
+        check_name("space name", space, MAX_SPACE_NAME)
         return self._store.peer_vv(peer, space)
 
     def version_vector(self, space: str) -> dict[str, int]:
+        check_name("space name", space, MAX_SPACE_NAME)
         self.refresh()
         return self._store.version_vector(space)
 
@@ -359,8 +461,18 @@ class Replica:
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
                        for p, p_vv, seen in peers],
                 forks=fork_statuses(self._store.fork_records(name)))
+        damage = [JournalDamage(hlc_to_iso(at << 16), j, k, o, b, r, t)
+                  for at, j, k, o, b, r, t in self._store.journal_damage()]
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,
-                      unsealed=self.unsealed(), rejections=len(self._store.rejections()))
+                      unsealed=self.unsealed(), rejections=len(self._store.rejections()),
+                      quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers(),
+                      clock_refusals=self._clock_refusals(), journal_damage=damage)
+
+    def _clock_refusals(self) -> list[ClockRefusal]:
+        # A refusal the peer has acknowledged past since (its clock caught up) is over.
+        return [ClockRefusal(peer, space, author, seq, ahead, hlc_to_iso(at << 16), author == self.device_id)
+                for peer, space, author, seq, ahead, at in self._store.clock_refusals()
+                if self._store.peer_vv(peer, space).get(author, 0) < seq]
 
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""

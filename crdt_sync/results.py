@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from .quarantine import PeerRefusal, QuarantineRecord
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -27,8 +29,24 @@ class ReceiveResult(NamedTuple):
 
     applied: int
     duplicates: int
-    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``)
+    #: envelopes skipped because their predecessor is missing (``tolerate_gaps``) or their
+    #: author is quarantined in the space
     gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What a per-author receive (:meth:`crdt_sync.Replica.accept`, a sync session's) did
+    with a batch: like :class:`ReceiveResult`, plus the envelopes skipped because their
+    author is quarantined in the space and the quarantines this batch started."""
+
+    applied: int
+    duplicates: int
+    gaps: int
+    #: envelopes of authors quarantined in the space (not applied, not an error)
+    skipped: int = 0
+    #: authors set aside by this batch (each from its refused envelope on)
+    quarantined: tuple[QuarantineRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,11 @@ class ImportResult:
     exporter: str
     applied: int
     duplicates: int
+    #: envelopes not imported because their clock is too far ahead of this device's (and
+    #: those after them in their author's chain): import the bundle again once it agrees
+    held_back: int = 0
+    #: the furthest one of them is ahead, in milliseconds
+    ahead_ms: int = 0
     #: fork proofs new to this device that the bundle brought or its envelopes proved
     forks: int = 0
 
@@ -89,17 +112,68 @@ class SpaceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockRefusal:
+    """A peer holds back an author's envelopes (from ``seq`` on): their clock was
+    ``ahead_ms`` ahead of the peer's wall clock, more than the peer allows. Shown until the
+    peer acknowledges that seq (once its clock caught up, or this one was set right)."""
+
+    peer: str
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+    #: when the peer said so (ISO 8601)
+    at: str
+    #: whether ``author`` is this device (its own clock is ahead)
+    mine: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JournalDamage:
+    """A damaged run found in a dead process's journal when it was recovered: what was lost.
+
+    Every intact record around it was sealed; the file was kept aside at ``kept``.
+    """
+
+    #: when it was found (ISO 8601)
+    at: str
+    #: the journal file's name under ``DIR/journal/``
+    journal: str
+    #: where the damaged file is now
+    kept: str
+    #: where the run starts in the file, and its length in bytes
+    offset: int
+    bytes: int
+    #: journal records lost (transactions' edits of one entity each), at least 1
+    records: int
+    #: True when the run is at the end of the file: a write cut short when the process
+    #: died (an edit that never returned) looks the same
+    tail: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """Device id, spaces with version vectors, unsealed edits, rejections recorded."""
+    """Device id, spaces with version vectors, unsealed edits, rejections recorded, and the
+    peers that hold back envelopes because their clock is too far ahead, and the journal
+    damage recovery found (newest first)."""
 
     device: str
     data: str
     spaces: dict[str, SpaceStatus]
     unsealed: int
     rejections: int
+    #: authors this device set aside, per space (see crdt_sync.quarantine)
+    quarantined: list[QuarantineRecord] = field(default_factory=list)
+    #: what peers told this device they set aside of what it sent them
+    refused_by_peers: list[PeerRefusal] = field(default_factory=list)
+    clock_refusals: list[ClockRefusal] = field(default_factory=list)
+    journal_damage: list[JournalDamage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["quarantined"] = [q.to_dict() for q in self.quarantined]
+        out["refused_by_peers"] = [r.to_dict() for r in self.refused_by_peers]
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from .entity import (
     KIND_VALUE,
     EntityDoc,
     Entry,
-    check_field_name,
     check_text_insert,
 )
 from .errors import NotFound
@@ -25,7 +24,14 @@ from .hlc import hlc_to_iso
 from .payload import unpack_items
 from .results import Change, Conflict, FieldWrite, HistoryEntry
 from .store import EntityKey, Store
-from .values import MAX_TEXT_INSERT, check_name, decode_value, encode_value
+from .values import (
+    MAX_TEXT_INSERT,
+    check_field_name,
+    check_name,
+    decode_value,
+    encode_field,
+    encode_value,
+)
 from .writes import LocalWrites, Transaction
 
 KIND_NAMES = {KIND_VALUE: "value", KIND_TEXT: "text", KIND_LIST: "list", KIND_REMOVED: "removed"}
@@ -90,13 +96,13 @@ class EntityWriter:
 
     def set(self, name: str, value: Any) -> None:
         check_field_name(name)
-        self._write(name, KIND_VALUE, value, len(encode_value(value)))
+        self._write(name, KIND_VALUE, value, len(encode_field(name, value)))
 
     def update(self, fields: Mapping[str, Any]) -> None:
         sizes = {}
         for name, value in fields.items():  # check all before writing any
             check_field_name(name)
-            sizes[name] = len(encode_value(value))
+            sizes[name] = len(encode_field(name, value))
         if not fields:
             self._write_touch()
         for name, value in fields.items():
@@ -375,6 +381,8 @@ class Space:
 
     def list(self, collection: str | None = None) -> builtins.list[tuple[str, str]]:
         """``(collection, id)`` of every live entity, without loading them."""
+        if collection is not None:
+            check_name("collection", collection)
         self.replica.seal()
         self.replica.refresh()
         return self._store.list_entities(self.name, collection)
@@ -386,6 +394,10 @@ class Space:
 
     def find(self, collection: str, **where: Any) -> builtins.list[str]:
         """Ids of live entities whose plain fields equal the given values (uses the index)."""
+        check_name("collection", collection)
+        for name, value in where.items():
+            check_field_name(name)
+            encode_field(name, value)
         self.replica.seal()
         self.replica.refresh()
         encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index

@@ -15,15 +15,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import cbor2
 
 from . import chain, fork_table
 from .chain import Outcome
+from .diskfaults import disk_full, is_full, store_error
 from .envelope import Envelope
 from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
 from .fork_table import ForkReads
+from .quarantine import QuarantineTable
 
 STORE_FORMAT = 2
 DB_NAME = "store.sqlite3"
@@ -59,11 +62,23 @@ CREATE TABLE IF NOT EXISTS rejections(
     id INTEGER PRIMARY KEY, at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
     detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS clients(client INTEGER PRIMARY KEY, pid INTEGER, opened INTEGER);
+-- folded: bytes of the journal file sealed (the end of its last sealed record)
 CREATE TABLE IF NOT EXISTS journals(name TEXT PRIMARY KEY, folded INTEGER NOT NULL) WITHOUT ROWID;
+-- damaged runs found in dead processes' journals by recovery, and where each file was kept
+CREATE TABLE IF NOT EXISTS journal_damage(
+    id INTEGER PRIMARY KEY, at INTEGER NOT NULL, journal TEXT NOT NULL, kept TEXT NOT NULL,
+    offset INTEGER NOT NULL, bytes INTEGER NOT NULL, records INTEGER NOT NULL,
+    tail INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS peers(
     peer TEXT NOT NULL, space TEXT NOT NULL, vv BLOB NOT NULL, seen INTEGER NOT NULL,
     PRIMARY KEY(peer, space)) WITHOUT ROWID;
 """
+
+#: Added within format 1: created on open when missing (a store made before it lacks it).
+#: What peers said they hold back (CLOCK_SKEW): one row per peer, space and author.
+_CLOCK_REFUSALS = """CREATE TABLE IF NOT EXISTS clock_refusals(
+    peer TEXT NOT NULL, space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER NOT NULL,
+    ahead_ms INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(peer, space, author)) WITHOUT ROWID"""
 
 EntityKey = tuple[str, str, str]
 
@@ -74,23 +89,38 @@ _MIGRATIONS = {2: fork_table.create}  # 2: fork proofs (crdt_sync.fork_table)
 class Store(EnvelopeReads, ForkReads):
     """The SQLite side of a :class:`~crdt_sync.Replica`."""
 
-    def __init__(self, directory: Path, fsync: bool = False) -> None:
+    def __init__(self, directory: Path, fsync: bool = False, read_only: bool = False) -> None:
         self.path = directory / DB_NAME
+        #: opened for reading only (a full disk): :meth:`write` refuses
+        self.read_only = read_only
         # A shared 8-byte counter that every commit changes: checking it costs a memory
         # read, where PRAGMA data_version costs a SQLite call on every transaction.
-        fd = os.open(directory / SIGNAL_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if os.fstat(fd).st_size < 8:
-                os.ftruncate(fd, 8)
-            self._signal_map = mmap.mmap(fd, 8)
-        finally:
-            os.close(fd)
+            fd = os.open(directory / SIGNAL_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if os.fstat(fd).st_size < 8:
+                    os.ftruncate(fd, 8)
+                self._signal_map = mmap.mmap(fd, 8)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if is_full(exc, directory):
+                raise disk_full(directory / SIGNAL_NAME, "opening the data directory") from exc
+            raise
         #: the counter, mapped (``signal[0]``, a native u64: only processes on this machine
         #: share it); ``seen`` is its value when this process last looked. Compared once
         #: per transaction, by indexing: see :meth:`changed_elsewhere`.
         self.signal = memoryview(self._signal_map).cast("Q")
         self.seen: int = self.signal[0]
         try:
+            if read_only:
+                self.db = self._connect_read_only()
+                version = self._meta("format")
+                if version is not None and int(version) > STORE_FORMAT:
+                    raise StoreVersionError(
+                        f"{self.path} has store format {int(version)}; this crdt-sync reads "
+                        f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -99,38 +129,95 @@ class Store(EnvelopeReads, ForkReads):
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             with self.write():
                 version = self._meta("format")
-                if version is None:
-                    for statement in _SCHEMA.split(";"):  # executescript would commit
-                        if statement.strip():
-                            self.db.execute(statement)
-                    version = 1
-                elif int(version) > STORE_FORMAT:
+                if version is not None and int(version) > STORE_FORMAT:
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
-                for number in range(int(version) + 1, STORE_FORMAT + 1):
+                # every open: tables added within format 1 appear in older stores too
+                for statement in _SCHEMA.split(";"):  # executescript would commit
+                    if statement.strip():
+                        self.db.execute(statement)
+                # Added within format 1 too: crdt_sync.quarantine owns these.
+                QuarantineTable.create(self.db)
+                QuarantineTable.create_refusals(self.db)
+                self.db.execute(_CLOCK_REFUSALS)
+                # Formats above 1: each migration once, in order (a new store runs them all).
+                for number in range(int(version or 1) + 1, STORE_FORMAT + 1):
                     _MIGRATIONS[number](self.db)
                     self.set_meta("format", number)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+                if version is None:
+                    self.set_meta("format", STORE_FORMAT)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path, "opening the store") from exc
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that writes nothing. On a full disk SQLite cannot create the WAL's
+        shared-memory file; when the WAL holds nothing, the database file alone is the
+        store and is read as immutable, else reading needs that room first."""
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0,
+                             check_same_thread=False)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if not is_full(exc, self.path):
+                raise
+            wal = Path(f"{self.path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise disk_full(self.path, "reading the store's write-ahead log "
+                                           "(SQLite needs a 32 KiB shared-memory file)") from exc
+        return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
 
     # -- transactions ------------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[None]:
-        """One write transaction (nestable: inner ones join the outer)."""
+        """One write transaction (nestable: inner ones join the outer).
+
+        Raises:
+            DiskFull: no room to write (the transaction was rolled back).
+            StoreCorrupt: the file is damaged.
+            StoreError: the store is open read-only, or another SQLite failure.
+        """
         if self.db.in_transaction:
             yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only (the disk was full): nothing "
+                             "can be written")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path, "a write to the store") from exc
         before = self.db.total_changes
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may have rolled back already (a full disk does): a ROLLBACK then fails
+            # with "no transaction is active" and would hide the real cause
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(exc, self.path, "a write to the store") from exc
             raise
-        self.db.execute("COMMIT")
         if self.db.total_changes != before:
             self._bump()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the open write transaction that is undone alone if it raises (one
+        received envelope: applied fully or not at all)."""
+        self.db.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO part")
+            self.db.execute("RELEASE part")
+            raise
+        self.db.execute("RELEASE part")
 
     def _bump(self) -> None:
         # Readers only compare for inequality, so a lost race between two writers is
@@ -339,6 +426,24 @@ class Store(EnvelopeReads, ForkReads):
     def forget_journal(self, name: str) -> None:
         self.db.execute("DELETE FROM journals WHERE name=?", (name,))
 
+    def record_journal_damage(self, journal: str, kept: str, offset: int, length: int,
+                              records: int, tail: bool) -> None:
+        self.db.execute("INSERT INTO journal_damage(at, journal, kept, offset, bytes, records, tail)"
+                        " VALUES(?,?,?,?,?,?,?)", (time.time_ns() // 1_000_000, journal, kept,
+                                                   offset, length, records, int(tail)))
+
+    def journal_kept(self, journal: str) -> str | None:
+        """Where a damaged journal was (or is to be) kept aside, if damage was recorded."""
+        row = self.db.execute("SELECT kept FROM journal_damage WHERE journal=? LIMIT 1",
+                              (journal,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def journal_damage(self, limit: int = 100) -> list[tuple[int, str, str, int, int, int, bool]]:
+        """``(at ms, journal, kept, offset, bytes, records, tail)``, newest first."""
+        return [(int(at), j, k, int(o), int(b), int(r), bool(t)) for at, j, k, o, b, r, t in
+                self.db.execute("SELECT at, journal, kept, offset, bytes, records, tail FROM "
+                                "journal_damage ORDER BY id DESC LIMIT ?", (limit,))]
+
     # -- peers and rejections --------------------------------------------------------------
     def record_peer(self, peer: str, space: str, vv: dict[str, int]) -> None:
         old = self.peer_vv(peer, space)
@@ -354,6 +459,17 @@ class Store(EnvelopeReads, ForkReads):
     def peers(self, space: str) -> list[tuple[str, dict[str, int], int]]:
         return [(p, dict(cbor2.loads(v)), int(t)) for p, v, t in self.db.execute(
             "SELECT peer, vv, seen FROM peers WHERE space=? ORDER BY peer", (space,))]
+
+    def record_clock_refusal(self, peer: str, space: str, author: str, seq: int, ahead_ms: int) -> None:
+        """``peer`` holds back ``author``'s envelopes of ``space`` from ``seq`` (one row per
+        peer, space and author: the latest notice)."""
+        self.db.execute("INSERT OR REPLACE INTO clock_refusals VALUES(?,?,?,?,?,?)",
+                        (peer, space, author, seq, min(ahead_ms, 2**63 - 1), time.time_ns() // 1_000_000))
+
+    def clock_refusals(self) -> list[tuple[str, str, str, int, int, int]]:
+        """``(peer, space, author, seq, ahead_ms, at_ms)`` of every recorded notice."""
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            "SELECT peer, space, author, seq, ahead_ms, at FROM clock_refusals ORDER BY space, peer, author")]
 
     def record_rejection(self, source: str, rejected: Rejected) -> None:
         with self.write():

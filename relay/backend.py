@@ -23,6 +23,7 @@ from typing import NamedTuple, Protocol
 
 from crdt_sync.envelope import Envelope
 from crdt_sync.fork_table import ForkRecord
+from crdt_sync.quarantine import QuarantineRecord, SetAside
 
 
 class EnvelopeRow(NamedTuple):
@@ -57,12 +58,16 @@ class WriteBatch:
         rejections: refusals to record.
         forks: fork proofs to keep; each also drops its author's envelopes of that space
             from its seq on (written after the envelopes, so rows of this batch go too).
+        quarantines: authors set aside (:mod:`crdt_sync.quarantine`), in order.
+        lifts: ``(space, author)`` quarantines lifted, after ``quarantines``.
     """
 
     envelopes: list[EnvelopeRow] = field(default_factory=list)
     spaces: list[str] = field(default_factory=list)
     rejections: list[RejectionRecord] = field(default_factory=list)
     forks: list[ForkRecord] = field(default_factory=list)
+    quarantines: list[QuarantineRecord] = field(default_factory=list)
+    lifts: list[tuple[str, str]] = field(default_factory=list)
 
 
 class RelayBackend(Protocol):
@@ -124,6 +129,18 @@ class RelayBackend(Protocol):
 
     def rejections(self, limit: int = 100) -> list[RejectionRecord]:
         """The latest refusals, newest first."""
+        ...
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        """The authors set aside in ``space`` (committed), without their evidence."""
+        ...
+
+    def quarantine(self, space: str, author: str) -> QuarantineRecord | None:
+        """The committed quarantine of ``author`` in ``space``, with its evidence."""
+        ...
+
+    def quarantines(self, space: str | None = None) -> list[QuarantineRecord]:
+        """Every committed quarantine (of ``space``), by space and author."""
         ...
 
     def stage(self, batch: WriteBatch) -> None:

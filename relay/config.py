@@ -10,7 +10,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from crdt_sync.clocks import check_skew
 from crdt_sync.errors import CrdtSyncError
+from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import device_id, public_key_of
 
 ENV_PREFIX = "CRDT_SYNC_RELAY_"
@@ -31,12 +33,21 @@ class RelayConfig:
     allow_list: Path | None = None  # None: any device that proves its key may sync
     cert: Path | None = None  # with key: serve wss://
     key: Path | None = None
-    max_connections: int = 10_000
+    max_connections: int = 10_000  # authenticated connections (members)
+    #: connections whose handshake has not completed (strangers until they prove an allowed
+    #: key): with this many open, a newcomer evicts the oldest of the address holding the most
+    max_unauthenticated: int = 64
+    #: with max_unauthenticated open, a newcomer whose address holds this many is refused (HTTP 429)
+    max_unauthenticated_per_address: int = 8
+    handshake_timeout: float = 5.0  # an unauthenticated connection has this long to authenticate
     rate_envelopes: float = 500.0  # per device, per second (a burst of 10 s is allowed)
     rate_bytes: float = 8 * 1024 * 1024  # per device, per second
     send_timeout: float = 30.0  # a client that does not read for this long is dropped
     log_format: str = "text"  # or "json": one JSON object per line
     log_level: str = "info"
+    #: seconds a device's clock may be ahead of the relay's: envelopes stamped further ahead
+    #: are held back (not stored, the device is told: CLOCK_SKEW) until the relay catches up
+    max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:
@@ -90,12 +101,17 @@ def _check_ranges(config: RelayConfig) -> None:
     # relay that refuses or drops every device.
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"port = {config.port} is not 0..65535 (0 picks a free port)")
-    if config.max_connections < 1:
-        raise ConfigError(f"max_connections = {config.max_connections} allows no device; use 1 or more")
-    for name in ("rate_envelopes", "rate_bytes", "send_timeout"):
+    for name in ("max_connections", "max_unauthenticated", "max_unauthenticated_per_address"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} = {getattr(config, name)} allows no device; use 1 or more")
+    for name in ("rate_envelopes", "rate_bytes", "send_timeout", "handshake_timeout"):
         value = getattr(config, name)
         if not value > 0:  # also refuses NaN
             raise ConfigError(f"{name} = {value!r} must be a positive number")
+    try:
+        check_skew(config.max_clock_skew)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"log_level = {config.log_level!r} is debug, info, warning, error or critical")
 

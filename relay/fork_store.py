@@ -7,7 +7,9 @@ the envelopes), drops the forking author's envelopes in that space from the fork
 (the stored branch, and every later envelope of either branch, which it refuses), moves that
 author's head back to the seq before, and hands the proof to every session of the space,
 which sends it to its peer. Every other author, and that author's other spaces, are served
-as before.
+as before. The author is also quarantined (:mod:`crdt_sync.quarantine`, reason ``fork``, in
+the same commit), so that the relay's one "set aside" state holds it; a fork is not
+liftable (:meth:`RelayStore.lift` refuses it: the proof would set it aside again).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from crdt_sync.envelope import Envelope, decode_trusted
 from crdt_sync.errors import Rejected
 from crdt_sync.fork_table import ForkRecord
 from crdt_sync.forks import ForkProof
+from crdt_sync.quarantine import MAX_DETAIL, QuarantineRecord, clip
 
 from .backend import EnvelopeRow, RelayBackend
 
@@ -64,6 +67,8 @@ class _Store(Protocol):
     def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None: ...
 
     def record_rejection(self, source: str, rejected: Rejected) -> None: ...
+
+    def set_aside(self, record: QuarantineRecord) -> QuarantineRecord: ...
 
 
 class RelayForks:
@@ -123,9 +128,10 @@ class RelayForks:
             raise
         return self.keep_fork(checked, source)
 
-    def fork_of(self, env: Envelope, accepted: list[Envelope], source: str) -> None:
+    def fork_of(self, env: Envelope, accepted: list[Envelope], source: str, record: bool = True) -> None:
         """``env`` forks a stored envelope (or one accepted earlier in the same call): keep the
-        proof, stop serving the author there."""
+        proof, stop serving the author there (and record the rejection, unless the caller
+        does: a session's host records the quarantine it starts)."""
         stored = next((e.wire for e in accepted if e.author == env.author and e.seq == env.seq
                        and e.space == env.space), None)
         if stored is None:
@@ -133,11 +139,14 @@ class RelayForks:
         if stored is None:
             raise Rejected("fork", f"{env.author} seq {env.seq} conflicts with an envelope that is gone")
         proof = forks.prove(decode_trusted(stored), env)
-        self._store.record_rejection(source, Rejected("fork", proof.describe()))
-        self.keep_fork(proof, source)
+        if record:
+            self._store.record_rejection(source, Rejected("fork", proof.describe()))
+        self.keep_fork(proof, source, env)
 
-    def keep_fork(self, proof: ForkProof, source: str) -> bool:
-        """Stage the proof with the next commit and exclude its author from its seq on."""
+    def keep_fork(self, proof: ForkProof, source: str, evidence: Envelope | None = None) -> bool:
+        """Stage the proof with the next commit and exclude its author from its seq on, and
+        quarantine it (reason ``fork``; ``evidence``, the branch that arrived second, is the
+        record's envelope: else the proof's higher one)."""
         st = self._store._space(proof.space)
         slot = (proof.author, proof.seq)
         if slot in st.proofs:
@@ -149,6 +158,9 @@ class RelayForks:
         point = st.forks.get(proof.author)
         if point is None or proof.seq < point:
             self._rewind(st, proof.author, proof.seq)
+        self._store.set_aside(QuarantineRecord(
+            proof.space, proof.author, proof.seq, "fork", clip(proof.describe(), MAX_DETAIL),
+            (evidence or proof.high).hash, (evidence or proof.high).wire, time.time_ns() // 1_000_000))
         self._store._schedule()
         self._store.on_append(proof.space)  # wakes the space's sessions: they send the proof on
         return True

@@ -8,7 +8,8 @@ from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL, ERROR_NAMES
 
 #: every reason the relay counts, listed at 0 from the start (a reason that appears only
 #: after its first occurrence cannot be alerted on with rate() or absent())
-REJECTION_REASONS = ("connection-limit", "not-allowed", "rate-limit", "slow-consumer",
+REJECTION_REASONS = ("connection-limit", "address-limit", "handshake-evicted", "flow-control", "not-allowed",
+                     "slow-consumer", "quarantined", "clock-skew",
                      *(name for code, name in ERROR_NAMES.items() if code not in (E_NORMAL, E_GOING_AWAY)))
 
 
@@ -17,6 +18,8 @@ class RelayMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.connections = Gauge("crdt_relay_connections_open", "Open device connections", registry=r)
+        self.unauthenticated = Gauge("crdt_relay_connections_unauthenticated",
+                                     "Open connections whose handshake has not completed", registry=r)
         self.connections_total = Counter("crdt_relay_connections_accepted", "Connections accepted",
                                          registry=r)
         self.envelopes_in = Counter("crdt_relay_envelopes_in_total", "Envelopes stored", registry=r)
@@ -33,6 +36,13 @@ class RelayMetrics:
                                 "From envelopes accepted to their leaving for a subscriber",
                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
                                 registry=r)
+
+        self.paced = Histogram("crdt_relay_paced_seconds",
+                               "How long ACKs were held back to pace a device over its rate",
+                               buckets=(.01, .05, .1, .25, .5, 1, 2, 4, 8, 16, 32), registry=r)
+        self.read_stalls = Counter("crdt_relay_read_stalls_total",
+                                   "Waits before reading a device deeper in debt than 10 s of its rate",
+                                   registry=r)
 
         #: frame bytes in and out not yet added to the counters: a plain addition per frame
         #: instead of a locked counter update; added when the metrics are read

@@ -6,7 +6,8 @@ A thin shell: each connection runs the same sans-I/O session as every peer, over
 Memory stays bounded: no document in RAM, each session sends at most its window of
 batches (from the bounded in-memory tail of new envelopes, or from SQLite when it is behind
 that), and a client that stops reading is dropped after ``send_timeout`` (it catches up
-from storage when it comes back).
+from storage when it comes back). A device over its rate is paced, not refused: its ACKs
+are held back until its budget refills (:mod:`relay.pacing`).
 """
 
 from __future__ import annotations
@@ -17,21 +18,32 @@ import signal
 import ssl
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 
-from crdt_sync.protocol import Closed, Event, Received, Session, SessionConfig
-from crdt_sync.protocol.messages import E_GOING_AWAY, E_LIMIT, E_NORMAL, Error, MessageType, encode, peek_type
+from crdt_sync.protocol import Closed, Event, Quarantined, Received, Session, SessionConfig
+from crdt_sync.protocol.events import HeldBack
+from crdt_sync.protocol.messages import (
+    E_GOING_AWAY,
+    E_LIMIT,
+    E_NORMAL,
+    MessageType,
+    ProtocolViolation,
+    peek_type,
+)
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.base import LinkClosed
 from crdt_sync.transports.driver import Hooks, drive
 from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
 
+from .admission import Admission
 from .config import AllowList, RelayConfig
 from .logs import setup_logging
 from .metrics import RelayMetrics
+from .pacing import Flow, Pacer
 from .storage import RelayHost, RelayStore
 
 log = logging.getLogger("crdt_sync.relay")
@@ -42,38 +54,25 @@ SWITCH_INTERVAL = 0.0005
 _SMALL_FRAME = 16 * 1024
 
 
-class TokenBucket:
-    """``rate`` per second with bursts of ``burst``; time passed in by the caller."""
-
-    __slots__ = ("burst", "level", "rate", "updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.level, self.updated = rate, burst, burst, now
-
-    def take(self, amount: float, now: float) -> bool:
-        self.level = min(self.burst, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-        if amount > self.level:
-            return False
-        self.level -= amount
-        return True
-
-
 @dataclass(eq=False)  # identity hashing: connections live in sets
 class _Connection:
     hooks: Hooks
     label: str
     spaces: list[str] = field(default_factory=list)
     woken_at: float | None = None
+    #: drops the TCP connection at once (an unauthenticated connection evicted for a newcomer)
+    abort: Callable[[], None] | None = None
+    device: str | None = None  # once authenticated
 
 
 class _CountingLink:
     """Counts bytes for the metrics and drops a client that stops reading."""
 
     def __init__(self, link: WebSocketLink, metrics: RelayMetrics, send_timeout: float,
-                 stopping: asyncio.Event) -> None:
+                 stopping: asyncio.Event, flow: Flow, max_stall: float) -> None:
         self.link, self.metrics, self.send_timeout = link, metrics, send_timeout
         self.stopping = stopping
+        self.flow, self.max_stall = flow, max_stall
 
     @property
     def label(self) -> str:
@@ -103,6 +102,10 @@ class _CountingLink:
     async def recv(self) -> bytes:
         frame = await self.link.recv()
         self.metrics.pending_bytes[0] += len(frame)
+        wait = self.flow.overdrawn()
+        if wait > 0:  # far over its rate: its next frames wait in TCP (bounded below the
+            self.metrics.read_stalls.inc()  # session's dead_after, so it is not dropped)
+            await asyncio.sleep(min(wait, self.max_stall))
         return frame
 
     async def close(self) -> None:
@@ -116,7 +119,9 @@ class RelayServer:
 
     def __init__(self, config: RelayConfig, session_config: SessionConfig | None = None) -> None:
         self.config = config
-        self.session_config = session_config or RELIABLE_LINK
+        # The relay's setting bounds how long a connection may stay unauthenticated.
+        self.session_config = replace(session_config or RELIABLE_LINK,
+                                      handshake_timeout=config.handshake_timeout)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
         self.store = RelayStore(config.data)
@@ -128,7 +133,12 @@ class RelayServer:
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+        #: authenticated sessions per device
+        self._devices: dict[str, int] = {}
+        self.admission: Admission[_Connection] = Admission(
+            config.max_unauthenticated, config.max_unauthenticated_per_address, config.max_connections)
+        self.pacer = Pacer(config.rate_envelopes, config.rate_bytes, self.session_config.window,
+                           on_hold=self.metrics.paced.observe)
         self._runner: web.AppRunner | None = None
         self.port = config.port
         self._switch_before: float | None = None
@@ -177,6 +187,7 @@ class RelayServer:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.pacer.release()  # held ACKs go now: the sessions say going-away after them
         log.info("relay.stopping", extra={"fields": {"sessions": len(self._connections)}})
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -187,6 +198,17 @@ class RelayServer:
         if self._switch_before is not None:
             sys.setswitchinterval(self._switch_before)
         log.info("relay.stopped", extra={"fields": {}})
+
+    def per_name_state(self) -> dict[str, int]:
+        """How many entries the relay keeps per space name, device or address: each one
+        belongs to an open connection (or, for a device's rate budget, to the few seconds
+        until it is full again: counting them forgets the refilled ones)."""
+        return {"subscribed_spaces": len(self._subscribers),
+                "spaces_in_memory": self.store.spaces_in_memory(),
+                "devices": len(self._devices), "rate_buckets": self.pacer.sweep(),
+                "unauthenticated_addresses": self.admission.addresses(),
+                "unauthenticated": self.admission.unauthenticated,
+                "authenticated": self.admission.authenticated}
 
     def reload_allow_list(self) -> None:
         count = self.allow.reload()
@@ -204,28 +226,45 @@ class RelayServer:
     async def _sync(self, request: web.Request) -> web.StreamResponse:
         if self.stopping.is_set():
             raise web.HTTPServiceUnavailable(text="relay is shutting down; retry later")
-        ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True)
-        await ws.prepare(request)
         label = str(request.remote)
-        link = WebSocketLink(ws, label)
-        if len(self._connections) >= self.config.max_connections:
-            self.metrics.rejections.labels("connection-limit").inc()
-            await link.send(encode(Error(E_LIMIT, "too many connections to this relay; retry later")))
-            await link.close()
-            return ws
+        conn = _Connection(Hooks(durable=self.store.durable), label)
+        transport = request.transport
+        if transport is not None:
+            conn.abort = transport.abort
+        # Before the WebSocket opens: a refused stranger costs no reader and no session.
+        refusal, evicted = self.admission.arrive(conn, label)
+        if refusal is not None:
+            self.metrics.rejections.labels("address-limit").inc()
+            raise web.HTTPTooManyRequests(text=refusal, headers={"Retry-After": "5"})
+        if evicted is not None:
+            self.metrics.rejections.labels("handshake-evicted").inc()
+            if evicted.abort is not None:
+                evicted.abort()
+        self.metrics.unauthenticated.set(self.admission.unauthenticated)
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
-            await self._serve(link, label)
+            # No permessage-deflate: a small compressed message could inflate to the message
+            # limit before anyone authenticated (devices do not ask for it).
+            ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True, compress=False)
+            await ws.prepare(request)
+            await self._serve(WebSocketLink(ws, label), conn)
         finally:
             self._tasks.discard(task)
+            self.admission.leave(conn)
+            self.metrics.unauthenticated.set(self.admission.unauthenticated)
         return ws
 
     # -- one session ---------------------------------------------------------------------
-    async def _serve(self, link: WebSocketLink, label: str) -> None:
-        conn = _Connection(Hooks(durable=self.store.durable), label)
-        host = RelayHost(self.store, self._admit, self._limit)
+    async def _serve(self, link: WebSocketLink, conn: _Connection) -> None:
+        label = conn.label
+        flow = self.pacer.flow()  # the rate limit as flow control: see relay/pacing.py
+        store = self.store
+        conn.hooks = Hooks(durable=lambda: flow.hold(store.durable()))
+        host = RelayHost(store, lambda device: self._admit(conn, device), flow.charge, self._paced(flow),
+                         flow.stored)
+        host.max_clock_skew_ms = int(self.config.max_clock_skew * 1000)  # the session's hold-back
         session = Session(host, time.monotonic(), self.session_config)
 
         def shared(spaces: list[str]) -> None:
@@ -234,6 +273,7 @@ class RelayServer:
                 self._subscribers.setdefault(space, set()).add(conn)
 
         def sent(frames: list[bytes]) -> None:
+            flow.answered(frames)
             if conn.woken_at is not None and any(peek_type(f) is MessageType.ENVELOPES for f in frames):
                 self.metrics.fanout.observe(time.monotonic() - conn.woken_at)
                 conn.woken_at = None
@@ -241,21 +281,35 @@ class RelayServer:
         def event(ev: Event) -> None:
             if isinstance(ev, Received):
                 self.metrics.envelopes_in.inc(ev.applied)
-            elif isinstance(ev, Closed) and not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
-                self.metrics.rejections.labels(ev.name).inc()
+            elif isinstance(ev, HeldBack):  # a device's clock is too far ahead: told, not stored
+                self.metrics.rejections.labels("clock-skew").inc()
+            elif isinstance(ev, Closed):
+                flow.release()  # its last frames (ERROR, BYE) need not wait out the debt
+                if not ev.by_peer and ev.code not in (E_NORMAL, E_GOING_AWAY):
+                    self.metrics.rejections.labels(ev.name).inc()
+            elif isinstance(ev, Quarantined):
+                # by_peer: the device set aside an author the relay sent (it stops sending it
+                # that chain in this session; the relay takes no one device's word for more).
+                if not ev.by_peer:
+                    self.metrics.rejections.labels("quarantined").inc()
+                log.info("author.refused-by-peer" if ev.by_peer else "author.quarantined",
+                         extra={"fields": {"peer": session.peer, "remote": label, "space": ev.space,
+                                           "author": ev.author, "from_seq": ev.from_seq,
+                                           "reason": ev.reason, "detail": ev.detail}})
 
         session.on_shared = shared
         self._connections.add(conn)
         self.metrics.connections.inc()
         self.metrics.connections_total.inc()
-        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping)
+        counting = _CountingLink(link, self.metrics, self.config.send_timeout, self.stopping, flow,
+                                 self.session_config.dead_after / 2)
         try:
             outcome = await drive(session, counting, conn.hooks, live=True, stop=self.stopping,
                                   on_event=event, on_send=sent)
         finally:
+            flow.close()
             self._connections.discard(conn)
-            for space in conn.spaces:
-                self._subscribers.get(space, set()).discard(conn)
+            self._unsubscribe(conn)
             self.metrics.connections.dec()
             self.metrics.envelopes_out.inc(session.envelopes_out)
         closed = outcome.closed
@@ -265,25 +319,45 @@ class RelayServer:
             "envelopes_in": session.envelopes_in, "envelopes_out": session.envelopes_out,
             "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}})
 
-    def _admit(self, device: str) -> str | None:
+    def _unsubscribe(self, conn: _Connection) -> None:
+        """The connection ended: no state it alone named stays behind (its spaces, its
+        device's rate buckets once they are full again)."""
+        for space in conn.spaces:
+            subscribers = self._subscribers.get(space)
+            if subscribers is None:
+                continue
+            subscribers.discard(conn)
+            if not subscribers:
+                del self._subscribers[space]
+                self.store.release(space)
+        device = conn.device
+        if device is not None:
+            self._devices[device] -= 1
+            if not self._devices[device]:
+                del self._devices[device]
+
+    def _admit(self, conn: _Connection, device: str) -> str | None:
         refusal = self.allow.refusal(device)
         if refusal is not None:
             self.metrics.rejections.labels("not-allowed").inc()
             log.warning("session.refused", extra={"fields": {"peer": device, "reason": refusal}})
-        return refusal
+            return refusal
+        limit = self.admission.authenticate(conn)
+        if limit is not None:
+            self.metrics.rejections.labels("connection-limit").inc()
+            raise ProtocolViolation(E_LIMIT, limit)
+        self.metrics.unauthenticated.set(self.admission.unauthenticated)
+        conn.device = device
+        self._devices[device] = self._devices.get(device, 0) + 1
+        return None
 
-    def _limit(self, device: str, envelopes: int, size: int) -> str | None:
-        now = time.monotonic()
-        buckets = self._buckets.get(device)
-        if buckets is None:
-            cfg = self.config
-            buckets = self._buckets[device] = (
-                TokenBucket(cfg.rate_envelopes, cfg.rate_envelopes * 10, now),
-                TokenBucket(cfg.rate_bytes, cfg.rate_bytes * 10, now))
-        if buckets[0].take(envelopes, now) and buckets[1].take(size, now):
-            return None
-        self.metrics.rejections.labels("rate-limit").inc()
-        return f"device {device} exceeds this relay's rate limit; slow down and retry"
+    def _paced(self, flow: Flow) -> Callable[[str], str | None]:
+        def check(space: str) -> str | None:
+            refusal = flow.check(space)
+            if refusal is not None:
+                self.metrics.rejections.labels("flow-control").inc()
+            return refusal
+        return check
 
     def _fan_out(self, space: str) -> None:
         subscribers = self._subscribers.get(space)

@@ -1,6 +1,10 @@
 """The relay's embedded storage: one SQLite file, ``DIR/relay/store.sqlite3`` (WAL, fsync on
 every commit), with a versioned schema of its own.
 
+Schema version 2 adds ``quarantine``, the table of
+:class:`crdt_sync.quarantine.QuarantineTable`: one schema and one set of queries for devices
+and relay (see crdt_sync.quarantine for its columns).
+
 Schema version 1::
 
     schema_migrations(version PK, name, applied)   one row per migration applied
@@ -37,11 +41,12 @@ from crdt_sync import fork_table
 from crdt_sync.envelope_table import EnvelopeReads
 from crdt_sync.errors import StoreError, StoreVersionError
 from crdt_sync.fork_table import ForkReads
+from crdt_sync.quarantine import QuarantineRecord, QuarantineTable, SetAside
 
 from .backend import RejectionRecord, WriteBatch
 
 DB_NAME = "store.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Written as ``meta.format``, the key a device store (and a relay before schema versions)
 #: reads its format from: far above any device format, so that an older crdt-sync relay
 #: (or a device store) refuses this file ("upgrade crdt-sync") instead of writing into it.
@@ -64,7 +69,8 @@ CREATE TABLE IF NOT EXISTS rejections(
 """
 
 #: The device store's tables that a relay of the device layout created and never wrote.
-_DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "peers")
+_DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "journal_damage",
+                  "peers", "peer_refusals", "clock_refusals")
 
 
 def _execute_all(db: sqlite3.Connection, script: str) -> None:
@@ -80,7 +86,8 @@ def _v1(db: sqlite3.Connection) -> None:
 #: ``(version, name, step)``: each step brings the schema from ``version - 1`` to ``version``.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "relay schema: envelopes, heads, spaces, rejections", _v1),
-    (2, "fork proofs", fork_table.create),
+    (2, "quarantine: authors set aside per space", QuarantineTable.create),
+    (3, "fork proofs", fork_table.create),
 ]
 
 
@@ -212,6 +219,15 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
                 self.db.execute("SELECT at, source, reason, detail FROM rejections "
                                 "ORDER BY id DESC LIMIT ?", (limit,))]
 
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        return QuarantineTable(self.db).authors(space)
+
+    def quarantine(self, space: str, author: str) -> QuarantineRecord | None:
+        return QuarantineTable(self.db).get(space, author)
+
+    def quarantines(self, space: str | None = None) -> list[QuarantineRecord]:
+        return QuarantineTable(self.db).records(space)
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.glob(DB_NAME + "*"))
 
@@ -249,6 +265,11 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
             for fork in batch.forks:
                 if fork_table.insert_fork(db, fork):
                     fork_table.drop_branch(db, fork.space, fork.author, fork.seq)
+            table = QuarantineTable(db)
+            for record in batch.quarantines:
+                table.insert(record)
+            for space, author in batch.lifts:
+                table.delete(space, author)
         except BaseException:
             self.rollback()
             raise

@@ -38,13 +38,16 @@ from pathlib import Path
 
 import cbor2
 
-from crdt_sync import chain
+from crdt_sync import chain, clocks
 from crdt_sync.chain import Fault, Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
 from crdt_sync.fork_table import ForkRecord
+from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
+from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside, check_liftable
+from crdt_sync.results import Accepted
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
 from .fork_store import RelayForks
@@ -88,6 +91,10 @@ class _Space:
     #: fork points ({author: seq}: nothing of it from there is served) and proofs (relay/fork_store.py)
     forks: dict[str, int] = field(default_factory=dict)
     proofs: set[tuple[str, int]] = field(default_factory=set)
+    #: authors set aside here (committed or staged): their envelopes are skipped
+    quarantined: dict[str, SetAside] = field(default_factory=dict)
+    #: no session names it any more: dropped once nothing of it is pending (see release)
+    released: bool = False
 
     @property
     def end(self) -> int:
@@ -105,11 +112,17 @@ class _Batch:
     ends: dict[_Space, int] = field(default_factory=dict)
     rejections: list[RejectionRecord] = field(default_factory=list)
     forks: list[ForkRecord] = field(default_factory=list)
+    quarantines: list[QuarantineRecord] = field(default_factory=list)
+    lifts: list[tuple[str, str]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:
         """Whether it has anything to write."""
-        return bool(self.rows or self.rejections or self.forks)
+        return _has_writes(self)
+
+
+def _has_writes(batch: _Batch) -> bool:
+    return bool(batch.rows or batch.rejections or batch.forks or batch.quarantines or batch.lifts)
 
 
 class RelayStore(RelayForks):
@@ -161,12 +174,15 @@ class RelayStore(RelayForks):
         #: called after each commit with how long it took (metrics)
         self.on_commit: Callable[[float], None] = lambda seconds: None
         self.commits = 0
+        #: the authors set aside per space (crdt_sync.quarantine.QuarantineBook)
+        self.quarantine = RelayQuarantine(self)
 
     # -- in-memory state -------------------------------------------------------------------
     def _space(self, name: str) -> _Space:
         st = self._spaces.get(name)
         if st is not None:
             self._spaces.move_to_end(name)
+            st.released = False
             return st
         vv: dict[str, int] = {}
         hashes: dict[str, bytes] = {}
@@ -174,7 +190,8 @@ class RelayStore(RelayForks):
             vv[author], hashes[author] = seq, h
         self._next_base += _BASE_STEP
         st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
-                                         durable_end=self._next_base)
+                                         durable_end=self._next_base,
+                                         quarantined=self.reader.quarantined(name))
         for author, seq in self.reader.fork_keys(name):
             st.proofs.add((author, seq))
             st.forks[author] = min(seq, st.forks.get(author, seq))
@@ -188,9 +205,31 @@ class RelayStore(RelayForks):
             if len(self._spaces) <= self.cached_spaces:
                 break
             st = self._spaces[name]
-            if not st.pending:
+            if not st.pending and not self._quarantine_staged(name):
                 del self._spaces[name]
                 st.tail.clear()
+
+    def _quarantine_staged(self, space: str) -> bool:
+        batches = [self._staged] if self._committing is None else [self._staged, self._committing]
+        return any(q.space == space for b in batches for q in b.quarantines) or any(
+            s == space for b in batches for s, _ in b.lifts)
+
+    def spaces_in_memory(self) -> int:
+        """How many spaces' state memory holds now (at most ``cached_spaces``)."""
+        return len(self._spaces)
+
+    def release(self, name: str) -> None:
+        """No session names ``name`` any more: forget what memory holds of it (SQLite has it
+        all), now or, with envelopes still being committed, once they are. A name nobody
+        stored anything under leaves nothing behind."""
+        st = self._spaces.get(name)
+        if st is None:
+            return
+        if st.pending:
+            st.released = True
+            return
+        del self._spaces[name]
+        st.tail.clear()  # (its FIFO entries still count until they reach the front, as in _evict)
 
     def _append(self, st: _Space, entry: Outgoing) -> None:
         st.tail.append(entry)
@@ -214,7 +253,7 @@ class RelayStore(RelayForks):
     # -- group commit ----------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(self._staged or self._committing is not None)
+        return bool(_has_writes(self._staged) or self._committing is not None)
 
     def _schedule(self) -> None:
         try:
@@ -247,7 +286,7 @@ class RelayStore(RelayForks):
 
     def _start_commit(self) -> None:
         self._scheduled = False
-        if self._committing is not None or not self._staged:
+        if self._committing is not None or not _has_writes(self._staged):
             return
         batch, self._staged = self._staged, _Batch()
         self._committing = batch
@@ -276,7 +315,8 @@ class RelayStore(RelayForks):
     def _insert(self, batch: _Batch) -> None:
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
-        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks))
+        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks,
+                                    batch.quarantines, batch.lifts))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""
@@ -296,7 +336,7 @@ class RelayStore(RelayForks):
         if batch.future is not None and not batch.future.done():
             batch.future.set_result(None)
         self.on_commit(time.monotonic() - started)
-        if self._staged:
+        if _has_writes(self._staged):
             self._schedule()
 
     def _failed(self, batch: _Batch, exc: BaseException) -> None:
@@ -315,7 +355,7 @@ class RelayStore(RelayForks):
 
     def _flush_sync(self) -> None:
         batch, self._staged = self._staged, _Batch()
-        if batch:
+        if _has_writes(batch):
             self._write(batch)
             self.commits += 1
             for st in batch.spaces.values():
@@ -330,6 +370,9 @@ class RelayStore(RelayForks):
             if st.stalled:
                 st.stalled = False
                 self.on_append(st.name)
+        for st in batch.spaces.values():
+            if st.released and not st.pending and self._spaces.get(st.name) is st:
+                self.release(st.name)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -423,31 +466,71 @@ class RelayStore(RelayForks):
     # -- writes ------------------------------------------------------------------------------
     def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool,
                 source: str = "peer") -> tuple[int, int, int]:
-        """Verify (signature, chain) and accept; the payloads stay unread. Accepted envelopes
-        are committed by the next group commit (:meth:`durable`). A fork is proven and kept,
-        and neither branch is accepted (relay/fork_store.py).
+        """Verify (signature, chain) and accept, all or nothing; the payloads stay unread.
+        Accepted envelopes are committed by the next group commit (:meth:`durable`).
+        Envelopes of quarantined authors are skipped (counted as gaps). A fork is proven and
+        kept, and neither branch is accepted (relay/fork_store.py).
 
         Raises:
             Rejected: the first envelope that fails; nothing of this call is kept.
         """
+        got = self._accept(envelopes, space, tolerate_gaps, per_author=False, source=source)
+        return got.applied, got.duplicates, got.gaps + got.skipped
+
+    def accept(self, envelopes: list[bytes], space: str | None, source: str = "peer") -> Accepted:
+        """Verify and accept per author (sync sessions; gaps tolerated): an envelope that
+        verifies but breaks a rule checked here (the chain rules, and every other rule on
+        the envelope itself in the shared core code) quarantines its author in its space from
+        that seq on, staged with the batch; later envelopes of that chain are neither stored
+        nor forwarded; the rest of the batch carries on.
+
+        Raises:
+            Rejected: an envelope that does not verify (its author is unknown); nothing of
+                this call is kept.
+        """
+        return self._accept(envelopes, space, True, per_author=True, source=source)
+
+    def _accept(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool,
+                per_author: bool, source: str = "peer") -> Accepted:
         verified = []
         for wire in envelopes:
             env = open_envelope(wire)
             chain.check_space(env, space).accept()
             verified.append(env)
-        applied = dups = gaps = 0
+        applied = dups = gaps = skipped = 0
         # Checked against the heads plus what this call accepts before any of it is kept.
         pending = PendingChains(self)
         accepted: list[Envelope] = []
+        started: list[QuarantineRecord] = []
+        aside: dict[str, dict[str, SetAside]] = {}  # each space's, looked up once per call
         for env in verified:
-            if self.excluded(env):
+            if self.excluded(env):  # its author forked before this seq: neither branch is kept
+                skipped += per_author  # (a session's: skipped like any set-aside chain)
                 continue
-            verdict = chain.check(env, pending, tolerate_gaps)
-            if verdict.fault is Fault.FORK:
-                self.fork_of(env, accepted, source)
-                accepted = [e for e in accepted if not self.excluded(e)]
+            held = aside.get(env.space)
+            if held is None:
+                held = aside[env.space] = self._space(env.space).quarantined
+            if held:
+                aside_from = held.get(env.author)
+                if aside_from is not None and env.seq >= aside_from.from_seq:
+                    skipped += 1
+                    continue
+            try:
+                verdict = self._judge(env, pending, tolerate_gaps)
+                if verdict.fault is Fault.FORK:  # proven: kept, the author set aside (not an error)
+                    # A session is told, as of any quarantine (its host records the rejection).
+                    self.fork_of(env, accepted, source, record=not per_author)
+                    accepted = [e for e in accepted if not self.excluded(e)]
+                    held_now = self.quarantine_record(env.space, env.author) if per_author else None
+                    if held_now is not None and held_now.reason == "fork":
+                        started.append(held_now)
+                    continue
+                outcome = verdict.accept()
+            except Rejected as rejected:  # signed, so its author is known: set aside
+                if not per_author:
+                    raise
+                started.append(self.quarantine.quarantine(QuarantineRecord.of(env, rejected)))
                 continue
-            outcome = verdict.accept()
             if outcome is Outcome.DUPLICATE:
                 dups += 1
             elif outcome is Outcome.GAP:
@@ -476,7 +559,52 @@ class RelayStore(RelayForks):
             self._schedule()
             for name in {env.space for env in accepted}:
                 self.on_append(name)
-        return applied, dups, gaps
+        return Accepted(applied, dups, gaps, skipped, tuple(started))
+
+    @staticmethod
+    def _judge(env: Envelope, chains: PendingChains, tolerate_gaps: bool) -> chain.Verdict:
+        """Every rule the relay applies to a verified envelope (the shared core code: the
+        chain rules, and the envelope's own rules as they are added); raises
+        :class:`Rejected` for a refusal, which quarantines the author in a session. The
+        clock range comes first: nothing out of it is staged (SQLite ends at 2**63 - 1)."""
+        clocks.check_envelope(env)
+        return chain.check(env, chains, tolerate_gaps)  # a fork is the caller's (not a refusal)
+
+    # -- quarantine (RelayQuarantine is the API) -------------------------------------------
+    def quarantined_authors(self, space: str) -> dict[str, SetAside]:
+        return self._space(space).quarantined
+
+    def quarantines(self, space: str | None = None) -> list[QuarantineRecord]:
+        """Committed quarantines (of ``space``)."""
+        return self.reader.quarantines(space)
+
+    def set_aside(self, record: QuarantineRecord) -> QuarantineRecord:
+        st = self._space(record.space)
+        held = st.quarantined.get(record.author)
+        if held is not None and held.from_seq <= record.from_seq:
+            return self.quarantine_record(record.space, record.author) or record
+        st.quarantined[record.author] = SetAside(record.from_seq, record.reason, record.detail)
+        self._staged.quarantines.append(record)
+        self._schedule()
+        return record
+
+    def quarantine_record(self, space: str, author: str) -> QuarantineRecord | None:
+        if author not in self._space(space).quarantined:
+            return None
+        for batch in (self._staged, self._committing):
+            for q in reversed(batch.quarantines if batch is not None else []):
+                if q.space == space and q.author == author:
+                    return q
+        return self.reader.quarantine(space, author)
+
+    def lift(self, space: str, author: str) -> bool:
+        held = self._space(space).quarantined.get(author)
+        check_liftable(space, author, None if held is None else held.reason)  # a fork: never
+        if self._space(space).quarantined.pop(author, None) is None:
+            return False
+        self._staged.lifts.append((space, author))
+        self._schedule()
+        return True
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept: a device's next HAVE says where it is, and writing every ACK would
@@ -500,14 +628,23 @@ class RelayHost:
     keeps_all_spaces = True
 
     def __init__(self, relay: RelayStore, admit: Callable[[str], str | None],
-                 limit: Callable[[str, int, int], str | None]) -> None:
-        """``admit(device)`` and ``limit(device, envelopes, bytes)`` return a refusal or None."""
+                 limit: Callable[[str, int, int], str | None],
+                 check: Callable[[str], str | None] | None = None,
+                 stored: Callable[[str, int], None] | None = None) -> None:
+        """``admit(device)``, and ``limit(device, envelopes, bytes)`` and ``check(space)``
+        before a frame's envelopes are stored, return a refusal or None; ``stored(space,
+        applied)`` is told what was stored of each frame (the relay's pacing)."""
         self.relay = relay
         self.identity = relay.identity
         self.device_id = relay.identity.id
         self.peer: str | None = None
         self._admit = admit
         self._limit = limit
+        #: how far ahead of the relay's clock an envelope may be stamped (the session holds
+        #: back what is further ahead: docs/PROTOCOL.md, "Clocks"); the server sets it
+        self.max_clock_skew_ms = DEFAULT_MAX_SKEW_MS
+        self._check = check
+        self._stored = stored
         self.version_vector = relay.version_vector
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
@@ -515,6 +652,7 @@ class RelayHost:
         self.fork_proofs = relay.fork_proofs
         self.fork_count = relay.fork_count
         self.envelope_wire = relay.envelope_wire
+        self.quarantine: QuarantineBook = relay.quarantine
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
@@ -523,16 +661,47 @@ class RelayHost:
     def sync_spaces(self) -> list[str]:
         return []  # a relay takes the spaces each device names
 
-    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
-                tolerate_gaps: bool = False) -> tuple[int, int, int]:
+    def _admit_frame(self, envelopes: list[bytes], space: str | None) -> None:
+        """The relay's limits on one frame of envelopes, before any of it is stored."""
         refused = self._limit(self.peer or "?", len(envelopes), sum(map(len, envelopes)))
+        if refused is None and self._check is not None:
+            refused = self._check(space or "")
         if refused is not None:
             raise ProtocolViolation(E_LIMIT, refused)
+
+    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
+                tolerate_gaps: bool = False) -> tuple[int, int, int]:
+        self._admit_frame(envelopes, space)
         try:
-            return self.relay.receive(envelopes, space, tolerate_gaps, source)
+            result = self.relay.receive(envelopes, space, tolerate_gaps, source)
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
+        if self._stored is not None:
+            self._stored(space or "", result[0])
+        return result
+
+    def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
+        self._admit_frame(envelopes, space)
+        try:
+            got = self.relay.accept(envelopes, space, source)
+        except Rejected as rejected:
+            self.relay.record_rejection(source, rejected)
+            raise
+        for q in got.quarantined:
+            self.relay.record_rejection(source, Rejected(q.reason, q.detail))
+        if self._stored is not None:
+            self._stored(space, got.applied)
+        return got
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        return self.relay.quarantine.authors(space)  # read only: the session looks authors up
+
+    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
+                     detail: str) -> None:
+        """Not kept: a device's refusal stops this session sending it that chain (the
+        session's own state); the relay does not take one device's word to stop serving an
+        author to the others. The server logs it (the session's Quarantined event)."""
 
     def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
         """A peer's fork proof, under the same budget as its envelopes (two of them)."""
@@ -545,4 +714,28 @@ class RelayHost:
         """Not kept (see RelayStore.record_ack)."""
 
 
-__all__ = ["OpenBackend", "Outgoing", "RelayHost", "RelayStore"]
+class RelayQuarantine:
+    """The relay's quarantine (a :class:`crdt_sync.quarantine.QuarantineBook`): kept in
+    memory with each space's heads, written with the group commit (a quarantine or lift is
+    durable once :meth:`RelayStore.durable` says so); :meth:`list` reads what is committed."""
+
+    def __init__(self, relay: RelayStore) -> None:
+        self._relay = relay
+
+    def quarantine(self, record: QuarantineRecord) -> QuarantineRecord:
+        return self._relay.set_aside(record)
+
+    def is_quarantined(self, space: str, author: str) -> QuarantineRecord | None:
+        return self._relay.quarantine_record(space, author)
+
+    def authors(self, space: str) -> dict[str, SetAside]:
+        return self._relay.quarantined_authors(space)
+
+    def list(self, space: str | None = None) -> list[QuarantineRecord]:
+        return self._relay.quarantines(space)
+
+    def lift(self, space: str, author: str) -> bool:
+        return self._relay.lift(space, author)
+
+
+__all__ = ["OpenBackend", "Outgoing", "RelayHost", "RelayQuarantine", "RelayStore"]

@@ -12,12 +12,14 @@ from crdt_sync.protocol.messages import (
     Ack,
     Auth,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     ForkProof,
     Have,
     Hello,
     Ping,
+    Quarantined,
     Spaces,
     WireEnvelope,
     encode,
@@ -42,8 +44,8 @@ def _yjs_update() -> bytes:
 
 def vectors() -> list[tuple[str, str, bytes]]:
     """``(name, explanation, frame)`` for every message type, as Alice would send them."""
-    hello_a = encode(Hello(1, 1, ALICE.public_key, NONCE_A, {}))
-    hello_b = encode(Hello(1, 1, BOB.public_key, NONCE_B, {}))
+    hello_a = encode(Hello(2, 2, ALICE.public_key, NONCE_A, {}))
+    hello_b = encode(Hello(2, 2, BOB.public_key, NONCE_B, {}))
     first, second = sorted([hello_a, hello_b])
     transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
                          digest_size=32).digest()
@@ -56,7 +58,7 @@ def vectors() -> list[tuple[str, str, bytes]]:
     env = seal(ALICE, "site-42", 2, bytes(32), HLC, payload)  # prev_hash: Alice's seq 1 hash
     envelopes = encode(Envelopes(0, 1, [WireEnvelope(0, env.seq, env.hlc, env.payload, env.signature)]))
     return [
-        ("HELLO", "Alice, versions 1..1, her key, nonce A0.., no capabilities", hello_a),
+        ("HELLO", "Alice, versions 2..2, her key, nonce A0.., no capabilities", hello_a),
         ("HELLO (Bob)", "Bob's HELLO, used in the transcript", hello_b),
         ("AUTH", f"Alice signs context + transcript {transcript.hex()} + Bob's nonce", auth),
         ("SPACES", "one blinded space id: BLAKE2b-128 of \"site-42\" keyed by the transcript", spaces),
@@ -68,8 +70,12 @@ def vectors() -> list[tuple[str, str, bytes]]:
         ("PING", "token 7", encode(Ping(7))),
         ("ERROR", "code 1 (malformed)", encode(Error(1, "frame is not CBOR"))),
         ("BYE", "code 0 (normal)", encode(Bye(0))),
+        ("QUARANTINED", "space 0: Bob's chain (by index 1 of Alice's HAVE table) set aside from seq 4, "
+         "bad-payload", encode(Quarantined(0, 1, 4, "bad-payload", "payload is malformed"))),
         ("FORK_PROOF", "space 0: Alice's seq 2 above, whole, for the peer to compare with its own",
          encode(ForkProof(0, [env.wire]))),
+        ("CLOCK_SKEW", "space 0: Bob's seq 4 is held back, 2 days (172800000 ms) ahead (Bob by index 1)",
+         encode(ClockSkew(0, 1, 4, 172_800_000))),
     ]
 
 

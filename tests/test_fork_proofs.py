@@ -208,6 +208,23 @@ def test_head_hashes_find_the_fork_at_the_first_have_and_both_sides_prove_it(
                                    and len(decode(f).envelopes) == 1]  # type: ignore[union-attr]
 
 
+def test_a_proven_fork_is_a_quarantine_that_no_lift_undoes(
+        forked: tuple[Replica, Replica, Replica]) -> None:
+    """One "set aside" state: the fork is recorded as a quarantine (reason ``fork``, from the
+    fork seq) that status lists, and lifting it is refused (the proof would set it aside again)."""
+    alice, bob, mallory = forked
+    _sync(alice, bob)
+    m = mallory.device_id
+    for device in (alice, bob):
+        [record] = device.quarantined(SPACE)
+        assert (record.author, record.from_seq, record.reason) == (m, 2, "fork")
+        assert [q.reason for q in device.status().quarantined] == ["fork"]
+        with pytest.raises(Rejected, match="not-liftable"):
+            device.lift_quarantine(SPACE, m)
+        assert device.quarantined(SPACE) == [record]  # still set aside
+        assert device.version_vector(SPACE)[m] == 1
+
+
 def test_a_lying_head_hash_proves_nothing(forked: tuple[Replica, Replica, Replica],
                                           tmp_path: Path) -> None:
     alice, _, mallory = forked

@@ -43,11 +43,12 @@ def test_peek_type_is_the_decoded_type() -> None:
     for _name, _what, frame in vectors():
         kind = peek_type(frame)
         assert kind is not None
-        assert type(decode(frame)).__name__.upper() == kind.name.replace("_", "")  # ForkProof: FORK_PROOF
+        assert type(decode(frame)).__name__.upper() == kind.name.replace("_", "")  # ClockSkew is CLOCK_SKEW
 
 
 def test_peek_type_of_what_is_not_a_frame() -> None:
-    for frame in (b"", b"\x82", b"\x00\x00", b"\xa1\x00\x00", b"\x81\x0a", b"\x82\x18\x20"):
+    unknown = bytes([0x81, int(max(MessageType)) + 1])  # the first type past the last defined
+    for frame in (b"", b"\x82", b"\x00\x00", b"\xa1\x00\x00", unknown, b"\x82\x18\x20"):
         assert peek_type(frame) is None
     assert peek_type(b"\x82\x09\x00") is MessageType.BYE
 

@@ -32,6 +32,7 @@ from crdt_sync import Replica, forks
 from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
+from crdt_sync.protocol import Quarantined as QuarantinedEvent
 from crdt_sync.protocol.messages import (
     E_REJECTED,
     MAX_FRAME,
@@ -39,6 +40,7 @@ from crdt_sync.protocol.messages import (
     Envelopes,
     Error,
     ForkProof,
+    Quarantined,
     WireEnvelope,
     decode,
     encode,
@@ -110,6 +112,12 @@ CASES: list[tuple[str, Craft, str]] = [
     ("other-space", lambda w: signed(w, 3, w.hash_of(2), space="elsewhere"), "bad-signature"),
     ("oversize", oversize, "too-large"),
 ]
+#: Signed by the author itself, so attributable: since protocol 2 they quarantine the author
+#: in the space (test_a_fork_quarantines_its_author) instead of ending the session.
+FORK_CASES: list[tuple[str, Craft, int]] = [
+    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), 2),
+    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), 1),
+]
 
 
 class Swap:
@@ -156,14 +164,8 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
         await check("after-the-author")
 
 
-#: Forks were refused with ERROR 5 here before fork proofs (protocol 1); they are proven now.
-FORKS: list[tuple[str, Craft, int]] = [
-    ("fork-at-the-head", lambda w: signed(w, 2, w.hash_of(1), b"the other branch"), 2),
-    ("fork-below-the-head", lambda w: signed(w, 1, b"", b"another seq 1"), 1),
-]
-
-
-@pytest.mark.parametrize(("craft", "seq"), [pytest.param(c, s, id=name) for name, c, s in FORKS])
+# Forks were refused with ERROR 5 here before fork proofs (protocol 1); they are proven now.
+@pytest.mark.parametrize(("craft", "seq"), [pytest.param(c, s, id=name) for name, c, s in FORK_CASES])
 async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
         world: World, open_replica: ReplicaFactory, craft: Craft, seq: int) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
@@ -197,6 +199,53 @@ async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
         await check("after-the-author")
 
 
+@pytest.mark.parametrize(("craft", "from_seq"), [pytest.param(c, q, id=name) for name, c, q in FORK_CASES])
+async def test_a_fork_quarantines_its_author(world: World, open_replica: ReplicaFactory, craft: Craft,
+                                             from_seq: int) -> None:
+    """The relay checks the chain rules itself: a second envelope at a seq it holds sets the
+    author aside in that space (QUARANTINED, not ERROR), stores and forwards nothing more of
+    that chain there, and goes on serving that session, every other author, and the same
+    author's other spaces. The fork is proven too (the test above): both branches go, so
+    the author's head moves back to the seq before the fork."""
+    relay, author, mallory = world.relay, world.author, world.mallory
+    before = relay.store.version_vector(SPACE)
+    async with bystanders(relay.url, open_replica) as check:
+        swap = Swap([craft(world)])
+        async with RawPeer.open(relay.url, mallory) as raw:
+            notice = await raw.converse(lambda m: isinstance(m, Quarantined), tamper=swap)
+            assert isinstance(notice, Quarantined)
+            assert raw.session is not None  # its session read the notice (author by the relay's table)
+            told = [e for e in raw.session.pop_events() if isinstance(e, QuarantinedEvent)]
+            assert [(e.author, e.from_seq, e.reason, e.by_peer) for e in told] == [
+                (author.device_id, from_seq, "fork", True)]
+            # The session goes on: the ACK of that batch follows, and no ERROR.
+            await raw.converse(lambda m: isinstance(m, Ack) and m.batch == swap.batch)
+            assert not any(isinstance(m, Error) for m in raw.received)
+        # Nothing of the author's was stored (mallory's session went on, and may have resent
+        # its own envelope that the swap took out); the fork excluded both branches.
+        stored = relay.store.version_vector(SPACE)
+        expected = {**before, author.device_id: from_seq - 1}
+        assert {a: s for a, s in stored.items() if a != mallory.device_id} == {
+            a: s for a, s in expected.items() if s}
+        held = relay.store.quarantine.is_quarantined(SPACE, author.device_id)
+        assert held is not None and (held.from_seq, held.reason) == (from_seq, "fork")
+        assert [r.reason for r in relay.store.rejections()] == ["fork"]
+        assert await rejections(relay.url, "rejected-envelope") == 0
+        assert await rejections(relay.url, "quarantined") == 1
+        await check("after-the-fork")  # the other devices keep syncing through the relay
+
+        # The author's later envelopes in that space are neither stored nor forwarded; its
+        # session is told so, and still ends synced (what was set aside is not waited for).
+        fill(author, "after", 1)
+        fill(author, "other", 1, space="elsewhere")
+        again = await sync_once(author, relay.url)
+        assert again.synced and again.ok, again.closed
+        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == from_seq - 1
+        assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
+        # It learns the fork from the relay's proof (not a QUARANTINED: it no longer sends
+        # that chain past the fork point, see docs/PROTOCOL.md, "Forks").
+        assert [forks.verify(p).author for p in author.fork_proofs(SPACE)] == [author.device_id]
+        await check("after-the-author")
 async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: ReplicaFactory) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
     seq, _ = world.head()

@@ -25,6 +25,7 @@ from crdt_sync.envelope import open_envelope, seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Authenticated, Received, Session, SessionConfig
+from crdt_sync.protocol.events import Quarantined as QuarantinedEvent
 from crdt_sync.protocol.messages import (
     BLIND_BYTES,
     E_AUTH_FAILED,
@@ -44,6 +45,7 @@ from crdt_sync.protocol.messages import (
     ForkProof,
     Have,
     Hello,
+    MessageType,
     Ping,
     Pong,
     Spaces,
@@ -51,6 +53,7 @@ from crdt_sync.protocol.messages import (
     decode,
     encode,
 )
+from crdt_sync.protocol.messages import Quarantined as QuarantinedMsg
 from tests.sync_helpers import SPACE, Wire, auth_message, error_of, expected_code, fill, snapshot, transcript
 
 #: Codes a session may answer a well-formed but unacceptable message with.
@@ -200,8 +203,8 @@ def test_a_peer_claiming_another_devices_key_cannot_authenticate(world: World, p
     before = world.state()
     session = Session(world.alice.sync_host, 0.0)
     alice_hello = session.start()[0]
-    mallory_hello = encode(Hello(MIN_VERSION, MAX_VERSION, world.bob.identity.public_key, bytes([7]) * 32,
-                                 {}))
+    mallory_hello = encode(Hello(MIN_VERSION, MAX_VERSION, world.bob.identity.public_key,
+                                 bytes([7]) * 32, {}))
     reply = session.receive(mallory_hello, 0.0)
     assert [type(decode(f)) for f in reply] == [Auth, Spaces]  # nothing of Alice's data yet
     t = transcript(alice_hello, mallory_hello)
@@ -250,8 +253,9 @@ def test_an_oversized_frame_is_error_4(world: World, stage: str) -> None:
     assert world.state() == before
 
 
-@pytest.mark.parametrize("items", [[42], [10, 1], [255, "x", b""], [2**64 - 1]],
-                         ids=["42", "10", "255", "huge"])
+# The first type past the last one defined (10 before QUARANTINED took it).
+@pytest.mark.parametrize("items", [[42], [int(max(MessageType)) + 1, 1], [255, "x", b""], [2**64 - 1]],
+                         ids=["42", "next", "255", "huge"])
 def test_an_unknown_message_type_is_error_6(world: World, items: list[Any]) -> None:
     session = world.in_sync().a
     refused(session, session.receive(cbor2.dumps(items, canonical=True), 0.0), E_UNEXPECTED)
@@ -379,8 +383,12 @@ def test_a_time_at_the_end_of_the_clock_is_refused_and_alice_can_still_write(
     clock where no later time fits in storage (every local write must be later)."""
     before = world.state()
     session = world.in_sync(world.mallory).a
-    feed(session, _mallory_envelope(world, hlc, _payload(item_hlc)))
-    assert session.closed is not None and session.closed.code == E_REJECTED
+    out = feed(session, _mallory_envelope(world, hlc, _payload(item_hlc)))
+    # Signed, so attributable: Mallory is set aside in the space (protocol 2), the session goes on.
+    assert session.closed is None
+    # The clock rules name it (issue 11): the envelope's own clock or an item's out of range.
+    assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "clock-range")]
+    assert [q.author for q in world.alice.quarantined(SPACE)] == [world.mallory.device_id]
     assert world.state() == before
     world.alice.space(SPACE).put("equipment", "after", {"ok": True})
     world.alice.seal()
@@ -403,26 +411,33 @@ def test_self_signed_garbage_payloads_are_refused(world: World) -> None:
         before = world.state()
         author = Identity.generate()
         env = seal(author, SPACE, 1, b"", 1, payload)
-        feed(session, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
-                                                           env.signature)])))
-        if session.closed is None:  # a payload that happens to be valid is its author's right
-            assert session.pop_events()[-1] == Received(SPACE, applied=1, duplicates=0, gaps=0)
+        out = feed(session, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
+                                                                 env.signature)])))
+        assert session.closed is None  # signed, so the author is set aside, not the session
+        events = session.pop_events()
+        if not notices(out):  # a payload that happens to be valid is its author's right
+            assert events[-1] == Received(SPACE, applied=1, duplicates=0, gaps=0)
         else:
-            assert session.closed.code == E_REJECTED
+            assert [(n.author, n.from_seq) for n in notices(out)] == [(author.public_key, 1)]
+            assert any(isinstance(e, QuarantinedEvent) and e.author == author.id for e in events)
+            assert world.alice.sync_host.quarantined(SPACE)[author.id].from_seq == 1
             assert world.state() == before
 
     check()
 
 
-def test_a_fork_is_proven_and_set_aside_not_an_error(world: World) -> None:
-    # Was ERROR 5 (protocol version 1): a fork now is proven, both branches go, and the
-    # session goes on (docs/PROTOCOL.md, "Forks").
+def test_a_fork_quarantines_its_author_and_the_session_goes_on(world: World) -> None:
+    """Before protocol 2 this ended the session with ERROR 5; now the forking author is set
+    aside from the forked seq (quarantine reason ``fork``, QUARANTINED sent), the fork is
+    proven (FORK_PROOF), both branches go, and the session carries on (docs/PROTOCOL.md,
+    "Forks")."""
     session = world.in_sync(world.mallory).a
     before = world.state()
     feed(session, _mallory_envelope(world, 1, _payload(1)))
     assert session.closed is None
     out = feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
     assert session.closed is None
+    assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "fork")]
     assert world.alice.rejections(1)[0].reason == "fork"
     assert world.state() == before  # neither of mallory's seq 1 is kept
     [proof] = world.alice.fork_proofs(SPACE)
@@ -431,6 +446,11 @@ def test_a_fork_is_proven_and_set_aside_not_an_error(world: World) -> None:
     assert [forks.prove(*map(open_envelope, m.envelopes)).encode() for m in sent] == [proof]
     feed(session, _mallory_envelope(world, 3, _payload(3)))  # a third seq 1: set aside too
     assert session.closed is None and world.state() == before
+
+
+def notices(frames: list[bytes]) -> list[QuarantinedMsg]:
+    """The QUARANTINED notices among ``frames``."""
+    return [m for m in map(decode, frames) if isinstance(m, QuarantinedMsg)]
 
 
 # -- flow control ---------------------------------------------------------------------------------

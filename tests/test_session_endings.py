@@ -80,7 +80,7 @@ def test_a_lost_link_and_an_expired_limit_end_the_session_without_a_frame(
     lost, expired = Session(a.sync_host, 0.0), Session(b.sync_host, 0.0)
     lost.link_lost()
     expired.expire(2.5)
-    assert _closings(lost) == [Closed(E_GOING_AWAY, "the link closed", by_peer=True)]
+    assert _closings(lost) == [Closed(E_GOING_AWAY, "the link closed", by_peer=True, link_lost=True)]
     assert _closings(expired) == [Closed(E_TIMEOUT, "not synced after 2.5 s", by_peer=False)]
     for session in (lost, expired):
         assert session.closed is not None

@@ -249,6 +249,7 @@ class _Driver:
         self.sending = False  # the turn loop awaits a send: it goes on with the outbox in order
         self.poke_pending = False  # a call of local_changed is scheduled
         self.link_closed = False  # the reader found the link closed
+        self.link_error = "the link closed"  # what closed it, as the link said
         #: a synchronous send found the link closed, or a commit failed: raised by _flush
         self.broken: BaseException | None = None
         self.room: asyncio.Future[None] | None = None  # the reader waits here while too much is pending
@@ -272,13 +273,13 @@ class _Driver:
                 await self.gate.settle()
                 self._release()
             await self._flush()
-        except LinkClosed:
+        except LinkClosed as exc:
             # A send failed: the peer closed, maybe right after its last frames (its final ACK
             # and BYE). The reader goes on handing the session what it delivered, so a session
             # that did finish knows it.
             if reading is not None:
                 await self._read_what_is_left(reading)
-            session.link_lost()  # (nothing if the session did finish)
+            session.link_lost(str(exc))  # (nothing if the session did finish)
         finally:
             changed.listener = None
             self.poke_pending = True  # a scheduled poke finds nothing to do
@@ -312,7 +313,7 @@ class _Driver:
             if session.closed is not None:
                 return
             if self.link_closed:
-                session.link_lost()
+                session.link_lost(self.link_error)
                 return
             if self.live and self.hooks.idle is not None:
                 self.hooks.idle()
@@ -355,8 +356,9 @@ class _Driver:
                 self.frames_in += 1
                 self._emit(session.receive(frame, self.clock()))
                 self._after_session()
-        except LinkClosed:
+        except LinkClosed as exc:
             self.link_closed = True
+            self.link_error = str(exc) or self.link_error
             self.waker.wake()
 
     async def _read_what_is_left(self, reading: asyncio.Task[None]) -> None:

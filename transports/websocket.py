@@ -122,6 +122,14 @@ async def connect(url: str, *, timeout: float = 10.0, ssl: Any = None) -> WebSoc
             ws = await session.ws_connect(target, max_msg_size=WS_MAX_MESSAGE, autoping=True,
                                           timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
                                           ssl=ssl if ssl is not None else True)
+    except aiohttp.WSServerHandshakeError as exc:
+        await session.close()
+        if exc.status in (429, 503):  # the relay's connection budgets, or it is stopping
+            raise ConnectFailed(f"the relay at {target} is busy (HTTP {exc.status}: too many "
+                                f"connections that are still in their handshake, or it is "
+                                f"shutting down); retry later") from None
+        raise ConnectFailed(f"the relay at {target} refused the WebSocket (HTTP {exc.status}); "
+                            f"check the URL") from None
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         await session.close()
         raise ConnectFailed(f"cannot reach the relay at {target}: {exc or type(exc).__name__}; "

@@ -2,8 +2,9 @@
 
 ``yjs`` and ``@automerge/automerge`` are installed with npm from the ranges in
 ``benchmarks/merge/node/package.json`` into ``.bench-node/`` at the repository root (git
-ignores it), never into the project's own dependencies. The worker scripts stay in the
-repository and find the packages through ``NODE_PATH``.
+ignores it) or, in an installed copy, into the user's cache folder; never into the
+project's own dependencies. The worker scripts are package data (``node/``, beside this
+module) and find the packages through ``NODE_PATH``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from pathlib import Path
 from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO / ".bench-node"
+
+
+def _default_dir() -> Path:
+    """``.bench-node/`` in a checkout (git ignores it); in an installed copy, the user's cache
+    folder (site-packages may be read-only, and a reinstall would drop what npm put there)."""
+    if (REPO / "pyproject.toml").is_file():
+        return REPO / ".bench-node"
+    from platformdirs import user_cache_path
+
+    return user_cache_path("crdt-sync") / "bench-node"
+
+
+DEFAULT_DIR = _default_dir()
 SCRIPTS = Path(__file__).resolve().parent / "node"
 PACKAGE_JSON = SCRIPTS / "package.json"
 #: npm on a slow link; a failed setup is reported, never fatal to the run.

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-setup", action="store_true",
                    help="never run npm: Node engines not installed yet are reported as such")
     p.add_argument("--node-dir", type=Path, default=nodejs.DEFAULT_DIR, help="where npm installs the "
-                   f"Node engines (default {nodejs.DEFAULT_DIR.name}/ in the repository)")
+                   f"Node engines (default {nodejs.DEFAULT_DIR})")
     p.add_argument("--tmpdir", type=Path, default=None, help="where workloads and data directories go")
     return p
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFound
+from ..errors import DiskFull, NotFound, ValueRejected
+from ..values import check_name, loads_json
 from .output import Output, UsageError, data_dir, parse_assignment, short, show
+
+#: The largest seq a version vector may name (SQLite's INTEGER is signed 64-bit).
+SEQ_MAX = 2**63 - 1
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> None:
@@ -31,7 +34,7 @@ def cmd_put(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_get(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         result = replica.space(args.space).get(args.collection, args.id)
         out.emit(result, lambda: _print_fields(out, result))
 
@@ -41,7 +44,7 @@ def _print_fields(out: Output, fields: dict[str, Any]) -> None:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         rows = [{"collection": c, "id": i, "fields": f}
                 for c, i, f in replica.space(args.space).rows(args.collection)]
         out.emit(rows, lambda: out.table(
@@ -57,7 +60,7 @@ def cmd_delete(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_history(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         changes = [h.to_dict() for h in replica.space(args.space).history(args.collection, args.id)]
         out.emit(changes, lambda: out.table(
             f"history of {args.collection}/{args.id}", ["time", "author", "changes"],
@@ -73,7 +76,7 @@ def _describe(change: dict[str, Any]) -> str:
 
 
 def cmd_conflicts(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         items = [c.to_dict() for c in replica.space(args.space).conflicts()]
         out.emit(items, lambda: out.table(
             f"conflicts in {args.space}: {len(items)}", ["entity", "field", "winner", "lost"],
@@ -87,7 +90,7 @@ def _entry(entry: dict[str, Any]) -> str:
 
 
 def cmd_spaces(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         names = replica.spaces()
         out.emit({"spaces": names}, lambda: out.console.print("\n".join(names) or "(no spaces)"))
 
@@ -105,7 +108,7 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
+    with open_replica(args, out) as replica:
         status = replica.status().to_dict()
 
     def human() -> None:
@@ -124,8 +127,61 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
         if forks:
             out.table("forks (proven: each author excluded from that seq on; not liftable)",
                       ["space", "author", "from seq", "proof from", "since"], forks)
+        _print_quarantine(out, status["quarantined"], status["refused_by_peers"])
+        for r in status["clock_refusals"]:
+            whose = "this device's clock" if r["mine"] else f"the clock of {short(r['author'])}"
+            out.console.print(
+                f"[yellow]peer {short(r['peer'])} holds back {'your' if r['mine'] else 'the'} envelopes "
+                f"of {r['space']} from seq {r['seq']}: {whose} is {_duration(r['ahead_ms'])} ahead "
+                f"of its clock (said {r['at']}); set the clock right, they sync once it agrees[/]")
+        for d in status["journal_damage"]:
+            where = "at its end (or a write cut short)" if d["tail"] else f"at byte {d['offset']}"
+            out.err.print(f"[bold red]journal damage:[/] {d['records']} record(s), {d['bytes']} bytes "
+                          f"{where} of {d['journal']} were lost when it was recovered at {d['at']}; "
+                          f"every other record was kept. The file is kept at {d['kept']}",
+                          markup=True, highlight=False)
 
     out.emit(status, human)
+
+
+def _print_quarantine(out: Output, quarantined: list[dict[str, Any]],
+                      refused: list[dict[str, Any]] | None = None) -> None:
+    if quarantined:
+        out.table("quarantined authors (their envelopes are skipped; lift with "
+                  "`crdt-sync quarantine lift SPACE AUTHOR`)",
+                  ["space", "author", "from seq", "reason", "since", "detail"],
+                  [(q["space"], q["author"], str(q["from_seq"]), q["reason"], q["since"], q["detail"])
+                   for q in quarantined])
+    if refused:
+        out.table("refused by peers (they set these chains aside)",
+                  ["space", "author", "peer", "from seq", "reason", "since"],
+                  [(r["space"], short(r["author"]), short(r["peer"]), str(r["from_seq"]), r["reason"],
+                    r["since"]) for r in refused])
+
+
+def cmd_quarantine(args: argparse.Namespace, out: Output) -> None:
+    with open_replica(args) as replica:
+        if args.action == "list":
+            items = [q.to_dict() for q in replica.quarantined(args.space)]
+            out.emit({"quarantined": items}, lambda: (
+                _print_quarantine(out, items) if items else out.console.print("(no quarantined authors)")))
+            return
+        if args.space is None or args.author is None:
+            raise UsageError("quarantine lift takes SPACE AUTHOR (see `crdt-sync quarantine list`)")
+        lifted = replica.lift_quarantine(args.space, args.author)
+    if not lifted:
+        raise NotFound(f"{args.author} is not quarantined in {args.space} "
+                       "(see `crdt-sync quarantine list`)")
+    out.emit({"space": args.space, "author": args.author, "lifted": True},
+             lambda: out.console.print(f"lifted the quarantine of {args.author} in {args.space}: its "
+                                       "envelopes are accepted again when they are valid (next sync)"))
+
+def _duration(ms: int) -> str:
+    seconds = ms / 1000
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} seconds"
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> None:
@@ -151,11 +207,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
 
 def _parse_vv(text: str) -> dict[str, int]:
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = loads_json(text)
+    except ValueError:  # not JSON, or nested too deep (ValueRejected is a ValueError)
         raise UsageError("--since takes a JSON version vector, e.g. '{\"<device>\": 12}'") from None
-    if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-        raise UsageError("--since takes a JSON object of device id to seq")
+    if not isinstance(value, dict) or not all(
+            type(v) is int and 0 <= v <= SEQ_MAX for v in value.values()):
+        raise UsageError(f"--since takes a JSON object of device id to seq (0..{SEQ_MAX})")
+    for device in value:
+        try:
+            check_name("device id", device)
+        except ValueRejected as exc:
+            raise UsageError(f"--since: {exc}") from None
     return {str(k): int(v) for k, v in value.items()}
 
 
@@ -166,11 +228,14 @@ def cmd_import(args: argparse.Namespace, out: Output) -> None:
         raise NotFound(f"cannot read bundle {args.file}: {exc.strerror}") from None
     with open_replica(args) as replica:
         result = replica.import_bundle(data, source=f"bundle {args.file}")
+    held = (f"; {result.held_back} held back: stamped {_duration(result.ahead_ms)} ahead of this "
+            f"device's clock, import the bundle again once the clocks agree" if result.held_back else "")
     out.emit({"space": result.space, "exporter": result.exporter, "applied": result.applied,
-              "duplicates": result.duplicates, "forks": result.forks},
+              "duplicates": result.duplicates, "held_back": result.held_back,
+              "ahead_ms": result.ahead_ms, "forks": result.forks},
              lambda: out.console.print(f"imported {result.applied} envelopes into {result.space} "
                                        f"({result.duplicates} already here) from "
-                                       f"{short(result.exporter)}" + (
+                                       f"{short(result.exporter)}{held}" + (
                                            f"; {result.forks} fork(s) proven: each author is "
                                            f"excluded from its fork seq (crdt-sync status)"
                                            if result.forks else "")))
@@ -190,7 +255,19 @@ def cmd_bench_merge(args: argparse.Namespace, out: Output) -> None:
         raise SystemExit(code)
 
 
-def open_replica(args: argparse.Namespace) -> Any:
+def open_replica(args: argparse.Namespace, reading: Output | None = None) -> Any:
+    """The replica of ``--data``. A command that only reads passes its ``Output``: on a full
+    disk it then gets the replica read-only, with a warning, instead of the error."""
     from ..replica import Replica
 
-    return Replica(data_dir(args.data))
+    path = data_dir(args.data)
+    if reading is None:
+        return Replica(path)
+    try:
+        return Replica(path)
+    except DiskFull as full:
+        replica = Replica(path, read_only=True)
+        pending = replica.unsealed()
+        reading.warn("disk-full", f"{full}. Showing what the store holds, read-only" + (
+            f"; {pending} journaled edits are not sealed yet and not shown" if pending else ""))
+        return replica

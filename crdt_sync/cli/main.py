@@ -5,15 +5,30 @@ and the relay; those are imported lazily by the commands that need them, so a ma
 without the ``relay`` extra can still use every local command.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 5 rejected input. Errors go to stderr, as
-``{"error": {"code": N, "kind": ..., "message": ...}}`` under ``--json``.
+``{"error": {"code": N, "kind": ..., "message": ...}}`` under ``--json``; each kind of failure
+has its own handler and kind (``disk-full``, ``store-corrupt``, ``value-rejected``, ...: see
+the README), never one message for everything.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import sqlite3
+import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from ..errors import CrdtSyncError, NotFound, Rejected, StoreError, ValueRejected
+from ..diskfaults import store_error
+from ..errors import (
+    CrdtSyncError,
+    DiskFull,
+    NotFound,
+    Rejected,
+    StoreCorrupt,
+    StoreError,
+    ValueRejected,
+)
 from .local import (
     cmd_bench_merge,
     cmd_conflicts,
@@ -28,6 +43,7 @@ from .local import (
     cmd_leave,
     cmd_list,
     cmd_put,
+    cmd_quarantine,
     cmd_spaces,
     cmd_status,
 )
@@ -41,16 +57,26 @@ from .output import (
     EXIT_USAGE,
     Output,
     UsageError,
+    data_dir,
 )
+from .sync_report import SyncFailed
+
+
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes raise :class:`UsageError` (exit 2, as JSON under ``--json``)
+    instead of argparse's own printing; subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS,
                         help=f"data directory (default: ${ENV_DATA}, else the user data directory)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print machine-readable JSON")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crdt-sync", parents=[common],
         description="Offline-first sync engine for field teams. Exit codes: 0 ok, 1 error, "
                     "2 usage, 3 not found, 5 rejected input.")
@@ -78,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("join", cmd_join, "keep and sync a space").add_argument("space")
     command("leave", cmd_leave, "stop keeping a space (its data stays)").add_argument("space")
     command("status", cmd_status, "device, spaces, version vectors, what peers acknowledged")
+    p = command("quarantine", cmd_quarantine,
+                "authors set aside per space (a refused signed envelope): list them, or lift one")
+    p.add_argument("action", choices=["list", "lift"])
+    p.add_argument("space", nargs="?", help="list: only this space; lift: the space")
+    p.add_argument("author", nargs="?", help="lift: the author's device id")
     p = command("export", cmd_export, "write a bundle of a space for another device")
     p.add_argument("space")
     p.add_argument("--out", required=True, metavar="FILE")
@@ -104,22 +135,45 @@ def _entity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("id")
 
 
+def _run(args: argparse.Namespace, out: Output) -> None:
+    try:
+        args.func(args, out)
+    except sqlite3.Error as exc:  # a read that met a damaged page, outside a write transaction
+        from ..store import DB_NAME
+
+        raise store_error(exc, data_dir(args.data) / DB_NAME, "reading the store") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name from a non-UTF-8 command line prints
+        if isinstance(stream, io.TextIOWrapper):  # as \udcXX rather than failing to print
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        words = sys.argv[1:] if argv is None else list(argv)
+        Output("--json" in words).fail(EXIT_USAGE, "usage", str(exc))
     args.data = getattr(args, "data", None)
     args.json = getattr(args, "json", False)
     out = Output(args.json)
     try:
-        args.func(args, out)
+        _run(args, out)
     except UsageError as exc:
         out.fail(EXIT_USAGE, "usage", str(exc))
+    except SyncFailed as exc:  # before Rejected: a sync that stopped did change things
+        out.fail(exc.exit_code, exc.kind, str(exc),
+                 {"sync": exc.report.to_dict()} if exc.report is not None else None)
     except NotFound as exc:
         out.fail(EXIT_NOT_FOUND, "not-found", str(exc))
     except Rejected as exc:
         out.fail(EXIT_REJECTED, exc.reason, f"rejected, nothing changed: {exc}")
     except ValueRejected as exc:
         out.fail(EXIT_REJECTED, "value-rejected", f"{exc}; nothing changed")
+    except DiskFull as exc:
+        out.fail(EXIT_ERROR, "disk-full", str(exc))
+    except StoreCorrupt as exc:
+        out.fail(EXIT_ERROR, "store-corrupt", str(exc))
     except StoreError as exc:
         out.fail(EXIT_ERROR, "store", str(exc))
     except ConnectionError as exc:

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import CrdtSyncError, Rejected
-from ..protocol.messages import E_AUTH_FAILED, E_LIMIT, E_REJECTED
+from ..errors import CrdtSyncError
+from . import sync_report
 from .local import open_replica
-from .output import Output, data_dir
+from .output import Output, UsageError, data_dir
+
+if TYPE_CHECKING:
+    from crdt_sync.transports.driver import SessionOutcome
+
+    from ..protocol import Session
 
 
 class Unreachable(CrdtSyncError, ConnectionError):
@@ -53,7 +60,20 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("--relay", required=True, metavar="URL", help="ws://host:port or wss://host")
         p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
         if name == "sync":
-            p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+            p.add_argument("--timeout", type=_seconds, default=120.0,
+                           help="give up once nothing was received or acknowledged for this many "
+                                "seconds (a long backlog that keeps moving is never cut)")
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a timeout is a positive, finite number of seconds, not {text!r}")
+    return value
 
 
 def cmd_relay(args: argparse.Namespace, out: Output) -> None:
@@ -77,6 +97,9 @@ def run_relay(args: argparse.Namespace, out: Output) -> None:
                  "cert": args.cert, "key": args.key, "max_connections": args.max_connections,
                  "log_format": args.log_format or ("json" if out.json else None)}
     config = load_config(overrides | {"data": args.data}, config_file=args.config)
+    for what, path in (("certificate", config.cert), ("private key", config.key)):
+        if path is not None and not Path(path).is_file():
+            raise CrdtSyncError(f"cannot read the TLS {what} {path}: no such file")
     if config.data is None:
         config = replace(config, data=data_dir(None))
     raise SystemExit(asyncio.run(serve(config)))
@@ -87,14 +110,18 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from crdt_sync.transports.relay import run_peer, sync_session
-    from crdt_sync.transports.websocket import ConnectFailed
+    from crdt_sync.transports.websocket import ConnectFailed, sync_url
 
-    from ..protocol import Closed, Event, Received, Session
-
+    try:
+        sync_url(args.relay)
+    except ValueError as exc:  # before anything is opened: a mistyped URL is a usage error
+        raise UsageError(f"--relay {args.relay!r}: {exc}") from None
     with open_replica(args) as replica:
         for space in args.spaces:
             replica.join(space)
         spaces = args.spaces or None
+        if not live and not replica.spaces():
+            raise sync_report.no_spaces(args.relay)
         if live:
             stop = asyncio.Event()
 
@@ -111,38 +138,65 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
             return
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             console=out.err, disable=out.json, transient=True)
-        holder: dict[str, Any] = {}
-
-        def on_session(session: Session) -> None:
-            holder["session"] = session
-
-        def on_event(event: Event) -> None:
-            session = holder.get("session")
-            if isinstance(event, Received) and session is not None:
-                total = max(session.expected(), session.envelopes_in + session.envelopes_out)
-                progress.update(task, total=total, completed=session.envelopes_in + session.envelopes_out)
-
+        holder: dict[str, Session] = {}
         task = progress.add_task("syncing", total=None)
+
+        def show(session: Session) -> None:
+            done = session.envelopes_in + session.envelopes_acked
+            progress.update(task, total=max(session.expected(), done), completed=done,
+                            description=f"sent {session.envelopes_out}, stored {session.envelopes_acked}, "
+                                        f"received {session.envelopes_in}")
+
+        async def one_shot() -> tuple[SessionOutcome, float | None]:
+            stop = asyncio.Event()
+
+            def on_session(session: Session) -> None:
+                holder["session"] = session
+
+            running = asyncio.ensure_future(sync_session(replica, args.relay, spaces=spaces, stop=stop,
+                                                         on_session=on_session))
+            return await _watch(running, holder, stop, args.timeout, show)
+
         try:
             with progress:
-                outcome = asyncio.run(sync_session(replica, args.relay, spaces=spaces, on_event=on_event,
-                                                   on_session=on_session, timeout=args.timeout))
+                outcome, stalled = asyncio.run(one_shot())
         except ConnectFailed as exc:
             raise Unreachable(str(exc)) from None
         session = holder["session"]
-        closed: Closed | None = outcome.closed
+        report = sync_report.build(args.relay, session, outcome.closed, outcome.synced,
+                                   outcome.events, outcome.bytes_in, outcome.bytes_out, stalled,
+                                   device=replica.device_id)
         if not outcome.synced:
-            why = f"{closed.name}: {closed.reason}" if closed else "not synced"
-            if closed is not None and closed.code in (E_AUTH_FAILED, E_REJECTED, E_LIMIT):
-                raise Rejected(closed.name, f"the relay refused this device: {closed.reason}")
-            raise CrdtSyncError(f"sync with {args.relay} did not finish ({why}); run it again: "
-                                "it resumes where it stopped")
-        result = {"relay": args.relay, "synced": True, "spaces": session.shared_spaces(),
-                  "received": session.envelopes_in, "sent": session.envelopes_out,
-                  "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}
-        out.emit(result, lambda: out.console.print(
-            f"synced {', '.join(result['spaces']) or '(no shared spaces)'} with {args.relay}: "
-            f"{result['received']} envelopes in, {result['sent']} out"))
+            raise sync_report.failure(report, outcome.closed)
+        out.emit(report.to_dict(), lambda: out.console.print(sync_report.summary(report)))
+
+
+#: How often a one-shot sync looks at its session (progress display, the --timeout watch).
+WATCH_INTERVAL = 0.25
+
+
+async def _watch(running: asyncio.Future[SessionOutcome], holder: dict[str, Session],
+                 stop: asyncio.Event, limit: float, show: Callable[[Session], None],
+                 ) -> tuple[SessionOutcome, float | None]:
+    """Wait for the session; end it (going-away) once nothing was received or acknowledged
+    for ``limit`` seconds. Returns its outcome and, if it was ended so, ``limit``."""
+    loop = asyncio.get_running_loop()
+    moved_at, last = loop.time(), -1
+    stalled: float | None = None
+    while not running.done():
+        await asyncio.wait([running], timeout=WATCH_INTERVAL)
+        session = holder.get("session")
+        if session is None or stalled is not None:
+            continue
+        show(session)
+        progress = session.envelopes_in + session.envelopes_acked
+        now = loop.time()
+        if progress != last:
+            moved_at, last = now, progress
+        elif now - moved_at >= limit:
+            stalled = limit
+            stop.set()  # the session says BYE going-away and ends
+    return running.result(), stalled
 
 
 def _log_event(out: Output, event: Any) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..errors import CrdtSyncError
-from ..values import from_json, to_json
+from ..errors import CrdtSyncError, ValueRejected
+from ..values import from_json, loads_json, to_json
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REJECTED = 0, 1, 2, 3, 5
 ENV_DATA = "CRDT_SYNC_DATA"
@@ -41,8 +41,10 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise UsageError(f"expected key=value, got {text!r}")
     try:
-        value = from_json(json.loads(raw))
-    except (ValueError, TypeError):
+        value = from_json(loads_json(raw))
+    except ValueRejected as exc:  # JSON, but not a value the CRDT can hold
+        raise ValueRejected(f"field {key!r}: {exc}") from None
+    except (ValueError, TypeError):  # not JSON (or bad base64 in {"$bytes": ...}): a str
         value = raw
     return key, value
 
@@ -59,11 +61,11 @@ class Output:
 
     def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
         if self.json:
-            print(json.dumps(to_json(data), ensure_ascii=False, sort_keys=False))
+            print(json.dumps(to_json(data), ensure_ascii=False, sort_keys=False, allow_nan=False))
         elif human is not None:
             human()
         else:
-            self.console.print_json(json.dumps(to_json(data), ensure_ascii=False))
+            self.console.print_json(json.dumps(to_json(data), ensure_ascii=False, allow_nan=False))
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         from rich.table import Table
@@ -75,17 +77,26 @@ class Output:
             table.add_row(*(cell if isinstance(cell, str) else show(cell) for cell in row))
         self.console.print(table)
 
-    def fail(self, code: int, kind: str, message: str) -> NoReturn:
+    def warn(self, kind: str, message: str) -> None:
+        """A warning on stderr (the command goes on): ``{"warning": {...}}`` under ``--json``."""
         if self.json:
-            print(json.dumps({"error": {"code": code, "kind": kind, "message": message}}),
-                  file=sys.stderr)
+            print(json.dumps({"warning": {"kind": kind, "message": message}}), file=sys.stderr)
+        else:
+            self.err.print(f"[bold yellow]warning:[/] {message}", markup=True, highlight=False)
+
+    def fail(self, code: int, kind: str, message: str,
+             details: dict[str, Any] | None = None) -> NoReturn:
+        """Print the error (``details`` go into the JSON error object) and exit with ``code``."""
+        if self.json:
+            error = {"code": code, "kind": kind, "message": message, **(details or {})}
+            print(json.dumps({"error": to_json(error)}), file=sys.stderr)
         else:
             self.err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
         raise SystemExit(code)
 
 
 def show(value: Any) -> str:
-    return json.dumps(to_json(value), ensure_ascii=False)
+    return json.dumps(to_json(value), ensure_ascii=False, allow_nan=False)
 
 
 def short(device: str) -> str:

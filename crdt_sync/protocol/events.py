@@ -19,6 +19,22 @@ class Received:
     applied: int
     duplicates: int
     gaps: int
+    #: envelopes of authors quarantined here (not applied, not an error)
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An author's chain in a space was set aside from ``from_seq`` on: by this side (its
+    envelopes are skipped; the peer was told), or by the peer (``by_peer``: this side stops
+    sending that chain in this session)."""
+
+    space: str
+    author: str
+    from_seq: int
+    reason: str
+    detail: str
+    by_peer: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +47,34 @@ class Closed:
     code: int
     reason: str
     by_peer: bool
+    #: the link dropped under the session (no ERROR or BYE was said by either side)
+    link_lost: bool = False
 
     @property
     def name(self) -> str:
         return error_name(self.code)
 
 
-Event = Authenticated | Received | SpaceSynced | Closed
+@dataclass(frozen=True, slots=True)
+class ClockRefused:
+    """The peer holds back ``author``'s envelopes of ``space`` from ``seq`` on: their clock
+    is ``ahead_ms`` ahead of the peer's wall clock, more than it allows (its CLOCK_SKEW)."""
+
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """This side holds back ``author``'s envelopes of ``space`` from ``seq`` on: their clock
+    is ``ahead_ms`` ahead of this side's wall clock, more than it allows (it sent CLOCK_SKEW)."""
+
+    space: str
+    author: str
+    seq: int
+    ahead_ms: int
+
+
+Event = Authenticated | Received | SpaceSynced | Closed | Quarantined | ClockRefused | HeldBack

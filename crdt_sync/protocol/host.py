@@ -6,6 +6,8 @@ from typing import Protocol
 
 from ..envelope import Envelope
 from ..identity import Identity
+from ..quarantine import SetAside
+from ..results import Accepted
 
 
 class SyncHost(Protocol):
@@ -31,6 +33,21 @@ class SyncHost(Protocol):
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[int, int, int]: ...
+
+    def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
+        """Per author (what a session calls): a signature-valid envelope that is refused
+        quarantines its author in ``space`` and the rest carries on; raises
+        :class:`~crdt_sync.errors.Rejected` only for one that does not verify."""
+        ...
+
+    def quarantined(self, space: str) -> dict[str, SetAside]:
+        """The authors this side set aside in ``space`` (their envelopes are skipped)."""
+        ...
+
+    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
+                     detail: str) -> None:
+        """The peer set aside ``author``'s chain in ``space`` (its QUARANTINED notice)."""
+        ...
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None: ...
 

@@ -13,9 +13,21 @@ from typing import Any
 
 import cbor2
 
-PROTOCOL_VERSION = MIN_VERSION = MAX_VERSION = 2
+from ..cbor_limits import CborLimitError, is_canonical, scan
+from ..quarantine import MAX_REASON  # a QUARANTINED notice's reason: the bound of what is stored
+
+#: Version 2: QUARANTINED (type 10); a version 1 peer gets ERROR 2 (docs/PROTOCOL.md).
+PROTOCOL_VERSION = 2
+MIN_VERSION = 2
+MAX_VERSION = 2
 #: Largest frame either side sends or accepts.
 MAX_FRAME = 1024 * 1024
+#: Largest frame accepted before the peer's AUTH has been verified (HELLO is ~100 bytes).
+MAX_FRAME_BEFORE_AUTH = 4096
+#: Deepest nesting of arrays and maps in a frame (the frame's array is depth 1; ENVELOPES
+#: needs 3), and most CBOR items in one frame (4,096 envelopes of 6 items need ~24,600).
+MAX_FRAME_DEPTH = 16
+MAX_FRAME_ITEMS = 32_768
 NONCE_BYTES = 32
 BLIND_BYTES = 16
 MAX_SPACES = 1024
@@ -47,7 +59,9 @@ class MessageType(enum.IntEnum):
     PONG = 7
     ERROR = 8
     BYE = 9
+    QUARANTINED = 10
     FORK_PROOF = 11
+    CLOCK_SKEW = 12
 
 
 class ErrorCode(enum.IntEnum):
@@ -121,7 +135,9 @@ T_PING = MessageType.PING
 T_PONG = MessageType.PONG
 T_ERROR = MessageType.ERROR
 T_BYE = MessageType.BYE
+T_QUARANTINED = MessageType.QUARANTINED
 T_FORK_PROOF = MessageType.FORK_PROOF
+T_CLOCK_SKEW = MessageType.CLOCK_SKEW
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +219,19 @@ class Bye:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantined:
+    """The sender set aside ``author``'s chain in ``space`` (an index into the receiver's
+    SPACES, like HAVE's) from ``from_seq`` on, for ``reason`` (a code such as ``bad-payload``)
+    with ``detail`` for people: the receiver stops sending that chain in this session."""
+
+    space: int
+    author: AuthorRef
+    from_seq: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class ForkProof:
     """Envelope wire forms of one (space, author, seq): one (the sender's, for the receiver
     to compare with its own) or two with different hashes (a fork proof)."""
@@ -211,12 +240,27 @@ class ForkProof:
     envelopes: list[bytes]
 
 
-Message = Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | ForkProof
+@dataclass(frozen=True, slots=True)
+class ClockSkew:
+    """The receiver holds back ``author``'s envelopes of space ``space`` (the receiver's own
+    space index) from ``seq`` on: their HLC is ``ahead_ms`` ahead of its wall clock, more than
+    it allows (docs/PROTOCOL.md, "Clocks")."""
+
+    space: int
+    author: AuthorRef
+    seq: int
+    ahead_ms: int
+
+
+Message = (Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
+           | ForkProof | ClockSkew)
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
-_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE, _FORK_PROOF = map(
-    int, MessageType)
+_HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = map(int, list(MessageType)[:10])
+_QUARANTINED = int(MessageType.QUARANTINED)
+_FORK_PROOF = int(MessageType.FORK_PROOF)
+_CLOCK_SKEW = int(MessageType.CLOCK_SKEW)
 
 
 def peek_type(frame: bytes) -> MessageType | None:
@@ -263,8 +307,13 @@ def encode(msg: Message) -> bytes:
             items = [_ERROR, int(msg.code), msg.message[:MAX_TEXT]]
         case Bye():
             items = [_BYE, int(msg.code)]
+        case Quarantined():
+            items = [_QUARANTINED, msg.space, msg.author, msg.from_seq, msg.reason[:MAX_REASON],
+                     msg.detail[:MAX_TEXT]]
         case ForkProof():
             items = [_FORK_PROOF, msg.space, list(msg.envelopes)]
+        case ClockSkew():
+            items = [_CLOCK_SKEW, msg.space, msg.author, msg.seq, msg.ahead_ms]
     return cbor2.dumps(items, canonical=True)
 
 
@@ -381,9 +430,18 @@ def decode(frame: bytes) -> Message:
     if len(frame) > MAX_FRAME:
         raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
     try:
+        # On the bytes, before any object is built: depth, item count, lengths against what
+        # is left, no trailing bytes, the canonical heads (crdt_sync.cbor_limits).
+        special = scan(frame, MAX_FRAME_DEPTH, MAX_FRAME_ITEMS)
+    except CborLimitError as exc:
+        raise ProtocolViolation(E_LIMIT if exc.over_limit else E_MALFORMED, f"frame: {exc}") from None
+    try:
         items = cbor2.loads(frame)
     except Exception as exc:  # trust boundary: cbor2 raises several types on garbage
         raise _bad(f"frame is not CBOR: {exc}") from None
+    if special and not is_canonical(items, frame):  # a map or a float: key order, float width
+        raise _bad("frame is not canonical CBOR (map keys out of order or repeated, or a float "
+                   "longer than needed)")
     if not isinstance(items, list) or not items:
         raise _bad("frame is not a non-empty array")
     kind, args = items[0], items[1:]
@@ -442,8 +500,19 @@ def _error(a: list[Any]) -> Error:
     return Error(error_code(_uint(a[0], "error code")), a[1][:MAX_TEXT])
 
 
+def _quarantined(a: list[Any]) -> Quarantined:
+    if not isinstance(a[3], str) or not 0 < len(a[3]) <= MAX_REASON:
+        raise _bad("quarantine reason is not a short text")
+    if not isinstance(a[4], str) or len(a[4]) > MAX_TEXT:
+        raise _bad("quarantine detail is not a bounded text")
+    from_seq = _uint(a[2], "from seq", _SEQ_LIMIT)
+    if from_seq == 0:
+        raise _bad("seq starts at 1")
+    return Quarantined(_uint(a[0], "space index", MAX_SPACES), _author(a[1]), from_seq, a[3], a[4])
+
+
 _SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
-           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_FORK_PROOF: 2}
+           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_FORK_PROOF: 2, T_CLOCK_SKEW: 4}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
     T_AUTH: lambda a: Auth(_bytes(a[0], "signature", 64)),
@@ -455,5 +524,15 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_PONG: lambda a: Pong(_uint(a[0], "token")),
     T_ERROR: _error,
     T_BYE: lambda a: Bye(error_code(_uint(a[0], "code"))),
+    T_QUARANTINED: _quarantined,
     T_FORK_PROOF: _fork_proof,
+    T_CLOCK_SKEW: lambda a: ClockSkew(_uint(a[0], "space index", MAX_SPACES), _author(a[1]),
+                                      _seq(a[2]), _uint(a[3], "ahead_ms")),
 }
+
+
+def _seq(v: Any) -> int:
+    seq = _uint(v, "seq", _SEQ_LIMIT)
+    if seq == 0:
+        raise _bad("seq starts at 1")
+    return seq

@@ -28,12 +28,14 @@ import os
 from collections.abc import Callable
 from hashlib import blake2b
 
-from ..envelope import assemble, envelope_hash
+from .. import clocks
+from ..envelope import assemble, envelope_hash, open_envelope
 from ..errors import Rejected
+from ..hlc import DEFAULT_MAX_SKEW_MS, wall_ms
 from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
-from .events import Authenticated, Closed, Event, Received, SpaceSynced
+from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quarantined, Received, SpaceSynced
 from .forks import SessionForks
 from .host import StreamingHost, SyncHost
 from .messages import (
@@ -45,14 +47,20 @@ from .messages import (
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
+    E_TOO_LARGE,
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
+    MAX_FRAME,
+    MAX_FRAME_BEFORE_AUTH,
     MAX_SPACE_NAME,
     MAX_VERSION,
+    MAX_VV_ENTRIES,
     MIN_VERSION,
+    T_QUARANTINED,
     Ack,
     AuthorRef,
     Bye,
+    ClockSkew,
     Envelopes,
     Error,
     ForkProof,
@@ -73,11 +81,12 @@ from .messages import (
     peek_type,
 )
 from .messages import Auth as AuthMsg
-from .spaces import Inflight, SpaceState, covers, merge
+from .messages import Quarantined as QuarantinedMsg
+from .spaces import Inflight, SpaceState, clamp, covers, covers_below, merge
 
-__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "Closed",
-           "CommitOrder", "Event", "Received", "Session", "SessionConfig", "SpaceSynced",
-           "StreamingHost", "SyncHost"]
+__all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
+           "CommitOrder", "Event", "HeldBack", "Quarantined", "Received", "Session", "SessionConfig",
+           "SpaceSynced", "StreamingHost", "SyncHost"]
 
 AUTH_CONTEXT = b"crdt-sync/1 auth"
 TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
@@ -94,7 +103,8 @@ class CommitOrder(enum.Enum):
     #: Claims nothing about the store (HELLO, AUTH, SPACES, ENVELOPES, PING, PONG): goes at
     #: once, unless a barrier before it is waiting.
     FREE = enum.auto()
-    #: Claims what the host stored (ACK): waits for the commit pending when it was made.
+    #: Claims what the host stored (ACK, QUARANTINED): waits for the commit pending when it
+    #: was made.
     AFTER_COMMIT = enum.auto()
     #: Waits like AFTER_COMMIT and holds every frame after it (HAVE, ERROR, BYE).
     BARRIER = enum.auto()
@@ -105,7 +115,8 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
                  MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
-                 MessageType.FORK_PROOF: CommitOrder.FREE}
+                 T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.FORK_PROOF: CommitOrder.FREE,
+                 MessageType.CLOCK_SKEW: CommitOrder.FREE}
 
 
 class Session:
@@ -131,6 +142,8 @@ class Session:
         self.authenticated = False
         self.bytes_in = self.bytes_out = 0
         self.envelopes_in = self.envelopes_out = 0  # applied here / sent to the peer
+        #: envelopes sent that the peer acknowledged holding (in batches its ACKs cover)
+        self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
         self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, caps))
@@ -151,6 +164,10 @@ class Session:
         self._peer_left = False  # it said BYE or ERROR
         self._outgoing = getattr(host, "outgoing", None)
         self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
+        # The receiver's wall clock and allowed skew (docs/PROTOCOL.md, "Clocks"): a host
+        # may provide them (a replica: its own clock); else the system clock and 24 h.
+        self._wall: Callable[[], int] = getattr(host, "wall_ms", wall_ms)
+        self._max_skew_ms: int = getattr(host, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS)
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -164,6 +181,8 @@ class Session:
         self._last_rx = now
         self.bytes_in += len(frame)
         try:
+            if not self.authenticated and len(frame) > MAX_FRAME_BEFORE_AUTH:
+                return self._out(self._too_large_before_auth(frame), now)
             msg = decode(frame)
             return self._out(self._handle(msg, frame, now), now)
         except ProtocolViolation as exc:
@@ -192,6 +211,8 @@ class Session:
                 st.go_back()
                 out += self._pump(st, now)
             out += self._forks.tick(st, now, cfg.resend_interval)
+            if st.retry_at and st.release(now):  # the peer's clock may have caught up
+                out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
             out.append(encode(Ping(self._ping)))
@@ -218,9 +239,9 @@ class Session:
         """This side stops (a live session told to): say BYE going-away."""
         return self.close(now, E_GOING_AWAY)
 
-    def link_lost(self) -> None:
+    def link_lost(self, why: str = "the link closed") -> None:
         """The link closed under the session: it ends, and there is no one to tell."""
-        self._end(Closed(E_GOING_AWAY, "the link closed", by_peer=True))
+        self._end(Closed(E_GOING_AWAY, why, by_peer=True, link_lost=True))
 
     def expire(self, limit: float) -> None:
         """The driver's time limit for a one-shot session passed: end without a frame (the
@@ -264,6 +285,7 @@ class Session:
         times += [st.have_sent_at + cfg.resend_interval for st in self._spaces.values()
                   if not st.peer_saw_have]
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
+        times += [t for st in self._spaces.values() for t in st.retry_at.values()]
         return min(times)
 
     def pop_events(self) -> list[Event]:
@@ -335,6 +357,10 @@ class Session:
                 out = self._forks.on_message(st, msg, f"peer {self.peer}")
                 self._check_synced(st)  # a proof the session waited for may have come
                 return out
+            case QuarantinedMsg():
+                return self._on_quarantined(msg, now)
+            case ClockSkew():
+                return self._on_clock_skew(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, msg: Message) -> list[bytes]:
@@ -346,6 +372,17 @@ class Session:
             raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before {stage}")
         return []
 
+    def _too_large_before_auth(self, frame: bytes) -> list[bytes]:
+        # Nothing of it is decoded. A long SPACES list that overtook AUTH on a reordering
+        # link is dropped like any early frame (the duplicate HELLO brings it again, after
+        # AUTH); anything else this large before AUTH is not a handshake.
+        if self._peer_hello is not None and peek_type(frame) is MessageType.SPACES:
+            self._early += 1
+            if self._early <= self.config.max_early_frames:
+                return []
+        raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes before authentication exceeds "
+                                f"{MAX_FRAME_BEFORE_AUTH} (the limit is {MAX_FRAME} once authenticated)")
+
     def _on_hello(self, msg: Hello, frame: bytes) -> list[bytes]:
         if self._peer_hello is not None:
             if frame == encode(self._peer_hello):
@@ -353,8 +390,10 @@ class Session:
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
         version = min(MAX_VERSION, msg.max_version)
         if version < max(MIN_VERSION, msg.min_version):
+            older = "the peer" if msg.max_version < MIN_VERSION else "this side"
             raise ProtocolViolation(E_UNSUPPORTED_VERSION, f"peer speaks versions {msg.min_version}.."
-                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}")
+                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}: "
+                                    f"upgrade crdt-sync on {older}")
         if msg.device_key == self.host.identity.public_key:
             raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
         self._peer_hello = msg
@@ -415,6 +454,7 @@ class Session:
             st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table],
                                         self._forks.heads(name, vv, st.my_table)))
             st.have_sent_at = now
+            st.quarantined = {a: q.from_seq for a, q in self.host.quarantined(name).items()}
             self._spaces[name] = st
             self._by_theirs[index] = st
             # Proofs before HAVE: a peer that finds itself synced on our HAVE may leave at once.
@@ -488,29 +528,123 @@ class Session:
         wires: list[bytes] = []
         chain: dict[tuple[str, int], bytes] = {}
         theirs: dict[str, int] = {}
+        aside = self.host.quarantined(st.name)
+        told: dict[str, tuple[int, str, str]] = {}
+        aside_here = 0
+        notices: list[bytes] = []
+        wall = self._wall()
         for e in msg.envelopes:
             author = self._resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
+            aside_from = aside.get(author)
+            if aside_from is not None and e.seq >= aside_from.from_seq:  # set aside here: skipped,
+                # and the peer is told (again); below from_seq it is taken (a fork set aside
+                # by a proof, before this side held the chain up to the fork)
+                aside_here += 1
+                told[author] = (aside_from.from_seq, aside_from.reason, aside_from.detail)
+                continue
+            held = st.holding.get(author)
+            if held is not None and e.seq > held:
+                continue  # its predecessor is held back: a gap
             prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
                 st.name, author, e.seq - 1)
             if prev is None:
                 continue  # its predecessor was lost or reordered: skip; the sender resends
             wire = assemble(st.name, e.author if isinstance(e.author, bytes) else _key(author),
                             e.seq, prev, e.hlc, e.payload, e.signature)
+            if self._hold_back(st, author, e.seq, e.hlc, wire, wall, notices):
+                continue  # not stored nor acknowledged: its later seqs are gaps
             chain[(author, e.seq)] = envelope_hash(wire)
             wires.append(wire)
-        applied, dups, gaps = self.host.receive(wires, f"peer {self.peer}", st.name, tolerate_gaps=True)
+        got = self.host.accept(wires, f"peer {self.peer}", st.name)
+        applied, dups, gaps = got.applied, got.duplicates, got.gaps
+        skipped = aside_here + got.skipped
+        for q in got.quarantined:
+            told[q.author] = (q.from_seq, q.reason, q.detail)
+            self.events.append(Quarantined(st.name, q.author, q.from_seq, q.reason, q.detail,
+                                           by_peer=False))
         self.envelopes_in += applied
         # The peer has what it sent, so never send it back (contiguity holds: it sends in order).
         merge(st.sent, theirs)
         merge(st.acked, theirs)
-        gaps += len(msg.envelopes) - len(wires)
-        if applied or dups or gaps:
-            self.events.append(Received(st.name, applied, dups, gaps))
+        gaps += len(msg.envelopes) - len(wires) - aside_here
+        if applied or dups or gaps or skipped:
+            self.events.append(Received(st.name, applied, dups, gaps, skipped))
+        out = []
+        for author, (from_seq, reason, detail) in sorted(told.items()):
+            st.quarantined[author] = min(from_seq, st.quarantined.get(author, from_seq))
+            out.append(encode(QuarantinedMsg(st.mine, self._ref(st, author), from_seq, reason, detail)))
         vv = self.host.version_vector(st.name)
         proofs = self._forks.after_envelopes(st, theirs)  # a fork found on receipt, or one it lacks
+        for author in [a for a, s in st.holding.items() if vv.get(a, 0) >= s]:
+            del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
-        return [*proofs, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+        return [*out, *notices, *proofs, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+
+    def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wire: bytes, wall: int,
+                   notices: list[bytes]) -> bool:
+        """Whether to hold back this envelope (its predecessor is here or in the frame): its
+        HLC is further ahead of this side's wall clock than allowed. A CLOCK_SKEW notice is
+        added for it. Only a genuine new envelope is held back: one whose signature fails
+        goes on to the host, which refuses it; one held here already is a duplicate."""
+        first = st.holding.get(author)
+        ahead_ms = clocks.ahead(hlc, wall, self._max_skew_ms)
+        if ahead_ms and seq > self.host.version_vector(st.name).get(author, 0):
+            try:
+                open_envelope(wire)
+            except Rejected:
+                ahead_ms = 0
+        else:
+            ahead_ms = 0
+        if not ahead_ms:
+            if first is not None:
+                del st.holding[author]  # the held one again, and no longer ahead: taken
+            return False
+        if first is None and len(st.holding) >= MAX_VV_ENTRIES:
+            return True  # (bounded: more chains held back than any HAVE names are gaps)
+        if first != seq:
+            self.events.append(HeldBack(st.name, author, seq, ahead_ms))
+        st.holding[author] = seq
+        notices.append(encode(ClockSkew(st.mine, self._ref(st, author), seq, ahead_ms)))
+        return True
+
+    def _on_clock_skew(self, msg: ClockSkew, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []
+        author = self._resolve(st, msg.author)
+        # Only what this side sent and the peer lacks: anything else says nothing.
+        if not st.acked.get(author, 0) < msg.seq <= self.host.version_vector(st.name).get(author, 0):
+            return []
+        # Sent again once the peer's clock may have caught up (at the soonest a resend interval on).
+        if st.peer_holds(author, msg.seq, now + max(msg.ahead_ms / 1000, self.config.resend_interval)):
+            self.events.append(ClockRefused(st.name, author, msg.seq, msg.ahead_ms))
+            record = getattr(self.host, "record_clock_refusal", None)
+            if record is not None:
+                record(self._peer_id(), st.name, author, msg.seq, msg.ahead_ms)
+        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        self._check_synced(st)
+        return self._pump(st, now)
+
+    def _on_quarantined(self, msg: QuarantinedMsg, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []
+        author = self._resolve(st, msg.author)
+        if author in st.refused and st.refused[author] <= msg.from_seq:
+            return []  # told before (a notice per frame of that chain it received)
+        # Not a chain this side sends (nor one it holds a fork proof of): nothing to stop,
+        # nothing to keep per name.
+        forked = self._forks.points.get(st.name, {})
+        if author not in self.host.version_vector(st.name) and author not in forked:
+            return []
+        st.refuse(author, msg.from_seq)
+        self.host.peer_refused(self._peer_id(), st.name, author, msg.from_seq, msg.reason, msg.detail)
+        self.events.append(Quarantined(st.name, author, msg.from_seq, msg.reason, msg.detail,
+                                       by_peer=True))
+        out = self._pump(st, now)
+        self._check_synced(st)
+        return out
 
     def _on_ack(self, msg: Ack, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -528,10 +662,14 @@ class Session:
         while st.inflight and st.inflight[0].batch <= msg.batch:
             done = st.inflight.pop(0)
             progressed = True
-            lost = lost or not covers(st.acked, done.top)
+            held = covers_below(st.acked, done.top, st.held)
+            lost = lost or not held
+            self.envelopes_acked += done.count if held else 0
         # A later batch the peer already holds in full (a resend overtaken by the ACK of the
         # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        st.inflight = [b for b in st.inflight if not covers(st.acked, b.top)]
+        kept = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        self.envelopes_acked += sum(b.count for b in st.inflight) - sum(b.count for b in kept)
+        st.inflight = kept
         if lost:
             st.go_back()
         elif progressed:
@@ -551,7 +689,7 @@ class Session:
         out = []
         cfg = self.config
         while len(st.inflight) < cfg.window:
-            envs = self.host.missing_envelopes(st.name, self._forks.covered(st, st.sent),
+            envs = self.host.missing_envelopes(st.name, self._forks.covered(st, st.covered()),
                                                cfg.batch_count, cfg.batch_bytes)
             if not envs:
                 break
@@ -564,7 +702,7 @@ class Session:
                                          env.signature))
             merge(st.sent, top)
             self.envelopes_out += len(envs)
-            st.inflight.append(Inflight(st.next_batch, top, now))
+            st.inflight.append(Inflight(st.next_batch, top, now, len(envs)))
             out.append(encode(Envelopes(st.mine, st.next_batch, wire)))
             st.next_batch += 1
         return out
@@ -577,7 +715,7 @@ class Session:
         outgoing = self._outgoing
         assert outgoing is not None
         while len(st.inflight) < cfg.window:
-            items, st.cursor = outgoing(st.name, self._forks.covered(st, st.sent), st.cursor,
+            items, st.cursor = outgoing(st.name, self._forks.covered(st, st.covered()), st.cursor,
                                         cfg.batch_count, cfg.batch_bytes)
             if not items:
                 break
@@ -589,7 +727,7 @@ class Session:
                 parts.append(envelope_item(key if ref is None else ref, tail))
             merge(st.sent, top)
             self.envelopes_out += len(items)
-            st.inflight.append(Inflight(st.next_batch, top, now))
+            st.inflight.append(Inflight(st.next_batch, top, now, len(items)))
             out.append(encode_envelopes(st.mine, st.next_batch, parts))
             st.next_batch += 1
         return out
@@ -597,8 +735,11 @@ class Session:
     def _check_synced(self, st: SpaceState) -> None:
         synced = st.their_table is not None and not st.inflight
         if synced:
+            # What either side set aside is not waited for: not the peer's chains beyond
+            # what this side quarantined, not ours beyond what the peer refused.
             mine = self.host.version_vector(st.name)
-            synced = covers(mine, st.peer_have) and covers(st.acked, self._forks.for_sync(st, mine))
+            synced = (covers(mine, clamp(clamp(st.peer_have, st.quarantined), st.holding))
+                      and covers(st.acked, self._forks.for_sync(st, clamp(clamp(mine, st.refused), st.held))))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced

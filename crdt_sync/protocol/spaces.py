@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: A seq no chain reaches: ``sent`` at it means "send nothing more of this author" (a
+#: refused chain), and :meth:`SpaceState.covered` says it of a held-back author.
+NEVER = 2**63 - 1
 
 @dataclass
 class Inflight:
@@ -13,6 +16,7 @@ class Inflight:
     batch: int
     top: dict[str, int]
     sent_at: float
+    count: int = 0  # envelopes in it
 
 
 @dataclass
@@ -38,17 +42,88 @@ class SpaceState:
     expect_out: int = 0
     #: a StreamingHost's position in the space's new envelopes (None: from the store)
     cursor: int | None = None
+    #: authors the peer set aside (its QUARANTINED): author -> from_seq; not sent again
+    refused: dict[str, int] = field(default_factory=dict)
+    #: authors this side set aside: author -> from_seq; the peer's beyond it are skipped
+    quarantined: dict[str, int] = field(default_factory=dict)
+    #: authors whose envelopes this side holds back (their clock is too far ahead of ours):
+    #: author -> the first seq held back (docs/PROTOCOL.md, "Clocks")
+    holding: dict[str, int] = field(default_factory=dict)
+    #: authors the peer holds back (its CLOCK_SKEW): author -> the first seq it refused;
+    #: they are not sent from that seq on until ``retry_at`` (monotonic session time)
+    held: dict[str, int] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
+
+    def covered(self) -> dict[str, int]:
+        """What not to send: ``sent``, and every author the peer holds back."""
+        if not self.held and not self.refused:
+            return self.sent
+        out = {**self.sent, **dict.fromkeys(self.held, NEVER)}
+        for author, from_seq in self.refused.items():  # sent up to where the peer refused
+            if out.get(author, 0) >= from_seq - 1:
+                out[author] = NEVER
+        return out
+
+    def peer_holds(self, author: str, seq: int, retry_at: float) -> bool:
+        """The peer holds back ``author`` from ``seq`` on (its CLOCK_SKEW); False when that
+        says nothing new."""
+        if seq >= self.held.get(author, NEVER):
+            return False
+        self.held[author] = seq
+        self.retry_at[author] = retry_at
+        return True
+
+    def release(self, now: float) -> bool:
+        """Stop holding back the authors whose retry time came; True if any (the caller
+        resends them)."""
+        due = [a for a, t in self.retry_at.items() if t <= now]
+        for author in due:
+            del self.held[author], self.retry_at[author]
+        if due:
+            self.go_back()  # ``covered`` shrinks: read the store again
+        return bool(due)
 
     def go_back(self) -> None:
         """Forget what is in flight: send again from what the peer acknowledged."""
         self.sent = dict(self.acked)
         self.inflight.clear()
         self.cursor = None  # the host's position assumed `sent` never shrinks
+        for author, from_seq in self.refused.items():
+            self._stop_at(author, from_seq)
+
+    def refuse(self, author: str, from_seq: int) -> None:
+        """The peer set ``author`` aside from ``from_seq``: never send it that chain from
+        there again in this session, and stop waiting for its ACK of what is in flight there.
+        Seqs below ``from_seq`` the peer lacks are still sent (a fork proof can set an author
+        aside at a peer that holds less of its chain)."""
+        self.refused[author] = min(from_seq, self.refused.get(author, from_seq))
+        self._stop_at(author, self.refused[author])
+        for batch in self.inflight:
+            if batch.top.get(author, 0) >= from_seq:
+                batch.top.pop(author, None)
+
+    def _stop_at(self, author: str, from_seq: int) -> None:
+        if self.sent.get(author, 0) >= from_seq - 1:
+            self.sent[author] = NEVER
+
+
+def clamp(vv: dict[str, int], aside: dict[str, int]) -> dict[str, int]:
+    """``vv`` without what ``aside`` (author -> from_seq) sets aside: each such author at
+    most ``from_seq - 1``."""
+    if not aside:
+        return vv
+    return {a: min(s, aside[a] - 1) if a in aside else s for a, s in vv.items()}
 
 
 def covers(vv: dict[str, int], other: dict[str, int]) -> bool:
     """Whether version vector ``vv`` holds everything ``other`` does."""
     return all(vv.get(a, 0) >= s for a, s in other.items())
+
+
+def covers_below(vv: dict[str, int], other: dict[str, int], held: dict[str, int]) -> bool:
+    """Like :func:`covers`, counting of each author in ``held`` only the seqs below its
+    held one (what is held back is not expected to arrive)."""
+    return covers(vv, clamp(other, held))
 
 
 def merge(into: dict[str, int], vv: dict[str, int]) -> None:

@@ -1,0 +1,26 @@
+"""A separate process that makes an offline backlog: ``python -m tests.backlog_worker DIR SPACE N``.
+
+It opens the replica at DIR, makes N small transactions in SPACE, each sealed into its own
+envelope (a device that edited for a long time without a link), prints ``made N`` and exits.
+Run in its own process so the test's event loop never waits on it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from crdt_sync import Replica
+
+
+def make(data: str, space: str, count: int) -> int:
+    with Replica(data, seal_interval=0) as replica:
+        sp = replica.space(space)
+        for i in range(count):
+            sp.put("log", f"e{i}", {"n": i})
+            replica.seal()
+        return replica.version_vector(space)[replica.device_id]
+
+
+if __name__ == "__main__":
+    made = make(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    print("made", made, flush=True)

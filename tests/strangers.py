@@ -1,0 +1,125 @@
+"""Unauthenticated clients of a relay, by hand over raw TCP: the WebSocket upgrade, one
+binary frame (whole, or with its last bytes held back), then whatever the relay answers.
+
+Each binds its socket to a loopback source address of its own (any of 127.0.0.0/8), so
+that a test can come from many addresses. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from dataclasses import dataclass, field
+
+from crdt_sync.identity import Identity
+from crdt_sync.protocol.messages import PROTOCOL_VERSION, Error, Hello, decode, encode
+from crdt_sync.transports.websocket import SYNC_PATH
+
+WAIT = 30.0
+
+
+def fat_hello(size: int = 1_000_000) -> bytes:
+    """A well-formed HELLO (a fresh key) whose capabilities hold ``size`` empty maps: about
+    ``size`` bytes on the wire, ~64 times that once decoded (issue 11, finding 4)."""
+    v = PROTOCOL_VERSION
+    head = encode(Hello(v, v, Identity.generate().public_key, os.urandom(32), {}))[:-1]
+    return head + b"\xa1\x61a" + _array_head(size) + b"\xa0" * size
+
+
+def _array_head(n: int) -> bytes:
+    if n < 24:
+        return bytes([0x80 | n])
+    for info, width in ((24, 1), (25, 2), (26, 4)):
+        if n < 1 << (8 * width):
+            return bytes([0x80 | info]) + n.to_bytes(width, "big")
+    raise ValueError(n)
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A client's binary WebSocket frame (masked with a zero key: the payload as it is)."""
+    n = len(payload)
+    if n < 126:
+        length = bytes([0x80 | n])
+    elif n < 1 << 16:
+        length = bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return b"\x82" + length + b"\x00\x00\x00\x00" + payload
+
+
+@dataclass
+class Stranger:
+    """One raw connection. ``status`` is the HTTP status of the upgrade (101: open)."""
+
+    source: str
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    status: int = 0
+    errors: list[Error] = field(default_factory=list)
+    dropped: bool = False  # the relay closed the TCP connection without a close frame
+
+    @classmethod
+    async def connect(cls, port: int, source: str) -> Stranger:
+        self = cls(source)
+        async with asyncio.timeout(WAIT):
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port,
+                                                                     local_addr=(source, 0))
+            key = base64.b64encode(os.urandom(16)).decode()
+            self.writer.write((f"GET {SYNC_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            await self.writer.drain()
+            try:
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.dropped = True
+                return self
+        self.status = int(head.split(b" ", 2)[1])
+        return self
+
+    @property
+    def open(self) -> bool:
+        return self.status == 101 and not self.dropped
+
+    async def send(self, payload: bytes, hold_back: int = 0) -> None:
+        """Send one binary frame, but for its last ``hold_back`` bytes."""
+        assert self.writer is not None
+        frame = ws_frame(payload)
+        with contextlib.suppress(ConnectionError):
+            self.writer.write(frame[:len(frame) - hold_back])
+            async with asyncio.timeout(WAIT):
+                await self.writer.drain()
+
+    async def until_closed(self) -> None:
+        """Read the relay's frames until it closes; protocol ERRORs are kept in ``errors``."""
+        assert self.reader is not None and self.writer is not None
+        try:
+            async with asyncio.timeout(WAIT):
+                for _ in range(1000):
+                    head = await self.reader.readexactly(2)
+                    opcode, n = head[0] & 0x0F, head[1] & 0x7F
+                    if n == 126:
+                        n = int.from_bytes(await self.reader.readexactly(2), "big")
+                    elif n == 127:
+                        n = int.from_bytes(await self.reader.readexactly(8), "big")
+                    payload = await self.reader.readexactly(n)
+                    if opcode == 0x2:
+                        msg = decode(payload)
+                        if isinstance(msg, Error):
+                            self.errors.append(msg)
+                    elif opcode == 0x8:  # close: answer it, as a client does
+                        self.writer.write(b"\x88\x80\x00\x00\x00\x00")
+                        await self.writer.drain()
+                        break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.dropped = True
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writer.wait_closed(), WAIT)
