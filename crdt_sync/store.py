@@ -120,6 +120,9 @@ class Store(EnvelopeReads, ForkReads):
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                if version is None or int(version) < 2:  # not migrated yet: no proofs to read
+                    self.db.execute(fork_table.SCHEMA.replace("TABLE IF NOT EXISTS forks",
+                                                              "TEMP TABLE IF NOT EXISTS forks"))
                 return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)

@@ -343,6 +343,12 @@ def test_a_format_1_device_store_gets_the_forks_table(tmp_path: Path) -> None:
         store.db.execute("DROP TABLE forks")
         store.set_meta("format", 1)
     store.close()
+    readonly = Store(tmp_path, read_only=True)  # writes nothing, and still reads "no proofs"
+    try:
+        assert readonly.meta("format") == 1
+        assert readonly.fork_proofs(SPACE) == [] and readonly.fork_records(SPACE) == []
+    finally:
+        readonly.close()
     again = Store(tmp_path)
     try:
         assert again.meta("format") == STORE_FORMAT == 2
