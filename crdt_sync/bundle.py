@@ -2,18 +2,21 @@
 
 Wire form (canonical CBOR)::
 
-    ["crdt-sync-bundle", 1, body, signature]
+    ["crdt-sync-bundle", 2, body, signature]
     body = CBOR [exporter_key(32 B), space, exporter_version_vector, since_version_vector,
-                 [envelope wire, ...]]
+                 [envelope wire, ...], [fork proof, ...]]
 
 The exporter signs ``body``; every envelope inside is verified again on import like any
-received envelope. The exporter's version vector doubles as an acknowledgement: it tells
-the importer what the exporter already has.
+received envelope, and every fork proof (:mod:`crdt_sync.forks`, at most
+:data:`MAX_BUNDLE_PROOFS`) like any received proof, before the envelopes. Version 2 added
+the proofs; version 1 (without them) is refused as ``unknown-version``. The exporter's
+version vector doubles as an acknowledgement: it tells the importer what the exporter
+already has.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cbor2
 
@@ -21,7 +24,9 @@ from .errors import Rejected
 from .identity import Identity, device_id, verify
 
 MAGIC = "crdt-sync-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+#: Fork proofs one bundle may carry (each is checked on import).
+MAX_BUNDLE_PROOFS = 1024
 #: A bundle larger than this is refused before it is read into memory twice.
 MAX_BUNDLE_BYTES = 1 << 30
 
@@ -33,11 +38,13 @@ class Bundle:
     version_vector: dict[str, int]
     since: dict[str, int]
     envelopes: list[bytes]
+    proofs: list[bytes] = field(default_factory=list)
 
 
 def encode_bundle(identity: Identity, space: str, vv: dict[str, int], since: dict[str, int],
-                  envelopes: list[bytes]) -> bytes:
-    body = cbor2.dumps([identity.public_key, space, vv, since, envelopes], canonical=True)
+                  envelopes: list[bytes], proofs: list[bytes] | None = None) -> bytes:
+    body = cbor2.dumps([identity.public_key, space, vv, since, envelopes, proofs or []],
+                       canonical=True)
     return cbor2.dumps([MAGIC, BUNDLE_VERSION, body, identity.sign(body)], canonical=True)
 
 
@@ -70,12 +77,14 @@ def decode_bundle(data: bytes) -> Bundle:
     if not isinstance(body, bytes) or not isinstance(signature, bytes):
         raise Rejected("malformed", "bundle body or signature is not bytes")
     try:
-        key, space, vv, since, envelopes = cbor2.loads(body)
+        key, space, vv, since, envelopes, proofs = cbor2.loads(body)
     except Exception as exc:  # trust boundary
         raise Rejected("malformed", f"bundle body is corrupt: {exc}") from None
     if not (isinstance(key, bytes) and len(key) == 32 and isinstance(space, str)
-            and isinstance(envelopes, list) and all(isinstance(e, bytes) for e in envelopes)):
+            and isinstance(envelopes, list) and all(isinstance(e, bytes) for e in envelopes)
+            and isinstance(proofs, list) and len(proofs) <= MAX_BUNDLE_PROOFS
+            and all(isinstance(p, bytes) for p in proofs)):
         raise Rejected("malformed", "bundle body has the wrong shape")
     if not verify(key, body, signature):
         raise Rejected("bad-signature", f"bundle signature of {device_id(key)} does not verify")
-    return Bundle(device_id(key), space, _vv(vv), _vv(since), envelopes)
+    return Bundle(device_id(key), space, _vv(vv), _vv(since), envelopes, proofs)

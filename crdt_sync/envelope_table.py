@@ -34,17 +34,20 @@ class EnvelopeReads:
             "SELECT author, seq FROM heads WHERE space=? ORDER BY author", (space,))}
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[Envelope]:
+                          max_bytes: int, excluded: dict[str, int] | None = None) -> list[Envelope]:
         """Envelopes of ``space`` beyond ``covered``, in arrival order (which is causal
         order), at most ``max_count`` and about ``max_bytes`` (always at least one).
+        ``excluded`` (``{author: seq}``): none of that author from that seq on (a fork's
+        envelopes still stored, as at the relay until the commit that drops them).
 
         Decoded without verification: they were verified on the way in. Starts at the
         first envelope any author is missing, so a peer that is a few envelopes behind
         costs a few rows, not a scan of the whole space.
         """
+        stop = excluded or {}
         start = None
         for author, top in self.version_vector(space).items():
-            if top > covered.get(author, 0):
+            if min(top, stop.get(author, top + 1) - 1) > covered.get(author, 0):
                 row = self.db.execute("SELECT id FROM envelopes WHERE space=? AND author=? AND "
                                       "seq=?", (space, author, covered.get(author, 0) + 1)).fetchone()
                 if row is not None:
@@ -56,7 +59,7 @@ class EnvelopeReads:
         rows = self.db.execute("SELECT author, seq, wire FROM envelopes WHERE space=? AND id>=? "
                                "ORDER BY id", (space, start))
         for author, seq, wire in rows:
-            if seq <= covered.get(author, 0):
+            if seq <= covered.get(author, 0) or (stop and seq >= stop.get(author, seq + 1)):
                 continue
             if out and (len(out) >= max_count or size + len(wire) > max_bytes):
                 break

@@ -36,6 +36,8 @@ class HostedReplica(Protocol):
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult: ...
 
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool: ...
+
     def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted: ...
 
 
@@ -84,6 +86,19 @@ class ReplicaHost:
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
         return self._replica.receive(envelopes, source, space, tolerate_gaps=tolerate_gaps)
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        """Fork proofs held for ``space`` (:class:`crdt_sync.protocol.forks.ForkHost`)."""
+        return self._store.fork_proofs(space)
+
+    def fork_count(self, space: str) -> int:
+        return self._store.fork_count(space)
+
+    def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
+        return self._store.envelope_wire(space, author, seq)
+
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        return self._replica.receive_fork_proof(proof, source, space)
 
     def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
         """Per author: a refused author is quarantined and the rest carries on."""

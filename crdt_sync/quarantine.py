@@ -37,6 +37,16 @@ from .errors import Rejected
 MAX_REASON = 64
 #: Longest detail text stored or sent.
 MAX_DETAIL = 512
+#: Reasons that no lift undoes: a fork proof stays true (lifting would only let the proof
+#: set the author aside again), so :meth:`Quarantine.lift` refuses them.
+NOT_LIFTABLE = frozenset({"fork"})
+
+
+def check_liftable(space: str, author: str, reason: str | None) -> None:
+    """Raise :class:`Rejected` (reason ``not-liftable``) for a quarantine no lift undoes."""
+    if reason in NOT_LIFTABLE:
+        raise Rejected("not-liftable", f"{author} is set aside in {space} because of a proven "
+                                       f"{reason}: the proof stays true, so it cannot be lifted")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS quarantine(
@@ -225,7 +235,11 @@ class QuarantineBook(Protocol):
     def list(self, space: str | None = None) -> list[QuarantineRecord]: ...
 
     def lift(self, space: str, author: str) -> bool:
-        """Accept the author's envelopes again; False if it was not quarantined."""
+        """Accept the author's envelopes again; False if it was not quarantined.
+
+        Raises:
+            Rejected: a quarantine of a reason in :data:`NOT_LIFTABLE` (a proven fork).
+        """
         ...
 
 
@@ -260,6 +274,8 @@ class Quarantine:
 
     def lift(self, space: str, author: str) -> bool:
         with self._write():
+            record = self.table.get(space, author)
+            check_liftable(space, author, None if record is None else record.reason)
             return self.table.delete(space, author)
 
     def record_refusal(self, refusal: PeerRefusal) -> None:
@@ -273,5 +289,6 @@ class Quarantine:
         return self.table.records(space)
 
 
-__all__ = ["MAX_DETAIL", "MAX_REASON", "REFUSALS_SCHEMA", "SCHEMA", "PeerRefusal", "Quarantine",
-           "QuarantineBook", "QuarantineRecord", "QuarantineTable", "SetAside", "clip"]
+__all__ = ["MAX_DETAIL", "MAX_REASON", "NOT_LIFTABLE", "REFUSALS_SCHEMA", "SCHEMA", "PeerRefusal",
+           "Quarantine", "QuarantineBook", "QuarantineRecord", "QuarantineTable", "SetAside",
+           "check_liftable", "clip"]

@@ -10,16 +10,19 @@ Two ways, over the same checks:
   envelope that does not verify cannot be attributed to an author: it refuses the batch as
   before (the peer that sent it is at fault, and the session ends).
 
-Both skip the envelopes of authors already quarantined in the space.
+Both skip the envelopes of authors already quarantined in the space. A proven fork
+(:mod:`crdt_sync.fork_guard`) is not a refusal: both branches are excluded, the author is
+quarantined with reason ``fork`` and the batch carries on.
 """
 
 from __future__ import annotations
 
 from . import chain, clocks
 from .cache import EntityCache
-from .chain import Outcome
+from .chain import Fault, Outcome
 from .envelope import Envelope, open_envelope
 from .errors import Rejected
+from .fork_guard import FORK, ForkGuard
 from .hlc import HybridClock
 from .payload import PayloadVersionError, decode_payload
 from .quarantine import Quarantine, QuarantineRecord, SetAside
@@ -59,6 +62,10 @@ class Receiver:
         self._client_id = client_id
         #: the authors set aside (the device's quarantine; see crdt_sync.quarantine)
         self.quarantine = Quarantine(store.db, store.write)
+        #: fork proofs and exclusions (a fork is recorded in the quarantine too)
+        self._forks = ForkGuard(store, self.quarantine)
+        #: the fork quarantines the current receive started (told to the peer like others)
+        self._forked: list[QuarantineRecord] = []
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[ReceiveResult, set[EntityKey]]:
@@ -76,10 +83,11 @@ class Receiver:
                 the rejection is recorded.
         """
         touched: set[EntityKey] = set()
+        self._forks.begin()
         try:
             with self._store.write():
                 applied, dups, gaps, skipped = self._receive_locked(
-                    envelopes, space, touched, tolerate_gaps, self._skips(space))
+                    envelopes, space, touched, tolerate_gaps, self._skips(space), source)
         except Rejected as rejected:
             for key in touched:
                 self._cache.drop(key)
@@ -98,12 +106,15 @@ class Receiver:
             Rejected: an envelope that does not verify (its author cannot be known);
                 nothing was applied and the rejection is recorded.
         """
+        self._forks.begin()
+        self._forked = []
         skips = self._skips(space)
         touched: set[EntityKey] = set()
         try:
             with self._store.write():  # the fast path: the whole batch in one go
-                applied, dups, gaps, skipped = self._receive_locked(envelopes, space, touched, True, skips)
-            return Accepted(applied, dups, gaps, skipped), touched
+                applied, dups, gaps, skipped = self._receive_locked(envelopes, space, touched, True, skips,
+                                                                    source)
+            return Accepted(applied, dups, gaps, skipped, tuple(self._forked)), touched
         except (_Refused, _Unreadable):
             for key in touched:
                 self._cache.drop(key)
@@ -113,6 +124,8 @@ class Receiver:
             self._store.record_rejection(source, rejected)
             raise
         # Something in the batch is refused: again, one envelope at a time.
+        self._forks.begin()  # (fork points the rolled-back batch cached are gone)
+        self._forked = []
         return self._accept_each(envelopes, source, space, skips)
 
     def _skips(self, space: str | None) -> dict[str, dict[str, SetAside]]:
@@ -124,13 +137,16 @@ class Receiver:
         authors = skips.get(env.space)
         if authors is None:
             authors = skips[env.space] = self.quarantine.authors(env.space)
-        return bool(authors) and env.author in authors  # (env.author is computed: skip it if none)
+        if not authors:
+            return False  # (env.author is computed: skip it if none)
+        held = authors.get(env.author)
+        return held is not None and env.seq >= held.from_seq
 
     def _accept_each(self, envelopes: list[bytes], source: str, space: str | None,
                      skips: dict[str, dict[str, SetAside]]) -> tuple[Accepted, set[EntityKey]]:
         touched: set[EntityKey] = set()
         applied = dups = gaps = skipped = 0
-        started: list[QuarantineRecord] = []
+        started = self._forked  # forks proven on the way are added as they come
         refusals: list[Rejected] = []
         try:
             with self._store.write():
@@ -138,7 +154,7 @@ class Receiver:
                     mine: set[EntityKey] = set()
                     try:
                         with self._store.savepoint():
-                            a, d, g, k = self._receive_locked([wire], space, mine, True, skips)
+                            a, d, g, k = self._receive_locked([wire], space, mine, True, skips, source)
                     except (_Refused, _Unreadable) as refused:
                         for key in mine:
                             self._cache.drop(key)
@@ -161,17 +177,21 @@ class Receiver:
         return Accepted(applied, dups, gaps, skipped, tuple(started)), touched
 
     def _receive_locked(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
-                        tolerate_gaps: bool,
-                        skips: dict[str, dict[str, SetAside]]) -> tuple[int, int, int, int]:
+                        tolerate_gaps: bool, skips: dict[str, dict[str, SetAside]],
+                        source: str = "") -> tuple[int, int, int, int]:
         applied = dups = gaps = skipped = 0
         times: list[int] = []
+        rebuild: set[EntityKey] = set()
         for wire in envelopes:
             env = open_envelope(wire)
+            if self._forks.excluded(env):  # its author forked before this seq: neither branch is kept
+                chain.check_space(env, space).accept()
+                continue
             if self._skipped(env, skips):
                 skipped += 1
                 continue
             try:
-                outcome = self._apply(env, space, touched, tolerate_gaps, times)
+                outcome = self._apply(env, space, touched, tolerate_gaps, times, rebuild, source)
             except _Refused:
                 raise
             except Rejected as rejected:
@@ -179,7 +199,12 @@ class Receiver:
             dups += outcome is Outcome.DUPLICATE
             gaps += outcome is Outcome.GAP
             applied += outcome is Outcome.NEW
+        for key in rebuild:  # loaded with the excluded updates: load again without them
+            self._cache.drop(key)
+        touched |= rebuild
         for key in sorted(touched):
+            if key in rebuild and self._store.entity_state(key) is None:
+                continue  # only the excluded envelopes wrote it: gone
             try:  # loads uncached entities: a bad update is refused here too
                 # Keep it loaded (LRU): the next frame for it, in a long catch-up, then applies
                 # its few new updates instead of replaying the entity's whole history again.
@@ -194,11 +219,20 @@ class Receiver:
         return applied, dups, gaps, skipped
 
     def _apply(self, env: Envelope, space: str | None, touched: set[EntityKey], tolerate_gaps: bool,
-               times: list[int]) -> Outcome:
-        """Check one verified envelope and, when new, store and apply it."""
+               times: list[int], rebuild: set[EntityKey], source: str) -> Outcome | None:
+        """Check one verified envelope and, when new, store and apply it. None: it proved a
+        fork with a stored envelope (both branches are excluded; ``rebuild`` gets the entities)."""
         chain.check_space(env, space).accept()
         clocks.check_envelope(env)
-        status = self._store.check_chain(env, tolerate_gaps)  # chain.check on the store
+        verdict = chain.check(env, self._store, tolerate_gaps)
+        if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
+            rebuild |= self._forks.conflict(env, source)
+            self._store.record_rejection(source, verdict.error())
+            record = self.quarantine.is_quarantined(env.space, env.author)
+            if record is not None and record.reason == FORK:
+                self._forked.append(record)
+            return None
+        status = verdict.accept()
         if status is not Outcome.NEW:
             return status
         entities = _decode_payload(env)
@@ -220,6 +254,29 @@ class Receiver:
         times.append(env.hlc)  # (every item's clock is at most the envelope's)
         self._store.join(env.space)
         return Outcome.NEW
+
+
+    def receive_proof(self, data: bytes, source: str,
+                      space: str | None = None) -> tuple[bool, set[EntityKey]]:
+        """Verify and keep a fork proof; its author is set aside and the entities its
+        excluded envelopes touched are rebuilt. Returns whether it was new, and those entities.
+
+        Raises:
+            Rejected: the proof does not verify; it is recorded and nothing changed.
+        """
+        try:
+            with self._store.write():
+                self._forks.begin()
+                _proof, new, rebuild = self._forks.receive_proof(data, source, space)
+                for key in rebuild:
+                    self._cache.drop(key)
+                    if self._store.entity_state(key) is not None:  # else only they wrote it
+                        self._cache.get(key)
+                        self._sealer.index(key)
+        except Rejected as rejected:
+            self._store.record_rejection(source, rejected)
+            raise
+        return new, rebuild
 
 
 def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:

@@ -35,6 +35,7 @@ from .clocks import check_skew, hold_back
 from .envelope import MAX_SPACE_NAME
 from .errors import CrdtSyncError, DiskFull, Rejected, StoreError
 from .follow import StoreFollower
+from .fork_guard import fork_statuses
 from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
@@ -346,6 +347,25 @@ class Replica:
         self._notify(touched, "remote")
         return result
 
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        """Verify and keep a fork proof (:mod:`crdt_sync.forks`): its author is excluded in its
+        space from the fork seq on, and the entities it touched from there are rebuilt
+        without it. Returns whether the proof was new here.
+
+        Raises:
+            Rejected: the proof does not verify (or is not of ``space``); it is recorded.
+        """
+        self.seal()
+        new, rebuilt = self._receiver.receive_proof(proof, source, space)
+        self._touched.update(rebuilt)
+        self._notify(rebuilt, "remote")
+        return new
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        """The fork proofs this device holds for ``space`` (encoded)."""
+        self.refresh()
+        return self._store.fork_proofs(space)
+
     def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted:
         """Verify and apply received envelopes per author, as a sync session does: a
         signature-valid envelope that is refused quarantines its author in its space from that
@@ -387,7 +407,7 @@ class Replica:
         self.refresh()
         envelopes = self._store.envelopes_since(space, since or {})
         return encode_bundle(self.identity, space, self._store.version_vector(space),
-                             since or {}, envelopes)
+                             since or {}, envelopes, self._store.fork_proofs(space))
 
     def import_bundle(self, data: bytes, source: str = "bundle") -> ImportResult:
         """Verify and apply a bundle, all or nothing (see :meth:`receive`)."""
@@ -397,16 +417,21 @@ class Replica:
         except Rejected as rejected:
             self._store.record_rejection(source, rejected)
             raise
+        forks = self._store.fork_count(bundle.space)
+        for proof in bundle.proofs:  # first: the envelopes they exclude are then refused
+            self.receive_fork_proof(proof, source, bundle.space)
         # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
         kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
                                          self.sync_host.max_clock_skew_ms,
                                          self._store.version_vector(bundle.space))
         result = self.receive(kept, source, bundle.space)
+        forks = self._store.fork_count(bundle.space) - forks
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
-        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms)
+        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms,
+                            forks)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
@@ -434,7 +459,8 @@ class Replica:
                 peers=[PeerStatus(device=p, version_vector=p_vv, seen=hlc_to_iso(seen << 16),
                                   behind=sum(max(0, s - p_vv.get(a, 0)) for a, s in vv.items()),
                                   synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
-                       for p, p_vv, seen in peers])
+                       for p, p_vv, seen in peers],
+                forks=fork_statuses(self._store.fork_records(name)))
         damage = [JournalDamage(hlc_to_iso(at << 16), j, k, o, b, r, t)
                   for at, j, k, o, b, r, t in self._store.journal_damage()]
         return Status(device=self.device_id, data=str(self.path), spaces=spaces,

@@ -60,6 +60,8 @@ class ImportResult:
     held_back: int = 0
     #: the furthest one of them is ahead, in milliseconds
     ahead_ms: int = 0
+    #: fork proofs new to this device that the bundle brought or its envelopes proved
+    forks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +86,29 @@ class PeerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ForkStatus:
+    """A proven fork: ``author`` signed two envelopes as ``seq``; it is excluded in the space
+    from ``seq`` on (both branches). Not liftable: the proof stays true."""
+
+    author: str
+    seq: int
+    #: the two envelopes' hashes (hex), in the proof's order
+    hashes: list[str]
+    #: where the proof came from, and when this device got it (ISO 8601)
+    source: str
+    since: str
+    reason: str = "fork"
+    liftable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SpaceStatus:
     version_vector: dict[str, int]
     #: this device's envelopes that no peer acknowledged
     unacknowledged: int
     peers: list[PeerStatus]
+    #: proven forks in this space (each author excluded from its fork seq on)
+    forks: list[ForkStatus] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,15 +19,16 @@ from urllib.parse import quote
 
 import cbor2
 
-from . import chain
+from . import chain, fork_table
 from .chain import Outcome
 from .diskfaults import disk_full, is_full, store_error
 from .envelope import Envelope
 from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
+from .fork_table import ForkReads
 from .quarantine import QuarantineTable
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 DB_NAME = "store.sqlite3"
 SIGNAL_NAME = "changes"
 
@@ -81,8 +82,11 @@ _CLOCK_REFUSALS = """CREATE TABLE IF NOT EXISTS clock_refusals(
 
 EntityKey = tuple[str, str, str]
 
+#: Format ``n`` (above 1, which is ``_SCHEMA``) is reached from ``n - 1`` by ``_MIGRATIONS[n]``.
+_MIGRATIONS = {2: fork_table.create}  # 2: fork proofs (crdt_sync.fork_table)
 
-class Store(EnvelopeReads):
+
+class Store(EnvelopeReads, ForkReads):
     """The SQLite side of a :class:`~crdt_sync.Replica`."""
 
     def __init__(self, directory: Path, fsync: bool = False, read_only: bool = False) -> None:
@@ -116,6 +120,9 @@ class Store(EnvelopeReads):
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                if version is None or int(version) < 2:  # not migrated yet: no proofs to read
+                    self.db.execute(fork_table.SCHEMA.replace("TABLE IF NOT EXISTS forks",
+                                                              "TEMP TABLE IF NOT EXISTS forks"))
                 return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
@@ -137,6 +144,10 @@ class Store(EnvelopeReads):
                 QuarantineTable.create(self.db)
                 QuarantineTable.create_refusals(self.db)
                 self.db.execute(_CLOCK_REFUSALS)
+                # Formats above 1: each migration once, in order (a new store runs them all).
+                for number in range(int(version or 1) + 1, STORE_FORMAT + 1):
+                    _MIGRATIONS[number](self.db)
+                    self.set_meta("format", number)
                 if version is None:
                     self.set_meta("format", STORE_FORMAT)
         except sqlite3.Error as exc:
@@ -334,6 +345,27 @@ class Store(EnvelopeReads):
             "p.collection=? AND p.entity=? AND p.id > COALESCE((SELECT upto FROM entities WHERE "
             "space=? AND collection=? AND entity=?), 0)", (*key, *key)).fetchone()
         return int(row[0]), int(row[1])
+
+    def drop_part(self, key: EntityKey, author: str, data: bytes) -> None:
+        """Remove the latest part of ``author`` in ``key`` holding exactly ``data`` (a fork's
+        envelope is excluded: :mod:`crdt_sync.fork_guard`)."""
+        self.db.execute("DELETE FROM parts WHERE id=(SELECT id FROM parts WHERE space=? AND "
+                        "collection=? AND entity=? AND author=? AND data=? ORDER BY id DESC LIMIT 1)",
+                        (*key, author, data))
+
+    def drop_snapshot(self, key: EntityKey) -> None:
+        """Forget ``key``'s snapshot: it loads from its parts alone (after :meth:`drop_part`)."""
+        self.db.execute("UPDATE entities SET snapshot=NULL, upto=0 WHERE space=? AND collection=? "
+                        "AND entity=?", key)
+
+    def forget_if_empty(self, key: EntityKey) -> bool:
+        """Forget ``key`` (index, conflicts) when no part of it is left; whether it was."""
+        if self.db.execute("SELECT 1 FROM parts WHERE space=? AND collection=? AND entity=? LIMIT 1",
+                           key).fetchone():
+            return False
+        for table in ("entities", "fields", "conflicts"):
+            self.db.execute(f"DELETE FROM {table} WHERE space=? AND collection=? AND entity=?", key)
+        return True
 
     def save_snapshot(self, key: EntityKey, snapshot: bytes, upto: int) -> None:
         self.db.execute("UPDATE entities SET snapshot=?, upto=? WHERE space=? AND collection=? "

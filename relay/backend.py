@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from crdt_sync.envelope import Envelope
+from crdt_sync.fork_table import ForkRecord
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 
 
@@ -55,6 +56,8 @@ class WriteBatch:
             it), so the last row of a chain is its new head.
         spaces: spaces the relay may not have stored yet.
         rejections: refusals to record.
+        forks: fork proofs to keep; each also drops its author's envelopes of that space
+            from its seq on (written after the envelopes, so rows of this batch go too).
         quarantines: authors set aside (:mod:`crdt_sync.quarantine`), in order.
         lifts: ``(space, author)`` quarantines lifted, after ``quarantines``.
     """
@@ -62,6 +65,7 @@ class WriteBatch:
     envelopes: list[EnvelopeRow] = field(default_factory=list)
     spaces: list[str] = field(default_factory=list)
     rejections: list[RejectionRecord] = field(default_factory=list)
+    forks: list[ForkRecord] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
     lifts: list[tuple[str, str]] = field(default_factory=list)
 
@@ -103,9 +107,21 @@ class RelayBackend(Protocol):
         ...
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
-                          max_bytes: int) -> list[Envelope]:
+                          max_bytes: int, excluded: dict[str, int] | None = None) -> list[Envelope]:
         """Committed envelopes of ``space`` beyond ``covered``, in arrival (causal) order,
-        at most ``max_count`` and (but for the first) ``max_bytes``."""
+        at most ``max_count`` and (but for the first) ``max_bytes``; none of an author at or
+        past its seq in ``excluded``."""
+        ...
+
+    def fork_records(self, space: str | None = None) -> list[ForkRecord]:
+        """The stored fork proofs (of ``space``, or all)."""
+        ...
+
+    def fork_keys(self, space: str) -> list[tuple[str, int]]:
+        """``(author, seq)`` of each stored proof of ``space``."""
+        ...
+
+    def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
         ...
 
     def spaces(self) -> list[str]:

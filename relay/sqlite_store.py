@@ -14,6 +14,11 @@ Schema version 1::
     heads(space, author, seq, hash, PK(space, author))   each chain's last envelope
     rejections(id PK, at, source, reason, detail)
 
+Schema version 2 adds::
+
+    forks(id PK, space, author, seq, proof, source, at, UNIQUE(space, author, seq))
+                                                   fork proofs (crdt_sync.fork_table)
+
 Opening a file brings it to :data:`SCHEMA_VERSION` by running, in one transaction, every
 migration past the version it records. A relay database written before the relay had a
 schema of its own (the device store's layout, ``meta.format`` 1, with device-only tables
@@ -32,14 +37,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from crdt_sync import fork_table
 from crdt_sync.envelope_table import EnvelopeReads
 from crdt_sync.errors import StoreError, StoreVersionError
+from crdt_sync.fork_table import ForkReads
 from crdt_sync.quarantine import QuarantineRecord, QuarantineTable, SetAside
 
 from .backend import RejectionRecord, WriteBatch
 
 DB_NAME = "store.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Written as ``meta.format``, the key a device store (and a relay before schema versions)
 #: reads its format from: far above any device format, so that an older crdt-sync relay
 #: (or a device store) refuses this file ("upgrade crdt-sync") instead of writing into it.
@@ -80,6 +87,7 @@ def _v1(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "relay schema: envelopes, heads, spaces, rejections", _v1),
     (2, "quarantine: authors set aside per space", QuarantineTable.create),
+    (3, "fork proofs", fork_table.create),
 ]
 
 
@@ -87,7 +95,7 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-class SqliteRelayBackend(EnvelopeReads):
+class SqliteRelayBackend(EnvelopeReads, ForkReads):
     """A :class:`~crdt_sync.relay.backend.RelayBackend` on one SQLite connection.
 
     Args:
@@ -153,16 +161,16 @@ class SqliteRelayBackend(EnvelopeReads):
         """A relay database from before the relay schema: the device store's layout. Keep
         what the relay wrote, drop the device-only tables; the result is schema version 1."""
         db = self.db
+        for table in _DEVICE_TABLES:  # first: a device's store of any format is not a relay's
+            if table in tables and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                raise StoreError(
+                    f"{self.path} holds a device's data (table {table} is not empty), not a "
+                    f"relay's: give the relay a data directory of its own")
         row = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if row is None or int(row[0]) != 1:
             raise StoreVersionError(
                 f"{self.path} has store format {None if row is None else row[0]!r}, which this "
                 f"crdt-sync cannot migrate to a relay schema: upgrade crdt-sync to open it")
-        for table in _DEVICE_TABLES:
-            if table in tables and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
-                raise StoreError(
-                    f"{self.path} holds a device's data (table {table} is not empty), not a "
-                    f"relay's: give the relay a data directory of its own")
         for table in _DEVICE_TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
         db.execute("CREATE TABLE spaces_v1(space TEXT PRIMARY KEY) WITHOUT ROWID")
@@ -254,6 +262,9 @@ class SqliteRelayBackend(EnvelopeReads):
             if batch.rejections:
                 db.executemany("INSERT INTO rejections(at, source, reason, detail) VALUES(?,?,?,?)",
                                batch.rejections)
+            for fork in batch.forks:
+                if fork_table.insert_fork(db, fork):
+                    fork_table.drop_branch(db, fork.space, fork.author, fork.seq)
             table = QuarantineTable(db)
             for record in batch.quarantines:
                 table.insert(record)

@@ -39,16 +39,18 @@ from pathlib import Path
 import cbor2
 
 from crdt_sync import chain, clocks
-from crdt_sync.chain import Outcome, PendingChains
+from crdt_sync.chain import Fault, Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
+from crdt_sync.fork_table import ForkRecord
 from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
-from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside
+from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside, check_liftable
 from crdt_sync.results import Accepted
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
+from .fork_store import RelayForks
 from .sqlite_store import SqliteRelayBackend
 
 RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
@@ -86,6 +88,9 @@ class _Space:
     stalled: bool = False
     #: its row in the spaces table is known to be committed
     joined: bool = False
+    #: fork points ({author: seq}: nothing of it from there is served) and proofs (relay/fork_store.py)
+    forks: dict[str, int] = field(default_factory=dict)
+    proofs: set[tuple[str, int]] = field(default_factory=set)
     #: authors set aside here (committed or staged): their envelopes are skipped
     quarantined: dict[str, SetAside] = field(default_factory=dict)
     #: no session names it any more: dropped once nothing of it is pending (see release)
@@ -106,16 +111,21 @@ class _Batch:
     #: each space's tail end after its last envelope of this batch
     ends: dict[_Space, int] = field(default_factory=dict)
     rejections: list[RejectionRecord] = field(default_factory=list)
+    forks: list[ForkRecord] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
     lifts: list[tuple[str, str]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
 
+    def __bool__(self) -> bool:
+        """Whether it has anything to write."""
+        return _has_writes(self)
+
 
 def _has_writes(batch: _Batch) -> bool:
-    return bool(batch.rows or batch.rejections or batch.quarantines or batch.lifts)
+    return bool(batch.rows or batch.rejections or batch.forks or batch.quarantines or batch.lifts)
 
 
-class RelayStore:
+class RelayStore(RelayForks):
     """One store shared by every session of the relay process.
 
     Args:
@@ -182,6 +192,9 @@ class RelayStore:
         st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
                                          durable_end=self._next_base,
                                          quarantined=self.reader.quarantined(name))
+        for author, seq in self.reader.fork_keys(name):
+            st.proofs.add((author, seq))
+            st.forks[author] = min(seq, st.forks.get(author, seq))
         if len(self._spaces) > self.cached_spaces:
             self._evict()
         return st
@@ -302,8 +315,8 @@ class RelayStore:
     def _insert(self, batch: _Batch) -> None:
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
-        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.quarantines,
-                                    batch.lifts))
+        self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks,
+                                    batch.quarantines, batch.lifts))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""
@@ -376,8 +389,9 @@ class RelayStore:
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
-        """From SQLite: committed envelopes only."""
-        return self.reader.missing_envelopes(space, covered, max_count, max_bytes)
+        """From SQLite: committed envelopes only (none of an author past its fork point)."""
+        return self.reader.missing_envelopes(space, covered, max_count, max_bytes,
+                                             self._space(space).forks)
 
     def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
                  max_bytes: int) -> tuple[list[Outgoing], int | None]:
@@ -393,7 +407,7 @@ class RelayStore:
                 return [], cursor  # nothing new: no query, no scan
             return self._scan(st, covered, cursor, max_count, max_bytes)
         # Catch up from storage (committed envelopes), then from the tail.
-        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes)
+        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes, st.forks)
         if committed:
             out = [(env.author, env.author_key, env.seq, len(env.wire), _tail(env)) for env in committed]
             return out, None
@@ -450,18 +464,20 @@ class RelayStore:
         return self.reader.healthy()
 
     # -- writes ------------------------------------------------------------------------------
-    def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool) -> tuple[int, int, int]:
+    def receive(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool,
+                source: str = "peer") -> tuple[int, int, int]:
         """Verify (signature, chain) and accept, all or nothing; the payloads stay unread.
         Accepted envelopes are committed by the next group commit (:meth:`durable`).
-        Envelopes of quarantined authors are skipped (counted as gaps).
+        Envelopes of quarantined authors are skipped (counted as gaps). A fork is proven and
+        kept, and neither branch is accepted (relay/fork_store.py).
 
         Raises:
             Rejected: the first envelope that fails; nothing of this call is kept.
         """
-        got = self._accept(envelopes, space, tolerate_gaps, per_author=False)
+        got = self._accept(envelopes, space, tolerate_gaps, per_author=False, source=source)
         return got.applied, got.duplicates, got.gaps + got.skipped
 
-    def accept(self, envelopes: list[bytes], space: str | None) -> Accepted:
+    def accept(self, envelopes: list[bytes], space: str | None, source: str = "peer") -> Accepted:
         """Verify and accept per author (sync sessions; gaps tolerated): an envelope that
         verifies but breaks a rule checked here (the chain rules, and every other rule on
         the envelope itself in the shared core code) quarantines its author in its space from
@@ -472,10 +488,10 @@ class RelayStore:
             Rejected: an envelope that does not verify (its author is unknown); nothing of
                 this call is kept.
         """
-        return self._accept(envelopes, space, True, per_author=True)
+        return self._accept(envelopes, space, True, per_author=True, source=source)
 
     def _accept(self, envelopes: list[bytes], space: str | None, tolerate_gaps: bool,
-                per_author: bool) -> Accepted:
+                per_author: bool, source: str = "peer") -> Accepted:
         verified = []
         for wire in envelopes:
             env = open_envelope(wire)
@@ -488,14 +504,28 @@ class RelayStore:
         started: list[QuarantineRecord] = []
         aside: dict[str, dict[str, SetAside]] = {}  # each space's, looked up once per call
         for env in verified:
+            if self.excluded(env):  # its author forked before this seq: neither branch is kept
+                skipped += per_author  # (a session's: skipped like any set-aside chain)
+                continue
             held = aside.get(env.space)
             if held is None:
                 held = aside[env.space] = self._space(env.space).quarantined
-            if held and env.author in held:
-                skipped += 1
-                continue
+            if held:
+                aside_from = held.get(env.author)
+                if aside_from is not None and env.seq >= aside_from.from_seq:
+                    skipped += 1
+                    continue
             try:
-                outcome = self._judge(env, pending, tolerate_gaps)
+                verdict = self._judge(env, pending, tolerate_gaps)
+                if verdict.fault is Fault.FORK:  # proven: kept, the author set aside (not an error)
+                    # A session is told, as of any quarantine (its host records the rejection).
+                    self.fork_of(env, accepted, source, record=not per_author)
+                    accepted = [e for e in accepted if not self.excluded(e)]
+                    held_now = self.quarantine_record(env.space, env.author) if per_author else None
+                    if held_now is not None and held_now.reason == "fork":
+                        started.append(held_now)
+                    continue
+                outcome = verdict.accept()
             except Rejected as rejected:  # signed, so its author is known: set aside
                 if not per_author:
                     raise
@@ -532,13 +562,13 @@ class RelayStore:
         return Accepted(applied, dups, gaps, skipped, tuple(started))
 
     @staticmethod
-    def _judge(env: Envelope, chains: PendingChains, tolerate_gaps: bool) -> Outcome:
+    def _judge(env: Envelope, chains: PendingChains, tolerate_gaps: bool) -> chain.Verdict:
         """Every rule the relay applies to a verified envelope (the shared core code: the
         chain rules, and the envelope's own rules as they are added); raises
         :class:`Rejected` for a refusal, which quarantines the author in a session. The
         clock range comes first: nothing out of it is staged (SQLite ends at 2**63 - 1)."""
         clocks.check_envelope(env)
-        return chain.check(env, chains, tolerate_gaps).accept()
+        return chain.check(env, chains, tolerate_gaps)  # a fork is the caller's (not a refusal)
 
     # -- quarantine (RelayQuarantine is the API) -------------------------------------------
     def quarantined_authors(self, space: str) -> dict[str, SetAside]:
@@ -568,6 +598,8 @@ class RelayStore:
         return self.reader.quarantine(space, author)
 
     def lift(self, space: str, author: str) -> bool:
+        held = self._space(space).quarantined.get(author)
+        check_liftable(space, author, None if held is None else held.reason)  # a fork: never
         if self._space(space).quarantined.pop(author, None) is None:
             return False
         self._staged.lifts.append((space, author))
@@ -617,6 +649,9 @@ class RelayHost:
         self.missing_envelopes = relay.missing_envelopes
         self.outgoing = relay.outgoing
         self.envelope_hash = relay.envelope_hash
+        self.fork_proofs = relay.fork_proofs
+        self.fork_count = relay.fork_count
+        self.envelope_wire = relay.envelope_wire
         self.quarantine: QuarantineBook = relay.quarantine
 
     def admit(self, peer: str) -> str | None:
@@ -638,7 +673,7 @@ class RelayHost:
                 tolerate_gaps: bool = False) -> tuple[int, int, int]:
         self._admit_frame(envelopes, space)
         try:
-            result = self.relay.receive(envelopes, space, tolerate_gaps)
+            result = self.relay.receive(envelopes, space, tolerate_gaps, source)
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
@@ -649,7 +684,7 @@ class RelayHost:
     def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
         self._admit_frame(envelopes, space)
         try:
-            got = self.relay.accept(envelopes, space)
+            got = self.relay.accept(envelopes, space, source)
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
@@ -667,6 +702,13 @@ class RelayHost:
         """Not kept: a device's refusal stops this session sending it that chain (the
         session's own state); the relay does not take one device's word to stop serving an
         author to the others. The server logs it (the session's Quarantined event)."""
+
+    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
+        """A peer's fork proof, under the same budget as its envelopes (two of them)."""
+        refused = self._limit(self.peer or "?", 2, len(proof))
+        if refused is not None:
+            raise ProtocolViolation(E_LIMIT, refused)
+        return self.relay.receive_fork_proof(proof, source, space)
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept (see RelayStore.record_ack)."""

@@ -15,6 +15,7 @@ from crdt_sync.protocol.messages import (
     ClockSkew,
     Envelopes,
     Error,
+    ForkProof,
     Have,
     Hello,
     Ping,
@@ -51,7 +52,7 @@ def vectors() -> list[tuple[str, str, bytes]]:
     auth = encode(Auth(ALICE.sign(AUTH_CONTEXT + transcript + NONCE_B)))
     blinded = blake2b(b"site-42", key=transcript, digest_size=16).digest()
     spaces = encode(Spaces([blinded]))
-    have = encode(Have(0, [(ALICE.public_key, 1), (BOB.public_key, 3)]))
+    have = encode(Have(0, [(ALICE.public_key, 1), (BOB.public_key, 3)], [bytes(32), b"\x33" * 32]))
     update = _yjs_update()
     payload = encode_payload([("equipment", "pump-7", pack_item(HLC, update))])
     env = seal(ALICE, "site-42", 2, bytes(32), HLC, payload)  # prev_hash: Alice's seq 1 hash
@@ -61,7 +62,8 @@ def vectors() -> list[tuple[str, str, bytes]]:
         ("HELLO (Bob)", "Bob's HELLO, used in the transcript", hello_b),
         ("AUTH", f"Alice signs context + transcript {transcript.hex()} + Bob's nonce", auth),
         ("SPACES", "one blinded space id: BLAKE2b-128 of \"site-42\" keyed by the transcript", spaces),
-        ("HAVE", "space 0: Alice has her seq 1, Bob's seq 3 (keys in full: they define the table)", have),
+        ("HAVE", "space 0: Alice has her seq 1, Bob's seq 3 (keys in full: they define the table), "
+                 "with their head hashes 00.. and 33..", have),
         ("ENVELOPES", "space 0, batch 1: Alice's seq 2 (author by index 0 of her HAVE table)", envelopes),
         ("ACK", "space 0, batch 1: now holds Alice 2, Bob 3 (indices into the sender's table)",
          encode(Ack(0, 1, [(0, 2), (1, 3)]))),
@@ -70,6 +72,8 @@ def vectors() -> list[tuple[str, str, bytes]]:
         ("BYE", "code 0 (normal)", encode(Bye(0))),
         ("QUARANTINED", "space 0: Bob's chain (by index 1 of Alice's HAVE table) set aside from seq 4, "
          "bad-payload", encode(Quarantined(0, 1, 4, "bad-payload", "payload is malformed"))),
+        ("FORK_PROOF", "space 0: Alice's seq 2 above, whole, for the peer to compare with its own",
+         encode(ForkProof(0, [env.wire]))),
         ("CLOCK_SKEW", "space 0: Bob's seq 4 is held back, 2 days (172800000 ms) ahead (Bob by index 1)",
          encode(ClockSkew(0, 1, 4, 172_800_000))),
     ]

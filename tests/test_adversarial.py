@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map
 
-from crdt_sync import Rejected, Replica, StoreError, StoreVersionError
-from crdt_sync.bundle import encode_bundle
+from crdt_sync import Rejected, Replica, StoreError, StoreVersionError, forks
+from crdt_sync.bundle import BUNDLE_VERSION, encode_bundle
 from crdt_sync.envelope import MAX_ENVELOPE_BYTES, envelope_hash, open_envelope, seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
@@ -221,10 +221,36 @@ def test_broken_chain_wrong_prev_hash(world: World) -> None:
     assert_refused(world.target, bundle_of(world.key_a, [env]), "broken-chain")
 
 
+def assert_proven(world: World, data: bytes, seq: int, reopen: bool = False) -> Replica:
+    """Import ``data``, which forks a's chain at ``seq``. Before fork proofs this was refused
+    with "fork" and nothing changed; now the fork is proven: the bundle is taken, the proof
+    kept, the fork recorded, and a's envelopes from ``seq`` on are gone (both branches).
+    With ``reopen``, also check the directory from disk alone (this closes the target)."""
+    target = world.target
+    recorded = len(target.rejections(limit=10**6))
+    target.import_bundle(data, source="usb-stick")
+    rejections = target.rejections(limit=10**6)
+    assert len(rejections) == recorded + 1
+    assert (rejections[0].reason, rejections[0].source) == ("fork", "usb-stick")
+    after = space_state(target, SPACE, KEYS)
+    for replica in [target] if not reopen else [target, Replica(target.path)]:
+        if replica is not target:
+            target.close()
+        [proof] = replica.fork_proofs(SPACE)
+        assert (forks.verify(proof).author, forks.verify(proof).seq) == (world.a.device_id, seq)
+        assert replica.version_vector(SPACE).get(world.a.device_id, 0) == seq - 1
+        assert space_state(replica, SPACE, KEYS) == after
+        assert replica.space(SPACE).get("eq", "cached")["local"] is True  # its own edits stay
+    return replica
+
+
 def test_fork_same_seq_different_content(world: World) -> None:
     # Seq 1 already at the target; the thief of a's key signs another seq 1.
     env = seal(world.key_a, SPACE, 1, b"", 1 << 40, HARMLESS)
-    assert_refused(world.target, bundle_of(world.key_a, [env.wire]), "fork", reopen=True)
+    again = assert_proven(world, bundle_of(world.key_a, [env.wire]), 1, reopen=True)
+    # Rebuilt without a: the pump keeps only the target's own write.
+    assert again.space(SPACE).get("eq", "pump") == {"status": "replaced"}
+    again.close()
 
 
 def test_fork_inside_one_bundle(world: World) -> None:
@@ -234,7 +260,9 @@ def test_fork_inside_one_bundle(world: World) -> None:
     other = seal(world.key_a, SPACE, seq + 1, prev, 1 << 40,
                  HARMLESS)
     assert other.hash != envelope_hash(first)
-    assert_refused(world.target, bundle_of(world.key_a, [first, other.wire]), "fork")
+    before = space_state(world.target, SPACE, KEYS)
+    assert_proven(world, bundle_of(world.key_a, [first, other.wire]), seq + 1)
+    assert space_state(world.target, SPACE, KEYS) == before  # neither branch of seq 3 kept
 
 
 def test_fork_from_a_cloned_device(world: World, tmp_path: Path) -> None:
@@ -249,7 +277,7 @@ def test_fork_from_a_cloned_device(world: World, tmp_path: Path) -> None:
     with Replica(clone_dir) as clone:
         assert clone.device_id == world.a.device_id
         clone.space(SPACE).put("eq", "pump", {"status": "from the clone"})
-        assert_refused(world.target, clone.export_bundle(SPACE), "fork", reopen=True)
+        assert_proven(world, clone.export_bundle(SPACE), 1, reopen=True).close()
 
 
 def test_envelope_for_another_space_inside_a_bundle(world: World) -> None:
@@ -388,7 +416,7 @@ def test_unknown_envelope_version(world: World) -> None:
 
 def test_unknown_bundle_version(world: World) -> None:
     outer = cbor2.loads(world.missing())
-    outer[1] = 2
+    outer[1] = BUNDLE_VERSION + 1
     assert_refused(world.target, cbor2.dumps(outer, canonical=True), "unknown-version")
 
 

@@ -3,6 +3,8 @@ store apply them: one suite, run against both receivers.
 
 Each receiver takes full envelope wires (as a bundle brings them to a device, and as the
 relay's sessions hand them to its store), all or nothing: a refused batch keeps nothing.
+A fork is not refused: it is proven (crdt_sync.forks), and its author set aside in the
+space from the fork seq on, both branches, while the rest of the batch is kept.
 The payloads are opaque bytes, which the chain rules never read.
 """
 
@@ -16,10 +18,11 @@ from typing import Protocol
 
 import pytest
 
-from crdt_sync import chain
+from crdt_sync import chain, forks
 from crdt_sync.chain import ChainView, Fault, Outcome, PendingChains, Verdict
 from crdt_sync.envelope import Envelope, seal
 from crdt_sync.errors import Rejected
+from crdt_sync.fork_guard import ForkGuard
 from crdt_sync.identity import Identity
 from crdt_sync.relay.storage import RelayStore
 from crdt_sync.store import Store
@@ -37,6 +40,8 @@ class Receiver(Protocol):
 
     def version_vector(self, space: str) -> dict[str, int]: ...
 
+    def fork_proofs(self, space: str) -> list[bytes]: ...
+
 
 class DeviceReceiver:
     """The device store, as a replica's receive drives it: check_chain, then insert, in one
@@ -46,14 +51,22 @@ class DeviceReceiver:
         directory.mkdir()
         self.store = Store(directory)
         self.view: ChainView = self.store
+        self.forks = ForkGuard(self.store)
 
     def receive(self, envs: list[Envelope], space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[int, int, int]:
         applied = dups = gaps = 0
         with self.store.write():
+            self.forks.begin()
             for env in envs:
                 chain.check_space(env, space).accept()
-                status = self.store.check_chain(env, tolerate_gaps)
+                if self.forks.excluded(env):  # as receive.py: a forked author's later seqs
+                    continue
+                verdict = chain.check(env, self.store, tolerate_gaps)
+                if verdict.fault is Fault.FORK:  # as receive.py: proven, both branches go
+                    self.forks.conflict(env, "test")
+                    continue
+                status = verdict.accept()
                 if status != "new":  # the comparison replica.py makes
                     dups += status == "duplicate"
                     gaps += status == "gap"
@@ -64,6 +77,9 @@ class DeviceReceiver:
 
     def version_vector(self, space: str) -> dict[str, int]:
         return self.store.version_vector(space)
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        return self.store.fork_proofs(space)
 
     def close(self) -> None:
         self.store.close()
@@ -83,6 +99,10 @@ class RelayReceiver:
     def version_vector(self, space: str) -> dict[str, int]:
         assert self.store.reader.version_vector(space) == self.store.version_vector(space)
         return self.store.version_vector(space)
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        assert self.store.reader.fork_proofs(space) == self.store.fork_proofs(space)
+        return self.store.fork_proofs(space)
 
     def close(self) -> None:
         self.store.close()
@@ -201,28 +221,43 @@ def test_a_wrong_prev_hash_is_refused_even_when_gaps_are_tolerated(receiver: Rec
     refused(receiver, [a.next(b"x", prev=os.urandom(32))], "broken-chain", tolerate_gaps=True)
 
 
+def proven(receiver: Receiver, author: Author, seq: int, hashes: set[bytes]) -> None:
+    """The receiver holds one proof, of ``author`` at ``seq`` between ``hashes``, and keeps
+    nothing of the author from ``seq`` on (both branches), whatever arrives."""
+    [data] = receiver.fork_proofs(SPACE)
+    proof = forks.verify(data)
+    assert (proof.author, proof.seq, set(proof.hashes)) == (author.id, seq, hashes)
+    assert receiver.version_vector(SPACE).get(author.id, 0) == seq - 1
+    receiver.receive([*author.envs, *author.envs], tolerate_gaps=True)
+    assert receiver.version_vector(SPACE).get(author.id, 0) == seq - 1
+
+
 @pytest.mark.parametrize("at", [1, 2, 3], ids=["below-the-head", "below-the-head-2", "at-the-head"])
 def test_another_envelope_at_a_stored_seq_is_a_fork(receiver: Receiver, at: int) -> None:
     a = Author.make(3)
     receiver.receive(a.envs)
     prev = b"" if at == 1 else a.envs[at - 2].hash
     other = seal(a.identity, SPACE, at, prev, 7, b"the other branch")
-    rejected = refused(receiver, [other], "fork", tolerate_gaps=True)
-    assert f"seq {at}" in rejected.detail and a.id in rejected.detail
+    assert receiver.receive([other], tolerate_gaps=True) == (0, 0, 0)
+    proven(receiver, a, at, {other.hash, a.envs[at - 1].hash})
 
 
 def test_a_fork_inside_one_batch(receiver: Receiver) -> None:
     a = Author.make(1)
     receiver.receive(a.envs)
-    refused(receiver, [a.next(b"one"), a.next(b"other")], "fork")
+    one, other = a.next(b"one"), a.next(b"other")
+    receiver.receive([one, other])
+    proven(receiver, a, 2, {one.hash, other.hash})
 
 
-def test_a_refused_batch_keeps_nothing_of_what_came_before_it(receiver: Receiver) -> None:
+def test_a_fork_sets_its_author_aside_and_keeps_the_rest_of_the_batch(receiver: Receiver) -> None:
     a, b = Author.make(3), Author.make(1)
     receiver.receive(a.envs[:1])
     bad = seal(a.identity, SPACE, 1, b"", 9, b"fork of seq 1")
-    refused(receiver, [*b.envs, a.envs[1], bad], "fork")
-    assert receiver.receive([*b.envs, *a.envs[1:]]) == (3, 0, 0)  # the honest ones, afterwards
+    receiver.receive([*b.envs, a.envs[1], bad])
+    assert receiver.version_vector(SPACE) == {b.id: 1}
+    proven(receiver, a, 1, {bad.hash, a.envs[0].hash})
+    assert receiver.receive([*b.envs, *a.envs[1:]]) == (0, 1, 0)  # a's later seqs: set aside
 
 
 def test_an_envelope_of_another_space_is_refused(receiver: Receiver) -> None:

@@ -212,7 +212,13 @@ def test_a_record_keeps_the_lowest_seq(tmp_path: Path) -> None:
         assert book.quarantine(first).from_seq == 2  # a later seq does not move it up
         assert book.is_quarantined(SPACE, author.id) == lower
         assert book.list(SPACE) == [lower] and book.list("elsewhere") == []
-        assert book.lift(SPACE, author.id) and book.is_quarantined(SPACE, author.id) is None
+        with pytest.raises(Rejected, match="not-liftable"):  # a fork: the proof stays true
+            book.lift(SPACE, author.id)
+        assert book.is_quarantined(SPACE, author.id) == lower
+        other = QuarantineRecord.of(garbage(author, 4, b"\x00" * 32, space="elsewhere"),
+                                    Rejected("bad-payload", "z"))
+        assert book.quarantine(other).from_seq == 4
+        assert book.lift("elsewhere", author.id) and book.is_quarantined("elsewhere", author.id) is None
     finally:
         store.close()
 
@@ -326,17 +332,14 @@ def test_the_relay_quarantines_a_fork_and_keeps_it_across_restarts(tmp_path: Pat
         held = again.quarantine.is_quarantined(SPACE, author.id)
         assert held is not None and held.wire == fork.wire and held.hash == fork.hash
         assert [q.author for q in again.quarantine.list()] == [author.id]
-        assert again.accept([e2.wire], SPACE).skipped == 1
-        assert again.version_vector(SPACE) == {author.id: 1, other.id: 1}
-        assert again.quarantine.lift(SPACE, author.id) is True
+        assert again.accept([e2.wire], SPACE).applied == 0
+        # The fork is proven too: both branches of seq 1 are gone (docs/DESIGN.md, "Forks").
+        assert again.version_vector(SPACE) == {other.id: 1}
+        with pytest.raises(Rejected, match="not-liftable"):  # a fork is never lifted
+            again.quarantine.lift(SPACE, author.id)
+        assert again.quarantine.is_quarantined(SPACE, author.id) is not None
     finally:
         again.close()
-    lifted = RelayStore(tmp_path)
-    try:
-        assert lifted.quarantine.list() == []
-        assert lifted.accept([e2.wire], SPACE).applied == 1
-    finally:
-        lifted.close()
 
 
 # -- property: honest devices converge, whatever hostile envelopes they saw and in what order ---------

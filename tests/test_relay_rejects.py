@@ -28,7 +28,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from crdt_sync import Replica
+from crdt_sync import Replica, forks
 from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
@@ -39,6 +39,7 @@ from crdt_sync.protocol.messages import (
     Ack,
     Envelopes,
     Error,
+    ForkProof,
     Quarantined,
     WireEnvelope,
     decode,
@@ -163,13 +164,49 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
         await check("after-the-author")
 
 
+# Forks were refused with ERROR 5 here before fork proofs (protocol 1); they are proven now.
+@pytest.mark.parametrize(("craft", "seq"), [pytest.param(c, s, id=name) for name, c, s in FORK_CASES])
+async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
+        world: World, open_replica: ReplicaFactory, craft: Craft, seq: int) -> None:
+    relay, author, mallory = world.relay, world.author, world.mallory
+    async with bystanders(relay.url, open_replica) as check:
+        swap = Swap([craft(world)])
+        async with RawPeer.open(relay.url, mallory) as raw:
+            got = await raw.converse(lambda m: isinstance(m, ForkProof) and len(m.envelopes) == 2,
+                                     tamper=swap)
+            assert swap.batch is not None, "the session sent no envelopes"
+            assert not any(isinstance(m, Error) for m in raw.received)  # the session goes on
+        assert isinstance(got, ForkProof)
+        await relay.store.commit()  # (the proof and the record are in the next group commit)
+        [data] = relay.store.fork_proofs(SPACE)
+        proof = forks.verify(data)
+        assert (proof.author, proof.seq) == (author.device_id, seq)
+        assert [e for e in got.envelopes] == [proof.low.wire, proof.high.wire]
+        assert mallory.fork_proofs(SPACE) == [data]  # the sender holds the proof too
+        # The author's envelopes from the fork seq on are no longer served or accepted.
+        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == seq - 1
+        assert [r.reason for r in relay.store.rejections()] == ["fork"]
+        assert await rejections(relay.url, "rejected-envelope") == 0
+        await check("after-the-fork")  # every other author keeps syncing through the relay
+        fill(author, "after", 1)
+        await sync_once(author, relay.url)
+        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == seq - 1
+        # Its other spaces are served as before.
+        fill(author, "elsewhere", 1, space="elsewhere")
+        again = await sync_once(author, relay.url, spaces=["elsewhere"])
+        assert again.synced and again.ok, again.closed
+        assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
+        await check("after-the-author")
+
+
 @pytest.mark.parametrize(("craft", "from_seq"), [pytest.param(c, q, id=name) for name, c, q in FORK_CASES])
 async def test_a_fork_quarantines_its_author(world: World, open_replica: ReplicaFactory, craft: Craft,
                                              from_seq: int) -> None:
     """The relay checks the chain rules itself: a second envelope at a seq it holds sets the
     author aside in that space (QUARANTINED, not ERROR), stores and forwards nothing more of
     that chain there, and goes on serving that session, every other author, and the same
-    author's other spaces."""
+    author's other spaces. The fork is proven too (the test above): both branches go, so
+    the author's head moves back to the seq before the fork."""
     relay, author, mallory = world.relay, world.author, world.mallory
     before = relay.store.version_vector(SPACE)
     async with bystanders(relay.url, open_replica) as check:
@@ -185,9 +222,11 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
             await raw.converse(lambda m: isinstance(m, Ack) and m.batch == swap.batch)
             assert not any(isinstance(m, Error) for m in raw.received)
         # Nothing of the author's was stored (mallory's session went on, and may have resent
-        # its own envelope that the swap took out).
+        # its own envelope that the swap took out); the fork excluded both branches.
         stored = relay.store.version_vector(SPACE)
-        assert {a: s for a, s in stored.items() if a != mallory.device_id} == before
+        expected = {**before, author.device_id: from_seq - 1}
+        assert {a: s for a, s in stored.items() if a != mallory.device_id} == {
+            a: s for a, s in expected.items() if s}
         held = relay.store.quarantine.is_quarantined(SPACE, author.device_id)
         assert held is not None and (held.from_seq, held.reason) == (from_seq, "fork")
         assert [r.reason for r in relay.store.rejections()] == ["fork"]
@@ -201,13 +240,12 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
         fill(author, "other", 1, space="elsewhere")
         again = await sync_once(author, relay.url)
         assert again.synced and again.ok, again.closed
-        assert relay.store.version_vector(SPACE)[author.device_id] == 2
+        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == from_seq - 1
         assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
-        assert [(r.peer, r.author, r.reason) for r in author.refused_by_peers(SPACE)] == [
-            (relay.device_id, author.device_id, "fork")]
+        # It learns the fork from the relay's proof (not a QUARANTINED: it no longer sends
+        # that chain past the fork point, see docs/PROTOCOL.md, "Forks").
+        assert [forks.verify(p).author for p in author.fork_proofs(SPACE)] == [author.device_id]
         await check("after-the-author")
-
-
 async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: ReplicaFactory) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
     seq, _ = world.head()

@@ -24,7 +24,8 @@ from tests.conftest import ReplicaFactory
 from tests.relay_helpers import relay_process, run_cli, sync_once
 from tests.sync_helpers import SPACE, fill
 
-RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections", "quarantine"}
+RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections", "quarantine",
+                "forks"}
 
 
 def chain_of(identity: Identity, length: int, space: str = SPACE) -> list[Envelope]:
@@ -182,6 +183,9 @@ def write_old_relay(data: Path, envs: list[Envelope], rejected: Rejected | None 
             store.join(env.space)
     if rejected is not None:
         store.record_rejection("peer old", rejected)
+    with store.write():  # format 1 had no fork proofs (device store format 2 added them)
+        store.db.execute("DROP TABLE forks")
+        store.set_meta("format", 1)
     store.close()
     return seed
 
@@ -208,8 +212,9 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
         # The chains go on from where the old relay left them, under the same rules.
         more = seal(a, SPACE, 4, envs[2].hash, 4 << 16, b"after the migration")
         assert store.receive([more.wire], SPACE, False) == (1, 0, 0)
-        with pytest.raises(Rejected, match="fork"):
-            store.receive([seal(a, SPACE, 2, envs[0].hash, 9, b"fork").wire], SPACE, False)
+        # A fork is proven (it was refused before fork proofs): a's chain stops at seq 1.
+        assert store.receive([seal(a, SPACE, 2, envs[0].hash, 9, b"fork").wire], SPACE, False) == (0, 0, 0)
+        assert len(store.fork_proofs(SPACE)) == 1 and store.version_vector(SPACE) == {a.id: 1}
     finally:
         store.close()
     assert tables(path) == RELAY_TABLES

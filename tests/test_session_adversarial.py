@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crdt_sync import Replica
-from crdt_sync.envelope import seal
+from crdt_sync import Replica, forks
+from crdt_sync.envelope import open_envelope, seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Authenticated, Received, Session, SessionConfig
@@ -42,6 +42,7 @@ from crdt_sync.protocol.messages import (
     Bye,
     Envelopes,
     Error,
+    ForkProof,
     Have,
     Hello,
     MessageType,
@@ -183,9 +184,7 @@ def test_random_frames_are_refused_or_handled_never_raise(world: World, stage: s
 
 
 # -- the handshake -----------------------------------------------------------------------------
-# (MAX_VERSION + 1, 9): a newer peer only; (1, 1): a peer of protocol version 1 (before
-# QUARANTINED); (0, 0) and (5, 1): no version at all.
-@pytest.mark.parametrize("versions", [(MAX_VERSION + 1, 9), (1, 1), (0, 0), (5, 1)])
+@pytest.mark.parametrize("versions", [(MAX_VERSION + 1, MAX_VERSION + 8), (0, MIN_VERSION - 1), (5, 1)])
 def test_no_common_version_is_error_2(world: World, versions: tuple[int, int]) -> None:
     session = world.fresh()
     hello = Hello(*versions, world.mallory.identity.public_key, bytes(32), {})
@@ -429,16 +428,24 @@ def test_self_signed_garbage_payloads_are_refused(world: World) -> None:
 
 def test_a_fork_quarantines_its_author_and_the_session_goes_on(world: World) -> None:
     """Before protocol 2 this ended the session with ERROR 5; now the forking author is set
-    aside from the forked seq (fork proofs build on this) and the session carries on."""
+    aside from the forked seq (quarantine reason ``fork``, QUARANTINED sent), the fork is
+    proven (FORK_PROOF), both branches go, and the session carries on (docs/PROTOCOL.md,
+    "Forks")."""
     session = world.in_sync(world.mallory).a
+    before = world.state()
     feed(session, _mallory_envelope(world, 1, _payload(1)))
     assert session.closed is None
-    after = world.state()
     out = feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
     assert session.closed is None
     assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "fork")]
     assert world.alice.rejections(1)[0].reason == "fork"
-    assert world.state() == after
+    assert world.state() == before  # neither of mallory's seq 1 is kept
+    [proof] = world.alice.fork_proofs(SPACE)
+    assert (forks.verify(proof).author, forks.verify(proof).seq) == (world.mallory.device_id, 1)
+    sent = [m for m in map(decode, out) if isinstance(m, ForkProof)]
+    assert [forks.prove(*map(open_envelope, m.envelopes)).encode() for m in sent] == [proof]
+    feed(session, _mallory_envelope(world, 3, _payload(3)))  # a third seq 1: set aside too
+    assert session.closed is None and world.state() == before
 
 
 def notices(frames: list[bytes]) -> list[QuarantinedMsg]:

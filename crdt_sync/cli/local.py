@@ -122,6 +122,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+        forks = [(name, short(f["author"]), str(f["seq"]), f["source"], f["since"])
+                 for name, info in status["spaces"].items() for f in info["forks"]]
+        if forks:
+            out.table("forks (proven: each author excluded from that seq on; not liftable)",
+                      ["space", "author", "from seq", "proof from", "since"], forks)
         _print_quarantine(out, status["quarantined"], status["refused_by_peers"])
         for r in status["clock_refusals"]:
             whose = "this device's clock" if r["mine"] else f"the clock of {short(r['author'])}"
@@ -227,10 +232,13 @@ def cmd_import(args: argparse.Namespace, out: Output) -> None:
             f"device's clock, import the bundle again once the clocks agree" if result.held_back else "")
     out.emit({"space": result.space, "exporter": result.exporter, "applied": result.applied,
               "duplicates": result.duplicates, "held_back": result.held_back,
-              "ahead_ms": result.ahead_ms},
+              "ahead_ms": result.ahead_ms, "forks": result.forks},
              lambda: out.console.print(f"imported {result.applied} envelopes into {result.space} "
                                        f"({result.duplicates} already here) from "
-                                       f"{short(result.exporter)}{held}"))
+                                       f"{short(result.exporter)}{held}" + (
+                                           f"; {result.forks} fork(s) proven: each author is "
+                                           f"excluded from its fork seq (crdt-sync status)"
+                                           if result.forks else "")))
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -35,6 +35,12 @@ MAX_VV_ENTRIES = 4096
 MAX_BATCH_ENVELOPES = 4096
 MAX_TEXT = 512
 MAX_SPACE_NAME = 128
+#: Envelopes one FORK_PROOF carries: one (its sender's, to compare) or two (a proof).
+MAX_FORK_ENVELOPES = 2
+#: Largest envelope (``crdt_sync.envelope.MAX_ENVELOPE_BYTES``; the protocol layer does not
+#: import the envelope module).
+MAX_FORK_ENVELOPE_BYTES = 512 * 1024
+HASH_BYTES = 32
 
 #: An author as sent: an index into the frame sender's author table, or a 32-byte key.
 AuthorRef = int | bytes
@@ -54,6 +60,7 @@ class MessageType(enum.IntEnum):
     ERROR = 8
     BYE = 9
     QUARANTINED = 10
+    FORK_PROOF = 11
     CLOCK_SKEW = 12
 
 
@@ -129,6 +136,7 @@ T_PONG = MessageType.PONG
 T_ERROR = MessageType.ERROR
 T_BYE = MessageType.BYE
 T_QUARANTINED = MessageType.QUARANTINED
+T_FORK_PROOF = MessageType.FORK_PROOF
 T_CLOCK_SKEW = MessageType.CLOCK_SKEW
 
 
@@ -155,8 +163,13 @@ class Spaces:
 
 @dataclass(frozen=True, slots=True)
 class Have:
+    """A space's version vector and, per author, the hash of its head (the envelope at
+    that seq): 32 bytes, empty only for seq 0. ``heads[i]`` belongs to ``vv[i]``; missing
+    ones encode as empty."""
+
     space: int
     vv: list[tuple[AuthorRef, int]]
+    heads: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +232,15 @@ class Quarantined:
 
 
 @dataclass(frozen=True, slots=True)
+class ForkProof:
+    """Envelope wire forms of one (space, author, seq): one (the sender's, for the receiver
+    to compare with its own) or two with different hashes (a fork proof)."""
+
+    space: int
+    envelopes: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class ClockSkew:
     """The receiver holds back ``author``'s envelopes of space ``space`` (the receiver's own
     space index) from ``seq`` on: their HLC is ``ahead_ms`` ahead of its wall clock, more than
@@ -231,12 +253,13 @@ class ClockSkew:
 
 
 Message = (Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
-           | ClockSkew)
+           | ForkProof | ClockSkew)
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
 _HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = map(int, list(MessageType)[:10])
 _QUARANTINED = int(MessageType.QUARANTINED)
+_FORK_PROOF = int(MessageType.FORK_PROOF)
 _CLOCK_SKEW = int(MessageType.CLOCK_SKEW)
 
 
@@ -268,7 +291,9 @@ def encode(msg: Message) -> bytes:
         case Spaces():
             items = [_SPACES, msg.blinded]
         case Have():
-            items = [_HAVE, msg.space, _vv_out(msg.vv)]
+            heads = msg.heads
+            items = [_HAVE, msg.space, [[a, s, heads[i] if i < len(heads) else b""]
+                                        for i, (a, s) in enumerate(msg.vv)]]
         case Envelopes():
             items = [_ENVELOPES, msg.space, msg.batch,
                      [[e.author, e.seq, e.hlc, e.payload, e.signature] for e in msg.envelopes]]
@@ -285,6 +310,8 @@ def encode(msg: Message) -> bytes:
         case Quarantined():
             items = [_QUARANTINED, msg.space, msg.author, msg.from_seq, msg.reason[:MAX_REASON],
                      msg.detail[:MAX_TEXT]]
+        case ForkProof():
+            items = [_FORK_PROOF, msg.space, list(msg.envelopes)]
         case ClockSkew():
             items = [_CLOCK_SKEW, msg.space, msg.author, msg.seq, msg.ahead_ms]
     return cbor2.dumps(items, canonical=True)
@@ -374,6 +401,30 @@ def _vv_in(v: Any) -> list[tuple[AuthorRef, int]]:
     return out
 
 
+def _have(a: list[Any]) -> Have:
+    if not isinstance(a[1], list) or len(a[1]) > MAX_VV_ENTRIES:
+        raise _bad("version vector is not a bounded array")
+    vv: list[tuple[AuthorRef, int]] = []
+    heads: list[bytes] = []
+    for entry in a[1]:
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise _bad("HAVE entry is not [author, seq, head hash]")
+        seq = _uint(entry[1], "seq", _SEQ_LIMIT)
+        vv.append((_author(entry[0]), seq))
+        heads.append(_bytes(entry[2], "head hash", HASH_BYTES if seq else 0))
+    return Have(_uint(a[0], "space index", MAX_SPACES), vv, heads)
+
+
+def _fork_proof(a: list[Any]) -> ForkProof:
+    envs = a[1]
+    if not isinstance(envs, list) or not 1 <= len(envs) <= MAX_FORK_ENVELOPES:
+        raise _bad(f"FORK_PROOF does not hold 1 to {MAX_FORK_ENVELOPES} envelopes")
+    for e in envs:
+        if not isinstance(e, bytes) or len(e) > MAX_FORK_ENVELOPE_BYTES:
+            raise _bad("FORK_PROOF envelope is not bytes of a bounded size")
+    return ForkProof(_uint(a[0], "space index", MAX_SPACES), envs)
+
+
 def decode(frame: bytes) -> Message:
     """Parse one frame. Raises :class:`ProtocolViolation` with the code to answer with."""
     if len(frame) > MAX_FRAME:
@@ -461,12 +512,12 @@ def _quarantined(a: list[Any]) -> Quarantined:
 
 
 _SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
-           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_CLOCK_SKEW: 4}
+           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_FORK_PROOF: 2, T_CLOCK_SKEW: 4}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
     T_AUTH: lambda a: Auth(_bytes(a[0], "signature", 64)),
     T_SPACES: _spaces,
-    T_HAVE: lambda a: Have(_uint(a[0], "space index", MAX_SPACES), _vv_in(a[1])),
+    T_HAVE: _have,
     T_ENVELOPES: _envelopes,
     T_ACK: lambda a: Ack(_uint(a[0], "space index", MAX_SPACES), _uint(a[1], "batch"), _vv_in(a[2])),
     T_PING: lambda a: Ping(_uint(a[0], "token")),
@@ -474,6 +525,7 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_ERROR: _error,
     T_BYE: lambda a: Bye(error_code(_uint(a[0], "code"))),
     T_QUARANTINED: _quarantined,
+    T_FORK_PROOF: _fork_proof,
     T_CLOCK_SKEW: lambda a: ClockSkew(_uint(a[0], "space index", MAX_SPACES), _author(a[1]),
                                       _seq(a[2]), _uint(a[3], "ahead_ms")),
 }

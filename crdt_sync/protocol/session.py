@@ -36,6 +36,7 @@ from ..identity import device_id, verify
 from ..values import check_name
 from .config import RELIABLE_LINK, SessionConfig
 from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quarantined, Received, SpaceSynced
+from .forks import SessionForks
 from .host import StreamingHost, SyncHost
 from .messages import (
     BLIND_BYTES,
@@ -62,6 +63,7 @@ from .messages import (
     ClockSkew,
     Envelopes,
     Error,
+    ForkProof,
     Have,
     Hello,
     Message,
@@ -113,7 +115,8 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
                  MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
-                 T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.CLOCK_SKEW: CommitOrder.FREE}
+                 T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.FORK_PROOF: CommitOrder.FREE,
+                 MessageType.CLOCK_SKEW: CommitOrder.FREE}
 
 
 class Session:
@@ -160,6 +163,7 @@ class Session:
         self._early = 0
         self._peer_left = False  # it said BYE or ERROR
         self._outgoing = getattr(host, "outgoing", None)
+        self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
         # The receiver's wall clock and allowed skew (docs/PROTOCOL.md, "Clocks"): a host
         # may provide them (a replica: its own clock); else the system clock and 24 h.
         self._wall: Callable[[], int] = getattr(host, "wall_ms", wall_ms)
@@ -206,6 +210,7 @@ class Session:
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
                 st.go_back()
                 out += self._pump(st, now)
+            out += self._forks.tick(st, now, cfg.resend_interval)
             if st.retry_at and st.release(now):  # the peer's clock may have caught up
                 out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
@@ -220,7 +225,7 @@ class Session:
         out: list[bytes] = []
         for st in self._spaces.values():
             if st.their_table is not None:
-                out += self._pump(st, now)
+                out += self._forks.send_proofs(st) + self._pump(st, now)
         return self._out(out, now)
 
     def end_if_synced(self, now: float) -> list[bytes] | None:
@@ -345,6 +350,13 @@ class Session:
                 return self._on_envelopes(msg, now)
             case Ack():
                 return self._on_ack(msg, now)
+            case ForkProof():
+                st = self._space(msg.space)
+                if st is None:
+                    return []
+                out = self._forks.on_message(st, msg, f"peer {self.peer}")
+                self._check_synced(st)  # a proof the session waited for may have come
+                return out
             case QuarantinedMsg():
                 return self._on_quarantined(msg, now)
             case ClockSkew():
@@ -439,11 +451,14 @@ class Session:
             vv = self.host.version_vector(name)
             st.my_table = sorted(vv)
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
-            st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table]))
+            st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table],
+                                        self._forks.heads(name, vv, st.my_table)))
             st.have_sent_at = now
             st.quarantined = {a: q.from_seq for a, q in self.host.quarantined(name).items()}
             self._spaces[name] = st
             self._by_theirs[index] = st
+            # Proofs before HAVE: a peer that finds itself synced on our HAVE may leave at once.
+            out += self._forks.send_proofs(st)
             out.append(st.have_frame)
         self._spaces_known = True
         if self.on_shared is not None:
@@ -498,9 +513,11 @@ class Session:
             st.expect_out = sum(max(0, s - vv.get(a, 0)) for a, s in mine.items())
         merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
+        forked = self._forks.on_have(st, vv, table, msg.heads) if first else []
         # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).
         mine = self.host.version_vector(st.name)
-        out = [encode(Ack(st.mine, 0, self._refs(st, mine))), *self._pump(st, now)]
+        # Proofs first: once it has our ACK the peer may count the space synced and leave.
+        out = [*forked, encode(Ack(st.mine, 0, self._refs(st, mine))), *self._pump(st, now)]
         self._check_synced(st)
         return out
 
@@ -520,7 +537,9 @@ class Session:
             author = self._resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
             aside_from = aside.get(author)
-            if aside_from is not None:  # set aside here: skipped, and the peer is told (again)
+            if aside_from is not None and e.seq >= aside_from.from_seq:  # set aside here: skipped,
+                # and the peer is told (again); below from_seq it is taken (a fork set aside
+                # by a proof, before this side held the chain up to the fork)
                 aside_here += 1
                 told[author] = (aside_from.from_seq, aside_from.reason, aside_from.detail)
                 continue
@@ -556,10 +575,11 @@ class Session:
             st.quarantined[author] = min(from_seq, st.quarantined.get(author, from_seq))
             out.append(encode(QuarantinedMsg(st.mine, self._ref(st, author), from_seq, reason, detail)))
         vv = self.host.version_vector(st.name)
+        proofs = self._forks.after_envelopes(st, theirs)  # a fork found on receipt, or one it lacks
         for author in [a for a, s in st.holding.items() if vv.get(a, 0) >= s]:
             del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
-        return [*out, *notices, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
+        return [*out, *notices, *proofs, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
 
     def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wire: bytes, wall: int,
                    notices: list[bytes]) -> bool:
@@ -613,8 +633,11 @@ class Session:
         author = self._resolve(st, msg.author)
         if author in st.refused and st.refused[author] <= msg.from_seq:
             return []  # told before (a notice per frame of that chain it received)
-        if author not in self.host.version_vector(st.name):
-            return []  # not a chain this side sends: nothing to stop, nothing to keep per name
+        # Not a chain this side sends (nor one it holds a fork proof of): nothing to stop,
+        # nothing to keep per name.
+        forked = self._forks.points.get(st.name, {})
+        if author not in self.host.version_vector(st.name) and author not in forked:
+            return []
         st.refuse(author, msg.from_seq)
         self.host.peer_refused(self._peer_id(), st.name, author, msg.from_seq, msg.reason, msg.detail)
         self.events.append(Quarantined(st.name, author, msg.from_seq, msg.reason, msg.detail,
@@ -666,7 +689,8 @@ class Session:
         out = []
         cfg = self.config
         while len(st.inflight) < cfg.window:
-            envs = self.host.missing_envelopes(st.name, st.covered(), cfg.batch_count, cfg.batch_bytes)
+            envs = self.host.missing_envelopes(st.name, self._forks.covered(st, st.covered()),
+                                               cfg.batch_count, cfg.batch_bytes)
             if not envs:
                 break
             top: dict[str, int] = {}
@@ -691,7 +715,8 @@ class Session:
         outgoing = self._outgoing
         assert outgoing is not None
         while len(st.inflight) < cfg.window:
-            items, st.cursor = outgoing(st.name, st.covered(), st.cursor, cfg.batch_count, cfg.batch_bytes)
+            items, st.cursor = outgoing(st.name, self._forks.covered(st, st.covered()), st.cursor,
+                                        cfg.batch_count, cfg.batch_bytes)
             if not items:
                 break
             top: dict[str, int] = {}
@@ -714,7 +739,7 @@ class Session:
             # what this side quarantined, not ours beyond what the peer refused.
             mine = self.host.version_vector(st.name)
             synced = (covers(mine, clamp(clamp(st.peer_have, st.quarantined), st.holding))
-                      and covers(st.acked, clamp(clamp(mine, st.refused), st.held)))
+                      and covers(st.acked, self._forks.for_sync(st, clamp(clamp(mine, st.refused), st.held))))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))
         st.synced = synced

@@ -56,9 +56,13 @@ class SpaceState:
 
     def covered(self) -> dict[str, int]:
         """What not to send: ``sent``, and every author the peer holds back."""
-        if not self.held:
+        if not self.held and not self.refused:
             return self.sent
-        return {**self.sent, **dict.fromkeys(self.held, NEVER)}
+        out = {**self.sent, **dict.fromkeys(self.held, NEVER)}
+        for author, from_seq in self.refused.items():  # sent up to where the peer refused
+            if out.get(author, 0) >= from_seq - 1:
+                out[author] = NEVER
+        return out
 
     def peer_holds(self, author: str, seq: int, retry_at: float) -> bool:
         """The peer holds back ``author`` from ``seq`` on (its CLOCK_SKEW); False when that
@@ -84,16 +88,23 @@ class SpaceState:
         self.sent = dict(self.acked)
         self.inflight.clear()
         self.cursor = None  # the host's position assumed `sent` never shrinks
-        for author in self.refused:
-            self.sent[author] = NEVER
+        for author, from_seq in self.refused.items():
+            self._stop_at(author, from_seq)
 
     def refuse(self, author: str, from_seq: int) -> None:
-        """The peer set ``author`` aside from ``from_seq``: never send it that chain again in
-        this session, and stop waiting for its ACK of what is in flight."""
+        """The peer set ``author`` aside from ``from_seq``: never send it that chain from
+        there again in this session, and stop waiting for its ACK of what is in flight there.
+        Seqs below ``from_seq`` the peer lacks are still sent (a fork proof can set an author
+        aside at a peer that holds less of its chain)."""
         self.refused[author] = min(from_seq, self.refused.get(author, from_seq))
-        self.sent[author] = NEVER
+        self._stop_at(author, self.refused[author])
         for batch in self.inflight:
-            batch.top.pop(author, None)
+            if batch.top.get(author, 0) >= from_seq:
+                batch.top.pop(author, None)
+
+    def _stop_at(self, author: str, from_seq: int) -> None:
+        if self.sent.get(author, 0) >= from_seq - 1:
+            self.sent[author] = NEVER
 
 
 def clamp(vv: dict[str, int], aside: dict[str, int]) -> dict[str, int]:
