@@ -218,7 +218,7 @@ class QuarantineTable:
 
 class QuarantineBook(Protocol):
     """The quarantine API, alike on a device (:class:`Quarantine`) and on the relay
-    (:class:`crdt_sync.relay.storage.RelayQuarantine`). Other rules that set an author aside
+    (:class:`crdt_sync.relay.quarantine.RelayQuarantine`). Other rules that set an author aside
     (fork proofs: reason ``fork``) call :meth:`quarantine` with their own record."""
 
     def quarantine(self, record: QuarantineRecord) -> QuarantineRecord:

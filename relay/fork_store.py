@@ -30,7 +30,7 @@ from .backend import EnvelopeRow, RelayBackend
 
 
 class _Space(Protocol):
-    """What this module uses of the relay's state of one space (``storage._Space``)."""
+    """What this module uses of the relay's state of one space (``space_state.RelaySpace``)."""
 
     name: str
     vv: dict[str, int]

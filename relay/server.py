@@ -2,7 +2,7 @@
 ``/healthz`` and Prometheus ``/metrics``.
 
 A thin shell: each connection runs the same sans-I/O session as every peer, over a
-:class:`~transports.websocket.WebSocketLink`, against :class:`~relay.storage.RelayHost`.
+:class:`~transports.websocket.WebSocketLink`, against :class:`~relay.host.RelayHost`.
 Memory stays bounded: no document in RAM, each session sends at most its window of
 batches (from the bounded in-memory tail of new envelopes, or from SQLite when it is behind
 that), and a client that stops reading is dropped after ``send_timeout`` (it catches up
@@ -41,10 +41,11 @@ from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_M
 
 from .admission import Admission
 from .config import AllowList, RelayConfig
+from .host import RelayHost
 from .logs import setup_logging
 from .metrics import RelayMetrics
 from .pacing import Flow, Pacer
-from .storage import RelayHost, RelayStore
+from .storage import RelayStore
 
 log = logging.getLogger("crdt_sync.relay")
 #: The interpreter's thread switch interval while a relay runs (see RelayServer.start).

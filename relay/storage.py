@@ -23,6 +23,10 @@ How the work is split:
   instead of each re-reading and re-decoding them from SQLite. A session that fell behind
   the tail (it was trimmed: memory is bounded) catches up from SQLite, then continues from
   the tail.
+
+Beside it: :mod:`~crdt_sync.relay.space_state` (the per-space state and staged batch it owns),
+:mod:`~crdt_sync.relay.quarantine` (:class:`RelayQuarantine`, the quarantine API over it) and
+:mod:`~crdt_sync.relay.host` (``RelayHost``, one session's view of it).
 """
 
 from __future__ import annotations
@@ -33,31 +37,24 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import cbor2
 
 from crdt_sync import chain, clocks
 from crdt_sync.chain import Fault, Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
 from crdt_sync.errors import Rejected
-from crdt_sync.fork_table import ForkRecord
-from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import Identity
-from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
-from crdt_sync.quarantine import QuarantineBook, QuarantineRecord, SetAside, check_liftable
+from crdt_sync.quarantine import QuarantineRecord, SetAside, check_liftable
 from crdt_sync.results import Accepted
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
 from .fork_store import RelayForks
+from .quarantine import RelayQuarantine
+from .space_state import Outgoing, RelaySpace, StagedBatch, has_writes, wire_tail
 from .sqlite_store import SqliteRelayBackend
 
 RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
 
-#: One envelope as sessions send it: (author id, author key, seq, wire size, tail), where
-#: tail is the CBOR of ``seq, hlc, payload, signature`` (see Session._pump).
-Outgoing = tuple[str, bytes, int, int, bytes]
 #: Opens one connection's worth of relay storage in a directory (the writer's, the reader's).
 OpenBackend = Callable[[Path], RelayBackend]
 #: An entry's bookkeeping beyond its tail bytes, for the memory budget.
@@ -65,64 +62,6 @@ _ENTRY_OVERHEAD = 200
 #: Each space state numbers its tail entries from a base of its own: a cursor from a state
 #: that was evicted and created again is below the new base, hence invalid.
 _BASE_STEP = 1 << 48
-
-
-@dataclass(eq=False)
-class _Space:
-    """What the relay keeps in memory of one space."""
-
-    name: str
-    vv: dict[str, int]
-    hashes: dict[str, bytes]
-    base: int
-    #: entries ``lo .. lo + len(tail) - 1``; the next one appended gets ``lo + len(tail)``
-    tail: deque[Outgoing] = field(default_factory=deque)
-    lo: int = 0
-    #: staged or committing envelopes of this space: (author, seq) -> hash
-    pending: dict[tuple[str, int], bytes] = field(default_factory=dict)
-    #: tail position of the first envelope not yet committed (committed ones are a prefix)
-    durable_end: int = 0
-    #: entries dropped by the per-space bound whose FIFO entries are still counted
-    skip: int = 0
-    #: a session found uncommitted envelopes trimmed from the tail: wake it at the commit
-    stalled: bool = False
-    #: its row in the spaces table is known to be committed
-    joined: bool = False
-    #: fork points ({author: seq}: nothing of it from there is served) and proofs (relay/fork_store.py)
-    forks: dict[str, int] = field(default_factory=dict)
-    proofs: set[tuple[str, int]] = field(default_factory=set)
-    #: authors set aside here (committed or staged): their envelopes are skipped
-    quarantined: dict[str, SetAside] = field(default_factory=dict)
-    #: no session names it any more: dropped once nothing of it is pending (see release)
-    released: bool = False
-
-    @property
-    def end(self) -> int:
-        return self.lo + len(self.tail)
-
-
-@dataclass(eq=False)
-class _Batch:
-    """Writes staged for one commit."""
-
-    rows: list[EnvelopeRow] = field(default_factory=list)
-    spaces: dict[str, _Space] = field(default_factory=dict)
-    keys: list[tuple[_Space, tuple[str, int]]] = field(default_factory=list)
-    #: each space's tail end after its last envelope of this batch
-    ends: dict[_Space, int] = field(default_factory=dict)
-    rejections: list[RejectionRecord] = field(default_factory=list)
-    forks: list[ForkRecord] = field(default_factory=list)
-    quarantines: list[QuarantineRecord] = field(default_factory=list)
-    lifts: list[tuple[str, str]] = field(default_factory=list)
-    future: asyncio.Future[None] | None = None
-
-    def __bool__(self) -> bool:
-        """Whether it has anything to write."""
-        return _has_writes(self)
-
-
-def _has_writes(batch: _Batch) -> bool:
-    return bool(batch.rows or batch.rejections or batch.forks or batch.quarantines or batch.lifts)
 
 
 class RelayStore(RelayForks):
@@ -159,13 +98,13 @@ class RelayStore(RelayForks):
             raise
         self.commit_delay = commit_delay
         self.tail_entries, self.tail_bytes, self.cached_spaces = tail_entries, tail_bytes, cached_spaces
-        self._spaces: OrderedDict[str, _Space] = OrderedDict()
+        self._spaces: OrderedDict[str, RelaySpace] = OrderedDict()
         self._next_base = 0
         #: every tail entry in append order, for the global byte budget: (space, size)
-        self._fifo: deque[tuple[_Space, int]] = deque()
+        self._fifo: deque[tuple[RelaySpace, int]] = deque()
         self._fifo_bytes = 0
-        self._staged = _Batch()
-        self._committing: _Batch | None = None
+        self._staged = StagedBatch()
+        self._committing: StagedBatch | None = None
         self._scheduled = False
         self._writer: ThreadPoolExecutor | None = None
         self._lock = threading.RLock()  # the writer connection: the loop, the writer thread, close()
@@ -178,7 +117,7 @@ class RelayStore(RelayForks):
         self.quarantine = RelayQuarantine(self)
 
     # -- in-memory state -------------------------------------------------------------------
-    def _space(self, name: str) -> _Space:
+    def _space(self, name: str) -> RelaySpace:
         st = self._spaces.get(name)
         if st is not None:
             self._spaces.move_to_end(name)
@@ -189,7 +128,7 @@ class RelayStore(RelayForks):
         for author, (seq, h) in self.reader.heads(name).items():
             vv[author], hashes[author] = seq, h
         self._next_base += _BASE_STEP
-        st = self._spaces[name] = _Space(name, vv, hashes, self._next_base, lo=self._next_base,
+        st = self._spaces[name] = RelaySpace(name, vv, hashes, self._next_base, lo=self._next_base,
                                          durable_end=self._next_base,
                                          quarantined=self.reader.quarantined(name))
         for author, seq in self.reader.fork_keys(name):
@@ -231,7 +170,7 @@ class RelayStore(RelayForks):
         del self._spaces[name]
         st.tail.clear()  # (its FIFO entries still count until they reach the front, as in _evict)
 
-    def _append(self, st: _Space, entry: Outgoing) -> None:
+    def _append(self, st: RelaySpace, entry: Outgoing) -> None:
         st.tail.append(entry)
         size = entry[3] + _ENTRY_OVERHEAD
         self._fifo.append((st, size))
@@ -253,7 +192,7 @@ class RelayStore(RelayForks):
     # -- group commit ----------------------------------------------------------------------
     @property
     def dirty(self) -> bool:
-        return bool(_has_writes(self._staged) or self._committing is not None)
+        return bool(has_writes(self._staged) or self._committing is not None)
 
     def _schedule(self) -> None:
         try:
@@ -286,9 +225,9 @@ class RelayStore(RelayForks):
 
     def _start_commit(self) -> None:
         self._scheduled = False
-        if self._committing is not None or not _has_writes(self._staged):
+        if self._committing is not None or not has_writes(self._staged):
             return
-        batch, self._staged = self._staged, _Batch()
+        batch, self._staged = self._staged, StagedBatch()
         self._committing = batch
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="relay-writer")
@@ -306,13 +245,13 @@ class RelayStore(RelayForks):
         done = loop.run_in_executor(self._writer, self._commit_tx)
         done.add_done_callback(lambda f: self._committed(batch, f, started))
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: StagedBatch) -> None:
         """One transaction for the batch, committed with fsync (without an event loop)."""
         with self._lock:
             self._insert(batch)
             self._commit_tx()
 
-    def _insert(self, batch: _Batch) -> None:
+    def _insert(self, batch: StagedBatch) -> None:
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
         self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks,
@@ -323,7 +262,7 @@ class RelayStore(RelayForks):
         with self._lock:
             self.store.commit()
 
-    def _committed(self, batch: _Batch, done: asyncio.Future[None], started: float) -> None:
+    def _committed(self, batch: StagedBatch, done: asyncio.Future[None], started: float) -> None:
         self._committing = None
         exc = done.exception()
         if exc is not None:
@@ -336,13 +275,13 @@ class RelayStore(RelayForks):
         if batch.future is not None and not batch.future.done():
             batch.future.set_result(None)
         self.on_commit(time.monotonic() - started)
-        if _has_writes(self._staged):
+        if has_writes(self._staged):
             self._schedule()
 
-    def _failed(self, batch: _Batch, exc: BaseException) -> None:
+    def _failed(self, batch: StagedBatch, exc: BaseException) -> None:
         """The disk failed: nobody may ACK what was not stored, and what was staged after
         it may chain onto envelopes that are not there: drop it all, reload from SQLite."""
-        staged, self._staged = self._staged, _Batch()
+        staged, self._staged = self._staged, StagedBatch()
         for failed in (batch, staged):
             if failed.future is not None and not failed.future.done():
                 failed.future.set_exception(exc)
@@ -354,15 +293,15 @@ class RelayStore(RelayForks):
         self._fifo_bytes = 0
 
     def _flush_sync(self) -> None:
-        batch, self._staged = self._staged, _Batch()
-        if _has_writes(batch):
+        batch, self._staged = self._staged, StagedBatch()
+        if has_writes(batch):
             self._write(batch)
             self.commits += 1
             for st in batch.spaces.values():
                 st.joined = True
         self._settle(batch)
 
-    def _settle(self, batch: _Batch) -> None:
+    def _settle(self, batch: StagedBatch) -> None:
         for st, key in batch.keys:
             st.pending.pop(key, None)
         for st, end in batch.ends.items():
@@ -409,7 +348,7 @@ class RelayStore(RelayForks):
         # Catch up from storage (committed envelopes), then from the tail.
         committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes, st.forks)
         if committed:
-            out = [(env.author, env.author_key, env.seq, len(env.wire), _tail(env)) for env in committed]
+            out = [(env.author, env.author_key, env.seq, len(env.wire), wire_tail(env)) for env in committed]
             return out, None
         # Everything committed is covered; the rest is in the tail from durable_end on,
         # unless the tail was trimmed past it: then read again once that is committed.
@@ -418,7 +357,7 @@ class RelayStore(RelayForks):
             return [], None
         return self._scan(st, covered, st.durable_end, max_count, max_bytes)
 
-    def _scan(self, st: _Space, covered: dict[str, int], cursor: int, max_count: int,
+    def _scan(self, st: RelaySpace, covered: dict[str, int], cursor: int, max_count: int,
               max_bytes: int) -> tuple[list[Outgoing], int]:
         out: list[Outgoing] = []
         size = 0
@@ -552,7 +491,7 @@ class RelayStore(RelayForks):
             batch.keys.append((st, key))
             batch.rows.append(EnvelopeRow(env.space, author, env.seq, env.hash, env.hlc, env.wire))
             batch.spaces[env.space] = st
-            self._append(st, (author, env.author_key, env.seq, len(env.wire), _tail(env)))
+            self._append(st, (author, env.author_key, env.seq, len(env.wire), wire_tail(env)))
             batch.ends[st] = st.end
             applied += 1
         if accepted:
@@ -616,126 +555,4 @@ class RelayStore(RelayForks):
         self._schedule()
 
 
-def _tail(env: Envelope) -> bytes:
-    # The CBOR of the items after the author in a WireEnvelope ([author, seq, hlc, payload,
-    # signature]): the array header (1 byte for 4 items) is dropped.
-    return cbor2.dumps([env.seq, env.hlc, env.payload, env.signature])[1:]
-
-
-class RelayHost:
-    """One session's view of the relay (a :class:`~crdt_sync.protocol.SyncHost`)."""
-
-    keeps_all_spaces = True
-
-    def __init__(self, relay: RelayStore, admit: Callable[[str], str | None],
-                 limit: Callable[[str, int, int], str | None],
-                 check: Callable[[str], str | None] | None = None,
-                 stored: Callable[[str, int], None] | None = None) -> None:
-        """``admit(device)``, and ``limit(device, envelopes, bytes)`` and ``check(space)``
-        before a frame's envelopes are stored, return a refusal or None; ``stored(space,
-        applied)`` is told what was stored of each frame (the relay's pacing)."""
-        self.relay = relay
-        self.identity = relay.identity
-        self.device_id = relay.identity.id
-        self.peer: str | None = None
-        self._admit = admit
-        self._limit = limit
-        #: how far ahead of the relay's clock an envelope may be stamped (the session holds
-        #: back what is further ahead: docs/PROTOCOL.md, "Clocks"); the server sets it
-        self.max_clock_skew_ms = DEFAULT_MAX_SKEW_MS
-        self._check = check
-        self._stored = stored
-        self.version_vector = relay.version_vector
-        self.missing_envelopes = relay.missing_envelopes
-        self.outgoing = relay.outgoing
-        self.envelope_hash = relay.envelope_hash
-        self.fork_proofs = relay.fork_proofs
-        self.fork_count = relay.fork_count
-        self.envelope_wire = relay.envelope_wire
-        self.quarantine: QuarantineBook = relay.quarantine
-
-    def admit(self, peer: str) -> str | None:
-        self.peer = peer
-        return self._admit(peer)
-
-    def sync_spaces(self) -> list[str]:
-        return []  # a relay takes the spaces each device names
-
-    def _admit_frame(self, envelopes: list[bytes], space: str | None) -> None:
-        """The relay's limits on one frame of envelopes, before any of it is stored."""
-        refused = self._limit(self.peer or "?", len(envelopes), sum(map(len, envelopes)))
-        if refused is None and self._check is not None:
-            refused = self._check(space or "")
-        if refused is not None:
-            raise ProtocolViolation(E_LIMIT, refused)
-
-    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
-                tolerate_gaps: bool = False) -> tuple[int, int, int]:
-        self._admit_frame(envelopes, space)
-        try:
-            result = self.relay.receive(envelopes, space, tolerate_gaps, source)
-        except Rejected as rejected:
-            self.relay.record_rejection(source, rejected)
-            raise
-        if self._stored is not None:
-            self._stored(space or "", result[0])
-        return result
-
-    def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
-        self._admit_frame(envelopes, space)
-        try:
-            got = self.relay.accept(envelopes, space, source)
-        except Rejected as rejected:
-            self.relay.record_rejection(source, rejected)
-            raise
-        for q in got.quarantined:
-            self.relay.record_rejection(source, Rejected(q.reason, q.detail))
-        if self._stored is not None:
-            self._stored(space, got.applied)
-        return got
-
-    def quarantined(self, space: str) -> dict[str, SetAside]:
-        return self.relay.quarantine.authors(space)  # read only: the session looks authors up
-
-    def peer_refused(self, peer: str, space: str, author: str, from_seq: int, reason: str,
-                     detail: str) -> None:
-        """Not kept: a device's refusal stops this session sending it that chain (the
-        session's own state); the relay does not take one device's word to stop serving an
-        author to the others. The server logs it (the session's Quarantined event)."""
-
-    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
-        """A peer's fork proof, under the same budget as its envelopes (two of them)."""
-        refused = self._limit(self.peer or "?", 2, len(proof))
-        if refused is not None:
-            raise ProtocolViolation(E_LIMIT, refused)
-        return self.relay.receive_fork_proof(proof, source, space)
-
-    def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
-        """Not kept (see RelayStore.record_ack)."""
-
-
-class RelayQuarantine:
-    """The relay's quarantine (a :class:`crdt_sync.quarantine.QuarantineBook`): kept in
-    memory with each space's heads, written with the group commit (a quarantine or lift is
-    durable once :meth:`RelayStore.durable` says so); :meth:`list` reads what is committed."""
-
-    def __init__(self, relay: RelayStore) -> None:
-        self._relay = relay
-
-    def quarantine(self, record: QuarantineRecord) -> QuarantineRecord:
-        return self._relay.set_aside(record)
-
-    def is_quarantined(self, space: str, author: str) -> QuarantineRecord | None:
-        return self._relay.quarantine_record(space, author)
-
-    def authors(self, space: str) -> dict[str, SetAside]:
-        return self._relay.quarantined_authors(space)
-
-    def list(self, space: str | None = None) -> list[QuarantineRecord]:
-        return self._relay.quarantines(space)
-
-    def lift(self, space: str, author: str) -> bool:
-        return self._relay.lift(space, author)
-
-
-__all__ = ["OpenBackend", "Outgoing", "RelayHost", "RelayQuarantine", "RelayStore"]
+__all__ = ["OpenBackend", "Outgoing", "RelayQuarantine", "RelayStore"]

@@ -28,7 +28,8 @@ from crdt_sync.protocol import Quarantined, Session
 from crdt_sync.protocol.messages import Envelopes, decode
 from crdt_sync.protocol.messages import Quarantined as QuarantinedMsg
 from crdt_sync.quarantine import MAX_DETAIL, Quarantine, QuarantineRecord
-from crdt_sync.relay.storage import RelayHost, RelayStore
+from crdt_sync.relay.host import RelayHost
+from crdt_sync.relay.storage import RelayStore
 from crdt_sync.store import Store
 from tests.conftest import ReplicaFactory
 from tests.sync_helpers import SPACE, Wire, fill, snapshot

@@ -19,9 +19,10 @@ import pytest
 from crdt_sync import Replica
 from crdt_sync.protocol import Closed, Received, Session, SessionConfig
 from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes, decode
+from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.metrics import REJECTION_REASONS
 from crdt_sync.relay.server import RelayServer
-from crdt_sync.relay.storage import RelayHost, RelayStore
+from crdt_sync.relay.storage import RelayStore
 from crdt_sync.transports.relay import Backoff, run_peer
 from crdt_sync.transports.websocket import SYNC_PATH, ConnectFailed, sync_url
 from tests.conftest import ReplicaFactory

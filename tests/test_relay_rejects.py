@@ -45,8 +45,9 @@ from crdt_sync.protocol.messages import (
     decode,
     encode,
 )
+from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.server import RelayServer
-from crdt_sync.relay.storage import RelayHost, RelayStore
+from crdt_sync.relay.storage import RelayStore
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import RawPeer, bystanders, rejections, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill

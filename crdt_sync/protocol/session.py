@@ -10,7 +10,9 @@ and which frames must wait for the host's commit (:meth:`Session.commit_order`).
 
 The rest of the package: ``messages`` (frames), ``events`` (what the session reports),
 ``host`` (what it needs from the replica or relay), ``spaces`` (per-space state),
-``config`` (limits and timeouts).
+``config`` (limits and timeouts), and the session's helpers: ``handshake`` (its pure parts),
+``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``ordering``
+(:class:`CommitOrder`).
 
 Reliability over lossy links: each side sends envelope batches within a window and keeps
 no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
@@ -23,42 +25,32 @@ the sender stop at its window, not buffer.
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Callable
-from hashlib import blake2b
 
-from .. import clocks
-from ..envelope import assemble, envelope_hash, open_envelope
+from ..envelope import assemble, envelope_hash
 from ..errors import Rejected
-from ..hlc import DEFAULT_MAX_SKEW_MS, wall_ms
 from ..identity import device_id, verify
-from ..values import check_name
+from .batches import Sender
 from .config import RELIABLE_LINK, SessionConfig
 from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quarantined, Received, SpaceSynced
 from .forks import SessionForks
+from .handshake import AUTH_CONTEXT, TRANSCRIPT_CONTEXT, blind, negotiate, relay_spaces, transcript
 from .host import StreamingHost, SyncHost
 from .messages import (
-    BLIND_BYTES,
     E_AUTH_FAILED,
     E_GOING_AWAY,
     E_INTERNAL,
-    E_MALFORMED,
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
     E_TOO_LARGE,
     E_UNEXPECTED,
-    E_UNSUPPORTED_VERSION,
     MAX_FRAME,
     MAX_FRAME_BEFORE_AUTH,
-    MAX_SPACE_NAME,
     MAX_VERSION,
-    MAX_VV_ENTRIES,
     MIN_VERSION,
-    T_QUARANTINED,
     Ack,
-    AuthorRef,
     Bye,
     ClockSkew,
     Envelopes,
@@ -72,51 +64,20 @@ from .messages import (
     Pong,
     ProtocolViolation,
     Spaces,
-    WireEnvelope,
     decode,
     encode,
-    encode_envelopes,
-    envelope_item,
     error_name,
     peek_type,
 )
 from .messages import Auth as AuthMsg
 from .messages import Quarantined as QuarantinedMsg
-from .spaces import Inflight, SpaceState, clamp, covers, covers_below, merge
+from .notices import SessionNotices
+from .ordering import CommitOrder, commit_order
+from .spaces import SpaceState, clamp, covers, covers_below, merge, public_key, refs, resolve
 
 __all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
            "CommitOrder", "Event", "HeldBack", "Quarantined", "Received", "Session", "SessionConfig",
            "SpaceSynced", "StreamingHost", "SyncHost"]
-
-AUTH_CONTEXT = b"crdt-sync/1 auth"
-TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
-
-
-class CommitOrder(enum.Enum):
-    """When a frame may leave relative to the host's commit (``Hooks.durable`` in the driver).
-
-    A relay must not ACK envelopes before they are on disk; frames that claim nothing about
-    what the host stored need not wait for it. Order still matters to the peer: ENVELOPES
-    only make sense after HAVE, and BYE and ERROR come last.
-    """
-
-    #: Claims nothing about the store (HELLO, AUTH, SPACES, ENVELOPES, PING, PONG): goes at
-    #: once, unless a barrier before it is waiting.
-    FREE = enum.auto()
-    #: Claims what the host stored (ACK, QUARANTINED): waits for the commit pending when it
-    #: was made.
-    AFTER_COMMIT = enum.auto()
-    #: Waits like AFTER_COMMIT and holds every frame after it (HAVE, ERROR, BYE).
-    BARRIER = enum.auto()
-
-
-_COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOrder.FREE,
-                 MessageType.SPACES: CommitOrder.FREE, MessageType.ENVELOPES: CommitOrder.FREE,
-                 MessageType.PING: CommitOrder.FREE, MessageType.PONG: CommitOrder.FREE,
-                 MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
-                 MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
-                 T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.FORK_PROOF: CommitOrder.FREE,
-                 MessageType.CLOCK_SKEW: CommitOrder.FREE}
 
 
 class Session:
@@ -141,7 +102,7 @@ class Session:
         self.closed: Closed | None = None
         self.authenticated = False
         self.bytes_in = self.bytes_out = 0
-        self.envelopes_in = self.envelopes_out = 0  # applied here / sent to the peer
+        self.envelopes_in = 0  # applied here (envelopes_out: sent to the peer)
         #: envelopes sent that the peer acknowledged holding (in batches its ACKs cover)
         self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
@@ -162,12 +123,10 @@ class Session:
         self.on_shared: Callable[[list[str]], None] | None = None
         self._early = 0
         self._peer_left = False  # it said BYE or ERROR
-        self._outgoing = getattr(host, "outgoing", None)
         self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
-        # The receiver's wall clock and allowed skew (docs/PROTOCOL.md, "Clocks"): a host
-        # may provide them (a replica: its own clock); else the system clock and 24 h.
-        self._wall: Callable[[], int] = getattr(host, "wall_ms", wall_ms)
-        self._max_skew_ms: int = getattr(host, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS)
+        self._sender = Sender(host, self.config, self._forks)  # envelope batches (protocol/batches.py)
+        # QUARANTINED and CLOCK_SKEW notices, made and taken (protocol/notices.py)
+        self._notices = SessionNotices(host, self._emit, self._forks, self.config)
 
     # -- the driver's interface ---------------------------------------------------------------
     def start(self) -> list[bytes]:
@@ -256,8 +215,7 @@ class Session:
 
     def commit_order(self, frame: bytes) -> CommitOrder:
         """When ``frame`` (one this session made) may leave relative to the host's commit."""
-        kind = peek_type(frame)
-        return CommitOrder.AFTER_COMMIT if kind is None else _COMMIT_ORDER[kind]
+        return commit_order(frame)
 
     def close(self, now: float, code: int = E_NORMAL) -> list[bytes]:
         """Say BYE and stop."""
@@ -266,7 +224,7 @@ class Session:
         self._end(Closed(code, error_name(code), by_peer=False))
         # A last ACK per space lets the peer see that it is synced too, should our ACK of
         # its last batch have been lost.
-        acks = [encode(Ack(st.mine, 0, self._refs(st, self.host.version_vector(st.name))))
+        acks = [encode(Ack(st.mine, 0, refs(st, self.host.version_vector(st.name))))
                 for st in self._spaces.values() if st.their_table is not None]
         return self._out([*acks, encode(Bye(code))], now)
 
@@ -287,6 +245,11 @@ class Session:
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
         times += [t for st in self._spaces.values() for t in st.retry_at.values()]
         return min(times)
+
+    @property
+    def envelopes_out(self) -> int:
+        """Envelopes sent to the peer."""
+        return self._sender.sent
 
     def pop_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -310,6 +273,9 @@ class Session:
             self._last_tx = now
             self.bytes_out += sum(map(len, frames))
         return frames
+
+    def _emit(self, event: Event) -> None:
+        self.events.append(event)
 
     def _end(self, closed: Closed) -> None:
         if self.closed is None:
@@ -388,20 +354,13 @@ class Session:
             if frame == encode(self._peer_hello):
                 return list(self._handshake_reply)  # it resent HELLO: ours may have been lost
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
-        version = min(MAX_VERSION, msg.max_version)
-        if version < max(MIN_VERSION, msg.min_version):
-            older = "the peer" if msg.max_version < MIN_VERSION else "this side"
-            raise ProtocolViolation(E_UNSUPPORTED_VERSION, f"peer speaks versions {msg.min_version}.."
-                                    f"{msg.max_version}; this side {MIN_VERSION}..{MAX_VERSION}: "
-                                    f"upgrade crdt-sync on {older}")
+        version = negotiate(msg)
         if msg.device_key == self.host.identity.public_key:
             raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
         self._peer_hello = msg
         self.version = version
         self.peer = device_id(msg.device_key)
-        first, second = sorted([self._hello, frame])
-        self._transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
-                                   digest_size=32).digest()
+        self._transcript = transcript(self._hello, frame)
         proof = self.host.identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
         self._handshake_reply = [encode(AuthMsg(proof))]
         self._peer_is_relay = msg.capabilities.get("relay") is True
@@ -412,10 +371,7 @@ class Session:
 
     def _space_ids(self, names: list[str]) -> list[bytes | str]:
         # A relay stores envelopes, which name their space anyway: it gets the names.
-        return list(names) if self._peer_is_relay else [self._blind(n) for n in names]
-
-    def _blind(self, space: str) -> bytes:
-        return blake2b(space.encode(), key=self._transcript, digest_size=BLIND_BYTES).digest()
+        return list(names) if self._peer_is_relay else [blind(n, self._transcript) for n in names]
 
     def _on_auth(self, msg: AuthMsg, now: float) -> list[bytes]:
         if self._peer_hello is None:
@@ -439,19 +395,20 @@ class Session:
         assert self._pending_spaces is not None
         out = []
         if self._relay:
-            self._my_spaces = self._relay_spaces(self._pending_spaces)
+            self._my_spaces = relay_spaces(self._pending_spaces)
             out.append(encode(Spaces(list(self._my_spaces))))
             self._handshake_reply.append(out[0])
         theirs = {b: i for i, b in enumerate(self._pending_spaces.blinded)}
         for mine, name in enumerate(self._my_spaces):
-            index = theirs.get(name if (self._relay or self._peer_is_relay) else self._blind(name))
+            plain = self._relay or self._peer_is_relay
+            index = theirs.get(name if plain else blind(name, self._transcript))
             if index is None:
                 continue
             st = SpaceState(name, mine, index)
             vv = self.host.version_vector(name)
             st.my_table = sorted(vv)
             st.my_index = {a: i for i, a in enumerate(st.my_table)}
-            st.have_frame = encode(Have(mine, [(_key(a), vv[a]) for a in st.my_table],
+            st.have_frame = encode(Have(mine, [(public_key(a), vv[a]) for a in st.my_table],
                                         self._forks.heads(name, vv, st.my_table)))
             st.have_sent_at = now
             st.quarantined = {a: q.from_seq for a, q in self.host.quarantined(name).items()}
@@ -465,35 +422,8 @@ class Session:
             self.on_shared(sorted(self._spaces))
         return out
 
-    def _relay_spaces(self, msg: Spaces) -> list[str]:
-        names = []
-        for entry in msg.blinded:
-            if not isinstance(entry, str):
-                raise ProtocolViolation(E_UNEXPECTED, "a relay needs space names, not blinded ids")
-            try:
-                check_name("space name", entry, MAX_SPACE_NAME)
-            except ValueError as exc:
-                raise ProtocolViolation(E_MALFORMED, str(exc)) from None
-            names.append(entry)
-        return names
-
     def _space(self, index: int) -> SpaceState | None:
         return self._by_theirs.get(index)
-
-    def _resolve(self, st: SpaceState, ref: AuthorRef) -> str:
-        if isinstance(ref, bytes):
-            return device_id(ref)
-        assert st.their_table is not None
-        if ref >= len(st.their_table):
-            raise ProtocolViolation(E_UNEXPECTED, f"author index {ref} beyond the peer's table")
-        return st.their_table[ref]
-
-    def _refs(self, st: SpaceState, vv: dict[str, int]) -> list[tuple[AuthorRef, int]]:
-        return [(self._ref(st, a), s) for a, s in sorted(vv.items())]
-
-    def _ref(self, st: SpaceState, author: str) -> AuthorRef:
-        index = st.my_index.get(author)
-        return _key(author) if index is None else index
 
     def _on_have(self, msg: Have, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -517,7 +447,7 @@ class Session:
         # ACK of batch 0 tells the peer its HAVE arrived (else it resends it).
         mine = self.host.version_vector(st.name)
         # Proofs first: once it has our ACK the peer may count the space synced and leave.
-        out = [*forked, encode(Ack(st.mine, 0, self._refs(st, mine))), *self._pump(st, now)]
+        out = [*forked, encode(Ack(st.mine, 0, refs(st, mine))), *self._pump(st, now)]
         self._check_synced(st)
         return out
 
@@ -532,9 +462,9 @@ class Session:
         told: dict[str, tuple[int, str, str]] = {}
         aside_here = 0
         notices: list[bytes] = []
-        wall = self._wall()
+        wall = self._notices.wall()
         for e in msg.envelopes:
-            author = self._resolve(st, e.author)
+            author = resolve(st, e.author)
             theirs[author] = max(theirs.get(author, 0), e.seq)
             aside_from = aside.get(author)
             if aside_from is not None and e.seq >= aside_from.from_seq:  # set aside here: skipped,
@@ -550,9 +480,9 @@ class Session:
                 st.name, author, e.seq - 1)
             if prev is None:
                 continue  # its predecessor was lost or reordered: skip; the sender resends
-            wire = assemble(st.name, e.author if isinstance(e.author, bytes) else _key(author),
+            wire = assemble(st.name, e.author if isinstance(e.author, bytes) else public_key(author),
                             e.seq, prev, e.hlc, e.payload, e.signature)
-            if self._hold_back(st, author, e.seq, e.hlc, wire, wall, notices):
+            if self._notices.hold_back(st, author, e.seq, e.hlc, wire, wall, notices):
                 continue  # not stored nor acknowledged: its later seqs are gaps
             chain[(author, e.seq)] = envelope_hash(wire)
             wires.append(wire)
@@ -570,59 +500,20 @@ class Session:
         gaps += len(msg.envelopes) - len(wires) - aside_here
         if applied or dups or gaps or skipped:
             self.events.append(Received(st.name, applied, dups, gaps, skipped))
-        out = []
-        for author, (from_seq, reason, detail) in sorted(told.items()):
-            st.quarantined[author] = min(from_seq, st.quarantined.get(author, from_seq))
-            out.append(encode(QuarantinedMsg(st.mine, self._ref(st, author), from_seq, reason, detail)))
+        out = self._notices.quarantine_notices(st, told)
         vv = self.host.version_vector(st.name)
         proofs = self._forks.after_envelopes(st, theirs)  # a fork found on receipt, or one it lacks
         for author in [a for a, s in st.holding.items() if vv.get(a, 0) >= s]:
             del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
-        return [*out, *notices, *proofs, encode(Ack(st.mine, msg.batch, self._refs(st, vv)))]
-
-    def _hold_back(self, st: SpaceState, author: str, seq: int, hlc: int, wire: bytes, wall: int,
-                   notices: list[bytes]) -> bool:
-        """Whether to hold back this envelope (its predecessor is here or in the frame): its
-        HLC is further ahead of this side's wall clock than allowed. A CLOCK_SKEW notice is
-        added for it. Only a genuine new envelope is held back: one whose signature fails
-        goes on to the host, which refuses it; one held here already is a duplicate."""
-        first = st.holding.get(author)
-        ahead_ms = clocks.ahead(hlc, wall, self._max_skew_ms)
-        if ahead_ms and seq > self.host.version_vector(st.name).get(author, 0):
-            try:
-                open_envelope(wire)
-            except Rejected:
-                ahead_ms = 0
-        else:
-            ahead_ms = 0
-        if not ahead_ms:
-            if first is not None:
-                del st.holding[author]  # the held one again, and no longer ahead: taken
-            return False
-        if first is None and len(st.holding) >= MAX_VV_ENTRIES:
-            return True  # (bounded: more chains held back than any HAVE names are gaps)
-        if first != seq:
-            self.events.append(HeldBack(st.name, author, seq, ahead_ms))
-        st.holding[author] = seq
-        notices.append(encode(ClockSkew(st.mine, self._ref(st, author), seq, ahead_ms)))
-        return True
+        return [*out, *notices, *proofs, encode(Ack(st.mine, msg.batch, refs(st, vv)))]
 
     def _on_clock_skew(self, msg: ClockSkew, now: float) -> list[bytes]:
         st = self._space(msg.space)
         if st is None or st.their_table is None:
             return []
-        author = self._resolve(st, msg.author)
-        # Only what this side sent and the peer lacks: anything else says nothing.
-        if not st.acked.get(author, 0) < msg.seq <= self.host.version_vector(st.name).get(author, 0):
+        if not self._notices.on_clock_skew(st, msg, now, self._peer_id()):
             return []
-        # Sent again once the peer's clock may have caught up (at the soonest a resend interval on).
-        if st.peer_holds(author, msg.seq, now + max(msg.ahead_ms / 1000, self.config.resend_interval)):
-            self.events.append(ClockRefused(st.name, author, msg.seq, msg.ahead_ms))
-            record = getattr(self.host, "record_clock_refusal", None)
-            if record is not None:
-                record(self._peer_id(), st.name, author, msg.seq, msg.ahead_ms)
-        st.inflight = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
         self._check_synced(st)
         return self._pump(st, now)
 
@@ -630,18 +521,8 @@ class Session:
         st = self._space(msg.space)
         if st is None or st.their_table is None:
             return []
-        author = self._resolve(st, msg.author)
-        if author in st.refused and st.refused[author] <= msg.from_seq:
-            return []  # told before (a notice per frame of that chain it received)
-        # Not a chain this side sends (nor one it holds a fork proof of): nothing to stop,
-        # nothing to keep per name.
-        forked = self._forks.points.get(st.name, {})
-        if author not in self.host.version_vector(st.name) and author not in forked:
+        if not self._notices.on_quarantined(st, msg, self._peer_id()):
             return []
-        st.refuse(author, msg.from_seq)
-        self.host.peer_refused(self._peer_id(), st.name, author, msg.from_seq, msg.reason, msg.detail)
-        self.events.append(Quarantined(st.name, author, msg.from_seq, msg.reason, msg.detail,
-                                       by_peer=True))
         out = self._pump(st, now)
         self._check_synced(st)
         return out
@@ -654,7 +535,7 @@ class Session:
         table = st.their_table
         acked = st.acked
         for r, s in msg.vv:  # merge(st.acked, {_resolve(st, r): s}) inline: once per frame
-            author = table[r] if type(r) is int and r < len(table) else self._resolve(st, r)
+            author = table[r] if type(r) is int and r < len(table) else resolve(st, r)
             if s > acked.get(author, 0):
                 acked[author] = s
         self.host.record_ack(self._peer_id(), st.name, st.acked)
@@ -682,55 +563,7 @@ class Session:
         return out
 
     def _pump(self, st: SpaceState, now: float) -> list[bytes]:
-        if st.their_table is None:
-            return []
-        if self._outgoing is not None:
-            return self._pump_encoded(st, now)
-        out = []
-        cfg = self.config
-        while len(st.inflight) < cfg.window:
-            envs = self.host.missing_envelopes(st.name, self._forks.covered(st, st.covered()),
-                                               cfg.batch_count, cfg.batch_bytes)
-            if not envs:
-                break
-            top: dict[str, int] = {}
-            wire = []
-            for env in envs:
-                author = env.author
-                top[author] = max(top.get(author, 0), env.seq)
-                wire.append(WireEnvelope(self._ref(st, author), env.seq, env.hlc, env.payload,
-                                         env.signature))
-            merge(st.sent, top)
-            self.envelopes_out += len(envs)
-            st.inflight.append(Inflight(st.next_batch, top, now, len(envs)))
-            out.append(encode(Envelopes(st.mine, st.next_batch, wire)))
-            st.next_batch += 1
-        return out
-
-    def _pump_encoded(self, st: SpaceState, now: float) -> list[bytes]:
-        # The same frames as _pump, from a StreamingHost's pre-encoded envelopes.
-        out = []
-        cfg = self.config
-        index = st.my_index
-        outgoing = self._outgoing
-        assert outgoing is not None
-        while len(st.inflight) < cfg.window:
-            items, st.cursor = outgoing(st.name, self._forks.covered(st, st.covered()), st.cursor,
-                                        cfg.batch_count, cfg.batch_bytes)
-            if not items:
-                break
-            top: dict[str, int] = {}
-            parts = []
-            for author, key, seq, _, tail in items:
-                top[author] = seq  # causal order: an author's seqs only grow
-                ref = index.get(author)
-                parts.append(envelope_item(key if ref is None else ref, tail))
-            merge(st.sent, top)
-            self.envelopes_out += len(items)
-            st.inflight.append(Inflight(st.next_batch, top, now, len(items)))
-            out.append(encode_envelopes(st.mine, st.next_batch, parts))
-            st.next_batch += 1
-        return out
+        return self._sender.pump(st, now)
 
     def _check_synced(self, st: SpaceState) -> None:
         synced = st.their_table is not None and not st.inflight
@@ -748,8 +581,3 @@ class Session:
         assert self.peer is not None
         return self.peer
 
-
-def _key(author: str) -> bytes:
-    from ..identity import public_key_of
-
-    return public_key_of(author)

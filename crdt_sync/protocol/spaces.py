@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..identity import device_id, public_key_of
+from .messages import E_UNEXPECTED, AuthorRef, ProtocolViolation
+
 #: A seq no chain reaches: ``sent`` at it means "send nothing more of this author" (a
 #: refused chain), and :meth:`SpaceState.covered` says it of a held-back author.
 NEVER = 2**63 - 1
@@ -131,3 +134,29 @@ def merge(into: dict[str, int], vv: dict[str, int]) -> None:
     for a, s in vv.items():
         if s > into.get(a, 0):
             into[a] = s
+
+
+def resolve(st: SpaceState, ref: AuthorRef) -> str:
+    """The author a peer's reference names: a key, or an index in the peer's HAVE table."""
+    if isinstance(ref, bytes):
+        return device_id(ref)
+    assert st.their_table is not None
+    if ref >= len(st.their_table):
+        raise ProtocolViolation(E_UNEXPECTED, f"author index {ref} beyond the peer's table")
+    return st.their_table[ref]
+
+
+def refs(st: SpaceState, vv: dict[str, int]) -> list[tuple[AuthorRef, int]]:
+    """A version vector as this side's references (for an ACK)."""
+    return [(ref(st, a), s) for a, s in sorted(vv.items())]
+
+
+def ref(st: SpaceState, author: str) -> AuthorRef:
+    """This side's reference to an author: its index in our HAVE table, else its key."""
+    index = st.my_index.get(author)
+    return public_key(author) if index is None else index
+
+
+def public_key(author: str) -> bytes:
+    """An author's key from its device id."""
+    return public_key_of(author)
