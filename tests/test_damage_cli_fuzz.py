@@ -155,3 +155,17 @@ def test_as_real_processes(workspace: Path, argv: list[str]) -> None:
 
 def test_the_depth_limit_is_the_documented_one() -> None:
     assert MAX_DEPTH == 32  # README, "Values"
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_second_double_dash_is_a_usage_error(workspace: Path, json_flag: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # Found by the fuzz above: after a second `--` argparse hands `collection` over as [],
+    # which reached the entity cache as a key and raised TypeError (a traceback).
+    with pytest.raises(SystemExit) as ended:
+        main([*json_flag, "put", "--data", str(workspace), "s", "--", "--", "=", "a="])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "argument collection is missing" in err
+    if json_flag:
+        assert json.loads(err)["error"]["kind"] == "usage"

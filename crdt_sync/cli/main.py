@@ -144,6 +144,10 @@ def _run(args: argparse.Namespace, out: Output) -> None:
         raise store_error(exc, data_dir(args.data) / DB_NAME, "reading the store") from exc
 
 
+#: the arguments that take several words (every other one is a single word)
+_LIST_ARGUMENTS = frozenset({"fields", "spaces", "peers", "interfaces"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name from a non-UTF-8 command line prints
         if isinstance(stream, io.TextIOWrapper):  # as \udcXX rather than failing to print
@@ -157,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.data = getattr(args, "data", None)
     args.json = getattr(args, "json", False)
     out = Output(args.json)
+    for name, value in vars(args).items():
+        # argparse gives a one-word argument as [] after a second `--` (a CPython quirk)
+        if isinstance(value, list) and name not in _LIST_ARGUMENTS:
+            out.fail(EXIT_USAGE, "usage", f"argument {name} is missing (is there an extra `--`?)")
     try:
         _run(args, out)
     except UsageError as exc:
