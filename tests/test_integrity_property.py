@@ -35,7 +35,8 @@ from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Session
 from crdt_sync.protocol.messages import E_INTERNAL
-from crdt_sync.relay.storage import RelayHost, RelayStore
+from crdt_sync.relay.host import RelayHost
+from crdt_sync.relay.storage import RelayStore
 from tests.sync_helpers import SPACE, Wire
 from tests.test_quarantine import HLC, bad_update, garbage
 

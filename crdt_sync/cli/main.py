@@ -144,8 +144,9 @@ def _run(args: argparse.Namespace, out: Output) -> None:
         raise store_error(exc, data_dir(args.data) / DB_NAME, "reading the store") from exc
 
 
-#: the arguments that take several words (every other one is a single word)
-_LIST_ARGUMENTS = frozenset({"fields", "spaces", "peers", "interfaces"})
+#: the positional arguments of one word each (argparse may hand one over as [] after a
+#: second `--`); the others (fields, spaces, options) take several
+_ONE_WORD = frozenset({"action", "author", "collection", "file", "id", "space"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(args.json)
     for name, value in vars(args).items():
         # argparse gives a one-word argument as [] after a second `--` (a CPython quirk)
-        if isinstance(value, list) and name not in _LIST_ARGUMENTS:
+        if isinstance(value, list) and name in _ONE_WORD:
             out.fail(EXIT_USAGE, "usage", f"argument {name} is missing (is there an extra `--`?)")
     try:
         _run(args, out)
