@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crdt_sync import Change, Replica
 from crdt_sync.protocol import Session, SessionConfig, SpaceSynced
-from crdt_sync.protocol.messages import Envelopes, Error, Have, Message, decode, encode
+from crdt_sync.protocol.messages import Envelopes, Error, Have, Message, WireEnvelope, decode, encode
 from crdt_sync.relay.config import RelayConfig
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.transports.driver import SessionOutcome
@@ -328,6 +328,23 @@ async def still_serves(url: str, open_replica: ReplicaFactory, name: str) -> Non
 
 
 # -- speaking frames by hand --------------------------------------------------------------------
+class SwapEnvelopes:
+    """A ``tamper`` for :meth:`RawPeer.converse`: the envelopes of each ENVELOPES frame the
+    session sends are replaced by ``wire`` (only the first such frame with ``once``);
+    ``batches`` lists the frames it replaced."""
+
+    def __init__(self, wire: WireEnvelope, once: bool = False) -> None:
+        self.wire, self.once = wire, once
+        self.batches: list[int] = []
+
+    def __call__(self, frame: bytes) -> bytes:
+        msg = decode(frame)
+        if not isinstance(msg, Envelopes) or (self.once and self.batches):
+            return frame
+        self.batches.append(msg.batch)
+        return encode(Envelopes(msg.space, msg.batch, [self.wire]))
+
+
 class RawPeer:
     """A raw aiohttp WebSocket to the relay's /v1/sync; frames are sent and read by hand.
 

@@ -18,7 +18,15 @@ from crdt_sync.hlc import wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import Ack, Error, WireEnvelope
 from tests.conftest import ReplicaFactory
-from tests.relay_helpers import RawPeer, bystanders, relay_process, run_cli, running_relay, sync_once
+from tests.relay_helpers import (
+    RawPeer,
+    SwapEnvelopes,
+    bystanders,
+    relay_process,
+    run_cli,
+    running_relay,
+    sync_once,
+)
 from tests.sync_helpers import SPACE, fill
 
 #: an hour from now: later than the register clocks of payloads written during the run (a register clock
@@ -37,16 +45,8 @@ async def push_poison(url: str, open_replica: ReplicaFactory, stranger: Identity
     fill(carrier, "decoy", 1)  # so that its session sends one ENVELOPES frame in SPACE
     env = poisoned(stranger)
     wire = WireEnvelope(env.author_key, env.seq, env.hlc, env.payload, env.signature)
-    swapped: list[int] = []
-
-    def swap(frame: bytes) -> bytes:
-        from crdt_sync.protocol.messages import Envelopes, decode, encode
-
-        msg = decode(frame)
-        if swapped or not isinstance(msg, Envelopes):
-            return frame
-        swapped.append(msg.batch)
-        return encode(Envelopes(msg.space, msg.batch, [wire]))
+    swap = SwapEnvelopes(wire, once=True)
+    swapped = swap.batches
 
     async with RawPeer.open(url, carrier) as raw:
         await raw.converse(lambda m: isinstance(m, Ack) and bool(swapped) and m.batch == swapped[0],

@@ -19,16 +19,21 @@ from crdt_sync.hlc import COUNTER_BITS, MAX_HLC, wall_ms
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.messages import (
     ClockSkew,
-    Envelopes,
     Error,
     Quarantined,
     WireEnvelope,
-    decode,
-    encode,
 )
 from crdt_sync.relay.config import ConfigError, load_config
 from tests.conftest import ReplicaFactory
-from tests.relay_helpers import RawPeer, bystanders, rejections, run_cli, running_relay, sync_once
+from tests.relay_helpers import (
+    RawPeer,
+    SwapEnvelopes,
+    bystanders,
+    rejections,
+    run_cli,
+    running_relay,
+    sync_once,
+)
 from tests.sync_helpers import SPACE, fill
 
 YEAR_3000_MS = 32_503_680_000_000
@@ -63,14 +68,9 @@ async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path,
         env = seal(key, SPACE, 1, b"", 1 << 63, b"opaque")
         crafted = WireEnvelope(key.public_key, 1, env.hlc, env.payload, env.signature)
 
-        def swap(frame: bytes) -> bytes:
-            msg = decode(frame)
-            if not isinstance(msg, Envelopes):
-                return frame
-            return encode(Envelopes(msg.space, msg.batch, [crafted]))
-
         async with RawPeer.open(relay.url, mallory) as raw:
-            notice = await raw.converse(lambda m: isinstance(m, Error | Quarantined), tamper=swap)
+            notice = await raw.converse(lambda m: isinstance(m, Error | Quarantined),
+                                        tamper=SwapEnvelopes(crafted))
         # Signed, so attributable: the relay sets Mallory aside in the space (protocol 2)
         # rather than ending the session, and stores nothing of it.
         assert isinstance(notice, Quarantined) and notice.reason == "clock-range", notice
@@ -212,14 +212,8 @@ async def test_a_forged_envelope_from_the_future_is_refused_not_held(tmp_path: P
         env = seal(stranger, SPACE, 1, b"", YEAR_3000_MS << COUNTER_BITS, b"opaque")
         forged = WireEnvelope(stranger.public_key, 1, env.hlc, env.payload, bytes(64))
 
-        def swap(frame: bytes) -> bytes:
-            msg = decode(frame)
-            if not isinstance(msg, Envelopes):
-                return frame
-            return encode(Envelopes(msg.space, msg.batch, [forged]))
-
         async with RawPeer.open(relay.url, mallory) as raw:
-            error = await raw.converse(lambda m: isinstance(m, Error), tamper=swap)
+            error = await raw.converse(lambda m: isinstance(m, Error), tamper=SwapEnvelopes(forged))
         assert isinstance(error, Error) and error.message.startswith("bad-signature: "), error
         assert not any(isinstance(m, ClockSkew) for m in raw.received)
         assert await rejections(relay.url, "clock-skew") == 0
