@@ -105,8 +105,8 @@ class World:
 
     def keys(self, issuer: Identity, proof: bytes, n: int, recipients: Iterable[bytes],
              at: int = hlc(4000)) -> Record:
-        record = make_keys(issuer, self.space, n, bytes([n]) * 16, [(r, b"sealed" + r[:4]) for r in recipients],
-                           at, proof)
+        boxes = [(r, b"sealed" + r[:4]) for r in recipients]
+        record = make_keys(issuer, self.space, n, bytes([n]) * 16, boxes, at, proof)
         self.send(issuer, [record], at)
         return record
 

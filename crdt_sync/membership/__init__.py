@@ -33,13 +33,15 @@ from .records import (
     space_id_of,
     wall_of,
 )
+from .token import TOKEN_PREFIX, InviteToken, decode_token, encode_token
 from .verdicts import Carrier, EpochInfo, Member, Verdict
 
 __all__ = [
-    "MAX_INVITE_MS", "MAX_RECORDS", "MAX_RECORD_BYTES", "MEMBERSHIP_PAYLOAD",
-    "Carrier", "EpochInfo", "Genesis", "Grant", "Invite", "Keys", "Kind", "Member", "MembershipLog",
-    "Record", "Redeem", "Revoke", "Rights", "Verdict",
-    "decode_membership", "decode_record", "encode_membership", "is_membership", "is_space_id",
+    "MAX_INVITE_MS", "MAX_RECORDS", "MAX_RECORD_BYTES", "MEMBERSHIP_PAYLOAD", "TOKEN_PREFIX",
+    "Carrier", "EpochInfo", "Genesis", "Grant", "Invite", "InviteToken", "Keys", "Kind", "Member",
+    "MembershipLog", "Record", "Redeem", "Revoke", "Rights", "Verdict",
+    "decode_membership", "decode_record", "decode_token", "encode_membership", "encode_token",
+    "is_membership", "is_space_id",
     "make_genesis", "make_grant", "make_invite", "make_keys", "make_redeem", "make_revoke",
     "record_hash", "scope_digest", "space_id_of", "wall_of",
 ]

@@ -156,6 +156,8 @@ class MembershipLog:
             return _EXPIRED
         if collections is None or any(not c.scope or c.scope_set.issuperset(collections) for c in live):
             return OK
+        if any(not c.scope or c.scope_set.issuperset(collections) for c in writers):
+            return _EXPIRED  # the grant that covered these collections has ended
         return _OUT_OF_SCOPE
 
     def _live_caps(self, device: bytes, now_ms: int) -> list[Cap]:

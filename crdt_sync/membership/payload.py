@@ -49,8 +49,8 @@ def decode_membership(payload: bytes) -> list[Record]:
         top = cbor_limits.loads(payload, max_depth=2, max_items=MAX_RECORDS + 3)
     except cbor_limits.CborLimitError as exc:
         if exc.over_limit:
-            raise Rejected("bad-record",
-                           f"a membership payload holds at most {MAX_RECORDS} records") from None
+            raise Rejected("bad-record", f"a membership payload holds at most {MAX_RECORDS} records, "
+                                         f"nested 2 deep ({exc})") from None
         raise Rejected("bad-record", f"membership payload is not canonical CBOR: {exc}") from None
     except ValueError as exc:
         raise Rejected("bad-record", f"membership payload is not CBOR: {exc}") from None
