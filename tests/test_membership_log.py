@@ -536,3 +536,26 @@ def test_a_revocation_rotates_in_the_same_envelope() -> None:
     log.add([revoke, keys], Carrier(ADMIN.public_key, 3, hlc(5000)))
     assert log.readers(WALL_MS) == [ADMIN.public_key] and log.epochs()[0].recipients == (ADMIN.public_key,)
     assert device_id(log.readers(WALL_MS)[0]) == ADMIN.id
+
+
+def test_a_record_that_depends_on_a_cut_says_revoked_so_receivers_keep_it() -> None:
+    """Bob revoked the creator first (by the hlc order), but a device hears of the creator's
+    later revocation of Bob first: until Bob's arrives, what Bob's grantees issued depends on
+    a cut that will be lifted. Its verdict is ``revoked`` (held and set aside, judged again),
+    not ``forged`` (refused for good), or that device would never admit Dave."""
+    world = World()
+    bob = world.grant(ADMIN, world.genesis.hash, BOB, Rights.ADMIN)            # creator's seq 2
+    carol = world.grant(BOB, bob.hash, CAROL, Rights.ADMIN, at=hlc(1100))      # Bob's seq 1
+    dave = world.grant(CAROL, carol.hash, DAVE, Rights.WRITE, at=hlc(1200))    # Carol's seq 1
+    world.revoke(ADMIN, world.genesis.hash, BOB, after_seq=0, at=hlc(3000))    # creator's seq 3
+    bobs_revoke = world.revoke(BOB, bob.hash, ADMIN, after_seq=2, at=hlc(2000))  # Bob's seq 2: earlier
+    assert world.log().cuts() == {ADMIN.public_key: 2} and write(world.log(), DAVE) == "ok"
+    log = world.log([*world.sent[:2], world.sent[4]])  # the genesis, Bob's grant, the revocation of Bob
+    assert log.cuts() == {BOB.public_key: 0}
+    assert check(world, log, BOB, [carol], hlc(1100), seq=1) == "revoked"
+    log.add([carol], Carrier(BOB.public_key, 1, hlc(1100)))
+    assert check(world, log, CAROL, [dave], hlc(1200), seq=1) == "revoked"
+    log.add([dave], Carrier(CAROL.public_key, 1, hlc(1200)))
+    assert check(world, log, BOB, [bobs_revoke], hlc(2000), seq=2) == "ok"
+    log.add([bobs_revoke], Carrier(BOB.public_key, 2, hlc(2000)))
+    assert log.cuts() == {ADMIN.public_key: 2} and write(log, DAVE) == "ok"

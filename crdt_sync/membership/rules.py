@@ -20,6 +20,12 @@ MAX_DEPTH = 16
 
 Fail = tuple[str, str]  # (reason, detail)
 
+#: Why a proof does not count that a record depending on it reports as its own reason: the
+#: ones that other records may still change (a proof on its way, a cut that a later-known
+#: revocation can lift, a fork) and the depth bound. Every other failure of a proof makes the
+#: record ``forged``, which no later record changes.
+_PASSED_ON = frozenset({"unknown-proof", "beyond-delegation", "revoked", "forked", "reused-invite"})
+
 
 @dataclass(frozen=True, slots=True)
 class Cap:
@@ -217,8 +223,8 @@ class _Judge:
         cap = self.authority(proof, level + 1)
         if isinstance(cap, tuple):
             reason, detail = cap
-            if reason in ("unknown-proof", "beyond-delegation"):
-                return cap
+            if reason in _PASSED_ON:
+                return (reason, f"its proof {_short(proof)} does not count: {detail}")
             return ("forged", f"its proof {_short(proof)} does not count ({reason}: {detail})")
         if cap.subject != record.issuer:
             return ("forged", f"its proof {_short(proof)} is not a grant to its issuer")
