@@ -89,7 +89,8 @@ scenario = st.integers(1, 12).flatmap(lambda n: st.tuples(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario, st.data())
-def test_the_log_is_a_function_of_the_record_set(case: tuple[list[Any], list[int]], data: st.DataObject) -> None:
+def test_the_log_is_a_function_of_the_record_set(case: tuple[list[Any], list[int]],
+                                                 data: st.DataObject) -> None:
     ops, clocks = case
     world = build(ops, clocks)
     expected = fingerprint(world, world.log())
