@@ -10,7 +10,7 @@ are the spec's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .records import MAX_INVITE_MS, Genesis, Grant, Invite, Keys, Record, Redeem, Revoke, Rights, wall_of
@@ -83,6 +83,8 @@ class Evaluation:
     keys: list[Keys]
     redeemed: dict[bytes, list[Redeem]]  # invite key -> every redeem of it (placed or not)
     reused: set[bytes]                   # invite keys redeemed twice, or whose chain forked
+    cut_hlc: dict[bytes, int]            # revoked author -> the hlc of the first revocation of it
+    waiting: bool                        # some held record waits for an unknown proof
 
 
 def _short(digest: bytes) -> str:
@@ -308,7 +310,33 @@ def evaluate(inputs: Inputs) -> Evaluation:
         status[digest] = fail
     for found in caps.values():
         found.sort(key=Cap.rank, reverse=True)
-    return Evaluation(status, cuts, caps, invites, keys, redeemed, reused)
+    waiting = any(fail is not None and fail[0] == "unknown-proof" for fail in status.values())
+    return Evaluation(status, cuts, caps, invites, keys, redeemed, reused, cut_hlc, waiting)
 
 
-__all__ = ["MAX_DEPTH", "Cap", "Evaluation", "Fail", "Inputs", "evaluate"]
+def judge_new(inputs: Inputs, before: Evaluation, new: Sequence[Record]) -> list[Fail | None] | None:
+    """The status of each record of ``new`` (already placed in ``inputs``) without judging the
+    whole set again, when that is sure to give the same answer as :func:`evaluate`: ``before``
+    (the evaluation of the set without them) has nothing waiting for a proof, and ``new`` holds
+    only grants, invites and keys records not held before. Those cannot change a cut (a held
+    revocation depends on them only if it waits for them) nor the reused invites. None when
+    the fast path does not apply."""
+    if before.waiting or any(not isinstance(r, Grant | Invite | Keys) or r.hash in before.status
+                             for r in new):
+        return None
+    judge = _Judge(inputs, before.cuts, before.cut_hlc, before.reused)
+    out: list[Fail | None] = []
+    for record in new:
+        if isinstance(record, Grant):
+            cap = judge.authority(record.hash)
+            out.append(cap if isinstance(cap, tuple) else None)
+        elif isinstance(record, Invite):
+            depth = judge.invite(record)
+            out.append(depth if isinstance(depth, tuple) else None)
+        else:
+            assert isinstance(record, Keys)
+            out.append(judge.keys(record))
+    return out
+
+
+__all__ = ["MAX_DEPTH", "Cap", "Evaluation", "Fail", "Inputs", "evaluate", "judge_new"]
