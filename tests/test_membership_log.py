@@ -559,3 +559,25 @@ def test_a_record_that_depends_on_a_cut_says_revoked_so_receivers_keep_it() -> N
     assert check(world, log, BOB, [bobs_revoke], hlc(2000), seq=2) == "ok"
     log.add([bobs_revoke], Carrier(BOB.public_key, 2, hlc(2000)))
     assert log.cuts() == {ADMIN.public_key: 2} and write(log, DAVE) == "ok"
+
+
+def test_the_creators_first_envelope_carries_the_genesis_and_epoch_0() -> None:
+    world = World()
+    boxes = [(ADMIN.public_key, b"sealed")]
+    keys = make_keys(ADMIN, world.space, 0, bytes(16), boxes, hlc(0), world.genesis.hash)
+    log = MembershipLog(world.space)
+    assert check(world, log, ADMIN, [world.genesis, keys], hlc(0), seq=1) == "ok"
+    assert check(world, log, ADMIN, [world.genesis, keys], hlc(0), seq=2) == "misplaced-record"
+    assert check(world, log, BOB, [world.genesis], hlc(0), seq=1) == "misplaced-record"
+    log.add([world.genesis, keys], Carrier(ADMIN.public_key, 1, hlc(0)))
+    assert [e.n for e in log.epochs()] == [0] and log.genesis() == world.genesis
+
+
+def test_a_forked_authors_records_are_refused_as_forked() -> None:
+    world = World()
+    bob = world.grant(ADMIN, world.genesis.hash, BOB, Rights.ADMIN)
+    log = world.log()
+    log.fork(BOB.public_key)
+    grant = make_grant(BOB, world.space, CAROL.public_key, Rights.WRITE, [], 0, hlc(1500), bob.hash)
+    assert check(world, log, BOB, [grant], hlc(1500)) == "forked"
+    assert write(log, BOB) == "ok"  # its grant is the creator's; its chain is the fork rules' matter

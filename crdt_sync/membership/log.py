@@ -40,8 +40,11 @@ def placement(records: Sequence[Record], carrier: Carrier | None, space: str) ->
             return ("misplaced-record", f"a {record.KIND.name.lower()} is carried by its issuer's chain")
         if record.hlc > carrier.hlc:
             return ("misplaced-record", "a record's hlc is later than its carrier's")
-        if isinstance(record, Genesis) and space_id_of(record) != space:
-            return ("wrong-space", "the genesis of another space")
+        if isinstance(record, Genesis):
+            if space_id_of(record) != space:
+                return ("wrong-space", "the genesis of another space")
+            if carrier.seq != 1:
+                return ("misplaced-record", "the genesis is carried by its creator's first envelope (seq 1)")
     return None
 
 
