@@ -315,3 +315,19 @@ def test_a_token_whose_parts_do_not_fit_is_refused() -> None:
     bad(6, b"x" * 1025, "label")
     with pytest.raises(Rejected):
         decode_token(raw_token(base[:6]))
+
+
+def test_a_token_builds_its_redemption() -> None:
+    token = decode_token(make_token())
+    invite, redeem = token.redemption(CAROL.public_key, hlc(5))
+    assert invite == token.invite and isinstance(redeem, Redeem)
+    assert (redeem.invite_key, redeem.subject, redeem.proof, redeem.space) == \
+        (token.invite.invite_key, CAROL.public_key, token.invite.hash, SPACE)
+
+
+def test_an_invite_without_history_carries_one_key() -> None:
+    invite = make_invite(ADMIN, SPACE, key(9).public_key, Rights.WRITE, [], WALL_MS + DAY_MS, 0, False,
+                         hlc(0), GENESIS.hash)
+    with pytest.raises(ValueError, match="only the current epoch"):
+        make_token(invite=invite)
+    assert decode_token(make_token(invite=invite, keys=[(1, bytes(16), bytes(32))])).keys[0][0] == 1

@@ -25,7 +25,7 @@ from .. import cbor_limits
 from ..errors import Rejected
 from ..hlc import hlc_to_iso
 from ..identity import Identity
-from .records import MAX_RECORD_BYTES, Genesis, Invite, decode_record, space_id_of
+from .records import MAX_RECORD_BYTES, Genesis, Invite, Record, decode_record, make_redeem, space_id_of
 
 TOKEN_PREFIX = "cs1"
 TOKEN_VERSION = 1
@@ -53,10 +53,19 @@ class InviteToken:
     def invite_identity(self) -> Identity:
         return Identity(self.invite_seed)
 
+    def redemption(self, subject: bytes, hlc: int) -> list[Record]:
+        """The records of the invite key's seq-1 envelope: the invite, and a redeem naming
+        ``subject`` (the joiner's device key) at ``hlc`` (the envelope's hlc or earlier)."""
+        redeem = make_redeem(self.invite_identity(), self.invite.space, subject, hlc, self.invite.hash)
+        return [self.invite, redeem]
+
 
 def encode_token(genesis: Genesis, invite: Invite, invite_seed: bytes,
                  keys: Sequence[tuple[int, bytes, bytes]], secret: bytes, label: bytes) -> str:
-    """The token text; checked by decoding it (raises ValueError on a bad part)."""
+    """The token text; checked by decoding it (raises ValueError on a bad part, or on more
+    than one epoch key for an invite without ``history``)."""
+    if not invite.history and len(keys) > 1:
+        raise ValueError("an invite without history carries only the current epoch's key")
     body = cbor2.dumps([TOKEN_VERSION, genesis.wire, invite.wire, invite_seed,
                         [[n, eid, k] for n, eid, k in sorted(keys)], secret, label], canonical=True)
     text = TOKEN_PREFIX + base64.urlsafe_b64encode(body).decode("ascii").rstrip("=")
