@@ -581,3 +581,13 @@ def test_a_forked_authors_records_are_refused_as_forked() -> None:
     grant = make_grant(BOB, world.space, CAROL.public_key, Rights.WRITE, [], 0, hlc(1500), bob.hash)
     assert check(world, log, BOB, [grant], hlc(1500)) == "forked"
     assert write(log, BOB) == "ok"  # its grant is the creator's; its chain is the fork rules' matter
+
+
+def test_authority_prefers_a_live_grant_when_asked_at_a_time() -> None:
+    world = World()
+    admin = world.grant(ADMIN, world.genesis.hash, BOB, Rights.ADMIN, not_after_ms=WALL_MS + DAY_MS)
+    writer = world.grant(ADMIN, world.genesis.hash, BOB, Rights.WRITE)
+    log = world.log()
+    assert log.authority(BOB.public_key) == admin.hash  # the strongest
+    assert log.authority(BOB.public_key, WALL_MS) == admin.hash
+    assert log.authority(BOB.public_key, WALL_MS + DAY_MS) == writer.hash  # the admin grant has ended

@@ -194,13 +194,15 @@ class MembershipLog:
         """Revoked author -> the last seq of its chain that stays valid."""
         return dict(self._state().cuts)
 
-    def authority(self, device: bytes) -> bytes | None:
-        """The record hash ``device`` quotes as ``proof`` (its strongest valid grant), None when
-        it has none or is revoked."""
+    def authority(self, device: bytes, now_ms: int | None = None) -> bytes | None:
+        """The record hash ``device`` quotes as ``proof`` (its strongest valid grant, one live at
+        ``now_ms`` when given and there is one), None when it has none or is revoked."""
         state = self._state()
         caps = state.caps.get(device)
         if not caps or device in state.cuts:
             return None
+        if now_ms is not None:
+            return next((c for c in caps if c.live(now_ms)), caps[0]).hash
         return caps[0].hash
 
     def members(self, now_ms: int) -> list[Member]:
