@@ -316,27 +316,45 @@ def evaluate(inputs: Inputs) -> Evaluation:
 
 def judge_new(inputs: Inputs, before: Evaluation, new: Sequence[Record]) -> list[Fail | None] | None:
     """The status of each record of ``new`` (already placed in ``inputs``) without judging the
-    whole set again, when that is sure to give the same answer as :func:`evaluate`: ``before``
-    (the evaluation of the set without them) has nothing waiting for a proof, and ``new`` holds
-    only grants, invites and keys records not held before. Those cannot change a cut (a held
-    revocation depends on them only if it waits for them) nor the reused invites. None when
-    the fast path does not apply."""
-    if before.waiting or any(not isinstance(r, Grant | Invite | Keys) or r.hash in before.status
-                             for r in new):
+    whole set again, when that is sure to give the same answer as :func:`evaluate`; None when
+    it is not.
+
+    It is when ``before`` (the evaluation of the set without ``new``) has nothing waiting for a
+    proof (so no held record depends on a new one), no record of ``new`` was held before, and
+    none can change a cut or the reused invites: grants, invites and keys records never do; a
+    redeem does not when its invite key has no other redeem; a revocation does not when it
+    fails, judged against the cuts of ``before``, for a reason that looser cuts do not change
+    (at its turn in rule 2 the cuts are a prefix of those, and every check it passed it passes
+    again). Strangers' envelopes, the ones a flood is made of, take this path.
+    """
+    if before.waiting or any(isinstance(r, Genesis) or r.hash in before.status for r in new):
+        return None
+    redeem_keys = [r.invite_key for r in new if isinstance(r, Redeem)]
+    if len(set(redeem_keys)) != len(redeem_keys) or any(
+            k in before.redeemed or k in inputs.forked for k in redeem_keys):
         return None
     judge = _Judge(inputs, before.cuts, before.cut_hlc, before.reused)
     out: list[Fail | None] = []
     for record in new:
-        if isinstance(record, Grant):
+        if isinstance(record, Grant | Redeem):
             cap = judge.authority(record.hash)
             out.append(cap if isinstance(cap, tuple) else None)
         elif isinstance(record, Invite):
             depth = judge.invite(record)
             out.append(depth if isinstance(depth, tuple) else None)
-        else:
-            assert isinstance(record, Keys)
+        elif isinstance(record, Keys):
             out.append(judge.keys(record))
+        else:
+            assert isinstance(record, Revoke)
+            fail = judge.revoke(record)
+            if fail is None or fail[0] in _CUT_DEPENDENT:
+                return None
+            out.append(fail)
     return out
+
+
+#: The failures a revocation judged against tighter cuts may owe to those cuts.
+_CUT_DEPENDENT = frozenset({"revoked", "forked", "reused-invite"})
 
 
 __all__ = ["MAX_DEPTH", "Cap", "Evaluation", "Fail", "Inputs", "evaluate", "judge_new"]
