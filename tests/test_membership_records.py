@@ -9,6 +9,8 @@ from typing import Any
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdt_sync.errors import Rejected
 from crdt_sync.membership import (
@@ -331,3 +333,43 @@ def test_an_invite_without_history_carries_one_key() -> None:
     with pytest.raises(ValueError, match="only the current epoch"):
         make_token(invite=invite)
     assert decode_token(make_token(invite=invite, keys=[(1, bytes(16), bytes(32))])).keys[0][0] == 1
+
+
+# -- hostile input costs a bound -----------------------------------------------------------------
+def test_deep_or_huge_input_is_refused_by_its_bounds() -> None:
+    refused(b"\x81" * 60_000 + b"\x00", "nested deeper")
+    refused(b"\x9a\xff\xff\xff\xff", "canonical CBOR")  # an array head declaring 4 billion items
+    with pytest.raises(Rejected, match="too large"):
+        decode_membership(b"\x82\x04" + b"\x00" * (5 * 1024 * 1024))
+    with pytest.raises(Rejected, match=r"nested deeper|at most"):
+        decode_token("cs1" + base64.urlsafe_b64encode(b"\x81" * 3000 + b"\x00").decode().rstrip("="))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_garbage_is_refused_with_a_reason_never_a_crash(data: bytes) -> None:
+    for decode in (decode_record, decode_membership):
+        try:
+            decode(data)
+        except Rejected as exc:
+            assert exc.reason == "bad-record"
+    try:
+        decode_token("cs1" + base64.urlsafe_b64encode(data).decode().rstrip("="))
+    except Rejected as exc:
+        assert exc.reason == "bad-token"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 255))
+def test_a_flipped_byte_of_a_record_is_refused_or_is_the_same_record(at: int, value: int) -> None:
+    for record in every_kind():
+        wire = bytearray(record.wire)
+        if at >= len(wire):
+            continue
+        wire[at] = value
+        try:
+            again = decode_record(bytes(wire))
+        except Rejected as exc:
+            assert exc.reason == "bad-record"
+        else:
+            assert again.wire == record.wire  # only the unchanged byte string decodes

@@ -107,14 +107,19 @@ class MembershipLog:
         fail = placement(records, carrier, self.space)
         if fail is None:
             inputs = self._inputs.copy()
+            changed = False
             for record in records:
-                _place(inputs, record, carrier)
+                changed = _place(inputs, record, carrier) or changed
             if inputs.genesis is None:
                 fail = ("unknown-proof", "the space's genesis is not known (yet)")
             else:
                 found = None
                 if FAST_CHECK and self._inputs.genesis is not None:
-                    found = judge_new(inputs, self._state(), records)
+                    state = self._state()
+                    if changed:
+                        found = judge_new(inputs, state, records)
+                    else:  # all held, carried so already: what they mean now
+                        found = [state.status.get(r.hash) for r in records]
                 if found is None:
                     status = evaluate(inputs).status
                     found = [status.get(r.hash) for r in records]
