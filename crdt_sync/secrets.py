@@ -39,7 +39,7 @@ from nacl.secret import SecretBox
 from nacl.utils import random as random_bytes
 
 from .cbor_exact import loads_exact
-from .errors import CrdtSyncError, StoreError
+from .errors import CrdtSyncError, PassphraseError, StoreError
 from .space_crypto import Keyring
 
 #: The environment variable a daemon puts the passphrase in.
@@ -58,14 +58,7 @@ MAX_MEMLIMIT = argon2id.MEMLIMIT_SENSITIVE
 #: the largest key file read (about 7,000 spaces of 100 epochs)
 MAX_KEYS_FILE = 64 << 20
 
-
-class PassphraseError(CrdtSyncError):
-    """The key file is sealed and the passphrase is missing (``reason`` ``"missing"``) or
-    does not open it (``"wrong"``)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+__all__ = ["KEYS_FILE", "PASSPHRASE_ENV", "PassphraseError", "Secrets"]
 
 
 class Secrets:

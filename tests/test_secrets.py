@@ -4,10 +4,14 @@ directory from before moves there out of the store."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -17,6 +21,7 @@ from crdt_sync import space_crypto as sc
 from crdt_sync.errors import StoreError
 from crdt_sync.identity import Identity
 from crdt_sync.secrets import KEYS_FILE, PASSPHRASE_ENV, PassphraseError, Secrets
+from tests.helpers import PROC_TIMEOUT, REPO
 
 SPACE = "s" + "a" * 32
 
@@ -226,3 +231,55 @@ def test_read_only_secrets_are_not_saved(tmp_path: Path) -> None:
     add_epoch(ro)
     with pytest.raises(StoreError, match="read-only"):
         ro.save()
+
+
+# -- the command line: real processes ---------------------------------------------------
+def cli(data: Path, *args: str, **env: str) -> tuple[int, Any, str]:
+    """``crdt-sync --json --data DATA ARGS`` as a real process importing this tree, with
+    ``env`` added to an environment without the passphrase; (exit code, JSON out, stderr)."""
+    full = {k: v for k, v in os.environ.items() if k not in ("CRDT_SYNC_DATA", PASSPHRASE_ENV)}
+    full.update(env, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", "crdt_sync.cli", "--json", "--data", str(data), *args],
+                          capture_output=True, text=True, env=full, timeout=PROC_TIMEOUT, cwd=REPO,
+                          stdin=subprocess.DEVNULL)
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None, done.stderr
+
+
+def error_of(stderr: str) -> dict[str, Any]:
+    assert "Traceback" not in stderr
+    return json.loads(stderr)["error"]  # type: ignore[no-any-return]
+
+
+def test_cli_init_with_a_passphrase(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    code, out, _err = cli(data, "init", "--passphrase-env", "MY_PASS", MY_PASS="field secret")
+    assert code == 0 and out["sealed"] is True and out["created"] is True
+    assert Secrets.open(data, "field secret").sealed and mode(data / KEYS_FILE) == 0o600
+    # every other command opens it with $CRDT_SYNC_PASSPHRASE
+    code, out, _err = cli(data, "put", "site", "eq", "pump", "status=ok", CRDT_SYNC_PASSPHRASE="field secret")
+    assert code == 0
+    code, _out, err = cli(data, "get", "site", "eq", "pump")
+    assert code == 1 and error_of(err)["kind"] == "passphrase" and PASSPHRASE_ENV in error_of(err)["message"]
+    code, _out, err = cli(data, "get", "site", "eq", "pump", CRDT_SYNC_PASSPHRASE="wrong")
+    assert code == 1 and error_of(err)["kind"] == "passphrase" and "does not open" in error_of(err)["message"]
+    # a new passphrase: the current one from the environment, the new one from --passphrase-env
+    code, out, _err = cli(data, "init", "--passphrase-env", "NEW", NEW="second",
+                          CRDT_SYNC_PASSPHRASE="field secret")
+    assert code == 0 and out["sealed"] and not out["created"]
+    code, out, _err = cli(data, "get", "site", "eq", "pump", CRDT_SYNC_PASSPHRASE="second")
+    assert code == 0 and out == {"status": "ok"}
+
+
+def test_cli_init_passphrase_from_the_environment_and_its_errors(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    code, out, _err = cli(data, "init")
+    assert code == 0 and out["sealed"] is False and mode(data / KEYS_FILE) == 0o600
+    device = out["device"]
+    code, _out, err = cli(data, "init", "--passphrase")  # no variable, no terminal
+    assert code == 2 and PASSPHRASE_ENV in error_of(err)["message"]
+    code, _out, err = cli(data, "init", "--passphrase-env", "UNSET_VAR")
+    assert code == 2 and "UNSET_VAR" in error_of(err)["message"]
+    assert not Secrets.open(data).sealed  # nothing changed
+    code, out, _err = cli(data, "init", "--passphrase", CRDT_SYNC_PASSPHRASE="from env")
+    assert code == 0 and out["sealed"] and out["device"] == device
+    assert Secrets.open(data, "from env").device_seed()
