@@ -39,6 +39,7 @@ from nacl.secret import SecretBox
 from nacl.utils import random as random_bytes
 
 from .cbor_exact import loads_exact
+from .diskfaults import disk_full, is_full
 from .errors import CrdtSyncError, PassphraseError, StoreError
 from .space_crypto import Keyring
 
@@ -213,16 +214,22 @@ class Secrets:
         data = cbor2.dumps([KEYS_VERSION, self._kdf, body], canonical=True)
         version = self._keyring.version
         tmp = self._directory / f"{KEYS_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.fchmod(fd, 0o600)  # an old leftover temporary file kept its mode
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                f.write(data)
-                f.flush()
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # an old leftover temporary file kept its mode
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # the old file stays whole
+            if is_full(exc, self.path):
+                raise disk_full(self.path, "saving the device's keys") from exc
+            raise
         _fsync_directory(self._directory)
         st = os.stat(self.path)
         self._seen = (st.st_mtime_ns, st.st_size)

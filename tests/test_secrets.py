@@ -22,6 +22,7 @@ from crdt_sync.errors import StoreError
 from crdt_sync.identity import Identity
 from crdt_sync.secrets import KEYS_FILE, PASSPHRASE_ENV, PassphraseError, Secrets
 from tests.helpers import PROC_TIMEOUT, REPO
+from tests.test_damage_disk import small_disk  # noqa: F401 (a fixture)
 
 SPACE = "s" + "a" * 32
 
@@ -283,3 +284,31 @@ def test_cli_init_passphrase_from_the_environment_and_its_errors(tmp_path: Path)
     code, out, _err = cli(data, "init", "--passphrase", CRDT_SYNC_PASSPHRASE="from env")
     assert code == 0 and out["sealed"] and out["device"] == device
     assert Secrets.open(data, "from env").device_seed()
+
+
+# -- a full disk (a real small tmpfs, as tests/test_damage_disk.py) ---------------------------
+def test_a_full_disk_keeps_the_old_key_file_and_reads_working(small_disk: Path) -> None:  # noqa: F811
+    from crdt_sync.errors import DiskFull
+    from tests.test_damage_disk import fill
+
+    data = small_disk / "d"
+    device, seed = _old_directory(data)
+    filler = fill(small_disk)
+    code, out, err = cli(data, "get", "site", "eq", "pump")  # read-only, the seed where it is
+    assert code == 0 and out == {"status": "ok"}, err
+    assert json.loads(err.splitlines()[0])["warning"]["kind"] == "disk-full"
+    filler.unlink()
+    with Replica(data) as r:  # room again: migrated
+        assert r.device_id == device
+    assert meta_seed(data) is None
+    secrets = Secrets.open(data)
+    before = (data / KEYS_FILE).read_bytes()
+    add_epoch(secrets)
+    filler = fill(small_disk)
+    with pytest.raises(DiskFull, match="keys"):
+        secrets.save()
+    assert (data / KEYS_FILE).read_bytes() == before and not list(data.glob("keys.*.tmp"))
+    filler.unlink()
+    secrets.save()
+    assert Secrets.open(data).keyring().epochs(SPACE) == secrets.keyring().epochs(SPACE)
+    assert Secrets.open(data).device_seed() == seed

@@ -205,6 +205,8 @@ def test_seal_box_checks_its_arguments() -> None:
         sc.seal_box(b"short", KEY, KEY)
     with pytest.raises(ValueError):
         sc.seal_box(BOB.public_key, b"short", KEY)
+    with pytest.raises(ValueError, match="not an Ed25519 public key"):
+        sc.seal_box(bytes(32), KEY, KEY)  # not a point of the curve's main subgroup
 
 
 # -- scope and label keys -----------------------------------------------------------------
