@@ -312,3 +312,19 @@ def test_a_full_disk_keeps_the_old_key_file_and_reads_working(small_disk: Path) 
     secrets.save()
     assert Secrets.open(data).keyring().epochs(SPACE) == secrets.keyring().epochs(SPACE)
     assert Secrets.open(data).device_seed() == seed
+
+
+def test_processes_opening_a_new_directory_at_once_agree_on_one_device(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    code = ("import sys; from crdt_sync import Replica\n"
+            "with Replica(sys.argv[1]) as r: print(r.device_id)")
+    env = {k: v for k, v in os.environ.items() if k not in ("CRDT_SYNC_DATA", PASSPHRASE_ENV)}
+    env["PYTHONPATH"] = str(REPO)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO) for _ in range(4)]
+    ids = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=PROC_TIMEOUT)
+        assert proc.returncode == 0, err
+        ids.add(out.strip())
+    assert ids == {Identity(Secrets.open(data).device_seed()).id}
