@@ -253,7 +253,9 @@ def _new_kdf(passphrase: str) -> tuple[list[Any], bytes]:
 
 def _derive(passphrase: str, kdf: list[Any]) -> bytes:
     _name, salt, ops, mem = kdf
-    return argon2id.kdf(SecretBox.KEY_SIZE, passphrase.encode("utf-8"), salt,  # type: ignore[no-any-return]
+    # surrogateescape: a passphrase from the environment that is not UTF-8 is its bytes as given
+    secret = passphrase.encode("utf-8", "surrogateescape")
+    return argon2id.kdf(SecretBox.KEY_SIZE, secret, salt,  # type: ignore[no-any-return]
                         opslimit=ops, memlimit=mem)
 
 
@@ -293,14 +295,14 @@ def _decode(path: Path, data: bytes, passphrase: str | None, kdf_held: list[Any]
             box_key = key_held
         elif passphrase is None:
             raise PassphraseError("missing", f"{path} is sealed with a passphrase: set {PASSPHRASE_ENV} "
-                                  f"(or pass passphrase=...) to open it")
+                                  f"to it (from Python: Replica(..., passphrase=...))")
         else:
             box_key = _derive(passphrase, kdf)
         try:
             body = SecretBox(box_key).decrypt(body)
         except CryptoError:
-            raise PassphraseError("wrong", f"the passphrase does not open {path}: check "
-                                  f"{PASSPHRASE_ENV} (or the passphrase given)") from None
+            raise PassphraseError("wrong", f"the passphrase does not open {path}: set {PASSPHRASE_ENV} "
+                                  f"to the one given to `crdt-sync init --passphrase`") from None
     try:
         contents = loads_exact(body)
         if not isinstance(contents, dict):

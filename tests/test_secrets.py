@@ -151,6 +151,13 @@ def test_set_passphrase_seals_changes_and_removes(tmp_path: Path) -> None:
         reopened.set_passphrase("")
 
 
+def test_a_passphrase_that_is_not_utf8_is_its_bytes(tmp_path: Path) -> None:
+    Secrets.open(tmp_path, "caf\udce9")  # b"caf\xe9" from a Latin-1 environment
+    assert Secrets.open(tmp_path, "caf\udce9").sealed
+    with pytest.raises(PassphraseError):
+        Secrets.open(tmp_path, "café")
+
+
 def test_an_unsealed_file_opens_whatever_passphrase_is_given(tmp_path: Path) -> None:
     Secrets.open(tmp_path)
     assert not Secrets.open(tmp_path, "unused").sealed
