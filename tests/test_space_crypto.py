@@ -41,10 +41,12 @@ def reason(call: object, *args: object) -> str:
 
 
 # -- the data payload ---------------------------------------------------------------------
-@pytest.mark.parametrize("body", [b"", b"x", os.urandom(5000), BODY, b"a" * 100_000])
+@pytest.mark.parametrize("body", [b"", b"x", os.urandom(200), os.urandom(5000), os.urandom(70_000), BODY,
+                                  b"a" * 100_000])
 def test_round_trip(body: bytes) -> None:
     payload = encrypt(body)
     assert decrypt(payload) == body
+    assert len(payload) <= len(body) + sc.PAYLOAD_OVERHEAD  # what a sealer must leave room for
     assert sc.epoch_of(payload) == EPOCH_ID and sc.payload_kind(payload) == sc.DATA_PAYLOAD
     top = cbor2.loads(payload)
     assert top[0] == 3 and top[1] == EPOCH_ID and len(top[2]) == 24
