@@ -17,6 +17,7 @@ from .errors import (
     CrdtSyncError,
     DiskFull,
     NotFound,
+    PassphraseError,
     Rejected,
     StoreCorrupt,
     StoreError,
@@ -42,7 +43,7 @@ from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 __all__ = [
     "Accepted", "Change", "ClockRefusal", "Conflict", "CrdtSyncError", "DiskFull", "EntityWriter",
     "FieldWrite", "HistoryEntry", "ImportResult", "JournalDamage", "ListField", "NotFound",
-    "ReceiveResult", "Rejected", "Rejection", "Replica", "Space", "SpaceTransaction", "Status",
-    "StoreCorrupt", "StoreError", "StoreVersionError", "TextField", "ValueRejected",
+    "PassphraseError", "ReceiveResult", "Rejected", "Rejection", "Replica", "Space", "SpaceTransaction",
+    "Status", "StoreCorrupt", "StoreError", "StoreVersionError", "TextField", "ValueRejected",
 ]
 __version__ = "0.1.0"

@@ -39,6 +39,16 @@ class Rejected(CrdtSyncError):
         self.detail = detail
 
 
+class PassphraseError(CrdtSyncError):
+    """The device's key file (``DIR/keys``) is sealed with a passphrase, and the passphrase
+    is missing (``reason`` ``"missing"``) or does not open it (``"wrong"``). The message
+    names the environment variable to set (:mod:`crdt_sync.secrets`)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class DiskFull(StoreError):
     """The file system holding the data directory has no room for a write.
 

@@ -33,7 +33,7 @@ from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
 from .clocks import check_skew, hold_back
 from .envelope import MAX_SPACE_NAME
-from .errors import CrdtSyncError, DiskFull, Rejected, StoreError
+from .errors import CrdtSyncError, DiskFull, Rejected
 from .follow import StoreFollower
 from .fork_guard import fork_statuses
 from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
@@ -57,6 +57,7 @@ from .results import (
 )
 from .schedule import SealSchedule
 from .sealing import Sealer
+from .secrets import Secrets
 from .space import Space
 from .store import EntityKey, Store
 from .values import check_name
@@ -90,18 +91,23 @@ class Replica:
             moves this device's clock past ``wall`` plus this (docs/PROTOCOL.md, "Clocks").
         read_only: open without writing anything (for a full disk): no journal, dead
             processes' journals left for a writer to seal, every write raises StoreError.
+        passphrase: opens ``DIR/keys`` when it is sealed, and seals a new one (None: the
+            environment variable ``CRDT_SYNC_PASSPHRASE``, else none); a missing or wrong
+            one raises :class:`~crdt_sync.secrets.PassphraseError` (see :mod:`crdt_sync.secrets`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False,
                  cache_size: int = 256, seal_interval: float = 0.05, seal_max_wait: float = 1.0,
                  wall: Callable[[], int] = wall_ms,
-                 max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000, read_only: bool = False) -> None:
+                 max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000, read_only: bool = False,
+                 passphrase: str | None = None) -> None:
         skew_ms = check_skew(max_clock_skew)
         self.path = Path(path)
         if not read_only:
             self.path.mkdir(parents=True, exist_ok=True)
         self._store = store = Store(self.path, fsync, read_only)
         try:
+            self._secrets = self._open_secrets(store, passphrase)
             self._assemble(store, fsync, cache_size, seal_interval, seal_max_wait, wall, skew_ms)
         except BaseException:
             store.close()
@@ -109,19 +115,11 @@ class Replica:
 
     def _assemble(self, store: Store, fsync: bool, cache_size: int, seal_interval: float,
                   seal_max_wait: float, wall: Callable[[], int], skew_ms: int) -> None:
+        self.identity = Identity(self._secrets.device_seed())
         if store.read_only:
-            seed = store.meta("device_seed")
-            if seed is None:
-                raise StoreError(f"{store.path} holds no device yet: nothing to read")
-            self.identity = Identity(bytes(seed))
             client = random.getrandbits(53) | 1  # never registered: it writes nothing
         else:
             with store.write():
-                seed = store.meta("device_seed")
-                if seed is None:
-                    seed = Identity.generate().seed
-                    store.set_meta("device_seed", seed)
-                self.identity = Identity(bytes(seed))
                 while True:  # a Yjs client id no other process of any device will use
                     client = random.getrandbits(53)
                     if client and store.allocate_client(client, os.getpid()):
@@ -151,6 +149,28 @@ class Replica:
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client)
         self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
+
+    def _open_secrets(self, store: Store, passphrase: str | None) -> Secrets:
+        """``DIR/keys``; a directory of an older build kept its device seed in the store's
+        meta table: it moves into the key file (and out of the store) on the first writable open."""
+        legacy = store.meta("device_seed")
+        if store.read_only or legacy is None:
+            return Secrets.open(self.path, passphrase, read_only=store.read_only,
+                                legacy_seed=None if legacy is None else bytes(legacy))
+        with store.write():  # one process migrates; the others then find the key file
+            legacy = store.meta("device_seed")
+            secrets = Secrets.open(self.path, passphrase,
+                                   legacy_seed=None if legacy is None else bytes(legacy))
+            store.delete_meta("device_seed")
+        return secrets
+
+    @property
+    def secrets(self) -> Secrets:
+        """This device's local secrets (:class:`~crdt_sync.secrets.Secrets`): the device seed
+        and the :class:`~crdt_sync.space_crypto.Keyring` of every space (``secrets.keyring()``;
+        after adding keys, ``secrets.save()``). The engine's parts that encrypt and decrypt
+        are handed the keyring; an application needs none of it."""
+        return self._secrets
 
     @property
     def read_only(self) -> bool:

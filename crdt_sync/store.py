@@ -259,6 +259,9 @@ class Store(EnvelopeReads, ForkReads):
     def set_meta(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+
     def allocate_client(self, candidate: int, pid: int) -> bool:
         cur = self.db.execute("INSERT OR IGNORE INTO clients(client, pid, opened) VALUES(?,?,?)",
                               (candidate, pid, int(time.time())))

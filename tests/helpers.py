@@ -145,15 +145,10 @@ def chains(replica: Replica, space: str) -> dict[str, int]:
 
 
 def device_seed(path: Path) -> bytes:
-    """The device key seed kept in a data directory's store (what a cloned device would copy)."""
-    import sqlite3
+    """The device key seed kept in a data directory's key file (what a cloned device would copy)."""
+    from crdt_sync.secrets import Secrets
 
-    db = sqlite3.connect(path / "store.sqlite3")
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='device_seed'").fetchone()
-    finally:
-        db.close()
-    return bytes(row[0])
+    return Secrets.open(path, read_only=True).device_seed()
 
 
 def bundle_parts(data: bytes) -> tuple[bytes, str, dict[str, int], dict[str, int], list[bytes]]:

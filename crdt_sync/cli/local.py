@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import DiskFull, NotFound, ValueRejected
+from ..errors import DiskFull, NotFound, PassphraseError, ValueRejected
 from ..values import check_name, loads_json
 from .output import Output, UsageError, data_dir, parse_assignment, short, show
 
@@ -16,11 +17,47 @@ SEQ_MAX = 2**63 - 1
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> None:
+    from ..replica import Replica
+    from ..secrets import KEYS_FILE
+
     path = data_dir(args.data)
     created = not (path / "store.sqlite3").exists()
-    with open_replica(args) as replica:
-        out.emit({"device": replica.device_id, "data": str(path), "created": created},
+    new = _new_passphrase(args)
+    if new is not None and not (path / KEYS_FILE).exists():
+        replica = Replica(path, passphrase=new)  # created sealed: the seed never on disk in the clear
+    else:
+        replica = open_replica(args)
+    with replica:
+        if new is not None:
+            replica.secrets.set_passphrase(new)
+        sealed = replica.secrets.sealed
+        out.emit({"device": replica.device_id, "data": str(path), "created": created, "sealed": sealed},
                  lambda: out.console.print(replica.device_id))
+
+
+def _new_passphrase(args: argparse.Namespace) -> str | None:
+    """The passphrase ``init`` seals the keys with: ``--passphrase-env VAR``'s, else with
+    ``--passphrase`` $CRDT_SYNC_PASSPHRASE's, else asked twice on the terminal."""
+    from ..secrets import PASSPHRASE_ENV
+
+    if args.passphrase_env is not None:
+        value = os.environ.get(args.passphrase_env)
+        if not value:
+            raise UsageError(f"--passphrase-env {args.passphrase_env}: that variable is not set (or empty)")
+        return value
+    if not args.passphrase:
+        return None
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if not sys.stdin.isatty():
+        raise UsageError(f"--passphrase: set {PASSPHRASE_ENV} (or use --passphrase-env VAR): "
+                         "there is no terminal to ask on")
+    import getpass
+
+    first = getpass.getpass("New passphrase: ")
+    if not first or getpass.getpass("Again: ") != first:
+        raise UsageError("the passphrases are empty or differ; nothing changed")
+    return first
 
 
 def cmd_put(args: argparse.Namespace, out: Output) -> None:
@@ -257,16 +294,28 @@ def cmd_bench_merge(args: argparse.Namespace, out: Output) -> None:
 
 def open_replica(args: argparse.Namespace, reading: Output | None = None) -> Any:
     """The replica of ``--data``. A command that only reads passes its ``Output``: on a full
-    disk it then gets the replica read-only, with a warning, instead of the error."""
+    disk it then gets the replica read-only, with a warning, instead of the error. Sealed
+    keys open with ``$CRDT_SYNC_PASSPHRASE``, else with a passphrase asked on the terminal."""
+    path = data_dir(args.data)
+    try:
+        return _open_replica(path, reading, None)
+    except PassphraseError as exc:
+        if exc.reason != "missing" or not sys.stdin.isatty():
+            raise
+        import getpass
+
+        return _open_replica(path, reading, getpass.getpass(f"Passphrase of {path}: "))
+
+
+def _open_replica(path: Path, reading: Output | None, passphrase: str | None) -> Any:
     from ..replica import Replica
 
-    path = data_dir(args.data)
     if reading is None:
-        return Replica(path)
+        return Replica(path, passphrase=passphrase)
     try:
-        return Replica(path)
+        return Replica(path, passphrase=passphrase)
     except DiskFull as full:
-        replica = Replica(path, read_only=True)
+        replica = Replica(path, read_only=True, passphrase=passphrase)
         pending = replica.unsealed()
         reading.warn("disk-full", f"{full}. Showing what the store holds, read-only" + (
             f"; {pending} journaled edits are not sealed yet and not shown" if pending else ""))

@@ -24,6 +24,7 @@ from ..errors import (
     CrdtSyncError,
     DiskFull,
     NotFound,
+    PassphraseError,
     Rejected,
     StoreCorrupt,
     StoreError,
@@ -88,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    command("init", cmd_init, "create the data directory if needed and print the device id")
+    p = command("init", cmd_init, "create the data directory if needed and print the device id")
+    p.add_argument("--passphrase", action="store_true",
+                   help="seal the device's keys (DIR/keys) with a passphrase: from $CRDT_SYNC_PASSPHRASE, "
+                        "else asked on the terminal; other commands then read it from there too")
+    p.add_argument("--passphrase-env", metavar="VAR",
+                   help="seal them with the passphrase in environment variable VAR (a new one: the "
+                        "current one, if sealed already, is still read from $CRDT_SYNC_PASSPHRASE)")
     p = command("put", cmd_put, "merge fields into an entity, creating it")
     _entity_args(p)
     p.add_argument("fields", nargs="+", metavar="key=value",
@@ -185,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.fail(EXIT_ERROR, "store-corrupt", str(exc))
     except StoreError as exc:
         out.fail(EXIT_ERROR, "store", str(exc))
+    except PassphraseError as exc:
+        out.fail(EXIT_ERROR, "passphrase", str(exc))
     except ConnectionError as exc:
         out.fail(EXIT_ERROR, "unreachable", str(exc))
     except CrdtSyncError as exc:
