@@ -352,10 +352,10 @@ def _intact(data: bytes, off: int) -> int:
 
 
 def _resync(data: bytes, off: int) -> int:
-    """The offset of the next intact record after a damaged one at ``off``, or -1."""
-    end = _framed(data, off)  # a record whose length survived: try just after it first
-    if end > 0 and _intact(data, end) > 0:
-        return end
+    """The offset of the first intact record after a damaged one at ``off``, or -1.
+
+    The first, not the one just after the damaged record's own length: a flipped bit in the
+    length can make that length land on a later record's start and skip an intact one."""
     p = off + 1
     while p + _HEAD.size <= len(data):
         if data[p:p + 4] == b"\0\0\0\0":  # a record is never empty: skip runs of zeros
@@ -385,8 +385,8 @@ def scan(data: bytes) -> Scan:
     """Every intact record of a journal file, resynchronising after damage.
 
     A record is intact when its frame is consistent and its CRC32 matches. After one that is
-    not, the scan looks for the next intact record: first just after the damaged record's
-    own length, then at every following byte (runs of zeros skipped). The zeros reserved
+    not, the scan looks for the first intact record at any following byte (runs of zeros
+    skipped). The zeros reserved
     after the last record end the file and are not damage.
     """
     records: list[tuple[int, int]] = []

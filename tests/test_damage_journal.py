@@ -146,3 +146,13 @@ def test_reserved_zeros_and_a_torn_tail(tmp_path: Path) -> None:
     path = tmp_path / "x.log"
     path.write_bytes(bytes(torn))
     assert len(list(read_records(path))) == 3
+
+
+def test_a_flipped_length_that_lands_on_a_later_record_loses_only_its_record() -> None:
+    # found by hypothesis (victim=1, position=0, bit=5): record 1's length 23 became 55, which
+    # ends exactly where record 3 starts; resyncing there first lost the intact record 2
+    data = bytearray(_journal(10))
+    intact = scan(bytes(data)).records
+    start = intact[1][0]
+    data[start] ^= 1 << 5
+    assert scan(bytes(data)).records == intact[:1] + intact[2:]
