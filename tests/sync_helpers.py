@@ -129,9 +129,14 @@ Tamper = Callable[[str, bytes], list[bytes]]
 class Wire:
     """Moves frames between two sans-I/O sessions, in order, with an optional tamperer.
 
-    ``tamper(direction, frame)`` sees every frame (direction ``"a>b"`` or ``"b>a"``) and
-    returns what to deliver instead: ``[frame]`` to pass, ``[]`` to drop, or altered frames.
-    ``log`` keeps every frame each side sent, before tampering.
+    The sessions hand out their frames in the clear (``defer_sealing``) and the wire seals
+    each as the sending session would before delivering it, so ``tamper`` plays a hostile
+    *peer*: ``tamper(direction, frame)`` sees every frame in the clear (direction ``"a>b"``
+    or ``"b>a"``) and returns what its sender sends instead: ``[frame]`` to pass, ``[]`` to
+    drop, or altered frames (sealed by the sender's own link). ``tap(direction, wire)`` sees
+    the sealed bytes on the wire and returns what arrives (a man in the middle, who has no
+    keys). ``log`` keeps every frame each side made, in the clear, before tampering;
+    ``wire_log`` the bytes that went on the wire.
     """
 
     a: Session
@@ -139,6 +144,13 @@ class Wire:
     now: float = 0.0
     tamper: Tamper | None = None
     log: list[tuple[str, bytes]] = field(default_factory=list)
+    tap: Tamper | None = None
+    wire_log: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for session in (self.a, self.b):
+            if not session.bytes_out:
+                session.defer_sealing()
 
     def start(self, max_frames: int = 10_000) -> None:
         self.run(self.a.start(), self.b.start(), max_frames)
@@ -150,11 +162,15 @@ class Wire:
         while queue:
             direction, frame = queue.popleft()
             self.log.append((direction, frame))
+            sender = self.a if direction == "a>b" else self.b
             for out in self.tamper(direction, frame) if self.tamper else [frame]:
-                delivered += 1
-                assert delivered <= max_frames, "the sessions did not go quiet"
-                target, back = (self.b, "b>a") if direction == "a>b" else (self.a, "a>b")
-                queue.extend((back, f) for f in target.receive(out, self.now))
+                sealed = sender.seal(out)
+                self.wire_log.append((direction, sealed))
+                for arrived in self.tap(direction, sealed) if self.tap else [sealed]:
+                    delivered += 1
+                    assert delivered <= max_frames, "the sessions did not go quiet"
+                    target, back = (self.b, "b>a") if direction == "a>b" else (self.a, "a>b")
+                    queue.extend((back, f) for f in target.receive(arrived, self.now))
 
     def sent(self, direction: str) -> list[Message]:
         return [decode(f) for d, f in self.log if d == direction]

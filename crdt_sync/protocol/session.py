@@ -14,6 +14,11 @@ The rest of the package: ``messages`` (frames), ``events`` (what the session rep
 ``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``ordering``
 (:class:`CommitOrder`).
 
+Every frame after HELLO is encrypted and authenticated (protocol version 3, ``link``): the
+session seals what it sends and opens what it receives, so every transport gets it. A
+driver that reorders frames before sending them (its commit gate) asks for them in the clear
+(:meth:`Session.defer_sealing`) and seals each as it leaves (:meth:`Session.seal`).
+
 Reliability over lossy links: each side sends envelope batches within a window and keeps
 no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
 An ACK that does not cover a batch it acknowledges, or no ACK within ``ack_timeout``, rewinds
@@ -32,11 +37,13 @@ from ..envelope import assemble, envelope_hash
 from ..errors import Rejected
 from ..identity import device_id, verify
 from .batches import Sender
+from .channel import Channel
 from .config import RELIABLE_LINK, SessionConfig
 from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quarantined, Received, SpaceSynced
 from .forks import SessionForks
 from .handshake import AUTH_CONTEXT, TRANSCRIPT_CONTEXT, blind, negotiate, relay_spaces, transcript
 from .host import StreamingHost, SyncHost
+from .link import SEALED_HEAD, Link
 from .messages import (
     E_AUTH_FAILED,
     E_GOING_AWAY,
@@ -63,6 +70,7 @@ from .messages import (
     Ping,
     Pong,
     ProtocolViolation,
+    Sealed,
     Spaces,
     decode,
     encode,
@@ -88,10 +96,12 @@ class Session:
         now: the current time in seconds (any monotonic clock, used consistently).
         config: limits and timeouts.
         nonce: this side's HELLO nonce (tests pin it; random otherwise).
+        ephemeral: this side's X25519 secret for the link (tests pin it; random otherwise).
     """
 
     def __init__(self, host: SyncHost, now: float, config: SessionConfig | None = None,
-                 nonce: bytes | None = None, spaces: list[str] | None = None) -> None:
+                 nonce: bytes | None = None, spaces: list[str] | None = None,
+                 ephemeral: bytes | None = None) -> None:
         self.host = host
         self._only = None if spaces is None else set(spaces)
         self.config = config or SessionConfig()
@@ -107,7 +117,8 @@ class Session:
         self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
-        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, caps))
+        self._channel = Channel(ephemeral)  # the encrypted link (protocol/channel.py, link.py)
+        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, self._channel.public, self.nonce, caps))
         self._peer_is_relay = False
         self._peer_hello: Hello | None = None
         self._transcript = b""
@@ -129,6 +140,33 @@ class Session:
         self._notices = SessionNotices(host, self._emit, self._forks, self.config)
 
     # -- the driver's interface ---------------------------------------------------------------
+    def defer_sealing(self) -> None:
+        """From now on frames come out in the clear and the caller passes each through
+        :meth:`seal` as it sends it (in the order it sends them). A driver that holds some
+        frames back (the commit gate) and looks at them (a relay's pacing) does this before
+        :meth:`start`; counters then grow in the order frames leave."""
+        if self.bytes_out:
+            raise RuntimeError("defer_sealing() must come before start()")
+        self._channel.deferred = True
+
+    def seal(self, frame: bytes) -> bytes:
+        """A frame this session made (after :meth:`defer_sealing`), as it goes on the wire:
+        SEALED once the link is up, HELLO (and an ERROR before any HELLO) in the clear."""
+        sealed = self._channel.seal(frame)
+        self.bytes_out += len(sealed) - len(frame)
+        return sealed
+
+    @property
+    def link(self) -> Link | None:
+        """The encrypted link, once the peer's HELLO came (tests tap it: ``link.inspect``)."""
+        return self._channel.link
+
+    @property
+    def replays(self) -> int:
+        """SEALED frames dropped because their counter was seen before (or is too old)."""
+        link = self._channel.link
+        return link.replays if link is not None else 0
+
     def start(self) -> list[bytes]:
         """The first frames to send (HELLO)."""
         return self._out([self._hello], self._started)
@@ -142,8 +180,11 @@ class Session:
         try:
             if not self.authenticated and len(frame) > MAX_FRAME_BEFORE_AUTH:
                 return self._out(self._too_large_before_auth(frame), now)
-            msg = decode(frame)
-            return self._out(self._handle(msg, frame, now), now)
+            inner = self._open(frame)
+            if inner is None:
+                return []
+            msg = decode(inner)
+            return self._out(self._handle(msg, inner, now), now)
         except ProtocolViolation as exc:
             return self._fail(exc.code, str(exc), now)
         except Rejected as exc:
@@ -271,8 +312,15 @@ class Session:
     def _out(self, frames: list[bytes], now: float) -> list[bytes]:
         if frames:
             self._last_tx = now
+            frames = self._channel.outgoing(frames)
             self.bytes_out += sum(map(len, frames))
         return frames
+
+    def _open(self, frame: bytes) -> bytes | None:
+        if frame[:2] == SEALED_HEAD and self._channel.link is None:
+            self._early_frame("SEALED")  # before the peer's HELLO: its sender resends it
+            return None
+        return self._channel.open(frame)
 
     def _emit(self, event: Event) -> None:
         self.events.append(event)
@@ -292,6 +340,8 @@ class Session:
                 return self._on_hello(msg, frame)
             case AuthMsg():
                 return self._on_auth(msg, now)
+            case Sealed():  # never inside SEALED (the outer one is opened in receive)
+                raise ProtocolViolation(E_UNEXPECTED, "SEALED inside SEALED")
             case Error():
                 self._peer_left = True
                 self._end(Closed(msg.code, msg.message, by_peer=True))
@@ -305,7 +355,7 @@ class Session:
             case Pong():
                 return []
         if self._peer_hello is None or (not self.authenticated and not isinstance(msg, Spaces)):
-            return self._early_frame(msg)
+            return self._early_frame(type(msg).__name__.upper())
         if isinstance(msg, Spaces):
             self._pending_spaces = msg
             return self._on_spaces(now) if self.authenticated else []
@@ -329,23 +379,28 @@ class Session:
                 return self._on_clock_skew(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
-    def _early_frame(self, msg: Message) -> list[bytes]:
+    def _early_frame(self, name: str) -> list[bytes]:
         # Reordered or resent frames can overtake the handshake: drop them (their sender
         # resends), but a peer that keeps sending them is not doing a handshake at all.
         self._early += 1
         if self._early > self.config.max_early_frames:
             stage = "HELLO" if self._peer_hello is None else "AUTH"
-            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before {stage}")
+            raise ProtocolViolation(E_UNEXPECTED, f"{name} before {stage}")
         return []
 
     def _too_large_before_auth(self, frame: bytes) -> list[bytes]:
         # Nothing of it is decoded. A long SPACES list that overtook AUTH on a reordering
         # link is dropped like any early frame (the duplicate HELLO brings it again, after
-        # AUTH); anything else this large before AUTH is not a handshake.
-        if self._peer_hello is not None and peek_type(frame) is MessageType.SPACES:
-            self._early += 1
-            if self._early <= self.config.max_early_frames:
-                return []
+        # AUTH); anything else this large before AUTH is not a handshake. (It is SEALED: the
+        # link's keys exist once the peer's HELLO came; opening costs no more than reading.)
+        if self._channel.sealed(frame):
+            inner = self._channel.open(frame)
+            if inner is None:
+                return []  # a replay
+            if peek_type(inner) is MessageType.SPACES:
+                self._early += 1
+                if self._early <= self.config.max_early_frames:
+                    return []
         raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes before authentication exceeds "
                                 f"{MAX_FRAME_BEFORE_AUTH} (the limit is {MAX_FRAME} once authenticated)")
 
@@ -355,14 +410,16 @@ class Session:
                 return list(self._handshake_reply)  # it resent HELLO: ours may have been lost
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
         version = negotiate(msg)
-        if msg.device_key == self.host.identity.public_key:
-            raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
+        if msg.ephemeral_key == self._channel.public:
+            raise ProtocolViolation(E_AUTH_FAILED, "peer's HELLO carries this session's own ephemeral key "
+                                    "(a reflected HELLO)")
+        self._transcript = transcript(self._hello, frame)
+        self._channel.establish(msg.ephemeral_key, self._transcript, self._hello, frame)
         self._peer_hello = msg
         self.version = version
-        self.peer = device_id(msg.device_key)
-        self._transcript = transcript(self._hello, frame)
-        proof = self.host.identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
-        self._handshake_reply = [encode(AuthMsg(proof))]
+        identity = self.host.identity
+        proof = identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
+        self._handshake_reply = [encode(AuthMsg(identity.public_key, proof))]
         self._peer_is_relay = msg.capabilities.get("relay") is True
         if not self._relay:  # a relay answers with the names the device asked for
             self._my_spaces = [s for s in self.host.sync_spaces() if self._only is None or s in self._only]
@@ -375,13 +432,16 @@ class Session:
 
     def _on_auth(self, msg: AuthMsg, now: float) -> list[bytes]:
         if self._peer_hello is None:
-            return self._early_frame(msg)
+            return self._early_frame("AUTH")
         if self.authenticated:
             return []  # duplicate
-        if not verify(self._peer_hello.device_key, AUTH_CONTEXT + self._transcript + self.nonce,
-                      msg.signature):
-            raise ProtocolViolation(E_AUTH_FAILED, f"peer did not prove it holds the key of {self.peer}")
-        assert self.peer is not None and self.version is not None
+        if msg.device_key == self.host.identity.public_key:
+            raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
+        if not verify(msg.device_key, AUTH_CONTEXT + self._transcript + self.nonce, msg.signature):
+            raise ProtocolViolation(E_AUTH_FAILED, "peer did not prove it holds the key of "
+                                    f"{device_id(msg.device_key)}")
+        self.peer = device_id(msg.device_key)
+        assert self.version is not None
         refused = self.host.admit(self.peer)
         if refused is not None:
             raise ProtocolViolation(E_AUTH_FAILED, refused)
