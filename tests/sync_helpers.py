@@ -19,6 +19,7 @@ import cbor2
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Received, Session, SessionConfig
+from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import Error, Message, ProtocolViolation, decode
 from crdt_sync.protocol.session import AUTH_CONTEXT, TRANSCRIPT_CONTEXT
 from crdt_sync.transports.base import FrameLink
@@ -99,6 +100,15 @@ def error_of(frames: list[bytes]) -> Error | None:
     errors = [m for m in map(decode, frames) if isinstance(m, Error)]
     assert len(errors) <= 1, f"more than one ERROR: {errors}"
     return errors[0] if errors else None
+
+
+def opened(receiver: Session, frame: bytes) -> Message:
+    """A frame on its way to ``receiver``, decoded: a SEALED one opened with the receiver's
+    link (without touching its replay window), a plaintext one (HELLO) as it is."""
+    link = receiver.link
+    if link is not None and frame[:2] == SEALED_HEAD:
+        return decode(link.inspect(frame))
+    return decode(frame)
 
 
 def expected_code(frame: bytes) -> int | None:

@@ -40,7 +40,8 @@ def test_the_link_vectors_are_what_a_session_computes(tmp_path: Path) -> None:
     finally:
         replica.close()
     t = steps["T (transcript of the two HELLOs above)"]
-    link = Link.establish(pv.EPHEMERAL_A, public_of(pv.EPHEMERAL_B), t, frames["HELLO"], frames["HELLO (Bob)"])
+    hello_a, hello_b = frames["HELLO"], frames["HELLO (Bob)"]
+    link = Link.establish(pv.EPHEMERAL_A, public_of(pv.EPHEMERAL_B), t, hello_a, hello_b)
     assert link.seal(frames["AUTH"]) == frames["SEALED"]
-    bob = Link.establish(pv.EPHEMERAL_B, public_of(pv.EPHEMERAL_A), t, frames["HELLO (Bob)"], frames["HELLO"])
+    bob = Link.establish(pv.EPHEMERAL_B, public_of(pv.EPHEMERAL_A), t, hello_b, hello_a)
     assert bob.open(frames["SEALED"]) == frames["AUTH"]

@@ -58,6 +58,7 @@ class Channel:
         if frame[:2] == SEALED_HEAD:
             inner = link.open(frame)
             if inner is not None and inner[1:2] in (_HELLO, SEALED_HEAD[1:]):
+                decode(inner)  # a broken one gets the decoder's code, like any inner frame
                 raise ProtocolViolation(E_UNEXPECTED, "HELLO or SEALED inside SEALED")
             return inner
         decode(frame)  # a broken frame gets the decoder's code, as before the link
