@@ -1,13 +1,23 @@
 """The session's side of the encrypted link (protocol version 3): its ephemeral key, the
-:class:`~crdt_sync.protocol.link.Link` once the peer's HELLO came, and which frames go
-sealed. No I/O; the crypto is in ``link``."""
+:class:`~crdt_sync.protocol.link.Link` once the peer's HELLO came, which frames go sealed,
+and what a frame must be before authentication (its size, how many may come early). No
+I/O; the crypto is in ``link``."""
 
 from __future__ import annotations
 
 import contextlib
 
 from .link import SEALED_HEAD, Link, ephemeral_key, public_of
-from .messages import E_UNEXPECTED, MessageType, ProtocolViolation, decode, peek_type
+from .messages import (
+    E_TOO_LARGE,
+    E_UNEXPECTED,
+    MAX_FRAME,
+    MAX_FRAME_BEFORE_AUTH,
+    MessageType,
+    ProtocolViolation,
+    decode,
+    peek_type,
+)
 
 _HELLO = b"\x00"  # a frame's second byte: its type (every frame is a short array)
 
@@ -20,15 +30,17 @@ class Channel:
     driver seals each as it sends it (:meth:`seal`).
     """
 
-    __slots__ = ("_secret", "deferred", "link", "public")
+    __slots__ = ("_early", "_max_early", "_secret", "deferred", "link", "public")
 
-    def __init__(self, secret: bytes | None = None) -> None:
+    def __init__(self, secret: bytes | None = None, max_early: int = 64) -> None:
         if secret is None:
             self._secret, self.public = ephemeral_key()
         else:
             self._secret, self.public = secret, public_of(secret)
         self.link: Link | None = None
         self.deferred = False
+        self._early = 0
+        self._max_early = max_early
 
     def establish(self, peer_public: bytes, transcript: bytes, my_hello: bytes, peer_hello: bytes) -> None:
         self.link = Link.establish(self._secret, peer_public, transcript, my_hello, peer_hello)
@@ -44,9 +56,38 @@ class Channel:
         link = self.link
         return frame if link is None or frame[1:2] == _HELLO else link.seal(frame)
 
-    def sealed(self, frame: bytes) -> bool:
-        """True if ``frame`` is SEALED and the keys to open it exist."""
-        return self.link is not None and frame[:2] == SEALED_HEAD
+    def early(self, name: str, stage: str) -> None:
+        """A frame came before the handshake allows it. Reordered or resent frames can
+        overtake the handshake: they are dropped (their sender resends), but a peer that
+        keeps sending them is not doing a handshake at all (ERROR 6)."""
+        self._early += 1
+        if self._early > self._max_early:
+            raise ProtocolViolation(E_UNEXPECTED, f"{name} before {stage}")
+
+    def incoming(self, frame: bytes, authenticated: bool) -> bytes | None:
+        """The frame a session handles of one it received (see :meth:`open`), or None."""
+        if not authenticated and len(frame) > MAX_FRAME_BEFORE_AUTH:
+            self._too_large_before_auth(frame)  # raises unless it is dropped
+            return None
+        if frame[:2] == SEALED_HEAD and self.link is None:
+            self.early("SEALED", "HELLO")  # before the peer's HELLO: its sender resends it
+            return None
+        return self.open(frame)
+
+    def _too_large_before_auth(self, frame: bytes) -> None:
+        # Nothing of it is decoded. A long SPACES list that overtook AUTH on a reordering
+        # link is dropped like any early frame (the duplicate HELLO brings it again, after
+        # AUTH); anything else this large before AUTH is not a handshake. (It is SEALED: the
+        # link's keys exist once the peer's HELLO came; opening costs no more than reading.)
+        if self.link is not None and frame[:2] == SEALED_HEAD:
+            inner = self.link.open(frame)
+            if inner is None:
+                return  # a replay
+            if peek_type(inner) is MessageType.SPACES and self._early < self._max_early:
+                self._early += 1
+                return
+        raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes before authentication exceeds "
+                                f"{MAX_FRAME_BEFORE_AUTH} (the limit is {MAX_FRAME} once authenticated)")
 
     def open(self, frame: bytes) -> bytes | None:
         """The frame to handle: the inner frame of a SEALED one (None: a replay), or a

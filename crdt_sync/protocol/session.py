@@ -14,10 +14,9 @@ The rest of the package: ``messages`` (frames), ``events`` (what the session rep
 ``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``ordering``
 (:class:`CommitOrder`).
 
-Every frame after HELLO is encrypted and authenticated (protocol version 3, ``link``): the
-session seals what it sends and opens what it receives, so every transport gets it. A
-driver that reorders frames before sending them (its commit gate) asks for them in the clear
-(:meth:`Session.defer_sealing`) and seals each as it leaves (:meth:`Session.seal`).
+Frames after HELLO are sealed and opened here (protocol 3: ``channel``, ``link``), so every
+transport is encrypted; a driver may take them in the clear and seal each as it leaves
+(:meth:`Session.defer_sealing`).
 
 Reliability over lossy links: each side sends envelope batches within a window and keeps
 no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
@@ -43,7 +42,7 @@ from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quaran
 from .forks import SessionForks
 from .handshake import AUTH_CONTEXT, TRANSCRIPT_CONTEXT, blind, negotiate, relay_spaces, transcript
 from .host import StreamingHost, SyncHost
-from .link import SEALED_HEAD, Link
+from .link import Link
 from .messages import (
     E_AUTH_FAILED,
     E_GOING_AWAY,
@@ -51,10 +50,7 @@ from .messages import (
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
-    E_TOO_LARGE,
     E_UNEXPECTED,
-    MAX_FRAME,
-    MAX_FRAME_BEFORE_AUTH,
     MAX_VERSION,
     MIN_VERSION,
     Ack,
@@ -66,16 +62,13 @@ from .messages import (
     Have,
     Hello,
     Message,
-    MessageType,
     Ping,
     Pong,
     ProtocolViolation,
-    Sealed,
     Spaces,
     decode,
     encode,
     error_name,
-    peek_type,
 )
 from .messages import Auth as AuthMsg
 from .messages import Quarantined as QuarantinedMsg
@@ -117,7 +110,8 @@ class Session:
         self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
-        self._channel = Channel(ephemeral)  # the encrypted link (protocol/channel.py, link.py)
+        # the encrypted link and the frames that come early (protocol/channel.py, link.py)
+        self._channel = Channel(ephemeral, self.config.max_early_frames)
         self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, self._channel.public, self.nonce, caps))
         self._peer_is_relay = False
         self._peer_hello: Hello | None = None
@@ -132,7 +126,6 @@ class Session:
         self._handshake_reply: list[bytes] = []
         #: called with the shared spaces once they are known (a relay subscribes to them)
         self.on_shared: Callable[[list[str]], None] | None = None
-        self._early = 0
         self._peer_left = False  # it said BYE or ERROR
         self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
         self._sender = Sender(host, self.config, self._forks)  # envelope batches (protocol/batches.py)
@@ -178,11 +171,9 @@ class Session:
         self._last_rx = now
         self.bytes_in += len(frame)
         try:
-            if not self.authenticated and len(frame) > MAX_FRAME_BEFORE_AUTH:
-                return self._out(self._too_large_before_auth(frame), now)
-            inner = self._open(frame)
+            inner = self._channel.incoming(frame, self.authenticated)
             if inner is None:
-                return []
+                return []  # a replay, or dropped as early (see channel.py)
             msg = decode(inner)
             return self._out(self._handle(msg, inner, now), now)
         except ProtocolViolation as exc:
@@ -316,12 +307,6 @@ class Session:
             self.bytes_out += sum(map(len, frames))
         return frames
 
-    def _open(self, frame: bytes) -> bytes | None:
-        if frame[:2] == SEALED_HEAD and self._channel.link is None:
-            self._early_frame("SEALED")  # before the peer's HELLO: its sender resends it
-            return None
-        return self._channel.open(frame)
-
     def _emit(self, event: Event) -> None:
         self.events.append(event)
 
@@ -340,8 +325,6 @@ class Session:
                 return self._on_hello(msg, frame)
             case AuthMsg():
                 return self._on_auth(msg, now)
-            case Sealed():  # never inside SEALED (the outer one is opened in receive)
-                raise ProtocolViolation(E_UNEXPECTED, "SEALED inside SEALED")
             case Error():
                 self._peer_left = True
                 self._end(Closed(msg.code, msg.message, by_peer=True))
@@ -380,29 +363,8 @@ class Session:
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, name: str) -> list[bytes]:
-        # Reordered or resent frames can overtake the handshake: drop them (their sender
-        # resends), but a peer that keeps sending them is not doing a handshake at all.
-        self._early += 1
-        if self._early > self.config.max_early_frames:
-            stage = "HELLO" if self._peer_hello is None else "AUTH"
-            raise ProtocolViolation(E_UNEXPECTED, f"{name} before {stage}")
+        self._channel.early(name, "HELLO" if self._peer_hello is None else "AUTH")
         return []
-
-    def _too_large_before_auth(self, frame: bytes) -> list[bytes]:
-        # Nothing of it is decoded. A long SPACES list that overtook AUTH on a reordering
-        # link is dropped like any early frame (the duplicate HELLO brings it again, after
-        # AUTH); anything else this large before AUTH is not a handshake. (It is SEALED: the
-        # link's keys exist once the peer's HELLO came; opening costs no more than reading.)
-        if self._channel.sealed(frame):
-            inner = self._channel.open(frame)
-            if inner is None:
-                return []  # a replay
-            if peek_type(inner) is MessageType.SPACES:
-                self._early += 1
-                if self._early <= self.config.max_early_frames:
-                    return []
-        raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes before authentication exceeds "
-                                f"{MAX_FRAME_BEFORE_AUTH} (the limit is {MAX_FRAME} once authenticated)")
 
     def _on_hello(self, msg: Hello, frame: bytes) -> list[bytes]:
         if self._peer_hello is not None:
