@@ -43,7 +43,7 @@ from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests.conftest import ReplicaFactory
 from tests.link_helpers import HandPeer
-from tests.relay_helpers import RawPeer, rejections, running_relay, sync_once
+from tests.relay_helpers import RawPeer, log_events, rejections, running_relay, sync_once, wait_until
 from tests.sync_helpers import FAST, SPACE, WAIT, Wire, fill, opened, snapshot
 
 SECRET_VALUES = ["diagnosis: bearing-failure-7f3a", "customer: Zoë Ørsted-9c21"]
@@ -328,6 +328,54 @@ def test_a_replayed_sealed_frame_is_dropped_and_counted_and_the_session_syncs(
     assert alice.version_vector(SPACE) == bob.version_vector(SPACE)
     assert sa.replays == 2 * len(recorded) > 0
     assert sb.replays == 0
+
+
+async def test_a_frame_replayed_to_a_relay_is_dropped_and_counted(tmp_path: Path,
+                                                                   open_replica: ReplicaFactory) -> None:
+    """The proxy sends the device's third and fourth WebSocket messages (SEALED) twice."""
+    device = open_replica("device")
+    fill(device, "d", 3)
+    state = {"head": True, "binary": 0}
+    pending = bytearray()
+
+    def replay(up: bool, data: bytes) -> bytes:
+        if not up:
+            return data
+        pending.extend(data)
+        if state["head"]:
+            if b"\r\n\r\n" not in pending:
+                return b""
+            end = pending.index(b"\r\n\r\n") + 4
+            head = bytes(pending[:end])
+            del pending[:end]
+            state["head"] = False
+            return head + replay(True, b"")
+        frames, whole = _ws_frames(bytes(pending))
+        out = bytearray()
+        at = 0
+        for opcode, _, end in frames:
+            raw = pending[at:end]
+            at = end
+            out += raw
+            if opcode == 0x2:
+                state["binary"] += 1
+                if state["binary"] in (3, 4):
+                    out += raw  # the same bytes again: a replay
+        del pending[:whole]
+        return bytes(out)
+
+    with log_events("crdt_sync.relay") as records:
+        async with running_relay(tmp_path / "relay") as relay, Proxy(relay.port, replay) as proxy:
+            outcome = await sync_once(device, proxy.url)
+            assert outcome.synced and outcome.ok, outcome.closed
+            assert relay.store.version_vector(SPACE) == {device.device_id: 3}
+
+            async def logged() -> bool:
+                return any(r.getMessage() == "session.closed" for r in records)
+
+            await wait_until(logged, "the relay's session.closed log line")
+    [closed] = [r for r in records if r.getMessage() == "session.closed"]
+    assert closed.fields["replays"] == 2  # type: ignore[attr-defined]
 
 
 def test_the_replay_window() -> None:

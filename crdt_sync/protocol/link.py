@@ -138,8 +138,9 @@ def open_frame(key: bytes, frame: bytes) -> tuple[int, bytes]:
     try:
         inner = crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, None, nonce_of(counter), key)
     except CryptoError:
-        raise ProtocolViolation(E_MALFORMED, "a SEALED frame did not authenticate (altered, or not "
-                                "from this session's peer)") from None
+        raise ProtocolViolation(E_MALFORMED, "a SEALED frame did not authenticate: it was altered on "
+                                "the way or is not from this session's peer (a broken link or a man "
+                                "in the middle); the session ends, sync again") from None
     if len(inner) > MAX_INNER_FRAME:
         raise ProtocolViolation(E_TOO_LARGE, f"inner frame of {len(inner)} bytes exceeds {MAX_INNER_FRAME}")
     return counter, inner
