@@ -360,8 +360,6 @@ class RawPeer:
                  replica: Replica | None, spaces: list[str] | None, config: SessionConfig) -> None:
         self.http, self.ws = http, ws
         self.session = Session(replica.sync_host, 0.0, config, spaces=spaces) if replica is not None else None
-        if self.session is not None:
-            self.session.defer_sealing()
         self.received: list[Message] = []
         self.vanished = False
 
@@ -447,6 +445,7 @@ class RawPeer:
                 await self.send(session.seal(tamper(frame) if tamper else frame))
 
         if session.bytes_out == 0:
+            session.defer_sealing()  # frames in the clear for ``tamper``, sealed in send_all
             await send_all(session.start())
         for _ in range(max_frames):
             frame = await self.recv()

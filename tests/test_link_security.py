@@ -23,13 +23,16 @@ from pathlib import Path
 import pytest
 
 from crdt_sync import Replica
-from crdt_sync.protocol import Session
+from crdt_sync.protocol import Session, SessionConfig
+from crdt_sync.protocol.config import MAX_BATCH_BYTES
 from crdt_sync.protocol.link import REPLAY_WINDOW, SEALED_HEAD, ReplayWindow
 from crdt_sync.protocol.messages import (
     E_AUTH_FAILED,
     E_MALFORMED,
     E_UNEXPECTED,
     E_UNSUPPORTED_VERSION,
+    MAX_FRAME,
+    MAX_INNER_FRAME,
     Auth,
     Envelopes,
     Error,
@@ -495,3 +498,24 @@ def test_auth_inside_sealed_carries_the_device_key(open_replica: ReplicaFactory)
     assert isinstance(decode(hello), Hello) and alice.identity.public_key not in hello
     auth = decode(session.receive(HandPeer().hello, 0.0)[0])
     assert isinstance(auth, Auth) and auth.device_key == alice.identity.public_key
+
+
+# -- sizes ------------------------------------------------------------------------------------------------
+def test_batches_are_sized_to_fit_inside_sealed(open_replica: ReplicaFactory) -> None:
+    """The largest batch a session may be configured for still fits in a SEALED frame."""
+    with pytest.raises(ValueError, match="must fit inside SEALED"):
+        SessionConfig(batch_bytes=MAX_BATCH_BYTES + 1)
+    alice, bob = open_replica("alice", seal_interval=0), open_replica("bob")
+    bob.join(SPACE)
+    sp = alice.space(SPACE)
+    for i in range(12):  # ~12 envelopes of ~100 KB: more than one frame holds
+        sp.put("blobs", f"b{i}", {f"part{j}": bytes([i, j]) * 25_000 for j in range(2)})
+        alice.seal()
+    big = SessionConfig(batch_bytes=MAX_BATCH_BYTES)
+    wire = Wire(Session(alice.sync_host, 0.0, big), Session(bob.sync_host, 0.0, big))
+    wire.start()
+    assert wire.a.synced and wire.b.synced
+    batches = [f for d, f in wire.log if d == "a>b" and isinstance(decode(f), Envelopes)]
+    assert len(batches) >= 2 and max(map(len, batches)) > MAX_INNER_FRAME - 200_000
+    assert max(len(f) for _, f in wire.log) <= MAX_INNER_FRAME
+    assert max(len(f) for _, f in wire.wire_log) <= MAX_FRAME

@@ -7,13 +7,8 @@ from __future__ import annotations
 from .config import SessionConfig
 from .forks import SessionForks
 from .host import SyncHost
-from .messages import MAX_INNER_FRAME, Envelopes, WireEnvelope, encode, encode_envelopes, envelope_item
+from .messages import Envelopes, WireEnvelope, encode, encode_envelopes, envelope_item
 from .spaces import Inflight, SpaceState, merge, ref
-
-#: A batch's envelopes (their wire forms, larger than the items sent) stay below this, so
-#: that the ENVELOPES frame (its head, at most ~32 bytes) fits inside SEALED; one envelope
-#: (at most 512 KiB) always fits.
-MAX_BATCH_BYTES = MAX_INNER_FRAME - 64
 
 
 class Sender:
@@ -36,7 +31,7 @@ class Sender:
         cfg = self._config
         while len(st.inflight) < cfg.window:
             envs = self._host.missing_envelopes(st.name, self._forks.covered(st, st.covered()),
-                                                cfg.batch_count, min(cfg.batch_bytes, MAX_BATCH_BYTES))
+                                                cfg.batch_count, cfg.batch_bytes)
             if not envs:
                 break
             top: dict[str, int] = {}
@@ -62,7 +57,7 @@ class Sender:
         assert outgoing is not None
         while len(st.inflight) < cfg.window:
             items, st.cursor = outgoing(st.name, self._forks.covered(st, st.covered()), st.cursor,
-                                        cfg.batch_count, min(cfg.batch_bytes, MAX_BATCH_BYTES))
+                                        cfg.batch_count, cfg.batch_bytes)
             if not items:
                 break
             top: dict[str, int] = {}
