@@ -526,7 +526,8 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
     Args:
         hooks: how the host tells the driver it changed, its idle work, its commits.
         tick_interval: how often a live session's host gets its idle turn.
-        on_send: called with the frames as they enter the outbox (a relay times fan-out).
+        on_send: called with the frames as they enter the outbox, in the clear (they are
+            sealed right after): a relay times fan-out and paces by them.
 
     Returns:
         How it ended; the link is closed by then.
