@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Session, SessionConfig
@@ -519,3 +521,30 @@ def test_batches_are_sized_to_fit_inside_sealed(open_replica: ReplicaFactory) ->
     assert len(batches) >= 2 and max(map(len, batches)) > MAX_INNER_FRAME - 200_000
     assert max(len(f) for _, f in wire.log) <= MAX_INNER_FRAME
     assert max(len(f) for _, f in wire.wire_log) <= MAX_FRAME
+
+
+@settings(max_examples=300, deadline=None)
+@given(frame=st.binary(max_size=200), counter=st.integers(0, 2**64 - 1), at=st.integers(0, 10_000),
+       bit=st.integers(0, 7), cut=st.integers(0, 3))
+def test_no_altered_sealed_frame_opens_to_another_frame(frame: bytes, counter: int, at: int, bit: int,
+                                                        cut: int) -> None:
+    """A flipped bit anywhere (head, counter, length, ciphertext, tag), or a cut, is refused
+    (ERROR 1): it never opens to a frame, the one sent or another. (Into a session that saw
+    the counter it names, it would be dropped as a replay first: never opened either.)"""
+    from crdt_sync.protocol.link import Link
+    from crdt_sync.protocol.messages import ProtocolViolation
+
+    key = bytes(range(32))
+    sender, receiver = Link(key, bytes(32)), Link(bytes(32), key)
+    sender.sent = counter
+    sealed = sender.seal(frame)
+    altered = bytearray(sealed)
+    altered[at % len(altered)] ^= 1 << bit
+    for wire in (bytes(altered), sealed[:len(sealed) - 1 - cut]):
+        try:
+            receiver.open(wire)
+        except ProtocolViolation as exc:
+            assert exc.code == E_MALFORMED, exc
+        else:
+            raise AssertionError("an altered SEALED frame opened")
+    assert receiver.open(sealed) == frame  # and the genuine frame still opens

@@ -33,6 +33,7 @@ class Channel:
     __slots__ = ("_early", "_max_early", "_secret", "deferred", "link", "public")
 
     def __init__(self, secret: bytes | None = None, max_early: int = 64) -> None:
+        self._secret: bytes | None
         if secret is None:
             self._secret, self.public = ephemeral_key()
         else:
@@ -43,7 +44,11 @@ class Channel:
         self._max_early = max_early
 
     def establish(self, peer_public: bytes, transcript: bytes, my_hello: bytes, peer_hello: bytes) -> None:
+        """The link's keys, once; the ephemeral secret is let go (a resent HELLO is the same
+        bytes, and a later one is refused), so nothing kept can recompute them."""
+        assert self._secret is not None, "one handshake per session"
         self.link = Link.establish(self._secret, peer_public, transcript, my_hello, peer_hello)
+        self._secret = None
 
     def outgoing(self, frames: list[bytes]) -> list[bytes]:
         """``frames`` as the session returns them: sealed, unless deferred."""
