@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .link import SEALED_HEAD, Link, ephemeral_key, public_of
+from .link import SEALED_HEAD, Link, ephemeral_key, parse_sealed, public_of
 from .messages import (
     E_TOO_LARGE,
     E_UNEXPECTED,
@@ -75,6 +75,7 @@ class Channel:
             self._too_large_before_auth(frame)  # raises unless it is dropped
             return None
         if frame[:2] == SEALED_HEAD and self.link is None:
+            parse_sealed(frame)  # a broken one is ERROR 1, as anywhere
             self.early("SEALED", "HELLO")  # before the peer's HELLO: its sender resends it
             return None
         return self.open(frame)

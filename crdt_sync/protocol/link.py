@@ -34,12 +34,13 @@ from .messages import (
     E_TOO_LARGE,
     MAX_FRAME,
     MAX_INNER_FRAME,
+    SEALED_TAG_BYTES,
     ProtocolViolation,
 )
 
 LINK_CONTEXT = b"crdt-sync/3 link"
 KEY_BYTES = 32
-TAG_BYTES = 16
+TAG_BYTES = SEALED_TAG_BYTES
 #: Counters a receiver remembers behind the highest one it accepted.
 REPLAY_WINDOW = 1024
 #: The first bytes of every SEALED frame: a 3-item array, then the type (13).

@@ -44,6 +44,8 @@ MAX_FORK_ENVELOPES = 2
 #: import the envelope module).
 MAX_FORK_ENVELOPE_BYTES = 512 * 1024
 HASH_BYTES = 32
+#: The AEAD tag every SEALED ciphertext ends with (``crdt_sync.protocol.link``).
+SEALED_TAG_BYTES = 16
 
 #: An author as sent: an index into the frame sender's author table, or a 32-byte key.
 AuthorRef = int | bytes
@@ -550,8 +552,14 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_FORK_PROOF: _fork_proof,
     T_CLOCK_SKEW: lambda a: ClockSkew(_uint(a[0], "space index", MAX_SPACES), _author(a[1]),
                                       _seq(a[2]), _uint(a[3], "ahead_ms")),
-    T_SEALED: lambda a: Sealed(_uint(a[0], "counter"), _bytes(a[1], "ciphertext")),
+    T_SEALED: lambda a: Sealed(_uint(a[0], "counter"), _ciphertext(a[1])),
 }
+
+
+def _ciphertext(v: Any) -> bytes:
+    if not isinstance(v, bytes) or len(v) < SEALED_TAG_BYTES:
+        raise _bad("SEALED ciphertext is shorter than its tag")
+    return v
 
 
 def _seq(v: Any) -> int:
