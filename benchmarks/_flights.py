@@ -20,7 +20,7 @@ from ._harness import BenchmarkError
 if TYPE_CHECKING:  # imported lazily at run time, so a parent process needs neither
     from pycrdt import Doc
 
-    from crdt_sync.protocol import SyncHost
+    from crdt_sync.protocol import Session, SyncHost
 
 #: A session that needs more flights than this is not converging: a protocol bug.
 MAX_FLIGHTS = 10_000
@@ -120,12 +120,16 @@ def drive(a: SyncHost, b: SyncHost, on_flight: Callable[[], None] | None = None)
     for name, session in (("A", sa), ("B", sb)):
         if session.closed is None or session.closed.code != E_NORMAL:
             raise BenchmarkError(f"session of {name} ended with {session.closed}")
-    return _summarise(log, seconds, spent[True], spent[False])
+    return _summarise(log, seconds, spent[True], spent[False], sa, sb)
 
 
-def _summarise(log: list[Frame], seconds: float, a_seconds: float, b_seconds: float) -> SyncRun:
-    """Classify the frames (after the clock stopped: decoding them is not the protocol's cost)."""
+def _summarise(log: list[Frame], seconds: float, a_seconds: float, b_seconds: float,
+               sa: Session, sb: Session) -> SyncRun:
+    """Classify the frames (after the clock stopped: decoding them is not the protocol's cost).
+    SEALED frames are counted by the type of the frame inside (opened with the receiver's
+    link), their bytes as they were on the wire."""
     from crdt_sync.payload import decode_payload
+    from crdt_sync.protocol.link import SEALED_HEAD
     from crdt_sync.protocol.messages import Envelopes, decode
 
     sent = Counter[str]()
@@ -134,7 +138,8 @@ def _summarise(log: list[Frame], seconds: float, a_seconds: float, b_seconds: fl
     first_have = data_flight = 0
     envelopes = edits = yjs = payload = 0
     for flight, by_a, frame in log:
-        msg = decode(frame)
+        link = (sb if by_a else sa).link
+        msg = decode(link.inspect(frame) if link is not None and frame[:2] == SEALED_HEAD else frame)
         name = type(msg).__name__.upper()
         frames[name] += 1
         type_bytes[name] += len(frame)

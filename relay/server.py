@@ -318,7 +318,8 @@ class RelayServer:
             "peer": outcome.peer, "remote": label, "code": closed.code if closed else None,
             "reason": closed.reason if closed else None, "by_peer": closed.by_peer if closed else None,
             "envelopes_in": session.envelopes_in, "envelopes_out": session.envelopes_out,
-            "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out}})
+            "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out,
+            "replays": session.replays}})  # SEALED frames dropped as replays (protocol 3)
 
     def _unsubscribe(self, conn: _Connection) -> None:
         """The connection ended: no state it alone named stays behind (its spaces, its

@@ -8,6 +8,7 @@ from hashlib import blake2b
 from crdt_sync.envelope import seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
+from crdt_sync.protocol.link import LINK_CONTEXT, nonce_of, public_of, seal_frame, shared_secret
 from crdt_sync.protocol.messages import (
     Ack,
     Auth,
@@ -30,6 +31,9 @@ ALICE = Identity(bytes([1]) * 32)
 BOB = Identity(bytes([2]) * 32)
 NONCE_A = bytes([0xA0]) * 32
 NONCE_B = bytes([0xB0]) * 32
+#: The sessions' ephemeral X25519 secrets (random in real sessions).
+EPHEMERAL_A = bytes([0xE1]) * 32
+EPHEMERAL_B = bytes([0xE2]) * 32
 HLC = 0x0193_0000_0000_0001  # any valid hybrid logical clock value
 
 
@@ -42,14 +46,47 @@ def _yjs_update() -> bytes:
     return doc.get_update()
 
 
-def vectors() -> list[tuple[str, str, bytes]]:
-    """``(name, explanation, frame)`` for every message type, as Alice would send them."""
-    hello_a = encode(Hello(2, 2, ALICE.public_key, NONCE_A, {}))
-    hello_b = encode(Hello(2, 2, BOB.public_key, NONCE_B, {}))
+def _handshake() -> tuple[bytes, bytes, bytes]:
+    """Both HELLO frames and the transcript."""
+    hello_a = encode(Hello(3, 3, public_of(EPHEMERAL_A), NONCE_A, {}))
+    hello_b = encode(Hello(3, 3, public_of(EPHEMERAL_B), NONCE_B, {}))
     first, second = sorted([hello_a, hello_b])
     transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
                          digest_size=32).digest()
-    auth = encode(Auth(ALICE.sign(AUTH_CONTEXT + transcript + NONCE_B)))
+    return hello_a, hello_b, transcript
+
+
+def link_vectors() -> list[tuple[str, bytes]]:
+    """``(name, value)`` of each step of the link's key schedule, then one SEALED frame."""
+    hello_a, hello_b, transcript = _handshake()
+    dh = shared_secret(EPHEMERAL_A, public_of(EPHEMERAL_B))
+    assert dh == shared_secret(EPHEMERAL_B, public_of(EPHEMERAL_A))
+    k = blake2b(LINK_CONTEXT + transcript, key=dh, digest_size=64).digest()
+    a_first = hello_a < hello_b
+    a_sends = k[:32] if a_first else k[32:]
+    b_sends = k[32:] if a_first else k[:32]
+    auth = _auth(transcript)
+    return [
+        ("Alice's ephemeral secret", EPHEMERAL_A), ("Alice's ephemeral key", public_of(EPHEMERAL_A)),
+        ("Bob's ephemeral secret", EPHEMERAL_B), ("Bob's ephemeral key", public_of(EPHEMERAL_B)),
+        ("T (transcript of the two HELLOs above)", transcript), ("dh = X25519", dh),
+        ("k = BLAKE2b-512(key=dh, \"crdt-sync/3 link\" || T)", k),
+        (f"Alice sends with (her HELLO sorts {'first' if a_first else 'second'})", a_sends),
+        ("Bob sends with", b_sends), ("nonce of counter 0", nonce_of(0)),
+        ("SEALED: Alice's AUTH above, counter 0, under Alice's key", seal_frame(a_sends, 0, auth)),
+        ("SEALED: Bob's PING 7, counter 1, under Bob's key", seal_frame(b_sends, 1, encode(Ping(7)))),
+    ]
+
+
+def _auth(transcript: bytes) -> bytes:
+    return encode(Auth(ALICE.public_key, ALICE.sign(AUTH_CONTEXT + transcript + NONCE_B)))
+
+
+def vectors() -> list[tuple[str, str, bytes]]:
+    """``(name, explanation, frame)`` for every message type, as Alice would send them
+    (every one but HELLO and SEALED travels inside a SEALED frame)."""
+    hello_a, hello_b, transcript = _handshake()
+    auth = _auth(transcript)
     blinded = blake2b(b"site-42", key=transcript, digest_size=16).digest()
     spaces = encode(Spaces([blinded]))
     have = encode(Have(0, [(ALICE.public_key, 1), (BOB.public_key, 3)], [bytes(32), b"\x33" * 32]))
@@ -58,9 +95,11 @@ def vectors() -> list[tuple[str, str, bytes]]:
     env = seal(ALICE, "site-42", 2, bytes(32), HLC, payload)  # prev_hash: Alice's seq 1 hash
     envelopes = encode(Envelopes(0, 1, [WireEnvelope(0, env.seq, env.hlc, env.payload, env.signature)]))
     return [
-        ("HELLO", "Alice, versions 2..2, her key, nonce A0.., no capabilities", hello_a),
-        ("HELLO (Bob)", "Bob's HELLO, used in the transcript", hello_b),
-        ("AUTH", f"Alice signs context + transcript {transcript.hex()} + Bob's nonce", auth),
+        ("HELLO", "Alice, versions 3..3, her ephemeral key (of secret E1..), nonce A0.., no "
+                  "capabilities", hello_a),
+        ("HELLO (Bob)", "Bob's HELLO (ephemeral secret E2.., nonce B0..), used in the transcript", hello_b),
+        ("AUTH", f"Alice's device key, and her signature of context + transcript {transcript.hex()} "
+                 "+ Bob's nonce", auth),
         ("SPACES", "one blinded space id: BLAKE2b-128 of \"site-42\" keyed by the transcript", spaces),
         ("HAVE", "space 0: Alice has her seq 1, Bob's seq 3 (keys in full: they define the table), "
                  "with their head hashes 00.. and 33..", have),
@@ -76,6 +115,8 @@ def vectors() -> list[tuple[str, str, bytes]]:
          encode(ForkProof(0, [env.wire]))),
         ("CLOCK_SKEW", "space 0: Bob's seq 4 is held back, 2 days (172800000 ms) ahead (Bob by index 1)",
          encode(ClockSkew(0, 1, 4, 172_800_000))),
+        ("SEALED", "Alice's AUTH above, her first frame after HELLO (counter 0), sealed under the "
+                   "key of the link vectors", link_vectors()[10][1]),
     ]
 
 
@@ -83,6 +124,9 @@ def markdown() -> str:
     lines = ["| message | what | frame (hex) |", "| --- | --- | --- |"]
     for name, what, frame in vectors():
         lines.append(f"| {name} | {what} | `{frame.hex()}` |")
+    lines += ["", "| link step | value (hex) |", "| --- | --- |"]
+    for step, value in link_vectors():
+        lines.append(f"| {step} | `{value.hex()}` |")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crdt_sync import Change, Replica
 from crdt_sync.protocol import Session, SessionConfig, SpaceSynced
+from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import Envelopes, Error, Have, Message, WireEnvelope, decode, encode
 from crdt_sync.relay.config import RelayConfig
 from crdt_sync.relay.server import RelayServer
@@ -349,7 +350,10 @@ class RawPeer:
     """A raw aiohttp WebSocket to the relay's /v1/sync; frames are sent and read by hand.
 
     With a replica, a real :class:`Session` answers the relay, so the test can run a genuine
-    handshake and then misbehave (tamper with frames, stop reading).
+    handshake and then misbehave (tamper with frames, stop reading). The session hands out
+    its frames in the clear (``defer_sealing``): ``tamper`` sees them so, and they are sealed
+    after it, as the hostile peer this makes of the session would. Frames from the relay are
+    read through the session's link (:meth:`message`).
     """
 
     def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
@@ -408,7 +412,7 @@ class RawPeer:
             frame = await self.recv()
             if frame is None:
                 break
-            msg = decode(frame)
+            msg = self.message(frame)
             if error is not None:
                 raise AssertionError(f"{msg} after the relay's ERROR")
             if isinstance(msg, Error):
@@ -416,6 +420,14 @@ class RawPeer:
         assert error is not None, "the relay closed without an ERROR"
         assert self.ws.closed or await self.recv() is None
         return error
+
+    def message(self, frame: bytes) -> Message:
+        """A frame from the relay, decoded (a SEALED one opened with the session's link,
+        without touching its replay window)."""
+        link = self.session.link if self.session is not None else None
+        if link is not None and frame[:2] == SEALED_HEAD:
+            return decode(link.inspect(frame))
+        return decode(frame)
 
     async def handshake(self, tamper: Callable[[bytes], bytes] | None = None) -> None:
         """Run the session until the relay's first HAVE (it verified our AUTH and SPACES)."""
@@ -430,14 +442,15 @@ class RawPeer:
 
         async def send_all(frames: list[bytes]) -> None:
             for frame in frames:
-                await self.send(tamper(frame) if tamper else frame)
+                await self.send(session.seal(tamper(frame) if tamper else frame))
 
         if session.bytes_out == 0:
+            session.defer_sealing()  # frames in the clear for ``tamper``, sealed in send_all
             await send_all(session.start())
         for _ in range(max_frames):
             frame = await self.recv()
             assert frame is not None, f"the relay closed the connection; it sent {self.received[-3:]}"
-            msg = decode(frame)
+            msg = self.message(frame)
             self.received.append(msg)
             await send_all(session.receive(frame, 0.0))
             if until(msg):

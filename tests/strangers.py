@@ -14,8 +14,10 @@ import os
 from dataclasses import dataclass, field
 
 from crdt_sync.identity import Identity
-from crdt_sync.protocol.messages import PROTOCOL_VERSION, Error, Hello, decode, encode
+from crdt_sync.protocol.link import SEALED_HEAD
+from crdt_sync.protocol.messages import PROTOCOL_VERSION, Error, Hello, Message, decode, encode
 from crdt_sync.transports.websocket import SYNC_PATH
+from tests.link_helpers import HandPeer
 
 WAIT = 30.0
 
@@ -51,7 +53,10 @@ def ws_frame(payload: bytes) -> bytes:
 
 @dataclass
 class Stranger:
-    """One raw connection. ``status`` is the HTTP status of the upgrade (101: open)."""
+    """One raw connection. ``status`` is the HTTP status of the upgrade (101: open).
+
+    With ``peer`` (a :class:`HandPeer` whose HELLO the stranger sent), the relay's SEALED
+    frames are opened with the link that HELLO and the relay's make."""
 
     source: str
     reader: asyncio.StreamReader | None = None
@@ -59,6 +64,7 @@ class Stranger:
     status: int = 0
     errors: list[Error] = field(default_factory=list)
     dropped: bool = False  # the relay closed the TCP connection without a close frame
+    peer: HandPeer | None = None
 
     @classmethod
     async def connect(cls, port: int, source: str) -> Stranger:
@@ -106,7 +112,7 @@ class Stranger:
                         n = int.from_bytes(await self.reader.readexactly(8), "big")
                     payload = await self.reader.readexactly(n)
                     if opcode == 0x2:
-                        msg = decode(payload)
+                        msg = self._message(payload)
                         if isinstance(msg, Error):
                             self.errors.append(msg)
                     elif opcode == 0x8:  # close: answer it, as a client does
@@ -117,6 +123,14 @@ class Stranger:
             self.dropped = True
         finally:
             await self.close()
+
+    def _message(self, payload: bytes) -> Message:
+        if self.peer is not None and payload[:2] == SEALED_HEAD:
+            return self.peer.open(payload)
+        msg = decode(payload)
+        if isinstance(msg, Hello) and self.peer is not None:
+            self.peer.on_hello(payload)
+        return msg
 
     async def close(self) -> None:
         if self.writer is not None:

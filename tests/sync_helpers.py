@@ -19,6 +19,7 @@ import cbor2
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Received, Session, SessionConfig
+from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import Error, Message, ProtocolViolation, decode
 from crdt_sync.protocol.session import AUTH_CONTEXT, TRANSCRIPT_CONTEXT
 from crdt_sync.transports.base import FrameLink
@@ -101,6 +102,15 @@ def error_of(frames: list[bytes]) -> Error | None:
     return errors[0] if errors else None
 
 
+def opened(receiver: Session, frame: bytes) -> Message:
+    """A frame on its way to ``receiver``, decoded: a SEALED one opened with the receiver's
+    link (without touching its replay window), a plaintext one (HELLO) as it is."""
+    link = receiver.link
+    if link is not None and frame[:2] == SEALED_HEAD:
+        return decode(link.inspect(frame))
+    return decode(frame)
+
+
 def expected_code(frame: bytes) -> int | None:
     """The ERROR code the decoder demands for ``frame``, or None if it is a well-formed message."""
     try:
@@ -129,9 +139,14 @@ Tamper = Callable[[str, bytes], list[bytes]]
 class Wire:
     """Moves frames between two sans-I/O sessions, in order, with an optional tamperer.
 
-    ``tamper(direction, frame)`` sees every frame (direction ``"a>b"`` or ``"b>a"``) and
-    returns what to deliver instead: ``[frame]`` to pass, ``[]`` to drop, or altered frames.
-    ``log`` keeps every frame each side sent, before tampering.
+    The sessions hand out their frames in the clear (``defer_sealing``) and the wire seals
+    each as the sending session would before delivering it, so ``tamper`` plays a hostile
+    *peer*: ``tamper(direction, frame)`` sees every frame in the clear (direction ``"a>b"``
+    or ``"b>a"``) and returns what its sender sends instead: ``[frame]`` to pass, ``[]`` to
+    drop, or altered frames (sealed by the sender's own link). ``tap(direction, wire)`` sees
+    the sealed bytes on the wire and returns what arrives (a man in the middle, who has no
+    keys). ``log`` keeps every frame each side made, in the clear, before tampering;
+    ``wire_log`` the bytes that went on the wire.
     """
 
     a: Session
@@ -139,6 +154,13 @@ class Wire:
     now: float = 0.0
     tamper: Tamper | None = None
     log: list[tuple[str, bytes]] = field(default_factory=list)
+    tap: Tamper | None = None
+    wire_log: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for session in (self.a, self.b):
+            if not session.bytes_out:
+                session.defer_sealing()
 
     def start(self, max_frames: int = 10_000) -> None:
         self.run(self.a.start(), self.b.start(), max_frames)
@@ -150,11 +172,15 @@ class Wire:
         while queue:
             direction, frame = queue.popleft()
             self.log.append((direction, frame))
+            sender = self.a if direction == "a>b" else self.b
             for out in self.tamper(direction, frame) if self.tamper else [frame]:
-                delivered += 1
-                assert delivered <= max_frames, "the sessions did not go quiet"
-                target, back = (self.b, "b>a") if direction == "a>b" else (self.a, "a>b")
-                queue.extend((back, f) for f in target.receive(out, self.now))
+                sealed = sender.seal(out)
+                self.wire_log.append((direction, sealed))
+                for arrived in self.tap(direction, sealed) if self.tap else [sealed]:
+                    delivered += 1
+                    assert delivered <= max_frames, "the sessions did not go quiet"
+                    target, back = (self.b, "b>a") if direction == "a>b" else (self.a, "a>b")
+                    queue.extend((back, f) for f in target.receive(arrived, self.now))
 
     def sent(self, direction: str) -> list[Message]:
         return [decode(f) for d, f in self.log if d == direction]

@@ -220,7 +220,8 @@ def test_a_live_session_resends_once_the_peer_may_have_caught_up(tmp_path: Path)
     """The sender stops sending a chain the peer holds back and tries again ``ahead_ms``
     later in the same session (sans-I/O: time is passed in)."""
     from crdt_sync.protocol import Session
-    from crdt_sync.protocol.messages import ClockSkew, Envelopes, decode
+    from crdt_sync.protocol.messages import ClockSkew, Envelopes
+    from tests.sync_helpers import opened
 
     receiver_wall = ManualClock(NOW_MS)
     with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
@@ -238,11 +239,11 @@ def test_a_live_session_resends_once_the_peer_may_have_caught_up(tmp_path: Path)
                 if not to_r and not to_a:
                     return
                 for f in to_r:
-                    seen.append(decode(f))
+                    seen.append(opened(s_r, f))
                     to_a += s_r.receive(f, now)
                 to_r = []
                 for f in to_a:
-                    seen.append(decode(f))
+                    seen.append(opened(s_a, f))
                     to_r += s_a.receive(f, now)
                 to_a = []
             raise AssertionError("the sessions did not go quiet")

@@ -44,6 +44,7 @@ from crdt_sync.protocol.messages import (
     Ping,
     Pong,
     Quarantined,
+    Sealed,
     Spaces,
     WireEnvelope,
     decode,
@@ -83,6 +84,7 @@ def alice(tmp_path: Path) -> Iterator[Replica]:
 
 def fresh(replica: Replica) -> Session:
     session = Session(replica.sync_host, 0.0)
+    session.defer_sealing()  # its frames in the clear, to read them
     session.start()
     return session
 
@@ -142,11 +144,11 @@ def test_after_auth_a_frame_of_tiny_maps_is_refused_before_it_is_decoded(alice: 
 
 #: One of each message type, well formed.
 SAMPLES: list[Message] = [
-    Hello(V, V, KEY, bytes(32), {"relay": True}), Auth(bytes(64)), Spaces([bytes(16)]),
+    Hello(V, V, KEY, bytes(32), {"relay": True}), Auth(KEY, bytes(64)), Spaces([bytes(16)]),
     Have(0, [(KEY, 3)], [bytes(32)]), Envelopes(0, 1, [WireEnvelope(0, 2, 7, b"payload", bytes(64))]),
     Ack(0, 1, [(0, 2)]), Ping(7), Pong(7), Error(1, "why"), Bye(0),
     Quarantined(0, KEY, 3, "bad-payload", "why"), ForkProof(0, [b"one envelope", b"another"]),
-    ClockSkew(0, KEY, 3, 86_400_001)]
+    ClockSkew(0, KEY, 3, 86_400_001), Sealed(5, bytes(40))]
 
 
 def test_the_samples_hold_one_of_each_message_type() -> None:

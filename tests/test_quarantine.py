@@ -460,7 +460,7 @@ def test_a_notice_about_a_chain_this_side_does_not_send_is_ignored(open_replica:
     wire.start()
     for _ in range(50):
         notice = QuarantinedMsg(0, Identity.generate().public_key, 1, "fork", "made up")
-        assert wire.a.receive(encode(notice), 1.0) == []
+        assert wire.a.receive(wire.b.seal(encode(notice)), 1.0) == []  # sealed by its peer
     assert alice.refused_by_peers() == [] and wire.a.closed is None
     assert not [e for e in wire.a.pop_events() if isinstance(e, Quarantined)]
 

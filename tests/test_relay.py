@@ -18,7 +18,7 @@ import pytest
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Closed, Received, Session, SessionConfig
-from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes, decode
+from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes
 from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.metrics import REJECTION_REASONS
 from crdt_sync.relay.server import RelayServer
@@ -40,7 +40,7 @@ from tests.relay_helpers import (
     sync_until_converged,
     synced_flag,
 )
-from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, snapshot, wait_event
+from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, opened, snapshot, wait_event
 
 
 @pytest.fixture
@@ -228,7 +228,7 @@ async def test_stop_says_going_away_in_the_protocol_and_in_the_websocket(
         for _ in range(100):  # what the relay still sends, up to its close
             if (frame := await raw.recv()) is None:
                 break
-            frames.append(decode(frame))
+            frames.append(raw.message(frame))
         await stopping
         assert frames[-1] == Bye(E_GOING_AWAY)
         assert raw.ws.close_code == 1001  # WebSocket "going away": clients come back later
@@ -324,7 +324,7 @@ def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: P
             if not queue:
                 return
             sender, frame = queue.popleft()
-            if sender == "relay" and isinstance(decode(frame), Envelopes):
+            if sender == "relay" and isinstance(opened(phone, frame), Envelopes):
                 held.append(frame)
             elif sender == "relay":
                 queue.extend(("phone", f) for f in phone.receive(frame, now))

@@ -129,7 +129,8 @@ async def test_oversized_frames(relay: RelayServer, open_replica: ReplicaFactory
 async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_replica: ReplicaFactory) -> None:
     key = Identity.generate().public_key
     async with bystanders(relay.url, open_replica) as check:
-        for low, high in ((MAX_VERSION + 1, MAX_VERSION + 8), (0, 0), (1, 1)):  # (1, 1): before QUARANTINED
+        # (1, 1): before QUARANTINED; (2, 2): before encrypted links (a downgrade, refused)
+        for low, high in ((MAX_VERSION + 1, MAX_VERSION + 8), (0, 0), (1, 1), (2, 2)):
             async with RawPeer.open(relay.url) as raw:
                 await raw.send(encode(Hello(low, high, key, os.urandom(32), {})))
                 error = await raw.error_then_close()
@@ -137,7 +138,7 @@ async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_repl
             assert f"{low}..{high}" in error.message  # says what each side speaks
             if high < MIN_VERSION:
                 assert error.message.endswith("upgrade crdt-sync on the peer"), error.message
-        assert await rejections(relay.url, "unsupported-version") == 3
+        assert await rejections(relay.url, "unsupported-version") == 4
         await check("after-version")
         await still_serves(relay.url, open_replica, "probe")
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from crdt_sync import Replica
-from crdt_sync.protocol import Authenticated, Closed, Event, SessionConfig, SpaceSynced
-from crdt_sync.protocol.messages import E_GOING_AWAY, Ack, decode
+from crdt_sync.protocol import Authenticated, Closed, Event, Session, SessionConfig, SpaceSynced
+from crdt_sync.protocol.messages import E_GOING_AWAY, Ack
 from crdt_sync.transports.base import FrameLink
 from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.relay import Backoff, run_peer
 from crdt_sync.transports.websocket import connect
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import log_events, relay_process, sample, scrape, sync_once, wait_until
-from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, snapshot, wait_event
+from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, opened, snapshot, wait_event
 
 #: Envelopes device A holds: one per entity, sealed one by one.
 BIG = 2000
@@ -73,10 +73,11 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
 
     async with relay_process(data) as relay:
         acks = 0
+        sessions: list[Session] = []
 
         def kill_after_some_acks(frame: bytes) -> None:
             nonlocal acks
-            msg = decode(frame)
+            msg = opened(sessions[0], frame)  # SEALED: read through A's link
             if isinstance(msg, Ack) and msg.batch > 0:
                 acks += 1
                 if acks == KILL_AFTER_ACKS:
@@ -84,7 +85,8 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
 
         link = TapLink(await connect(relay.url), kill_after_some_acks)
         async with asyncio.timeout(3 * WAIT):
-            interrupted = await run_session(a, link, config=SMALL_BATCHES, timeout=2 * WAIT)
+            interrupted = await run_session(a, link, config=SMALL_BATCHES, timeout=2 * WAIT,
+                                            on_session=sessions.append)
         assert await relay.exit_code() == -signal.SIGKILL
         # >=: ACKs the relay sent before the signal landed may still be read (the driver reads
         # ahead of the session into a bounded inbox, so the tap sees them).

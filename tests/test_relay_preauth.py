@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from crdt_sync.identity import Identity
-from crdt_sync.protocol.messages import E_TIMEOUT, E_TOO_LARGE, Hello, encode
+from crdt_sync.protocol.messages import E_TIMEOUT, E_TOO_LARGE
 from crdt_sync.protocol.messages import PROTOCOL_VERSION as V
 from crdt_sync.relay.admission import Admission
 from crdt_sync.relay.config import ENV_PREFIX, ConfigError, load_config
@@ -29,26 +27,34 @@ from crdt_sync.relay.server import RelayServer
 from crdt_sync.transports.relay import run_peer
 from crdt_sync.transports.websocket import ConnectFailed, connect
 from tests.conftest import ReplicaFactory
+from tests.link_helpers import HandPeer
 from tests.relay_helpers import rejections, running_relay, sync_once, synced_flag, wait_until
 from tests.strangers import Stranger, fat_hello
 from tests.sync_helpers import SPACE, fill, wait_event
 
+#: A well-formed HELLO of a fresh ephemeral key (each stranger its own: see ``strangers``).
+SMALL_HELLO = b"small"
+
 
 def small_hello() -> bytes:
-    return encode(Hello(V, V, Identity.generate().public_key, os.urandom(32), {}))
+    return SMALL_HELLO
 
 
 @contextlib.asynccontextmanager
 async def strangers(relay: RelayServer, sources: list[str],
                     hello: bytes | None = None) -> AsyncIterator[list[Stranger]]:
     """One connection from each source (in order), each having sent ``hello`` if given and
-    then nothing: idle strangers. Closed on exit."""
+    then nothing: idle strangers. Closed on exit. With :func:`small_hello` each sends the
+    HELLO of a :class:`HandPeer` of its own, and reads the relay's SEALED frames with it."""
     opened: list[Stranger] = []
     try:
         for source in sources:
             stranger = await Stranger.connect(relay.port, source)
             opened.append(stranger)
-            if stranger.open and hello is not None:
+            if stranger.open and hello is SMALL_HELLO:
+                stranger.peer = HandPeer(versions=(V, V))
+                await stranger.send(stranger.peer.hello)
+            elif stranger.open and hello is not None:
                 await stranger.send(hello)
         yield opened
     finally:

@@ -2,9 +2,12 @@
 
 The victim is Alice's session on a real replica. Valid peer frames come from a second real
 session (Bob's, or Mallory's: a device with its own key and no business with Alice's data)
-and are tampered with on the way. Every case checks the same contract: ``receive`` never
-raises; a refused frame is answered with exactly one ERROR whose code matches
-``session.closed``; and Alice's data (entities, conflicts, version vector) is unchanged.
+and are tampered with by their sender: the link is encrypted (protocol 3), so a hostile
+frame after the handshake is one the peer itself seals (``feed`` on a :class:`Wire`); the
+session hands out its frames in the clear (``defer_sealing``) so that they can be read.
+Every case checks the same contract: ``receive`` never raises; a refused frame is answered
+with exactly one ERROR whose code matches ``session.closed``; and Alice's data (entities,
+conflicts, version vector) is unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol import Authenticated, Received, Session, SessionConfig
 from crdt_sync.protocol.events import Quarantined as QuarantinedEvent
+from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import (
     BLIND_BYTES,
     E_AUTH_FAILED,
@@ -54,7 +58,18 @@ from crdt_sync.protocol.messages import (
     encode,
 )
 from crdt_sync.protocol.messages import Quarantined as QuarantinedMsg
-from tests.sync_helpers import SPACE, Wire, auth_message, error_of, expected_code, fill, snapshot, transcript
+from tests.link_helpers import HandPeer
+from tests.sync_helpers import (
+    SPACE,
+    Wire,
+    auth_message,
+    error_of,
+    expected_code,
+    fill,
+    opened,
+    snapshot,
+    transcript,
+)
 
 #: Codes a session may answer a well-formed but unacceptable message with.
 REFUSALS = {E_UNSUPPORTED_VERSION, E_AUTH_FAILED, E_REJECTED, E_UNEXPECTED}
@@ -76,6 +91,7 @@ class World:
     def fresh(self) -> Session:
         """Alice's session before anything arrived (it has sent its HELLO)."""
         session = Session(self.alice.sync_host, 0.0, nonce=bytes(range(32)))
+        session.defer_sealing()
         session.start()
         return session
 
@@ -113,9 +129,14 @@ def refused(session: Session, out: list[bytes], code: int) -> None:
     assert session.receive(encode(Ping(1)), 1.0) == [], "a closed session must stay silent"
 
 
-def feed(session: Session, frame: bytes) -> list[bytes]:
-    """Deliver one hostile frame and check the contract every frame obeys."""
+def feed(target: Session | Wire, frame: bytes) -> list[bytes]:
+    """Deliver one hostile frame and check the contract every frame obeys: to a session
+    before any HELLO as it is, to Alice's session of a :class:`Wire` sealed by her peer."""
+    session, peer = (target.a, target.b) if isinstance(target, Wire) else (target, None)
     code = expected_code(frame)
+    if peer is not None:
+        assert peer.link is not None
+        frame = peer.link.seal(frame)
     was_closed = session.closed
     out = session.receive(frame, 0.5)  # must not raise, whatever the frame
     if was_closed is not None:
@@ -175,9 +196,9 @@ def test_random_frames_are_refused_or_handled_never_raise(world: World, stage: s
     @HOSTILE
     @given(st.lists(frames, min_size=1, max_size=4))
     def check(hostile: list[bytes]) -> None:
-        session = world.fresh() if stage == "fresh" else world.in_sync().a
+        target = world.fresh() if stage == "fresh" else world.in_sync()
         for frame in hostile:
-            feed(session, frame)
+            feed(target, frame)
         assert world.state() == before
 
     check()
@@ -192,9 +213,23 @@ def test_no_common_version_is_error_2(world: World, versions: tuple[int, int]) -
 
 
 def test_a_peer_claiming_our_own_key_is_error_3(world: World) -> None:
-    session = world.fresh()
-    hello = Hello(MIN_VERSION, MAX_VERSION, world.alice.identity.public_key, bytes(32), {})
-    refused(session, session.receive(encode(hello), 0.0), E_AUTH_FAILED)
+    session = Session(world.alice.sync_host, 0.0)
+    session.defer_sealing()
+    alice_hello = session.start()[0]
+    mallory = HandPeer(world.mallory.identity)
+    session.receive(mallory.hello, 0.0)
+    mallory.on_hello(alice_hello)
+    auth = mallory.auth(identity=world.alice.identity)  # Alice's key, whatever the signature
+    refused(session, session.receive(mallory.seal(auth), 0.0), E_AUTH_FAILED)
+    assert "own key" in (session.closed.reason if session.closed else "")
+
+
+def test_a_reflected_hello_is_error_3(world: World) -> None:
+    """Alice's own HELLO sent back to her (its ephemeral key is hers)."""
+    session = Session(world.alice.sync_host, 0.0)
+    session.defer_sealing()
+    hello = session.start()[0]
+    refused(session, session.receive(hello, 0.0), E_AUTH_FAILED)
 
 
 @pytest.mark.parametrize("proof", ["own-key", "random"])
@@ -202,32 +237,42 @@ def test_a_peer_claiming_another_devices_key_cannot_authenticate(world: World, p
     """Mallory presents Bob's key. She can do the whole handshake except sign as Bob."""
     before = world.state()
     session = Session(world.alice.sync_host, 0.0)
+    session.defer_sealing()
     alice_hello = session.start()[0]
-    mallory_hello = encode(Hello(MIN_VERSION, MAX_VERSION, world.bob.identity.public_key,
-                                 bytes([7]) * 32, {}))
-    reply = session.receive(mallory_hello, 0.0)
+    mallory = HandPeer(world.mallory.identity, nonce=bytes([7]) * 32)
+    reply = session.receive(mallory.hello, 0.0)
     assert [type(decode(f)) for f in reply] == [Auth, Spaces]  # nothing of Alice's data yet
-    t = transcript(alice_hello, mallory_hello)
+    mallory.on_hello(alice_hello)
+    t = transcript(alice_hello, mallory.hello)
+    assert t == mallory.transcript
     signature = (world.mallory.identity.sign(auth_message(t, session.nonce)) if proof == "own-key"
                  else bytes(64))
-    refused(session, session.receive(encode(Auth(signature)), 0.0), E_AUTH_FAILED)
+    auth = mallory.auth(identity=world.bob.identity, signature=signature)
+    refused(session, session.receive(mallory.seal(auth), 0.0), E_AUTH_FAILED)
     assert not session.authenticated and not any(isinstance(e, Authenticated) for e in session.events)
     assert world.state() == before
 
 
 def test_a_replayed_auth_from_an_earlier_session_fails(world: World) -> None:
-    """Bob's HELLO and AUTH, recorded off an earlier session, do not open a new one."""
+    """Bob's HELLO and AUTH, recorded off an earlier session (the bytes on the wire), do not
+    open a new one: Alice's new ephemeral key gives new link keys, so the recorded SEALED
+    AUTH does not even authenticate (ERROR 1; before protocol 3 it was a valid frame whose
+    signature failed, ERROR 3). Nor does the same AUTH in the clear (ERROR 6, no downgrade)."""
     before = world.state()
     earlier = world.in_sync()
-    recorded = [f for d, f in earlier.log if d == "b>a" and isinstance(decode(f), Hello | Auth | Spaces)]
-    assert [type(decode(f)) for f in recorded] == [Hello, Auth, Spaces]
-    session = world.fresh()  # a new nonce, so a new transcript
-    out: list[bytes] = []
-    for frame in recorded:
-        out = session.receive(frame, 0.0)
-        if session.closed:
-            break
-    refused(session, out, E_AUTH_FAILED)
+    recorded = [w for (d, f), (_, w) in zip(earlier.log, earlier.wire_log, strict=True)
+                if d == "b>a" and isinstance(decode(f), Hello | Auth | Spaces)]
+    assert [type(opened(earlier.a, w)) for w in recorded] == [Hello, Auth, Spaces]
+    plain = [f for d, f in earlier.log if d == "b>a" and isinstance(decode(f), Hello | Auth)]
+    for frames, code in ((recorded, E_MALFORMED), (plain, E_UNEXPECTED)):
+        session = world.fresh()  # a new nonce and a new ephemeral key, so a new transcript
+        out: list[bytes] = []
+        for frame in frames:
+            out = session.receive(frame, 0.0)
+            if session.closed:
+                break
+        refused(session, out, code)
+        assert not session.authenticated
     assert world.state() == before
 
 
@@ -246,7 +291,8 @@ def test_an_oversized_frame_is_error_4(world: World, stage: str) -> None:
     before = world.state()
     session = world.fresh() if stage == "fresh" else world.in_sync().a
     big = WireEnvelope(0, 3, 1, bytes(MAX_FRAME), bytes(64))  # well formed, but too large
-    for frame in (bytes(MAX_FRAME + 1), encode(Envelopes(0, 1, [big]))):
+    sealed = SEALED_HEAD + b"\x00\x5a" + (MAX_FRAME).to_bytes(4, "big") + bytes(MAX_FRAME)
+    for frame in (bytes(MAX_FRAME + 1), encode(Envelopes(0, 1, [big])), sealed):
         assert len(frame) > MAX_FRAME
         s = session if session.closed is None else world.in_sync().a
         refused(s, s.receive(frame, 0.0), E_TOO_LARGE)
@@ -257,8 +303,9 @@ def test_an_oversized_frame_is_error_4(world: World, stage: str) -> None:
 @pytest.mark.parametrize("items", [[42], [int(max(MessageType)) + 1, 1], [255, "x", b""], [2**64 - 1]],
                          ids=["42", "next", "255", "huge"])
 def test_an_unknown_message_type_is_error_6(world: World, items: list[Any]) -> None:
-    session = world.in_sync().a
-    refused(session, session.receive(cbor2.dumps(items, canonical=True), 0.0), E_UNEXPECTED)
+    wire = world.in_sync()
+    assert wire.b.link is not None
+    refused(wire.a, wire.a.receive(wire.b.link.seal(cbor2.dumps(items, canonical=True)), 0.0), E_UNEXPECTED)
 
 
 MALFORMED: dict[str, list[Any]] = {
@@ -285,8 +332,12 @@ MALFORMED: dict[str, list[Any]] = {
 @pytest.mark.parametrize("stage", ["fresh", "in-sync"])
 @pytest.mark.parametrize("name", list(MALFORMED))
 def test_malformed_fields_are_error_1(world: World, name: str, stage: str) -> None:
-    session = world.fresh() if stage == "fresh" else world.in_sync().a
     frame = cbor2.dumps(MALFORMED[name][0], canonical=True)
+    if stage == "fresh":
+        session = world.fresh()
+    else:
+        wire = world.in_sync()
+        session, frame = wire.a, wire.b.seal(frame) if frame[1:2] != b"\x00" else frame
     refused(session, session.receive(frame, 0.0), E_MALFORMED)
 
 
@@ -347,8 +398,9 @@ def test_replayed_envelopes_are_duplicates_that_change_nothing(world: World) -> 
     frame = next(f for d, f in wire.log if d == "b>a" and isinstance(decode(f), Envelopes))
 
     # Again in the same session, and in a later session with Bob (same author table).
-    for session in (wire.a, world.in_sync().a):
-        out = feed(session, frame)
+    for target in (wire, world.in_sync()):
+        session = target.a
+        out = feed(target, frame)
         assert session.closed is None
         assert [type(decode(f)) for f in out] == [Ack]
         assert session.pop_events()[-1] == Received(SPACE, applied=0, duplicates=3, gaps=0)
@@ -356,10 +408,10 @@ def test_replayed_envelopes_are_duplicates_that_change_nothing(world: World) -> 
     msg = decode(frame)
     assert isinstance(msg, Envelopes)
     keyed = [dataclasses.replace(e, author=world.bob.identity.public_key) for e in msg.envelopes]
-    relayed = world.in_sync(world.mallory).a
+    relayed = world.in_sync(world.mallory)
     feed(relayed, encode(Envelopes(0, 1, keyed)))
-    assert relayed.closed is None
-    assert relayed.pop_events()[-1] == Received(SPACE, applied=0, duplicates=3, gaps=0)
+    assert relayed.a.closed is None
+    assert relayed.a.pop_events()[-1] == Received(SPACE, applied=0, duplicates=3, gaps=0)
     assert world.state() == after
 
 
@@ -382,8 +434,9 @@ def test_a_time_at_the_end_of_the_clock_is_refused_and_alice_can_still_write(
     """A peer's clock (hostile or broken) must neither crash the session nor leave Alice's
     clock where no later time fits in storage (every local write must be later)."""
     before = world.state()
-    session = world.in_sync(world.mallory).a
-    out = feed(session, _mallory_envelope(world, hlc, _payload(item_hlc)))
+    wire = world.in_sync(world.mallory)
+    session = wire.a
+    out = feed(wire, _mallory_envelope(world, hlc, _payload(item_hlc)))
     # Signed, so attributable: Mallory is set aside in the space (protocol 2), the session goes on.
     assert session.closed is None
     # The clock rules name it (issue 11): the envelope's own clock or an item's out of range.
@@ -398,20 +451,21 @@ def test_a_time_at_the_end_of_the_clock_is_refused_and_alice_can_still_write(
 def test_self_signed_garbage_payloads_are_refused(world: World) -> None:
     """Any device may author in a space and peers forward what they hold, so a payload is
     only as trustworthy as its author: each example signs with a new key."""
-    session = world.in_sync(world.mallory).a
+    wire = world.in_sync(world.mallory)
 
     @HOSTILE
     @given(payload=st.binary(max_size=80)
            | st.builds(_payload, st.integers(0, 2**40), st.binary(max_size=40))
            | cbor_values.map(lambda v: cbor2.dumps(v, canonical=True)))
     def check(payload: bytes) -> None:
-        nonlocal session
-        if session.closed is not None:
-            session = world.in_sync(world.mallory).a
+        nonlocal wire
+        if wire.a.closed is not None:
+            wire = world.in_sync(world.mallory)
+        session = wire.a
         before = world.state()
         author = Identity.generate()
         env = seal(author, SPACE, 1, b"", 1, payload)
-        out = feed(session, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
+        out = feed(wire, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
                                                                  env.signature)])))
         assert session.closed is None  # signed, so the author is set aside, not the session
         events = session.pop_events()
@@ -431,11 +485,12 @@ def test_a_fork_quarantines_its_author_and_the_session_goes_on(world: World) -> 
     aside from the forked seq (quarantine reason ``fork``, QUARANTINED sent), the fork is
     proven (FORK_PROOF), both branches go, and the session carries on (docs/PROTOCOL.md,
     "Forks")."""
-    session = world.in_sync(world.mallory).a
+    wire = world.in_sync(world.mallory)
+    session = wire.a
     before = world.state()
-    feed(session, _mallory_envelope(world, 1, _payload(1)))
+    feed(wire, _mallory_envelope(world, 1, _payload(1)))
     assert session.closed is None
-    out = feed(session, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
+    out = feed(wire, _mallory_envelope(world, 2, _payload(2)))  # another seq 1
     assert session.closed is None
     assert [(n.from_seq, n.reason) for n in notices(out)] == [(1, "fork")]
     assert world.alice.rejections(1)[0].reason == "fork"
@@ -444,7 +499,7 @@ def test_a_fork_quarantines_its_author_and_the_session_goes_on(world: World) -> 
     assert (forks.verify(proof).author, forks.verify(proof).seq) == (world.mallory.device_id, 1)
     sent = [m for m in map(decode, out) if isinstance(m, ForkProof)]
     assert [forks.prove(*map(open_envelope, m.envelopes)).encode() for m in sent] == [proof]
-    feed(session, _mallory_envelope(world, 3, _payload(3)))  # a third seq 1: set aside too
+    feed(wire, _mallory_envelope(world, 3, _payload(3)))  # a third seq 1: set aside too
     assert session.closed is None and world.state() == before
 
 

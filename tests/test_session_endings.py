@@ -91,7 +91,7 @@ def test_a_lost_link_and_an_expired_limit_end_the_session_without_a_frame(
 
 
 @pytest.mark.parametrize(("message", "order"), [
-    (Ping(1), CommitOrder.FREE), (Pong(1), CommitOrder.FREE), (Auth(bytes(64)), CommitOrder.FREE),
+    (Ping(1), CommitOrder.FREE), (Pong(1), CommitOrder.FREE), (Auth(bytes(32), bytes(64)), CommitOrder.FREE),
     (Spaces([bytes(16)]), CommitOrder.FREE), (Envelopes(0, 1, []), CommitOrder.FREE),
     (Ack(0, 1, []), CommitOrder.AFTER_COMMIT),
     (Have(0, []), CommitOrder.BARRIER), (Error(E_TIMEOUT, "late"), CommitOrder.BARRIER),

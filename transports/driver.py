@@ -4,7 +4,10 @@
 Every protocol decision lives in the session (when a one-shot session ends, how it ends when
 the link closes or time runs out, which frames wait for the host's commit). The driver only
 moves frames, feeds the session the time, wakes it at its deadlines and when the host
-changed, and closes the link at the end. Its pieces, each owning its state:
+changed, and closes the link at the end. The session returns its frames in the clear
+(:meth:`~crdt_sync.protocol.Session.defer_sealing`): the driver orders them (the commit gate)
+and hands them to ``on_send`` as they are, and seals each as it enters the outbox, so the
+link's counters grow in the order frames leave. Its pieces, each owning its state:
 
 - :class:`_Waker`: the one future the turn loop sleeps on (link, host, stop, commit, timer).
 - :class:`_CommitGate`: the frames waiting for the host's commit, in order.
@@ -253,6 +256,7 @@ class _Driver:
         #: a synchronous send found the link closed, or a commit failed: raised by _flush
         self.broken: BaseException | None = None
         self.room: asyncio.Future[None] | None = None  # the reader waits here while too much is pending
+        session.defer_sealing()
 
     async def run(self) -> SessionOutcome:
         session, changed = self.session, self.hooks.changed
@@ -414,7 +418,7 @@ class _Driver:
             return
         if self.on_send is not None:
             self.on_send(frames)
-        self.outbox.extend(frames)
+        self.outbox.extend(map(self.session.seal, frames))
 
     def _release(self) -> None:
         """Move the held frames whose commit is done to the outbox."""
@@ -522,7 +526,8 @@ async def drive(session: Session, link: FrameLink, hooks: Hooks, *, live: bool =
     Args:
         hooks: how the host tells the driver it changed, its idle work, its commits.
         tick_interval: how often a live session's host gets its idle turn.
-        on_send: called with the frames as they enter the outbox (a relay times fan-out).
+        on_send: called with the frames as they enter the outbox, in the clear (they are
+            sealed right after): a relay times fan-out and paces by them.
 
     Returns:
         How it ended; the link is closed by then.

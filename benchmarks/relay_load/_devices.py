@@ -153,7 +153,9 @@ def _read_uint(data: bytes, off: int) -> tuple[int, int]:
 
 
 class RelayDevice(Device):
-    """A crdt-sync device: handshake through a real Session, then lean frames."""
+    """A crdt-sync device: handshake through a real Session, then lean frames, sealed and
+    opened with the session's link (protocol 3: the relay pays for the crypto as with real
+    devices)."""
 
     def __init__(self, stats: Stats, space: Space, pos: int, identity: Any, host: Any,
                  frames: list[bytes], keys: dict[bytes, int]) -> None:
@@ -178,22 +180,25 @@ class RelayDevice(Device):
 
         super().start(conn)
         self.session = Session(self.host, time.monotonic())
+        self.session.defer_sealing()
         for frame in self.session.start():
-            conn.send(frame)
+            conn.send(self.session.seal(frame))
 
     def _handshake(self, data: bytes) -> None:
         from crdt_sync.identity import device_id
         from crdt_sync.protocol.messages import T_HAVE, Have, decode
 
         assert self.conn is not None
-        have = data[1] == T_HAVE
+        link = self.session.link
+        inner = link.inspect(data) if link is not None and data[:2] == b"\x83\x0d" else data
+        have = inner[1] == T_HAVE
         if have:
-            msg = decode(data)
+            msg = decode(inner)
             assert isinstance(msg, Have)
             ids = {device_id(k): p for k, p in self.keys.items()}
             self.table = [self.keys[r] if isinstance(r, bytes) else ids[str(r)] for r, _ in msg.vv]
         for frame in self.session.receive(data, time.monotonic()):
-            self.conn.send(frame)
+            self.conn.send(self.session.seal(frame))
         if self.session.closed is not None:
             self.fail("handshake refused", self.session.closed.reason)
         elif have and not self.ready.done():
@@ -207,6 +212,10 @@ class RelayDevice(Device):
         if not self.ready.done():
             self._handshake(data)
             return
+        opened = self.link.open(data)
+        if opened is None:
+            return  # a replay (a WebSocket does not duplicate: never here)
+        data = opened
         kind = data[1] if data and data[0] & 0xE0 == 0x80 else -1
         if kind == T_ENVELOPES:
             _, space_index, batch, envelopes = cbor2.loads(data)
@@ -223,8 +232,8 @@ class RelayDevice(Device):
                 else:
                     stats.duplicates += 1
             assert self.conn is not None
-            self.conn.send(b"\x84\x05" + _uint(0, space_index) + _uint(0, batch) + self._vv_head
-                           + b"".join(self._entries))
+            self.conn.send(self.link.seal(b"\x84\x05" + _uint(0, space_index) + _uint(0, batch)
+                                          + self._vv_head + b"".join(self._entries)))
         elif kind == T_ACK:
             _, off = _read_uint(data, 2)  # the space index
             batch, _ = _read_uint(data, off)
@@ -235,7 +244,7 @@ class RelayDevice(Device):
                 self._send(self.queued.pop(0))
         elif kind == T_PING:
             assert self.conn is not None
-            self.conn.send(encode(Pong(int(cbor2.loads(data)[1]))))
+            self.conn.send(self.link.seal(encode(Pong(int(cbor2.loads(data)[1])))))
         elif kind in (T_ERROR, T_BYE):
             items = cbor2.loads(data)
             self.fail("relay ERROR" if kind == T_ERROR else "relay BYE", f"{items[1:]}")
@@ -252,7 +261,12 @@ class RelayDevice(Device):
         seq = k + 2
         self.vv[self.pos] = seq
         self._entries[self.pos] = self._prefix[self.pos] + _uint(0, seq)
-        self.conn.send(self.frames[k])
+        self.conn.send(self.link.seal(self.frames[k]))
+
+    @property
+    def link(self) -> Any:
+        """The session's link (up once the handshake is)."""
+        return self.session.link
 
 
 class MemoryHost:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .messages import MAX_INNER_FRAME
+
+#: Most bytes of envelopes (their wire forms, larger than the items sent) one ENVELOPES batch
+#: holds beyond its first envelope, so that the frame (its head: at most ~32 bytes) fits
+#: inside SEALED (protocol 3); one envelope (at most 512 KiB) always fits.
+MAX_BATCH_BYTES = MAX_INNER_FRAME - 64
+
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
@@ -21,6 +28,11 @@ class SessionConfig:
     max_early_frames: int = 64
     ping_interval: float = 10.0
     dead_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.batch_bytes <= MAX_BATCH_BYTES:
+            raise ValueError(f"batch_bytes = {self.batch_bytes} must be between 1 and {MAX_BATCH_BYTES} "
+                             "(a batch's frame must fit inside SEALED)")
 
 
 #: For reliable, ordered links (TCP, WebSocket): nothing is lost while the link is up, so

@@ -29,7 +29,7 @@ from ..errors import Rejected
 from ..forks import ForkProof as Proof
 from ..forks import prove, verify
 from .host import SyncHost
-from .messages import MAX_FRAME, ForkProof, encode
+from .messages import MAX_INNER_FRAME, ForkProof, encode
 from .spaces import SpaceState
 
 #: Unpaired envelopes a session keeps, waiting for the other half of a proof that did not fit
@@ -338,7 +338,7 @@ class SessionForks:
 
 def _frames(space: int, wires: list[bytes]) -> list[bytes]:
     """One FORK_PROOF of both envelopes, or one each when both do not fit in a frame."""
-    if sum(map(len, wires)) + _FRAME_ROOM <= MAX_FRAME:
+    if sum(map(len, wires)) + _FRAME_ROOM <= MAX_INNER_FRAME:  # inside SEALED
         return [encode(ForkProof(space, wires))]
     return [encode(ForkProof(space, [w])) for w in wires]
 

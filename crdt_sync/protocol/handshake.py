@@ -1,5 +1,6 @@
 """The handshake's pure parts: version negotiation, the transcript both sides sign, blinded
-space ids, and the space names a relay is given (docs/PROTOCOL.md, "Handshake")."""
+space ids, and the space names a relay is given (docs/PROTOCOL.md, "Handshake"). The keys
+the link is encrypted with come from the transcript too (``link``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .messages import (
     Spaces,
 )
 
-AUTH_CONTEXT = b"crdt-sync/1 auth"
+AUTH_CONTEXT = b"crdt-sync/3 auth"
 TRANSCRIPT_CONTEXT = b"crdt-sync/1 transcript"
 
 

@@ -16,12 +16,15 @@ import cbor2
 from ..cbor_limits import CborLimitError, is_canonical, scan
 from ..quarantine import MAX_REASON  # a QUARANTINED notice's reason: the bound of what is stored
 
-#: Version 2: QUARANTINED (type 10); a version 1 peer gets ERROR 2 (docs/PROTOCOL.md).
-PROTOCOL_VERSION = 2
-MIN_VERSION = 2
-MAX_VERSION = 2
+#: Version 3: encrypted links (ephemeral keys in HELLO, every later frame SEALED, type 13); a
+#: version 2 peer gets ERROR 2 (docs/PROTOCOL.md, "Link encryption").
+PROTOCOL_VERSION = 3
+MIN_VERSION = 3
+MAX_VERSION = 3
 #: Largest frame either side sends or accepts.
 MAX_FRAME = 1024 * 1024
+#: Largest frame inside SEALED (the SEALED head and the AEAD tag take the rest).
+MAX_INNER_FRAME = MAX_FRAME - 64
 #: Largest frame accepted before the peer's AUTH has been verified (HELLO is ~100 bytes).
 MAX_FRAME_BEFORE_AUTH = 4096
 #: Deepest nesting of arrays and maps in a frame (the frame's array is depth 1; ENVELOPES
@@ -41,6 +44,8 @@ MAX_FORK_ENVELOPES = 2
 #: import the envelope module).
 MAX_FORK_ENVELOPE_BYTES = 512 * 1024
 HASH_BYTES = 32
+#: The AEAD tag every SEALED ciphertext ends with (``crdt_sync.protocol.link``).
+SEALED_TAG_BYTES = 16
 
 #: An author as sent: an index into the frame sender's author table, or a 32-byte key.
 AuthorRef = int | bytes
@@ -62,6 +67,7 @@ class MessageType(enum.IntEnum):
     QUARANTINED = 10
     FORK_PROOF = 11
     CLOCK_SKEW = 12
+    SEALED = 13
 
 
 class ErrorCode(enum.IntEnum):
@@ -138,19 +144,25 @@ T_BYE = MessageType.BYE
 T_QUARANTINED = MessageType.QUARANTINED
 T_FORK_PROOF = MessageType.FORK_PROOF
 T_CLOCK_SKEW = MessageType.CLOCK_SKEW
+T_SEALED = MessageType.SEALED
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
+    """The first frame, in the clear: no device key, only this session's X25519 key."""
+
     min_version: int
     max_version: int
-    device_key: bytes
+    ephemeral_key: bytes
     nonce: bytes
     capabilities: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
+    """Inside SEALED: the sender's device key and its signature over the transcript."""
+
+    device_key: bytes
     signature: bytes
 
 
@@ -252,8 +264,16 @@ class ClockSkew:
     ahead_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """An encrypted frame (crdt_sync.protocol.link): ``ciphertext`` is one frame and its tag."""
+
+    counter: int
+    ciphertext: bytes
+
+
 Message = (Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
-           | ForkProof | ClockSkew)
+           | ForkProof | ClockSkew | Sealed)
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
@@ -261,6 +281,7 @@ _HELLO, _AUTH, _SPACES, _HAVE, _ENVELOPES, _ACK, _PING, _PONG, _ERROR, _BYE = ma
 _QUARANTINED = int(MessageType.QUARANTINED)
 _FORK_PROOF = int(MessageType.FORK_PROOF)
 _CLOCK_SKEW = int(MessageType.CLOCK_SKEW)
+_SEALED = int(MessageType.SEALED)
 
 
 def peek_type(frame: bytes) -> MessageType | None:
@@ -284,10 +305,10 @@ def encode(msg: Message) -> bytes:
     items: list[Any]
     match msg:
         case Hello():
-            items = [_HELLO, msg.min_version, msg.max_version, msg.device_key, msg.nonce,
+            items = [_HELLO, msg.min_version, msg.max_version, msg.ephemeral_key, msg.nonce,
                      msg.capabilities]
         case Auth():
-            items = [_AUTH, msg.signature]
+            items = [_AUTH, msg.device_key, msg.signature]
         case Spaces():
             items = [_SPACES, msg.blinded]
         case Have():
@@ -314,6 +335,8 @@ def encode(msg: Message) -> bytes:
             items = [_FORK_PROOF, msg.space, list(msg.envelopes)]
         case ClockSkew():
             items = [_CLOCK_SKEW, msg.space, msg.author, msg.seq, msg.ahead_ms]
+        case Sealed():
+            items = [_SEALED, msg.counter, msg.ciphertext]
     return cbor2.dumps(items, canonical=True)
 
 
@@ -460,7 +483,7 @@ def _hello(a: list[Any]) -> Hello:
     if not isinstance(caps, dict) or not all(isinstance(k, str) for k in caps):
         raise _bad("capabilities are not a map of text keys")
     return Hello(_uint(a[0], "min version"), _uint(a[1], "max version"),
-                 _bytes(a[2], "device key", 32), _bytes(a[3], "nonce", NONCE_BYTES), caps)
+                 _bytes(a[2], "ephemeral key", 32), _bytes(a[3], "nonce", NONCE_BYTES), caps)
 
 
 def _spaces(a: list[Any]) -> Spaces:
@@ -511,11 +534,12 @@ def _quarantined(a: list[Any]) -> Quarantined:
     return Quarantined(_uint(a[0], "space index", MAX_SPACES), _author(a[1]), from_seq, a[3], a[4])
 
 
-_SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 1, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
-           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_FORK_PROOF: 2, T_CLOCK_SKEW: 4}
+_SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 2, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
+           T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_FORK_PROOF: 2, T_CLOCK_SKEW: 4,
+           T_SEALED: 2}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
-    T_AUTH: lambda a: Auth(_bytes(a[0], "signature", 64)),
+    T_AUTH: lambda a: Auth(_bytes(a[0], "device key", 32), _bytes(a[1], "signature", 64)),
     T_SPACES: _spaces,
     T_HAVE: _have,
     T_ENVELOPES: _envelopes,
@@ -528,7 +552,14 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_FORK_PROOF: _fork_proof,
     T_CLOCK_SKEW: lambda a: ClockSkew(_uint(a[0], "space index", MAX_SPACES), _author(a[1]),
                                       _seq(a[2]), _uint(a[3], "ahead_ms")),
+    T_SEALED: lambda a: Sealed(_uint(a[0], "counter"), _ciphertext(a[1])),
 }
+
+
+def _ciphertext(v: Any) -> bytes:
+    if not isinstance(v, bytes) or len(v) < SEALED_TAG_BYTES:
+        raise _bad("SEALED ciphertext is shorter than its tag")
+    return v
 
 
 def _seq(v: Any) -> int:

@@ -31,7 +31,10 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
                  MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
                  T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.FORK_PROOF: CommitOrder.FREE,
-                 MessageType.CLOCK_SKEW: CommitOrder.FREE}
+                 MessageType.CLOCK_SKEW: CommitOrder.FREE,
+                 # Already sealed, so its content is not known here: the strictest order. (The
+                 # driver routes frames before it seals them: see Session.defer_sealing.)
+                 MessageType.SEALED: CommitOrder.BARRIER}
 
 
 def commit_order(frame: bytes) -> CommitOrder:

@@ -14,6 +14,10 @@ The rest of the package: ``messages`` (frames), ``events`` (what the session rep
 ``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``ordering``
 (:class:`CommitOrder`).
 
+Frames after HELLO are sealed and opened here (protocol 3: ``channel``, ``link``), so every
+transport is encrypted; a driver may take them in the clear and seal each as it leaves
+(:meth:`Session.defer_sealing`).
+
 Reliability over lossy links: each side sends envelope batches within a window and keeps
 no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
 An ACK that does not cover a batch it acknowledges, or no ACK within ``ack_timeout``, rewinds
@@ -32,11 +36,13 @@ from ..envelope import assemble, envelope_hash
 from ..errors import Rejected
 from ..identity import device_id, verify
 from .batches import Sender
+from .channel import Channel
 from .config import RELIABLE_LINK, SessionConfig
 from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quarantined, Received, SpaceSynced
 from .forks import SessionForks
 from .handshake import AUTH_CONTEXT, TRANSCRIPT_CONTEXT, blind, negotiate, relay_spaces, transcript
 from .host import StreamingHost, SyncHost
+from .link import Link
 from .messages import (
     E_AUTH_FAILED,
     E_GOING_AWAY,
@@ -44,10 +50,7 @@ from .messages import (
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
-    E_TOO_LARGE,
     E_UNEXPECTED,
-    MAX_FRAME,
-    MAX_FRAME_BEFORE_AUTH,
     MAX_VERSION,
     MIN_VERSION,
     Ack,
@@ -59,7 +62,6 @@ from .messages import (
     Have,
     Hello,
     Message,
-    MessageType,
     Ping,
     Pong,
     ProtocolViolation,
@@ -67,7 +69,6 @@ from .messages import (
     decode,
     encode,
     error_name,
-    peek_type,
 )
 from .messages import Auth as AuthMsg
 from .messages import Quarantined as QuarantinedMsg
@@ -88,10 +89,12 @@ class Session:
         now: the current time in seconds (any monotonic clock, used consistently).
         config: limits and timeouts.
         nonce: this side's HELLO nonce (tests pin it; random otherwise).
+        ephemeral: this side's X25519 secret for the link (tests pin it; random otherwise).
     """
 
     def __init__(self, host: SyncHost, now: float, config: SessionConfig | None = None,
-                 nonce: bytes | None = None, spaces: list[str] | None = None) -> None:
+                 nonce: bytes | None = None, spaces: list[str] | None = None,
+                 ephemeral: bytes | None = None) -> None:
         self.host = host
         self._only = None if spaces is None else set(spaces)
         self.config = config or SessionConfig()
@@ -107,7 +110,9 @@ class Session:
         self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
-        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, host.identity.public_key, self.nonce, caps))
+        # the encrypted link and the frames that come early (protocol/channel.py, link.py)
+        self._channel = Channel(ephemeral, self.config.max_early_frames)
+        self._hello = encode(Hello(MIN_VERSION, MAX_VERSION, self._channel.public, self.nonce, caps))
         self._peer_is_relay = False
         self._peer_hello: Hello | None = None
         self._transcript = b""
@@ -121,7 +126,6 @@ class Session:
         self._handshake_reply: list[bytes] = []
         #: called with the shared spaces once they are known (a relay subscribes to them)
         self.on_shared: Callable[[list[str]], None] | None = None
-        self._early = 0
         self._peer_left = False  # it said BYE or ERROR
         self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
         self._sender = Sender(host, self.config, self._forks)  # envelope batches (protocol/batches.py)
@@ -129,6 +133,33 @@ class Session:
         self._notices = SessionNotices(host, self._emit, self._forks, self.config)
 
     # -- the driver's interface ---------------------------------------------------------------
+    def defer_sealing(self) -> None:
+        """From now on frames come out in the clear and the caller passes each through
+        :meth:`seal` as it sends it (in the order it sends them). A driver that holds some
+        frames back (the commit gate) and looks at them (a relay's pacing) does this before
+        :meth:`start`; counters then grow in the order frames leave."""
+        if self.bytes_out:
+            raise RuntimeError("defer_sealing() must come before start()")
+        self._channel.deferred = True
+
+    def seal(self, frame: bytes) -> bytes:
+        """A frame this session made (after :meth:`defer_sealing`), as it goes on the wire:
+        SEALED once the link is up, HELLO (and an ERROR before any HELLO) in the clear."""
+        sealed = self._channel.seal(frame)
+        self.bytes_out += len(sealed) - len(frame)
+        return sealed
+
+    @property
+    def link(self) -> Link | None:
+        """The encrypted link, once the peer's HELLO came (tests tap it: ``link.inspect``)."""
+        return self._channel.link
+
+    @property
+    def replays(self) -> int:
+        """SEALED frames dropped because their counter was seen before (or is too old)."""
+        link = self._channel.link
+        return link.replays if link is not None else 0
+
     def start(self) -> list[bytes]:
         """The first frames to send (HELLO)."""
         return self._out([self._hello], self._started)
@@ -140,10 +171,11 @@ class Session:
         self._last_rx = now
         self.bytes_in += len(frame)
         try:
-            if not self.authenticated and len(frame) > MAX_FRAME_BEFORE_AUTH:
-                return self._out(self._too_large_before_auth(frame), now)
-            msg = decode(frame)
-            return self._out(self._handle(msg, frame, now), now)
+            inner = self._channel.incoming(frame, self.authenticated)
+            if inner is None:
+                return []  # a replay, or dropped as early (see channel.py)
+            msg = decode(inner)
+            return self._out(self._handle(msg, inner, now), now)
         except ProtocolViolation as exc:
             return self._fail(exc.code, str(exc), now)
         except Rejected as exc:
@@ -271,6 +303,7 @@ class Session:
     def _out(self, frames: list[bytes], now: float) -> list[bytes]:
         if frames:
             self._last_tx = now
+            frames = self._channel.outgoing(frames)
             self.bytes_out += sum(map(len, frames))
         return frames
 
@@ -305,7 +338,7 @@ class Session:
             case Pong():
                 return []
         if self._peer_hello is None or (not self.authenticated and not isinstance(msg, Spaces)):
-            return self._early_frame(msg)
+            return self._early_frame(type(msg).__name__.upper())
         if isinstance(msg, Spaces):
             self._pending_spaces = msg
             return self._on_spaces(now) if self.authenticated else []
@@ -329,25 +362,9 @@ class Session:
                 return self._on_clock_skew(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
-    def _early_frame(self, msg: Message) -> list[bytes]:
-        # Reordered or resent frames can overtake the handshake: drop them (their sender
-        # resends), but a peer that keeps sending them is not doing a handshake at all.
-        self._early += 1
-        if self._early > self.config.max_early_frames:
-            stage = "HELLO" if self._peer_hello is None else "AUTH"
-            raise ProtocolViolation(E_UNEXPECTED, f"{type(msg).__name__.upper()} before {stage}")
+    def _early_frame(self, name: str) -> list[bytes]:
+        self._channel.early(name, "HELLO" if self._peer_hello is None else "AUTH")
         return []
-
-    def _too_large_before_auth(self, frame: bytes) -> list[bytes]:
-        # Nothing of it is decoded. A long SPACES list that overtook AUTH on a reordering
-        # link is dropped like any early frame (the duplicate HELLO brings it again, after
-        # AUTH); anything else this large before AUTH is not a handshake.
-        if self._peer_hello is not None and peek_type(frame) is MessageType.SPACES:
-            self._early += 1
-            if self._early <= self.config.max_early_frames:
-                return []
-        raise ProtocolViolation(E_TOO_LARGE, f"frame of {len(frame)} bytes before authentication exceeds "
-                                f"{MAX_FRAME_BEFORE_AUTH} (the limit is {MAX_FRAME} once authenticated)")
 
     def _on_hello(self, msg: Hello, frame: bytes) -> list[bytes]:
         if self._peer_hello is not None:
@@ -355,14 +372,16 @@ class Session:
                 return list(self._handshake_reply)  # it resent HELLO: ours may have been lost
             raise ProtocolViolation(E_UNEXPECTED, "a second, different HELLO")
         version = negotiate(msg)
-        if msg.device_key == self.host.identity.public_key:
-            raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
+        if msg.ephemeral_key == self._channel.public:
+            raise ProtocolViolation(E_AUTH_FAILED, "peer's HELLO carries this session's own ephemeral key "
+                                    "(a reflected HELLO)")
+        self._transcript = transcript(self._hello, frame)
+        self._channel.establish(msg.ephemeral_key, self._transcript, self._hello, frame)
         self._peer_hello = msg
         self.version = version
-        self.peer = device_id(msg.device_key)
-        self._transcript = transcript(self._hello, frame)
-        proof = self.host.identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
-        self._handshake_reply = [encode(AuthMsg(proof))]
+        identity = self.host.identity
+        proof = identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
+        self._handshake_reply = [encode(AuthMsg(identity.public_key, proof))]
         self._peer_is_relay = msg.capabilities.get("relay") is True
         if not self._relay:  # a relay answers with the names the device asked for
             self._my_spaces = [s for s in self.host.sync_spaces() if self._only is None or s in self._only]
@@ -375,13 +394,16 @@ class Session:
 
     def _on_auth(self, msg: AuthMsg, now: float) -> list[bytes]:
         if self._peer_hello is None:
-            return self._early_frame(msg)
+            return self._early_frame("AUTH")
         if self.authenticated:
             return []  # duplicate
-        if not verify(self._peer_hello.device_key, AUTH_CONTEXT + self._transcript + self.nonce,
-                      msg.signature):
-            raise ProtocolViolation(E_AUTH_FAILED, f"peer did not prove it holds the key of {self.peer}")
-        assert self.peer is not None and self.version is not None
+        if msg.device_key == self.host.identity.public_key:
+            raise ProtocolViolation(E_AUTH_FAILED, "peer claims this device's own key")
+        if not verify(msg.device_key, AUTH_CONTEXT + self._transcript + self.nonce, msg.signature):
+            raise ProtocolViolation(E_AUTH_FAILED, "peer did not prove it holds the key of "
+                                    f"{device_id(msg.device_key)}")
+        self.peer = device_id(msg.device_key)
+        assert self.version is not None
         refused = self.host.admit(self.peer)
         if refused is not None:
             raise ProtocolViolation(E_AUTH_FAILED, refused)

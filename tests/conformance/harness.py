@@ -28,10 +28,10 @@ import pytest
 
 from crdt_sync import Replica
 from crdt_sync.protocol import Session, SessionConfig
-from crdt_sync.protocol.messages import Ack, Envelopes, Error, Have, decode
+from crdt_sync.protocol.messages import MAX_INNER_FRAME, Ack, Envelopes, Error, Have, decode
 from crdt_sync.transports.base import FrameLink, LinkClosed
 from crdt_sync.transports.driver import SessionOutcome
-from tests.sync_helpers import FAST, SPACE, WAIT, fill, sync_over
+from tests.sync_helpers import FAST, SPACE, WAIT, fill, opened, sync_over
 
 #: Envelopes in the interrupted transfer: enough for dozens of batches at ``BIG_BATCH``.
 BIG_COUNT = 2000
@@ -222,11 +222,22 @@ async def open_link(harness: TransportHarness,
 
 # -- a peer the test drives by hand ------------------------------------------------------------
 class HandDriven:
-    """One end of a link run by the test with a sans-I/O session, to send raw frames later."""
+    """One end of a link run by the test with a sans-I/O session, to send raw frames later.
+
+    The session's frames are sealed as they are sent (``defer_sealing``), and the peer's are
+    read through its link: a hostile frame of an authenticated peer is one it seals itself
+    (:meth:`seal`)."""
 
     def __init__(self, replica: Replica, link: FrameLink) -> None:
         self.session = Session(replica.sync_host, 0.0, FAST)
+        self.session.defer_sealing()
         self.link = link
+
+    def seal(self, frame: bytes) -> bytes:
+        """``frame`` sealed by this peer's link, as it would send any frame (as it is if it
+        does not fit in SEALED: then it can only be sent in the clear)."""
+        link = self.session.link
+        return link.seal(frame) if link is not None and len(frame) <= MAX_INNER_FRAME else frame
 
     async def authenticate(self) -> None:
         """Handshake until the peer's first HAVE, which it sends once it verified our AUTH.
@@ -234,17 +245,17 @@ class HandDriven:
         The HAVE is not answered, so the peer (which lacks our envelopes) stays in SYNC.
         """
         for frame in self.session.start():
-            await self.link.send(frame)
+            await self.link.send(self.session.seal(frame))
         async with asyncio.timeout(WAIT):
-            while not isinstance(decode(frame := await self.link.recv()), Have):
+            while not isinstance(opened(self.session, frame := await self.link.recv()), Have):
                 for reply in self.session.receive(frame, 0.0):
-                    await self.link.send(reply)
+                    await self.link.send(self.session.seal(reply))
         assert self.session.authenticated and self.session.closed is None
 
     async def error_reply(self) -> Error:
         """Read until the peer's ERROR, then check that the peer closed the link."""
         async with asyncio.timeout(WAIT):
-            while not isinstance(msg := decode(await self.link.recv()), Error):
+            while not isinstance(msg := opened(self.session, await self.link.recv()), Error):
                 pass
             with pytest.raises(LinkClosed):
                 while True:  # frames the peer sent before its ERROR may still be queued
@@ -257,17 +268,18 @@ async def deliver_then_hang_up(b: Replica, link: FrameLink, a: Replica) -> None:
     answers nothing of it; then it sends the held envelopes, its final ACK and BYE at once,
     and hangs up (the other end must still store what was delivered)."""
     peer = Session(b.sync_host, 0.0, FAST)
+    peer.defer_sealing()  # its frames in the clear, sealed as they are sent
     held: list[bytes] = []
     for frame in peer.start():
-        await link.send(frame)
+        await link.send(peer.seal(frame))
     async with asyncio.timeout(WAIT):  # until b holds a's envelope, answering nothing of it
         while b.version_vector(SPACE).get(a.device_id, 0) < 1:
             for out in peer.receive(await link.recv(), 0.0):
                 if isinstance(msg := decode(out), Envelopes):
                     held.append(out)
                 elif not isinstance(msg, Ack):
-                    await link.send(out)
+                    await link.send(peer.seal(out))
     assert held, "b never had its envelope to send"
     for frame in [*held, *peer.close(0.0)]:
-        await link.send(frame)
+        await link.send(peer.seal(frame))
     await link.close()

@@ -264,7 +264,7 @@ async def _hostile_frame(open_replica: ReplicaFactory, harness: TransportHarness
                 assert isinstance(decode(await lx.recv()), Hello)
         else:
             await peer.authenticate()
-        await lx.send(frame)
+        await lx.send(peer.seal(frame) if stage == "in-sync" else frame)
         error = await peer.error_reply()
     outcome = session.result()
     assert error.code == code, error
