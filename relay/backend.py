@@ -11,8 +11,8 @@ A backend object is one connection's worth of storage: the relay opens one for t
 (staging and committing batches) and one for reads on the event loop thread, which must see
 only committed state.
 
-Where the next records go: quarantine records, fork proofs, membership records and
-snapshots each become a list in :class:`WriteBatch` (written in the same transaction as the
+Where the next records go: quarantine records, fork proofs, the membership index (schema
+4) and, next, snapshots each become a list in :class:`WriteBatch` (written in the same transaction as the
 envelopes they refer to), a table in a new schema migration, and a read method here.
 """
 
@@ -60,6 +60,8 @@ class WriteBatch:
             from its seq on (written after the envelopes, so rows of this batch go too).
         quarantines: authors set aside (:mod:`crdt_sync.quarantine`), in order.
         lifts: ``(space, author)`` quarantines lifted, after ``quarantines``.
+        membership: ``(space, author, seq)`` of the envelopes of ``envelopes`` that carry
+            membership records (the index the membership log is rebuilt from).
     """
 
     envelopes: list[EnvelopeRow] = field(default_factory=list)
@@ -68,6 +70,7 @@ class WriteBatch:
     forks: list[ForkRecord] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
     lifts: list[tuple[str, str]] = field(default_factory=list)
+    membership: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 class RelayBackend(Protocol):
@@ -133,6 +136,11 @@ class RelayBackend(Protocol):
 
     def quarantined(self, space: str) -> dict[str, SetAside]:
         """The authors set aside in ``space`` (committed), without their evidence."""
+        ...
+
+    def membership_envelopes(self, space: str) -> list[bytes]:
+        """The wire forms of the committed envelopes of ``space`` that carry membership
+        records (payload kind 4), in arrival order: what its membership log is built from."""
         ...
 
     def quarantine(self, space: str, author: str) -> QuarantineRecord | None:

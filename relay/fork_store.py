@@ -7,9 +7,11 @@ the envelopes), drops the forking author's envelopes in that space from the fork
 (the stored branch, and every later envelope of either branch, which it refuses), moves that
 author's head back to the seq before, and hands the proof to every session of the space,
 which sends it to its peer. Every other author, and that author's other spaces, are served
-as before. The author is also quarantined (:mod:`crdt_sync.quarantine`, reason ``fork``, in
-the same commit), so that the relay's one "set aside" state holds it; a fork is not
-liftable (:meth:`RelayStore.lift` refuses it: the proof would set it aside again).
+as before. The membership log of the space learns of it (the forked author's records stop
+counting: a reused invite's redemptions are void). The author is also quarantined
+(:mod:`crdt_sync.quarantine`, reason ``fork``, in the same commit), so that the relay's one
+"set aside" state holds it; a fork is not liftable (:meth:`RelayStore.lift` refuses it: the
+proof would set it aside again).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class _Space(Protocol):
     skip: int
     forks: dict[str, int]
     proofs: set[tuple[str, int]]
+    members: Any  # relay/members.py SpaceMembers, or None while not built
 
 
 class _Batch(Protocol):
@@ -158,6 +161,8 @@ class RelayForks:
         point = st.forks.get(proof.author)
         if point is None or proof.seq < point:
             self._rewind(st, proof.author, proof.seq)
+        if st.members is not None:  # its membership records stop counting (an invite key's
+            st.members.fork(proof.low.author_key)  # redemption is void: reused-invite)
         self._store.set_aside(QuarantineRecord(
             proof.space, proof.author, proof.seq, "fork", clip(proof.describe(), MAX_DETAIL),
             (evidence or proof.high).hash, (evidence or proof.high).wire, time.time_ns() // 1_000_000))

@@ -1,18 +1,36 @@
 """One session's view of the relay: :class:`RelayHost`, the
 :class:`~crdt_sync.protocol.SyncHost` a relay session runs against, over the shared
-:class:`~crdt_sync.relay.storage.RelayStore` and the server's limits."""
+:class:`~crdt_sync.relay.storage.RelayStore` and the server's limits.
+
+It serves a space only to a device that may read it (``can_read`` of the space's membership
+log, asked at each read, so a device that joins in the session is served from then on and
+a revoked one gets nothing more). To any other device the space looks empty: its HAVE and
+ACKs name only the chains it pushed itself (so that it sees them acknowledged), no
+envelope of the space is sent to it, and of the fork proofs only those of those chains.
+Relay peers (``ungated``) are served everything.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import cbor2
+
+from crdt_sync.envelope import Envelope, decode_trusted
 from crdt_sync.errors import Rejected
 from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
+from crdt_sync.identity import public_key_of
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
 from crdt_sync.quarantine import QuarantineBook, SetAside
 from crdt_sync.results import Accepted
 
+from .space_state import Outgoing
 from .storage import RelayStore
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class RelayHost:
@@ -23,10 +41,14 @@ class RelayHost:
     def __init__(self, relay: RelayStore, admit: Callable[[str], str | None],
                  limit: Callable[[str, int, int], str | None],
                  check: Callable[[str], str | None] | None = None,
-                 stored: Callable[[str, int], None] | None = None) -> None:
+                 stored: Callable[[str, int], None] | None = None,
+                 ungated: Callable[[str], bool] | None = None,
+                 clock: Callable[[], int] = _wall_ms) -> None:
         """``admit(device)``, and ``limit(device, envelopes, bytes)`` and ``check(space)``
         before a frame's envelopes are stored, return a refusal or None; ``stored(space,
-        applied)`` is told what was stored of each frame (the relay's pacing)."""
+        applied)`` is told what was stored of each frame (the relay's pacing);
+        ``ungated(device)``: a relay peer, served every space; ``clock``: the wall clock
+        (ms) that read rights are judged at."""
         self.relay = relay
         self.identity = relay.identity
         self.device_id = relay.identity.id
@@ -38,18 +60,67 @@ class RelayHost:
         self.max_clock_skew_ms = DEFAULT_MAX_SKEW_MS
         self._check = check
         self._stored = stored
-        self.version_vector = relay.version_vector
-        self.missing_envelopes = relay.missing_envelopes
-        self.outgoing = relay.outgoing
+        self._ungated = ungated
+        self._clock = clock
+        self._open = False  # the peer is a relay peer: not gated
+        self._peer_key = b""
+        #: space -> the authors whose envelopes the peer sent (what a non-reader is shown)
+        self._pushed: dict[str, set[str]] = {}
         self.envelope_hash = relay.envelope_hash
-        self.fork_proofs = relay.fork_proofs
         self.fork_count = relay.fork_count
-        self.envelope_wire = relay.envelope_wire
         self.quarantine: QuarantineBook = relay.quarantine
 
     def admit(self, peer: str) -> str | None:
         self.peer = peer
+        self._peer_key = public_key_of(peer)
+        self._open = self._ungated is not None and self._ungated(peer)
         return self._admit(peer)
+
+    # -- serving, gated by read rights -------------------------------------------------------
+    def reads(self, space: str) -> bool:
+        """Whether the peer may be served ``space`` now."""
+        return self._open or (bool(self._peer_key)
+                              and self.relay.can_read(space, self._peer_key, self._clock()))
+
+    def _shown(self, space: str) -> set[str]:
+        """The chains a non-reader is shown: its own and those it pushed."""
+        return self._pushed.get(space, set()) | {self.peer or ""}
+
+    def version_vector(self, space: str) -> dict[str, int]:
+        vv = self.relay.served_vector(space)
+        if self.reads(space):
+            return vv
+        shown = self._shown(space)
+        return {a: s for a, s in vv.items() if a in shown}
+
+    def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
+                          max_bytes: int) -> list[Envelope]:
+        if not self.reads(space):
+            return []
+        return self.relay.missing_envelopes(space, covered, max_count, max_bytes)
+
+    def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
+                 max_bytes: int) -> tuple[list[Outgoing], int | None]:
+        if not self.reads(space):
+            return [], cursor  # (the cursor stays: nothing was passed over)
+        return self.relay.outgoing(space, covered, cursor, max_count, max_bytes)
+
+    def fork_proofs(self, space: str) -> list[bytes]:
+        proofs = self.relay.fork_proofs(space)
+        if not proofs or self.reads(space):
+            return proofs
+        shown = self._shown(space)
+        return [p for p in proofs if decode_trusted(cbor2.loads(p)[1]).author in shown]
+
+    def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
+        if author not in self._shown(space) and not self.reads(space):
+            return None
+        return self.relay.envelope_wire(space, author, seq)
+
+    def _pushing(self, space: str, envelopes: list[bytes]) -> None:
+        """Note the chains the peer sent (after the store took the frame: each verified)."""
+        if envelopes and not self.reads(space):
+            self._pushed.setdefault(space, set()).update(decode_trusted(w).author for w in envelopes)
 
     def sync_spaces(self) -> list[str]:
         return []  # a relay takes the spaces each device names
@@ -70,6 +141,8 @@ class RelayHost:
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
+        if space is not None:
+            self._pushing(space, envelopes)
         if self._stored is not None:
             self._stored(space or "", result[0])
         return result
@@ -81,6 +154,7 @@ class RelayHost:
         except Rejected as rejected:
             self.relay.record_rejection(source, rejected)
             raise
+        self._pushing(space, envelopes)
         for q in got.quarantined:
             self.relay.record_rejection(source, Rejected(q.reason, q.detail))
         if self._stored is not None:

@@ -43,6 +43,7 @@ from .admission import Admission
 from .config import AllowList, RelayConfig
 from .host import RelayHost
 from .logs import setup_logging
+from .members import DATA_REFUSALS, MEMBERSHIP_SKIPS
 from .metrics import RelayMetrics
 from .pacing import Flow, Pacer
 from .storage import RelayStore
@@ -142,6 +143,9 @@ class RelayServer:
                            on_hold=self.metrics.paced.observe)
         self._runner: web.AppRunner | None = None
         self.port = config.port
+        #: device ids of relay nodes (the scale-out issue): served every space, not gated
+        #: by membership (the allow-list still applies)
+        self.peer_relays: set[str] = set()
         self._switch_before: float | None = None
 
     @property
@@ -264,7 +268,7 @@ class RelayServer:
         store = self.store
         conn.hooks = Hooks(durable=lambda: flow.hold(store.durable()))
         host = RelayHost(store, lambda device: self._admit(conn, device), flow.charge, self._paced(flow),
-                         flow.stored)
+                         flow.stored, ungated=self.peer_relays.__contains__)
         host.max_clock_skew_ms = int(self.config.max_clock_skew * 1000)  # the session's hold-back
         session = Session(host, time.monotonic(), self.session_config)
 
@@ -291,8 +295,9 @@ class RelayServer:
             elif isinstance(ev, Quarantined):
                 # by_peer: the device set aside an author the relay sent (it stops sending it
                 # that chain in this session; the relay takes no one device's word for more).
-                if not ev.by_peer:
-                    self.metrics.rejections.labels("quarantined").inc()
+                if not ev.by_peer:  # membership's refusals that set no quarantine: their own label
+                    told = ev.reason in DATA_REFUSALS or ev.reason in MEMBERSHIP_SKIPS
+                    self.metrics.rejections.labels("membership" if told else "quarantined").inc()
                 log.info("author.refused-by-peer" if ev.by_peer else "author.quarantined",
                          extra={"fields": {"peer": session.peer, "remote": label, "space": ev.space,
                                            "author": ev.author, "from_seq": ev.from_seq,

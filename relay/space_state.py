@@ -15,6 +15,7 @@ from crdt_sync.fork_table import ForkRecord
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 
 from .backend import EnvelopeRow, RejectionRecord
+from .members import SpaceMembers
 
 #: One envelope as sessions send it: (author id, author key, seq, wire size, tail), where
 #: tail is the CBOR of ``seq, hlc, payload, signature`` (see Session._pump).
@@ -49,6 +50,8 @@ class RelaySpace:
     quarantined: dict[str, SetAside] = field(default_factory=dict)
     #: no session names it any more: dropped once nothing of it is pending (see release)
     released: bool = False
+    #: its membership log (relay/members.py): built from storage when first asked for
+    members: SpaceMembers | None = None
 
     @property
     def end(self) -> int:
@@ -68,6 +71,8 @@ class StagedBatch:
     forks: list[ForkRecord] = field(default_factory=list)
     quarantines: list[QuarantineRecord] = field(default_factory=list)
     lifts: list[tuple[str, str]] = field(default_factory=list)
+    #: (space, author, seq) of the rows that carry membership records
+    membership: list[tuple[str, str, int]] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:

@@ -19,6 +19,18 @@ Schema version 2 adds::
     forks(id PK, space, author, seq, proof, source, at, UNIQUE(space, author, seq))
                                                    fork proofs (crdt_sync.fork_table)
 
+Schema version 4 adds::
+
+    membership(space, author, seq, PK(space, author, seq))
+                                                   the envelopes that carry membership
+                                                   records (payload kind 4): what the
+                                                   relay's membership log of a space is
+                                                   built from when the space is loaded
+
+Migration 4 fills it from the envelopes already stored (a relay from before it holds
+only plaintext spaces, whose envelopes it no longer serves to anyone: no genesis names a
+reader of them).
+
 Opening a file brings it to :data:`SCHEMA_VERSION` by running, in one transaction, every
 migration past the version it records. A relay database written before the relay had a
 schema of its own (the device store's layout, ``meta.format`` 1, with device-only tables
@@ -44,9 +56,10 @@ from crdt_sync.fork_table import ForkReads
 from crdt_sync.quarantine import QuarantineRecord, QuarantineTable, SetAside
 
 from .backend import RejectionRecord, WriteBatch
+from .members import is_membership_wire
 
 DB_NAME = "store.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Written as ``meta.format``, the key a device store (and a relay before schema versions)
 #: reads its format from: far above any device format, so that an older crdt-sync relay
 #: (or a device store) refuses this file ("upgrade crdt-sync") instead of writing into it.
@@ -83,11 +96,27 @@ def _v1(db: sqlite3.Connection) -> None:
     _execute_all(db, _V1)
 
 
+_V4 = """
+CREATE TABLE IF NOT EXISTS membership(
+    space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY(space, author, seq)) WITHOUT ROWID
+"""
+
+
+def _v4(db: sqlite3.Connection) -> None:
+    _execute_all(db, _V4)
+    found = [(space, author, seq) for space, author, seq, wire in
+             db.execute("SELECT space, author, seq, wire FROM envelopes")
+             if is_membership_wire(bytes(wire))]
+    db.executemany("INSERT OR IGNORE INTO membership(space, author, seq) VALUES(?, ?, ?)", found)
+
+
 #: ``(version, name, step)``: each step brings the schema from ``version - 1`` to ``version``.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "relay schema: envelopes, heads, spaces, rejections", _v1),
     (2, "quarantine: authors set aside per space", QuarantineTable.create),
     (3, "fork proofs", fork_table.create),
+    (4, "membership: the index of membership envelopes", _v4),
 ]
 
 
@@ -222,6 +251,11 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
     def quarantined(self, space: str) -> dict[str, SetAside]:
         return QuarantineTable(self.db).authors(space)
 
+    def membership_envelopes(self, space: str) -> list[bytes]:
+        return [bytes(w) for (w,) in self.db.execute(
+            "SELECT e.wire FROM membership m JOIN envelopes e ON e.space=m.space AND e.author=m.author "
+            "AND e.seq=m.seq WHERE m.space=? ORDER BY e.id", (space,))]
+
     def quarantine(self, space: str, author: str) -> QuarantineRecord | None:
         return QuarantineTable(self.db).get(space, author)
 
@@ -256,6 +290,9 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
                 for chunk in _chunks(items):
                     db.execute(_values_sql(_INSERT_HEADS, 4, len(chunk), _UPSERT_HEADS),
                                [v for row in chunk for v in row])
+            if batch.membership:
+                db.executemany("INSERT OR IGNORE INTO membership(space, author, seq) VALUES(?, ?, ?)",
+                               batch.membership)
             if batch.spaces:
                 db.executemany("INSERT OR IGNORE INTO spaces(space) VALUES(?)",
                                [(s,) for s in batch.spaces])
@@ -265,6 +302,8 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
             for fork in batch.forks:
                 if fork_table.insert_fork(db, fork):
                     fork_table.drop_branch(db, fork.space, fork.author, fork.seq)
+                    db.execute("DELETE FROM membership WHERE space=? AND author=? AND seq>=?",
+                               (fork.space, fork.author, fork.seq))
             table = QuarantineTable(db)
             for record in batch.quarantines:
                 table.insert(record)

@@ -25,7 +25,9 @@ How the work is split:
   the tail.
 
 Beside it: :mod:`~crdt_sync.relay.space_state` (the per-space state and staged batch it owns),
-:mod:`~crdt_sync.relay.quarantine` (:class:`RelayQuarantine`, the quarantine API over it) and
+:mod:`~crdt_sync.relay.quarantine` (:class:`RelayQuarantine`, the quarantine API over it),
+:mod:`~crdt_sync.relay.member_store` (each space's membership log: who may write, who may
+read) and
 :mod:`~crdt_sync.relay.host` (``RelayHost``, one session's view of it).
 """
 
@@ -49,6 +51,7 @@ from crdt_sync.results import Accepted
 
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
 from .fork_store import RelayForks
+from .member_store import RelayMembership
 from .quarantine import RelayQuarantine
 from .space_state import Outgoing, RelaySpace, StagedBatch, has_writes, wire_tail
 from .sqlite_store import SqliteRelayBackend
@@ -64,7 +67,7 @@ _ENTRY_OVERHEAD = 200
 _BASE_STEP = 1 << 48
 
 
-class RelayStore(RelayForks):
+class RelayStore(RelayForks, RelayMembership):
     """One store shared by every session of the relay process.
 
     Args:
@@ -328,9 +331,10 @@ class RelayStore(RelayForks):
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
-        """From SQLite: committed envelopes only (none of an author past its fork point)."""
+        """From SQLite: committed envelopes only (none of an author past its fork point or
+        its cut)."""
         return self.reader.missing_envelopes(space, covered, max_count, max_bytes,
-                                             self._space(space).forks)
+                                             self.serving_stops(space))
 
     def outgoing(self, space: str, covered: dict[str, int], cursor: int | None, max_count: int,
                  max_bytes: int) -> tuple[list[Outgoing], int | None]:
@@ -346,7 +350,8 @@ class RelayStore(RelayForks):
                 return [], cursor  # nothing new: no query, no scan
             return self._scan(st, covered, cursor, max_count, max_bytes)
         # Catch up from storage (committed envelopes), then from the tail.
-        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes, st.forks)
+        committed = self.reader.missing_envelopes(space, covered, max_count, max_bytes,
+                                                  self.serving_stops(space))
         if committed:
             out = [(env.author, env.author_key, env.seq, len(env.wire), wire_tail(env)) for env in committed]
             return out, None
@@ -363,9 +368,10 @@ class RelayStore(RelayForks):
         size = 0
         tail, pos, end = st.tail, cursor, st.end
         get = covered.get
+        stops = self.serving_stops(st.name)  # (forks empty the tail: these are the cuts)
         while pos < end:
             entry = tail[pos - st.lo]
-            if entry[2] > get(entry[0], 0):
+            if entry[2] > get(entry[0], 0) and not (stops and entry[2] >= stops.get(entry[0], entry[2] + 1)):
                 if out and (len(out) >= max_count or size + entry[3] > max_bytes):
                     break
                 out.append(entry)
@@ -441,6 +447,8 @@ class RelayStore(RelayForks):
         pending = PendingChains(self)
         accepted: list[Envelope] = []
         started: list[QuarantineRecord] = []
+        carried: set[bytes] = set()  # hashes of the accepted envelopes that carry membership
+        noticed: set[tuple[str, str]] = set()  # (space, author) told once per call
         aside: dict[str, dict[str, SetAside]] = {}  # each space's, looked up once per call
         for env in verified:
             if self.excluded(env):  # its author forked before this seq: neither branch is kept
@@ -465,16 +473,33 @@ class RelayStore(RelayForks):
                         started.append(held_now)
                     continue
                 outcome = verdict.accept()
+                judged = self.judge_members(env) if outcome is Outcome.NEW else None
             except Rejected as rejected:  # signed, so its author is known: set aside
                 if not per_author:
+                    self.forget_members({e.space for e in accepted if e.hash in carried})
                     raise
                 started.append(self.quarantine.quarantine(QuarantineRecord.of(env, rejected)))
                 continue
             if outcome is Outcome.DUPLICATE:
                 dups += 1
+                cut = self.past_cut(env)  # stored past its cut: served to no one
+                if cut is not None and (env.space, env.author) not in noticed:
+                    noticed.add((env.space, env.author))
+                    started.append(QuarantineRecord.of(env, Rejected(
+                        "revoked", f"the author was revoked after seq {cut}")))
             elif outcome is Outcome.GAP:
                 gaps += 1
             else:
+                assert judged is not None
+                if judged.notice is not None and (env.space, env.author) not in noticed:
+                    noticed.add((env.space, env.author))  # told, no quarantine row (members.py)
+                    started.append(QuarantineRecord.of(env, judged.notice))
+                if not judged.store:
+                    skipped += 1
+                    continue
+                if judged.records is not None:
+                    self.members(env.space).add(judged.records, env)
+                    carried.add(env.hash)
                 pending.extend(env)
                 accepted.append(env)
         batch = self._staged
@@ -490,6 +515,8 @@ class RelayStore(RelayForks):
             st.pending[key] = env.hash
             batch.keys.append((st, key))
             batch.rows.append(EnvelopeRow(env.space, author, env.seq, env.hash, env.hlc, env.wire))
+            if env.hash in carried:
+                batch.membership.append((env.space, author, env.seq))
             batch.spaces[env.space] = st
             self._append(st, (author, env.author_key, env.seq, len(env.wire), wire_tail(env)))
             batch.ends[st] = st.end
