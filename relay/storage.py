@@ -258,7 +258,7 @@ class RelayStore(RelayForks, RelayMembership):
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
         self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks,
-                                    batch.quarantines, batch.lifts))
+                                    batch.quarantines, batch.lifts, batch.membership))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""

@@ -1,0 +1,271 @@
+"""The relay enforces membership without reading payloads (docs/RELAY.md, "Membership"):
+hand-made spaces (tests/relay_envelopes.py) pushed and pulled through a real relay over
+loopback. Who may write is judged on every envelope; a space is served only to devices
+that may read it, and to anyone else it looks empty."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from crdt_sync.membership import Rights
+from crdt_sync.relay.server import RelayServer
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, hlc_at, identity, now_ms
+from tests.relay_helpers import FAST, running_relay
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def hashes(host: EnvelopeHost, space: str, exclude: str | None = None) -> set[bytes]:
+    return {e.hash for e in host.got(space, exclude)}
+
+
+def quarantine_reasons(relay: RelayServer, space: str) -> dict[str, str]:
+    return {q.author: q.reason for q in relay.store.quarantine.list(space)}
+
+
+async def settle(relay: RelayServer) -> None:
+    await relay.store.commit()
+
+
+async def test_members_are_served_and_a_stranger_gets_nothing(tmp_path: Path) -> None:
+    admin, bob, stranger = identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    mine = [sp.open(), sp.data(admin), sp.grant(bob.public_key)]
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        outcome = await exchange(EnvelopeHost(admin, *mine), relay.url)
+        assert outcome.ok, outcome.closed
+        bob_host = EnvelopeHost(bob, sp.data(bob))
+        outcome = await exchange(bob_host, relay.url)
+        assert outcome.ok, outcome.closed
+        assert hashes(bob_host, sp.space, bob.id) == {e.hash for e in mine}
+        assert not bob_host.refused
+
+        # The stranger pulls: nothing, not even ciphertext; it pushes: not stored.
+        pull = EnvelopeHost(stranger, spaces=[sp.space])
+        outcome = await exchange(pull, relay.url)
+        assert outcome.ok, outcome.closed
+        assert pull.got(sp.space) == [] and pull.proofs == {}
+        push = EnvelopeHost(stranger, sp.data(stranger))
+        outcome = await exchange(push, relay.url)
+        assert outcome.ok, outcome.closed
+        assert push.got(sp.space, stranger.id) == []
+        assert push.reasons() == {"not-a-member"}
+        await settle(relay)
+        assert stranger.id not in relay.store.version_vector(sp.space)
+        assert quarantine_reasons(relay, sp.space) == {}  # skipped like a gap: no quarantine row
+        assert relay.store.version_vector(sp.space) == {admin.id: 3, bob.id: 1}
+
+
+async def test_a_read_only_member_reads_but_its_writes_are_refused(tmp_path: Path) -> None:
+    admin, reader = identity(), identity()
+    sp = SpaceMaker(admin)
+    mine = [sp.open(), sp.grant(reader.public_key, Rights.READ), sp.data(admin)]
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *mine), relay.url)).ok
+        host = EnvelopeHost(reader, sp.data(reader))
+        outcome = await exchange(host, relay.url)
+        assert outcome.ok, outcome.closed
+        assert hashes(host, sp.space, reader.id) == {e.hash for e in mine}
+        assert host.reasons() == {"read-only"}
+        await settle(relay)
+        assert reader.id not in relay.store.version_vector(sp.space)
+
+
+async def test_an_expired_write_grant_refuses_what_is_dated_after_it(tmp_path: Path) -> None:
+    admin, bob = identity(), identity()
+    sp = SpaceMaker(admin)
+    ends = now_ms() + 60_000
+    mine = [sp.open(), sp.grant(bob.public_key, Rights.WRITE, not_after_ms=ends)]
+    before, after = sp.data(bob), sp.data(bob, hlc=hlc_at(ends + 60_000))
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *mine), relay.url)).ok
+        host = EnvelopeHost(bob, before, after)
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"expired"}
+        await settle(relay)
+        assert relay.store.version_vector(sp.space)[bob.id] == 1
+
+
+async def test_a_forged_grant_quarantines_its_author(tmp_path: Path) -> None:
+    admin, mallory = identity(), identity()
+    sp = SpaceMaker(admin)
+    # Mallory grants itself admin, quoting the genesis as if it were the creator.
+    forged = sp.grant_record(mallory.public_key, Rights.ADMIN, issuer=mallory, proof=sp.genesis.hash)
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, sp.open()), relay.url)).ok
+        host = EnvelopeHost(mallory, sp.carry(mallory, [forged]), sp.data(mallory))
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"forged"}
+        assert host.got(sp.space, mallory.id) == []
+        await settle(relay)
+        assert quarantine_reasons(relay, sp.space) == {mallory.id: "forged"}
+        assert mallory.id not in relay.store.version_vector(sp.space)
+
+
+async def test_a_delegation_beyond_the_delegators_rights_is_refused(tmp_path: Path) -> None:
+    admin, bob, carol = identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    ends = now_ms() + DAY_MS
+    mine = [sp.open(), sp.grant(bob.public_key, Rights.ADMIN, not_after_ms=ends)]
+    # Bob's admin grant ends tomorrow; the grant he makes for Carol never does.
+    beyond = sp.grant(carol.public_key, Rights.WRITE, issuer=bob, not_after_ms=0)
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *mine), relay.url)).ok
+        host = EnvelopeHost(bob, beyond)
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"beyond-delegation"}
+        carol_host = EnvelopeHost(carol, spaces=[sp.space])
+        assert (await exchange(carol_host, relay.url)).ok
+        assert carol_host.got(sp.space) == []
+        await settle(relay)
+        assert quarantine_reasons(relay, sp.space) == {bob.id: "beyond-delegation"}
+
+
+async def test_a_grant_replayed_into_another_space_is_refused(tmp_path: Path) -> None:
+    admin, mallory = identity(), identity()
+    site_a, site_b = SpaceMaker(admin), SpaceMaker(admin)
+    opening_a, opening_b = site_a.open(), site_b.open()
+    grant_a = site_a.grant_record(mallory.public_key, Rights.WRITE)
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, opening_a, site_a.carry(admin, [grant_a]), opening_b),
+                               relay.url)).ok
+        # Mallory carries its grant of site A into site B: not its record to carry.
+        host = EnvelopeHost(mallory, site_b.carry(mallory, [grant_a]))
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"misplaced-record"}
+        assert host.got(site_b.space, mallory.id) == []
+        # The admin's own chain in B carrying A's grant (a replay by a faulty device).
+        replay = EnvelopeHost(admin, opening_b, site_b.carry(admin, [grant_a]))
+        assert (await exchange(replay, relay.url)).ok
+        assert replay.reasons() == {"wrong-space"}
+        await settle(relay)
+        assert quarantine_reasons(relay, site_b.space) == {mallory.id: "misplaced-record",
+                                                           admin.id: "wrong-space"}
+        # Mallory reads site A (its grant is there), not site B.
+        reads = EnvelopeHost(mallory, spaces=[site_a.space, site_b.space])
+        assert (await exchange(reads, relay.url)).ok
+        assert reads.got(site_a.space) and not reads.got(site_b.space)
+
+
+async def test_a_reused_invite_voids_both_redemptions(tmp_path: Path) -> None:
+    admin, bob, carol = identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    opening = sp.open()
+    published, invite, one_time = sp.invite(Rights.WRITE)
+    first = sp.redeem(invite, one_time, bob.public_key)
+    second = sp.redeem(invite, one_time, carol.public_key)  # the same token, again
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, opening, published, sp.data(admin)), relay.url)).ok
+        bob_host = EnvelopeHost(bob, first)
+        assert (await exchange(bob_host, relay.url)).ok
+        assert bob_host.got(sp.space, one_time.id)  # redeemed: served
+        carol_host = EnvelopeHost(carol, second)
+        assert (await exchange(carol_host, relay.url)).ok
+        assert carol_host.got(sp.space, one_time.id) == []
+        # Carol pushed that chain: she gets its fork proof (and nothing else of the space).
+        assert len(carol_host.proofs.get(sp.space, [])) == 1
+        await settle(relay)
+        assert quarantine_reasons(relay, sp.space) == {one_time.id: "fork"}
+        for device in (bob, carol):
+            again = EnvelopeHost(device, spaces=[sp.space])
+            assert (await exchange(again, relay.url)).ok
+            assert again.got(sp.space) == [], f"{device.id} is still served"
+
+
+async def test_a_revoked_device_is_refused_past_the_cut_and_gets_nothing_more(tmp_path: Path) -> None:
+    admin, bob, carol = identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    setup = [sp.open(), sp.grant(bob.public_key), sp.grant(carol.public_key)]
+    bob_writes = [sp.data(bob), sp.data(bob)]
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *setup), relay.url)).ok
+        assert (await exchange(EnvelopeHost(bob, *bob_writes), relay.url)).ok
+        revoke = sp.revoke(bob, after_seq=2, readers=[admin.public_key, carol.public_key])
+        later = sp.data(admin)  # epoch 1: after the rotation
+        assert (await exchange(EnvelopeHost(admin, *setup, revoke, later), relay.url)).ok
+        # Bob, offline, wrote a third envelope: stored, set aside, and he is told.
+        past = sp.data(bob, epoch=0)
+        host = EnvelopeHost(bob, *bob_writes, past, spaces=[sp.space])
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"revoked"}
+        assert host.got(sp.space, bob.id) == []  # nothing of the space, not even the old
+        await settle(relay)
+        assert relay.store.version_vector(sp.space)[bob.id] == 3
+        assert quarantine_reasons(relay, sp.space) == {}
+        # Carol gets Bob's writes up to the cut, not the one past it.
+        carol_host = EnvelopeHost(carol, spaces=[sp.space])
+        assert (await exchange(carol_host, relay.url)).ok
+        got = hashes(carol_host, sp.space)
+        assert {e.hash for e in bob_writes} | {revoke.hash, later.hash} <= got
+        assert past.hash not in got
+
+
+async def test_a_revoked_live_session_gets_nothing_more(tmp_path: Path) -> None:
+    admin, bob, carol = identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    setup = [sp.open(), sp.grant(bob.public_key), sp.grant(carol.public_key)]
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *setup), relay.url)).ok
+        stop = asyncio.Event()
+        bob_host, carol_host = EnvelopeHost(bob, spaces=[sp.space]), EnvelopeHost(carol, spaces=[sp.space])
+        before, revoke = sp.data(admin), None
+        async with asyncio.TaskGroup() as tg:
+            for h in (bob_host, carol_host):
+                tg.create_task(exchange(h, relay.url, live_until=stop))
+            try:
+                await wait_for(lambda: len(bob_host.got(sp.space)) == 3 and len(carol_host.got(sp.space)) == 3)
+                assert (await exchange(EnvelopeHost(admin, *setup, before), relay.url)).ok
+                await wait_for(lambda: before.hash in hashes(bob_host, sp.space))
+                revoke = sp.revoke(bob, after_seq=0, readers=[admin.public_key, carol.public_key])
+                after = sp.data(admin)
+                assert (await exchange(EnvelopeHost(admin, *setup, before, revoke, after), relay.url)).ok
+                await wait_for(lambda: after.hash in hashes(carol_host, sp.space))
+            finally:
+                stop.set()
+        assert revoke is not None
+        assert not {revoke.hash, after.hash} & hashes(bob_host, sp.space)
+
+
+async def wait_for(check: object, timeout: float = 10.0) -> None:
+    """Poll a condition on this process's own state (hosts filled by live sessions)."""
+    assert callable(check)
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_plaintext_is_refused(tmp_path: Path) -> None:
+    admin = identity()
+    sp = SpaceMaker(admin)
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        host = EnvelopeHost(admin, sp.open(), sp.plaintext(admin))
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"plaintext"}
+        await settle(relay)
+        assert quarantine_reasons(relay, sp.space) == {admin.id: "plaintext"}
+        assert relay.store.version_vector(sp.space) == {admin.id: 1}
+
+
+async def test_an_unknown_proof_is_skipped_until_it_arrives(tmp_path: Path) -> None:
+    admin, bob = identity(), identity()
+    sp = SpaceMaker(admin)
+    opening, grant = sp.open(), sp.grant(bob.public_key)
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        # Bob's write arrives before anything of the space: skipped, no quarantine.
+        early = EnvelopeHost(bob, sp.data(bob))
+        assert (await exchange(early, relay.url)).ok
+        assert early.reasons() == {"not-a-member"}
+        # The grant without the genesis: its proof is unknown, so it is not stored either.
+        orphan = EnvelopeHost(admin, opening, grant)
+        orphan.held[sp.space].pop((admin.id, 1))
+        orphan.order[sp.space].remove(opening)
+        assert (await exchange(orphan, relay.url)).ok
+        await settle(relay)
+        assert relay.store.version_vector(sp.space) == {}
+        assert quarantine_reasons(relay, sp.space) == {}
+        # Then all of it, in order: both accepted.
+        assert (await exchange(EnvelopeHost(admin, opening, grant), relay.url)).ok
+        assert (await exchange(early, relay.url)).ok
+        await settle(relay)
+        assert relay.store.version_vector(sp.space) == {admin.id: 2, bob.id: 1}
