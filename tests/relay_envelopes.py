@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cbor2
@@ -194,6 +194,7 @@ class EnvelopeHost:
         self.proofs: dict[str, list[bytes]] = {}
         #: the QUARANTINED notices of the relay: (space, author, from_seq, reason)
         self.refused: list[tuple[str, str, int, str]] = []
+        self._grew: asyncio.Event | None = None
         self.add(*envelopes)
 
     def add(self, *envelopes: Envelope) -> None:
@@ -201,6 +202,19 @@ class EnvelopeHost:
             if (env.author, env.seq) not in self.held.setdefault(env.space, {}):
                 self.held[env.space][(env.author, env.seq)] = env
                 self.order.setdefault(env.space, []).append(env)
+                if self._grew is not None:
+                    self._grew.set()
+
+    async def until(self, check: Callable[[], bool], what: str) -> None:
+        """Wait (woken by each envelope this host takes) until ``check()`` holds."""
+        self._grew = self._grew or asyncio.Event()
+        try:
+            async with asyncio.timeout(WAIT):
+                while not check():
+                    self._grew.clear()
+                    await self._grew.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
 
     def got(self, space: str, exclude: str | None = None) -> list[Envelope]:
         """What this host holds of ``space`` that is not ``exclude``'s chain."""
@@ -227,7 +241,8 @@ class EnvelopeHost:
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
         vv = self.version_vector(space)
-        out = [e for e in self.order.get(space, []) if covered.get(e.author, 0) < e.seq <= vv.get(e.author, 0)]
+        out = [e for e in self.order.get(space, [])
+               if covered.get(e.author, 0) < e.seq <= vv.get(e.author, 0)]
         return sorted(out, key=lambda e: (e.seq, e.author))[:max_count]
 
     def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:

@@ -6,10 +6,15 @@ that may read it, and to anyone else it looks empty."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from crdt_sync.membership import Rights
+from crdt_sync.protocol.messages import E_AUTH_FAILED
 from crdt_sync.relay.server import RelayServer
+from crdt_sync.relay.sqlite_store import DB_NAME, SCHEMA_VERSION
+from crdt_sync.relay.storage import RELAY_DB
 from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, hlc_at, identity, now_ms
 from tests.relay_helpers import FAST, running_relay
 
@@ -214,25 +219,18 @@ async def test_a_revoked_live_session_gets_nothing_more(tmp_path: Path) -> None:
             for h in (bob_host, carol_host):
                 tg.create_task(exchange(h, relay.url, live_until=stop))
             try:
-                await wait_for(lambda: len(bob_host.got(sp.space)) == 3 and len(carol_host.got(sp.space)) == 3)
+                await bob_host.until(lambda: len(bob_host.got(sp.space)) == 3, "bob's first pull")
+                await carol_host.until(lambda: len(carol_host.got(sp.space)) == 3, "carol's first pull")
                 assert (await exchange(EnvelopeHost(admin, *setup, before), relay.url)).ok
-                await wait_for(lambda: before.hash in hashes(bob_host, sp.space))
+                await bob_host.until(lambda: before.hash in hashes(bob_host, sp.space), "fan-out to bob")
                 revoke = sp.revoke(bob, after_seq=0, readers=[admin.public_key, carol.public_key])
                 after = sp.data(admin)
                 assert (await exchange(EnvelopeHost(admin, *setup, before, revoke, after), relay.url)).ok
-                await wait_for(lambda: after.hash in hashes(carol_host, sp.space))
+                await carol_host.until(lambda: after.hash in hashes(carol_host, sp.space), "fan-out to carol")
             finally:
                 stop.set()
         assert revoke is not None
         assert not {revoke.hash, after.hash} & hashes(bob_host, sp.space)
-
-
-async def wait_for(check: object, timeout: float = 10.0) -> None:
-    """Poll a condition on this process's own state (hosts filled by live sessions)."""
-    assert callable(check)
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def test_plaintext_is_refused(tmp_path: Path) -> None:
@@ -269,3 +267,68 @@ async def test_an_unknown_proof_is_skipped_until_it_arrives(tmp_path: Path) -> N
         assert (await exchange(early, relay.url)).ok
         await settle(relay)
         assert relay.store.version_vector(sp.space) == {admin.id: 2, bob.id: 1}
+
+
+async def test_a_restarted_relay_still_enforces(tmp_path: Path) -> None:
+    admin, bob, carol, stranger = identity(), identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    setup = [sp.open(), sp.grant(bob.public_key), sp.grant(carol.public_key)]
+    revoke = sp.revoke(carol, after_seq=0, readers=[admin.public_key, bob.public_key])
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *setup, revoke), relay.url)).ok
+    # A new process: the logs are built again from the stored membership envelopes.
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        bob_host = EnvelopeHost(bob, sp.data(bob))
+        assert (await exchange(bob_host, relay.url)).ok
+        assert hashes(bob_host, sp.space, bob.id) == {e.hash for e in [*setup, revoke]}
+        assert not bob_host.refused
+        for device in (carol, stranger):
+            host = EnvelopeHost(device, sp.data(device, epoch=0))
+            assert (await exchange(host, relay.url)).ok
+            assert host.got(sp.space, device.id) == []
+            assert host.reasons() == {"revoked" if device is carol else "not-a-member"}
+
+
+async def test_a_relay_store_from_before_schema_4_upgrades(tmp_path: Path) -> None:
+    admin, bob = identity(), identity()
+    sp = SpaceMaker(admin)
+    setup = [sp.open(), sp.data(admin), sp.grant(bob.public_key)]
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert (await exchange(EnvelopeHost(admin, *setup), relay.url)).ok
+    # Back to schema 3: no membership index (what a relay of the previous release wrote).
+    path = tmp_path / "relay" / RELAY_DB / DB_NAME
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("DROP TABLE membership")
+        db.execute("DELETE FROM schema_migrations WHERE version=4")
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        assert relay.store.store.schema_version == SCHEMA_VERSION == 4
+        bob_host = EnvelopeHost(bob, spaces=[sp.space])
+        assert (await exchange(bob_host, relay.url)).ok
+        assert hashes(bob_host, sp.space) == {e.hash for e in setup}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT space, author, seq FROM membership ORDER BY seq").fetchall() == [
+            (sp.space, admin.id, 1), (sp.space, admin.id, 3)]
+        assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [
+            1, 2, 3, 4]
+
+
+async def test_the_allow_list_applies_to_joining(tmp_path: Path) -> None:
+    admin, joiner = identity(), identity()
+    sp = SpaceMaker(admin)
+    opening = sp.open()
+    published, invite, one_time = sp.invite(Rights.WRITE)
+    allow = tmp_path / "allow.txt"
+    allow.write_text(f"{admin.id}\n")
+    async with running_relay(tmp_path / "relay", FAST, allow_list=allow) as relay:
+        assert (await exchange(EnvelopeHost(admin, opening, published), relay.url)).ok
+        host = EnvelopeHost(joiner, sp.redeem(invite, one_time, joiner.public_key))
+        outcome = await exchange(host, relay.url)
+        assert outcome.closed is not None and outcome.closed.code == E_AUTH_FAILED, outcome.closed
+        assert host.got(sp.space, one_time.id) == []
+        await settle(relay)
+        assert one_time.id not in relay.store.version_vector(sp.space)
+        # Once the operator lists it, the same token joins.
+        allow.write_text(f"{admin.id}\n{joiner.id}\n")
+        relay.reload_allow_list()
+        assert (await exchange(host, relay.url)).ok
+        assert hashes(host, sp.space, one_time.id) == {opening.hash, published.hash}
