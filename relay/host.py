@@ -83,8 +83,8 @@ class RelayHost:
                               and self.relay.can_read(space, self._peer_key, self._clock()))
 
     def _shown(self, space: str) -> set[str]:
-        """The chains a non-reader is shown: its own and those it pushed."""
-        return self._pushed.get(space, set()) | {self.peer or ""}
+        """The chains a non-reader is shown: those it pushed in this session."""
+        return self._pushed.get(space, set())
 
     def version_vector(self, space: str) -> dict[str, int]:
         vv = self.relay.served_vector(space)

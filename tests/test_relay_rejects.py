@@ -49,6 +49,7 @@ from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.relay.storage import RelayStore
 from tests.conftest import ReplicaFactory
+from tests.relay_envelopes import SpaceMaker
 from tests.relay_helpers import RawPeer, bystanders, rejections, running_relay, sync_once
 from tests.sync_helpers import SPACE, fill
 
@@ -294,35 +295,39 @@ def _indefinite(wire: bytes) -> bytes:
     return b"\x9f" + wire[1:] + b"\xff"
 
 
-WIRE_CASES: list[tuple[str, Callable[[Identity], bytes], str]] = [
-    ("not-cbor", lambda i: b"\xff\x00garbage", "malformed"),
-    ("seven-items", lambda i: cbor2.dumps([1, SPACE, i.public_key, 1, b"", 0, b""]), "malformed"),
-    ("seq-0", lambda i: _resigned(i, [FORMAT_VERSION, SPACE, i.public_key, 0, b"", 0, b"x"]), "malformed"),
-    ("hlc-over-64-bits", lambda i: _resigned(i, [FORMAT_VERSION, SPACE, i.public_key, 1, b"", 2**64, b"x"]),
+WIRE_CASES: list[tuple[str, Callable[[Identity, str], bytes], str]] = [
+    ("not-cbor", lambda i, s: b"\xff\x00garbage", "malformed"),
+    ("seven-items", lambda i, s: cbor2.dumps([1, s, i.public_key, 1, b"", 0, b""]), "malformed"),
+    ("seq-0", lambda i, s: _resigned(i, [FORMAT_VERSION, s, i.public_key, 0, b"", 0, b"x"]), "malformed"),
+    ("hlc-over-64-bits", lambda i, s: _resigned(i, [FORMAT_VERSION, s, i.public_key, 1, b"", 2**64, b"x"]),
      "malformed"),
-    ("version-2", lambda i: _resigned(i, [2, SPACE, i.public_key, 1, b"", 0, b"x"]), "unknown-version"),
-    ("non-canonical", lambda i: _indefinite(seal(i, SPACE, 1, b"", 0, b"x").wire), "non-canonical"),
-    ("too-large", lambda i: b"\x00" * (MAX_ENVELOPE_BYTES + 1), "too-large"),
-    ("wrong-space", lambda i: seal(i, "elsewhere", 1, b"", 0, b"x").wire, "wrong-space"),
-    ("seq-gap", lambda i: seal(i, SPACE, 2, os.urandom(32), 0, b"x").wire, "broken-chain"),
+    ("version-2", lambda i, s: _resigned(i, [2, s, i.public_key, 1, b"", 0, b"x"]), "unknown-version"),
+    ("non-canonical", lambda i, s: _indefinite(seal(i, s, 1, b"", 0, b"x").wire), "non-canonical"),
+    ("too-large", lambda i, s: b"\x00" * (MAX_ENVELOPE_BYTES + 1), "too-large"),
+    ("wrong-space", lambda i, s: seal(i, "elsewhere", 1, b"", 0, b"x").wire, "wrong-space"),
+    ("seq-gap", lambda i, s: seal(i, s, 2, os.urandom(32), 0, b"x").wire, "broken-chain"),
+    ("plaintext", lambda i, s: seal(i, s, 1, b"", 1, cbor2.dumps([2, []])).wire, "plaintext"),
 ]
 
 
 @pytest.mark.parametrize(("make", "reason"), [pytest.param(m, r, id=n) for n, m, r in WIRE_CASES])
-def test_the_relay_store_refuses_whole_wires(tmp_path: Path, make: Callable[[Identity], bytes],
+def test_the_relay_store_refuses_whole_wires(tmp_path: Path, make: Callable[[Identity, str], bytes],
                                              reason: str) -> None:
     """Without an event loop the store writes through: each refusal is recorded at once, and
     nothing of the refused call (an honest envelope before the bad one) is kept."""
     store = RelayStore(tmp_path)
     host = RelayHost(store, lambda device: None, lambda device, n, size: None)
     honest, other = Identity.generate(), Identity.generate()
-    first = seal(honest, SPACE, 1, b"", 1, b"honest")
+    sp = SpaceMaker(other)  # the space's genesis comes first, from its creator
+    grant = [sp.open().wire, sp.grant(honest.public_key).wire]
+    first = sp.data(honest)
     try:
         with pytest.raises(Rejected) as info:
-            host.receive([seal(other, SPACE, 1, b"", 1, b"ok").wire, make(honest)], "peer x", SPACE)
+            host.receive([*grant, make(honest, sp.space)], "peer x", sp.space)
         assert info.value.reason == reason
-        assert store.version_vector(SPACE) == {}
+        assert store.version_vector(sp.space) == {}
+        assert store.members(sp.space).log.genesis() is None  # its log forgot the genesis too
         assert [(r.source, r.reason) for r in store.rejections()] == [("peer x", reason)]
-        assert host.receive([first.wire], "peer x", SPACE) == (1, 0, 0)  # the store goes on
+        assert host.receive([*grant, first.wire], "peer x", sp.space) == (3, 0, 0)  # the store goes on
     finally:
         store.close()

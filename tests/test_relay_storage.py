@@ -21,11 +21,12 @@ from crdt_sync.relay.sqlite_store import DB_NAME, FORMAT_GUARD, SCHEMA_VERSION, 
 from crdt_sync.relay.storage import RELAY_DB, RelayStore
 from crdt_sync.store import Store
 from tests.conftest import ReplicaFactory
-from tests.relay_helpers import relay_process, run_cli, sync_once
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, now_ms
+from tests.relay_helpers import relay_process, run_cli
 from tests.sync_helpers import SPACE, fill
 
 RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections", "quarantine",
-                "forks"}
+                "forks", "membership"}
 
 
 def chain_of(identity: Identity, length: int, space: str = SPACE) -> list[Envelope]:
@@ -139,7 +140,8 @@ def test_the_identity_seed_is_kept(pair: tuple[RelayBackend, RelayBackend]) -> N
 def test_a_new_relay_store_has_only_relay_tables(tmp_path: Path) -> None:
     store = RelayStore(tmp_path)
     author = Identity.generate()
-    store.receive([e.wire for e in chain_of(author, 2)], SPACE, False)
+    sp = SpaceMaker(author)
+    store.receive([sp.open().wire, sp.data(author).wire], sp.space, False)
     store.close()
     path = tmp_path / RELAY_DB / DB_NAME
     assert tables(path) == RELAY_TABLES
@@ -149,7 +151,8 @@ def test_a_new_relay_store_has_only_relay_tables(tmp_path: Path) -> None:
         (v,) for v in range(1, SCHEMA_VERSION + 1)]
     db.close()
     again = RelayStore(tmp_path)  # reopened: nothing to migrate, everything there
-    assert again.version_vector(SPACE) == {author.id: 2}
+    assert again.version_vector(sp.space) == {author.id: 2}
+    assert again.members(sp.space).can_read(author.public_key, now_ms())
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone() == (SCHEMA_VERSION,)
@@ -209,9 +212,13 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
         old = store.rejections()
         assert [(r.source, r.reason, r.detail) for r in old] == [
             ("peer old", "bad-signature", "an old refusal")]
-        # The chains go on from where the old relay left them, under the same rules.
+        # A space of the old relay is a name, bound to no genesis: nobody may read or write it
+        # any more (its plaintext chains are kept, and served to no one).
+        assert store.members(SPACE).log.genesis() is None
+        assert not store.can_read(SPACE, a.public_key, now_ms())
         more = seal(a, SPACE, 4, envs[2].hash, 4 << 16, b"after the migration")
-        assert store.receive([more.wire], SPACE, False) == (1, 0, 0)
+        with pytest.raises(Rejected, match="plaintext"):
+            store.receive([more.wire], SPACE, False)
         # A fork is proven (it was refused before fork proofs): a's chain stops at seq 1.
         assert store.receive([seal(a, SPACE, 2, envs[0].hash, 9, b"fork").wire], SPACE, False) == (0, 0, 0)
         assert len(store.fork_proofs(SPACE)) == 1 and store.version_vector(SPACE) == {a.id: 1}
@@ -225,22 +232,26 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
     db.close()
 
 
-async def test_an_old_relay_data_directory_serves_devices_after_the_upgrade(
-        tmp_path: Path, open_replica: ReplicaFactory) -> None:
-    """Through the real command: the relay keeps its identity and its envelopes."""
-    author = open_replica("author", seal_interval=0)
-    fill(author, "a", 4)
-    envs = author.sync_host.missing_envelopes(SPACE, {}, 100, 1 << 24)
-    seed = write_old_relay(tmp_path / "relay", envs)
-    device = open_replica("device")
-    device.join(SPACE)
+async def test_an_old_relay_data_directory_serves_devices_after_the_upgrade(tmp_path: Path) -> None:
+    """Through the real command: the relay keeps its identity and its envelopes; its old
+    plaintext spaces are served to no one, and new spaces to their members."""
+    old_author = Identity.generate()
+    seed = write_old_relay(tmp_path / "relay", chain_of(old_author, 4))
+    admin, bob = Identity.generate(), Identity.generate()
+    sp = SpaceMaker(admin)
+    setup = [sp.open(), sp.grant(bob.public_key), sp.data(admin)]
 
     async with relay_process(tmp_path / "relay") as relay:
         assert relay.device_id == Identity(seed).id
-        outcome = await sync_once(device, relay.url)
-        assert outcome.synced and outcome.ok, outcome.closed
-    assert device.version_vector(SPACE) == {author.device_id: 4}
-    assert device.space(SPACE).get("equipment", "a-3") == {"n": 3, "by": "a"}
+        old = EnvelopeHost(old_author, spaces=[SPACE])
+        outcome = await exchange(old, relay.url)
+        assert outcome.ok, outcome.closed
+        assert old.got(SPACE) == []
+        assert (await exchange(EnvelopeHost(admin, *setup), relay.url)).ok
+        device = EnvelopeHost(bob, spaces=[sp.space])
+        outcome = await exchange(device, relay.url)
+        assert outcome.ok, outcome.closed
+    assert [e.hash for e in device.got(sp.space)] == [e.hash for e in setup]
 
 
 def test_a_newer_relay_schema_is_refused(tmp_path: Path) -> None:
