@@ -48,13 +48,15 @@ def blind(space: str, transcript: bytes) -> bytes:
 
 
 def relay_spaces(msg: Spaces) -> list[str]:
-    """The space names a device gives a relay, each checked."""
+    """The spaces a device gives a relay, each checked: as the envelopes name them, so space
+    ids (``s`` + base32, derived from the genesis) since spaces are bound to a key; any other
+    text name is taken too (a device of an older release), and is a space nobody can read."""
     names = []
     for entry in msg.blinded:
         if not isinstance(entry, str):
-            raise ProtocolViolation(E_UNEXPECTED, "a relay needs space names, not blinded ids")
+            raise ProtocolViolation(E_UNEXPECTED, "a relay needs space ids in text, not blinded ids")
         try:
-            check_name("space name", entry, MAX_SPACE_NAME)
+            check_name("space id", entry, MAX_SPACE_NAME)
         except ValueError as exc:
             raise ProtocolViolation(E_MALFORMED, str(exc)) from None
         names.append(entry)
