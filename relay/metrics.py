@@ -9,7 +9,7 @@ from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL, ERROR_NAMES
 #: every reason the relay counts, listed at 0 from the start (a reason that appears only
 #: after its first occurrence cannot be alerted on with rate() or absent())
 REJECTION_REASONS = ("connection-limit", "address-limit", "handshake-evicted", "flow-control", "not-allowed",
-                     "slow-consumer", "quarantined", "clock-skew",
+                     "slow-consumer", "quarantined", "membership", "clock-skew",
                      *(name for code, name in ERROR_NAMES.items() if code not in (E_NORMAL, E_GOING_AWAY)))
 
 
