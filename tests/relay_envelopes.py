@@ -195,7 +195,15 @@ class EnvelopeHost:
         #: the QUARANTINED notices of the relay: (space, author, from_seq, reason)
         self.refused: list[tuple[str, str, int, str]] = []
         self._grew: asyncio.Event | None = None
+        #: the hooks of its live session (set by :func:`exchange`): :meth:`push` wakes it
+        self.hooks: Hooks | None = None
         self.add(*envelopes)
+
+    def push(self, *envelopes: Envelope) -> None:
+        """New envelopes of this device: its live session sends them."""
+        self.add(*envelopes)
+        if self.hooks is not None:
+            self.hooks.changed.set()
 
     def add(self, *envelopes: Envelope) -> None:
         for env in envelopes:
@@ -300,9 +308,11 @@ async def exchange(host: EnvelopeHost, url: str, live_until: asyncio.Event | Non
     """One session of ``host`` with the relay at ``url`` (one-shot unless ``live_until``)."""
     link = await connect(url)
     session = Session(host, time.monotonic(), FAST, spaces=spaces)
+    hooks = host.hooks = Hooks()
+    if live_until is not None:
+        return await drive(session, link, hooks, live=True, stop=live_until)
     async with asyncio.timeout(2 * WAIT):
-        return await drive(session, link, Hooks(), live=live_until is not None, stop=live_until,
-                           timeout=None if live_until else WAIT)
+        return await drive(session, link, hooks, timeout=WAIT)
 
 
 def notices(outcome: SessionOutcome) -> set[tuple[str, str]]:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import sys
@@ -29,14 +28,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from crdt_sync import Change, Replica
 from crdt_sync.protocol import Session, SessionConfig, SpaceSynced
 from crdt_sync.protocol.link import SEALED_HEAD
-from crdt_sync.protocol.messages import Envelopes, Error, Have, Message, WireEnvelope, decode, encode
+from crdt_sync.protocol.messages import (
+    E_GOING_AWAY,
+    Envelopes,
+    Error,
+    Have,
+    Message,
+    WireEnvelope,
+    decode,
+    encode,
+)
 from crdt_sync.relay.config import RelayConfig
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.transports.driver import SessionOutcome
-from crdt_sync.transports.relay import Backoff, run_peer, sync_session
+from crdt_sync.transports.relay import sync_session
 from crdt_sync.transports.websocket import SYNC_PATH, WS_MAX_MESSAGE
-from tests.conftest import ReplicaFactory
-from tests.sync_helpers import SPACE, WAIT, fill, wait_event
+from tests.sync_helpers import WAIT
 
 #: The ``crdt-sync`` entry point of the virtualenv running the tests.
 CLI = str(Path(sys.executable).with_name("crdt-sync"))
@@ -291,41 +298,54 @@ Check = Callable[[str], Awaitable[None]]
 
 
 @asynccontextmanager
-async def bystanders(url: str, open_replica: ReplicaFactory) -> AsyncIterator[Check]:
-    """Two live devices on the relay for the whole test. Yields ``check(tag)``: an edit of one
-    reaches the other through the relay. On exit, each must still be on its first session."""
-    x, y = open_replica("bystander-x"), open_replica("bystander-y")
-    for device in (x, y):
-        device.join(SPACE)
+async def bystanders(url: str) -> AsyncIterator[Check]:
+    """Two members of a space live on the relay for the whole test. Yields ``check(tag)``: an
+    envelope one pushes reaches the other through the relay. On exit, each must still be on
+    its first session (it ends when the test stops it)."""
+    from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity
+
+    admin, member = identity(), identity()
+    sp = SpaceMaker(admin)
+    x = EnvelopeHost(admin, sp.open(), sp.grant(member.public_key))
+    y = EnvelopeHost(member, spaces=[sp.space])
     stop = asyncio.Event()
-    flags = [synced_flag(SPACE), synced_flag(SPACE)]
     async with asyncio.TaskGroup() as tg:
-        peers = [tg.create_task(run_peer(d, url, stop, backoff=Backoff(0.05, 0.5),
-                                         rng=random.Random(i), on_event=flag[1]))
-                 for i, (d, flag) in enumerate(zip((x, y), flags, strict=True))]
+        sessions = [tg.create_task(exchange(h, url, live_until=stop)) for h in (x, y)]
         try:
-            for flag, _ in flags:
-                await wait_event(flag, "a bystander to catch up")
+            await y.until(lambda: len(y.got(sp.space)) == 2, "a bystander to catch up")
 
             async def check(tag: str) -> None:
-                arrived = arrival(y, tag, SPACE)
-                x.space(SPACE).put("equipment", tag, {"status": "ok"})
-                await wait_event(arrived, f"a bystander's edit ({tag}) to cross the relay")
+                env = sp.data(admin, tag.encode())
+                x.push(env)
+                await y.until(lambda: any(e.hash == env.hash for e in y.got(sp.space)),
+                              f"a bystander's envelope ({tag}) to cross the relay")
 
             yield check
         finally:
             stop.set()
-    assert [p.result() for p in peers] == [1, 1], "a bystander's session was disturbed"
+    for task in sessions:
+        closed = task.result().closed
+        assert closed is not None and not closed.by_peer and closed.code == E_GOING_AWAY, \
+            f"a bystander's session was disturbed: {closed}"
 
 
-async def still_serves(url: str, open_replica: ReplicaFactory, name: str) -> None:
-    """The relay is healthy and a device that never synced before syncs fully."""
+async def still_serves(url: str, name: str) -> None:
+    """The relay is healthy and a device that never synced before syncs fully (a new space
+    of its own, pushed and read back by a member)."""
+    from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity
+
     status, body = await http_get(url, "/healthz")
     assert status == 200 and json.loads(body)["ok"] is True
-    device = open_replica(name)
-    fill(device, name, 3, space="probe")
-    outcome = await sync_once(device, url)
+    creator, member = identity(), identity()
+    sp = SpaceMaker(creator)
+    mine = [sp.open(), sp.grant(member.public_key),
+            *(sp.data(creator, f"{name}-{i}".encode()) for i in range(3))]
+    outcome = await exchange(EnvelopeHost(creator, *mine), url)
     assert outcome.synced and outcome.ok, outcome.closed
+    reader = EnvelopeHost(member, spaces=[sp.space])
+    outcome = await exchange(reader, url)
+    assert outcome.synced and outcome.ok, outcome.closed
+    assert [e.hash for e in reader.got(sp.space)] == [e.hash for e in mine]
 
 
 # -- speaking frames by hand --------------------------------------------------------------------

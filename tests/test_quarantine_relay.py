@@ -58,7 +58,7 @@ async def push_poison(url: str, open_replica: ReplicaFactory, stranger: Identity
 async def test_one_bad_envelope_no_longer_stalls_the_space(tmp_path: Path,
                                                           open_replica: ReplicaFactory) -> None:
     stranger = Identity.generate()
-    async with running_relay(tmp_path / "relay") as relay, bystanders(relay.url, open_replica) as check:
+    async with running_relay(tmp_path / "relay") as relay, bystanders(relay.url) as check:
         env = await push_poison(relay.url, open_replica, stranger)
         assert relay.store.version_vector(SPACE)[stranger.id] == 1  # stored: payloads stay unread
         await check("live-devices-after-the-poison")  # live sessions carry on too

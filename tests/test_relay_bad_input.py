@@ -78,7 +78,7 @@ async def test_malformed_frame_gets_error_1_then_close(relay: RelayServer, open_
                                                        frame: bytes | str) -> None:
     if isinstance(frame, bytes):
         assert expected_code(frame) == E_MALFORMED
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         async with RawPeer.open(relay.url) as raw:
             if isinstance(frame, str):
                 await raw.ws.send_str(frame)
@@ -88,24 +88,24 @@ async def test_malformed_frame_gets_error_1_then_close(relay: RelayServer, open_
         assert error.code == E_MALFORMED and error.message
         assert await rejections(relay.url, "malformed") == 1
         await check("after-malformed")
-        await still_serves(relay.url, open_replica, "probe")
+        await still_serves(relay.url, "probe")
 
 
 async def test_malformed_frame_after_the_handshake(relay: RelayServer, open_replica: ReplicaFactory) -> None:
     device = open_replica("device")
     fill(device, "d", 2)
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         async with RawPeer.open(relay.url, device) as raw:
             await raw.handshake()
             await raw.send(b"\xff\x00garbage")
             error = await raw.error_then_close()
         assert error.code == E_MALFORMED
         await check("after-malformed")
-        await still_serves(relay.url, open_replica, "probe")
+        await still_serves(relay.url, "probe")
 
 
 async def test_oversized_frames(relay: RelayServer, open_replica: ReplicaFactory) -> None:
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         # Above the protocol's 1 MiB: the session refuses it with ERROR 4.
         frame = b"\x5a" + (MAX_FRAME + MiB // 2).to_bytes(4, "big") + os.urandom(MAX_FRAME + MiB // 2)
         assert MAX_FRAME < len(frame) < 2 * MiB
@@ -123,12 +123,12 @@ async def test_oversized_frames(relay: RelayServer, open_replica: ReplicaFactory
                     break
             assert raw.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
         await check("after-oversized")
-        await still_serves(relay.url, open_replica, "probe")
+        await still_serves(relay.url, "probe")
 
 
 async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_replica: ReplicaFactory) -> None:
     key = Identity.generate().public_key
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         # (1, 1): before QUARANTINED; (2, 2): before encrypted links (a downgrade, refused)
         for low, high in ((MAX_VERSION + 1, MAX_VERSION + 8), (0, 0), (1, 1), (2, 2)):
             async with RawPeer.open(relay.url) as raw:
@@ -140,7 +140,7 @@ async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_repl
                 assert error.message.endswith("upgrade crdt-sync on the peer"), error.message
         assert await rejections(relay.url, "unsupported-version") == 4
         await check("after-version")
-        await still_serves(relay.url, open_replica, "probe")
+        await still_serves(relay.url, "probe")
 
 
 # -- forged envelopes ---------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ async def test_forged_envelope_gets_error_5_and_nothing_of_its_frame_is_stored(
         msg = decode(frame)
         return flip_signature(frame) if isinstance(msg, Envelopes) and msg.batch == 3 else frame
 
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         async with RawPeer.open(relay.url, device, config=config) as raw:
             error = await raw.converse(lambda m: isinstance(m, Error), tamper=forge_batch_3)
             assert isinstance(error, Error)
@@ -171,7 +171,7 @@ async def test_forged_envelope_gets_error_5_and_nothing_of_its_frame_is_stored(
         # The genuine envelopes are accepted afterwards: the chain was not corrupted.
         honest = await sync_once(device, relay.url)
         assert honest.synced and relay.store.version_vector(SPACE)[device.device_id] == 40
-        await still_serves(relay.url, open_replica, "probe")
+        await still_serves(relay.url, "probe")
 
 
 # -- limits -------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ async def test_client_that_stops_reading_is_dropped_and_memory_stays_bounded(
     size = seed_big_spaces(data)
     assert SLOW_CONSUMERS * size > 1.5 * RSS_BOUND  # buffering per reader would break the bound
     env = {"CRDT_SYNC_RELAY_SEND_TIMEOUT": "0.5"}  # the setting under test, from the environment
-    async with relay_process(data, env=env) as relay, bystanders(relay.url, open_replica) as check:
+    async with relay_process(data, env=env) as relay, bystanders(relay.url) as check:
         await check("warm-up")
         before = relay.rss()
         readers = [open_replica(f"stalled-{i}") for i in range(SLOW_CONSUMERS)]
@@ -279,6 +279,6 @@ async def test_client_that_stops_reading_is_dropped_and_memory_stays_bounded(
             for raw in stalled:
                 await raw.vanish()
         await check("after-slow-consumers")
-        await still_serves(relay.url, open_replica, "probe")
+        await still_serves(relay.url, "probe")
         assert relay.rss() - before < RSS_BOUND
         assert await rejections(relay.url, "slow-consumer") == SLOW_CONSUMERS

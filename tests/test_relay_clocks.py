@@ -61,7 +61,7 @@ async def test_hlc_beyond_sqlite_is_refused_before_the_group_commit(tmp_path: Pa
 
 async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path,
                                                               open_replica: ReplicaFactory) -> None:
-    async with running_relay(tmp_path / "relay") as relay, bystanders(relay.url, open_replica) as check:
+    async with running_relay(tmp_path / "relay") as relay, bystanders(relay.url) as check:
         mallory = open_replica("mallory", seal_interval=0)
         fill(mallory, "m", 1)
         key = mallory.identity

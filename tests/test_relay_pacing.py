@@ -41,7 +41,7 @@ async def test_a_device_over_its_rate_is_paced_not_refused(tmp_path: Path,
     async with running_relay(tmp_path / "relay", rate_envelopes=50.0) as relay:
         eager = open_replica("eager", seal_interval=0)
         fill(eager, "flood", 600)
-        async with bystanders(relay.url, open_replica) as check:
+        async with bystanders(relay.url) as check:
             outcome = await sync_once(eager, relay.url, config=RELIABLE_LINK)  # as relay clients do
             assert outcome.synced and outcome.closed is not None and outcome.closed.code == E_NORMAL
             assert relay.store.version_vector(SPACE)[eager.device_id] == 600
@@ -50,7 +50,7 @@ async def test_a_device_over_its_rate_is_paced_not_refused(tmp_path: Path,
             assert sample(samples, "crdt_relay_read_stalls_total") == 0  # one window: never stalled
             assert await rejections(relay.url, "flow-control") == 0
             await check("after-flood")  # budgets are per device: the others were not paced
-            await still_serves(relay.url, open_replica, "probe")
+            await still_serves(relay.url, "probe")
 
 
 async def test_a_device_that_ignores_the_window_gets_error_10_and_nothing_of_that_frame_is_kept(
@@ -63,7 +63,7 @@ async def test_a_device_that_ignores_the_window_gets_error_10_and_nothing_of_tha
         device = open_replica("greedy", seal_interval=0)
         fill(device, "g", 200)
         greedy = dataclasses.replace(FAST, window=8, batch_count=2)
-        async with bystanders(relay.url, open_replica) as check:
+        async with bystanders(relay.url) as check:
             async with RawPeer.open(relay.url, device, config=greedy) as raw:
                 error = await raw.converse(lambda m: isinstance(m, Error))
             assert isinstance(error, Error) and error.code == E_LIMIT
@@ -75,7 +75,7 @@ async def test_a_device_that_ignores_the_window_gets_error_10_and_nothing_of_tha
             assert raw.session is not None and raw.session.envelopes_acked == stored
             assert await rejections(relay.url, "flow-control") == 1
             await check("after-greedy")
-            await still_serves(relay.url, open_replica, "probe")
+            await still_serves(relay.url, "probe")
 
 
 async def test_a_device_deep_in_debt_is_not_read_until_it_is_back_under_the_cap(

@@ -142,7 +142,7 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
                                 reason: str) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
     before = relay.store.version_vector(SPACE)
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         swap = Swap([craft(world)])
         async with RawPeer.open(relay.url, mallory) as raw:
             error = await raw.converse(lambda m: isinstance(m, Error), tamper=swap)
@@ -171,7 +171,7 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
 async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
         world: World, open_replica: ReplicaFactory, craft: Craft, seq: int) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         swap = Swap([craft(world)])
         async with RawPeer.open(relay.url, mallory) as raw:
             got = await raw.converse(lambda m: isinstance(m, ForkProof) and len(m.envelopes) == 2,
@@ -211,7 +211,7 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
     the author's head moves back to the seq before the fork."""
     relay, author, mallory = world.relay, world.author, world.mallory
     before = relay.store.version_vector(SPACE)
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         swap = Swap([craft(world)])
         async with RawPeer.open(relay.url, mallory) as raw:
             notice = await raw.converse(lambda m: isinstance(m, Quarantined), tamper=swap)
@@ -251,7 +251,7 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
 async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: ReplicaFactory) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
     seq, _ = world.head()
-    async with bystanders(relay.url, open_replica) as check:
+    async with bystanders(relay.url) as check:
         swap = Swap([signed(world, seq + 2, os.urandom(32))])  # seq 4 while seq 3 is missing
         async with RawPeer.open(relay.url, mallory) as raw:
             ack = await raw.converse(lambda m: isinstance(m, Ack) and swap.batch is not None
