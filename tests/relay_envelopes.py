@@ -199,6 +199,11 @@ class EnvelopeHost:
         self.hooks: Hooks | None = None
         self.add(*envelopes)
 
+    @property
+    def sync_host(self) -> EnvelopeHost:
+        """Itself (what :class:`~tests.relay_helpers.RawPeer` runs a session against)."""
+        return self
+
     def push(self, *envelopes: Envelope) -> None:
         """New envelopes of this device: its live session sends them."""
         self.add(*envelopes)

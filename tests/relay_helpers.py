@@ -19,7 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import psutil
@@ -44,6 +44,9 @@ from crdt_sync.transports.driver import SessionOutcome
 from crdt_sync.transports.relay import sync_session
 from crdt_sync.transports.websocket import SYNC_PATH, WS_MAX_MESSAGE
 from tests.sync_helpers import WAIT
+
+if TYPE_CHECKING:
+    from tests.relay_envelopes import EnvelopeHost
 
 #: The ``crdt-sync`` entry point of the virtualenv running the tests.
 CLI = str(Path(sys.executable).with_name("crdt-sync"))
@@ -377,7 +380,8 @@ class RawPeer:
     """
 
     def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse,
-                 replica: Replica | None, spaces: list[str] | None, config: SessionConfig) -> None:
+                 replica: Replica | EnvelopeHost | None, spaces: list[str] | None,
+                 config: SessionConfig) -> None:
         self.http, self.ws = http, ws
         self.session = Session(replica.sync_host, 0.0, config, spaces=spaces) if replica is not None else None
         self.received: list[Message] = []
@@ -390,7 +394,8 @@ class RawPeer:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, replica: Replica | None = None, spaces: list[str] | None = None,
+    async def open(cls, url: str, replica: Replica | EnvelopeHost | None = None,
+                   spaces: list[str] | None = None,
                    read_buffer: int | None = None, config: SessionConfig = FAST) -> AsyncIterator[RawPeer]:
         def small_buffer(addr_info: Any) -> socket.socket:
             family, kind, proto, _, _ = addr_info

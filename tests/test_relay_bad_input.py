@@ -20,9 +20,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from crdt_sync.envelope import seal
 from crdt_sync.identity import Identity
+from crdt_sync.membership import Rights
 from crdt_sync.protocol.messages import (
+    E_GOING_AWAY,
     E_LIMIT,
     E_MALFORMED,
     E_REJECTED,
@@ -39,8 +40,8 @@ from crdt_sync.protocol.messages import (
 )
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.relay.storage import RelayStore
-from crdt_sync.transports.relay import run_peer
 from tests.conftest import ReplicaFactory
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity
 from tests.relay_helpers import (
     FAST,
     RawPeer,
@@ -52,11 +53,9 @@ from tests.relay_helpers import (
     sample,
     scrape,
     still_serves,
-    sync_once,
-    synced_flag,
     wait_until,
 )
-from tests.sync_helpers import SPACE, WAIT, expected_code, fill, wait_event
+from tests.sync_helpers import WAIT, expected_code, fill
 
 MiB = 1024 * 1024
 
@@ -146,8 +145,9 @@ async def test_wrong_protocol_version_gets_error_2(relay: RelayServer, open_repl
 # -- forged envelopes ---------------------------------------------------------------------------------
 async def test_forged_envelope_gets_error_5_and_nothing_of_its_frame_is_stored(
         relay: RelayServer, open_replica: ReplicaFactory) -> None:
-    device = open_replica("forger", seal_interval=0)
-    fill(device, "f", 40)
+    forger = identity()
+    sp = SpaceMaker(forger)
+    device = EnvelopeHost(forger, sp.open(), *(sp.data(forger, b"f-%d" % i) for i in range(39)))
     config = dataclasses.replace(FAST, batch_count=8)
 
     def forge_batch_3(frame: bytes) -> bytes:
@@ -161,7 +161,7 @@ async def test_forged_envelope_gets_error_5_and_nothing_of_its_frame_is_stored(
             assert error.code == E_REJECTED and "bad-signature" in error.message
             assert await raw.recv() is None  # and the relay closed the connection
         # Batches 1 and 2 were valid and are kept; nothing of batch 3 (or after) is.
-        assert relay.store.version_vector(SPACE) == {device.device_id: 16}
+        assert relay.store.version_vector(sp.space) == {device.device_id: 16}
         recorded = relay.store.store.rejections()
         assert len(recorded) == 1 and recorded[0][2] == "bad-signature"
         assert device.device_id in recorded[0][1]  # which peer sent it
@@ -169,94 +169,103 @@ async def test_forged_envelope_gets_error_5_and_nothing_of_its_frame_is_stored(
         await check("after-forgery")
 
         # The genuine envelopes are accepted afterwards: the chain was not corrupted.
-        honest = await sync_once(device, relay.url)
-        assert honest.synced and relay.store.version_vector(SPACE)[device.device_id] == 40
+        honest = await exchange(device, relay.url)
+        assert honest.synced and relay.store.version_vector(sp.space)[device.device_id] == 40
         await still_serves(relay.url, "probe")
 
 
 # -- limits -------------------------------------------------------------------------------------------
 async def test_connection_limit_gets_error_10(tmp_path: Path, open_replica: ReplicaFactory) -> None:
     async with running_relay(tmp_path / "relay", max_connections=1) as relay:
-        first, second = open_replica("first"), open_replica("second")
-        first.join(SPACE)
-        fill(second, "second", 2)
+        admin, member = identity(), identity()
+        sp = SpaceMaker(admin)
+        first = EnvelopeHost(admin, sp.open(), sp.grant(member.public_key))
+        second = EnvelopeHost(member, spaces=[sp.space])
         stop = asyncio.Event()
-        caught_up, on_event = synced_flag(SPACE)
         async with asyncio.TaskGroup() as tg:
-            live = tg.create_task(run_peer(first, relay.url, stop, on_event=on_event))
+            live = tg.create_task(exchange(first, relay.url, live_until=stop))
             try:
-                await wait_event(caught_up, "the first device to hold the only connection")
-                refused = await sync_once(second, relay.url)
+                async def held() -> bool:
+                    return relay.store.version_vector(sp.space) == {admin.id: 2}
+
+                await wait_until(held, "the first device to hold the only connection")
+                refused = await exchange(second, relay.url)
                 assert refused.closed is not None and not refused.synced
                 assert (refused.closed.code, refused.closed.by_peer) == (E_LIMIT, True)
                 assert "too many connections" in refused.closed.reason
                 assert await rejections(relay.url, "connection-limit") == 1
 
-                first.space(SPACE).put("equipment", "still-live", {"status": "ok"})
+                still_live = sp.data(admin, b"still-live")
+                first.push(still_live)
 
                 async def stored() -> bool:
-                    return first.device_id in relay.store.version_vector(SPACE)
+                    return relay.store.version_vector(sp.space) == {admin.id: 3}
 
-                await wait_until(stored, "the connected device's edit to reach the relay")
+                await wait_until(stored, "the connected device's envelope to reach the relay")
             finally:
                 stop.set()
-        assert live.result() == 1  # the refusal did not disturb the connected device
+        closed = live.result().closed  # the refusal did not disturb the connected device
+        assert closed is not None and not closed.by_peer and closed.code == E_GOING_AWAY
 
         async def slot_free() -> bool:
             return sample(await scrape(relay.url), "crdt_relay_connections_open") == 0
 
         await wait_until(slot_free, "the first device's connection to close")
-        accepted = await sync_once(second, relay.url)
-        assert accepted.synced and second.space(SPACE).get("equipment", "still-live") == {"status": "ok"}
+        accepted = await exchange(second, relay.url)
+        assert accepted.synced and still_live.hash in {e.hash for e in second.got(sp.space)}
 
 
 # -- a client that stops reading ------------------------------------------------------------------
-#: Three big spaces: the relay sends its window of each at once, so a client that stops
-#: reading fills the socket buffers at the first window rather than after resends.
-BIG_SPACES = ["archive-0", "archive-1", "archive-2"]
-ENVELOPES_PER_SPACE = 34
+#: Four big spaces: the relay sends its window of each at once, so a client that stops
+#: reading fills the socket buffers at the first window rather than after resends (each
+#: window holds three big envelopes: the first batch is the space's membership envelopes).
+BIG_SPACES = ["archive-0", "archive-1", "archive-2", "archive-3"]
+ENVELOPES_PER_SPACE = 26
 PAYLOAD = 400 * 1024  # each envelope close to the 512 KiB limit: ~40 MiB in all
 SLOW_CONSUMERS = 4  # buffering the spaces for each would take ~160 MiB
 RSS_BOUND = 100 * MiB
 
 
-def seed_big_spaces(data: Path) -> int:
-    """Store big spaces at the relay through its own storage (verified, committed).
+def seed_big_spaces(data: Path, readers: list[Identity]) -> tuple[list[str], int]:
+    """Store big spaces at the relay through its own storage (verified, committed), each
+    readable by ``readers``; their ids, and their size.
 
-    The relay never opens payloads (it is meant to carry end-to-end encrypted ones), so they are
-    signed opaque bytes, which is also the cheapest way to make ~40 MiB of envelopes.
+    The relay never opens payloads (they are end-to-end encrypted): random bodies (which do
+    not compress) are the cheapest way to make ~40 MiB of envelopes.
     """
     author = Identity.generate()
     store = RelayStore(data)
     total = 0
-    for space in BIG_SPACES:
-        prev = b""
-        for seq in range(1, ENVELOPES_PER_SPACE + 1):
-            env = seal(author, space, seq, prev, seq << 16, os.urandom(PAYLOAD))
-            applied, _, _ = store.receive([env.wire], space, tolerate_gaps=False)
+    spaces = []
+    for _ in BIG_SPACES:
+        sp = SpaceMaker(author)
+        envs = [sp.open(), *(sp.grant(r.public_key, Rights.READ) for r in readers)]
+        envs += [sp.data(author, os.urandom(PAYLOAD)) for _ in range(ENVELOPES_PER_SPACE)]
+        for env in envs:
+            applied, _, _ = store.receive([env.wire], sp.space, tolerate_gaps=False)
             assert applied == 1
-            prev, total = env.hash, total + len(env.wire)
+            total += len(env.wire)
+        spaces.append(sp.space)
     store.close()
-    return total
+    return spaces, total
 
 
 async def test_client_that_stops_reading_is_dropped_and_memory_stays_bounded(
         tmp_path: Path, open_replica: ReplicaFactory) -> None:
     data = tmp_path / "relay"
-    size = seed_big_spaces(data)
+    keys = [identity() for _ in range(SLOW_CONSUMERS)]
+    spaces, size = seed_big_spaces(data, keys)
     assert SLOW_CONSUMERS * size > 1.5 * RSS_BOUND  # buffering per reader would break the bound
     env = {"CRDT_SYNC_RELAY_SEND_TIMEOUT": "0.5"}  # the setting under test, from the environment
     async with relay_process(data, env=env) as relay, bystanders(relay.url) as check:
         await check("warm-up")
         before = relay.rss()
-        readers = [open_replica(f"stalled-{i}") for i in range(SLOW_CONSUMERS)]
+        readers = [EnvelopeHost(key, spaces=spaces) for key in keys]
         async with AsyncExitStack() as stack:
             stalled = []
             for reader in readers:
-                for space in BIG_SPACES:
-                    reader.join(space)
                 raw = await stack.enter_async_context(
-                    RawPeer.open(relay.url, reader, spaces=BIG_SPACES, read_buffer=4096))
+                    RawPeer.open(relay.url, reader, spaces=spaces, read_buffer=4096))
                 await raw.handshake()  # its HAVEs say it lacks everything; then it never reads
                 stalled.append(raw)
 
