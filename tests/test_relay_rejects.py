@@ -28,7 +28,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from crdt_sync import Replica, forks
+from crdt_sync import forks
 from crdt_sync.envelope import FORMAT_VERSION, MAX_ENVELOPE_BYTES, seal
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import Identity
@@ -48,44 +48,63 @@ from crdt_sync.protocol.messages import (
 from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.relay.storage import RelayStore
-from tests.conftest import ReplicaFactory
-from tests.relay_envelopes import SpaceMaker
-from tests.relay_helpers import RawPeer, bystanders, rejections, running_relay, sync_once
-from tests.sync_helpers import SPACE, fill
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity
+from tests.relay_helpers import RawPeer, bystanders, rejections, running_relay
 
 
 @dataclass
 class World:
+    """An admin's space at the relay: the honest author's chain holds seq 1 and 2; mallory
+    (a member too) holds one envelope of its own; the author also created a space of its
+    own (``other``), not at the relay yet."""
+
     relay: RelayServer
-    author: Replica
-    mallory: Replica
+    author: EnvelopeHost
+    mallory: EnvelopeHost
+    sp: SpaceMaker
+    other: SpaceMaker
+
+    @property
+    def space(self) -> str:
+        return self.sp.space
 
     def head(self) -> tuple[int, bytes]:
-        seq = self.author.version_vector(SPACE)[self.author.device_id]
-        h = self.author.sync_host.envelope_hash(SPACE, self.author.device_id, seq)
+        seq = self.author.version_vector(self.space)[self.author.device_id]
+        h = self.author.envelope_hash(self.space, self.author.device_id, seq)
         assert h is not None
         return seq, h
 
     def hash_of(self, seq: int) -> bytes:
-        h = self.author.sync_host.envelope_hash(SPACE, self.author.device_id, seq)
+        h = self.author.envelope_hash(self.space, self.author.device_id, seq)
         assert h is not None
         return h
 
+    def write(self, tag: str) -> None:
+        """The author's next envelope in the space."""
+        self.author.add(self.sp.data(self.author.identity, tag.encode()))
+
+    def elsewhere(self) -> None:
+        """The author's own space, with an envelope of data."""
+        self.author.add(self.other.open(), self.other.data(self.author.identity))
+
 
 @pytest.fixture
-async def world(tmp_path: Path, open_replica: ReplicaFactory) -> AsyncIterator[World]:
+async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with running_relay(tmp_path / "relay") as relay:
-        author = open_replica("author", seal_interval=0)
-        fill(author, "honest", 2)
-        first = await sync_once(author, relay.url)
-        assert first.synced and relay.store.version_vector(SPACE) == {author.device_id: 2}
-        mallory = open_replica("mallory", seal_interval=0)
-        fill(mallory, "m", 1)  # so that its session sends one ENVELOPES frame in SPACE
-        yield World(relay, author, mallory)
+        admin, honest, bad = identity(), identity(), identity()
+        sp = SpaceMaker(admin)
+        setup = EnvelopeHost(admin, sp.open(), sp.grant(honest.public_key), sp.grant(bad.public_key))
+        assert (await exchange(setup, relay.url)).ok
+        author = EnvelopeHost(honest, sp.data(honest, b"honest-0"), sp.data(honest, b"honest-1"))
+        first = await exchange(author, relay.url)
+        assert first.synced and relay.store.version_vector(sp.space) == {admin.id: 3, honest.id: 2}
+        mallory = EnvelopeHost(bad, sp.data(bad, b"m"))  # so that its session sends one ENVELOPES frame
+        yield World(relay, author, mallory, sp, SpaceMaker(honest))
 
 
-def signed(w: World, seq: int, prev: bytes, payload: bytes = b"crafted", space: str = SPACE) -> WireEnvelope:
-    env = seal(w.author.identity, space, seq, prev, (1 << 40) + seq, payload)
+def signed(w: World, seq: int, prev: bytes, payload: bytes = b"crafted",
+           space: str | None = None) -> WireEnvelope:
+    env = seal(w.author.identity, space or w.space, seq, prev, (1 << 40) + seq, payload)
     return WireEnvelope(env.author_key, env.seq, env.hlc, env.payload, env.signature)
 
 
@@ -102,7 +121,7 @@ def oversize(w: World) -> WireEnvelope:
     payload = os.urandom(MAX_ENVELOPE_BYTES + 1024)
     assert len(payload) + 1024 < MAX_FRAME
     key = w.author.identity.public_key
-    part = [FORMAT_VERSION, SPACE, key, seq + 1, prev, 1 << 40, payload]
+    part = [FORMAT_VERSION, w.space, key, seq + 1, prev, 1 << 40, payload]
     signature = w.author.identity.sign(cbor2.dumps(part, canonical=True))
     return WireEnvelope(key, seq + 1, 1 << 40, payload, signature)
 
@@ -138,10 +157,10 @@ class Swap:
 
 
 @pytest.mark.parametrize(("craft", "reason"), [pytest.param(c, r, id=name) for name, c, r in CASES])
-async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craft: Craft,
+async def test_refused_envelope(world: World, craft: Craft,
                                 reason: str) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
-    before = relay.store.version_vector(SPACE)
+    before = relay.store.version_vector(world.space)
     async with bystanders(relay.url) as check:
         swap = Swap([craft(world)])
         async with RawPeer.open(relay.url, mallory) as raw:
@@ -151,7 +170,7 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
             assert error.code == E_REJECTED and error.message.startswith(f"{reason}: "), error
             assert await raw.recv() is None  # the relay closed that session
         # Nothing of the frame was stored (mallory's own envelope was swapped out).
-        assert relay.store.version_vector(SPACE) == before
+        assert relay.store.version_vector(world.space) == before
         recorded = relay.store.rejections()
         assert [r.reason for r in recorded] == [reason]
         assert mallory.device_id in recorded[0].source  # who sent it, not whose key signed it
@@ -159,17 +178,17 @@ async def test_refused_envelope(world: World, open_replica: ReplicaFactory, craf
         await check(f"after-{reason}")  # the other devices keep syncing through the relay
 
         # The honest author's chain goes on: its next envelope is taken.
-        fill(author, "after", 1)
-        again = await sync_once(author, relay.url)
+        world.write("after")
+        again = await exchange(author, relay.url)
         assert again.synced and again.ok, again.closed
-        assert relay.store.version_vector(SPACE)[author.device_id] == 3
+        assert relay.store.version_vector(world.space)[author.device_id] == 3
         await check("after-the-author")
 
 
 # Forks were refused with ERROR 5 here before fork proofs (protocol 1); they are proven now.
 @pytest.mark.parametrize(("craft", "seq"), [pytest.param(c, s, id=name) for name, c, s in FORK_CASES])
 async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
-        world: World, open_replica: ReplicaFactory, craft: Craft, seq: int) -> None:
+        world: World, craft: Craft, seq: int) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
     async with bystanders(relay.url) as check:
         swap = Swap([craft(world)])
@@ -180,29 +199,29 @@ async def test_a_fork_is_proven_kept_and_sent_back_not_refused(
             assert not any(isinstance(m, Error) for m in raw.received)  # the session goes on
         assert isinstance(got, ForkProof)
         await relay.store.commit()  # (the proof and the record are in the next group commit)
-        [data] = relay.store.fork_proofs(SPACE)
+        [data] = relay.store.fork_proofs(world.space)
         proof = forks.verify(data)
         assert (proof.author, proof.seq) == (author.device_id, seq)
         assert [e for e in got.envelopes] == [proof.low.wire, proof.high.wire]
-        assert mallory.fork_proofs(SPACE) == [data]  # the sender holds the proof too
+        assert mallory.fork_proofs(world.space) == [data]  # the sender holds the proof too
         # The author's envelopes from the fork seq on are no longer served or accepted.
-        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == seq - 1
+        assert relay.store.version_vector(world.space).get(author.device_id, 0) == seq - 1
         assert [r.reason for r in relay.store.rejections()] == ["fork"]
         assert await rejections(relay.url, "rejected-envelope") == 0
         await check("after-the-fork")  # every other author keeps syncing through the relay
-        fill(author, "after", 1)
-        await sync_once(author, relay.url)
-        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == seq - 1
+        world.write("after")
+        await exchange(author, relay.url)
+        assert relay.store.version_vector(world.space).get(author.device_id, 0) == seq - 1
         # Its other spaces are served as before.
-        fill(author, "elsewhere", 1, space="elsewhere")
-        again = await sync_once(author, relay.url, spaces=["elsewhere"])
+        world.elsewhere()
+        again = await exchange(author, relay.url, spaces=[world.other.space])
         assert again.synced and again.ok, again.closed
-        assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
+        assert relay.store.version_vector(world.other.space) == {author.device_id: 2}
         await check("after-the-author")
 
 
 @pytest.mark.parametrize(("craft", "from_seq"), [pytest.param(c, q, id=name) for name, c, q in FORK_CASES])
-async def test_a_fork_quarantines_its_author(world: World, open_replica: ReplicaFactory, craft: Craft,
+async def test_a_fork_quarantines_its_author(world: World, craft: Craft,
                                              from_seq: int) -> None:
     """The relay checks the chain rules itself: a second envelope at a seq it holds sets the
     author aside in that space (QUARANTINED, not ERROR), stores and forwards nothing more of
@@ -210,7 +229,7 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
     author's other spaces. The fork is proven too (the test above): both branches go, so
     the author's head moves back to the seq before the fork."""
     relay, author, mallory = world.relay, world.author, world.mallory
-    before = relay.store.version_vector(SPACE)
+    before = relay.store.version_vector(world.space)
     async with bystanders(relay.url) as check:
         swap = Swap([craft(world)])
         async with RawPeer.open(relay.url, mallory) as raw:
@@ -225,11 +244,11 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
             assert not any(isinstance(m, Error) for m in raw.received)
         # Nothing of the author's was stored (mallory's session went on, and may have resent
         # its own envelope that the swap took out); the fork excluded both branches.
-        stored = relay.store.version_vector(SPACE)
+        stored = relay.store.version_vector(world.space)
         expected = {**before, author.device_id: from_seq - 1}
         assert {a: s for a, s in stored.items() if a != mallory.device_id} == {
             a: s for a, s in expected.items() if s}
-        held = relay.store.quarantine.is_quarantined(SPACE, author.device_id)
+        held = relay.store.quarantine.is_quarantined(world.space, author.device_id)
         assert held is not None and (held.from_seq, held.reason) == (from_seq, "fork")
         assert [r.reason for r in relay.store.rejections()] == ["fork"]
         assert await rejections(relay.url, "rejected-envelope") == 0
@@ -238,17 +257,17 @@ async def test_a_fork_quarantines_its_author(world: World, open_replica: Replica
 
         # The author's later envelopes in that space are neither stored nor forwarded; its
         # session is told so, and still ends synced (what was set aside is not waited for).
-        fill(author, "after", 1)
-        fill(author, "other", 1, space="elsewhere")
-        again = await sync_once(author, relay.url)
+        world.write("after")
+        world.elsewhere()
+        again = await exchange(author, relay.url)
         assert again.synced and again.ok, again.closed
-        assert relay.store.version_vector(SPACE).get(author.device_id, 0) == from_seq - 1
-        assert relay.store.version_vector("elsewhere") == {author.device_id: 1}
+        assert relay.store.version_vector(world.space).get(author.device_id, 0) == from_seq - 1
+        assert relay.store.version_vector(world.other.space) == {author.device_id: 2}
         # It learns the fork from the relay's proof (not a QUARANTINED: it no longer sends
         # that chain past the fork point, see docs/PROTOCOL.md, "Forks").
-        assert [forks.verify(p).author for p in author.fork_proofs(SPACE)] == [author.device_id]
+        assert [forks.verify(p).author for p in author.fork_proofs(world.space)] == [author.device_id]
         await check("after-the-author")
-async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: ReplicaFactory) -> None:
+async def test_a_seq_gap_is_skipped_not_refused(world: World) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
     seq, _ = world.head()
     async with bystanders(relay.url) as check:
@@ -259,26 +278,25 @@ async def test_a_seq_gap_is_skipped_not_refused(world: World, open_replica: Repl
             assert isinstance(ack, Ack)
             assert not any(isinstance(m, Error) for m in raw.received)
         # (mallory's session goes on, and may by now have resent its own envelope)
-        assert relay.store.version_vector(SPACE)[author.device_id] == seq
+        assert relay.store.version_vector(world.space)[author.device_id] == seq
         assert relay.store.rejections() == []
         assert await rejections(relay.url, "rejected-envelope") == 0
         await check("after-the-gap")
-        fill(author, "after", 1)
-        again = await sync_once(author, relay.url)
-        assert again.synced and relay.store.version_vector(SPACE)[author.device_id] == seq + 1
+        world.write("after")
+        again = await exchange(author, relay.url)
+        assert again.synced and relay.store.version_vector(world.space)[author.device_id] == seq + 1
 
 
-async def test_a_resent_envelope_is_a_duplicate_not_a_refusal(world: World,
-                                                               open_replica: ReplicaFactory) -> None:
+async def test_a_resent_envelope_is_a_duplicate_not_a_refusal(world: World) -> None:
     relay, author, mallory = world.relay, world.author, world.mallory
-    genuine = author.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 24)[0]
+    genuine = author.missing_envelopes(world.space, {}, 1, 1 << 24)[0]
     swap = Swap([WireEnvelope(genuine.author_key, genuine.seq, genuine.hlc, genuine.payload,
                               genuine.signature)])
     async with RawPeer.open(relay.url, mallory) as raw:
         await raw.converse(lambda m: isinstance(m, Ack) and swap.batch is not None
                            and m.batch == swap.batch, tamper=swap)
         assert not any(isinstance(m, Error) for m in raw.received)
-    assert relay.store.version_vector(SPACE)[author.device_id] == 2
+    assert relay.store.version_vector(world.space)[author.device_id] == 2
     assert relay.store.rejections() == []
 
 
