@@ -38,7 +38,7 @@ from crdt_sync.membership import (
     make_revoke,
     space_id_of,
 )
-from crdt_sync.protocol import Session
+from crdt_sync.protocol import Session, SessionConfig
 from crdt_sync.protocol.events import Quarantined
 from crdt_sync.quarantine import SetAside
 from crdt_sync.results import Accepted
@@ -308,11 +308,21 @@ class EnvelopeHost:
         return True
 
 
+def own_space(device: Identity, count: int, tag: str = "e") -> tuple[SpaceMaker, list[Envelope]]:
+    """A space ``device`` created, with ``count`` envelopes of its chain (the genesis
+    carrier, then encrypted data)."""
+    sp = SpaceMaker(device)
+    return sp, [sp.open(), *(sp.data(device, f"{tag}-{i}".encode()) for i in range(1, count))]
+
+
 async def exchange(host: EnvelopeHost, url: str, live_until: asyncio.Event | None = None,
-                   spaces: list[str] | None = None) -> SessionOutcome:
+                   spaces: list[str] | None = None, config: SessionConfig = FAST,
+                   on_session: Callable[[Session], None] | None = None) -> SessionOutcome:
     """One session of ``host`` with the relay at ``url`` (one-shot unless ``live_until``)."""
     link = await connect(url)
-    session = Session(host, time.monotonic(), FAST, spaces=spaces)
+    session = Session(host, time.monotonic(), config, spaces=spaces)
+    if on_session is not None:
+        on_session(session)
     hooks = host.hooks = Hooks()
     if live_until is not None:
         return await drive(session, link, hooks, live=True, stop=live_until)

@@ -18,7 +18,7 @@ from crdt_sync.protocol import Session
 from crdt_sync.protocol.messages import E_LIMIT, E_NORMAL, Ack, Error, encode
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.relay.pacing import Flow, Pacer, TokenBucket, ack_batch
-from tests.conftest import ReplicaFactory
+from tests.relay_envelopes import EnvelopeHost, exchange, identity, own_space
 from tests.relay_helpers import (
     FAST,
     RawPeer,
@@ -28,23 +28,21 @@ from tests.relay_helpers import (
     sample,
     scrape,
     still_serves,
-    sync_once,
     wait_until,
 )
-from tests.sync_helpers import SPACE, fill
+from tests.sync_helpers import SPACE
 
 
 # -- through a relay -----------------------------------------------------------------------------
-async def test_a_device_over_its_rate_is_paced_not_refused(tmp_path: Path,
-                                                         open_replica: ReplicaFactory) -> None:
+async def test_a_device_over_its_rate_is_paced_not_refused(tmp_path: Path) -> None:
     # 50 envelopes/s with bursts of 500: 600 envelopes put the device 100 in debt (2 s).
     async with running_relay(tmp_path / "relay", rate_envelopes=50.0) as relay:
-        eager = open_replica("eager", seal_interval=0)
-        fill(eager, "flood", 600)
+        sp, flood = own_space(identity(), 600, "flood")
+        eager = EnvelopeHost(sp.creator, *flood)
         async with bystanders(relay.url) as check:
-            outcome = await sync_once(eager, relay.url, config=RELIABLE_LINK)  # as relay clients do
+            outcome = await exchange(eager, relay.url, config=RELIABLE_LINK)  # as relay clients do
             assert outcome.synced and outcome.closed is not None and outcome.closed.code == E_NORMAL
-            assert relay.store.version_vector(SPACE)[eager.device_id] == 600
+            assert relay.store.version_vector(sp.space)[eager.device_id] == 600
             samples = await scrape(relay.url)
             assert sample(samples, "crdt_relay_paced_seconds_count") >= 1  # its ACKs were held
             assert sample(samples, "crdt_relay_read_stalls_total") == 0  # one window: never stalled
@@ -54,14 +52,14 @@ async def test_a_device_over_its_rate_is_paced_not_refused(tmp_path: Path,
 
 
 async def test_a_device_that_ignores_the_window_gets_error_10_and_nothing_of_that_frame_is_kept(
-        tmp_path: Path, open_replica: ReplicaFactory) -> None:
+        tmp_path: Path) -> None:
     # 1 envelope/s with bursts of 10, batches of 2: five batches spend the burst, every later
     # one adds 2 s of debt, so the relay holds their ACKs (and the debt stays below the 10 s
     # at which it would stop reading), while the device, with a window of 8 instead of the
     # protocol's 4, sends on.
     async with running_relay(tmp_path / "relay", rate_envelopes=1.0) as relay:
-        device = open_replica("greedy", seal_interval=0)
-        fill(device, "g", 200)
+        sp, envelopes = own_space(identity(), 200, "g")
+        device = EnvelopeHost(sp.creator, *envelopes)
         greedy = dataclasses.replace(FAST, window=8, batch_count=2)
         async with bystanders(relay.url) as check:
             async with RawPeer.open(relay.url, device, config=greedy) as raw:
@@ -69,7 +67,7 @@ async def test_a_device_that_ignores_the_window_gets_error_10_and_nothing_of_tha
             assert isinstance(error, Error) and error.code == E_LIMIT
             assert "ignored flow control" in error.message and "the window is 4" in error.message
             assert raw.received[-1] is error
-            stored = relay.store.version_vector(SPACE)[device.device_id]
+            stored = relay.store.version_vector(sp.space)[device.device_id]
             assert 8 <= stored < 200  # at least its first 4 batches; the refused one not at all
             # The ACKs held for the debt went out before the ERROR: the device knows what is stored.
             assert raw.session is not None and raw.session.envelopes_acked == stored
@@ -79,16 +77,16 @@ async def test_a_device_that_ignores_the_window_gets_error_10_and_nothing_of_tha
 
 
 async def test_a_device_deep_in_debt_is_not_read_until_it_is_back_under_the_cap(
-        tmp_path: Path, open_replica: ReplicaFactory) -> None:
+        tmp_path: Path) -> None:
     # Held ACKs stop each space at its window; many spaces at once would still run up a
     # debt of a window each. Past 10 s of debt the relay stops reading the device instead.
     async with running_relay(tmp_path / "relay", rate_envelopes=1.0) as relay:  # bursts of 10
-        device = open_replica("wide", seal_interval=0)
-        spaces = [f"wide-{i}" for i in range(4)]
-        for space in spaces:
-            fill(device, space, 100, space=space)
+        wide = identity()
+        made = [own_space(wide, 100, f"wide-{i}") for i in range(4)]
+        spaces = [sp.space for sp, _ in made]
+        device = EnvelopeHost(wide, *(e for _, envelopes in made for e in envelopes))
         config = dataclasses.replace(FAST, batch_count=5)  # windows of 20 envelopes per space
-        syncing = asyncio.ensure_future(sync_once(device, relay.url, config=config))
+        syncing = asyncio.ensure_future(exchange(device, relay.url, config=config))
         try:
             async def stalled() -> bool:
                 return sample(await scrape(relay.url), "crdt_relay_read_stalls_total") >= 1
@@ -103,19 +101,19 @@ async def test_a_device_deep_in_debt_is_not_read_until_it_is_back_under_the_cap(
             await asyncio.wait([syncing])
 
 
-async def test_stopping_releases_held_acks(tmp_path: Path, open_replica: ReplicaFactory) -> None:
+async def test_stopping_releases_held_acks(tmp_path: Path) -> None:
     # A relay told to stop lets the ACKs it holds go before its going-away: the envelopes
     # are committed, and the device learns that they are stored.
     async with running_relay(tmp_path / "relay", rate_envelopes=1.0) as relay:  # bursts of 10
-        device = open_replica("paced", seal_interval=0)
-        fill(device, "p", 18)  # batches of 2: five in the burst, four more held (2 s of debt each)
+        sp, envelopes = own_space(identity(), 18, "p")  # batches of 2: five in the burst, four
+        device = EnvelopeHost(sp.creator, *envelopes)  # more held (2 s of debt each)
         config = dataclasses.replace(RELIABLE_LINK, batch_count=2)
         sessions: list[Session] = []
-        syncing = asyncio.ensure_future(sync_once(device, relay.url, config=config,
-                                                  on_session=sessions.append))
+        syncing = asyncio.ensure_future(exchange(device, relay.url, config=config,
+                                                 on_session=sessions.append))
 
         async def stored() -> bool:
-            return relay.store.version_vector(SPACE).get(device.device_id, 0) == 18
+            return relay.store.version_vector(sp.space).get(device.device_id, 0) == 18
 
         await wait_until(stored, "the relay to store every batch")
         assert sessions[0].envelopes_acked < 18  # the last ACKs are held
