@@ -25,6 +25,7 @@ from crdt_sync.protocol.messages import (
 )
 from crdt_sync.relay.config import ConfigError, load_config
 from tests.conftest import ReplicaFactory
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, identity, own_space
 from tests.relay_helpers import (
     RawPeer,
     SwapEnvelopes,
@@ -46,26 +47,26 @@ async def test_hlc_beyond_sqlite_is_refused_before_the_group_commit(tmp_path: Pa
     async with running_relay(tmp_path / "relay") as relay:
         store = relay.store
         honest, hostile = Identity.generate(), Identity.generate()
-        good = seal(honest, SPACE, 1, b"", 1 << 40, b"opaque")
+        sp = SpaceMaker(honest)
+        good = sp.open()
         # Both calls in one turn of the event loop: they would share one group commit.
-        assert store.receive([good.wire], SPACE, True) == (1, 0, 0)
+        assert store.receive([good.wire], sp.space, True) == (1, 0, 0)
         for hlc in (1 << 63, 2**64 - 1, 1 << 62):
-            bad = seal(hostile, SPACE, 1, b"", hlc, b"opaque")
+            bad = seal(hostile, sp.space, 1, b"", hlc, b"opaque")
             with pytest.raises(Rejected) as refused:
-                store.receive([bad.wire], SPACE, True)
+                store.receive([bad.wire], sp.space, True)
             assert refused.value.reason == "clock-range"
         await store.commit()
-        committed = store.missing_envelopes(SPACE, {}, 10, 1 << 20)
+        committed = store.missing_envelopes(sp.space, {}, 10, 1 << 20)
         assert [(e.author, e.seq) for e in committed] == [(honest.id, 1)]
 
 
-async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path,
-                                                              open_replica: ReplicaFactory) -> None:
+async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path) -> None:
     async with running_relay(tmp_path / "relay") as relay, bystanders(relay.url) as check:
-        mallory = open_replica("mallory", seal_interval=0)
-        fill(mallory, "m", 1)
+        sp, own = own_space(identity(), 1)
+        mallory = EnvelopeHost(sp.creator, *own)
         key = mallory.identity
-        env = seal(key, SPACE, 1, b"", 1 << 63, b"opaque")
+        env = seal(key, sp.space, 1, b"", 1 << 63, b"opaque")
         crafted = WireEnvelope(key.public_key, 1, env.hlc, env.payload, env.signature)
 
         async with RawPeer.open(relay.url, mallory) as raw:
@@ -75,7 +76,7 @@ async def test_a_session_pushing_hlc_beyond_sqlite_is_refused(tmp_path: Path,
         # rather than ending the session, and stores nothing of it.
         assert isinstance(notice, Quarantined) and notice.reason == "clock-range", notice
         assert notice.from_seq == 1
-        assert mallory.device_id not in relay.store.version_vector(SPACE)
+        assert mallory.device_id not in relay.store.version_vector(sp.space)
         await check("after-the-overflow")  # the other devices' envelopes are stored and sent
         assert relay.store.healthy()
 
