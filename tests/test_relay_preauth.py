@@ -19,18 +19,19 @@ from pathlib import Path
 
 import pytest
 
+from crdt_sync.membership import Rights
 from crdt_sync.protocol.messages import E_TIMEOUT, E_TOO_LARGE
 from crdt_sync.protocol.messages import PROTOCOL_VERSION as V
 from crdt_sync.relay.admission import Admission
 from crdt_sync.relay.config import ENV_PREFIX, ConfigError, load_config
 from crdt_sync.relay.server import RelayServer
-from crdt_sync.transports.relay import run_peer
 from crdt_sync.transports.websocket import ConnectFailed, connect
 from tests.conftest import ReplicaFactory
 from tests.link_helpers import HandPeer
-from tests.relay_helpers import rejections, running_relay, sync_once, synced_flag, wait_until
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity
+from tests.relay_helpers import rejections, running_relay, sync_once, wait_until
 from tests.strangers import Stranger, fat_hello
-from tests.sync_helpers import SPACE, fill, wait_event
+from tests.sync_helpers import SPACE, fill
 
 #: A well-formed HELLO of a fresh ephemeral key (each stranger its own: see ``strangers``).
 SMALL_HELLO = b"small"
@@ -142,27 +143,32 @@ async def test_a_fat_hello_is_refused_at_once(tmp_path: Path) -> None:
         assert "before authentication exceeds 4096" in stranger.errors[0].message
 
 
-async def test_no_per_name_state_outlives_the_sessions_that_named_it(
-        tmp_path: Path, open_replica: ReplicaFactory) -> None:
+async def test_no_per_name_state_outlives_the_sessions_that_named_it(tmp_path: Path) -> None:
     async with running_relay(tmp_path / "relay") as relay:
         idle = relay.per_name_state()
         assert set(idle.values()) == {0}
-        devices = [open_replica(f"device-{i}") for i in range(12)]
-        for i, device in enumerate(devices):
-            for j in range(3):
-                device.join(f"named-{i}-{j}")  # names nobody stores anything under
-            if i % 3 == 0:
-                fill(device, f"d{i}", 2, space=f"stored-{i}")
-        outcomes = await asyncio.gather(*(sync_once(d, relay.url) for d in devices))
+        fresh = identity()  # a device that may read what is stored, and comes last
+        stored: dict[int, SpaceMaker] = {}
+        devices = []
+        for i in range(12):
+            key = identity()
+            device = EnvelopeHost(key, spaces=[f"named-{i}-{j}" for j in range(3)])  # nobody stores
+            if i % 3 == 0:  # anything under those names; a third also stores a space of their own
+                sp = stored[i] = SpaceMaker(key)
+                device.add(sp.open(), sp.grant(fresh.public_key, Rights.READ))
+            devices.append(device)
+        outcomes = await asyncio.gather(*(exchange(d, relay.url) for d in devices))
         assert all(o.synced and o.ok for o in outcomes), [o.closed for o in outcomes]
 
         # A live session keeps its names while it runs, and only while it runs.
         live = devices[0]
         stop = asyncio.Event()
-        caught_up, on_event = synced_flag("stored-0")
-        task = asyncio.ensure_future(run_peer(live, relay.url, stop, on_event=on_event))
+        task = asyncio.ensure_future(exchange(live, relay.url, live_until=stop))
         try:
-            await wait_event(caught_up, "the live device to catch up")
+            async def subscribed() -> bool:
+                return relay.per_name_state()["subscribed_spaces"] == 4
+
+            await wait_until(subscribed, "the live device to name its spaces")
             state = relay.per_name_state()
             assert state["subscribed_spaces"] == 4 and state["devices"] == 1 and state["authenticated"] == 1
         finally:
@@ -175,10 +181,9 @@ async def test_no_per_name_state_outlives_the_sessions_that_named_it(
 
         await wait_until(all_gone, f"the relay to forget every name (it keeps {relay.per_name_state()})")
         # What was stored is still served: a new device gets it from SQLite.
-        fresh = open_replica("fresh")
-        fresh.join("stored-3")
-        outcome = await sync_once(fresh, relay.url)
-        assert outcome.synced and len(list(fresh.space("stored-3").rows())) == 2
+        reader = EnvelopeHost(fresh, spaces=[stored[3].space])
+        outcome = await exchange(reader, relay.url)
+        assert outcome.synced and len(reader.got(stored[3].space)) == 2
 
 
 def test_admission_budgets() -> None:
