@@ -194,6 +194,8 @@ class EnvelopeHost:
         self.proofs: dict[str, list[bytes]] = {}
         #: the QUARANTINED notices of the relay: (space, author, from_seq, reason)
         self.refused: list[tuple[str, str, int, str]] = []
+        #: (peer, space) -> what the peer acknowledged holding
+        self.acked: dict[tuple[str, str], dict[str, int]] = {}
         self._grew: asyncio.Event | None = None
         #: the hooks of its live session (set by :func:`exchange`): :meth:`push` wakes it
         self.hooks: Hooks | None = None
@@ -290,7 +292,7 @@ class EnvelopeHost:
         self.refused.append((space, author, from_seq, reason))
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
-        pass
+        self.acked[(peer, space)] = dict(vv)
 
     # -- forks -------------------------------------------------------------------------------
     def fork_proofs(self, space: str) -> list[bytes]:

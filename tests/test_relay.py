@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from crdt_sync import Replica
+from crdt_sync.membership import Rights
 from crdt_sync.protocol import Closed, Received, Session, SessionConfig
 from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes
 from crdt_sync.relay.host import RelayHost
@@ -26,6 +27,7 @@ from crdt_sync.relay.storage import RelayStore
 from crdt_sync.transports.relay import Backoff, run_peer
 from crdt_sync.transports.websocket import SYNC_PATH, ConnectFailed, sync_url
 from tests.conftest import ReplicaFactory
+from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity, own_space
 from tests.relay_helpers import (
     RawPeer,
     arrival,
@@ -186,13 +188,13 @@ async def test_relay_url_without_a_path_reaches_the_sync_endpoint(relay: RelaySe
 
 
 # -- operations --------------------------------------------------------------------------------------
-async def test_healthz_and_metrics(relay: RelayServer, open_replica: ReplicaFactory) -> None:
+async def test_healthz_and_metrics(relay: RelayServer) -> None:
     status, body = await http_get(relay.url, "/healthz")
     assert status == 200 and json.loads(body) == {"ok": True, "storage": True}
 
-    device = open_replica("a")
-    fill(device, "a", 7)
-    outcome = await sync_once(device, relay.url)
+    sp, envelopes = own_space(identity(), 7)
+    device = EnvelopeHost(sp.creator, *envelopes)
+    outcome = await exchange(device, relay.url)
     assert outcome.synced
     status, text = await http_get(relay.url, "/metrics")
     assert status == 200
@@ -217,10 +219,9 @@ async def test_healthz_and_metrics(relay: RelayServer, open_replica: ReplicaFact
         assert sample(samples, "crdt_relay_rejections_total", reason=reason) == 0
 
 
-async def test_stop_says_going_away_in_the_protocol_and_in_the_websocket(
-        tmp_path: Path, open_replica: ReplicaFactory) -> None:
-    device = open_replica("a")
-    fill(device, "a", 2)
+async def test_stop_says_going_away_in_the_protocol_and_in_the_websocket(tmp_path: Path) -> None:
+    sp, envelopes = own_space(identity(), 2)
+    device = EnvelopeHost(sp.creator, *envelopes)
     async with running_relay(tmp_path / "relay") as relay, RawPeer.open(relay.url, device) as raw:
         await raw.handshake()
         stopping = asyncio.create_task(relay.stop())
@@ -235,17 +236,18 @@ async def test_stop_says_going_away_in_the_protocol_and_in_the_websocket(
 
 
 # -- the allow-list ---------------------------------------------------------------------------------
-async def test_allow_list_refuses_unknown_devices_until_reloaded(tmp_path: Path,
-                                                                 open_replica: ReplicaFactory) -> None:
-    a, b = open_replica("a"), open_replica("b")
-    fill(a, "a", 2)
-    fill(b, "b", 3)
+async def test_allow_list_refuses_unknown_devices_until_reloaded(tmp_path: Path) -> None:
+    lead, member = identity(), identity()
+    sp = SpaceMaker(lead)
+    a = EnvelopeHost(lead, sp.open(), sp.grant(member.public_key))
+    b = EnvelopeHost(member, *(sp.data(member) for _ in range(3)))
+    SPACE = sp.space
     allow = tmp_path / "allowed-devices"
     allow.write_text(f"# field team 7\n{a.device_id}   # tablet of the site lead\n\n")
     async with running_relay(tmp_path / "relay", allow_list=allow) as relay:
-        assert (await sync_once(a, relay.url)).synced
+        assert (await exchange(a, relay.url)).synced
 
-        refused = await sync_once(b, relay.url)
+        refused = await exchange(b, relay.url)
         assert not refused.synced
         assert refused.closed == Closed(E_AUTH_FAILED, refused.closed.reason if refused.closed else "", True)
         assert refused.closed is not None and "allow-list" in refused.closed.reason
@@ -255,7 +257,7 @@ async def test_allow_list_refuses_unknown_devices_until_reloaded(tmp_path: Path,
 
         allow.write_text(allow.read_text() + f"{b.device_id}\n")
         relay.reload_allow_list()
-        accepted = await sync_once(b, relay.url)
+        accepted = await exchange(b, relay.url)
         assert accepted.synced and accepted.ok
         assert relay.store.version_vector(SPACE)[b.device_id] == 3
         assert b.version_vector(SPACE)[a.device_id] == 2
@@ -301,21 +303,28 @@ async def test_allow_list_reloads_on_sighup(tmp_path: Path, open_replica: Replic
 
 
 # -- catching up from the relay, frame by frame --------------------------------------------------
-def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: Path,
-                                                                      open_replica: ReplicaFactory) -> None:
+def author_and_reader(count: int) -> tuple[SpaceMaker, EnvelopeHost, EnvelopeHost]:
+    """An author's space of ``count`` envelopes (its genesis, a read grant, data) and a
+    device that may read it and holds nothing yet."""
+    writer, reader = identity(), identity()
+    sp = SpaceMaker(writer)
+    envelopes = [sp.open(), sp.grant(reader.public_key, Rights.READ),
+                 *(sp.data(writer, b"a-%d" % i) for i in range(count - 2))]
+    return sp, EnvelopeHost(writer, *envelopes), EnvelopeHost(reader, spaces=[sp.space])
+
+
+def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: Path) -> None:
     """The relay's session over its real store, sans I/O, time injected: a device that takes
     0.9 ack_timeout per batch acknowledges every batch in time, but the last batch of a window
     is acknowledged ~3.6 ack_timeout after it was sent. It must not be sent again."""
-    author = open_replica("author", seal_interval=0)
-    fill(author, "a", 40)
+    sp, author, device = author_and_reader(40)
+    SPACE = sp.space
     store = RelayStore(tmp_path / "relay")
-    store.receive([e.wire for e in author.sync_host.missing_envelopes(SPACE, {}, 100, 1 << 24)], SPACE, False)
+    store.receive([e.wire for e in author.missing_envelopes(SPACE, {}, 100, 1 << 24)], SPACE, False)
     config = SessionConfig(batch_count=5, window=4, ack_timeout=1.0, resend_interval=100.0,
                            handshake_timeout=100.0, ping_interval=100.0, dead_after=100.0)
     relay = Session(RelayHost(store, lambda device: None, lambda device, n, size: None), 0.0, config)
-    device = open_replica("device")
-    device.join(SPACE)
-    phone = Session(device.sync_host, 0.0, config)
+    phone = Session(device, 0.0, config)
     held: list[bytes] = []  # the relay's batches, waiting for the device to get to them
 
     def deliver(from_relay: list[bytes], from_phone: list[bytes], now: float) -> None:
@@ -350,23 +359,20 @@ def test_catch_up_is_not_resent_to_a_device_that_keeps_acknowledging(tmp_path: P
 
 # -- fan-out from the in-memory tail, and catching up behind it ----------------------------------
 @pytest.mark.parametrize("chunk", [1, 3, 12], ids=["from-the-tail", "at-its-edge", "behind-it"])
-def test_live_fan_out_from_the_tail_and_from_storage_behind_it(
-        tmp_path: Path, open_replica: ReplicaFactory, chunk: int) -> None:
+def test_live_fan_out_from_the_tail_and_from_storage_behind_it(tmp_path: Path, chunk: int) -> None:
     """The relay keeps only 4 new envelopes per space in memory here: a session that learns
     of more at once reads the rest from SQLite, then continues from memory. Either way the
     device gets each envelope once, in order (sans I/O; the store writes through without
     an event loop)."""
-    author = open_replica("author", seal_interval=0)
-    fill(author, "a", 48)
-    wires = [e.wire for e in author.sync_host.missing_envelopes(SPACE, {}, 100, 1 << 24)]
+    sp, author, device = author_and_reader(48)
+    SPACE = sp.space
+    wires = [e.wire for e in author.missing_envelopes(SPACE, {}, 100, 1 << 24)]
     store = RelayStore(tmp_path / "relay", tail_entries=4)
     store.receive(wires[:5], SPACE, False)
     config = SessionConfig(batch_count=5, window=2, resend_interval=100.0, handshake_timeout=100.0,
                            ping_interval=100.0, dead_after=100.0)
     relay = Session(RelayHost(store, lambda device: None, lambda device, n, size: None), 0.0, config)
-    device = open_replica("device")
-    device.join(SPACE)
-    phone = Session(device.sync_host, 0.0, config)
+    phone = Session(device, 0.0, config)
 
     def deliver(from_relay: list[bytes], from_phone: list[bytes]) -> None:
         queue = deque([("relay", f) for f in from_relay] + [("phone", f) for f in from_phone])
@@ -419,14 +425,15 @@ def test_pre_encoded_envelopes_frame_is_the_canonical_encoding() -> None:
 
 
 async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
-        relay: RelayServer, open_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+        relay: RelayServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk fails on the group commit: the envelopes it held were forwarded maybe, but
     never ACKed; the relay forgets them (its heads come back from SQLite) and takes them
     again from the device's next session."""
     import sqlite3
 
-    a = open_replica("a", seal_interval=0)
-    fill(a, "a", 5)
+    sp, envelopes = own_space(identity(), 5)
+    a = EnvelopeHost(sp.creator, *envelopes)
+    SPACE = sp.space
     commit = relay.store._commit_tx
     failures = []
 
@@ -438,11 +445,12 @@ async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
         commit()
 
     monkeypatch.setattr(relay.store, "_commit_tx", failing_once)
-    first = await sync_once(a, relay.url)
+    first = await exchange(a, relay.url)
     assert failures and not first.synced
-    assert a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0) == 0  # no ACK of them
+    assert a.acked.get((relay.device_id, SPACE), {}).get(a.device_id, 0) == 0  # no ACK of them
     assert relay.store.version_vector(SPACE) == {}  # forgotten with the failed commit
-    again = await sync_once(a, relay.url)
+    assert relay.store.members(SPACE).log.genesis() is None  # and so is its membership
+    again = await exchange(a, relay.url)
     assert again.synced and again.ok
     assert relay.store.version_vector(SPACE) == {a.device_id: 5}
     assert relay.store.reader.version_vector(SPACE) == {a.device_id: 5}  # on disk this time
