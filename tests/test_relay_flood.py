@@ -24,10 +24,9 @@ import asyncio
 from pathlib import Path
 
 from crdt_sync.protocol.messages import E_TIMEOUT, E_TOO_LARGE
-from tests.conftest import ReplicaFactory
-from tests.relay_helpers import RelayProcess, rejections, relay_process, sample, scrape, sync_once
+from tests.relay_envelopes import EnvelopeHost, exchange, identity, own_space
+from tests.relay_helpers import RelayProcess, rejections, relay_process, sample, scrape
 from tests.strangers import WAIT, Stranger, fat_hello
-from tests.sync_helpers import fill
 
 MiB = 1024 * 1024
 CONNECTIONS = 200
@@ -77,13 +76,13 @@ async def flood(relay: RelayProcess, count: int, addresses: list[str],
 
 
 async def test_200_fat_hellos_from_20_addresses_keep_the_relay_bounded_and_a_member_syncs(
-        tmp_path: Path, open_replica: ReplicaFactory) -> None:
-    member = open_replica("member")
-    fill(member, "m", 3)
+        tmp_path: Path) -> None:
+    sp, envelopes = own_space(identity(), 3, "m")
+    member = EnvelopeHost(sp.creator, *envelopes)
     allow = tmp_path / "allow.txt"
     allow.write_text(member.device_id + "\n")
     async with relay_process(tmp_path / "relay", "--allow-list", str(allow)) as relay:
-        warm = await sync_once(member, relay.url)  # code paths loaded, the store open
+        warm = await exchange(member, relay.url)  # code paths loaded, the store open
         assert warm.synced and warm.ok, warm.closed
         before = proc_status(relay.proc.pid)["VmRSS"]
         reset_peak(relay.proc.pid)
@@ -92,9 +91,10 @@ async def test_200_fat_hellos_from_20_addresses_keep_the_relay_bounded_and_a_mem
         flooding = asyncio.ensure_future(flood(relay, CONNECTIONS, ADDRESSES, during))
         async with asyncio.timeout(4 * WAIT):
             await during.wait()
-        member.space("site-42").put("equipment", "during-flood", {"status": "ok"})
-        outcome = await sync_once(member, relay.url)  # from 127.0.0.1, in the middle of it
+        member.add(sp.data(sp.creator, b"during-flood"))
+        outcome = await exchange(member, relay.url)  # from 127.0.0.1, in the middle of it
         assert outcome.synced and outcome.ok, outcome.closed
+        assert not member.refused  # its envelope was taken
         opened = await flooding
 
         status = proc_status(relay.proc.pid)
@@ -118,5 +118,5 @@ async def test_200_fat_hellos_from_20_addresses_keep_the_relay_bounded_and_a_mem
         assert evicted + refused > 0, "the unauthenticated budget never filled"
         assert await rejections(relay.url, "too-large") == too_large
         assert sample(samples, "crdt_relay_connections_unauthenticated") == 0
-        again = await sync_once(member, relay.url)
+        again = await exchange(member, relay.url)
         assert again.synced and again.ok
