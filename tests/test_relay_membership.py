@@ -12,11 +12,12 @@ from pathlib import Path
 
 from crdt_sync.membership import Rights
 from crdt_sync.protocol.messages import E_AUTH_FAILED
+from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.relay.sqlite_store import DB_NAME, SCHEMA_VERSION
-from crdt_sync.relay.storage import RELAY_DB
+from crdt_sync.relay.storage import RELAY_DB, RelayStore
 from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, hlc_at, identity, now_ms
-from tests.relay_helpers import FAST, running_relay
+from tests.relay_helpers import FAST, running_relay, sample, scrape
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -332,3 +333,44 @@ async def test_the_allow_list_applies_to_joining(tmp_path: Path) -> None:
         relay.reload_allow_list()
         assert (await exchange(host, relay.url)).ok
         assert hashes(host, sp.space, one_time.id) == {opening.hash, published.hash}
+
+
+async def test_refusals_are_counted_and_a_malformed_ciphertext_quarantines(tmp_path: Path) -> None:
+    admin, stranger = identity(), identity()
+    sp = SpaceMaker(admin)
+    opening = sp.open()
+    bad = sp.envelope(admin, b"\x84\x03" + bytes(40))  # says kind 3, is not [3, epoch, nonce, ct]
+    async with running_relay(tmp_path / "relay", FAST) as relay:
+        host = EnvelopeHost(admin, opening, bad)
+        assert (await exchange(host, relay.url)).ok
+        assert host.reasons() == {"bad-payload"}
+        assert (await exchange(EnvelopeHost(stranger, sp.data(stranger)), relay.url)).ok
+        samples = await scrape(relay.url)
+        assert sample(samples, "crdt_relay_rejections_total", reason="quarantined") == 1
+        assert sample(samples, "crdt_relay_rejections_total", reason="membership") == 1
+        await settle(relay)
+        assert quarantine_reasons(relay, sp.space) == {admin.id: "bad-payload"}
+
+
+def test_relay_peers_are_not_gated_and_strangers_see_nothing(tmp_path: Path) -> None:
+    """The session's view (RelayHost), over a store without an event loop: a stranger is
+    shown nothing of the space, a relay peer (the scale-out issue's nodes) everything."""
+    admin, stranger, peer_relay = identity(), identity(), identity()
+    sp = SpaceMaker(admin)
+    store = RelayStore(tmp_path)
+    try:
+        store.receive([sp.open().wire, sp.data(admin).wire], sp.space, False)
+        hosts = {}
+        for device in (stranger, peer_relay):
+            host = hosts[device.id] = RelayHost(store, lambda d: None, lambda d, n, size: None,
+                                                ungated={peer_relay.id}.__contains__)
+            host.admit(device.id)
+        closed, open_ = hosts[stranger.id], hosts[peer_relay.id]
+        assert closed.version_vector(sp.space) == {} and not closed.reads(sp.space)
+        assert closed.missing_envelopes(sp.space, {}, 10, 1 << 20) == []
+        assert closed.outgoing(sp.space, {}, None, 10, 1 << 20) == ([], None)
+        assert closed.envelope_wire(sp.space, admin.id, 1) is None
+        assert open_.version_vector(sp.space) == {admin.id: 2}
+        assert len(open_.missing_envelopes(sp.space, {}, 10, 1 << 20)) == 2
+    finally:
+        store.close()
