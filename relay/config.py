@@ -48,10 +48,23 @@ class RelayConfig:
     #: seconds a device's clock may be ahead of the relay's: envelopes stamped further ahead
     #: are held back (not stored, the device is told: CLOCK_SKEW) until the relay catches up
     max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000
+    #: enforce space membership (docs/RELAY.md, "Membership"): store only what members may
+    #: write, serve a space only to its readers, refuse plaintext. Off by default until
+    #: devices seal encrypted, member-signed spaces (the rest of issue 12): devices of this
+    #: version push plaintext payloads, which an enforcing relay refuses
+    membership: bool = False
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:
     text = str(raw)
+    if kind in (bool, "bool"):
+        if isinstance(raw, bool):
+            return raw
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"relay setting {name} = {raw!r} is not true or false")
     try:
         if kind in (int, "int"):
             return int(text)

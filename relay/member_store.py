@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Protocol, cast
 
 from crdt_sync.envelope import Envelope
+from crdt_sync.errors import Rejected
 from crdt_sync.identity import public_key_of
 
 from .backend import EnvelopeRow, RelayBackend
@@ -76,23 +77,38 @@ class RelayMembership:
         for space in spaces:
             self._mstore._space(space).members = None
 
+    #: whether membership decides what is stored and served (the relay setting
+    #: ``membership``); off, every chain-valid envelope is stored and served to every device
+    #: as before issue 12, and valid membership records are still indexed
+    enforce_membership: bool = True
+
     def judge_members(self, env: Envelope) -> Judged:
         """What membership says of ``env`` (new and chain-valid): see :func:`members.SpaceMembers.judge`."""
-        return self.members(env.space).judge(env)
+        if self.enforce_membership:
+            return self.members(env.space).judge(env)
+        try:
+            judged = self.members(env.space).judge(env)
+        except Rejected:
+            return Judged(True)
+        return Judged(True, None, judged.records if judged.store else None)
 
     def past_cut(self, env: Envelope) -> int | None:
         """The cut of ``env``'s author when ``env`` is past it (None: it is not)."""
+        if not self.enforce_membership:
+            return None
         cut = self.members(env.space).cuts().get(env.author)
         return cut if cut is not None and env.seq > cut else None
 
     def can_read(self, space: str, device_key: bytes, now_ms: int) -> bool:
         """Rule 6: may this device be served ``space`` now?"""
+        if not self.enforce_membership:
+            return True
         return self.members(space).can_read(device_key, now_ms)
 
     def serving_stops(self, space: str) -> dict[str, int]:
         """``{author: first seq not served}``: fork points, and the seq after each cut."""
         st = self._mstore._space(space)
-        cuts = self._members_of(st).cuts()
+        cuts = self._members_of(st).cuts() if self.enforce_membership else {}
         if not cuts:
             return st.forks
         stops = {a: seq + 1 for a, seq in cuts.items()}
@@ -105,6 +121,8 @@ class RelayMembership:
         lies past it is stored, and served to no one while the cut stands)."""
         st = self._mstore._space(space)
         vv = dict(st.vv)
+        if not self.enforce_membership:
+            return vv
         for author, cut in self._members_of(st).cuts().items():
             top = vv.get(author)
             if top is not None and top > cut:

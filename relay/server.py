@@ -126,7 +126,7 @@ class RelayServer:
                                       handshake_timeout=config.handshake_timeout)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
-        self.store = RelayStore(config.data)
+        self.store = RelayStore(config.data, enforce_membership=config.membership)
         self.store.on_append = self._fan_out
         self.metrics = RelayMetrics()
         self.store.on_commit = lambda seconds: self.metrics.commits.inc()

@@ -17,7 +17,13 @@ from crdt_sync.relay.server import RelayServer
 from crdt_sync.relay.sqlite_store import DB_NAME, SCHEMA_VERSION
 from crdt_sync.relay.storage import RELAY_DB, RelayStore
 from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, hlc_at, identity, now_ms
-from tests.relay_helpers import FAST, running_relay, sample, scrape
+from tests.relay_helpers import FAST, sample, scrape
+from tests.relay_helpers import running_relay as plain_relay
+
+
+def running_relay(data: Path, *args: object, **settings: object):  # type: ignore[no-untyped-def]
+    """A relay that enforces membership (the setting ``membership``, off by default)."""
+    return plain_relay(data, *args, membership=True, **settings)  # type: ignore[arg-type]
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -357,7 +363,7 @@ def test_relay_peers_are_not_gated_and_strangers_see_nothing(tmp_path: Path) -> 
     shown nothing of the space, a relay peer (the scale-out issue's nodes) everything."""
     admin, stranger, peer_relay = identity(), identity(), identity()
     sp = SpaceMaker(admin)
-    store = RelayStore(tmp_path)
+    store = RelayStore(tmp_path, enforce_membership=True)
     try:
         store.receive([sp.open().wire, sp.data(admin).wire], sp.space, False)
         hosts = {}
