@@ -4,5 +4,5 @@ from ._peers import Candidate, PeerTable, dials, keeps
 from ._transport import LanTransport, default_address
 from ._txt import SERVICE_TYPE, TxtError, TxtRecord, new_token, parse_txt
 
-__all__ = ["SERVICE_TYPE", "Candidate", "LanTransport", "default_address", "PeerTable", "TxtError", "TxtRecord", "dials", "keeps",
-           "new_token", "parse_txt"]
+__all__ = ["SERVICE_TYPE", "Candidate", "LanTransport", "PeerTable", "TxtError", "TxtRecord",
+           "default_address", "dials", "keeps", "new_token", "parse_txt"]
