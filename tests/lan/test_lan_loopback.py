@@ -34,3 +34,26 @@ async def test_static_peers_converge(tmp_path: Path) -> None:
             peers = [("127.0.0.1", la.port)]
             async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers):
                 await converged(a, b, space)
+
+
+async def test_peer_vanishes_mid_transfer_then_converges(tmp_path: Path) -> None:
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        space = share_space(a, b)
+        fill(a, "a", 600, space)
+        arrived = asyncio.Event()
+        unsubscribe = b.observe(lambda _c: arrived.set())
+        try:
+            async with asyncio.timeout(3 * WAIT), LanTransport(a, ["127.0.0.1"], mdns=False) as la:
+                peers = [("127.0.0.1", la.port)]
+                async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers):
+                    for _ in range(int(WAIT / 0.01)):  # bounded: the first batch landed
+                        if arrived.is_set() or b.version_vector(space):
+                            break
+                        await asyncio.sleep(0.01)
+                assert sum(b.version_vector(space).values()) < 600
+                fill(b, "b", 5, space)
+                async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers):
+                    await converged(a, b, space)
+                assert sum(a.version_vector(space).values()) == 605
+        finally:
+            unsubscribe()
