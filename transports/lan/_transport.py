@@ -135,10 +135,8 @@ class LanTransport:
         for address in self.addresses:
             site = web.TCPSite(self._runner, address, self.port)
             await site.start()
-            if self.port == 0:
-                server = site._server
-                assert isinstance(server, asyncio.Server)
-                self.port = server.sockets[0].getsockname()[1]
+            if self.port == 0:  # the first site picked the ephemeral port; the others share it
+                self.port = int(self._runner.addresses[0][1])
 
     async def _advertise(self) -> None:
         v6 = any(":" in a for a in self.addresses)
