@@ -31,6 +31,7 @@ from crdt_sync.protocol.messages import E_GOING_AWAY, E_NORMAL
 from crdt_sync.protocol.session import CommitOrder
 
 from .base import FrameLink, LinkClosed
+from .interface import send_nowait_of
 
 #: After a send failed on a closed link, how long to keep reading what the peer delivered
 #: before it closed (a closed link returns those at once, then raises LinkClosed).
@@ -246,7 +247,7 @@ class _Driver:
         self.waker = _Waker(self.loop)
         self.outbox: deque[bytes] = deque()
         self.gate = _CommitGate(session, hooks.durable, self._on_commit)
-        self.nowait: Callable[[bytes], bool] | None = getattr(link, "send_nowait", None)
+        self.nowait: Callable[[bytes], bool] | None = send_nowait_of(link)
         # A host without idle work (a relay) has `changed` handled inline, not by a turn.
         self.inline_changes = hooks.idle is None
         self.sending = False  # the turn loop awaits a send: it goes on with the outbox in order

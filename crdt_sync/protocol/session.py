@@ -426,13 +426,8 @@ class Session:
             index = theirs.get(name if plain else blind(name, self._transcript))
             if index is None:
                 continue
-            st = SpaceState(name, mine, index)
             vv = self.host.version_vector(name)
-            st.my_table = sorted(vv)
-            st.my_index = {a: i for i, a in enumerate(st.my_table)}
-            st.have_frame = encode(Have(mine, [(public_key(a), vv[a]) for a in st.my_table],
-                                        self._forks.heads(name, vv, st.my_table)))
-            st.have_sent_at = now
+            st = SpaceState.opened(name, mine, index, vv, self._forks.heads(name, vv, sorted(vv)), now)
             st.quarantined = {a: q.from_seq for a, q in self.host.quarantined(name).items()}
             self._spaces[name] = st
             self._by_theirs[index] = st

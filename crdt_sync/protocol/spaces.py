@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..identity import device_id, public_key_of
-from .messages import E_UNEXPECTED, AuthorRef, ProtocolViolation
+from .messages import E_UNEXPECTED, AuthorRef, Have, ProtocolViolation, encode
 
 #: A seq no chain reaches: ``sent`` at it means "send nothing more of this author" (a
 #: refused chain), and :meth:`SpaceState.covered` says it of a held-back author.
@@ -56,6 +56,17 @@ class SpaceState:
     #: they are not sent from that seq on until ``retry_at`` (monotonic session time)
     held: dict[str, int] = field(default_factory=dict)
     retry_at: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def opened(cls, name: str, mine: int, theirs: int, vv: dict[str, int], heads: list[bytes],
+               now: float) -> SpaceState:
+        """A space both sides keep, with our HAVE (authors sorted, ``heads`` in that order)."""
+        st = cls(name, mine, theirs)
+        st.my_table = sorted(vv)
+        st.my_index = {a: i for i, a in enumerate(st.my_table)}
+        st.have_frame = encode(Have(mine, [(public_key(a), vv[a]) for a in st.my_table], heads))
+        st.have_sent_at = now
+        return st
 
     def covered(self) -> dict[str, int]:
         """What not to send: ``sent``, and every author the peer holds back."""

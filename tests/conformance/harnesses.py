@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conformance.harness import TransportHarness
+from tests.conformance.lan import lan_harness
 from tests.conformance.memory import ALL_FAULTS, MemoryHarness
 from tests.conformance.relay import relay_hub_harness, websocket_harness
 
@@ -36,6 +37,7 @@ HARNESSES: tuple[HarnessSpec, ...] = (
     HarnessSpec("memory", True, _memory("memory", ALL_FAULTS)),
     HarnessSpec("memory-wrapped-faults", True, _memory("memory-wrapped-faults", frozenset())),
     HarnessSpec("relay-websocket", True, websocket_harness),
+    HarnessSpec("lan-websocket", True, lan_harness),
     HarnessSpec("relay-store-and-forward", False, relay_hub_harness),
 )
 DIRECT: tuple[HarnessSpec, ...] = tuple(spec for spec in HARNESSES if spec.direct)

@@ -1,0 +1,62 @@
+"""Two LAN transports on loopback, by static peer (no multicast on lo): they converge."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from crdt_sync import Replica
+from crdt_sync.transports.lan import LanTransport
+from tests.sync_helpers import SPACE, WAIT, fill
+
+
+def share_space(a: Replica, b: Replica) -> str:
+    """The space both replicas keep and sync (issue 12 switches this to a shared space)."""
+    for replica in (a, b):
+        replica.join(SPACE)
+    return SPACE
+
+
+async def converged(a: Replica, b: Replica, space: str) -> None:
+    """Wait, on the replicas' change events, until both hold the same non-empty vector."""
+    changed = asyncio.Event()
+    stops = [r.observe(lambda _c: changed.set()) for r in (a, b)]
+    try:
+        async with asyncio.timeout(WAIT):
+            while not (a.version_vector(space) == b.version_vector(space) and a.version_vector(space)):
+                changed.clear()
+                await changed.wait()
+    finally:
+        for stop in stops:
+            stop()
+
+
+async def test_static_peers_converge(tmp_path: Path) -> None:
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        space = share_space(a, b)
+        fill(a, "a", 20, space)
+        fill(b, "b", 20, space)
+        async with asyncio.timeout(3 * WAIT), LanTransport(a, ["127.0.0.1"], mdns=False) as la:
+            peers = [("127.0.0.1", la.port)]
+            async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers):
+                await converged(a, b, space)
+
+
+async def test_peer_leaves_edits_and_comes_back_then_converges(tmp_path: Path) -> None:
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        space = share_space(a, b)
+        fill(a, "a", 600, space)
+        arrived = asyncio.Event()
+        unsubscribe = b.observe(lambda _c: arrived.set())
+        try:
+            async with asyncio.timeout(3 * WAIT), LanTransport(a, ["127.0.0.1"], mdns=False) as la:
+                peers = [("127.0.0.1", la.port)]
+                async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers):
+                    await asyncio.wait_for(arrived.wait(), WAIT)  # the first batch landed
+                assert sum(b.version_vector(space).values()) > 0  # the peer left after the first batch
+                fill(b, "b", 5, space)
+                async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers):
+                    await converged(a, b, space)
+                assert sum(a.version_vector(space).values()) == 605
+        finally:
+            unsubscribe()

@@ -1,0 +1,83 @@
+"""The LAN transport's pure parts: TXT bounds, tie-breaks, the bounded peer table."""
+
+from __future__ import annotations
+
+import pytest
+
+from crdt_sync.transports.interface import SupportsSendNowait, send_nowait_of
+from crdt_sync.transports.lan import (
+    Candidate,
+    PeerTable,
+    TxtError,
+    TxtRecord,
+    dials,
+    keeps,
+    new_token,
+    parse_txt,
+)
+from crdt_sync.transports.memory import MemoryNetwork
+
+
+def props(record: TxtRecord) -> dict[bytes, bytes | None]:
+    return {k.encode(): v.encode() for k, v in record.properties().items()}
+
+
+def test_txt_round_trip() -> None:
+    record = TxtRecord((3,), new_token())
+    assert parse_txt(props(record)) == record
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({b"txtvers": b"2"}, "txtvers"),
+    ({b"txtvers": None}, "no value"),
+    ({b"v": b"0"}, "1..65535"),
+    ({b"v": b"3,3"}, "twice"),
+    ({b"v": b",".join([b"1"] * 9)}, "at most 8"),
+    ({b"v": b"x" * 65}, "at most 64"),
+    ({b"t": b"ABCD" * 8}, "lowercase hex"),
+    ({b"t": b"\xff" * 32}, "ASCII"),
+    ({b"longerkey1": b"1"}, "key is"),
+    ({f"k{i}".encode(): b"" for i in range(16)}, "keys"),
+])
+def test_txt_garbage_refused_with_reason(change: dict[bytes, bytes | None], reason: str) -> None:
+    good = props(TxtRecord((3,), new_token()))
+    with pytest.raises(TxtError, match=reason):
+        parse_txt({**good, **change})
+
+
+def test_missing_keys_refused() -> None:
+    with pytest.raises(TxtError):
+        parse_txt({})
+
+
+def test_tie_breaks_agree() -> None:
+    a, b = new_token(), new_token()
+    assert dials(a, b) != dials(b, a)
+    assert not dials(a, a)
+    for outbound in (True, False):  # the same session seen from both ends
+        assert keeps("dev-a", "dev-b", outbound) == keeps("dev-b", "dev-a", not outbound)
+
+
+def test_flood_is_bounded_and_refusals_recorded() -> None:
+    table = PeerTable(limit=8)
+    for i in range(10_000):
+        table.seen(Candidate(f"fake{i}", new_token(), ("10.0.0.1",), 1000 + i % 100, float(i)))
+        table.refuse(f"fake{i}", "garbage")
+    assert len(table) == 8 and table.evicted == 10_000 - 8
+    assert len(table.refusals) == 32
+
+
+def test_address_change_is_a_change() -> None:
+    table = PeerTable()
+    token = new_token()
+    assert table.seen(Candidate("p", token, ("10.0.0.1",), 1, 0.0))
+    assert not table.seen(Candidate("p", token, ("10.0.0.1",), 1, 1.0))
+    assert table.seen(Candidate("p", token, ("10.0.0.2",), 1, 2.0))
+    assert table.lost("p") is not None and len(table) == 0
+
+
+def test_memory_links_offer_no_fast_path() -> None:
+    network = MemoryNetwork(seed=0)
+    a, _b = network.pair()
+    assert send_nowait_of(a) is None or isinstance(a, SupportsSendNowait)
+    network.close_all()

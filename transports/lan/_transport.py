@@ -1,0 +1,286 @@
+"""The LAN transport: a WebSocket listener, mDNS advertise + browse, and live sessions.
+
+:class:`LanTransport` is an async context manager that owns every task it starts. Sessions
+are the ordinary sync session (:func:`~transports.driver.run_session`, live), so an idle
+session costs one ping per ``SessionConfig.ping_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from types import TracebackType
+
+from aiohttp import web
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from crdt_sync import Replica
+from crdt_sync.protocol import PROTOCOL_VERSION, Authenticated, Event, SessionConfig
+from crdt_sync.protocol.session import RELIABLE_LINK
+
+from ..driver import run_session
+from ..interface import LinkReady, PeerEvent, PeerFound, PeerLost
+from ..websocket import SYNC_PATH, WS_MAX_MESSAGE, ConnectFailed, WebSocketLink, connect
+from ._peers import Candidate, PeerTable, dials, keeps
+from ._txt import SERVICE_TYPE, TxtError, TxtRecord, new_token, parse_txt
+
+log = logging.getLogger("crdt_sync.lan")
+#: Dials in flight at once, and resolutions waiting: a flood of announcements waits here.
+MAX_DIALS = 4
+MAX_PENDING = 64
+RESOLVE_TIMEOUT_MS = 1500
+DIAL_TIMEOUT = 5.0
+EVENT_QUEUE = 256
+
+
+def _url(host: str, port: int) -> str:
+    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+
+
+class LanTransport:
+    """Advertise, browse, dial and serve sessions on pinned interface addresses.
+
+    Args:
+        replica: the replica every session syncs.
+        addresses: interface addresses to listen and multicast on (IPv4 and/or IPv6).
+        static_peers: ``(host, port)`` pairs dialled regardless of discovery.
+        mdns: advertise and browse (False: static peers only).
+    """
+
+    name = "lan"
+
+    def __init__(self, replica: Replica, addresses: list[str], *,
+                 static_peers: list[tuple[str, int]] | None = None, mdns: bool = True,
+                 config: SessionConfig | None = None, token: str | None = None) -> None:
+        if not addresses:
+            raise ValueError("pin at least one interface address")
+        self.replica = replica
+        self.addresses = [str(ipaddress.ip_address(a)) for a in addresses]
+        self.static_peers = list(static_peers or [])
+        self.mdns = mdns
+        self.config = config or RELIABLE_LINK
+        self.token = token or new_token()
+        self.table = PeerTable()
+        self.port = 0
+        self.dropped_events = 0
+        self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue(EVENT_QUEUE)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dial_slots = asyncio.Semaphore(MAX_DIALS)
+        self._pending: dict[str, None] = {}
+        self._pending_changed = asyncio.Event()
+        self._sessions: dict[str, tuple[asyncio.Event, bool]] = {}  # device id -> (stop, outbound)
+        self._dialling: set[str] = set()
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._azc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def __aenter__(self) -> LanTransport:
+        try:
+            await self._listen()
+            if self.mdns:
+                await self._advertise()
+            for host, port in self.static_peers:
+                self._spawn(self._static(host, port))
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for stop, _ in list(self._sessions.values()):
+            stop.set()
+        if self._browser is not None:
+            await self._browser.async_cancel()
+        if self._azc is not None:
+            if self._info is not None:
+                with contextlib.suppress(Exception):  # a goodbye is best effort at shutdown
+                    await self._azc.async_unregister_service(self._info)
+            await self._azc.async_close()
+        tasks = list(self._tasks)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._put(None)
+
+    async def events(self) -> asyncio.Queue[PeerEvent | None]:
+        """The event queue (None once closed)."""
+        return self._events
+
+    # -- listening and advertising ----------------------------------------------------------------
+    async def _listen(self) -> None:
+        app = web.Application()
+        app.router.add_get(SYNC_PATH, self._accept)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        for address in self.addresses:
+            site = web.TCPSite(self._runner, address, self.port)
+            await site.start()
+            if self.port == 0:  # the first site picked the ephemeral port; the others share it
+                self.port = int(self._runner.addresses[0][1])
+
+    async def _advertise(self) -> None:
+        v6 = any(":" in a for a in self.addresses)
+        v4 = any(":" not in a for a in self.addresses)
+        version = IPVersion.All if v4 and v6 else IPVersion.V6Only if v6 else IPVersion.V4Only
+        self._azc = AsyncZeroconf(interfaces=list(self.addresses), ip_version=version)
+        instance = f"crdtsync-{self.token[:12]}"
+        packed = [ipaddress.ip_address(a).packed for a in self.addresses]
+        self._info = AsyncServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=self.port,
+                                      addresses=packed, server=f"{instance}.local.",
+                                      properties=TxtRecord((PROTOCOL_VERSION,), self.token).properties())
+        await self._azc.async_register_service(self._info)
+        self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE],
+                                            handlers=[self._on_change])
+        self._spawn(self._resolver())
+
+    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
+                   state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            if self.table.lost(name) is not None:
+                self._put(PeerLost(self.name, name, "goodbye"))
+            return
+        if name in self._pending or len(self._pending) < MAX_PENDING:
+            self._pending[name] = None
+            self._pending_changed.set()
+
+    async def _resolver(self) -> None:
+        assert self._azc is not None
+        while not self._stop.is_set():
+            await self._pending_changed.wait()
+            self._pending_changed.clear()
+            while self._pending and not self._stop.is_set():
+                name = next(iter(self._pending))
+                del self._pending[name]
+                await self._resolve(name)
+
+    async def _resolve(self, name: str) -> None:
+        assert self._azc is not None
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+            self.table.refuse(name, "did not resolve")
+            return
+        try:
+            record = parse_txt(info.properties)
+        except TxtError as exc:
+            self.table.refuse(name, str(exc))
+            return
+        addresses = tuple(info.parsed_addresses())
+        if not addresses or info.port is None or record.token == self.token:
+            return
+        loop = asyncio.get_running_loop()
+        changed = self.table.seen(Candidate(name, record.token, addresses, info.port, loop.time()))
+        if changed:
+            self._put(PeerFound(self.name, name, _url(addresses[0], info.port)))
+        wanted = changed and PROTOCOL_VERSION in record.versions and dials(self.token, record.token)
+        if wanted and name not in self._dialling and len(self._dialling) < MAX_PENDING:
+            self._dialling.add(name)
+            self._spawn(self._dial_candidate(name, addresses, info.port))
+
+    # -- dialling and sessions ------------------------------------------------------------------
+    async def _dial_candidate(self, name: str, addresses: tuple[str, ...], port: int) -> None:
+        try:
+            for host in addresses:  # the same device over two addresses: the first that answers
+                if await self._dial(name, host, port):
+                    return
+        finally:
+            self._dialling.discard(name)
+
+    async def _dial(self, key: str, host: str, port: int) -> bool:
+        async with self._dial_slots:
+            try:
+                link = await connect(_url(host, port), timeout=DIAL_TIMEOUT)
+            except ConnectFailed as exc:
+                self.table.refuse(key, str(exc))
+                return False
+        await self._run(link, key, _url(host, port), outbound=True)
+        return True
+
+    async def _static(self, host: str, port: int) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            ok = await self._dial(f"{host}:{port}", host, port)
+            delay = 0.2 if ok else min(delay * 2, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _accept(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, autoping=True)
+        await ws.prepare(request)
+        address = request.remote or "?"
+        await self._run(WebSocketLink(ws, address), address, address, outbound=False)
+        return ws
+
+    async def _run(self, link: WebSocketLink, key: str, address: str, *, outbound: bool) -> None:
+        stop = asyncio.Event()
+        device: list[str] = []
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, Authenticated):
+                device.append(event.peer)
+                self._admit(event.peer, stop, outbound)
+
+        self._put(LinkReady(self.name, key, address, link, outbound))
+        try:
+            await run_session(self.replica, link, live=True, config=self.config, stop=stop,
+                              on_event=on_event)
+        finally:
+            if device and self._sessions.get(device[0], (None, None))[0] is stop:
+                del self._sessions[device[0]]
+            self._put(PeerLost(self.name, key, "session ended"))
+
+    def _admit(self, peer: str, stop: asyncio.Event, outbound: bool) -> None:
+        """One session per device: of two, both ends keep the same one (``keeps``)."""
+        if self._stop.is_set():
+            stop.set()
+            return
+        current = self._sessions.get(peer)
+        if current is None:
+            self._sessions[peer] = (stop, outbound)
+        elif keeps(self.replica.device_id, peer, outbound):
+            current[0].set()
+            self._sessions[peer] = (stop, outbound)
+        else:
+            stop.set()
+
+    def _put(self, event: PeerEvent | None) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+
+    def _spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def default_address() -> str:
+    """The address of the interface holding the IPv4 default route (no packet is sent), or
+    loopback when there is none: never every interface of the machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
