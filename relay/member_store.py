@@ -80,7 +80,7 @@ class RelayMembership:
     #: whether membership decides what is stored and served (the relay setting
     #: ``membership``); off, every chain-valid envelope is stored and served to every device
     #: as before issue 12, and valid membership records are still indexed
-    enforce_membership: bool = True
+    enforce_membership: bool = False
 
     def judge_members(self, env: Envelope) -> Judged:
         """What membership says of ``env`` (new and chain-valid): see :func:`members.SpaceMembers.judge`."""

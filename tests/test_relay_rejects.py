@@ -333,7 +333,7 @@ def test_the_relay_store_refuses_whole_wires(tmp_path: Path, make: Callable[[Ide
                                              reason: str) -> None:
     """Without an event loop the store writes through: each refusal is recorded at once, and
     nothing of the refused call (an honest envelope before the bad one) is kept."""
-    store = RelayStore(tmp_path)
+    store = RelayStore(tmp_path, enforce_membership=True)
     host = RelayHost(store, lambda device: None, lambda device, n, size: None)
     honest, other = Identity.generate(), Identity.generate()
     sp = SpaceMaker(other)  # the space's genesis comes first, from its creator

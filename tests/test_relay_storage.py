@@ -138,7 +138,7 @@ def test_the_identity_seed_is_kept(pair: tuple[RelayBackend, RelayBackend]) -> N
 
 # -- the relay's own schema ------------------------------------------------------------------------
 def test_a_new_relay_store_has_only_relay_tables(tmp_path: Path) -> None:
-    store = RelayStore(tmp_path)
+    store = RelayStore(tmp_path, enforce_membership=True)
     author = Identity.generate()
     sp = SpaceMaker(author)
     store.receive([sp.open().wire, sp.data(author).wire], sp.space, False)
@@ -150,7 +150,7 @@ def test_a_new_relay_store_has_only_relay_tables(tmp_path: Path) -> None:
     assert db.execute("SELECT version FROM schema_migrations").fetchall() == [
         (v,) for v in range(1, SCHEMA_VERSION + 1)]
     db.close()
-    again = RelayStore(tmp_path)  # reopened: nothing to migrate, everything there
+    again = RelayStore(tmp_path, enforce_membership=True)  # reopened: nothing to migrate, everything there
     assert again.version_vector(sp.space) == {author.id: 2}
     assert again.members(sp.space).can_read(author.public_key, now_ms())
     again.close()
@@ -201,7 +201,7 @@ def test_an_old_relay_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert {"parts", "entities", "journals", "clients", "peers"} <= tables(path)
     assert (tmp_path / RELAY_DB / "changes").exists()
 
-    store = RelayStore(tmp_path)
+    store = RelayStore(tmp_path, enforce_membership=True)
     try:
         assert store.identity.seed == seed  # devices know the relay by this id
         assert store.version_vector(SPACE) == {a.id: 3}
