@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from crdt_sync import Replica
+from crdt_sync.transports.interface import LinkReady
 from crdt_sync.transports.lan import LanTransport
 from tests.sync_helpers import SPACE, WAIT, fill
 
@@ -60,3 +61,17 @@ async def test_peer_leaves_edits_and_comes_back_then_converges(tmp_path: Path) -
                 assert sum(a.version_vector(space).values()) == 605
         finally:
             unsubscribe()
+
+
+async def test_both_ends_report_the_link_as_an_event(tmp_path: Path) -> None:
+    """``events()`` is the DiscoveryTransport stream: each end sees LinkReady for the other."""
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        share_space(a, b)
+        async with asyncio.timeout(3 * WAIT), LanTransport(a, ["127.0.0.1"], mdns=False) as la:
+            peers = [("127.0.0.1", la.port)]
+            async with LanTransport(b, ["127.0.0.1"], mdns=False, static_peers=peers) as lb:
+                for transport, outbound in ((la, False), (lb, True)):
+                    async for event in transport.events():
+                        if isinstance(event, LinkReady):
+                            assert event.outbound is outbound
+                            break

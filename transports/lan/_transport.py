@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 from aiohttp import web
@@ -122,9 +123,10 @@ class LanTransport:
             await self._runner.cleanup()
         self._put(None)
 
-    async def events(self) -> asyncio.Queue[PeerEvent | None]:
-        """The event queue (None once closed)."""
-        return self._events
+    async def events(self) -> AsyncIterator[PeerEvent]:
+        """The events in order, until the transport closes (``DiscoveryTransport``)."""
+        while (event := await self._events.get()) is not None:
+            yield event
 
     # -- listening and advertising ----------------------------------------------------------------
     async def _listen(self) -> None:
