@@ -13,11 +13,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from crdt_sync import Replica
-from crdt_sync.transports.base import FrameLink
 from crdt_sync.transports.lan import LanTransport
-from crdt_sync.transports.websocket import WS_MAX_MESSAGE, WebSocketLink, connect
-from tests.conformance.harness import Faults, PointToPoint
-from tests.sync_helpers import WAIT
+from crdt_sync.transports.websocket import WebSocketLink
+from tests.conformance.relay import Accepted, WebSocketHarness
 
 
 class HandoffLan(LanTransport):
@@ -25,7 +23,7 @@ class HandoffLan(LanTransport):
 
     def __init__(self, replica: Replica) -> None:
         super().__init__(replica, ["127.0.0.1"], mdns=False)
-        self.accepted: asyncio.Queue[tuple[WebSocketLink, asyncio.Event]] = asyncio.Queue()
+        self.accepted: Accepted = asyncio.Queue()
 
     async def _run(self, link: WebSocketLink, key: str, address: str, *, outbound: bool) -> None:
         released = asyncio.Event()
@@ -33,31 +31,14 @@ class HandoffLan(LanTransport):
         await released.wait()
 
 
-class LanHarness(PointToPoint):
+class LanHarness(WebSocketHarness):
+    """The relay harness's links, to the LAN listener instead."""
+
     name = "lan-websocket"
-    native_faults: frozenset[str] = frozenset()
-    max_frame: int | None = WS_MAX_MESSAGE
-    instant_hangup = False
-
-    def __init__(self, lan: HandoffLan) -> None:
-        self.lan = lan
-
-    @asynccontextmanager
-    async def connect(self, faults: Faults) -> AsyncIterator[tuple[FrameLink, FrameLink]]:
-        assert not faults.active(), "the suite wraps every fault of this transport"
-        client = await connect(f"ws://127.0.0.1:{self.lan.port}", timeout=WAIT)
-        async with asyncio.timeout(WAIT):
-            server, released = await self.lan.accepted.get()
-        try:
-            yield client, server
-        finally:
-            await client.close()
-            await server.close()
-            released.set()
 
 
 @asynccontextmanager
 async def lan_harness(data: Path) -> AsyncIterator[LanHarness]:
     with Replica(data / "lan-host", seal_interval=0) as host:
         async with HandoffLan(host) as lan:
-            yield LanHarness(lan)
+            yield LanHarness(f"ws://127.0.0.1:{lan.port}", lan.accepted)

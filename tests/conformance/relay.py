@@ -49,7 +49,7 @@ class HandoffRelay(RelayServer):
 
     def __init__(self, config: RelayConfig) -> None:
         super().__init__(config)
-        self.accepted: asyncio.Queue[tuple[WebSocketLink, asyncio.Event]] = asyncio.Queue()
+        self.accepted: Accepted = asyncio.Queue()
 
     async def _serve(self, link: WebSocketLink, label: str) -> None:
         released = asyncio.Event()
@@ -61,23 +61,30 @@ class HandoffRelay(RelayServer):
                 wait.cancel()
 
 
+#: what a handoff server gives the test for each accepted link: its server end, and the
+#: event that releases the handler once the test is done with it
+Accepted = asyncio.Queue[tuple[WebSocketLink, asyncio.Event]]
+
+
 class WebSocketHarness(PointToPoint):
-    """Pairs (client end, relay end) of WebSocket links through a :class:`HandoffRelay`."""
+    """Pairs (client end, server end) of WebSocket links to a handoff server at ``url``
+    (:class:`HandoffRelay` here; the LAN listener's in ``tests.conformance.lan``)."""
 
     name = "relay-websocket"
     native_faults: frozenset[str] = frozenset()  # a TCP stream neither loses nor reorders
     max_frame: int | None = WS_MAX_MESSAGE
     instant_hangup = False  # a WebSocket closes by handshake
 
-    def __init__(self, relay: HandoffRelay) -> None:
-        self.relay = relay
+    def __init__(self, url: str, accepted: Accepted) -> None:
+        self.url = url
+        self.accepted = accepted
 
     @asynccontextmanager
     async def connect(self, faults: Faults) -> AsyncIterator[tuple[FrameLink, FrameLink]]:
         assert not faults.active(), "the suite wraps every fault of this transport"
-        client = await connect(self.relay.url, timeout=WAIT)
+        client = await connect(self.url, timeout=WAIT)
         async with asyncio.timeout(WAIT):
-            server, released = await self.relay.accepted.get()
+            server, released = await self.accepted.get()
         try:
             yield client, server
         finally:
@@ -91,7 +98,7 @@ async def websocket_harness(data: Path) -> AsyncIterator[WebSocketHarness]:
     relay = HandoffRelay(RelayConfig(data=data / "relay", host="127.0.0.1", port=0))
     await relay.start()
     try:
-        yield WebSocketHarness(relay)
+        yield WebSocketHarness(relay.url, relay.accepted)
     finally:
         await relay.stop(grace=WAIT)
 
