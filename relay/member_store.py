@@ -18,9 +18,10 @@ from typing import Protocol, cast
 from crdt_sync.envelope import Envelope
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import public_key_of
+from crdt_sync.membership import is_membership
 
 from .backend import EnvelopeRow, RelayBackend
-from .members import Judged, SpaceMembers
+from .members import ACCEPT, Judged, SpaceMembers
 
 
 class _Space(Protocol):
@@ -80,16 +81,19 @@ class RelayMembership:
     #: whether membership decides what is stored and served (the relay setting
     #: ``membership``); off, every chain-valid envelope is stored and served to every device
     #: as before issue 12, and valid membership records are still indexed
-    enforce_membership: bool = False
+    enforce_membership: bool  # set by RelayStore
 
     def judge_members(self, env: Envelope) -> Judged:
-        """What membership says of ``env`` (new and chain-valid): see :func:`members.SpaceMembers.judge`."""
+        """What membership says of ``env`` (new and chain-valid): see :func:`members.SpaceMembers.judge`.
+        Off, everything is stored, and only a membership envelope is judged (for its records)."""
         if self.enforce_membership:
             return self.members(env.space).judge(env)
+        if not is_membership(env.payload):
+            return ACCEPT
         try:
             judged = self.members(env.space).judge(env)
         except Rejected:
-            return Judged(True)
+            return ACCEPT
         return Judged(True, None, judged.records if judged.store else None)
 
     def past_cut(self, env: Envelope) -> int | None:
