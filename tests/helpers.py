@@ -108,6 +108,24 @@ def space_state(replica: Replica, space: str,
     }
 
 
+#: How many envelopes of the admin's chain :func:`share` leaves (0 while spaces are names;
+#: the genesis, keys, label and grants once spaces are bound to keys: docs/plans/issue-12-integration.md).
+SHARED = 0
+
+
+def share(admin: Replica, *others: Replica, name: str = "site-42", rights: str = "admin",
+          collections: list[str] | None = None) -> str:
+    """Make one space that ``admin`` and every replica of ``others`` hold, and return what to
+    pass to ``replica.space(...)`` on each of them. Tests of more than one device use it, so
+    that they keep working when spaces become bound to their creator's key (then ``admin``
+    creates the space and grants ``rights`` to each other device, scoped to ``collections``,
+    and the others receive the genesis, the grants and the keys)."""
+    del rights, collections  # spaces are names today: every device already shares ``name``
+    for replica in (admin, *others):
+        replica.space(name)
+    return name
+
+
 def exchange(src: Replica, dst: Replica, space: str) -> tuple[int, int]:
     """Carry what ``dst`` lacks of ``space`` from ``src``; returns (applied, duplicates)."""
     bundle = src.export_bundle(space, since=dst.version_vector(space))
