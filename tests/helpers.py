@@ -122,7 +122,7 @@ def share(admin: Replica, *others: Replica, name: str = "site-42", rights: str =
     and the others receive the genesis, the grants and the keys)."""
     del rights, collections  # spaces are names today: every device already shares ``name``
     for replica in (admin, *others):
-        replica.space(name)
+        replica.join(name)  # kept (and so synced) even before it holds anything
     return name
 
 

@@ -13,9 +13,11 @@ a transport states what it offers in its type and mypy checks the signature.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 from .base import FrameLink
 
@@ -66,6 +68,47 @@ class LinkReady:
 
 PeerEvent = PeerFound | PeerLost | LinkReady
 
+#: What a discovery transport does with each link it opened or accepted: run a session on it
+#: and return when it is over (the transport closes the link after). The daemon passes one
+#: that keys sessions by the authenticated device; a transport alone runs a plain live session.
+LinkServer = Callable[[LinkReady], Awaitable[None]]
+
+#: Events kept for a slow reader; later ones are counted in ``EventStream.dropped``.
+EVENT_QUEUE = 256
+
+
+class EventStream:
+    """The bounded, ordered event queue behind ``DiscoveryTransport.events()``.
+
+    A transport never waits for its reader: when the queue is full an event is dropped and
+    counted (status reads the peers from the transport's own tables, not from this stream).
+    """
+
+    def __init__(self, limit: int = EVENT_QUEUE) -> None:
+        self._queue: asyncio.Queue[PeerEvent | None] = asyncio.Queue(limit + 1)
+        self._limit = limit
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, event: PeerEvent) -> None:
+        if self._closed:
+            return
+        if self._queue.qsize() >= self._limit:
+            self.dropped += 1
+            return
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        """End the stream: the reader gets what is queued, then the iteration ends."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(None)  # the one slot kept free for it
+
+    async def __aiter__(self) -> AsyncIterator[PeerEvent]:
+        while (event := await self._queue.get()) is not None:
+            yield event
+        self._queue.put_nowait(None)  # a second reader, or a second loop, ends too
+
 
 @runtime_checkable
 class DiscoveryTransport(Protocol):
@@ -82,4 +125,16 @@ class DiscoveryTransport(Protocol):
 
     async def close(self) -> None:
         """Stop discovery and close every link. Idempotent."""
+        ...
+
+
+class ManagedTransport(DiscoveryTransport, Protocol):
+    """A discovery transport that is also an async context manager owning its tasks: entering
+    starts it, leaving is :meth:`close`. What the daemon runs."""
+
+    async def __aenter__(self) -> Self:
+        ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
         ...

@@ -19,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields, replace
+from types import TracebackType
 
 from crdt_sync.transports.base import LinkClosed, TransportError
+from crdt_sync.transports.interface import EventStream, LinkReady, LinkServer, PeerEvent, PeerFound, PeerLost
 
-__all__ = ["FrameTooLarge", "LinkConditions", "LinkStats", "MemoryLink", "MemoryNetwork"]
+__all__ = ["FrameTooLarge", "LinkConditions", "LinkStats", "MemoryLink", "MemoryNetwork",
+           "MemoryPeers", "MemorySegment"]
 
 
 class FrameTooLarge(TransportError, ValueError):
@@ -337,3 +341,118 @@ class MemoryNetwork:
         for _, a, b in self._pairs:
             total = total + a.stats + b.stats
         return total
+
+
+# -- discovery: a simulated LAN segment ---------------------------------------------------------
+class MemorySegment:
+    """A simulated network segment: every :class:`MemoryPeers` on it finds the others.
+
+    Args:
+        seed: seeds the links' faults (:class:`MemoryNetwork`).
+        conditions: each new link's conditions (both directions).
+        can_meet: which pairs of member keys see each other (default: all); a test builds a
+            chain ``a - b - c`` where ``a`` and ``c`` never meet with it.
+    """
+
+    def __init__(self, seed: int = 0, conditions: LinkConditions | None = None,
+                 can_meet: Callable[[str, str], bool] | None = None) -> None:
+        self.network = MemoryNetwork(seed)
+        self.conditions = conditions
+        self.can_meet = can_meet or (lambda _a, _b: True)
+        self._members: dict[str, MemoryPeers] = {}
+        self._links: dict[frozenset[str], tuple[MemoryLink, MemoryLink]] = {}
+
+    def _join(self, member: MemoryPeers) -> None:
+        if member.key in self._members:
+            raise ValueError(f"{member.key!r} is already on this segment")
+        for other in list(self._members.values()):
+            if self.can_meet(member.key, other.key):
+                self._connect(member, other)
+        self._members[member.key] = member
+
+    def _connect(self, dialler: MemoryPeers, listener: MemoryPeers) -> None:
+        a, b = self.network.pair(self.conditions, label_a=listener.key, label_b=dialler.key)
+        self._links[frozenset((dialler.key, listener.key))] = (a, b)
+        dialler._linked(listener.key, a, outbound=True)
+        listener._linked(dialler.key, b, outbound=False)
+
+    def _leave(self, member: MemoryPeers) -> None:
+        if self._members.pop(member.key, None) is None:
+            return
+        for other in self._members.values():
+            link = self._links.pop(frozenset((member.key, other.key)), None)
+            if link is not None:
+                link[0]._pair.shutdown()
+                other._gone(member.key)
+
+    def cut(self, a: str, b: str) -> None:
+        """Drop the link between members ``a`` and ``b`` mid-flight (nothing more arrives)."""
+        link = self._links.pop(frozenset((a, b)), None)
+        if link is not None:
+            link[0]._pair.shutdown()
+
+    def restore(self, a: str, b: str) -> None:
+        """Link ``a`` and ``b`` again, as discovery would once they see each other again."""
+        if frozenset((a, b)) not in self._links and a in self._members and b in self._members:
+            self._connect(self._members[a], self._members[b])
+
+
+class MemoryPeers:
+    """The memory transport as a :class:`~transports.interface.DiscoveryTransport`.
+
+    On entering, it joins ``segment`` and links to every member it may meet; each link is a
+    ``LinkReady`` (``serve`` runs the session on it) after a ``PeerFound``; a link that ends
+    is a ``PeerLost``. An async context manager that owns its tasks.
+    """
+
+    name = "memory"
+
+    def __init__(self, segment: MemorySegment, key: str, serve: LinkServer) -> None:
+        self.segment = segment
+        self.key = key
+        self.serve = serve
+        self._events = EventStream()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> MemoryPeers:
+        self.segment._join(self)
+        return self
+
+    async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def events(self) -> AsyncIterator[PeerEvent]:
+        """The events in order, until the transport closes."""
+        async for event in self._events:
+            yield event
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.segment._leave(self)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._events.close()
+
+    def _linked(self, other: str, link: MemoryLink, *, outbound: bool) -> None:
+        address = f"memory:{other}"
+        self._events.put(PeerFound(self.name, other, address))
+        ready = LinkReady(self.name, other, address, link, outbound)
+        self._events.put(ready)
+        task = asyncio.get_running_loop().create_task(self._serve(ready))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, ready: LinkReady) -> None:
+        try:
+            await self.serve(ready)
+        finally:
+            await ready.link.close()
+            self._events.put(PeerLost(self.name, ready.key, "session ended"))
+
+    def _gone(self, other: str) -> None:
+        self._events.put(PeerLost(self.name, other, "left the segment"))

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -24,7 +23,7 @@ from crdt_sync.protocol import PROTOCOL_VERSION, Authenticated, Event, SessionCo
 from crdt_sync.protocol.session import RELIABLE_LINK
 
 from ..driver import run_session
-from ..interface import LinkReady, PeerEvent, PeerFound, PeerLost
+from ..interface import EventStream, LinkReady, LinkServer, PeerEvent, PeerFound, PeerLost
 from ..websocket import SYNC_PATH, WS_MAX_MESSAGE, ConnectFailed, WebSocketLink, connect
 from ._peers import Candidate, PeerTable, dials, keeps
 from ._txt import SERVICE_TYPE, TxtError, TxtRecord, new_token, parse_txt
@@ -35,7 +34,10 @@ MAX_DIALS = 4
 MAX_PENDING = 64
 RESOLVE_TIMEOUT_MS = 1500
 DIAL_TIMEOUT = 5.0
-EVENT_QUEUE = 256
+#: A static peer's session that lasted less than this (refused, or a duplicate the other
+#: side dropped) does not reset the redial backoff: no tight redial loop.
+STABLE_SESSION = 5.0
+STATIC_BACKOFF = (0.2, 10.0)
 
 
 def _url(host: str, port: int) -> str:
@@ -50,13 +52,18 @@ class LanTransport:
         addresses: interface addresses to listen and multicast on (IPv4 and/or IPv6).
         static_peers: ``(host, port)`` pairs dialled regardless of discovery.
         mdns: advertise and browse (False: static peers only).
+        port: the port to listen on (0: an ephemeral one, read it from ``port`` after start).
+        serve: runs the session on each link (the daemon's); by default a live session per
+            link, one per device (``keeps``).
+        dial_timeout: how long a dial (TCP + WebSocket handshake) may take.
     """
 
     name = "lan"
 
     def __init__(self, replica: Replica, addresses: list[str], *,
                  static_peers: list[tuple[str, int]] | None = None, mdns: bool = True,
-                 config: SessionConfig | None = None, token: str | None = None) -> None:
+                 config: SessionConfig | None = None, token: str | None = None, port: int = 0,
+                 serve: LinkServer | None = None, dial_timeout: float = DIAL_TIMEOUT) -> None:
         if not addresses:
             raise ValueError("pin at least one interface address")
         self.replica = replica
@@ -66,9 +73,10 @@ class LanTransport:
         self.config = config or RELIABLE_LINK
         self.token = token or new_token()
         self.table = PeerTable()
-        self.port = 0
-        self.dropped_events = 0
-        self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue(EVENT_QUEUE)
+        self.port = port
+        self.serve = serve
+        self.dial_timeout = dial_timeout
+        self._events = EventStream()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dial_slots = asyncio.Semaphore(MAX_DIALS)
         self._pending: dict[str, None] = {}
@@ -114,19 +122,28 @@ class LanTransport:
             await self._azc.async_close()
         tasks = list(self._tasks)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DIAL_TIMEOUT):
+            async with asyncio.timeout(self.dial_timeout):
                 await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-        self._put(None)
+        self._events.close()
 
     async def events(self) -> AsyncIterator[PeerEvent]:
         """The events in order, until the transport closes (``DiscoveryTransport``)."""
-        while (event := await self._events.get()) is not None:
+        async for event in self._events:
             yield event
+
+    @property
+    def dropped_events(self) -> int:
+        return self._events.dropped
+
+    @property
+    def dialling(self) -> int:
+        """Candidates being dialled now (bounded by ``MAX_PENDING``; ``MAX_DIALS`` at once)."""
+        return len(self._dialling)
 
     # -- listening and advertising ----------------------------------------------------------------
     async def _listen(self) -> None:
@@ -186,17 +203,24 @@ class LanTransport:
         except TxtError as exc:
             self.table.refuse(name, str(exc))
             return
-        addresses = tuple(info.parsed_addresses())
-        if not addresses or info.port is None or record.token == self.token:
+        if info.port is not None:
+            self.candidate(name, record, tuple(info.parsed_addresses()), info.port)
+
+    def candidate(self, name: str, record: TxtRecord, addresses: tuple[str, ...], port: int) -> None:
+        """What a resolved announcement leads to: the table, a PeerFound, maybe a dial (bounded).
+
+        Public for the flood tests, which feed it announcements without a multicast network.
+        """
+        if not addresses or record.token == self.token or self._stop.is_set():
             return
         loop = asyncio.get_running_loop()
-        changed = self.table.seen(Candidate(name, record.token, addresses, info.port, loop.time()))
+        changed = self.table.seen(Candidate(name, record.token, addresses, port, loop.time()))
         if changed:
-            self._put(PeerFound(self.name, name, _url(addresses[0], info.port)))
+            self._put(PeerFound(self.name, name, _url(addresses[0], port)))
         wanted = changed and PROTOCOL_VERSION in record.versions and dials(self.token, record.token)
         if wanted and name not in self._dialling and len(self._dialling) < MAX_PENDING:
             self._dialling.add(name)
-            self._spawn(self._dial_candidate(name, addresses, info.port))
+            self._spawn(self._dial_candidate(name, addresses, port))
 
     # -- dialling and sessions ------------------------------------------------------------------
     async def _dial_candidate(self, name: str, addresses: tuple[str, ...], port: int) -> None:
@@ -210,7 +234,7 @@ class LanTransport:
     async def _dial(self, key: str, host: str, port: int) -> bool:
         async with self._dial_slots:
             try:
-                link = await connect(_url(host, port), timeout=DIAL_TIMEOUT)
+                link = await connect(_url(host, port), timeout=self.dial_timeout)
             except ConnectFailed as exc:
                 self.table.refuse(key, str(exc))
                 return False
@@ -218,10 +242,15 @@ class LanTransport:
         return True
 
     async def _static(self, host: str, port: int) -> None:
-        delay = 0.2
+        loop = asyncio.get_running_loop()
+        first, cap = STATIC_BACKOFF
+        delay = first
+        self._put(PeerFound(self.name, f"{host}:{port}", _url(host, port)))
         while not self._stop.is_set():
+            started = loop.time()
             ok = await self._dial(f"{host}:{port}", host, port)
-            delay = 0.2 if ok else min(delay * 2, 10.0)
+            stable = ok and loop.time() - started >= STABLE_SESSION
+            delay = first if stable else min(delay * 2, cap)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
@@ -233,6 +262,15 @@ class LanTransport:
         return ws
 
     async def _run(self, link: WebSocketLink, key: str, address: str, *, outbound: bool) -> None:
+        ready = LinkReady(self.name, key, address, link, outbound)
+        if self.serve is not None:
+            self._put(ready)
+            try:
+                await self.serve(ready)
+            finally:
+                await link.close()
+                self._put(PeerLost(self.name, key, "session ended"))
+            return
         stop = asyncio.Event()
         device: list[str] = []
 
@@ -241,7 +279,7 @@ class LanTransport:
                 device.append(event.peer)
                 self._admit(event.peer, stop, outbound)
 
-        self._put(LinkReady(self.name, key, address, link, outbound))
+        self._put(ready)
         try:
             await run_session(self.replica, link, live=True, config=self.config, stop=stop,
                               on_event=on_event)
@@ -264,11 +302,8 @@ class LanTransport:
         else:
             stop.set()
 
-    def _put(self, event: PeerEvent | None) -> None:
-        try:
-            self._events.put_nowait(event)
-        except asyncio.QueueFull:
-            self.dropped_events += 1
+    def _put(self, event: PeerEvent) -> None:
+        self._events.put(event)
 
     def _spawn(self, coro: object) -> None:
         assert asyncio.iscoroutine(coro)
@@ -276,13 +311,3 @@ class LanTransport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-def default_address() -> str:
-    """The address of the interface holding the IPv4 default route (no packet is sent), or
-    loopback when there is none: never every interface of the machine."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
