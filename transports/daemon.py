@@ -135,6 +135,7 @@ class Peer:
         status_file: where status is written (default ``daemon.json`` in the data directory;
             None: nowhere).
         on_peer_event: called with every discovery event of every transport, in order.
+        on_session_event: called with ``(transport, event)`` for every session event.
     """
 
     def __init__(self, replica: Replica, *, lan: bool = False, relay: Sequence[str] = (),
@@ -142,7 +143,8 @@ class Peer:
                  lan_port: int = 0, spaces: Sequence[str] | None = None,
                  config: SessionConfig | None = None, transports: Sequence[TransportFactory] = (),
                  status_file: Path | bool | None = True,
-                 on_peer_event: Callable[[PeerEvent], None] | None = None) -> None:
+                 on_peer_event: Callable[[PeerEvent], None] | None = None,
+                 on_session_event: Callable[[str, Event], None] | None = None) -> None:
         self.replica = replica
         self.lan, self.relay = lan, list(relay)
         self.interfaces, self.static_peers = list(interfaces), list(static_peers)
@@ -151,6 +153,9 @@ class Peer:
         self.config = config or RELIABLE_LINK
         self.factories = list(transports)
         self.on_peer_event = on_peer_event
+        self.on_session_event = on_session_event
+        #: sessions run so far, every transport together
+        self.sessions = 0
         self.status_file: Path | None = (replica.path / STATUS_FILE if status_file is True
                                          else None if status_file is False else status_file)
         if not (lan or self.relay or self.static_peers or self.factories):
@@ -262,8 +267,11 @@ class Peer:
             return
         session = _Session(ready, asyncio.Event())
         self._running.add(session)
+        self.sessions += 1
 
         def on_event(event: Event) -> None:
+            if self.on_session_event is not None:
+                self.on_session_event(ready.transport, event)
             if isinstance(event, Authenticated):
                 self._admit(session, event.peer)
             elif isinstance(event, SpaceSynced) and session.device is not None:

@@ -147,6 +147,8 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
         status = replica.status().to_dict()
+        links = _daemon_links(replica.path)
+    _merge_links(status, links)
 
     def human() -> None:
         out.console.print(f"device  {status['device']}\ndata    {status['data']}\n"
@@ -155,10 +157,23 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                   [(name, {short(a): s for a, s in info["version_vector"].items()},
                     str(info["unacknowledged"])) for name, info in status["spaces"].items()])
         out.table("peers (what each last acknowledged)", ["space", "peer", "synced", "behind by",
-                                                          "acknowledged", "last seen"],
+                                                          "acknowledged", "last seen", "over",
+                                                          "last synced"],
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
-                    p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+                    p["seen"], _over(p), p["last_synced"] or "-")
+                   for name, info in status["spaces"].items() for p in info["peers"]])
+        daemon = status["daemon"]
+        if daemon is not None:
+            state = "running" if daemon["running"] else "stopped"
+            out.console.print(f"daemon  {state} (pid {daemon['pid']}), transports "
+                              f"{', '.join(daemon['transports']) or 'none'}, updated {daemon['updated']}",
+                              highlight=False)
+            if daemon["candidates"]:
+                out.table("discovered (unauthenticated candidates)",
+                          ["transport", "name", "address", "seen", "lost"],
+                          [(c["transport"], c["key"], c["address"], c["seen"], c["lost"] or "-")
+                           for c in daemon["candidates"]])
         forks = [(name, short(f["author"]), str(f["seq"]), f["source"], f["since"])
                  for name, info in status["spaces"].items() for f in info["forks"]]
         if forks:
@@ -179,6 +194,59 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                           markup=True, highlight=False)
 
     out.emit(status, human)
+
+
+def _daemon_links(path: Path) -> dict[str, Any] | None:
+    """What the daemon (``crdt-sync peer``) last wrote about its peers, if it ever ran here.
+
+    Imported lazily: the daemon lives in ``transports/``, which needs no extra to read this.
+    """
+    from crdt_sync.transports.daemon import read_status
+
+    status = read_status(path)
+    if status is not None and status.get("running") and not _alive(status.get("pid")):
+        status["running"] = False  # it was killed: what it wrote is its last view
+        for device in status.get("devices", {}).values():
+            if isinstance(device, dict):
+                device["connected"] = False
+    return status
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _merge_links(status: dict[str, Any], links: dict[str, Any] | None) -> None:
+    """Add to each space's peers how the daemon reached it and when that space last synced."""
+    devices = links.get("devices", {}) if links is not None else {}
+    for name, info in status["spaces"].items():
+        for peer in info["peers"]:
+            link = devices.get(peer["device"])
+            link = link if isinstance(link, dict) else {}
+            peer["transport"] = link.get("transport")
+            peer["address"] = link.get("address")
+            peer["connected"] = bool(link.get("connected", False))
+            peer["last_synced"] = (link.get("last_synced") or {}).get(name)
+    status["daemon"] = None if links is None else {
+        key: links.get(key) for key in ("pid", "running", "updated", "transports", "lan_addresses",
+                                        "lan_port", "candidates")}
+    if status["daemon"] is not None:
+        status["daemon"]["transports"] = status["daemon"]["transports"] or []
+        status["daemon"]["candidates"] = status["daemon"]["candidates"] or []
+
+
+def _over(peer: dict[str, Any]) -> str:
+    if peer["transport"] is None:
+        return "-"
+    return f"{peer['transport']} {peer['address']}{' (connected)' if peer['connected'] else ''}"
 
 
 def _print_quarantine(out: Output, quarantined: list[dict[str, Any]],

@@ -53,16 +53,47 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=int)
     p.add_argument("--log-format", choices=["text", "json"])
 
-    for name, func, what in (("sync", cmd_sync, "push and pull through a relay until caught up"),
-                             ("peer", cmd_peer, "stay connected to a relay and sync as edits happen")):
-        p = sub.add_parser(name, parents=[common], help=what, description=what)
-        p.set_defaults(func=func)
-        p.add_argument("--relay", required=True, metavar="URL", help="ws://host:port or wss://host")
-        p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
-        if name == "sync":
-            p.add_argument("--timeout", type=_seconds, default=120.0,
-                           help="give up once nothing was received or acknowledged for this many "
-                                "seconds (a long backlog that keeps moving is never cut)")
+    what = "push and pull through a relay until caught up"
+    p = sub.add_parser("sync", parents=[common], help=what, description=what)
+    p.set_defaults(func=cmd_sync)
+    p.add_argument("--relay", required=True, metavar="URL", help="ws://host:port or wss://host")
+    p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
+    p.add_argument("--timeout", type=_seconds, default=120.0,
+                   help="give up once nothing was received or acknowledged for this many "
+                        "seconds (a long backlog that keeps moving is never cut)")
+    add_peer_command(sub, common)
+
+
+def add_peer_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "peer", parents=[common], help="the sync daemon: LAN peers and relays, live",
+        description="Run the sync daemon: every enabled transport over this data directory, "
+                    "live (edits made by other processes on it are sent as they happen), "
+                    "forwarding between them. SIGTERM or Ctrl-C stops it (exit 0). LAN "
+                    "interfaces: --interface, else the one holding the default route (never "
+                    "every interface).")
+    p.set_defaults(func=cmd_peer)
+    p.add_argument("--lan", action="store_true", help="find LAN peers by mDNS and sync with them")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="stay connected to this relay (ws://host:port or wss://host; repeatable)")
+    p.add_argument("--interface", action="append", default=[], metavar="NAME|ADDR",
+                   help="LAN interface name or address to listen and multicast on (repeatable)")
+    p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", dest="static_peers",
+                   help="a LAN peer to dial without discovery, for networks that block "
+                        "multicast (repeatable; runs the LAN listener, mDNS only with --lan)")
+    p.add_argument("--port", type=int, default=0,
+                   help="LAN listening port (default 0: a free one, printed at start)")
+    p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``, checked."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--peer {text!r}: expected HOST:PORT (or [IPV6]:PORT), a port in 1..65535")
+    return host, int(port)
 
 
 def _seconds(text: str) -> float:
@@ -81,11 +112,11 @@ def cmd_relay(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_sync(args: argparse.Namespace, out: Output) -> None:
-    run_sync(args, out, live=False)
+    run_sync(args, out)
 
 
 def cmd_peer(args: argparse.Namespace, out: Output) -> None:
-    run_sync(args, out, live=True)
+    run_peer_daemon(args, out)
 
 
 def run_relay(args: argparse.Namespace, out: Output) -> None:
@@ -105,11 +136,76 @@ def run_relay(args: argparse.Namespace, out: Output) -> None:
     raise SystemExit(asyncio.run(serve(config)))
 
 
-def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
+def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
+    """``crdt-sync peer``: :class:`~crdt_sync.transports.daemon.Peer` until SIGTERM/SIGINT."""
+    _need_extra()
+    if not (args.lan or args.relay or args.static_peers):
+        raise UsageError("nothing to sync with: give --lan, --relay URL or --peer HOST:PORT")
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port {args.port}: a port is in 0..65535")
+    static = [host_port(p) for p in args.static_peers]
+    from crdt_sync.transports.websocket import sync_url
+
+    for url in args.relay:
+        try:
+            sync_url(url)
+        except ValueError as exc:  # before anything is opened: a mistyped URL is a usage error
+            raise UsageError(f"--relay {url!r}: {exc}") from None
+    if args.lan or static:
+        _need_zeroconf()
+    from crdt_sync.transports.daemon import Peer, PeerError
+
+    with open_replica(args) as replica:
+        for space in args.spaces:
+            replica.join(space)
+
+        async def daemon() -> dict[str, Any]:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            try:
+                peer = Peer(replica, lan=args.lan, relay=args.relay, interfaces=args.interface,
+                            static_peers=static, lan_port=args.port, spaces=args.spaces or None,
+                            on_session_event=lambda transport, e: _log_event(out, transport, e))
+                async with peer:
+                    out.err.print(_started(replica.device_id, peer), highlight=False)
+                    await stop.wait()
+                    lan = peer.lan_transport
+                    where = {"addresses": lan.addresses, "port": lan.port} if lan else None
+            except PeerError as exc:
+                raise UsageError(str(exc)) from None
+            except OSError as exc:  # the LAN port or address could not be bound
+                raise CrdtSyncError(f"cannot listen on the LAN: {exc}; check --interface and "
+                                    f"--port") from None
+            return {"device": replica.device_id, "transports": [t.name for t in peer.transports],
+                    "lan": where, "relay": peer.relay, "sessions": peer.sessions,
+                    "devices_seen": len(peer.devices), "stopped": True}
+        out.emit(asyncio.run(daemon()))
+
+
+def _started(device: str, peer: Any) -> str:
+    parts = []
+    lan = peer.lan_transport
+    if lan is not None:
+        where = ", ".join(f"[{a}]:{lan.port}" if ":" in a else f"{a}:{lan.port}" for a in lan.addresses)
+        parts.append(f"lan on {where}{' (mDNS)' if lan.mdns else ''}")
+    parts += [f"relay {url}" for url in peer.relay]
+    return f"peer {device[:12]} syncing: {'; '.join(parts)} (SIGTERM or Ctrl-C stops)"
+
+
+def _need_zeroconf() -> None:
+    try:
+        import zeroconf  # noqa: F401
+    except ImportError:
+        raise CrdtSyncError("the LAN needs the lan extra: pip install 'crdt-sync[lan]'") from None
+
+
+def run_sync(args: argparse.Namespace, out: Output) -> None:
     _need_extra()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from crdt_sync.transports.relay import run_peer, sync_session
+    from crdt_sync.transports.relay import sync_session
     from crdt_sync.transports.websocket import ConnectFailed, sync_url
 
     try:
@@ -120,22 +216,8 @@ def run_sync(args: argparse.Namespace, out: Output, live: bool) -> None:
         for space in args.spaces:
             replica.join(space)
         spaces = args.spaces or None
-        if not live and not replica.spaces():
+        if not replica.spaces():
             raise sync_report.no_spaces(args.relay)
-        if live:
-            stop = asyncio.Event()
-
-            async def peer() -> int:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, stop.set)
-                out.err.print(f"peer {replica.device_id[:12]} syncing with {args.relay} "
-                              "(SIGTERM or Ctrl-C stops)")
-                return await run_peer(replica, args.relay, stop, spaces=spaces,
-                                      on_event=lambda e: _log_event(out, e))
-            sessions = asyncio.run(peer())
-            out.emit({"relay": args.relay, "sessions": sessions, "stopped": True})
-            return
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             console=out.err, disable=out.json, transient=True)
         holder: dict[str, Session] = {}
@@ -199,5 +281,5 @@ async def _watch(running: asyncio.Future[SessionOutcome], holder: dict[str, Sess
     return running.result(), stalled
 
 
-def _log_event(out: Output, event: Any) -> None:
-    out.err.print(f"[dim]{type(event).__name__}[/] {event}", highlight=False)
+def _log_event(out: Output, transport: str, event: Any) -> None:
+    out.err.print(f"[dim]{transport} {type(event).__name__}[/] {event}", highlight=False)
