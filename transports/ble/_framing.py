@@ -128,7 +128,8 @@ class ChunkChannel:
         self.refusals: deque[str] = deque(maxlen=MAX_REFUSALS)
         self.refused = 0
         self.chunks_in = self.chunks_out = 0
-        self._control: deque[bytes] = deque([open_chunk(window, max_chunk)])
+        self._control: deque[bytes] = deque()
+        self._open_sent = False  # OPEN goes first, built when first asked (max_chunk may change)
         # sending
         self._peer_open = False
         self._peer_window = 0
@@ -172,7 +173,9 @@ class ChunkChannel:
 
     def outgoing(self) -> list[bytes]:
         """The chunks that may be written now: control chunks, then DATA within credit."""
-        out = list(self._control)
+        out = [] if self._open_sent else [open_chunk(self.window, self.max_chunk)]
+        self._open_sent = True
+        out += self._control
         self._control.clear()
         while self._peer_open and self._credit > 0:
             if not self._chunks:
@@ -190,7 +193,7 @@ class ChunkChannel:
     @property
     def idle(self) -> bool:
         """Nothing left to send (no control chunk, no frame queued or half sent)."""
-        return not self._control and not self._frames and not self._chunks
+        return self._open_sent and not self._control and not self._frames and not self._chunks
 
     # -- receiving ------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> list[ChunkEvent]:
