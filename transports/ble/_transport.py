@@ -200,7 +200,8 @@ class BleTransport:
         if changed:
             self._put(PeerFound(self.name, device.address, device.address))
         busy = device.address in self._dialling or device.address in self._connected
-        if (busy or not dials(self._hint, hint) or now < candidate.retry_at
+        # A central-only device dials whoever it hears: the other side cannot dial it.
+        if (busy or (self.peripheral and not dials(self._hint, hint)) or now < candidate.retry_at
                 or len(self._connected) + len(self._dialling) >= MAX_LINKS):
             return
         self._dialling.add(device.address)
