@@ -1,0 +1,81 @@
+"""The BLE transport's harness: GATT links between two bumble virtual controllers on one
+in-process LocalLink, the central going through bleak's ``BleakScanner`` and ``BleakClient``
+(our bumble backend), the peripheral serving our GATT service on bumble.
+
+A :class:`HandoffBle` is a real :class:`~crdt_sync.transports.ble.BleTransport` whose
+per-link runner hands each link to the test instead of running a session on it (as the LAN
+harness does with its listener). One device is central only (it dials whatever it hears), the
+other peripheral only, so every ``connect`` is one link: the central's end and the
+peripheral's end. After a case closes a pair, the central hears the peripheral advertise
+again and connects anew (a reconnect, as in the field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bumble.link import LocalLink
+
+from crdt_sync import Replica
+from crdt_sync.protocol import MAX_FRAME
+from crdt_sync.transports.base import FrameLink
+from crdt_sync.transports.ble import BleLink, BleTransport
+from tests.conformance.harness import Faults, PointToPoint
+from tests.sync_helpers import WAIT
+
+Handed = asyncio.Queue[tuple[BleLink, asyncio.Event]]
+
+
+class HandoffBle(BleTransport):
+    """Overrides ``BleTransport._run(link, key, address, outbound=...)``: follow it if it changes."""
+
+    def __init__(self, replica: Replica, link: LocalLink, *, central: bool) -> None:
+        super().__init__(replica, link, central=central, peripheral=not central)
+        self.handed: Handed = asyncio.Queue()
+
+    async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
+        released = asyncio.Event()
+        await self.handed.put((link, released))
+        try:
+            await released.wait()
+        finally:
+            await link.close()
+
+
+class BleHarness(PointToPoint):
+    """(central end, peripheral end) pairs of one GATT connection each."""
+
+    name = "ble-gatt"
+    native_faults: frozenset[str] = frozenset()  # the link layer neither loses nor reorders
+    max_frame: int | None = MAX_FRAME
+    instant_hangup = False  # a close sends what is queued first, then disconnects
+
+    def __init__(self, central: HandoffBle, peripheral: HandoffBle) -> None:
+        self.central, self.peripheral = central, peripheral
+
+    @asynccontextmanager
+    async def connect(self, faults: Faults) -> AsyncIterator[tuple[FrameLink, FrameLink]]:
+        assert not faults.active(), "the suite asked for a fault this transport lacks"
+        async with asyncio.timeout(WAIT):
+            a, release_a = await self.central.handed.get()
+            b, release_b = await self.peripheral.handed.get()
+        try:
+            yield a, b
+        finally:
+            for link in (a, b):
+                await link.close()
+            release_a.set()
+            release_b.set()
+
+
+@asynccontextmanager
+async def ble_harness(data: Path) -> AsyncIterator[BleHarness]:
+    link = LocalLink()
+    with Replica(data / "ble-central", seal_interval=0) as one, \
+            Replica(data / "ble-peripheral", seal_interval=0) as two:
+        async with HandoffBle(two, link, central=False) as peripheral, \
+                HandoffBle(one, link, central=True) as central:
+            yield BleHarness(central, peripheral)

@@ -1,0 +1,135 @@
+"""The radio: a bumble ``Device`` on a controller, and the peripheral's GATT service.
+
+:func:`open_device` powers on a bumble host on one of two controllers:
+
+* a bumble transport SPEC (``usb:0``, ``hci-socket:0``, ``tcp-client:127.0.0.1:PORT``, ...):
+  a real adapter, or a virtual controller served over TCP by another process;
+* an in-process :class:`bumble.link.LocalLink` (tests): a virtual controller on that link.
+
+:class:`GattServer` is the peripheral's side: our service (``RX`` written by the central,
+``TX`` notified), one :class:`~._link.BleLink` per connected central, routed by connection
+handle and bounded in number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from bumble import hci
+from bumble.controller import Controller
+from bumble.core import UUID
+from bumble.device import Connection, Device
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport import open_transport
+from bumble.transport.common import AsyncPipeSink
+
+from ._framing import DEFAULT_WINDOW, chunk_size_for
+from ._gatt import RX_UUID, SERVICE_UUID, TX_UUID
+from ._link import BleLink, LinkTimers
+
+log = logging.getLogger("crdt_sync.ble")
+#: Centrals served at once; more are disconnected.
+MAX_CENTRALS = 4
+
+
+def random_static_address() -> str:
+    """A random static device address (the two top bits set): says nothing about the device."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] |= 0xC0
+    return ":".join(f"{b:02X}" for b in raw)
+
+
+@asynccontextmanager
+async def open_device(spec: str | LocalLink, name: str = "crdt-sync",
+                      address: str | None = None) -> AsyncIterator[Device]:
+    """A bumble device on ``spec`` (a transport SPEC or an in-process link); the caller adds
+    its services, then powers it on (``await device.power_on()``)."""
+    address = address or random_static_address()
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(spec, LocalLink):
+            controller = Controller(name, link=spec, public_address=address)
+            device = Device(name=name, address=hci.Address(address),
+                            host=Host(controller, AsyncPipeSink(controller)))
+        else:
+            transport = await open_transport(spec)
+            stack.push_async_callback(transport.close)
+            device = Device.with_hci(name, hci.Address(address), transport.source, transport.sink)
+        yield device
+
+
+class GattServer:
+    """Our GATT service on ``device``, and a :class:`BleLink` for each central that subscribes.
+
+    Args:
+        device: the bumble device (not yet powered on).
+        on_link: called with ``(link, connection)`` once a central has subscribed to TX.
+    """
+
+    def __init__(self, device: Device, on_link: Callable[[BleLink, Connection], None], *,
+                 window: int = DEFAULT_WINDOW, timers: LinkTimers | None = None,
+                 max_centrals: int = MAX_CENTRALS) -> None:
+        self.device = device
+        self.on_link = on_link
+        self.window = window
+        self.timers = timers or LinkTimers()
+        self.max_centrals = max_centrals
+        self.links: dict[int, BleLink] = {}  # connection handle -> link
+        self.refused_connections = 0
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.rx: Characteristic[bytes] = Characteristic(
+            UUID(RX_UUID), Characteristic.Properties.WRITE_WITHOUT_RESPONSE, Characteristic.WRITEABLE,
+            CharacteristicValue[bytes](write=self._on_write))
+        self.tx: Characteristic[bytes] = Characteristic(UUID(TX_UUID), Characteristic.Properties.NOTIFY,
+                                 Characteristic.READABLE, b"")
+        self.tx.on(Characteristic.EVENT_SUBSCRIPTION, self._on_subscription)
+        device.add_service(Service(UUID(SERVICE_UUID), [self.rx, self.tx]))
+        device.on("connection", self._on_connection)
+
+    def _on_connection(self, connection: Connection) -> None:
+        if connection.role != hci.Role.PERIPHERAL:
+            return  # our own outgoing connections are the central's business
+        if len(self.links) >= self.max_centrals:
+            self.refused_connections += 1
+            task = asyncio.ensure_future(connection.disconnect())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        handle = connection.handle
+
+        async def write(chunk: bytes) -> None:
+            await self.device.notify_subscriber(connection, self.tx, chunk)
+
+        async def hangup() -> None:
+            await connection.disconnect()
+
+        # The ATT MTU is exchanged before the central subscribes: the size is read then.
+        link = BleLink(f"ble-central {connection.peer_address}", write, hangup,
+                       chunk_size_for(connection.att_mtu), window=self.window, timers=self.timers)
+        self.links[handle] = link
+
+        def on_disconnection(reason: int) -> None:
+            gone = self.links.pop(handle, None)
+            if gone is not None:
+                gone.lost(f"the central disconnected (HCI reason 0x{reason:02x})")
+
+        connection.on("disconnection", on_disconnection)
+
+    def _on_subscription(self, connection: Connection, notify_enabled: bool, _indicate: bool) -> None:
+        link = self.links.get(connection.handle)
+        if link is None or not notify_enabled:
+            return
+        link.channel.max_chunk = chunk_size_for(connection.att_mtu)
+        link.start()
+        self.on_link(link, connection)
+
+    def _on_write(self, connection: Connection, value: bytes) -> None:
+        link = self.links.get(connection.handle)
+        if link is not None:
+            link.feed(value)

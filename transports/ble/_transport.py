@@ -1,0 +1,308 @@
+"""The BLE transport: advertise and serve GATT (bumble), scan and connect (bleak), sessions.
+
+:class:`BleTransport` is an async context manager that owns its bumble device and every task
+it starts. Each device takes both roles: it advertises our service with its rotating hint
+and serves GATT as a peripheral, and it scans through bleak's ``BleakScanner`` and connects
+through ``BleakClient`` (our bumble backend, :mod:`._bleak_backend`) as a central. Of two
+devices that hear each other, the one with the smaller hint connects; once both ends are
+authenticated, duplicate sessions with one device are resolved as on the LAN (``keeps``).
+Sessions are the ordinary sync session (:func:`~transports.driver.run_session`, live), so
+resumption after a drop is the protocol's: reconnect, HAVE, the missing envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from types import TracebackType
+from typing import Any
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bumble.device import Connection, Device
+from bumble.link import LocalLink
+
+from crdt_sync import Replica
+from crdt_sync.protocol import Authenticated, Event, SessionConfig
+from crdt_sync.protocol.session import RELIABLE_LINK
+
+from ..base import FrameLink
+from ..driver import run_session
+from ..interface import LinkReady, PeerEvent, PeerFound, PeerLost
+from ._bleak_backend import BumbleClient, BumbleScanner
+from ._framing import DEFAULT_WINDOW, chunk_size_for
+from ._gatt import (
+    HINT_ROTATION,
+    RX_UUID,
+    SERVICE_UUID,
+    TX_UUID,
+    HintClock,
+    ParsedAd,
+    advertising_data,
+    dials,
+    keeps,
+)
+from ._link import BleLink, LinkTimers
+from ._peers import PeerTable
+from ._radio import GattServer, open_device
+
+log = logging.getLogger("crdt_sync.ble")
+DIAL_TIMEOUT = 10.0
+EVENT_QUEUE = 256
+#: Links (either role) at once.
+MAX_LINKS = 4
+
+
+class BleTransport:
+    """BLE discovery, links and live sessions over one bumble device.
+
+    Args:
+        replica: the replica every session syncs.
+        radio: a bumble transport SPEC (``usb:0``, ``hci-socket:0``,
+            ``tcp-client:127.0.0.1:PORT``) or an in-process :class:`bumble.link.LocalLink`.
+        central: scan and connect; ``peripheral``: advertise and serve.
+        config: the sessions' configuration.
+        address: this device's BLE address (random static by default).
+    """
+
+    name = "ble"
+
+    def __init__(self, replica: Replica, radio: str | LocalLink, *, central: bool = True,
+                 peripheral: bool = True, config: SessionConfig | None = None,
+                 timers: LinkTimers | None = None, window: int = DEFAULT_WINDOW,
+                 address: str | None = None, hint_rotation: float = HINT_ROTATION) -> None:
+        self.replica = replica
+        self.radio = radio
+        self.central, self.peripheral = central, peripheral
+        self.config = config or RELIABLE_LINK
+        self.timers = timers or LinkTimers()
+        self.window = window
+        self.address = address
+        self.table = PeerTable()
+        self.dropped_events = 0
+        self.hints = HintClock(time.monotonic, rotation=hint_rotation)
+        self.device: Device | None = None
+        self.server: GattServer | None = None
+        self._hint = self.hints.current()[0]
+        self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue(EVENT_QUEUE)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dial_slot = asyncio.Semaphore(1)  # bumble: one pending LE connection at a time
+        self._dialling: set[str] = set()
+        self._connected: dict[str, FrameLink] = {}  # BLE address -> link
+        self._sessions: dict[str, tuple[asyncio.Event, bool]] = {}  # device id -> (stop, outbound)
+        self._scanner: BleakScanner | None = None
+        self._stop = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+        self._closed = False
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    @property
+    def hint(self) -> bytes:
+        """The hint advertised now."""
+        return self._hint
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def __aenter__(self) -> BleTransport:
+        try:
+            self.device = device = await self._stack.enter_async_context(
+                open_device(self.radio, "crdt-sync", self.address))
+            if self.peripheral:
+                self.server = GattServer(device, self._on_central, window=self.window, timers=self.timers,
+                                         max_centrals=MAX_LINKS)
+            await device.power_on()
+            if self.peripheral:
+                await self._advertise()
+                self._spawn(self._rotate())
+            if self.central:
+                self._scanner = BleakScanner(self._on_seen, [SERVICE_UUID], backend=BumbleScanner,
+                                             bumble_device=device)
+                await self._scanner.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for stop, _ in list(self._sessions.values()):
+            stop.set()
+        if self._scanner is not None:
+            with contextlib.suppress(Exception):  # the controller may be gone already
+                await self._scanner.stop()
+        tasks = list(self._tasks)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for link in list(self._connected.values()):
+            await link.close()
+        if self.device is not None and self.peripheral:
+            with contextlib.suppress(Exception):
+                await self.device.stop_advertising()
+        await self._stack.aclose()
+        self._put(None)
+
+    async def events(self) -> AsyncIterator[PeerEvent]:
+        """The events in order, until the transport closes (``DiscoveryTransport``)."""
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    # -- peripheral -----------------------------------------------------------------------------
+    async def _advertise(self) -> None:
+        assert self.device is not None
+        await self.device.start_advertising(advertising_data=advertising_data(self._hint),
+                                            auto_restart=True, advertising_interval_min=20,
+                                            advertising_interval_max=40)
+
+    async def _rotate(self) -> None:
+        assert self.device is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.hints.rotation):
+                    await self._stop.wait()
+            hint, changed = self.hints.current()
+            if changed and not self._stop.is_set():
+                self._hint = hint
+                await self.device.stop_advertising()
+                await self._advertise()
+
+    def _on_central(self, link: BleLink, connection: Connection) -> None:
+        address = str(connection.peer_address)
+        self._spawn(self._run(link, address, address, outbound=False))
+
+    # -- central --------------------------------------------------------------------------------
+    def _on_seen(self, device: BLEDevice, ad: AdvertisementData) -> None:
+        if self._stop.is_set():
+            return
+        hint = ParsedAd(tuple(ad.service_uuids), ad.manufacturer_data).hint
+        if hint is None:
+            self.table.refuse(device.address, "advertises our service without a valid hint")
+            return
+        if hint == self._hint:
+            return  # ourselves, or a replay of us
+        now = self._now()
+        candidate, changed = self.table.seen(device.address, hint, now)
+        if changed:
+            self._put(PeerFound(self.name, device.address, device.address))
+        busy = device.address in self._dialling or device.address in self._connected
+        # A central-only device dials whoever it hears: the other side cannot dial it.
+        if (busy or (self.peripheral and not dials(self._hint, hint)) or now < candidate.retry_at
+                or len(self._connected) + len(self._dialling) >= MAX_LINKS):
+            return
+        self._dialling.add(device.address)
+        self._spawn(self._dial(device))
+
+    async def _dial(self, target: BLEDevice) -> None:
+        address = target.address
+        try:
+            async with self._dial_slot:
+                if self._stop.is_set():
+                    return
+                link = await self._connect(target)
+            if link is None:
+                return
+            self.table.succeeded(address)
+        finally:
+            self._dialling.discard(address)
+        await self._run(link, address, address, outbound=True)
+
+    async def _connect(self, target: BLEDevice) -> BleLink | None:
+        """Connect, subscribe and open a link; None (the reason recorded) if it failed."""
+        assert self.device is not None
+        holder: list[BleLink] = []
+
+        def on_disconnect(_client: BleakClient) -> None:
+            if holder:
+                holder[0].lost("the peripheral disconnected")
+
+        client = BleakClient(target, on_disconnect, [SERVICE_UUID], timeout=DIAL_TIMEOUT,
+                             backend=BumbleClient, bumble_device=self.device)
+        try:
+            await client.connect()
+            rx = client.services.get_characteristic(RX_UUID)
+            tx = client.services.get_characteristic(TX_UUID)
+            if rx is None or tx is None:
+                raise LookupError("the peer lacks our characteristics")
+
+            async def write(chunk: bytes) -> None:
+                await client.write_gatt_char(rx, chunk, response=False)
+
+            link = BleLink(f"ble-peripheral {target.address}", write, client.disconnect,
+                           chunk_size_for(client.mtu_size), window=self.window, timers=self.timers)
+            holder.append(link)
+            await client.start_notify(tx, lambda _char, data: link.feed(bytes(data)))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            raise
+        except Exception as exc:  # a trust boundary: whatever the peer or the radio did
+            self.table.failed(target.address, self._now(), f"connect failed: {exc or type(exc).__name__}")
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            return None
+        link.start()
+        return link
+
+    # -- sessions -------------------------------------------------------------------------------
+    async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
+        """Run a live session on ``link`` (the override point of the conformance harness)."""
+        stop = asyncio.Event()
+        device: list[str] = []
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, Authenticated):
+                device.append(event.peer)
+                self._admit(event.peer, stop, outbound)
+
+        self._connected[key] = link
+        self._put(LinkReady(self.name, key, address, link, outbound))
+        try:
+            await run_session(self.replica, link, live=True, config=self.config, stop=stop,
+                              on_event=on_event)
+        finally:
+            await link.close()
+            if self._connected.get(key) is link:
+                del self._connected[key]
+            if device and self._sessions.get(device[0], (None, None))[0] is stop:
+                del self._sessions[device[0]]
+            self._put(PeerLost(self.name, key, link.reason or "session ended"))
+
+    def _admit(self, peer: str, stop: asyncio.Event, outbound: bool) -> None:
+        """One session per device: of two, both ends keep the same one (``keeps``)."""
+        if self._stop.is_set():
+            stop.set()
+            return
+        current = self._sessions.get(peer)
+        if current is None:
+            self._sessions[peer] = (stop, outbound)
+        elif keeps(self.replica.device_id, peer, outbound):
+            current[0].set()
+            self._sessions[peer] = (stop, outbound)
+        else:
+            stop.set()
+
+    def _put(self, event: PeerEvent | None) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
