@@ -111,6 +111,7 @@ class LanTransport:
             return
         self._closed = True
         self._stop.set()
+        self._pending_changed.set()  # the resolver wakes and sees the stop
         for stop, _ in list(self._sessions.values()):
             stop.set()
         if self._browser is not None:
