@@ -2,7 +2,8 @@
 prepared data directory. It prints ``ready PORT`` once its transports run, ``converged`` once
 it holds ``--want`` envelopes of ``--space`` (waiting on change events, bounded by
 ``--limit``), then keeps serving until its stdin closes, and exits 0 (1 on a timeout).
-``--fill N`` makes N edits once ready; ``--relay-server PORT`` also runs a relay here."""
+``--fill N`` makes N edits once ready; ``--relay-server PORT`` also runs a relay here;
+``--progress N`` prints ``progress`` once it holds N envelopes."""
 
 from __future__ import annotations
 
@@ -60,9 +61,13 @@ async def main(args: argparse.Namespace) -> int:
                 print("ready", lan.port if lan is not None else 0, flush=True)
                 if args.fill:
                     fill(replica, args.prefix, args.fill, args.space)
+                progress = args.progress
                 try:
                     async with asyncio.timeout(args.limit):
-                        while total(replica, args.space) < args.want:
+                        while (held := total(replica, args.space)) < args.want:
+                            if progress is not None and held >= progress:
+                                print("progress", held, flush=True)
+                                progress = None
                             changed.clear()
                             await changed.wait()
                 except TimeoutError:
@@ -90,6 +95,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--relay-server", type=int)
     p.add_argument("--fill", type=int, default=0)
     p.add_argument("--prefix", default="live")
+    p.add_argument("--progress", type=int)
     return p.parse_args(argv)
 
 

@@ -5,7 +5,9 @@ elsewhere). Each host is a process running :mod:`tests.lan.daemon_node`.
 * mDNS only: the three discover each other and converge;
 * static peers only: A and C never meet, B carries A's edits to C and C's to A;
 * B also runs a relay: an edit made on A (LAN only) reaches D, which only talks to the relay;
-* a peer that changes its address (it restarts there) is found again by mDNS.
+* a peer that changes its address (it restarts there) is found again by mDNS;
+* the link is cut in the middle of a 10,000-entity transfer, both sides edit, the link comes
+  back: they converge with nothing lost.
 """
 
 from __future__ import annotations
@@ -195,3 +197,35 @@ def test_a_peer_that_changes_address_is_found_again(bridge: None, tmp_path: Path
         run_all([a, b])
     finally:
         a.kill()
+
+
+def test_a_cut_mid_transfer_then_edits_on_both_sides_lose_nothing(bridge: None, tmp_path: Path) -> None:
+    paths, space, held = prepare(tmp_path, ["a", "b"], 0)
+    with Replica(paths[0], seal_interval=0) as a:
+        fill(a, "bulk", 10_000, space)
+    want = 10_000 + 2  # and one edit on each side while the link is down
+    a_node = Node(HOSTS[0], "--data", str(paths[0]), "--space", space, "--want", str(want),
+                  "--interface", ADDR[0], "--port", "7411", "--peer", f"{ADDR[0]}:9")
+    nodes = [a_node]
+    try:
+        a_node.port()
+        b_node = Node(HOSTS[1], "--data", str(paths[1]), "--space", space, "--want", str(want),
+                      "--interface", ADDR[1], "--peer", f"{ADDR[0]}:7411", "--progress", "1500")
+        nodes.append(b_node)
+        b_node.expect("progress")
+        _ip("-n", HOSTS[1], "link", "set", "eth1", "down")  # the cut, mid-transfer
+        try:
+            for path, who in ((paths[0], "a"), (paths[1], "b")):
+                done = subprocess.run([sys.executable, "-m", "crdt_sync.cli", "put", "--data", str(path),
+                                       space, "equipment", f"cut-{who}", f"by={who}"],
+                                      env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                                      text=True, timeout=LIMIT)
+                assert done.returncode == 0, done.stderr
+        finally:
+            _ip("-n", HOSTS[1], "link", "set", "eth1", "up")
+        assert held == 0
+    except BaseException:
+        for node in nodes:
+            node.kill()
+        raise
+    run_all(nodes)
