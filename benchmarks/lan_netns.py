@@ -73,7 +73,7 @@ def _line(proc: subprocess.Popen[str], key: str) -> Any:
         if line.startswith("{") and key in (msg := json.loads(line)):
             return msg
     err = proc.stderr.read() if proc.stderr else ""
-    raise BenchmarkError(f"no {key!r} from {proc.args}: {err[-2000:]}")
+    raise BenchmarkError(f"no {key!r} from {proc.args!r}: {err[-2000:]}")
 
 
 def _prepare(work: Path, a_count: int, b_count: int) -> tuple[Path, Path, int, int]:
