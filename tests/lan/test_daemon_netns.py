@@ -7,11 +7,13 @@ elsewhere). Each host is a process running :mod:`tests.lan.daemon_node`.
 * B also runs a relay: an edit made on A (LAN only) reaches D, which only talks to the relay;
 * a peer that changes its address (it restarts there) is found again by mDNS;
 * the link is cut in the middle of a 10,000-entity transfer, both sides edit, the link comes
-  back: they converge with nothing lost.
+  back: they converge with nothing lost;
+* ``crdt-sync peer --lan --interface eth1`` pins IPv4 and IPv6 at once; IPv6-only hosts meet.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -229,3 +231,46 @@ def test_a_cut_mid_transfer_then_edits_on_both_sides_lose_nothing(bridge: None, 
             node.kill()
         raise
     run_all(nodes)
+
+
+def test_the_cli_daemon_over_mdns_on_an_interface_by_name_with_ipv6(bridge: None, tmp_path: Path) -> None:
+    """``crdt-sync peer --lan --interface eth1`` (IPv4 and a ULA IPv6 address on it) meets a
+    daemon on another host by mDNS; SIGTERM stops it with exit 0."""
+    import signal
+
+    for i, host in enumerate(HOSTS[:2], 1):
+        _ip("-n", host, "-6", "addr", "add", f"fd42:233:9::{i}/64", "dev", "eth1", "nodad")
+    paths, space, want = prepare(tmp_path, ["a", "b"], 10)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cli = subprocess.Popen(["ip", "netns", "exec", HOSTS[0], sys.executable, "-m", "crdt_sync.cli", "peer",
+                            "--json", "--lan", "--interface", "eth1", "--data", str(paths[0])],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        b = Node(HOSTS[1], "--data", str(paths[1]), "--space", space, "--want", str(want), "--lan",
+                 "--interface", "eth1")
+        try:
+            b.expect("converged")
+        finally:
+            b.kill()
+        cli.send_signal(signal.SIGTERM)
+        out, err = cli.communicate(timeout=LIMIT)
+        assert cli.returncode == 0, err
+        report = json.loads(out)
+        assert report["stopped"] and report["transports"] == ["lan"]
+        assert set(report["lan"]["addresses"]) == {ADDR[0], "fd42:233:9::1"}, report
+        assert "Traceback" not in err
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(timeout=10)
+
+
+def test_ipv6_only_hosts_discover_and_converge(bridge: None, tmp_path: Path) -> None:
+    """Both pinned to a ULA IPv6 address alone: mDNS over IPv6 (ff02::fb), sessions over IPv6."""
+    v6 = [f"fd42:233:9::{i}" for i in (1, 2)]
+    for host, addr in zip(HOSTS[:2], v6, strict=True):
+        _ip("-n", host, "-6", "addr", "add", f"{addr}/64", "dev", "eth1", "nodad")
+    paths, space, want = prepare(tmp_path, ["a", "b"], 10)
+    run_all([Node(host, "--data", str(path), "--space", space, "--want", str(want), "--lan",
+                  "--interface", addr)
+             for host, path, addr in zip(HOSTS[:2], paths, v6, strict=True)])
