@@ -253,7 +253,18 @@ class Peer:
 
     async def wait_connected(self, count: int) -> None:
         """Wait until ``count`` devices are in session (the caller bounds the wait)."""
-        while len(self._sessions) < count:
+        await self._wait(lambda: len(self._sessions) >= count)
+
+    async def wait_sessions(self, count: int) -> None:
+        """Wait until ``count`` sessions have started, ended ones included (caller bounds it)."""
+        await self._wait(lambda: self.sessions >= count)
+
+    async def wait_disconnected(self, device: str) -> None:
+        """Wait until ``device`` is no longer in session (the caller bounds the wait)."""
+        await self._wait(lambda: device not in self._sessions)
+
+    async def _wait(self, done: Callable[[], bool]) -> None:
+        while not done():
             self._changed.clear()
             await self._changed.wait()
 
@@ -268,6 +279,7 @@ class Peer:
         session = _Session(ready, asyncio.Event())
         self._running.add(session)
         self.sessions += 1
+        self._changed.set()
 
         def on_event(event: Event) -> None:
             if self.on_session_event is not None:

@@ -111,10 +111,9 @@ async def test_one_session_per_device_when_both_dial_and_over_two_addresses(tmp_
                 await converged([a, b], space, 5)
                 async with asyncio.timeout(WAIT):
                     await pb.wait_connected(1)
-                    while pb.sessions < 2:  # the second dial authenticated, and was refused
-                        pb._changed.clear()
-                        await pb._changed.wait()
+                    await pb.wait_sessions(2)  # the second dial ran a session too ...
                 assert list(pb.connected) == [a.device_id] and list(pa.connected) == [b.device_id]
+                assert pb.devices[a.device_id].sessions >= 1  # ... and only one is kept
                 fill(a, "after", 2, space)  # the survivor is live
                 await converged([a, b], space, 7)
 
@@ -285,3 +284,16 @@ def test_bad_interfaces_are_refused(tmp_path: Path) -> None:
             Peer(a, lan=True, interfaces=["nosuch0"])._lan_factory()
         with pytest.raises(PeerError, match="not an address of this machine"):
             Peer(a, lan=True, interfaces=["203.0.113.77"])._lan_factory()
+
+
+async def test_ipv6_loopback(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    a, b = replicas(tmp_path, "a", "b")
+    with a, b:
+        space = share(a, b)
+        fill(a, "a", 10, space)
+        async with listener_at(a, "::1") as pa, \
+                Peer(b, interfaces=["::1"], static_peers=[("::1", pa.lan_transport.port)], config=FAST) as pb:
+            await converged([a, b], space, 10)
+            assert pb.devices[a.device_id].address.startswith("ws://[::1]:")
