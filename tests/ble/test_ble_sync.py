@@ -5,11 +5,13 @@ replicas converge; a link cut mid-transfer reconnects, resumes and converges."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from bumble.link import LocalLink
 
 from crdt_sync import Replica
+from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.ble import BleTransport
 from crdt_sync.transports.interface import LinkReady, PeerEvent, PeerFound, PeerLost
 from tests.helpers import share
@@ -62,3 +64,42 @@ async def test_two_devices_discover_connect_and_converge(tmp_path: Path) -> None
         assert any(isinstance(e, PeerLost) for e in events_a + events_b)
         for transport in (ta, tb):  # the device id is in no advertisement
             assert a.device_id.encode() not in transport.hint and len(transport.hint) == 4
+
+
+async def test_a_link_cut_mid_transfer_reconnects_resumes_and_converges(tmp_path: Path) -> None:
+    total = 300
+    config = dataclasses.replace(RELIABLE_LINK, batch_count=8)  # many batches: a cut falls mid-way
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        space = share(a, b)
+        fill(a, "a", total, space)
+        fill(b, "b", 5, space)
+        link = LocalLink()
+        events: list[PeerEvent] = []
+        ready = asyncio.Event()
+        cut_at: list[int] = []
+        async with asyncio.timeout(6 * WAIT), BleTransport(a, link, config=config) as ta, \
+                BleTransport(b, link, config=config) as tb, asyncio.TaskGroup() as tg:
+            tg.create_task(collect(ta, events, ready))
+            tg.create_task(collect(tb, [], asyncio.Event()))
+            assert tb.device is not None
+
+            def cut(_change: object) -> None:
+                held = b.version_vector(space).get(a.device_id, 0)
+                if not cut_at and held >= total // 5:
+                    cut_at.append(held)
+                    for connection in list(tb.device.connections.values()):  # the radio link drops
+                        tg.create_task(connection.disconnect())
+
+            unsubscribe = b.observe(cut)
+            try:
+                await converged(a, b, space)
+            finally:
+                unsubscribe()
+            await ta.close()
+            await tb.close()
+        assert cut_at and cut_at[0] < total, "the cut did not fall mid-transfer"
+        assert len([e for e in events if isinstance(e, LinkReady)]) >= 2, "no reconnect"
+        lost = [e for e in events if isinstance(e, PeerLost)]
+        assert lost and "disconnected" in lost[0].reason
+        assert len(b.space(space).list()) == total + 5
+        assert a.rejections() == [] and b.rejections() == []

@@ -158,6 +158,7 @@ class BleLink:
             return
         self._closed = True
         self.reason = reason
+        log.info("ble %s: link ends: %s", self._label, reason)
         self._readable.set()
         self._progress.set()
         self._wake.set()

@@ -90,6 +90,7 @@ class BleTransport:
         self._hint = self.hints.current()[0]
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue(EVENT_QUEUE)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dials: set[asyncio.Task[None]] = set()
         self._dial_slot = asyncio.Semaphore(1)  # bumble: one pending LE connection at a time
         self._dialling: set[str] = set()
         self._connected: dict[str, FrameLink] = {}  # BLE address -> link
@@ -142,6 +143,8 @@ class BleTransport:
         if self._scanner is not None:
             with contextlib.suppress(Exception):  # the controller may be gone already
                 await self._scanner.stop()
+        for task in list(self._dials):  # a connect to a device that is going away would wait it out
+            task.cancel()
         tasks = list(self._tasks)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DIAL_TIMEOUT):
@@ -205,7 +208,9 @@ class BleTransport:
                 or len(self._connected) + len(self._dialling) >= MAX_LINKS):
             return
         self._dialling.add(device.address)
-        self._spawn(self._dial(device))
+        task = self._spawn(self._dial(device))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
 
     async def _dial(self, target: BLEDevice) -> None:
         address = target.address
@@ -219,7 +224,10 @@ class BleTransport:
             self.table.succeeded(address)
         finally:
             self._dialling.discard(address)
-        await self._run(link, address, address, outbound=True)
+        if self._stop.is_set():
+            await link.close()
+            return
+        self._spawn(self._run(link, address, address, outbound=True))  # not a dial: close waits for it
 
     async def _connect(self, target: BLEDevice) -> BleLink | None:
         """Connect, subscribe and open a link; None (the reason recorded) if it failed."""
@@ -251,7 +259,9 @@ class BleTransport:
                 await client.disconnect()
             raise
         except Exception as exc:  # a trust boundary: whatever the peer or the radio did
-            self.table.failed(target.address, self._now(), f"connect failed: {exc or type(exc).__name__}")
+            reason = f"connect failed: {exc or type(exc).__name__}"
+            log.info("ble: %s: %s", target.address, reason)
+            self.table.failed(target.address, self._now(), reason)
             with contextlib.suppress(Exception):
                 await client.disconnect()
             return None
@@ -302,7 +312,8 @@ class BleTransport:
         except asyncio.QueueFull:
             self.dropped_events += 1
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
