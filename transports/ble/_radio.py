@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from bumble import hci
 from bumble.controller import Controller
@@ -82,7 +83,8 @@ class GattServer:
         self.max_centrals = max_centrals
         self.links: dict[int, BleLink] = {}  # connection handle -> link
         self.refused_connections = 0
-        self._tasks: set[asyncio.Future[None]] = set()
+        self.idle_dropped = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self.rx: Characteristic[bytes] = Characteristic(
             UUID(RX_UUID), Characteristic.Properties.WRITE_WITHOUT_RESPONSE, Characteristic.WRITEABLE,
             CharacteristicValue[bytes](write=self._on_write))
@@ -97,9 +99,7 @@ class GattServer:
             return  # our own outgoing connections are the central's business
         if len(self.links) >= self.max_centrals:
             self.refused_connections += 1
-            task = asyncio.ensure_future(connection.disconnect())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(connection.disconnect())
             return
         handle = connection.handle
 
@@ -120,6 +120,28 @@ class GattServer:
                 gone.lost(f"the central disconnected (HCI reason 0x{reason:02x})")
 
         connection.on("disconnection", on_disconnection)
+        self._spawn(self._expect_subscription(connection, link))
+
+    async def _expect_subscription(self, connection: Connection, link: BleLink) -> None:
+        """A central that connects and never subscribes is dropped after ``timers.stall``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timers.stall):
+                await link.started.wait()
+        if not link.started.is_set() and self.links.get(connection.handle) is link:
+            self.idle_dropped += 1
+            log.info("ble: %s connected but never subscribed: dropped", connection.peer_address)
+            with contextlib.suppress(Exception):  # it may be gone already
+                await connection.disconnect()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        """Stop the timers of connections not yet subscribed."""
+        for task in list(self._tasks):
+            task.cancel()
 
     def _on_subscription(self, connection: Connection, notify_enabled: bool, _indicate: bool) -> None:
         link = self.links.get(connection.handle)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -67,6 +68,7 @@ class BleTransport:
         central: scan and connect; ``peripheral``: advertise and serve.
         config: the sessions' configuration.
         address: this device's BLE address (random static by default).
+        hint_source: draws the advertised hints (a CSPRNG; injected in tests).
     """
 
     name = "ble"
@@ -74,7 +76,8 @@ class BleTransport:
     def __init__(self, replica: Replica, radio: str | LocalLink, *, central: bool = True,
                  peripheral: bool = True, config: SessionConfig | None = None,
                  timers: LinkTimers | None = None, window: int = DEFAULT_WINDOW,
-                 address: str | None = None, hint_rotation: float = HINT_ROTATION) -> None:
+                 address: str | None = None, hint_rotation: float = HINT_ROTATION,
+                 hint_source: Callable[[int], bytes] = secrets.token_bytes) -> None:
         self.replica = replica
         self.radio = radio
         self.central, self.peripheral = central, peripheral
@@ -84,7 +87,7 @@ class BleTransport:
         self.address = address
         self.table = PeerTable()
         self.dropped_events = 0
-        self.hints = HintClock(time.monotonic, rotation=hint_rotation)
+        self.hints = HintClock(time.monotonic, rotation=hint_rotation, draw=hint_source)
         self.device: Device | None = None
         self.server: GattServer | None = None
         self._hint = self.hints.current()[0]
@@ -154,6 +157,8 @@ class BleTransport:
         await asyncio.gather(*tasks, return_exceptions=True)
         for link in list(self._connected.values()):
             await link.close()
+        if self.server is not None:
+            self.server.close()
         if self.device is not None and self.peripheral:
             with contextlib.suppress(Exception):
                 await self.device.stop_advertising()
