@@ -103,3 +103,22 @@ async def test_a_link_cut_mid_transfer_reconnects_resumes_and_converges(tmp_path
         assert lost and "disconnected" in lost[0].reason
         assert len(b.space(space).list()) == total + 5
         assert a.rejections() == [] and b.rejections() == []
+
+
+async def test_two_bumble_devices_sync_over_an_l2cap_channel(tmp_path: Path) -> None:
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        space = share(a, b)
+        fill(a, "a", 30, space)
+        fill(b, "b", 20, space)
+        link = LocalLink()
+        events: list[PeerEvent] = []
+        ready = asyncio.Event()
+        async with asyncio.timeout(4 * WAIT), BleTransport(a, link, l2cap=True) as ta, \
+                BleTransport(b, link, l2cap=True) as tb, asyncio.TaskGroup() as tg:
+            tg.create_task(collect(ta, events, ready))
+            tg.create_task(collect(tb, events, asyncio.Event()))
+            await converged(a, b, space)
+            await ta.close()
+            await tb.close()
+        labels = [e.link.label for e in events if isinstance(e, LinkReady)]
+        assert len(labels) == 2 and all("l2cap" in label for label in labels), labels

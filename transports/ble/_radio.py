@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,12 +27,13 @@ from bumble.core import UUID
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.host import Host
+from bumble.l2cap import LeCreditBasedChannel, LeCreditBasedChannelSpec
 from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
-from ._framing import DEFAULT_WINDOW, chunk_size_for
-from ._gatt import RX_UUID, SERVICE_UUID, TX_UUID
+from ._framing import DEFAULT_WINDOW, MAX_CHUNK, MIN_CHUNK, chunk_size_for
+from ._gatt import PSM_UUID, RX_UUID, SERVICE_UUID, TX_UUID
 from ._link import BleLink, LinkTimers
 
 log = logging.getLogger("crdt_sync.ble")
@@ -70,12 +71,14 @@ class GattServer:
 
     Args:
         device: the bumble device (not yet powered on).
-        on_link: called with ``(link, connection)`` once a central has subscribed to TX.
+        on_link: called with ``(link, connection)`` once a central has subscribed to TX (or
+            opened the L2CAP channel).
+        l2cap: also serve an LE credit-based channel (its PSM readable in ``PSM_UUID``).
     """
 
     def __init__(self, device: Device, on_link: Callable[[BleLink, Connection], None], *,
                  window: int = DEFAULT_WINDOW, timers: LinkTimers | None = None,
-                 max_centrals: int = MAX_CENTRALS) -> None:
+                 max_centrals: int = MAX_CENTRALS, l2cap: bool = False) -> None:
         self.device = device
         self.on_link = on_link
         self.window = window
@@ -91,7 +94,15 @@ class GattServer:
         self.tx: Characteristic[bytes] = Characteristic(UUID(TX_UUID), Characteristic.Properties.NOTIFY,
                                  Characteristic.READABLE, b"")
         self.tx.on(Characteristic.EVENT_SUBSCRIPTION, self._on_subscription)
-        device.add_service(Service(UUID(SERVICE_UUID), [self.rx, self.tx]))
+        characteristics = [self.rx, self.tx]
+        self.psm: int | None = None
+        if l2cap:
+            server = device.create_l2cap_server(spec=l2cap_spec(None), handler=self._on_channel)
+            self.psm = server.psm
+            characteristics.append(Characteristic(
+                UUID(PSM_UUID), Characteristic.Properties.READ, Characteristic.READABLE,
+                server.psm.to_bytes(2, "little")))
+        device.add_service(Service(UUID(SERVICE_UUID), characteristics))
         device.on("connection", self._on_connection)
 
     def _on_connection(self, connection: Connection) -> None:
@@ -143,6 +154,20 @@ class GattServer:
         for task in list(self._tasks):
             task.cancel()
 
+    def _on_channel(self, channel: LeCreditBasedChannel) -> None:
+        """A central opened our LE credit-based channel: it replaces GATT on that connection."""
+        connection = channel.connection
+        old = self.links.get(connection.handle)
+        if old is None or old.started.is_set():
+            self._spawn(channel.disconnect())  # unknown connection, or GATT already in use
+            return
+        link = channel_link(channel, f"ble-l2cap-central {connection.peer_address}", connection.disconnect,
+                            window=self.window, timers=self.timers)
+        self.links[connection.handle] = link
+        old.started.set()  # the idle timer: this connection is in use
+        link.start()
+        self.on_link(link, connection)
+
     def _on_subscription(self, connection: Connection, notify_enabled: bool, _indicate: bool) -> None:
         link = self.links.get(connection.handle)
         if link is None or not notify_enabled:
@@ -155,3 +180,41 @@ class GattServer:
         link = self.links.get(connection.handle)
         if link is not None:
             link.feed(value)
+
+
+#: The LE credit-based channel: SDUs up to 2 KiB in K-frames of 247 bytes (a 251-byte LL packet).
+L2CAP_MTU, L2CAP_MPS, L2CAP_CREDITS = 2048, 247, 64
+
+
+def l2cap_spec(psm: int | None) -> LeCreditBasedChannelSpec:
+    return LeCreditBasedChannelSpec(psm=psm, mtu=L2CAP_MTU, mps=L2CAP_MPS, max_credits=L2CAP_CREDITS)
+
+
+def l2cap_chunk(peer_mtu: int, peer_mps: int) -> int:
+    """A chunk that fills whole K-frames: the SDU (2-byte length + chunk) in n x MPS bytes."""
+    limit = min(MAX_CHUNK, peer_mtu)
+    whole = (limit + 2) // peer_mps * peer_mps - 2
+    return max(MIN_CHUNK, whole if whole >= MIN_CHUNK else limit)
+
+
+def channel_link(channel: LeCreditBasedChannel, label: str, hangup: Callable[[], Awaitable[None]], *,
+                 window: int, timers: LinkTimers) -> BleLink:
+    """A BleLink over an LE credit-based channel: one chunk per SDU.
+
+    bumble's channel joins queued writes into one SDU, so each chunk is written alone and
+    drained before the next (the channel's own credits pace it).
+    """
+    async def write(chunk: bytes) -> None:
+        channel.write(chunk)
+        await channel.drain()
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):  # the channel may be gone with the connection
+            await channel.disconnect()
+        await hangup()
+
+    link = BleLink(label, write, close, l2cap_chunk(channel.peer_mtu, channel.peer_mps),
+                   window=window, timers=timers)
+    channel.sink = link.feed
+    channel.on(channel.EVENT_CLOSE, lambda: link.lost("the L2CAP channel closed"))
+    return link

@@ -38,6 +38,7 @@ from ._bleak_backend import BumbleClient, BumbleScanner
 from ._framing import DEFAULT_WINDOW, chunk_size_for
 from ._gatt import (
     HINT_ROTATION,
+    PSM_UUID,
     RX_UUID,
     SERVICE_UUID,
     TX_UUID,
@@ -49,7 +50,7 @@ from ._gatt import (
 )
 from ._link import BleLink, LinkTimers
 from ._peers import PeerTable
-from ._radio import GattServer, open_device
+from ._radio import GattServer, channel_link, l2cap_spec, open_device
 
 log = logging.getLogger("crdt_sync.ble")
 DIAL_TIMEOUT = 10.0
@@ -69,6 +70,8 @@ class BleTransport:
         config: the sessions' configuration.
         address: this device's BLE address (random static by default).
         hint_source: draws the advertised hints (a CSPRNG; injected in tests).
+        l2cap: offer and use an LE credit-based L2CAP channel where both ends run bumble
+            (GATT through bleak stays the fallback every phone can do).
     """
 
     name = "ble"
@@ -77,13 +80,14 @@ class BleTransport:
                  peripheral: bool = True, config: SessionConfig | None = None,
                  timers: LinkTimers | None = None, window: int = DEFAULT_WINDOW,
                  address: str | None = None, hint_rotation: float = HINT_ROTATION,
-                 hint_source: Callable[[int], bytes] = secrets.token_bytes) -> None:
+                 hint_source: Callable[[int], bytes] = secrets.token_bytes, l2cap: bool = False) -> None:
         self.replica = replica
         self.radio = radio
         self.central, self.peripheral = central, peripheral
         self.config = config or RELIABLE_LINK
         self.timers = timers or LinkTimers()
         self.window = window
+        self.l2cap = l2cap
         self.address = address
         self.table = PeerTable()
         self.dropped_events = 0
@@ -119,7 +123,7 @@ class BleTransport:
                 open_device(self.radio, "crdt-sync", self.address))
             if self.peripheral:
                 self.server = GattServer(device, self._on_central, window=self.window, timers=self.timers,
-                                         max_centrals=MAX_LINKS)
+                                         max_centrals=MAX_LINKS, l2cap=self.l2cap)
             await device.power_on()
             if self.peripheral:
                 await self._advertise()
@@ -243,14 +247,20 @@ class BleTransport:
             if holder:
                 holder[0].lost("the peripheral disconnected")
 
+        backends: list[BumbleClient] = []
         client = BleakClient(target, on_disconnect, [SERVICE_UUID], timeout=DIAL_TIMEOUT,
-                             backend=BumbleClient, bumble_device=self.device)
+                             backend=BumbleClient, bumble_device=self.device,
+                             bumble_register=backends.append)
         try:
             await client.connect()
             rx = client.services.get_characteristic(RX_UUID)
             tx = client.services.get_characteristic(TX_UUID)
             if rx is None or tx is None:
                 raise LookupError("the peer lacks our characteristics")
+            channel_link_ = await self._open_l2cap(client, backends[0] if backends else None, target)
+            if channel_link_ is not None:
+                channel_link_.start()
+                return channel_link_
 
             async def write(chunk: bytes) -> None:
                 await client.write_gatt_char(rx, chunk, response=False)
@@ -272,6 +282,26 @@ class BleTransport:
             return None
         link.start()
         return link
+
+    async def _open_l2cap(self, client: BleakClient, backend: BumbleClient | None,
+                          target: BLEDevice) -> BleLink | None:
+        """Where both ends support it, an LE credit-based channel instead of GATT.
+
+        bleak has no L2CAP API: this needs our bumble backend on this side (its connection)
+        and the peer's PSM characteristic on the other.
+        """
+        psm_char = client.services.get_characteristic(PSM_UUID)
+        if not self.l2cap or psm_char is None or backend is None:
+            return None
+        raw = await client.read_gatt_char(psm_char)
+        if len(raw) != 2:
+            raise ValueError(f"a PSM of {len(raw)} bytes")
+        bumble_connection = backend.connection
+        if bumble_connection is None:
+            raise ConnectionError("disconnected")
+        channel = await bumble_connection.create_l2cap_channel(spec=l2cap_spec(int.from_bytes(raw, "little")))
+        return channel_link(channel, f"ble-l2cap-peripheral {target.address}", client.disconnect,
+                            window=self.window, timers=self.timers)
 
     # -- sessions -------------------------------------------------------------------------------
     async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
