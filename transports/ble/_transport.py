@@ -274,7 +274,7 @@ class BleTransport:
                 await client.disconnect()
             raise
         except Exception as exc:  # a trust boundary: whatever the peer or the radio did
-            reason = f"connect failed: {exc or type(exc).__name__}"
+            reason = f"connect failed: {type(exc).__name__}: {exc}"
             log.info("ble: %s: %s", target.address, reason)
             self.table.failed(target.address, self._now(), reason)
             with contextlib.suppress(Exception):
