@@ -167,6 +167,9 @@ class BleTransport:
             with contextlib.suppress(Exception):
                 await self.device.stop_advertising()
         await self._stack.aclose()
+        if self._events.full():  # the end must get through: it costs the oldest event
+            self._events.get_nowait()
+            self.dropped_events += 1
         self._put(None)
 
     async def events(self) -> AsyncIterator[PeerEvent]:
