@@ -84,7 +84,8 @@ class GattServer:
         self.window = window
         self.timers = timers or LinkTimers()
         self.max_centrals = max_centrals
-        self.links: dict[int, BleLink] = {}  # connection handle -> link
+        self.links: dict[int, BleLink] = {}  # connection handle -> its GATT link
+        self.channels: dict[int, BleLink] = {}  # connection handle -> its L2CAP link
         self.refused_connections = 0
         self.idle_dropped = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,9 +127,9 @@ class GattServer:
         self.links[handle] = link
 
         def on_disconnection(reason: int) -> None:
-            gone = self.links.pop(handle, None)
-            if gone is not None:
-                gone.lost(f"the central disconnected (HCI reason 0x{reason:02x})")
+            for gone in (self.links.pop(handle, None), self.channels.pop(handle, None)):
+                if gone is not None:
+                    gone.lost(f"the central disconnected (HCI reason 0x{reason:02x})")
 
         connection.on("disconnection", on_disconnection)
         self._spawn(self._expect_subscription(connection, link))
@@ -163,8 +164,9 @@ class GattServer:
             return
         link = channel_link(channel, f"ble-l2cap-central {connection.peer_address}", connection.disconnect,
                             window=self.window, timers=self.timers)
-        self.links[connection.handle] = link
+        self.channels[connection.handle] = link
         old.started.set()  # the idle timer: this connection is in use
+        old.lost("the central opened the L2CAP channel")  # GATT writes on it are ignored from now
         link.start()
         self.on_link(link, connection)
 
