@@ -14,7 +14,7 @@ from bumble.link import LocalLink
 from crdt_sync import Replica
 from crdt_sync.protocol.session import RELIABLE_LINK
 from crdt_sync.transports.ble import BleTransport
-from crdt_sync.transports.interface import LinkReady, PeerEvent, PeerFound, PeerLost
+from crdt_sync.transports.interface import DiscoveryTransport, LinkReady, PeerEvent, PeerFound, PeerLost
 from tests.helpers import share
 from tests.sync_helpers import WAIT, fill
 
@@ -63,6 +63,7 @@ async def test_two_devices_discover_connect_and_converge(tmp_path: Path) -> None
         assert sorted(e.outbound for e in links) == [False, True]  # one link: one dialled, one served
         assert any(isinstance(e, PeerFound) for e in events_a + events_b)
         assert any(isinstance(e, PeerLost) for e in events_a + events_b)
+        assert isinstance(ta, DiscoveryTransport) and ta.name == "ble"
         for transport in (ta, tb):  # the device id is in no advertisement
             assert a.device_id.encode() not in transport.hint and len(transport.hint) == 4
 

@@ -102,6 +102,7 @@ class BleTransport:
         self._dialling: set[str] = set()
         self._connected: dict[str, FrameLink] = {}  # BLE address -> link
         self._sessions: dict[str, tuple[asyncio.Event, bool]] = {}  # device id -> (stop, outbound)
+        self._stops: set[asyncio.Event] = set()  # every running session's stop
         self._scanner: BleakScanner | None = None
         self._stop = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
@@ -145,7 +146,7 @@ class BleTransport:
             return
         self._closed = True
         self._stop.set()
-        for stop, _ in list(self._sessions.values()):
+        for stop in list(self._stops):  # every session, authenticated or still in its handshake
             stop.set()
         if self._scanner is not None:
             with contextlib.suppress(Exception):  # the controller may be gone already
@@ -310,6 +311,9 @@ class BleTransport:
     async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
         """Run a live session on ``link`` (the override point of the conformance harness)."""
         stop = asyncio.Event()
+        if self._stop.is_set():
+            stop.set()
+        self._stops.add(stop)
         device: list[str] = []
 
         def on_event(event: Event) -> None:
@@ -323,6 +327,7 @@ class BleTransport:
             await run_session(self.replica, link, live=True, config=self.config, stop=stop,
                               on_event=on_event)
         finally:
+            self._stops.discard(stop)
             await link.close()
             if self._connected.get(key) is link:
                 del self._connected[key]
