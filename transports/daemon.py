@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from crdt_sync import Replica
+from crdt_sync.errors import CrdtSyncError
 from crdt_sync.protocol import Authenticated, Closed, Event, SessionConfig, SpaceSynced
 from crdt_sync.protocol.session import RELIABLE_LINK
 
@@ -354,8 +355,6 @@ class Peer:
         """While sessions run: seal due edits and read other processes' edits, every
         ``MAINTAIN_INTERVAL``; the replica's observers then wake every session. Idle (no
         session): waits for one, no timer."""
-        from crdt_sync.errors import CrdtSyncError
-
         while not self._closing:
             if not self._running:
                 self._changed.clear()

@@ -146,6 +146,7 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
     static = [host_port(p) for p in args.static_peers]
     from crdt_sync.transports.websocket import sync_url
 
+    args.relay = list(dict.fromkeys(args.relay))  # one relay named twice is one transport
     for url in args.relay:
         try:
             sync_url(url)

@@ -18,7 +18,7 @@ from crdt_sync.transports.daemon import MAX_SESSIONS, Peer, PeerError, prefers
 from crdt_sync.transports.interface import LinkReady, LinkServer, ManagedTransport
 from crdt_sync.transports.lan import TxtRecord, new_token
 from crdt_sync.transports.lan._peers import MAX_CANDIDATES
-from crdt_sync.transports.lan._transport import MAX_DIALS, MAX_PENDING
+from crdt_sync.transports.lan._transport import MAX_DIAL_QUEUE, MAX_DIALS
 from crdt_sync.transports.memory import LinkConditions, MemoryPeers, MemorySegment
 from tests.daemon_helpers import converged, total, until
 from tests.helpers import share
@@ -224,7 +224,7 @@ async def test_an_announcement_flood_is_bounded(tmp_path: Path) -> None:
             for i in range(10_000):  # every fake token is above ours: we would dial each
                 lan.candidate(f"fake{i}._crdtsync._tcp.local.", TxtRecord((PROTOCOL_VERSION,), new_token()),
                               (LOOP,), port)
-                assert len(lan.table) <= MAX_CANDIDATES and lan.dialling <= MAX_PENDING
+                assert len(lan.table) <= MAX_CANDIDATES and lan.dialling <= MAX_DIAL_QUEUE + MAX_DIALS
             await asyncio.wait_for(full.wait(), WAIT)  # the dial slots fill up, and no more
             assert most <= MAX_DIALS and lan.table.evicted == 10_000 - MAX_CANDIDATES
             release.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -71,9 +72,18 @@ async def main(args: argparse.Namespace) -> int:
                             changed.clear()
                             await changed.wait()
                 except TimeoutError:
+                    lan = peer.lan_transport
                     print("timeout", total(replica, args.space), peer.connected, flush=True)
+                    if lan is not None:
+                        print("discovery", {"candidates": len(lan.table), "evicted": lan.table.evicted,
+                                            "dialling": lan.dialling, "pending": lan.pending,
+                                            "refusals": list(lan.table.refusals)[-3:]}, flush=True)
                     return 1
                 print("converged", replica.version_vector(args.space), flush=True)
+                if lan is not None:  # what discovery cost: bounded whatever was announced
+                    print("table", json.dumps({"candidates": len(lan.table), "evicted": lan.table.evicted,
+                                               "refused": len(lan.table.refusals),
+                                               "dialling": lan.dialling}), flush=True)
                 async with asyncio.timeout(args.limit):
                     await stdin_closed()
             return 0

@@ -8,13 +8,16 @@ elsewhere). Each host is a process running :mod:`tests.lan.daemon_node`.
 * a peer that changes its address (it restarts there) is found again by mDNS;
 * the link is cut in the middle of a 10,000-entity transfer, both sides edit, the link comes
   back: they converge with nothing lost;
-* ``crdt-sync peer --lan --interface eth1`` pins IPv4 and IPv6 at once; IPv6-only hosts meet.
+* ``crdt-sync peer --lan --interface eth1`` pins IPv4 and IPv6 at once; IPv6-only hosts meet;
+* a flood of fake announcements from a third host: the two still meet, within bounds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,6 +86,8 @@ class Node:
             if line.startswith(word):
                 return line
             if line.startswith("timeout"):
+                with contextlib.suppress(queue.Empty):
+                    self.seen.append(self.lines.next(5) or "")
                 break
         raise AssertionError(f"no {word!r}: {self.seen}")
 
@@ -274,3 +279,37 @@ def test_ipv6_only_hosts_discover_and_converge(bridge: None, tmp_path: Path) -> 
     run_all([Node(host, "--data", str(path), "--space", space, "--want", str(want), "--lan",
                   "--interface", addr)
              for host, path, addr in zip(HOSTS[:2], paths, v6, strict=True)])
+
+
+def test_a_flood_of_fake_announcements_is_bounded(bridge: None, tmp_path: Path) -> None:
+    """Host C announces 300 fake services (half with garbage TXT records, half pointing at
+    ports where nothing listens) before A and B start: they still meet and converge, and
+    A's candidate table stays within its bound."""
+    from crdt_sync.transports.lan._peers import MAX_CANDIDATES
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    flood = subprocess.Popen(["ip", "netns", "exec", HOSTS[2], sys.executable, "-m", "tests.lan.flood_node",
+                              ADDR[2], "300"], env=env, cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    nodes: list[Node] = []
+    try:
+        lines = LineReader(flood)
+        assert (lines.next(LIMIT) or "").startswith("flooding"), lines.rest(5)
+        paths, space, want = prepare(tmp_path, ["a", "b"], 10)
+        nodes = [Node(host, "--data", str(path), "--space", space, "--want", str(want), "--lan",
+                      "--interface", addr)
+                 for host, path, addr in zip(HOSTS[:2], paths, ADDR[:2], strict=True)]
+        for node in nodes:
+            node.expect("converged")
+        table = json.loads(nodes[0].expect("table").split(" ", 1)[1])
+        assert table["candidates"] <= MAX_CANDIDATES and table["refused"] > 0, table
+        assert [node.finish() for node in nodes] == [0, 0]
+    finally:
+        for node in nodes:
+            node.kill()
+        if flood.stdin:
+            flood.stdin.close()
+        try:
+            flood.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            flood.kill()

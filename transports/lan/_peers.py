@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 #: Candidates kept at once; more announcements evict the least recently seen.
 MAX_CANDIDATES = 64
@@ -61,6 +64,37 @@ class PeerTable:
 
     def __len__(self) -> int:
         return len(self.candidates)
+
+
+class NewestFirst(Generic[T]):
+    """A bounded work queue by name, taken newest first; a new name past the bound evicts the
+    oldest. Under a flood of announcements the work (resolving, dialling) stays bounded, and
+    a peer announced during it is taken soon (it is the newest), not dropped behind the
+    flood as a first-come queue would drop it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: OrderedDict[str, T] = OrderedDict()
+        self.evicted = 0
+
+    def put(self, name: str, value: T) -> None:
+        self.items.pop(name, None)
+        self.items[name] = value
+        while len(self.items) > self.limit:
+            self.items.popitem(last=False)
+            self.evicted += 1
+
+    def pop(self) -> tuple[str, T] | None:
+        return self.items.popitem(last=True) if self.items else None
+
+    def clear(self) -> None:
+        self.items.clear()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.items
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 def dials(own_token: str, peer_token: str) -> bool:

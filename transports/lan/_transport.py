@@ -25,13 +25,17 @@ from crdt_sync.protocol.session import RELIABLE_LINK
 from ..driver import run_session
 from ..interface import EventStream, LinkReady, LinkServer, PeerEvent, PeerFound, PeerLost
 from ..websocket import SYNC_PATH, WS_MAX_MESSAGE, ConnectFailed, WebSocketLink, connect
-from ._peers import Candidate, PeerTable, dials, keeps
+from ._peers import Candidate, NewestFirst, PeerTable, dials, keeps
 from ._txt import SERVICE_TYPE, TxtError, TxtRecord, new_token, parse_txt
 
 log = logging.getLogger("crdt_sync.lan")
-#: Dials in flight at once, and resolutions waiting: a flood of announcements waits here.
+#: Dials in flight at once (the dialling tasks), candidates waiting to be dialled, names
+#: waiting to be resolved, resolutions at once: a flood of announcements waits here, bounded,
+#: newest first (``NewestFirst``).
 MAX_DIALS = 4
-MAX_PENDING = 64
+MAX_DIAL_QUEUE = 64
+MAX_PENDING = 256
+RESOLVERS = 8
 RESOLVE_TIMEOUT_MS = 1500
 DIAL_TIMEOUT = 5.0
 #: A static peer's session that lasted less than this (refused, or a duplicate the other
@@ -78,9 +82,10 @@ class LanTransport:
         self.dial_timeout = dial_timeout
         self._events = EventStream()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dial_slots = asyncio.Semaphore(MAX_DIALS)
-        self._pending: dict[str, None] = {}
+        self._pending: NewestFirst[None] = NewestFirst(MAX_PENDING)
         self._pending_changed = asyncio.Event()
+        self._to_dial: NewestFirst[tuple[tuple[str, ...], int]] = NewestFirst(MAX_DIAL_QUEUE)
+        self._dial_changed = asyncio.Event()
         self._sessions: dict[str, tuple[asyncio.Event, bool]] = {}  # device id -> (stop, outbound)
         self._dialling: set[str] = set()
         self._stop = asyncio.Event()
@@ -98,6 +103,8 @@ class LanTransport:
                 await self._advertise()
             for host, port in self.static_peers:
                 self._spawn(self._static(host, port))
+            for _ in range(MAX_DIALS):
+                self._spawn(self._dialer())
         except BaseException:
             await self.close()
             raise
@@ -111,7 +118,10 @@ class LanTransport:
             return
         self._closed = True
         self._stop.set()
-        self._pending_changed.set()  # the resolver wakes and sees the stop
+        self._pending.clear()
+        self._to_dial.clear()
+        self._pending_changed.set()  # the resolvers and dialers wake and see the stop
+        self._dial_changed.set()
         for stop, _ in list(self._sessions.values()):
             stop.set()
         if self._browser is not None:
@@ -143,8 +153,14 @@ class LanTransport:
 
     @property
     def dialling(self) -> int:
-        """Candidates being dialled now (bounded by ``MAX_PENDING``; ``MAX_DIALS`` at once)."""
-        return len(self._dialling)
+        """Candidates waiting to be dialled or being dialled (at most ``MAX_DIAL_QUEUE +
+        MAX_DIALS``; ``MAX_DIALS`` at once)."""
+        return len(self._to_dial) + len(self._dialling)
+
+    @property
+    def pending(self) -> int:
+        """Announced names waiting to be resolved (at most ``MAX_PENDING``)."""
+        return len(self._pending)
 
     # -- listening and advertising ----------------------------------------------------------------
     async def _listen(self) -> None:
@@ -171,7 +187,8 @@ class LanTransport:
         await self._azc.async_register_service(self._info)
         self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE],
                                             handlers=[self._on_change])
-        self._spawn(self._resolver())
+        for _ in range(RESOLVERS):
+            self._spawn(self._resolver())
 
     def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
                    state_change: ServiceStateChange) -> None:
@@ -179,19 +196,18 @@ class LanTransport:
             if self.table.lost(name) is not None:
                 self._put(PeerLost(self.name, name, "goodbye"))
             return
-        if name in self._pending or len(self._pending) < MAX_PENDING:
-            self._pending[name] = None
-            self._pending_changed.set()
+        self._pending.put(name, None)
+        self._pending_changed.set()
 
     async def _resolver(self) -> None:
-        assert self._azc is not None
+        """One of ``RESOLVERS`` tasks: resolves announced names, newest first."""
         while not self._stop.is_set():
-            await self._pending_changed.wait()
-            self._pending_changed.clear()
-            while self._pending and not self._stop.is_set():
-                name = next(iter(self._pending))
-                del self._pending[name]
-                await self._resolve(name)
+            item = self._pending.pop()
+            if item is None:
+                self._pending_changed.clear()
+                await self._pending_changed.wait()
+                continue
+            await self._resolve(item[0])
 
     async def _resolve(self, name: str) -> None:
         assert self._azc is not None
@@ -219,26 +235,42 @@ class LanTransport:
         if changed:
             self._put(PeerFound(self.name, name, _url(addresses[0], port)))
         wanted = changed and PROTOCOL_VERSION in record.versions and dials(self.token, record.token)
-        if wanted and name not in self._dialling and len(self._dialling) < MAX_PENDING:
-            self._dialling.add(name)
-            self._spawn(self._dial_candidate(name, addresses, port))
+        if wanted and name not in self._dialling:
+            self._to_dial.put(name, (addresses, port))
+            self._dial_changed.set()
 
     # -- dialling and sessions ------------------------------------------------------------------
-    async def _dial_candidate(self, name: str, addresses: tuple[str, ...], port: int) -> None:
-        try:
-            for host in addresses:  # the same device over two addresses: the first that answers
-                if await self._dial(name, host, port):
-                    return
-        finally:
-            self._dialling.discard(name)
+    async def _dialer(self) -> None:
+        """One of ``MAX_DIALS`` tasks: dials discovered candidates, newest first; a session
+        that opens runs in a task of its own, so a dialer only ever waits for a dial."""
+        while not self._stop.is_set():
+            item = self._to_dial.pop()
+            if item is None:
+                self._dial_changed.clear()
+                await self._dial_changed.wait()
+                continue
+            name, (addresses, port) = item
+            self._dialling.add(name)
+            try:
+                for host in addresses:  # the same device over two addresses: the first that answers
+                    url = _url(host, port)
+                    try:
+                        link = await self._connect(url)
+                    except ConnectFailed as exc:
+                        self.table.refuse(name, str(exc))
+                        continue
+                    self._spawn(self._run(link, name, url, outbound=True))
+                    break
+            finally:
+                self._dialling.discard(name)
 
     async def _dial(self, key: str, host: str, port: int) -> bool:
-        async with self._dial_slots:
-            try:
-                link = await self._connect(_url(host, port))
-            except ConnectFailed as exc:
-                self.table.refuse(key, str(exc))
-                return False
+        """A static peer's dial, and its session until it ends (False: no connection)."""
+        try:
+            link = await self._connect(_url(host, port))
+        except ConnectFailed as exc:
+            self.table.refuse(key, str(exc))
+            return False
         await self._run(link, key, _url(host, port), outbound=True)
         return True
 
