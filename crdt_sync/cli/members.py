@@ -220,7 +220,7 @@ def render_qr(token: str) -> str:
 def cmd_join(args: argparse.Namespace, out: Output) -> None:
     from ..membership import TOKEN_PREFIX
 
-    token = sys.stdin.read().strip() if args.token == "-" else args.token.strip()
+    token = "".join((sys.stdin.read() if args.token == "-" else args.token).split())  # wrapped
     if not token.startswith(TOKEN_PREFIX):
         raise UsageError(f"join takes an invite token (it starts with {TOKEN_PREFIX!r}; "
                          "`crdt-sync invite SPACE` prints one); to keep syncing a space this device "
