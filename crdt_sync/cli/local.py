@@ -138,20 +138,25 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
         status = replica.status().to_dict()
+        infos = replica.space_infos() if hasattr(replica, "space_infos") else []  # TODO(dev-a)
+        names = {i.id: f"{i.name} ({i.id[:12]}...)" for i in infos if i.name}
 
     def human() -> None:
         out.console.print(f"device  {status['device']}\ndata    {status['data']}\n"
                           f"unsealed edits {status['unsealed']}, rejections {status['rejections']}")
         out.table("spaces", ["space", "version vector", "own envelopes no peer acknowledged"],
                   [(name, {short(a): s for a, s in info["version_vector"].items()},
-                    str(info["unacknowledged"])) for name, info in status["spaces"].items()])
+                    str(info["unacknowledged"])) for sid, info in status["spaces"].items()
+                   for name in [names.get(sid, sid)]])
         out.table("peers (what each last acknowledged)", ["space", "peer", "synced", "behind by",
                                                           "acknowledged", "last seen"],
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
-                    p["seen"]) for name, info in status["spaces"].items() for p in info["peers"]])
+                    p["seen"]) for sid, info in status["spaces"].items() for p in info["peers"]
+                   for name in [names.get(sid, sid)]])
         forks = [(name, short(f["author"]), str(f["seq"]), f["source"], f["since"])
-                 for name, info in status["spaces"].items() for f in info["forks"]]
+                 for sid, info in status["spaces"].items() for f in info["forks"]
+                 for name in [names.get(sid, sid)]]
         if forks:
             out.table("forks (proven: each author excluded from that seq on; not liftable)",
                       ["space", "author", "from seq", "proof from", "since"], forks)

@@ -183,7 +183,12 @@ def cmd_invite(args: argparse.Namespace, out: Output) -> None:
                                expires_ms=expires_ms, history=not args.no_history)
         name = replica.space(sid).name
         expires = when(now_ms() + expires_ms)
-    qr = render_qr(token) if args.qr else None
+    qr = None
+    if args.qr:  # the invite exists now: a token too long for a QR code still prints as text
+        try:
+            qr = render_qr(token)
+        except CrdtSyncError as exc:
+            out.warn("qr", str(exc))
     result = {"space": sid, "name": name, "token": token, "rights": args.rights,
               "collections": args.collections, "history": not args.no_history, "expires": expires,
               **({"qr": qr} if qr is not None else {})}
