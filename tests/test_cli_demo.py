@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from tests.helpers import PROC_TIMEOUT, REPO
-from tests.test_cli_members import needs_spaces
+from tests.test_cli_members import needs_invites
 
 
-@needs_spaces
+@needs_invites
 def test_the_demo_shares_converges_and_revokes(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CRDT_SYNC_DATA"}
     env["PYTHONPATH"] = str(REPO)

@@ -12,6 +12,7 @@ invocations also run as real processes.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -49,8 +50,9 @@ assignment = st.one_of(st.sampled_from([a for a in _NASTY if "=" in a]),
 
 
 #: The sharing commands (issue 12), fuzzed once the device-side API they drive is in the tree.
-SHARING = ["spaces", "join", "keep", "invite", "members", "grant", "revoke", "migrate"] \
-    if hasattr(Replica, "create_space") else []
+SHARING = [*(["spaces", "keep", "members", "grant"] if hasattr(Replica, "space_infos") else []),
+           *(["invite", "join", "revoke"] if hasattr(Replica, "invite") else []),
+           *(["migrate"] if importlib.util.find_spec("crdt_sync.migrate") else [])]
 rights = st.sampled_from(["read", "write", "admin"]) | name
 
 
