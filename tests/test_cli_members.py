@@ -189,19 +189,37 @@ def test_a_name_two_spaces_carry_is_refused_with_their_ids(tmp_path: Path) -> No
     assert ok(alice, "list", "site-42") == []
 
 
-@needs("create_space", "migrate")
-def test_an_old_data_directory_names_migrate_and_migrate_moves_it(tmp_path: Path) -> None:
-    with tarfile.open(FIXTURES / "store-v2.tgz") as archive:  # written by crdt-sync 0.1, format 2
+def old_directory(tmp_path: Path) -> Path:
+    """A data directory written by crdt-sync 0.1 (store format 2: spaces named by plain names)."""
+    with tarfile.open(FIXTURES / "store-v2.tgz") as archive:
         archive.extractall(tmp_path, filter="data")
-    old = tmp_path / "data"
-    code, err = error(old, "list", "site-42")
-    assert (code, err["kind"]) == (1, "store-version")
-    assert f"crdt-sync migrate {old}" in err["message"] or "crdt-sync migrate" in err["message"]
+    return tmp_path / "data"
+
+
+@needs_spaces
+def test_an_old_data_directory_is_refused_with_the_command_that_migrates_it(tmp_path: Path) -> None:
+    old = old_directory(tmp_path)
+    for args in (["list", "site-42"], ["spaces"], ["put", "site-42", "c", "e", "a=1"]):
+        code, err = error(old, *args)
+        assert (code, err["kind"]) == (1, "store-version"), (args, err)
+        assert f"crdt-sync migrate {old}" in err["message"]
+    assert not (old / "store.sqlite3.v2-backup").exists()  # nothing was changed
+
+
+@needs("create_space", "migrate")
+def test_migrate_moves_an_old_data_directory(tmp_path: Path) -> None:
+    old = old_directory(tmp_path)
+    device = ok(tmp_path / "elsewhere", "init")["device"]  # (another directory: unaffected)
     ok(old, "migrate", str(old))
     assert (old / "store.sqlite3.v2-backup").exists()
-    names = {s["name"] for s in ok(old, "spaces")["spaces"]}
-    assert names == {"site-42", "depot"}
+    spaces = ok(old, "spaces")["spaces"]
+    assert {s["name"] for s in spaces} == {"site-42", "depot"}
+    assert {s["rights"] for s in spaces} == {"admin"}
     assert ok(old, "get", "site-42", "equipment", "pump-7") == {"status": "ok", "pressure_bar": 4.2}
+    assert ok(old, "get", "depot", "tasks", "T-1") == {"done": False}
+    assert ok(old, "init")["device"] != device
+    code, err = error(tmp_path / "nowhere", "migrate", str(tmp_path / "nowhere"))
+    assert (code, err["kind"]) == (3, "not-found")
 
 
 @needs_invites
