@@ -138,8 +138,7 @@ def cmd_leave(args: argparse.Namespace, out: Output) -> None:
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
         status = replica.status().to_dict()
-        infos = replica.space_infos() if hasattr(replica, "space_infos") else []  # TODO(dev-a)
-        names = {i.id: f"{i.name} ({i.id[:12]}...)" for i in infos if i.name}
+        names = {i.id: f"{i.name} ({i.id[:12]}...)" for i in replica.space_infos() if i.name}
 
     def human() -> None:
         out.console.print(f"device  {status['device']}\ndata    {status['data']}\n"

@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from ..diskfaults import store_error
 from ..errors import (
+    AmbiguousSpace,
     CrdtSyncError,
     DiskFull,
     NotFound,
@@ -62,13 +63,6 @@ from .output import (
     data_dir,
 )
 from .sync_report import SyncFailed
-
-try:
-    from ..errors import AmbiguousSpace  # type: ignore[attr-defined]
-except ImportError:  # TODO(dev-a): the core's AmbiguousSpace once it lands
-    class AmbiguousSpace(CrdtSyncError):  # type: ignore[no-redef]
-        name: str = ""
-        ids: tuple[str, ...] = ()
 
 
 class _Parser(argparse.ArgumentParser):

@@ -335,18 +335,40 @@ def _member_arg(text: str, members: Sequence[str], space: str) -> str:
 
 # -- migrate -----------------------------------------------------------------------------------
 def cmd_migrate(args: argparse.Namespace, out: Output) -> None:
-    from ..migrate import migrate  # type: ignore[import-not-found]  # TODO(dev-a)
+    from ..migrate import migrate
 
     path = Path(args.dir) if args.dir else data_dir(args.data)
     if not path.is_dir():
         raise NotFound(f"no data directory at {path}")
-    report = migrate(path)
-    result = report.to_dict()
-    out.emit(result, lambda: out.console.print(_migrated(path, result), highlight=False))
+    report = migrate(path, passphrase=_passphrase(path)).to_dict()
+    out.emit(report, lambda: out.console.print(_migrated(path, report), highlight=False))
 
 
-def _migrated(path: Path, result: dict[str, Any]) -> str:
-    spaces = result.get("spaces") or []
-    return (f"migrated {path}: {len(spaces)} space(s), each now bound to this device's key "
-            f"(it is their admin: invite the other devices again); the old store is kept at "
-            f"{result.get('backup', 'store.sqlite3.v2-backup')}")
+def _passphrase(path: Path) -> str | None:
+    """The passphrase of sealed keys, asked before anything is moved (None: none is needed,
+    or ``$CRDT_SYNC_PASSPHRASE`` has it)."""
+    from ..errors import PassphraseError
+    from ..secrets import KEYS_FILE, Secrets
+
+    if not (path / KEYS_FILE).exists():
+        return None
+    try:
+        Secrets.open(path, read_only=True)
+        return None
+    except PassphraseError as exc:
+        if exc.reason != "missing" or not sys.stdin.isatty():
+            raise
+    import getpass
+
+    passphrase = getpass.getpass(f"Passphrase of {path}: ")
+    Secrets.open(path, passphrase, read_only=True)  # a wrong one stops here, nothing moved
+    return passphrase
+
+
+def _migrated(path: Path, report: dict[str, Any]) -> str:
+    if not report["migrated"]:
+        return f"{path} needs no migration (it is of this version's format, or empty)"
+    names = ", ".join(f"{name} ({sid})" for name, sid in report["spaces"].items()) or "no spaces"
+    return (f"migrated {path}: {names}, {report['entities']} entities; each space is new, with "
+            f"this device as its admin: invite the other devices again. The old store is kept at "
+            f"{report['backup']}")

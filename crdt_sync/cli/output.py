@@ -102,8 +102,7 @@ def space_id(replica: Any, text: str) -> str:
         NotFound: no space has that name (or id) here.
         AmbiguousSpace: several spaces have that name; the message lists their ids.
     """
-    resolve = getattr(replica, "space_id", None)  # TODO(dev-a): replica.space_id once it lands
-    return text if resolve is None else str(resolve(text))
+    return str(replica.space_id(text))
 
 
 def show(value: Any) -> str:
