@@ -297,11 +297,14 @@ def cmd_grant(args: argparse.Namespace, out: Output) -> None:
 
 
 def _device_arg(text: str) -> str:
+    from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
+    from nacl.exceptions import CryptoError
+
     from ..identity import public_key_of
 
-    try:
-        public_key_of(text)
-    except CrdtSyncError:
+    try:  # keys are sealed to the device: its id must be a point of the curve, not only base32
+        crypto_sign_ed25519_pk_to_curve25519(public_key_of(text))
+    except (CrdtSyncError, CryptoError, ValueError):
         raise UsageError(f"{text!r} is not a device id (`crdt-sync init` prints a device's id)") from None
     return text
 
