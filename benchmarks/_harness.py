@@ -342,3 +342,16 @@ def print_machine(console: Console) -> None:
 def print_json(payload: Mapping[str, Any]) -> None:
     """Machine-readable output: the only thing written to stdout in ``--json`` mode."""
     print(json.dumps({**payload, "machine": machine_info()}, indent=2))
+
+
+def share(admin: Any, *others: Any, name: str, rights: str = "write") -> str:
+    """One space that ``admin`` (a :class:`crdt_sync.Replica`) creates and every replica of
+    ``others`` holds (granted ``rights``, received by bundle): its id. The benchmarks' way to
+    give several devices a common space, as tests/helpers.share is the tests'."""
+    space: str = admin.space(name).id
+    if others:
+        admin.grant(space, [o.device_id for o in others], rights)
+        bundle = admin.export_bundle(space)
+        for other in others:
+            other.import_bundle(bundle)
+    return space

@@ -46,6 +46,8 @@ from crdt_sync.transports.ble.model import (
 from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.memory import MemoryNetwork
 
+from ._harness import share
+
 SPACE = "site-bench"
 WORDS = (
     "pump", "valve", "leak", "pressure", "gauge", "seal", "corrosion", "replaced", "checked",
@@ -121,17 +123,17 @@ def run(entities: int, day: int) -> dict[str, Any]:
         root = Path(tmp)
         with Replica(root / "field", seal_interval=0) as field:
             space = field.space(SPACE)
+            configs = {"batched": RELIABLE_LINK, "per update": replace(RELIABLE_LINK, batch_count=1)}
+            news = {label: Replica(root / f"new-{i}", seal_interval=0) for i, label in enumerate(configs)}
+            share(field, *news.values(), name=SPACE)  # granted before the week of work
             for start in range(0, entities, 50):  # a week of work: a seal every 50 records
                 with space.transaction() as tx:
                     for i in range(start, min(entities, start + 50)):
                         tx.put("inspection", f"r{i}", field_record(rng, i))
                 field.seal()
-            configs = {"batched": RELIABLE_LINK, "per update": replace(RELIABLE_LINK, batch_count=1)}
-            news = {label: Replica(root / f"new-{i}", seal_interval=0) for i, label in enumerate(configs)}
             try:
                 boot = {}
                 for label, config in configs.items():  # a new device bootstraps the space
-                    news[label].join(SPACE)
                     boot[label] = asyncio.run(sync_sizes(field, news[label], config))
                 for _ in range(day):  # a day of field work: one edit, one envelope each
                     edit = {"status": rng.choice(("ok", "fault"))}

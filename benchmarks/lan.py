@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._harness import make_console, print_json, print_machine, print_table
+from ._harness import make_console, print_json, print_machine, print_table, share
 
 SPACE = "bench-lan"
 LOOP = "127.0.0.1"
@@ -56,8 +56,8 @@ async def converge(work: Path, entities: int) -> dict[str, float]:
     from crdt_sync.transports.daemon import Peer
 
     with Replica(work / "a", seal_interval=0) as a, Replica(work / "b", seal_interval=0) as b:
+        share(a, b, name=SPACE)
         for replica, name in ((a, "a"), (b, "b")):
-            replica.join(SPACE)
             _fill(replica, name, entities)
         want = 2 * entities
         started = time.perf_counter()
@@ -81,8 +81,7 @@ async def live(work: Path, rate: float, seconds: float) -> dict[str, float]:
     from crdt_sync.transports.daemon import Peer
 
     with Replica(work / "la") as a, Replica(work / "lb") as b:
-        for replica in (a, b):
-            replica.join(SPACE)
+        space = share(a, b, name=SPACE)
         written: dict[str, float] = {}
         latencies: list[float] = []
         done = asyncio.Event()
@@ -96,7 +95,7 @@ async def live(work: Path, rate: float, seconds: float) -> dict[str, float]:
                     latencies.append(now - at)
             if len(latencies) >= count:
                 done.set()
-        b.observe(seen, SPACE)
+        b.observe(seen, space)
         async with _listener(a) as pa, \
                 Peer(b, interfaces=[LOOP], static_peers=[(LOOP, pa.lan_transport.port)]) as pb:
             async with asyncio.timeout(30):

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._harness import BenchmarkError, make_console, print_json, print_machine, print_table
+from ._harness import BenchmarkError, make_console, print_json, print_machine, print_table, share
 
 SPACE = "bench-lan"
 NS = (f"cslb-a{os.getpid()}", f"cslb-b{os.getpid()}")
@@ -81,13 +81,13 @@ def _prepare(work: Path, a_count: int, b_count: int) -> tuple[Path, Path, int, i
 
     paths = (work / "a", work / "b")
     with Replica(paths[0], seal_interval=0) as a, Replica(paths[1], seal_interval=0) as b:
+        space = share(a, b, name=SPACE)
         for replica, count, name in ((a, a_count, "a"), (b, b_count, "b")):
-            replica.join(SPACE)
-            sp = replica.space(SPACE)
+            sp = replica.space(space)
             for i in range(count):
                 sp.put("equipment", f"{name}-{i}", {"n": i, "by": name})
                 replica.seal()
-        size = len(a.export_bundle(SPACE))
+        size = len(a.export_bundle(space))
     return paths[0], paths[1], a_count + b_count, size
 
 

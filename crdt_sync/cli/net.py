@@ -157,8 +157,9 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
     from crdt_sync.transports.daemon import Peer, PeerError
 
     with open_replica(args) as replica:
+        args.spaces = [replica.space_id(space) for space in args.spaces]  # names: their ids
         for space in args.spaces:
-            replica.join(space)
+            replica.keep(space)
 
         async def daemon() -> dict[str, Any]:
             stop = asyncio.Event()

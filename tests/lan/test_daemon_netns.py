@@ -117,13 +117,10 @@ def prepare(tmp_path: Path, names: list[str], count: int) -> tuple[list[Path], s
         space = share(replicas[0], *replicas[1:])
         for replica, name in zip(replicas, names, strict=True):
             fill(replica, name, count, space)
-        want = len({(a, s) for r in replicas for a, s in r.version_vector(space).items()})
-        held = sum(sum(r.version_vector(space).values()) for r in replicas)
     finally:
         for replica in replicas:
             replica.close()
-    del want
-    return paths, space, held
+    return paths, space, len(names) * count  # (counted beyond share()'s set-up, as nodes count)
 
 
 def run_all(nodes: list[Node]) -> None:

@@ -92,7 +92,7 @@ def test_the_txt_record_says_nothing_that_tracks_the_device(tmp_path: object) ->
     from crdt_sync.transports.lan import LanTransport
 
     with Replica(Path(str(tmp_path)) / "d") as replica:
-        replica.join("site-42")
+        replica.space("site-42")
         first, second = (LanTransport(replica, ["127.0.0.1"], mdns=False) for _ in range(2))
         assert first.token != second.token
         properties = TxtRecord((3,), first.token).properties()
