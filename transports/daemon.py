@@ -134,12 +134,12 @@ class Peer:
         interfaces: LAN interface names or addresses; default :func:`~transports.lan.default_address`.
         static_peers: ``(host, port)`` LAN peers dialled without discovery (LAN runs then,
             with mDNS only if ``lan``).
-        lan_port: the LAN listener's port (0: ephemeral; read ``lan_port`` after entering).
+        lan_port: the LAN listener's port (0: ephemeral; ``lan_transport.port`` once entered).
         spaces: sync only these spaces (default: every space the replica keeps).
         config: the sessions' timers and batches.
         transports: more transports (memory, BLE), each built from the daemon's link server.
-        status_file: where status is written (default ``daemon.json`` in the data directory;
-            None: nowhere).
+        status_file: where status is written: True (the default) for ``daemon.json`` in the
+            data directory, a path, or None/False for nowhere.
         on_peer_event: called with every discovery event of every transport, in order.
         on_session_event: called with ``(transport, event)`` for every session event.
     """

@@ -3,7 +3,8 @@ prepared data directory. It prints ``ready PORT`` once its transports run, ``con
 it holds ``--want`` envelopes of ``--space`` (waiting on change events, bounded by
 ``--limit``), then keeps serving until its stdin closes, and exits 0 (1 on a timeout).
 ``--fill N`` makes N edits once ready; ``--relay-server PORT`` also runs a relay here;
-``--progress N`` prints ``progress`` once it holds N envelopes."""
+``--progress N`` prints ``progress`` once it holds N envelopes; ``--found N`` waits, once
+converged, until discovery reported N candidates before it prints its ``table``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from crdt_sync import Replica
 from crdt_sync.transports.daemon import Peer
+from crdt_sync.transports.interface import PeerEvent, PeerFound
 from tests.helpers import SHARED
 from tests.sync_helpers import FAST, fill
 
@@ -56,11 +58,20 @@ async def main(args: argparse.Namespace) -> int:
     with Replica(Path(args.data), seal_interval=0) as replica:
         changed = asyncio.Event()
         unsubscribe = replica.observe(lambda _c: changed.set())
+        found = [0]
+        enough = asyncio.Event()
+
+        def on_peer_event(event: PeerEvent) -> None:
+            if isinstance(event, PeerFound):
+                found[0] += 1
+                if args.found is not None and found[0] >= args.found:
+                    enough.set()
         try:
             host = args.interface[0] if args.interface else "127.0.0.1"
             async with maybe_relay(Path(args.data + "-relay"), host, args.relay_server), \
                     Peer(replica, lan=args.lan, relay=args.relay, interfaces=args.interface,
-                         static_peers=peers, lan_port=args.port, config=FAST) as peer:
+                         static_peers=peers, lan_port=args.port, config=FAST,
+                         on_peer_event=on_peer_event) as peer:
                 lan = peer.lan_transport
                 print("ready", lan.port if lan is not None else 0, flush=True)
                 if args.fill:
@@ -83,6 +94,9 @@ async def main(args: argparse.Namespace) -> int:
                                             "refusals": list(lan.table.refusals)[-3:]}, flush=True)
                     return 1
                 print("converged", replica.version_vector(args.space), flush=True)
+                if args.found is not None:
+                    async with asyncio.timeout(args.limit):
+                        await enough.wait()
                 if lan is not None:  # what discovery cost: bounded whatever was announced
                     print("table", json.dumps({"candidates": len(lan.table), "evicted": lan.table.evicted,
                                                "refused": len(lan.table.refusals),
@@ -109,6 +123,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fill", type=int, default=0)
     p.add_argument("--prefix", default="live")
     p.add_argument("--progress", type=int)
+    p.add_argument("--found", type=int)
     return p.parse_args(argv)
 
 

@@ -293,13 +293,15 @@ def test_a_flood_of_fake_announcements_is_bounded(bridge: None, tmp_path: Path) 
         lines = LineReader(flood)
         assert (lines.next(LIMIT) or "").startswith("flooding"), lines.rest(5)
         paths, space, want = prepare(tmp_path, ["a", "b"], 10)
+        # once converged, A waits until discovery reported 100 of the 150 well-formed fakes
         nodes = [Node(host, "--data", str(path), "--space", space, "--want", str(want), "--lan",
-                      "--interface", addr)
+                      "--interface", addr, *(("--found", "100") if host == HOSTS[0] else ()))
                  for host, path, addr in zip(HOSTS[:2], paths, ADDR[:2], strict=True)]
         for node in nodes:
             node.expect("converged")
         table = json.loads(nodes[0].expect("table").split(" ", 1)[1])
-        assert table["candidates"] <= MAX_CANDIDATES and table["refused"] > 0, table
+        assert table["candidates"] <= MAX_CANDIDATES and table["evicted"] > 0, table
+        assert table["refused"] > 0, table  # garbage TXT records and ports that refuse
         assert [node.finish() for node in nodes] == [0, 0]
     finally:
         for node in nodes:

@@ -184,7 +184,10 @@ class LanTransport:
         self._info = AsyncServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=self.port,
                                       addresses=packed, server=f"{instance}.local.",
                                       properties=TxtRecord((PROTOCOL_VERSION,), self.token).properties())
-        await self._azc.async_register_service(self._info)
+        # No probing (RFC 6762 8.1, about a second before the first announcement): the name
+        # holds 48 random bits drawn at every start, so it does not collide, and probing
+        # would not stop a stranger claiming it anyway (mDNS is unauthenticated).
+        await self._azc.async_register_service(self._info, cooperating_responders=True)
         self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE],
                                             handlers=[self._on_change])
         for _ in range(RESOLVERS):
