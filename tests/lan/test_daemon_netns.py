@@ -35,7 +35,7 @@ HOSTS = [f"cdh{i}-{TAG}" for i in range(1, 4)]
 ADDR = [f"10.233.9.{i}" for i in range(1, 4)]
 REPO = Path(__file__).parents[2]
 #: Bound on one host's wait: its whole run (mDNS probing takes about 1.2 s of it).
-LIMIT = 30.0
+LIMIT = 90.0  # a bound, not a timing: a loaded 2-core CI box moved 10,000 envelopes in 15-30 s
 
 
 def _ip(*args: str) -> None:
