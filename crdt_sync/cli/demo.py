@@ -153,8 +153,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         space = alice.create_space(SPACE)
         sid = space.id
         step("07:30", "alice", f"creates space {SPACE}: id {sid}, derived from her signed genesis "
-             "(she is its admin" + ("; its name and data are encrypted, the relay sees only the id)"
-                                    if INVITES else ")"))
+             "(she is its admin; its name and data are encrypted, the relay sees only the id)")
         joiners = ["bob", "carol", CONTRACTOR]
         if INVITES:
             tokens = {n: admin.invite(sid, rights="write") for n in ("bob", "carol")}
