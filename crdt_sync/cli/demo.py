@@ -213,13 +213,12 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         clock.at("09:50")
         d.put(INSPECTIONS, "I-2", {"equipment": "valve-9", "result": "pass"})
         step("09:50", CONTRACTOR, "files inspection I-2 (valve-9: pass)")
-        if INVITES:
-            try:
-                d.put("equipment", "valve-9", {"status": "replaced"})
-                refused = "accepted (unexpected)"
-            except Rejected as exc:
-                refused = f"refused on her own device ({exc.reason}): she may write only {INSPECTIONS}"
-            step("09:52", CONTRACTOR, f"tries to set valve-9 status=replaced: {refused}")
+        try:
+            d.put("equipment", "valve-9", {"status": "replaced"})
+            refused = "accepted (unexpected)"
+        except Rejected as exc:
+            refused = f"refused on her own device ({exc.reason}): she may write only {INSPECTIONS}"
+        step("09:52", CONTRACTOR, f"tries to set valve-9 status=replaced: {refused}")
 
         say("\n[bold underline]They meet again[/]")
         clock.at("11:00")

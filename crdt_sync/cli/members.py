@@ -44,8 +44,6 @@ HINTS = {
     "expired": "this device's grant has expired: an admin grants it again "
                "(`crdt-sync grant SPACE DEVICE --rights ...`)",
     "revoked": "this device was removed from this space",
-    "not-a-member": "this device is not a member of this space: join it with an invite token "
-                    "(`crdt-sync join TOKEN`)",
 }
 
 
