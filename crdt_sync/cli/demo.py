@@ -149,29 +149,29 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         say("\n[bold underline]At the depot: alice creates the site and lets the team in[/]")
         alice = devices["alice"]
         admin: Any = alice  # TODO(dev-a): Replica once invite, join(token) and revoke land
-        clock.at("07:30")
+        clock.at("08:00")
         space = alice.create_space(SPACE)
         sid = space.id
-        step("07:30", "alice", f"creates space {SPACE}: id {sid}, derived from her signed genesis "
+        step("08:00", "alice", f"creates space {SPACE}: id {sid}, derived from her signed genesis "
              "(she is its admin; its name and data are encrypted, the relay sees only the id)")
         joiners = ["bob", "carol", CONTRACTOR]
         if INVITES:
             tokens = {n: admin.invite(sid, rights="write") for n in ("bob", "carol")}
             tokens[CONTRACTOR] = admin.invite(sid, rights="write", collections=[INSPECTIONS])
-            step("07:35", "alice", f"invites bob and carol (write) and {CONTRACTOR}, a contractor who "
+            step("08:05", "alice", f"invites bob and carol (write) and {CONTRACTOR}, a contractor who "
                  f"may write only {INSPECTIONS}: single-use tokens of {len(tokens['bob'])} characters "
                  f"({tokens['bob'][:14]}...), valid 7 days")
         else:  # this build has grants by device id, no invites yet
             alice.grant(sid, [devices[n].device_id for n in ("bob", "carol")], "write")
             alice.grant(sid, devices[CONTRACTOR].device_id, "write", collections=[INSPECTIONS])
-            step("07:35", "alice", f"grants bob and carol write rights, and {CONTRACTOR}, a contractor, "
+            step("08:05", "alice", f"grants bob and carol write rights, and {CONTRACTOR}, a contractor, "
                  f"write rights in {INSPECTIONS} only")
         with space.transaction() as tx:
             tx.put("equipment", "pump-7", {"kind": "pump", "status": "ok", "pressure_bar": 4.2})
             tx.put("equipment", "valve-3", {"kind": "valve", "status": "ok"})
             tx.put("tasks", "T-1", {"title": "Inspect pump-7", "done": False, "assignee": "bob"})
             tx.entity("equipment", "pump-7").text("notes").append("Installed 2019.")
-        step("07:40", "alice", "creates pump-7, valve-3 and task T-1")
+        step("08:10", "alice", "creates pump-7, valve-3 and task T-1")
         await via_relay("alice")
         for n in joiners:
             if INVITES:
