@@ -331,6 +331,25 @@ class Replica:
             self._members.forget(space)
             raise
 
+    def revoke(self, space: str, device: str) -> None:
+        """Revoke ``device`` in ``space`` and rotate the space's key: its writes up to the
+        last one this device holds stay valid everywhere, later ones are refused everywhere,
+        and it cannot read what is written from now on (a new epoch it is not sealed to).
+
+        Raises:
+            Rejected: this device may not revoke (``not-admin``).
+        """
+        self._check_open()
+        space = self._book.resolve(space)
+        check_name("device id", device)
+        self.seal()
+        try:
+            with self._store.write():
+                self._book.revoke(space, device)
+        except BaseException:
+            self._members.forget(space)
+            raise
+
     def members(self, space: str) -> list[Member]:
         """The devices with a valid grant in ``space``, their rights, expiry, and who
         granted them (revoked ones with ``revoked_after``)."""

@@ -375,3 +375,44 @@ def test_an_expired_grant_stops_local_writes(open_replica: ReplicaFactory) -> No
     with pytest.raises(Rejected) as refused:
         temp.space(space).put("eq", "valve", {"ok": True})
     assert refused.value.reason == "expired"
+
+
+# -- revocation ---------------------------------------------------------------------------------
+def test_a_revoked_device_is_refused_and_cannot_read_what_follows(open_replica: ReplicaFactory) -> None:
+    admin, bob, carol = open_replica("admin"), open_replica("bob"), open_replica("carol")
+    space = share(admin, bob, carol, rights="write")
+    bob.space(space).put("eq", "before", {"by": "bob"})
+    exchange(bob, admin, space)  # the admin holds bob's seq 1: it stays valid
+    admin.revoke(space, bob.device_id)
+    exchange(admin, carol, space)
+    [revoked] = [m for m in admin.members(space) if m.device == bob.device_id]
+    assert revoked.revoked_after == 1
+    assert [n for n, _ in carol.secrets.keyring().epochs(space)] == [0, 1]  # rotated, for carol
+    # Offline, bob has not heard yet: his next write is his own device's, and nobody takes it.
+    bob.space(space).put("eq", "after", {"by": "bob"})
+    for other in (admin, carol):
+        exchange(bob, other, space)
+        assert other.space(space).get("eq", "before") == {"by": "bob"}
+        assert not other.space(space).exists("eq", "after")
+        assert bob.device_id not in other.version_vector(space) or \
+            other.version_vector(space)[bob.device_id] == 1
+    # What the others write from now on is sealed under the new epoch: bob cannot read it.
+    admin.space(space).put("eq", "plan", {"secret": True})
+    exchange(admin, carol, space)
+    assert carol.space(space).get("eq", "plan") == {"secret": True}
+    exchange(admin, bob, space)
+    assert not bob.space(space).exists("eq", "plan")
+    assert [n for n, _ in bob.secrets.keyring().epochs(space)] == [0]
+    # And now that bob's device knows, it refuses to write.
+    with pytest.raises(Rejected) as refused:
+        bob.space(space).put("eq", "again", {"by": "bob"})
+    assert refused.value.reason == "revoked"
+
+
+def test_only_an_admin_may_revoke(open_replica: ReplicaFactory) -> None:
+    admin, writer = open_replica("admin"), open_replica("writer")
+    space = share(admin, writer, rights="write")
+    with pytest.raises(Rejected) as refused:
+        writer.revoke(space, admin.device_id)
+    assert refused.value.reason == "not-admin"
+    assert writer.version_vector(space) == {admin.device_id: SHARED}
