@@ -36,8 +36,6 @@ INSPECTIONS = "inspections"
 #: invites and join(token) are in the core (issue 12): the team joins by token over the relay;
 #: else it is let in by grants on a USB stick. TODO(dev-a): always, once they land
 INVITES = hasattr(Replica, "invite")
-#: revoke is in the core: the contractor is revoked at the end. TODO(dev-a): always, too
-REVOKE = hasattr(Replica, "revoke")
 
 
 class FieldClock:
@@ -121,7 +119,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         """Alice revokes the contractor, whose later edit then reaches no one."""
         contractor = devices[CONTRACTOR].space(sid)
         clock.at("12:30")
-        cast(Any, devices["alice"]).revoke(sid, devices[CONTRACTOR].device_id)
+        devices["alice"].revoke(sid, devices[CONTRACTOR].device_id)
         step("12:30", "alice", f"revokes {CONTRACTOR}: what she wrote so far stays; the space key "
              "rotates, and nothing written from now on is readable by her device")
         clock.at("12:35")
@@ -232,30 +230,24 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         for who in ["alice", "bob", "carol", CONTRACTOR, "alice", "bob", "carol"]:
             await via_relay(who)
 
-        revoked: dict[str, Any] = {}
-        if REVOKE:
-            say("\n[bold underline]The contract ends[/]")
-            await revocation()
-            team = {n: devices[n] for n in TEAM}
-            reached = [n for n, r in team.items()
-                       if r.space(sid).get(INSPECTIONS, "I-2").get("result") == "fail"]
-            revoked = {"revoked": devices[CONTRACTOR].device_id, "revoked_edit_reached": reached,
-                       "revoked_reads_new": d.exists("tasks", "T-2")}
-        else:
-            team = devices
+        say("\n[bold underline]The contract ends[/]")
+        await revocation()
+        team = {n: devices[n] for n in TEAM}
+        reached = [n for n, r in team.items()
+                   if r.space(sid).get(INSPECTIONS, "I-2").get("result") == "fail"]
+        revoked = {"revoked": devices[CONTRACTOR].device_id, "revoked_edit_reached": reached,
+                   "revoked_reads_new": d.exists("tasks", "T-2")}
         digests = {n: _digest(r, sid) for n, r in team.items()}
         converged = len(set(digests.values())) == 1
         final = list(space.rows())
         conflicts = [x.to_dict() for x in space.conflicts()]
         if not as_json:
             _print_final(console, final, conflicts, devices, digests, converged)
-            if revoked:
-                reached = revoked["revoked_edit_reached"]
-                console.print(f"{CONTRACTOR}'s edit after her revocation reached "
-                              f"{', '.join(reached) if reached else 'no one'}: I-2 is result=pass on "
-                              f"alice, bob and carol; task T-2, written after it, is "
-                              f"{'READABLE BY' if revoked['revoked_reads_new'] else 'not readable by'} "
-                              "her device", highlight=False)
+            console.print(f"{CONTRACTOR}'s edit after her revocation reached "
+                          f"{', '.join(reached) if reached else 'no one'}: I-2 is result=pass on "
+                          f"alice, bob and carol; task T-2, written after it, is "
+                          f"{'READABLE BY' if revoked['revoked_reads_new'] else 'not readable by'} "
+                          "her device", highlight=False)
         summary = {"space": sid, "devices": {n: r.device_id for n, r in devices.items()}, "steps": log,
                    "converged": converged, "digests": digests,
                    "members": [{"device": m.device, "rights": m.rights.name.lower()} for m in members],
@@ -264,7 +256,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
                    "conflicts": conflicts}
         if as_json:
             print(json.dumps(to_json(summary)))
-        if not converged or revoked.get("revoked_edit_reached") or revoked.get("revoked_reads_new"):
+        if not converged or reached or revoked["revoked_reads_new"]:
             raise SystemExit(1)
         return summary
     finally:
