@@ -43,7 +43,7 @@ def receive_once(root: Path, wires: list[bytes], batch: int, turn: int) -> float
     from crdt_sync import Replica
 
     with Replica(root / f"reader-{turn}", seal_interval=0) as reader:
-        reader.join(SPACE)
+        reader.keep(SPACE)
         take: Any = getattr(reader, "accept", None)
         start = time.process_time()
         for i in range(0, len(wires), batch):

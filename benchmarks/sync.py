@@ -98,7 +98,7 @@ def _space_create(args: argparse.Namespace, channel: ChildChannel) -> dict[str, 
 
 def _seed(a: Replica, b: Replica, space: str, channel: ChildChannel) -> SyncRun:
     """B's first, full sync from A (setup, reported for reference). Progress in percent."""
-    b.join(space)
+    b.keep(space)
     top = sum(a.version_vector(space).values())
     return drive(a.sync_host, b.sync_host,
                  lambda: channel.progress(100 * sum(b.version_vector(space).values()) // top))

@@ -5,7 +5,7 @@ The public surface::
     from crdt_sync import Replica
 
     with Replica("/var/lib/myapp/crdt") as replica:
-        site = replica.space("site-42")
+        site = replica.space("site-42")   # a local name; site.id is the space's id
         with site.transaction() as tx:
             pump = tx.entity("equipment", "pump-7")
             pump.set("status", "ok")
@@ -14,6 +14,7 @@ The public surface::
 """
 
 from .errors import (
+    AmbiguousSpace,
     CrdtSyncError,
     DiskFull,
     NotFound,
@@ -36,12 +37,14 @@ from .results import (
     JournalDamage,
     ReceiveResult,
     Rejection,
+    SpaceInfo,
     Status,
 )
 from .space import EntityWriter, ListField, Space, SpaceTransaction, TextField
 
 __all__ = [
-    "Accepted", "Change", "ClockRefusal", "Conflict", "CrdtSyncError", "DiskFull", "EntityWriter",
+    "Accepted", "AmbiguousSpace", "Change", "ClockRefusal", "Conflict", "CrdtSyncError", "DiskFull",
+    "EntityWriter", "SpaceInfo",
     "FieldWrite", "HistoryEntry", "ImportResult", "JournalDamage", "ListField", "NotFound",
     "PassphraseError", "ReceiveResult", "Rejected", "Rejection", "Replica", "Space", "SpaceTransaction",
     "Status", "StoreCorrupt", "StoreError", "StoreVersionError", "TextField", "ValueRejected",

@@ -71,3 +71,19 @@ class StoreCorrupt(StoreError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class AmbiguousSpace(CrdtSyncError, LookupError):
+    """A local space name bound to more than one space id (two spaces that happen to share
+    a name are different spaces): name the space by its id.
+
+    Attributes:
+        name: the name asked for.
+        ids: the ids bound to it, sorted.
+    """
+
+    def __init__(self, name: str, ids: list[str]) -> None:
+        super().__init__(f"the space name {name!r} is bound to {len(ids)} spaces ({', '.join(ids)}): "
+                         "use the id")
+        self.name = name
+        self.ids = list(ids)

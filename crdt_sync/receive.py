@@ -24,10 +24,13 @@ from .envelope import Envelope, open_envelope
 from .errors import Rejected
 from .fork_guard import FORK, ForkGuard
 from .hlc import HybridClock
+from .members import Members
+from .membership import MEMBERSHIP_PAYLOAD
 from .payload import PayloadVersionError, decode_payload
 from .quarantine import Quarantine, QuarantineRecord, SetAside
 from .results import Accepted, ReceiveResult
 from .sealing import Sealer
+from .space_crypto import payload_kind
 from .store import EntityKey, Store
 
 
@@ -54,8 +57,10 @@ class Receiver:
     """
 
     def __init__(self, store: Store, cache: EntityCache, clock: HybridClock, sealer: Sealer,
-                 client_id: int) -> None:
+                 client_id: int, members: Members) -> None:
         self._store = store
+        #: the membership logs (membership envelopes are judged and added there)
+        self._members = members
         self._cache = cache
         self._clock = clock
         self._sealer = sealer
@@ -89,11 +94,16 @@ class Receiver:
                 applied, dups, gaps, skipped = self._receive_locked(
                     envelopes, space, touched, tolerate_gaps, self._skips(space), source)
         except Rejected as rejected:
-            for key in touched:
-                self._cache.drop(key)
+            self._rolled_back(touched)
             self._store.record_rejection(source, rejected)
             raise
         return ReceiveResult(applied, dups, gaps + skipped), touched
+
+    def _rolled_back(self, touched: set[EntityKey]) -> None:
+        """A store transaction was undone: unload what it changed, forget the logs it fed."""
+        for key in touched:
+            self._cache.drop(key)
+        self._members.forget()
 
     def accept(self, envelopes: list[bytes], source: str,
                space: str | None = None) -> tuple[Accepted, set[EntityKey]]:
@@ -116,11 +126,9 @@ class Receiver:
                                                                     source)
             return Accepted(applied, dups, gaps, skipped, tuple(self._forked)), touched
         except (_Refused, _Unreadable):
-            for key in touched:
-                self._cache.drop(key)
+            self._rolled_back(touched)
         except Rejected as rejected:
-            for key in touched:
-                self._cache.drop(key)
+            self._rolled_back(touched)
             self._store.record_rejection(source, rejected)
             raise
         # Something in the batch is refused: again, one envelope at a time.
@@ -156,8 +164,7 @@ class Receiver:
                         with self._store.savepoint():
                             a, d, g, k = self._receive_locked([wire], space, mine, True, skips, source)
                     except (_Refused, _Unreadable) as refused:
-                        for key in mine:
-                            self._cache.drop(key)
+                        self._rolled_back(mine)
                         env = refused.env if isinstance(refused, _Refused) else open_envelope(wire)
                         record = self.quarantine.quarantine(QuarantineRecord.of(env, refused))
                         skips.setdefault(env.space, {})[env.author] = SetAside(
@@ -168,8 +175,7 @@ class Receiver:
                     touched |= mine
                     applied, dups, gaps, skipped = applied + a, dups + d, gaps + g, skipped + k
         except Rejected as rejected:  # one that does not verify: the batch is refused
-            for key in touched:
-                self._cache.drop(key)
+            self._rolled_back(touched)
             self._store.record_rejection(source, rejected)
             raise
         for refusal in refusals:
@@ -227,6 +233,7 @@ class Receiver:
         verdict = chain.check(env, self._store, tolerate_gaps)
         if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
             rebuild |= self._forks.conflict(env, source)
+            self._members.forget(env.space)  # the forked author's records stop counting
             self._store.record_rejection(source, verdict.error())
             record = self.quarantine.is_quarantined(env.space, env.author)
             if record is not None and record.reason == FORK:
@@ -235,6 +242,15 @@ class Receiver:
         status = verdict.accept()
         if status is not Outcome.NEW:
             return status
+        if payload_kind(env.payload) == MEMBERSHIP_PAYLOAD:
+            judged = self._members.judge(env)  # Rejected: the author is quarantined
+            if not judged.store:
+                return Outcome.GAP  # a proof on its way: skipped like a gap, judged when sent again
+            self._store.insert_envelope(env)
+            self._members.stored(env, judged.records or [])
+            times.append(env.hlc)
+            self._store.join(env.space)
+            return Outcome.NEW
         entities = _decode_payload(env)
         clocks.check_items(env, (h for *_, items in entities for h, _ in items))
         self._store.insert_envelope(env)
@@ -267,7 +283,8 @@ class Receiver:
         try:
             with self._store.write():
                 self._forks.begin()
-                _proof, new, rebuild = self._forks.receive_proof(data, source, space)
+                proof, new, rebuild = self._forks.receive_proof(data, source, space)
+                self._members.forget(proof.space)
                 for key in rebuild:
                     self._cache.drop(key)
                     if self._store.entity_state(key) is not None:  # else only they wrote it

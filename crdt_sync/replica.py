@@ -32,7 +32,6 @@ from pathlib import Path
 from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
 from .clocks import check_skew, hold_back
-from .envelope import MAX_SPACE_NAME
 from .errors import CrdtSyncError, DiskFull, Rejected
 from .follow import StoreFollower
 from .fork_guard import fork_statuses
@@ -40,6 +39,8 @@ from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
 from .journal import Journal, ReadOnlyJournal
+from .members import Members
+from .membership import Member, Rights
 from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
@@ -52,6 +53,7 @@ from .results import (
     PeerStatus,
     ReceiveResult,
     Rejection,
+    SpaceInfo,
     SpaceStatus,
     Status,
 )
@@ -59,7 +61,8 @@ from .schedule import SealSchedule
 from .sealing import Sealer
 from .secrets import Secrets
 from .space import Space
-from .store import EntityKey, Store
+from .spaces import LABEL_ENTITY, LABEL_FIELD, SpaceBook
+from .store import SPACE_COLLECTION, EntityKey, Store
 from .values import check_name
 from .writes import LocalWrites, Transaction
 
@@ -147,7 +150,9 @@ class Replica:
             self._journal = Journal(directory, client, fsync)
         writes.attach(cache, self._journal)
         self._follower = StoreFollower(store, cache, clock, client)
-        self._receiver = Receiver(store, cache, clock, sealer, client)
+        self._members = members = Members(store, self.identity, self._secrets)
+        self._book = SpaceBook(store, members, self.identity, self._secrets, clock)
+        self._receiver = Receiver(store, cache, clock, sealer, client, members)
         self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
 
     def _open_secrets(self, store: Store, passphrase: str | None) -> Secrets:
@@ -209,32 +214,115 @@ class Replica:
             raise CrdtSyncError("this replica is closed")
 
     # -- spaces --------------------------------------------------------------------------
-    def space(self, name: str) -> Space:
-        check_name("space name", name, MAX_SPACE_NAME)
-        return Space(self, name, self._writes, self._cache, self._store)
+    def create_space(self, name: str) -> Space:
+        """A new space with this device as its admin, named ``name`` here (docs/DESIGN.md,
+        "Spaces bound to keys on a device"): its genesis, keys and label are sealed into this
+        device's chain. Another space may have the same name: names are local, ids are not."""
+        return self._create(name, only_if_new=False)
+
+    def _create(self, name: str, only_if_new: bool) -> Space:
+        self._check_open()
+        self.seal()
+        with self._store.write():  # one process creates it; the others find it
+            space = self._book.find(name) if only_if_new else None
+            created = space is None
+            if space is None:
+                space = self._book.create(name)
+        if created:
+            self._write_label(space, name)
+        return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
+
+    def _write_label(self, space: str, name: str) -> None:
+        self.seal()
+        with self._store.write():
+            label = self._book.label(space, name)
+            self._sealer.seal_register((space, *LABEL_ENTITY), LABEL_FIELD, label, self._clock.now())
+
+    def space(self, name_or_id: str) -> Space:
+        """The space of an id, or of a local name; an unknown name creates a space (this
+        device its admin).
+
+        Raises:
+            AmbiguousSpace: the name is bound to more than one space (use the id).
+        """
+        space = self._book.find(name_or_id)
+        if space is None:
+            return self._create(name_or_id, only_if_new=True)
+        return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
+
+    def space_id(self, name_or_id: str) -> str:
+        """The id of a space given by id or local name.
+
+        Raises:
+            NotFound: no space has that name here. AmbiguousSpace: more than one has.
+        """
+        return self._book.resolve(name_or_id)
+
+    def rename_space(self, name_or_id: str, new_name: str) -> None:
+        """Name the space ``new_name`` here, and publish it as its label (members see it)."""
+        space = self._book.resolve(name_or_id)
+        with self._store.write():
+            self._book.rename(space, new_name)
+        self._write_label(space, new_name)
 
     def spaces(self, seal: bool = False) -> list[str]:
-        """The spaces this device keeps (``seal``: seal pending edits first, as a sync does)."""
+        """The ids of the spaces this device keeps (``seal``: seal pending edits first, as a
+        sync does)."""
         if seal:
             self.seal()
         self.refresh()
         return self._store.spaces()
 
-    def join(self, space: str) -> None:
-        check_name("space name", space, MAX_SPACE_NAME)
+    def space_infos(self) -> list[SpaceInfo]:
+        """Each kept space: id, local name, this device's rights, how many members."""
+        return self._book.infos(self.spaces(), self._clock.wall())
+
+    def keep(self, space: str) -> None:
+        """Keep and sync ``space`` (an id or local name) again after :meth:`leave`."""
+        space = self._book.resolve(space)
         with self._store.write():
             self._store.join(space)
 
     def leave(self, space: str) -> None:
-        """Stop keeping and syncing ``space``; its data stays until the space is joined again."""
-        check_name("space name", space, MAX_SPACE_NAME)
+        """Stop keeping and syncing ``space``; its data stays until the space is kept again."""
+        space = self._book.resolve(space)
         with self._store.write():
             self._store.join(space, joined=False)
+
+    def grant(self, space: str, device: str | list[str], rights: str | Rights = "write",
+              collections: list[str] | None = None, expires_ms: int = 0) -> None:
+        """Grant ``rights`` (``"read"``, ``"write"``, ``"admin"``) in ``space`` to a device
+        whose id is known (or to each of a list), scoped to ``collections`` (None: the whole
+        space), for ``expires_ms`` from now (0: no end). The grant and the keys the device
+        may read are published in one envelope of this device's chain.
+
+        Raises:
+            Rejected: this device may not grant that (``not-admin``, ``beyond-delegation``).
+        """
+        self._check_open()
+        space = self._book.resolve(space)
+        devices = [device] if isinstance(device, str) else list(device)
+        for d in devices:
+            check_name("device id", d)
+        self.seal()
+        try:
+            with self._store.write():
+                self._book.grant(space, devices, rights, collections, expires_ms)
+        except BaseException:
+            self._members.forget(space)
+            raise
+
+    def members(self, space: str) -> list[Member]:
+        """The devices with a valid grant in ``space``, their rights, expiry, and who
+        granted them (revoked ones with ``revoked_after``)."""
+        space = self._book.resolve(space)
+        self.refresh()
+        return self._members.log(space).members(self._clock.wall())
 
     # -- observing -----------------------------------------------------------------------
     def observe(self, callback: Observer, space: str | None = None) -> Callable[[], None]:
         """Call ``callback(changes)`` after each batch of changes; returns an unsubscribe."""
-        item = (space, callback)
+        item = (None if space is None else self._book.resolve(space), callback)
         self._observers.append(item)
         self._writes.observed(True)
 
@@ -247,7 +335,8 @@ class Replica:
     def _notify(self, keys: set[EntityKey], origin: str) -> None:
         if not keys or not self._observers:
             return
-        changes = [Change(s, c, e, origin) for s, c, e in sorted(keys)]
+        # (the space's own entities, its label, are not the application's data)
+        changes = [Change(s, c, e, origin) for s, c, e in sorted(keys) if c != SPACE_COLLECTION]
         errors: list[Exception] = []
         for space, callback in list(self._observers):
             mine = changes if space is None else [c for c in changes if c.space == space]
@@ -345,6 +434,7 @@ class Replica:
             self._catch_up()
 
     def _catch_up(self) -> None:
+        self._members.forget()  # another process may have stored membership envelopes
         self._notify(self._follower.catch_up(), "store")
 
     # -- receiving -----------------------------------------------------------------------
@@ -361,10 +451,13 @@ class Replica:
             Rejected: the first envelope that fails verification; nothing was applied and
                 the rejection is recorded.
         """
+        space = self._sid(space)
         self.seal()
-        result, touched = self._receiver.receive(envelopes, source, space, tolerate_gaps)
-        self._touched.update(touched)  # so close() compacts received entities too
-        self._notify(touched, "remote")
+        try:
+            result, touched = self._receiver.receive(envelopes, source, space, tolerate_gaps)
+        finally:
+            self._members.save_keys()
+        self._received(touched)
         return result
 
     def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
@@ -375,6 +468,7 @@ class Replica:
         Raises:
             Rejected: the proof does not verify (or is not of ``space``); it is recorded.
         """
+        space = self._sid(space)
         self.seal()
         new, rebuilt = self._receiver.receive_proof(proof, source, space)
         self._touched.update(rebuilt)
@@ -383,6 +477,7 @@ class Replica:
 
     def fork_proofs(self, space: str) -> list[bytes]:
         """The fork proofs this device holds for ``space`` (encoded)."""
+        space = self._book.resolve(space)
         self.refresh()
         return self._store.fork_proofs(space)
 
@@ -395,34 +490,55 @@ class Replica:
             Rejected: an envelope whose signature does not verify; nothing was applied and
                 the rejection is recorded.
         """
+        space = self._sid(space)
         self.seal()
-        result, touched = self._receiver.accept(envelopes, source, space)
-        self._touched.update(touched)
-        self._notify(touched, "remote")
+        try:
+            result, touched = self._receiver.accept(envelopes, source, space)
+        finally:
+            self._members.save_keys()
+        self._received(touched)
         return result
+
+    def _sid(self, space: str | None) -> str | None:
+        return None if space is None else self._book.resolve(space)
+
+    def _received(self, touched: set[EntityKey]) -> None:
+        """After a receive: compact them at close, learn the names of new spaces, notify."""
+        self._touched.update(touched)  # so close() compacts received entities too
+        labels = [key for key in touched if key[1:] == LABEL_ENTITY]
+        if labels and not self._store.read_only:
+            with self._store.write():
+                for key in labels:
+                    try:
+                        label = self._cache.get(key).fields().get(LABEL_FIELD)
+                    except Exception:  # trust boundary: a member's label that does not read
+                        continue
+                    if isinstance(label, bytes):
+                        self._book.learn_name(key[0], label)
+        self._notify(touched, "remote")
 
     # -- quarantine ----------------------------------------------------------------------
     def quarantined(self, space: str | None = None) -> list[QuarantineRecord]:
         """The authors set aside (per space, from a refused seq on), with reason and evidence."""
         self._check_open()
-        return self._receiver.quarantine.list(space)
+        return self._receiver.quarantine.list(self._sid(space))
 
     def lift_quarantine(self, space: str, author: str) -> bool:
         """Accept ``author``'s envelopes in ``space`` again (once the cause is fixed); they are
         judged like any others, so a refused envelope that is still bad quarantines the author
         again. Returns False when the author was not quarantined there."""
         self._check_open()
-        return self._receiver.quarantine.lift(space, author)
+        return self._receiver.quarantine.lift(self._book.resolve(space), author)
 
     def refused_by_peers(self, space: str | None = None) -> list[PeerRefusal]:
         """What peers said they set aside of what this device sent them."""
         self._check_open()
-        return self._receiver.quarantine.refusals(space)
+        return self._receiver.quarantine.refusals(self._sid(space))
 
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
         """Everything of ``space`` not covered by ``since`` (all of it by default)."""
-        check_name("space name", space, MAX_SPACE_NAME)
+        space = self._book.resolve(space)
         self.seal()
         self.refresh()
         envelopes = self._store.envelopes_since(space, since or {})
@@ -457,11 +573,10 @@ class Replica:
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
         """What ``peer`` is known to have of ``space`` (from its bundles and sessions)."""
         check_name("device id", peer)
-        check_name("space name", space, MAX_SPACE_NAME)
-        return self._store.peer_vv(peer, space)
+        return self._store.peer_vv(peer, self._book.resolve(space))
 
     def version_vector(self, space: str) -> dict[str, int]:
-        check_name("space name", space, MAX_SPACE_NAME)
+        space = self._book.resolve(space)
         self.refresh()
         return self._store.version_vector(space)
 

@@ -112,6 +112,21 @@ class SpaceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SpaceInfo:
+    """A space this device keeps (:meth:`crdt_sync.Replica.space_infos`): its id, its local
+    name (None if it has none yet), this device's rights in it (``"read"``, ``"write"``,
+    ``"admin"``, or None when it has none) and how many members hold a valid grant."""
+
+    id: str
+    name: str | None
+    rights: str | None
+    members: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class ClockRefusal:
     """A peer holds back an author's envelopes (from ``seq`` on): their clock was
     ``ahead_ms`` ahead of the peer's wall clock, more than the peer allows. Shown until the

@@ -14,10 +14,11 @@ from typing import Any
 import cbor2
 
 from .cache import EntityCache
+from .entity import KIND_VALUE, EntityDoc
 from .envelope import ENVELOPE_OVERHEAD, MAX_ENVELOPE_BYTES
 from .envelope import seal as seal_envelope
 from .identity import Identity
-from .payload import encode_payload, item_hlc, unpack_items
+from .payload import encode_payload, item_hlc, pack_item, unpack_items
 from .store import EntityKey, Store
 
 #: Fold into a fresh snapshot when an entity has this many stored parts after its snapshot.
@@ -90,6 +91,31 @@ class Sealer:
             self._store.insert_part((space, coll, ent), self.device_id,
                                     self.client_id if client is None else client, blob)
         return env.seq, env.hash
+
+    def seal_register(self, key: EntityKey, field: str, value: bytes, hlc: int) -> None:
+        """Write one plain register of ``key`` and seal it at once, without the journal
+        (the space's own entity, its label: made by the engine, not by a transaction)."""
+        updates: list[bytes] = []
+
+        def local(ent: EntityDoc, event: Any) -> None:
+            if not ent.applying:
+                updates.append(event.update)
+
+        self._cache.drop(key)  # (loaded again from the store, with this write)
+        ent = EntityDoc(key, self.client_id, local)
+        try:
+            snapshot, parts = self._store.load_entity(key)
+            for update in ([] if snapshot is None else [snapshot]):
+                ent.apply(update)
+            for data in parts:
+                for _hlc, update in unpack_items(data):
+                    ent.apply(update)
+            ent.begin()
+            ent.write(field, KIND_VALUE, value, hlc, self.device_id)
+            ent.handle.commit()
+        finally:
+            ent.close()
+        self.seal({key: [pack_item(hlc, update) for update in updates]})
 
     def index(self, key: EntityKey, readable: bool = False) -> None:
         """Update the query index of ``key``; ``readable`` also reads every field (so a

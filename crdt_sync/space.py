@@ -58,7 +58,7 @@ class SpaceTransaction(Transaction):
 
     def entity(self, collection: str, id: str) -> EntityWriter:
         space = self.space
-        key = (space.name, collection, id)
+        key = (space.id, collection, id)
         # Space.writer's cache hit, written out (a keystroke is a transaction)
         writer = space._writers.get(key)
         if writer is None:
@@ -309,9 +309,12 @@ def _field_write(e: Entry) -> FieldWrite:
 class Space:
     """A space of a replica: the unit of sharing. Obtained from :meth:`Replica.space`."""
 
-    def __init__(self, replica: SpaceHost, name: str, writes: LocalWrites, cache: EntityCache,
+    def __init__(self, replica: SpaceHost, id: str, name: str, writes: LocalWrites, cache: EntityCache,
                  store: Store) -> None:
         self.replica = replica
+        #: the space id (bound to its creator's key: the same on every device)
+        self.id = id
+        #: its local name on this device (the id when it has none)
         self.name = name
         self._writes = writes
         self._cache = cache
@@ -354,7 +357,7 @@ class Space:
         check_name("collection", collection)
         check_name("entity id", id)
         self.replica.refresh()
-        key = (self.name, collection, id)
+        key = (self.id, collection, id)
         # (an entity with unsealed edits is never evicted, so it is in the cache)
         if key not in self._cache and self._store.entity_state(key) is None:
             raise NotFound(f"no entity {collection}/{id} in space {self.name!r}")
@@ -385,12 +388,12 @@ class Space:
             check_name("collection", collection)
         self.replica.seal()
         self.replica.refresh()
-        return self._store.list_entities(self.name, collection)
+        return self._store.list_entities(self.id, collection)
 
     def rows(self, collection: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """``(collection, id, fields)`` of every live entity, loading one at a time."""
         for coll, ent in self.list(collection):
-            yield coll, ent, self._cache.get((self.name, coll, ent)).fields()
+            yield coll, ent, self._cache.get((self.id, coll, ent)).fields()
 
     def find(self, collection: str, **where: Any) -> builtins.list[str]:
         """Ids of live entities whose plain fields equal the given values (uses the index)."""
@@ -401,14 +404,14 @@ class Space:
         self.replica.seal()
         self.replica.refresh()
         encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index
-        return self._store.find(self.name, collection, encoded)
+        return self._store.find(self.id, collection, encoded)
 
     def conflicts(self) -> builtins.list[Conflict]:
         """Fields whose concurrent writes disagreed: the winner and the values that lost."""
         self.replica.seal()
         self.replica.refresh()
         out = []
-        for coll, ent, field, detail in self._store.conflicts(self.name):
+        for coll, ent, field, detail in self._store.conflicts(self.id):
             entries = [Entry(h, a, 0, k, v) for h, a, k, v in cbor2.loads(detail)]
             out.append(Conflict(coll, ent, "(deleted)" if field == DELETED else field,
                                 _field_write(entries[0]), [_field_write(e) for e in entries[1:]]))
@@ -418,7 +421,7 @@ class Space:
         """Provenance: every change to the entity, oldest first, with author and time."""
         self._loaded(collection, id)
         self.replica.seal()
-        key = (self.name, collection, id)
+        key = (self.id, collection, id)
         scratch = EntityDoc(key, 1, lambda _ent, _event: None)
         before: dict[str, Any] = {}
         was_deleted = False
@@ -441,7 +444,7 @@ class Space:
 
     def observe(self, callback: Callable[[builtins.list[Change]], None]) -> Callable[[], None]:
         """Call ``callback(changes)`` for changes to this space from anywhere; returns unsubscribe."""
-        return self.replica.observe(callback, self.name)
+        return self.replica.observe(callback, self.id)
 
     def version_vector(self) -> dict[str, int]:
-        return self.replica.version_vector(self.name)
+        return self.replica.version_vector(self.id)

@@ -28,7 +28,10 @@ from .errors import Rejected, StoreError, StoreVersionError
 from .fork_table import ForkReads
 from .quarantine import QuarantineTable
 
-STORE_FORMAT = 2
+STORE_FORMAT = 3
+#: Formats before 3 named spaces by plain names; a store of one that holds data is migrated
+#: by ``crdt-sync migrate DIR`` (:mod:`crdt_sync.migrate`), never in place.
+FIRST_ID_FORMAT = 3
 DB_NAME = "store.sqlite3"
 SIGNAL_NAME = "changes"
 
@@ -82,8 +85,25 @@ _CLOCK_REFUSALS = """CREATE TABLE IF NOT EXISTS clock_refusals(
 
 EntityKey = tuple[str, str, str]
 
+#: The collection of the space's own entities (the label): not listed with the user's data.
+SPACE_COLLECTION = "_space"
+
+#: Format 3: spaces are ids (docs/DESIGN.md, "Store format 3"): their local names, and which
+#: stored envelopes carry membership records (each space's log is rebuilt from them).
+_SPACES_V3 = (
+    "CREATE TABLE IF NOT EXISTS space_names(space TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS space_names_name ON space_names(name)",
+    "CREATE TABLE IF NOT EXISTS membership(space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER "
+    "NOT NULL, PRIMARY KEY(space, author, seq)) WITHOUT ROWID",
+)
+
+
+def _create_v3(db: sqlite3.Connection) -> None:
+    for statement in _SPACES_V3:
+        db.execute(statement)
+
 #: Format ``n`` (above 1, which is ``_SCHEMA``) is reached from ``n - 1`` by ``_MIGRATIONS[n]``.
-_MIGRATIONS = {2: fork_table.create}  # 2: fork proofs (crdt_sync.fork_table)
+_MIGRATIONS = {2: fork_table.create, 3: _create_v3}  # 2: fork proofs; 3: space ids
 
 
 class Store(EnvelopeReads, ForkReads):
@@ -120,9 +140,8 @@ class Store(EnvelopeReads, ForkReads):
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
-                if version is None or int(version) < 2:  # not migrated yet: no proofs to read
-                    self.db.execute(fork_table.SCHEMA.replace("TABLE IF NOT EXISTS forks",
-                                                              "TEMP TABLE IF NOT EXISTS forks"))
+                if version is not None and int(version) < FIRST_ID_FORMAT:
+                    self._refuse_old(int(version))
                 return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
@@ -136,6 +155,8 @@ class Store(EnvelopeReads, ForkReads):
                     raise StoreVersionError(
                         f"{self.path} has store format {int(version)}; this crdt-sync reads "
                         f"up to {STORE_FORMAT}: upgrade crdt-sync to open it")
+                if version is not None and int(version) < FIRST_ID_FORMAT:
+                    self._refuse_old(int(version))
                 # every open: tables added within format 1 appear in older stores too
                 for statement in _SCHEMA.split(";"):  # executescript would commit
                     if statement.strip():
@@ -152,6 +173,28 @@ class Store(EnvelopeReads, ForkReads):
                     self.set_meta("format", STORE_FORMAT)
         except sqlite3.Error as exc:
             raise store_error(exc, self.path, "opening the store") from exc
+
+    def _refuse_old(self, version: int) -> None:
+        """A store of format 1 or 2 named spaces by plain names: one that holds data is
+        migrated by a command (its spaces get ids bound to this device's key); an empty
+        one is simply brought up to date."""
+        try:
+            held = self.db.execute("SELECT 1 FROM envelopes LIMIT 1").fetchone() is not None
+        except sqlite3.OperationalError:
+            held = False
+        if held:
+            directory = self.path.parent
+            raise StoreVersionError(
+                f"{self.path} has store format {version}, from before spaces were bound to keys; "
+                f"this crdt-sync reads format {STORE_FORMAT}: run `crdt-sync migrate {directory}` "
+                "to migrate it (the old store is kept as a backup)")
+        if self.read_only:
+            for statement in _SPACES_V3:  # (empty: nothing to read, and nothing may be written)
+                if "CREATE TABLE" in statement:
+                    self.db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            if version < 2:
+                self.db.execute(fork_table.SCHEMA.replace("TABLE IF NOT EXISTS forks",
+                                                          "TEMP TABLE IF NOT EXISTS forks"))
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A connection that writes nothing. On a full disk SQLite cannot create the WAL's
@@ -276,6 +319,31 @@ class Store(EnvelopeReads, ForkReads):
         sql = "SELECT space FROM spaces" + (" WHERE joined=1" if joined_only else "")
         return [r[0] for r in self.db.execute(sql + " ORDER BY space")]
 
+    def space_name(self, space: str) -> str | None:
+        row = self.db.execute("SELECT name FROM space_names WHERE space=?", (space,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_space_name(self, space: str, name: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO space_names(space, name) VALUES(?, ?)", (space, name))
+
+    def spaces_named(self, name: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT space FROM space_names WHERE name=? ORDER BY space",
+                                              (name,))]
+
+    def knows_space(self, space: str) -> bool:
+        return self.db.execute("SELECT 1 FROM spaces WHERE space=?", (space,)).fetchone() is not None
+
+    def record_membership(self, env: Envelope) -> None:
+        """``env`` (stored) carries membership records: its space's log is built from these."""
+        self.db.execute("INSERT OR IGNORE INTO membership(space, author, seq) VALUES(?,?,?)",
+                        (env.space, env.author, env.seq))
+
+    def membership_wires(self, space: str) -> list[bytes]:
+        """The stored membership envelopes of ``space``, in arrival order."""
+        return [bytes(w) for (w,) in self.db.execute(
+            "SELECT e.wire FROM membership m JOIN envelopes e ON e.space=m.space AND "
+            "e.author=m.author AND e.seq=m.seq WHERE m.space=? ORDER BY e.id", (space,))]
+
     def is_joined(self, space: str) -> bool:
         row = self.db.execute("SELECT joined FROM spaces WHERE space=?", (space,)).fetchone()
         return bool(row and row[0])
@@ -393,8 +461,8 @@ class Store(EnvelopeReads, ForkReads):
         return None if row is None else bool(row[0])
 
     def list_entities(self, space: str, collection: str | None) -> list[tuple[str, str]]:
-        sql = "SELECT collection, entity FROM entities WHERE space=? AND deleted=0"
-        args: tuple[str, ...] = (space,)
+        sql = "SELECT collection, entity FROM entities WHERE space=? AND deleted=0 AND collection!=?"
+        args: tuple[str, ...] = (space, SPACE_COLLECTION)
         if collection is not None:
             sql += " AND collection=?"
             args += (collection,)
@@ -418,8 +486,8 @@ class Store(EnvelopeReads, ForkReads):
 
     def conflicts(self, space: str) -> list[tuple[str, str, str, bytes]]:
         return [(c, e, f, bytes(d)) for c, e, f, d in self.db.execute(
-            "SELECT collection, entity, field, detail FROM conflicts WHERE space=? "
-            "ORDER BY collection, entity, field", (space,))]
+            "SELECT collection, entity, field, detail FROM conflicts WHERE space=? AND collection!=? "
+            "ORDER BY collection, entity, field", (space, SPACE_COLLECTION))]
 
     # -- journals --------------------------------------------------------------------------
     def journal_folded(self, name: str) -> int:

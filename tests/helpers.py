@@ -108,26 +108,37 @@ def space_state(replica: Replica, space: str,
     }
 
 
-#: How many envelopes of the admin's chain :func:`share` leaves (0 while spaces are names;
-#: the genesis, keys, label and grants once spaces are bound to keys: docs/plans/issue-12-integration.md).
-SHARED = 0
+#: How many envelopes of the admin's chain :func:`share` leaves: the genesis and keys (seq 1),
+#: the label (seq 2) and the grants with their keys (seq 3). Each other device's chain is empty.
+SHARED = 3
+#: How many envelopes a space made by ``replica.space(name)`` starts with (genesis + keys, label).
+CREATED = 2
 
 
 def share(admin: Replica, *others: Replica, name: str = "site-42", rights: str = "admin",
           collections: list[str] | None = None) -> str:
-    """Make one space that ``admin`` and every replica of ``others`` hold, and return what to
-    pass to ``replica.space(...)`` on each of them. Tests of more than one device use it, so
-    that they keep working when spaces become bound to their creator's key (then ``admin``
-    creates the space and grants ``rights`` to each other device, scoped to ``collections``,
-    and the others receive the genesis, the grants and the keys)."""
-    del rights, collections  # spaces are names today: every device already shares ``name``
-    for replica in (admin, *others):
-        replica.join(name)  # kept (and so synced) even before it holds anything
-    return name
+    """Make one space that ``admin`` and every replica of ``others`` hold, and return its id
+    (what to pass to ``replica.space(...)`` on each of them; the name works too). ``admin``
+    creates it (or uses its space of that name) and grants ``rights`` to each other device,
+    scoped to ``collections``, in one envelope; the others receive the genesis, the grants
+    and the keys by bundle, and know the space by ``name``."""
+    space = admin.space(name).id
+    if others:
+        admin.grant(space, [o.device_id for o in others], rights, collections)
+        bundle = admin.export_bundle(space)
+        for other in others:
+            other.import_bundle(bundle)
+    return space
 
 
 def exchange(src: Replica, dst: Replica, space: str) -> tuple[int, int]:
-    """Carry what ``dst`` lacks of ``space`` from ``src``; returns (applied, duplicates)."""
+    """Carry what ``dst`` lacks of ``space`` from ``src``; returns (applied, duplicates).
+
+    A ``dst`` that does not hold the space yet is let in first, as :func:`share` does
+    (``src`` grants it admin rights; its name on ``dst`` is the one on ``src``)."""
+    space = src.space_id(space)  # (the id: a name is local to each device)
+    if space not in dst.spaces() and src.secrets.keyring().secret(space) is not None:
+        src.grant(space, dst.device_id, "admin")
     bundle = src.export_bundle(space, since=dst.version_vector(space))
     result = dst.import_bundle(bundle)
     return result.applied, result.duplicates
@@ -135,6 +146,7 @@ def exchange(src: Replica, dst: Replica, space: str) -> tuple[int, int]:
 
 def sync_all(replicas: list[Replica], space: str, max_rounds: int = 5) -> None:
     """All-to-all exchange until every version vector is equal (bounded)."""
+    space = replicas[0].space_id(space)
     for _ in range(max_rounds):
         for src in replicas:
             for dst in replicas:

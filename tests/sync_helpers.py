@@ -18,6 +18,8 @@ from typing import Any
 import cbor2
 
 from crdt_sync import Replica
+from crdt_sync.identity import Identity
+from crdt_sync.membership import make_genesis, space_id_of
 from crdt_sync.protocol import Received, Session, SessionConfig
 from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import Error, Message, ProtocolViolation, decode
@@ -25,7 +27,11 @@ from crdt_sync.protocol.session import AUTH_CONTEXT, TRANSCRIPT_CONTEXT
 from crdt_sync.transports.base import FrameLink
 from crdt_sync.transports.driver import SessionOutcome, run_session
 
-SPACE = "site-42"
+#: The space of tests that sign envelopes by hand: an id (spaces are bound to their creator's
+#: key), of a genesis made by :data:`SITE_ADMIN`. Replicas keep it with ``keep(SPACE)``.
+SITE_ADMIN = Identity(bytes([7]) * 32)
+SITE_GENESIS = make_genesis(SITE_ADMIN, 1 << 16, nonce=bytes(16))
+SPACE = space_id_of(SITE_GENESIS)
 #: Upper bound for any single wait in these tests: generous, because CI machines stall.
 WAIT = 10.0
 #: Resend timers short enough that sessions over lossy links finish in well under a second

@@ -25,7 +25,7 @@ from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.store import STORE_FORMAT
 from tests.helpers import ManualClock, bundle_parts, device_seed, exchange, space_state
 
-SPACE = "site"
+SPACE = "s" + "c" * 32  # an id: spaces are named by ids on the wire
 KEYS = {("eq", "pump"), ("eq", "valve"), ("eq", "cached")}
 
 

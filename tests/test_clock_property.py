@@ -76,7 +76,7 @@ def test_clocks_ahead_never_reach_or_drag_honest_devices(ahead: list[int], seed:
     lossy = LinkConditions(latency=0.001, jitter=0.002, loss=0.15, duplicate=0.15, reorder=0.2)
     try:
         for r in everyone:
-            r.join(SPACE)
+            r.keep(SPACE)
         for kind, n in steps:
             if kind == "edit":
                 r = everyone[n % len(everyone)]

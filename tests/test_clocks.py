@@ -170,7 +170,7 @@ async def test_year_3000_is_held_back_by_a_peer_session(tmp_path: Path) -> None:
     with Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS) as y3k, \
             Replica(tmp_path / "honest", wall=honest_wall) as honest:
         for r in (y3k, honest):
-            r.join(SPACE)
+            r.keep(SPACE)
         honest.space(SPACE).put("eq", "pump", {"status": "honest"})
         honest.seal()
         y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
@@ -196,7 +196,7 @@ async def test_held_back_until_the_receivers_clock_catches_up(tmp_path: Path) ->
     receiver_wall = ManualClock(NOW_MS)
     with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
             Replica(tmp_path / "receiver", wall=receiver_wall) as receiver:
-        receiver.join(SPACE)
+        receiver.keep(SPACE)
         for i in range(3):
             ahead.space(SPACE).put("eq", f"pump-{i}", {"n": i})
             ahead.seal()
@@ -226,7 +226,7 @@ def test_a_live_session_resends_once_the_peer_may_have_caught_up(tmp_path: Path)
     receiver_wall = ManualClock(NOW_MS)
     with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
             Replica(tmp_path / "receiver", wall=receiver_wall) as receiver:
-        receiver.join(SPACE)
+        receiver.keep(SPACE)
         ahead.space(SPACE).put("eq", "pump", {"n": 1})
         ahead.seal()
         # (time jumps by two days here: no pings in between, so no silence timeout)
@@ -307,7 +307,7 @@ async def test_hold_back_over_a_lossy_link(tmp_path: Path, seed: int) -> None:
     with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 3 * DAY_MS, seal_interval=0) as ahead, \
             Replica(tmp_path / "honest", wall=ManualClock(NOW_MS), seal_interval=0) as honest, \
             Replica(tmp_path / "receiver", wall=ManualClock(NOW_MS)) as receiver:
-        receiver.join(SPACE)
+        receiver.keep(SPACE)
         for i in range(5):
             honest.space(SPACE).put("eq", f"h-{i}", {"n": i})
             honest.seal()

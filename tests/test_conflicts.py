@@ -10,7 +10,7 @@ import pytest
 
 from crdt_sync import NotFound, Replica
 from tests.conftest import ReplicaFactory
-from tests.helpers import ManualClock, exchange, space_state, typed
+from tests.helpers import ManualClock, exchange, share, space_state, typed
 
 T0 = 1_700_000_000_000
 
@@ -101,6 +101,7 @@ def test_same_wall_time_is_decided_identically_everywhere(open_replica: ReplicaF
 def test_three_way_conflict_lists_every_loser(open_replica: ReplicaFactory) -> None:
     clocks = [ManualClock(T0) for _ in range(3)]
     rs = [open_replica(f"r{i}", wall=clocks[i]) for i in range(3)]
+    share(*rs, name="s")
     for i, r in enumerate(rs):
         clocks[i].advance(100 * (i + 1))  # r2 is latest
         r.space("s").put("c", "e", {"f": i})

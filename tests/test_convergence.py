@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import crdt_sync.sealing as replica_module
 from crdt_sync import NotFound, Rejected, Replica, Space
-from tests.helpers import ManualClock, chains, exchange, scalar_values, space_state, sync_all
+from tests.helpers import ManualClock, chains, exchange, scalar_values, share, space_state, sync_all
 
 N = 3
 SPACE = "site"
@@ -49,6 +49,7 @@ class Convergence(RuleBasedStateMachine):
         self.cache_sizes = [1, 256, 256]
         self.replicas = [Replica(p, wall=c, cache_size=n)
                          for p, c, n in zip(self.paths, self.clocks, self.cache_sizes, strict=True)]
+        share(*self.replicas, name=SPACE)
         self.pool: list[bytes] = []  # bundles exported earlier, to import again later
         self.stale_vvs: list[dict[str, int]] = [{}]
 
@@ -210,6 +211,7 @@ def test_changes_that_arrive_before_their_dependencies_survive_compaction(tmp_pa
     not be dropped from it, or c never converges once a's edits arrive."""
     a, b, c = (Replica(tmp_path / n) for n in "abc")
     try:
+        share(a, b, c, name=SPACE)
         with a.space(SPACE).transaction() as tx:
             tx.entity("eq", "doc").text("body").append("a")
         exchange(a, b, SPACE)

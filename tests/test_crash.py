@@ -161,6 +161,6 @@ def test_the_write_path_journals_the_documented_record(tmp_path: Path) -> None:
                            for r in records)
         assert data == rebuilt
         for i, record in enumerate(records):
-            assert decode_record(record)[0] == ("s", "c", f"e{i}")
+            assert decode_record(record)[0] == (space.id, "c", f"e{i}")
     finally:
         replica.close()

@@ -17,7 +17,7 @@ from crdt_sync import Change, CrdtSyncError, NotFound, Replica, ValueRejected, _
 from crdt_sync.entity import MAX_TX_BYTES_PER_ENTITY
 from crdt_sync.values import MAX_TEXT_INSERT
 from tests.conftest import ReplicaFactory
-from tests.helpers import PROC_TIMEOUT, exchange, scalar_values, space_state, spawn_worker, typed
+from tests.helpers import PROC_TIMEOUT, exchange, scalar_values, share, space_state, spawn_worker, typed
 
 
 @pytest.fixture(autouse=True, params=["internals", "public-api"])
@@ -36,7 +36,7 @@ def _reopened_and_copied(open_replica: ReplicaFactory, a: Replica, name: str) ->
     a.close()
     a = open_replica(name)
     b = open_replica(name + "-copy")
-    exchange(a, b, "s")
+    share(a, b, name="s")
     return [a, b]
 
 
@@ -195,7 +195,7 @@ def test_delete_and_revive(open_replica: ReplicaFactory) -> None:
     sp.put("c", "e", {"v": 1})
     sp.put("c", "other", {"v": 1})
     b = open_replica("b")
-    exchange(a, b, "s")
+    share(a, b, name="s")
 
     sp.delete("c", "e")
     with pytest.raises(NotFound):
@@ -276,7 +276,7 @@ def test_find_matches_equal_dicts_whatever_their_key_order(replica: Replica) -> 
 def test_find_and_list_see_remote_changes(open_replica: ReplicaFactory) -> None:
     a, b = open_replica("a"), open_replica("b")
     a.space("s").put("c", "x", {"status": "ok"})
-    exchange(a, b, "s")
+    share(a, b, name="s")
     assert b.space("s").find("c", status="ok") == ["x"]
     assert b.space("s").list() == [("c", "x")]
 
@@ -292,9 +292,9 @@ def test_observer_sees_local_changes(replica: Replica) -> None:
     with sp.transaction() as tx:  # one transaction, two entities: one notification
         tx.put("c", "a", {"v": 1})
         tx.entity("c", "b").text("t").append("x")
-    assert seen == [[Change("s", "c", "a", "local"), Change("s", "c", "b", "local")]]
+    assert seen == [[Change(sp.id, "c", "a", "local"), Change(sp.id, "c", "b", "local")]]
     sp.delete("c", "a")
-    assert seen[-1] == [Change("s", "c", "a", "local")]
+    assert seen[-1] == [Change(sp.id, "c", "a", "local")]
     assert other_space == []
 
     unsubscribe()
@@ -307,10 +307,11 @@ def test_observer_sees_imported_bundles_as_remote(open_replica: ReplicaFactory) 
     a.space("s").put("c", "x", {"v": 1})
     a.space("s").put("c", "y", {"v": 1})
     seen: list[Change] = []
-    b.space("s").observe(seen.extend)
-    exchange(a, b, "s")
-    assert sorted(seen, key=lambda c: c.id) == [Change("s", "c", "x", "remote"),
-                                                Change("s", "c", "y", "remote")]
+    b.observe(seen.extend)
+    share(a, b, name="s")
+    sid = a.space_id("s")
+    assert sorted(seen, key=lambda c: c.id) == [Change(sid, "c", "x", "remote"),
+                                                Change(sid, "c", "y", "remote")]
     seen.clear()
     exchange(a, b, "s")  # nothing new: nothing to tell
     assert seen == []
@@ -330,7 +331,7 @@ def test_observer_sees_another_process_as_store(tmp_path: Path) -> None:
 
         assert seen == []  # nothing is pushed: refresh() picks it up
         replica.refresh()
-        assert seen == [Change("s", "c", "theirs", "store")]
+        assert seen == [Change(sp.id, "c", "theirs", "store")]
         assert sp.get("c", "theirs") == {"v": 1, "who": "child"}
         assert sp.find("c", who="child") == ["theirs"]
         assert sp.list() == [("c", "mine"), ("c", "theirs")]
@@ -354,7 +355,7 @@ def test_another_process_sees_changes_to_a_loaded_entity(tmp_path: Path) -> None
         _, err = proc.communicate(timeout=PROC_TIMEOUT)
         assert proc.returncode == 0, err
         assert sp.get("c", "e") == {"mine": 1, "theirs": 2}
-        assert seen == [Change("s", "c", "e", "store")]
+        assert seen == [Change(sp.id, "c", "e", "store")]
 
 
 ascii_ops = st.lists(st.lists(st.tuples(st.sampled_from(["insert", "delete"]),

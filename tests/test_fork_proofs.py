@@ -82,7 +82,7 @@ def test_the_same_envelope_twice_proves_nothing() -> None:
 @pytest.mark.parametrize(("other", "what"), [
     (lambda: env(space="elsewhere", payload=b"o"), "spaces"),
     (lambda: env(key=Identity.generate(), payload=b"o"), "authors"),
-    (lambda: env(seq=3, payload=b"o"), "seq 2 and seq 3"),
+    (lambda: env(seq=3, payload=b"o"), "seq [23] and seq [23]"),
 ], ids=["space", "author", "seq"])
 def test_mismatched_space_author_or_seq_is_refused(other: object, what: str) -> None:
     a, b = env(), other()  # type: ignore[operator]
@@ -146,7 +146,7 @@ def test_fork_proof_frames_are_bounded() -> None:
 
 
 def test_a_proof_too_large_for_one_frame_goes_in_two() -> None:
-    size = MAX_ENVELOPE_BYTES - 170  # (159 bytes of envelope around the payload)
+    size = MAX_ENVELOPE_BYTES - 170 - (len(SPACE) - 7)  # (159 bytes of envelope around the payload)
     a, b = env(payload=os.urandom(size)), env(payload=os.urandom(size))
     frames = _frames(0, [a.wire, b.wire])
     assert len(frames) == 2 and all(len(f) <= MAX_FRAME for f in frames)
@@ -284,13 +284,13 @@ def test_chains_that_parted_lower_down_are_walked_to_the_fork_point(tmp_path: Pa
 
 
 def test_two_halves_of_a_proof_too_large_for_a_frame_are_paired(tmp_path: Path) -> None:
-    size = MAX_ENVELOPE_BYTES - 170
+    size = MAX_ENVELOPE_BYTES - 170 - (len(SPACE) - 7)
     a, b = env(payload=os.urandom(size)), env(payload=os.urandom(size))
     halves = _frames(0, [a.wire, b.wire])
     assert len(halves) == 2
     with Replica(tmp_path / "alice") as alice, Replica(tmp_path / "bob") as bob:
-        alice.join(SPACE)
-        bob.join(SPACE)
+        alice.keep(SPACE)
+        bob.keep(SPACE)
 
         def inject(direction: str, frame: bytes) -> list[bytes]:
             # Bob's session says it holds the proof, in two frames; neither side holds either.
@@ -351,7 +351,7 @@ def test_a_format_1_device_store_gets_the_forks_table(tmp_path: Path) -> None:
         readonly.close()
     again = Store(tmp_path)
     try:
-        assert again.meta("format") == STORE_FORMAT == 2
+        assert again.meta("format") == STORE_FORMAT == 3
         assert again.fork_proofs(SPACE) == [] and again.fork_count(SPACE) == 0
     finally:
         again.close()
@@ -408,7 +408,7 @@ def test_honest_devices_converge_whichever_branch_they_saw(
         devices = [Replica(root / f"d{i}", seal_interval=0) for i in range(3)]
         try:
             for i, device in enumerate(devices):
-                device.join(SPACE)
+                device.keep(SPACE)
                 branches = {"one": [one], "other": [other], "both": [one, other], "none": []}[seen[i]]
                 for branch in branches:
                     device.import_bundle(branch.export_bundle(SPACE))

@@ -59,7 +59,7 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
         assert (await sync_once(world.mallory, relay.url)).synced  # seq 1, common to both branches
         alice, bob, carol = (open_replica(n, seal_interval=0) for n in ("alice", "bob", "carol"))
         for device in (alice, bob):
-            device.join(SPACE)
+            device.keep(SPACE)
             assert (await sync_once(device, relay.url)).synced
         edit(alice, {"note": "from alice"})
         assert (await sync_once(alice, relay.url)).synced
@@ -71,7 +71,7 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
         edit(clone, {"status": "bundle branch"})
         bob.import_bundle(clone.export_bundle(SPACE), source="usb-stick")
         assert pump(bob)["status"] == "bundle branch"
-        carol.join(SPACE)
+        carol.keep(SPACE)
         assert (await sync_once(carol, relay.url)).synced
         assert pump(carol)["status"] == "relay branch"  # Carol saw the relay's branch first
 

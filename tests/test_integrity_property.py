@@ -215,7 +215,7 @@ def test_honest_devices_converge_whatever_hostile_keys_sign(steps: list[tuple[An
                       RelayStore(Path(root) / "relay"))
         try:
             for d in world.devices:
-                d.join(SPACE)
+                d.keep(SPACE)
             for step in steps:
                 if step[0] == "edit":
                     world.edit(*step[1:])

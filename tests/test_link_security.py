@@ -47,6 +47,7 @@ from crdt_sync.protocol.messages import (
 from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests.conftest import ReplicaFactory
+from tests.helpers import share
 from tests.link_helpers import HandPeer
 from tests.relay_helpers import RawPeer, log_events, rejections, running_relay, sync_once, wait_until
 from tests.sync_helpers import FAST, SPACE, WAIT, Wire, fill, opened, snapshot
@@ -156,8 +157,8 @@ async def test_a_passive_tap_on_a_relay_session_learns_no_id_name_or_value(
         tmp_path: Path, open_replica: ReplicaFactory) -> None:
     device, other = open_replica("device"), open_replica("other")
     space = "tap-space-name-5d1e"
+    space_id = share(device, other, name=space)
     _secrets(device, space)
-    other.join(space)
     async with running_relay(tmp_path / "relay") as relay, Proxy(relay.port) as tap:
         for replica in (device, other):  # one pushes, one pulls: both ways cross the tap
             outcome = await sync_once(replica, tap.url)
@@ -173,7 +174,7 @@ async def test_a_passive_tap_on_a_relay_session_learns_no_id_name_or_value(
                        replica.device_id.upper().encode()):
             assert needle not in seen, "a device id or key crossed the link in the clear"
     assert relay_id.encode() not in seen and relay_key not in seen
-    for text in [space, *SECRET_VALUES, "fault-entity-0-ab12", "faults", "note"]:
+    for text in [space, space_id, *SECRET_VALUES, "fault-entity-0-ab12", "faults", "note"]:
         assert text.encode() not in seen, f"{text!r} crossed the link in the clear"
     # Every WebSocket message after the HELLO is SEALED.
     for up in tap.ups:
@@ -249,7 +250,7 @@ async def test_a_man_in_the_middle_between_a_device_and_a_relay_is_refused(
 def test_a_flipped_byte_of_a_sealed_frame_ends_the_session(tmp_path: Path, open_replica: ReplicaFactory,
                                                            where: str) -> None:
     alice, bob = open_replica("alice"), open_replica("bob")
-    alice.join(SPACE)
+    alice.keep(SPACE)
     fill(bob, "b", 3)
     before = snapshot(alice).key()
     flipped: list[bytes] = []
@@ -508,7 +509,7 @@ def test_batches_are_sized_to_fit_inside_sealed(open_replica: ReplicaFactory) ->
     with pytest.raises(ValueError, match="must fit inside SEALED"):
         SessionConfig(batch_bytes=MAX_BATCH_BYTES + 1)
     alice, bob = open_replica("alice", seal_interval=0), open_replica("bob")
-    bob.join(SPACE)
+    bob.keep(SPACE)
     sp = alice.space(SPACE)
     for i in range(12):  # ~12 envelopes of ~100 KB: more than one frame holds
         sp.put("blobs", f"b{i}", {f"part{j}": bytes([i, j]) * 25_000 for j in range(2)})

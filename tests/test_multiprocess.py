@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from crdt_sync import Change, Replica
-from tests.helpers import PROC_TIMEOUT, chains, exchange, space_state, spawn_worker
+from tests.helpers import PROC_TIMEOUT, chains, share, space_state, spawn_worker
 
 SPACE = "mp"  # as in proc_worker.py
 N = 150
@@ -73,8 +73,9 @@ def test_two_processes_one_directory(tmp_path: Path, seal_a: float, seal_b: floa
         # A fresh replica verifies every envelope and chain link on import, and rebuilds
         # exactly the same state from them alone.
         with Replica(tmp_path / "fresh") as fresh:
-            applied, _ = exchange(replica, fresh, SPACE)
-            assert applied == vv[replica.device_id]
+            share(replica, fresh, name=SPACE)  # every envelope, with fresh's grant
+            assert fresh.version_vector(SPACE) == replica.version_vector(SPACE) == {
+                replica.device_id: vv[replica.device_id] + 1}
             keys = {("own", f"{n}-{i}") for n in "ab" for i in range(N)} | {("shared", "doc")}
             assert space_state(fresh, SPACE, keys) == space_state(replica, SPACE, keys)
 

@@ -217,7 +217,7 @@ def test_a_long_spaces_list_that_overtakes_auth_is_dropped_then_resent(alice: Re
     try:
         fill(bob, "b", 2)
         for i in range(300):  # 301 blinded ids: over 4 KiB
-            bob.join(f"other-{i:03d}")
+            bob.keep("s" + "".join("abcdefghij"[int(d)] for d in f"{i:03d}") + "a" * 29)
         config = SessionConfig(resend_interval=1.0, handshake_timeout=100.0, ping_interval=100.0,
                                dead_after=100.0)
         held: list[bytes] = []

@@ -10,6 +10,7 @@ from pycrdt import Doc, Text
 
 from crdt_sync import Replica, _pycrdt_compat
 from crdt_sync._pycrdt_compat import FastDocHandle, PublicDocHandle, doc_handle
+from tests.helpers import share
 
 
 def test_the_installed_pycrdt_checks_out() -> None:
@@ -100,6 +101,7 @@ def test_replicas_on_both_paths_converge(tmp_path: Any, monkeypatch: pytest.Monk
     slow = Replica(tmp_path / "slow")
     monkeypatch.setattr(_pycrdt_compat, "INTERNALS", True)
     fast = Replica(tmp_path / "fast")
+    share(slow, fast, name="s")
     for replica, word in ((slow, "slow"), (fast, "fast")):
         space = replica.space("s")
         for i in range(20):

@@ -67,7 +67,7 @@ def bad_update(author: Identity, seq: int, prev: bytes, entity: str) -> Envelope
 @pytest.fixture
 def device(open_replica: ReplicaFactory) -> Replica:
     replica = open_replica("device", seal_interval=0)
-    replica.join(SPACE)
+    replica.keep(SPACE)
     return replica
 
 
@@ -107,11 +107,12 @@ def test_later_envelopes_of_a_quarantined_author_are_skipped_not_refused(device:
 
 def test_the_same_author_keeps_its_other_spaces(device: Replica) -> None:
     author = Identity.generate()
-    device.join("other")
+    other_space = "s" + "b" * 32
+    device.keep(other_space)
     device.accept([garbage(author).wire], "peer x", SPACE)
-    other = honest(author, 1, b"", "o1", space="other")
-    assert device.accept([other.wire], "peer x", "other").applied == 1
-    assert device.version_vector("other") == {author.id: 1}
+    other = honest(author, 1, b"", "o1", space=other_space)
+    assert device.accept([other.wire], "peer x", other_space).applied == 1
+    assert device.version_vector(other_space) == {author.id: 1}
 
 
 @pytest.mark.parametrize("loaded", [True, False], ids=["entity-loaded", "entity-not-loaded"])
@@ -178,7 +179,7 @@ def test_lift_accepts_the_author_again_and_a_still_bad_envelope_quarantines_agai
 def test_the_quarantine_survives_reopening_and_is_shared_by_processes(tmp_path: Path) -> None:
     author = Identity.generate()
     with Replica(tmp_path / "d", seal_interval=0) as first:
-        first.join(SPACE)
+        first.keep(SPACE)
         first.accept([garbage(author).wire], "peer x", SPACE)
         with Replica(tmp_path / "d", seal_interval=0) as second:  # another process's view
             assert [q.author for q in second.quarantined()] == [author.id]
@@ -242,7 +243,7 @@ def test_a_session_sets_the_author_aside_and_ends_synced(relay_store: RelayStore
     syncing with it quarantines the stranger, tells the relay, and still gets every other
     author's edits and ends synced."""
     alice, bob = open_replica("alice", seal_interval=0), open_replica("bob", seal_interval=0)
-    bob.join(SPACE)
+    bob.keep(SPACE)
     stranger = Identity.generate()
     bad = garbage(stranger)
     later = honest(stranger, 2, bad.hash, "s2")
@@ -273,7 +274,7 @@ def test_the_sender_records_what_the_peer_refused(relay_store: RelayStore,
     """A device that holds a chain its peer refuses (here: a device that forwards the
     stranger's envelope it got before quarantine existed) shows it in status."""
     carrier, bob = open_replica("carrier", seal_interval=0), open_replica("bob", seal_interval=0)
-    bob.join(SPACE)
+    bob.keep(SPACE)
     stranger = Identity.generate()
     bad = garbage(stranger)
     _force_store(carrier, bad)
@@ -299,7 +300,7 @@ def _force_store(replica: Replica, env: Envelope) -> None:
 def test_envelopes_frame_after_notice_is_not_resent_in_the_session(relay_store: RelayStore,
                                                                     open_replica: ReplicaFactory) -> None:
     bob = open_replica("bob", seal_interval=0)
-    bob.join(SPACE)
+    bob.keep(SPACE)
     stranger = Identity.generate()
     bad = garbage(stranger)
     relay_store.receive([bad.wire], SPACE, False)
@@ -406,7 +407,7 @@ def test_devices_converge_on_the_honest_authors_whatever_they_saw(first: list[li
     with tempfile.TemporaryDirectory() as root:
         for name, batches in (("one", first), ("two", second)):
             with Replica(Path(root) / name, seal_interval=0) as device:
-                device.join(SPACE)
+                device.keep(SPACE)
                 for batch in batches:
                     device.accept(batch, "peer x", SPACE)  # never raises: every envelope is signed
                 views.append(_honest_view(device))
@@ -455,7 +456,7 @@ def test_a_notice_about_a_chain_this_side_does_not_send_is_ignored(open_replica:
 
     alice, bob = open_replica("alice", seal_interval=0), open_replica("bob", seal_interval=0)
     fill(alice, "a", 1)
-    bob.join(SPACE)
+    bob.keep(SPACE)
     wire = Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0))
     wire.start()
     for _ in range(50):
@@ -473,7 +474,7 @@ async def test_a_quarantine_over_a_lossy_link_still_ends_synced(open_replica: Re
     from tests.sync_helpers import sync_over
 
     carrier, bob = open_replica("carrier", seal_interval=0), open_replica("bob", seal_interval=0)
-    bob.join(SPACE)
+    bob.keep(SPACE)
     stranger = Identity.generate()
     bad = garbage(stranger)
     _force_store(carrier, bad)

@@ -128,7 +128,7 @@ async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
                                                             open_replica: ReplicaFactory) -> None:
     devices = [open_replica(name) for name in ("a", "b", "c")]
     for device in devices:
-        device.join(SPACE)
+        device.keep(SPACE)
     a, b, c = devices
     stop = asyncio.Event()
     flags = [synced_flag(SPACE) for _ in devices]

@@ -23,7 +23,7 @@ async def test_peer_daemon_sends_other_processes_edits_and_stops_on_sigterm(
     data = tmp_path / "field-tablet"
     async with running_relay(tmp_path / "relay") as relay:
         office = open_replica("office")  # a second device, live on the relay
-        office.join(SPACE)
+        office.keep(SPACE)
         stop = asyncio.Event()
         office_synced, on_event = synced_flag(SPACE)
         pumped = arrival(office, "pump-7", SPACE)

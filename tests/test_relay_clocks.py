@@ -89,7 +89,7 @@ async def test_a_device_that_took_a_time_near_the_end_still_syncs(tmp_path: Path
     async with running_relay(tmp_path / "relay") as relay:
         far = open_replica("far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS, seal_interval=0)
         honest, other = open_replica("honest", seal_interval=0), open_replica("other", seal_interval=0)
-        other.join(SPACE)
+        other.keep(SPACE)
         fill(far, "far", 1)
         stamped = far.sync_host.missing_envelopes(SPACE, {}, 10, 1 << 20)
         assert MAX_HLC - stamped[0].hlc <= 1 << COUNTER_BITS  # just below the range's end
@@ -112,7 +112,7 @@ async def test_year_3000_device_is_held_back_by_the_relay(tmp_path: Path,
     async with running_relay(tmp_path / "relay") as relay:
         y3k = open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0)
         a, b = open_replica("a", seal_interval=0), open_replica("b", seal_interval=0)
-        b.join(SPACE)
+        b.keep(SPACE)
         a.space(SPACE).put("eq", "pump", {"status": "honest"})
         a.seal()
         y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
@@ -161,7 +161,7 @@ async def test_the_relay_skew_setting(tmp_path: Path, open_replica: ReplicaFacto
     async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
         ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
         strict = open_replica("strict", max_clock_skew=DAY_MS / 1000)
-        strict.join(SPACE)
+        strict.keep(SPACE)
         fill(ahead, "ahead", 1)
         assert (await sync_once(ahead, relay.url)).synced
         assert relay.store.version_vector(SPACE) == {ahead.device_id: 1}  # within 10 days

@@ -68,7 +68,7 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
         tmp_path: Path, big_device: Path, open_replica: ReplicaFactory) -> None:
     shutil.copytree(big_device, tmp_path / "a")
     a, b = open_replica("a"), open_replica("b")
-    b.join(SPACE)
+    b.keep(SPACE)
     data = tmp_path / "relay"
 
     async with relay_process(data) as relay:
@@ -144,7 +144,7 @@ async def test_sigterm_goes_away_and_peers_reconnect_with_backoff(tmp_path: Path
                                                                   open_replica: ReplicaFactory) -> None:
     a, b = open_replica("a"), open_replica("b")
     fill(a, "a", 3)
-    b.join(SPACE)
+    b.keep(SPACE)
     data = tmp_path / "relay"
     events: list[Event] = []
     syncs = [asyncio.Event(), asyncio.Event()]  # the first and the second session caught up

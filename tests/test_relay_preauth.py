@@ -92,7 +92,7 @@ async def test_while_the_budget_has_room_an_address_is_not_limited(
                              max_unauthenticated_per_address=2) as relay:
         devices = [open_replica(f"device-{i}") for i in range(12)]  # one address, at once
         for device in devices:
-            device.join(SPACE)
+            device.keep(SPACE)
         outcomes = await asyncio.gather(*(sync_once(d, relay.url) for d in devices))
         assert all(o.synced and o.ok for o in outcomes), [o.closed for o in outcomes]
         assert await rejections(relay.url, "address-limit") == 0

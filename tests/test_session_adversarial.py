@@ -109,7 +109,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     try:
         fill(alice, "a", 2)
         fill(bob, "b", 2)
-        mallory.join(SPACE)
+        mallory.keep(SPACE)
         Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0)).start()
         # Alice and Bob now hold the same
         assert alice.version_vector(SPACE) == bob.version_vector(SPACE)

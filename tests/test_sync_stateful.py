@@ -87,7 +87,7 @@ class SyncMachine(RuleBasedStateMachine):
     def open_replicas(self, n: int) -> None:
         self.replicas = [Replica(self.root / f"r{i}") for i in range(n)]
         for replica in self.replicas:
-            replica.join(SPACE)
+            replica.keep(SPACE)
 
     # -- edits -------------------------------------------------------------------------------------
     @rule(i=who, id=ids, field=fields, value=values)

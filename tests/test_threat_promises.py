@@ -22,7 +22,7 @@ NAME = "site-42-threat-model-3b7c"
 
 def test_a_device_names_its_spaces_to_a_peer_only_by_blinded_ids(open_replica: ReplicaFactory) -> None:
     alice = open_replica("alice")
-    alice.join(NAME)
+    space = alice.space(NAME).id
     session = Session(alice.sync_host, 0.0)
     session.defer_sealing()  # frames as the session makes them, before the channel seals them
     hello = session.start()[0]
@@ -31,16 +31,16 @@ def test_a_device_names_its_spaces_to_a_peer_only_by_blinded_ids(open_replica: R
     frames = session.receive(peer.hello, 0.0)
     spaces = [m for m in map(decode, frames) if isinstance(m, Spaces)]
     assert len(spaces) == 1
-    assert spaces[0].blinded == [blind(NAME, peer.transcript)]
+    assert spaces[0].blinded == [blind(space, peer.transcript)]
     assert all(isinstance(b, bytes) and len(b) == BLIND_BYTES for b in spaces[0].blinded)
-    assert all(NAME.encode() not in frame for frame in frames)
+    assert all(NAME.encode() not in frame and space.encode() not in frame for frame in frames)
     # Another session blinds the same name differently: a listener cannot link the two.
     again = Session(alice.sync_host, 0.0)
     again.defer_sealing()
     other = HandPeer()
     other.on_hello(again.start()[0])
     later = [m for m in map(decode, again.receive(other.hello, 0.0)) if isinstance(m, Spaces)]
-    assert later[0].blinded == [blind(NAME, other.transcript)] != spaces[0].blinded
+    assert later[0].blinded == [blind(space, other.transcript)] != spaces[0].blinded
 
 
 def test_the_ephemeral_secret_is_let_go_once_the_link_is_up() -> None:

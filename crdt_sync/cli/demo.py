@@ -104,8 +104,14 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
     try:
         await relay.start()
         say(f"[bold]A relay[/] on SQLite at {relay.url} and [bold]three field devices[/] in {root}")
+        # the team's site: alice creates it and lets bob and carol in (a bundle carries
+        # the grants and keys); each device then keeps and syncs it
+        site = devices["alice"].space(SPACE).id
+        devices["alice"].grant(site, [devices[n].device_id for n in names if n != "alice"], "write")
+        welcome = devices["alice"].export_bundle(site)
         for n in names:
-            devices[n].join(SPACE)  # the team's site: each device keeps and syncs it
+            if n != "alice":
+                devices[n].import_bundle(welcome)
             say(f"  {n:<5} device {devices[n].device_id[:16]}..., keeps space {SPACE}")
         say("\n[bold underline]At the depot[/]")
         a = devices["alice"].space(SPACE)

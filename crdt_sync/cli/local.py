@@ -134,7 +134,7 @@ def cmd_spaces(args: argparse.Namespace, out: Output) -> None:
 
 def cmd_join(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
-        replica.join(args.space)
+        replica.keep(args.space)
         out.emit({"space": args.space, "joined": True}, lambda: out.console.print(f"joined {args.space}"))
 
 

@@ -214,7 +214,7 @@ def run_sync(args: argparse.Namespace, out: Output) -> None:
         raise UsageError(f"--relay {args.relay!r}: {exc}") from None
     with open_replica(args) as replica:
         for space in args.spaces:
-            replica.join(space)
+            replica.keep(space)
         spaces = args.spaces or None
         if not replica.spaces():
             raise sync_report.no_spaces(args.relay)

@@ -71,7 +71,8 @@ async def test_one_shot_sync_converges(harness: TransportHarness, open_replica: 
     fill(b, "b", 3)
     a.space(SPACE).put("equipment", "shared", {"status": "ok"})
     b.space(SPACE).put("equipment", "shared", {"notes": "checked"})
-    a.space("only-a").put("equipment", "x", {"n": 1})  # b does not keep it: must not reach b
+    only_a = a.space("only-a")  # b does not keep it: must not reach b
+    only_a.put("equipment", "x", {"n": 1})
 
     outcomes = await harness.sync(a, b)
     # Point to point, one session each, with each other; through a hub, a uploads, b takes a's
@@ -83,9 +84,9 @@ async def test_one_shot_sync_converges(harness: TransportHarness, open_replica: 
     assert snapshot(a).key() == snapshot(b).key()
     assert len(snapshot(a).rows) == 5 + 3 + 1
     assert b.space(SPACE).get("equipment", "shared") == {"status": "ok", "notes": "checked"}
-    assert "only-a" not in b.spaces()
+    assert only_a.id not in b.spaces()
     if harness.hub is not None:
-        assert "only-a" in harness.hub.spaces()  # the relay keeps every space it is given
+        assert only_a.id in harness.hub.spaces()  # the relay keeps every space it is given
     assert a.rejections() == [] and b.rejections() == []
 
 
@@ -116,7 +117,7 @@ async def test_status_shows_what_the_peer_acknowledged(harness: TransportHarness
 async def test_live_push_after_catch_up(harness: TransportHarness, open_replica: ReplicaFactory) -> None:
     a, b = open_replica("a"), open_replica("b")
     fill(a, "a", 2)
-    b.join(SPACE)  # b holds nothing yet, but keeps the space: it is shared
+    b.keep(SPACE)  # b holds nothing yet, but keeps the space: it is shared
     stop = asyncio.Event()
     (a_ready, a_events), (b_ready, b_events) = synced_flag(SPACE), synced_flag(SPACE)
     async with open_link(harness) as (la, lb), asyncio.timeout(4 * WAIT), asyncio.TaskGroup() as tg:

@@ -14,7 +14,7 @@ from tests.sync_helpers import SPACE, WAIT, fill
 def share_space(a: Replica, b: Replica) -> str:
     """The space both replicas keep and sync (issue 12 switches this to a shared space)."""
     for replica in (a, b):
-        replica.join(SPACE)
+        replica.keep(SPACE)
     return SPACE
 
 

@@ -35,7 +35,8 @@ from ..._harness import dir_size
 from ..._trace import Patch
 from .base import CatchUp, Fields, Update
 
-SPACE, DOCS, DOC, BODY, ASSETS = "bench", "docs", "doc", "body", "assets"
+#: every agent of a run writes one space, known by its id (no device of the run creates it)
+SPACE, DOCS, DOC, BODY, ASSETS = "s" + "b" * 32, "docs", "doc", "body", "assets"
 #: no limit on one hand-out: the replay asks for exactly the envelopes it needs
 ALL, ALL_BYTES = 1 << 30, 1 << 62
 MAX_DRAWS = 1000

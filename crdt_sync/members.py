@@ -1,0 +1,157 @@
+"""The membership of a device's spaces: one :class:`~crdt_sync.membership.MembershipLog` per
+space, and what a device does with each membership envelope (docs/DESIGN.md, "Membership
+on a device").
+
+:class:`Members` owns the logs. A space's log is built from its stored membership envelopes
+(the store's ``membership`` index) the first time it is asked for, and updated with every
+membership envelope stored afterwards (sealed here or received). The logs are caches of the
+store: a receive that rolls back, or another process's commit, makes the replica call
+:meth:`Members.forget`, and the log is built again on the next question.
+
+:func:`judge_membership` is the rule for a new, chain-valid membership envelope (kind 4),
+the same on devices and at the relay:
+
+- ``ok``: store it and add its records;
+- ``revoked``: store it and add its records (a revocation learnt later may lift the cut),
+  but tell the sender its chain is set aside from there;
+- ``unknown-proof``, ``reused-invite``, ``forked``: not stored, skipped like a gap (the
+  proof may be on its way; the fork rules decide the others);
+- any other reason: the author is quarantined with it (:class:`~crdt_sync.errors.Rejected`).
+
+Keys records that hold a box sealed to this device are opened as they are stored, and the
+epoch key goes into the keyring (:class:`~crdt_sync.secrets.Secrets`, saved by
+:meth:`Members.save_keys`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from .envelope import Envelope, decode_trusted
+from .errors import Rejected
+from .identity import Identity, public_key_of
+from .membership import Carrier, Keys, MembershipLog, Record, decode_membership
+from .secrets import Secrets
+from .space_crypto import open_box
+from .store import Store
+
+#: Membership verdicts that skip the envelope (not stored, no quarantine row): a proof on
+#: its way, or what the fork rules decide.
+MEMBERSHIP_SKIPS = frozenset({"unknown-proof", "reused-invite", "forked"})
+
+
+class Judged(NamedTuple):
+    """What to do with a new, chain-valid membership envelope.
+
+    ``store``: keep it; ``notice``: tell the sender its chain is set aside from here (no
+    quarantine row); ``records``: the records to add to the log once it is stored.
+    """
+
+    store: bool
+    notice: Rejected | None = None
+    records: list[Record] | None = None
+
+
+def judge_membership(log: MembershipLog, env: Envelope) -> Judged:
+    """What to do with ``env``, a membership envelope of ``log``'s space.
+
+    Raises:
+        Rejected: the author is to be quarantined, with the reason (``bad-record``,
+            ``misplaced-record``, ``wrong-space``, ``forged``, ``not-admin``, ``read-only``,
+            ``beyond-delegation``, ``expired``).
+    """
+    records = decode_membership(env.payload)  # Rejected("bad-record")
+    verdict = log.check(records, Carrier(env.author_key, env.seq, env.hlc))
+    if verdict.ok:
+        return Judged(True, None, records)
+    if verdict.reason == "revoked":
+        return Judged(True, Rejected(verdict.reason, verdict.detail), records)
+    if verdict.reason in MEMBERSHIP_SKIPS:
+        return Judged(False, Rejected(verdict.reason, verdict.detail))
+    raise Rejected(verdict.reason, verdict.detail)
+
+
+class Members:
+    """The membership logs of one replica's spaces.
+
+    Args:
+        store: where the membership envelopes are (read inside or outside a transaction).
+        identity: this device (boxes sealed to it are opened).
+        secrets: the keyring that opened epoch keys go into.
+    """
+
+    def __init__(self, store: Store, identity: Identity, secrets: Secrets) -> None:
+        self._store = store
+        self._identity = identity
+        self._secrets = secrets
+        self._logs: dict[str, MembershipLog] = {}
+        self._unsaved = False
+
+    def log(self, space: str) -> MembershipLog:
+        """The log of ``space`` (built from the store the first time)."""
+        log = self._logs.get(space)
+        if log is None:
+            log = MembershipLog(space)
+            for wire in self._store.membership_wires(space):
+                env = decode_trusted(wire)
+                try:
+                    records = decode_membership(env.payload)
+                except Rejected:  # (stored only once judged: only a damaged file gets here)
+                    continue
+                log.add(records, Carrier(env.author_key, env.seq, env.hlc))
+            for author in self._store.fork_points(space):
+                log.fork(public_key_of(author))
+            self._logs[space] = log
+        return log
+
+    def forget(self, space: str | None = None) -> None:
+        """Drop the cached log of ``space`` (every log: None); rebuilt on the next question."""
+        if space is None:
+            self._logs.clear()
+        else:
+            self._logs.pop(space, None)
+
+    def judge(self, env: Envelope) -> Judged:
+        """:func:`judge_membership` of ``env`` against its space's log."""
+        return judge_membership(self.log(env.space), env)
+
+    def stored(self, env: Envelope, records: Sequence[Record]) -> None:
+        """``env`` (judged, carrying ``records``) was stored: index it, add its records to
+        the log, and open the key boxes sealed to this device."""
+        self._store.record_membership(env)
+        self.log(env.space).add(list(records), Carrier(env.author_key, env.seq, env.hlc))
+        self.open_boxes(env.space, records)
+
+    def open_boxes(self, space: str, records: Sequence[Record],
+                   identities: Sequence[Identity] = ()) -> int:
+        """Add to the keyring the epoch keys that ``records`` seal to this device (or to one
+        of ``identities``: an invite key whose seed this device holds). Returns how many
+        were new. A box that does not open or names the wrong key is skipped: another
+        member's keys are not this device's to judge."""
+        keyring = self._secrets.keyring()
+        added = 0
+        for record in records:
+            if not isinstance(record, Keys):
+                continue
+            for identity in (self._identity, *identities):
+                sealed = record.box_for(identity.public_key)
+                if sealed is None:
+                    continue
+                try:
+                    key, secret = open_box(identity, sealed)
+                    added += keyring.add(space, record.epoch_n, record.epoch_id, key, secret)
+                except Rejected:
+                    continue
+        if added:
+            self._unsaved = True
+        return added
+
+    def save_keys(self) -> None:
+        """Write the keyring if keys were added since the last save (``DIR/keys``)."""
+        if self._unsaved and not self._secrets.read_only:
+            self._secrets.save()
+        self._unsaved = False
+
+
+__all__ = ["MEMBERSHIP_SKIPS", "Judged", "Members", "judge_membership"]

@@ -1,0 +1,213 @@
+"""Spaces bound to keys on a device: their ids, local names, creation and grants
+(docs/DESIGN.md, "Spaces bound to keys on a device").
+
+A space is created by a device: its genesis record (signed by that device, the first
+admin) gives the space id (:func:`~crdt_sync.membership.space_id_of`). Humans keep using
+names: each device binds a local name to an id in the store's ``space_names`` table, and
+:meth:`SpaceBook.resolve` turns a name or an id into the id (a name bound to two ids is
+:class:`~crdt_sync.errors.AmbiguousSpace`). :class:`SpaceBook` owns naming and the
+membership envelopes this device publishes (genesis, grants); the records' log is
+:class:`~crdt_sync.members.Members`'.
+
+Creating a space seals the creator's seq 1, the membership envelope ``[genesis, keys]``
+(epoch 0 sealed to the creator), and stores the space secret and the epoch key in the
+keyring; the replica then writes the label (seq 2), the entity ``_space/label`` whose field
+``name`` is the name sealed under the space secret (:func:`~crdt_sync.space_crypto.seal_label`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .envelope import MAX_SPACE_NAME, Envelope
+from .envelope import seal as seal_envelope
+from .errors import AmbiguousSpace, NotFound, Rejected
+from .hlc import HybridClock
+from .identity import Identity, public_key_of
+from .members import Members, judge_membership
+from .membership import (
+    Record,
+    Rights,
+    encode_membership,
+    is_space_id,
+    make_genesis,
+    make_grant,
+    make_keys,
+    scope_digest,
+    space_id_of,
+)
+from .results import SpaceInfo
+from .secrets import Secrets
+from .space_crypto import new_epoch, new_key, open_label, scope_key, seal_box, seal_label
+from .store import SPACE_COLLECTION, Store
+from .values import check_name
+
+#: The entity of a space that holds its label (its human name, sealed under the space secret).
+LABEL_ENTITY = (SPACE_COLLECTION, "label")
+LABEL_FIELD = "name"
+
+RIGHTS = {"read": Rights.READ, "write": Rights.WRITE, "admin": Rights.ADMIN}
+
+
+def parse_rights(rights: str | Rights | int) -> Rights:
+    """``"read"``, ``"write"``, ``"admin"`` or a :class:`~crdt_sync.membership.Rights`."""
+    if isinstance(rights, str):
+        try:
+            return RIGHTS[rights]
+        except KeyError:
+            raise ValueError(f"rights are read, write or admin, not {rights!r}") from None
+    return Rights(rights)
+
+
+def rights_name(rights: Rights | None) -> str | None:
+    return None if rights is None else rights.name.lower()
+
+
+class SpaceBook:
+    """A device's spaces: names, creation, grants (every write inside the caller's
+    ``store.write()``)."""
+
+    def __init__(self, store: Store, members: Members, identity: Identity, secrets: Secrets,
+                 clock: HybridClock) -> None:
+        self._store = store
+        self._members = members
+        self._identity = identity
+        self._secrets = secrets
+        self._clock = clock
+
+    # -- names ------------------------------------------------------------------------------
+    def find(self, name_or_id: str) -> str | None:
+        """The id ``name_or_id`` names here: an id as it is, else the space of that local
+        name (None: no such name).
+
+        Raises:
+            AmbiguousSpace: the name is bound to more than one id.
+        """
+        check_name("space", name_or_id, MAX_SPACE_NAME)
+        if is_space_id(name_or_id) or self._store.knows_space(name_or_id):
+            return name_or_id  # (a space kept under that exact string is its id)
+        ids = self._store.spaces_named(name_or_id)
+        if len(ids) > 1:
+            raise AmbiguousSpace(name_or_id, ids)
+        return ids[0] if ids else None
+
+    def resolve(self, name_or_id: str) -> str:
+        """Like :meth:`find`; an unknown name raises :class:`~crdt_sync.errors.NotFound`."""
+        found = self.find(name_or_id)
+        if found is None:
+            raise NotFound(f"no space named {name_or_id!r} on this device (crdt-sync spaces lists them)")
+        return found
+
+    def name(self, space: str) -> str | None:
+        return self._store.space_name(space)
+
+    def learn_name(self, space: str, label: bytes) -> None:
+        """A label of ``space`` arrived: it becomes the local name if there is none yet."""
+        if self._store.space_name(space) is not None:
+            return
+        secret = self._secrets.keyring().secret(space)
+        if secret is None:
+            return
+        try:
+            name = open_label(secret, label)
+        except Rejected:
+            return
+        self._store.set_space_name(space, name)
+
+    def rename(self, space: str, name: str) -> bytes:
+        """Bind ``space`` to the local ``name``; returns its new sealed label."""
+        check_name("space name", name, MAX_SPACE_NAME)
+        self._store.set_space_name(space, name)
+        return self.label(space, name)
+
+    def label(self, space: str, name: str) -> bytes:
+        secret = self._secrets.keyring().secret(space)
+        if secret is None:
+            raise NotFound(f"this device holds no key of space {space}")
+        return seal_label(secret, name)
+
+    # -- creating and granting --------------------------------------------------------------
+    def create(self, name: str) -> str:
+        """A new space named ``name`` here, with this device as its admin: seals seq 1 of
+        its chain (``[genesis, keys]``) and keeps the keys. Returns the id."""
+        check_name("space name", name, MAX_SPACE_NAME)
+        me = self._identity
+        hlc = self._clock.now()
+        genesis = make_genesis(me, hlc)
+        space = space_id_of(genesis)
+        epoch_id, epoch_key = new_epoch()
+        secret = new_key()
+        self._secrets.keyring().add(space, 0, epoch_id, epoch_key, secret)
+        self._secrets.save()  # before the envelope that needs it is committed
+        box = seal_box(me.public_key, epoch_key, secret)
+        keys = make_keys(me, space, 0, epoch_id, [(me.public_key, box)], hlc, genesis.hash)
+        self.publish(space, [genesis, keys], hlc)
+        self._store.join(space)
+        self._store.set_space_name(space, name)
+        return space
+
+    def grant(self, space: str, devices: Sequence[str], rights: str | Rights | int,
+              collections: Sequence[str] | None = None, expires_ms: int = 0) -> Envelope:
+        """Grant ``rights`` in ``space`` to each of ``devices`` (scoped to ``collections``,
+        ending ``expires_ms`` from now: 0 never), with a keys record per epoch this device
+        holds sealing it to them, in one envelope of this device's chain.
+
+        Raises:
+            Rejected: this device may not grant so (``not-admin``, ``beyond-delegation``,
+                ...); nothing was published.
+        """
+        me = self._identity
+        level = parse_rights(rights)
+        keyring = self._secrets.keyring()
+        secret = keyring.secret(space)
+        if secret is None:
+            raise NotFound(f"this device holds no key of space {space}")
+        subjects = sorted({public_key_of(d) for d in devices})
+        if not subjects:
+            raise ValueError("grant to at least one device")
+        hlc = self._clock.now()
+        wall = hlc >> 16
+        proof = self._members.log(space).authority(me.public_key, wall)
+        if proof is None:
+            raise Rejected("not-admin", f"{me.id} holds no grant in {space}")
+        key_s = scope_key(secret)
+        scope = [scope_digest(key_s, c) for c in collections or ()]
+        not_after = 0 if not expires_ms else wall + expires_ms
+        records: list[Record] = [make_grant(me, space, s, level, scope, not_after, hlc, proof)
+                                 for s in subjects]
+        for n, epoch_id in keyring.epochs(space):
+            epoch_key = keyring.key(space, epoch_id)
+            assert epoch_key is not None
+            records.append(make_keys(me, space, n, epoch_id,
+                                     [(s, seal_box(s, epoch_key, secret)) for s in subjects], hlc, proof))
+        return self.publish(space, records, hlc)
+
+    def publish(self, space: str, records: Sequence[Record], hlc: int) -> Envelope:
+        """Seal ``records`` as the next envelope of this device's chain in ``space``, after
+        checking that they count (what every receiver will check).
+
+        Raises:
+            Rejected: they would not count here; nothing was sealed.
+        """
+        head = self._store.chain_head(space, self._identity.id)
+        env = seal_envelope(self._identity, space, head[0] + 1, head[1], hlc, encode_membership(records))
+        judged = judge_membership(self._members.log(space), env)
+        if not judged.store or judged.notice is not None:
+            reason = judged.notice or Rejected("unknown-proof", "not valid here")
+            raise Rejected(reason.reason, f"this device may not publish that: {reason.detail}")
+        self._store.insert_envelope(env)
+        self._members.stored(env, records)
+        return env
+
+    # -- views ------------------------------------------------------------------------------
+    def infos(self, spaces: Sequence[str], now_ms: int) -> list[SpaceInfo]:
+        out = []
+        for space in spaces:
+            log = self._members.log(space)
+            rights = log.rights_of(self._identity.public_key, now_ms)
+            members = [m for m in log.members(now_ms) if m.revoked_after is None and not m.reused_invite]
+            out.append(SpaceInfo(space, self.name(space), rights_name(rights), len(members)))
+        return out
+
+
+__all__ = ["LABEL_ENTITY", "LABEL_FIELD", "SpaceBook", "parse_rights", "rights_name"]
