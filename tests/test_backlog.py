@@ -238,7 +238,7 @@ async def test_sync_on_a_device_with_no_spaces_says_so(tmp_path: Path) -> None:
         code, out, err = await run_cli("sync", "--relay", relay.url, "--data", str(device))
         assert code == 1 and out == ""
         assert "this device keeps no spaces, so there is nothing to sync" in err
-        assert "crdt-sync join SPACE" in err
+        assert "crdt-sync spaces create NAME" in err and "crdt-sync join TOKEN" in err
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(device))
         assert code == 1 and out == ""
         error = sync_error(err)

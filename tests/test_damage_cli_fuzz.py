@@ -12,6 +12,7 @@ invocations also run as real processes.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -48,17 +49,40 @@ assignment = st.one_of(st.sampled_from([a for a in _NASTY if "=" in a]),
                        st.builds(lambda k, v: f"{k}={v}", name, hostile))
 
 
+#: The sharing commands (issue 12), fuzzed once the device-side API they drive is in the tree.
+SHARING = [*(["spaces", "keep", "members", "grant"] if hasattr(Replica, "space_infos") else []),
+           *(["invite", "join", "revoke"] if hasattr(Replica, "invite") else []),
+           *(["migrate"] if importlib.util.find_spec("crdt_sync.migrate") else [])]
+rights = st.sampled_from(["read", "write", "admin"]) | name
+
+
 @st.composite
 def invocations(draw: st.DrawFn) -> list[str]:
     command = draw(st.sampled_from([
-        "init", "put", "get", "list", "delete", "history", "conflicts", "spaces", "join",
-        "leave", "status", "export", "import", "no-such-command"]))
+        "init", "put", "get", "list", "delete", "history", "conflicts", "leave", "status", "export",
+        "import", "no-such-command", *SHARING]))
     args = [command]
-    if command in ("put", "get", "delete", "history"):
+    if command == "spaces":
+        args += draw(st.sampled_from([[], ["create", draw(name)], ["rename", draw(name), draw(name)],
+                                      [draw(name)]]))
+    elif command == "invite":
+        args += [draw(st.sampled_from(["s"]) | name), "--rights", draw(rights)]
+        args += draw(st.sampled_from([[], ["--expires", draw(hostile)], ["--collection", draw(name)],
+                                      ["--no-history", "--qr"]]))
+    elif command == "join":
+        args += [draw(st.sampled_from(["cs1", "cs1AAAA", "cs1" + "A" * 5000, "s"]) | name)]
+    elif command in ("grant", "revoke"):
+        args += [draw(st.sampled_from(["s"]) | name), draw(st.sampled_from(["a" * 52]) | name)]
+        if command == "grant":
+            args += ["--rights", draw(rights), *draw(st.sampled_from(
+                [[], ["--expires", draw(hostile)], ["--collection", draw(name)]]))]
+    elif command == "migrate":
+        args += draw(st.sampled_from([[], ["/nonexistent/dir"], ["{tmp}/garbage"]]))
+    elif command in ("put", "get", "delete", "history"):
         args += [draw(st.sampled_from(["s", "site"]) | name) for _ in range(3)]
         if command == "put":
             args += draw(st.lists(assignment, min_size=0, max_size=3))
-    elif command in ("list", "conflicts", "join", "leave"):
+    elif command in ("list", "conflicts", "keep", "members", "leave"):
         args += draw(st.lists(st.sampled_from(["s"]) | name, min_size=0, max_size=2))
     elif command == "export":
         args += [draw(st.sampled_from(["s"]) | name), "--out",

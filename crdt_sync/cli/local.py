@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import DiskFull, NotFound, PassphraseError, ValueRejected
 from ..values import check_name, loads_json
-from .output import Output, UsageError, data_dir, parse_assignment, short, show
+from .output import Output, UsageError, data_dir, parse_assignment, short, show, space_id
 
 #: The largest seq a version vector may name (SQLite's INTEGER is signed 64-bit).
 SEQ_MAX = 2**63 - 1
@@ -72,7 +72,7 @@ def cmd_put(args: argparse.Namespace, out: Output) -> None:
 
 def cmd_get(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
-        result = replica.space(args.space).get(args.collection, args.id)
+        result = _space(replica, args.space).get(args.collection, args.id)
         out.emit(result, lambda: _print_fields(out, result))
 
 
@@ -83,7 +83,7 @@ def _print_fields(out: Output, fields: dict[str, Any]) -> None:
 def cmd_list(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
         rows = [{"collection": c, "id": i, "fields": f}
-                for c, i, f in replica.space(args.space).rows(args.collection)]
+                for c, i, f in _space(replica, args.space).rows(args.collection)]
         out.emit(rows, lambda: out.table(
             f"{args.space}: {len(rows)} entities", ["collection", "id", "fields"],
             [(r["collection"], r["id"], r["fields"]) for r in rows]))
@@ -91,14 +91,14 @@ def cmd_list(args: argparse.Namespace, out: Output) -> None:
 
 def cmd_delete(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
-        replica.space(args.space).delete(args.collection, args.id)
+        _space(replica, args.space).delete(args.collection, args.id)
         out.emit({"space": args.space, "collection": args.collection, "id": args.id,
                   "deleted": True}, lambda: out.console.print(f"deleted {args.collection}/{args.id}"))
 
 
 def cmd_history(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
-        changes = [h.to_dict() for h in replica.space(args.space).history(args.collection, args.id)]
+        changes = [h.to_dict() for h in _space(replica, args.space).history(args.collection, args.id)]
         out.emit(changes, lambda: out.table(
             f"history of {args.collection}/{args.id}", ["time", "author", "changes"],
             [(c["time"], short(c["author"]), _describe(c)) for c in changes]))
@@ -114,7 +114,7 @@ def _describe(change: dict[str, Any]) -> str:
 
 def cmd_conflicts(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
-        items = [c.to_dict() for c in replica.space(args.space).conflicts()]
+        items = [c.to_dict() for c in _space(replica, args.space).conflicts()]
         out.emit(items, lambda: out.table(
             f"conflicts in {args.space}: {len(items)}", ["entity", "field", "winner", "lost"],
             [(f"{c['collection']}/{c['id']}", c["field"], _entry(c["winner"]),
@@ -126,27 +126,19 @@ def _entry(entry: dict[str, Any]) -> str:
     return f"{value} by {short(entry['author'])} at {entry['time']}"
 
 
-def cmd_spaces(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args, out) as replica:
-        names = replica.spaces()
-        out.emit({"spaces": names}, lambda: out.console.print("\n".join(names) or "(no spaces)"))
-
-
-def cmd_join(args: argparse.Namespace, out: Output) -> None:
-    with open_replica(args) as replica:
-        replica.keep(args.space)
-        out.emit({"space": args.space, "joined": True}, lambda: out.console.print(f"joined {args.space}"))
-
-
 def cmd_leave(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
-        replica.leave(args.space)
-        out.emit({"space": args.space, "joined": False}, lambda: out.console.print(f"left {args.space}"))
+        sid = space_id(replica, args.space)
+        replica.leave(sid)
+        out.emit({"space": sid, "kept": False}, lambda: out.console.print(
+            f"stopped keeping {args.space} ({sid}); its data stays (`crdt-sync keep SPACE` resumes)",
+            highlight=False))
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
         status = replica.status().to_dict()
+        names = {i.id: f"{i.name} ({i.id[:12]}...)" for i in replica.space_infos() if i.name}
         links = _daemon_links(replica.path)
     _merge_links(status, links)
 
@@ -155,14 +147,16 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                           f"unsealed edits {status['unsealed']}, rejections {status['rejections']}")
         out.table("spaces", ["space", "version vector", "own envelopes no peer acknowledged"],
                   [(name, {short(a): s for a, s in info["version_vector"].items()},
-                    str(info["unacknowledged"])) for name, info in status["spaces"].items()])
+                    str(info["unacknowledged"])) for sid, info in status["spaces"].items()
+                   for name in [names.get(sid, sid)]])
         out.table("peers (what each last acknowledged)", ["space", "peer", "synced", "behind by",
                                                           "acknowledged", "last seen", "over",
                                                           "last synced"],
                   [(name, short(p["device"]), "yes" if p["synced"] else "no",
                     f"{p['behind']} envelopes", {short(a): s for a, s in p["version_vector"].items()},
                     p["seen"], _over(p), p["last_synced"] or "-")
-                   for name, info in status["spaces"].items() for p in info["peers"]])
+                   for sid, info in status["spaces"].items() for p in info["peers"]
+                   for name in [names.get(sid, sid)]])
         daemon = status["daemon"]
         if daemon is not None:
             state = "running" if daemon["running"] else "stopped"
@@ -175,7 +169,8 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
                           [(c["transport"], c["key"], c["address"], c["seen"], c["lost"] or "-")
                            for c in daemon["candidates"]])
         forks = [(name, short(f["author"]), str(f["seq"]), f["source"], f["since"])
-                 for name, info in status["spaces"].items() for f in info["forks"]]
+                 for sid, info in status["spaces"].items() for f in info["forks"]
+                 for name in [names.get(sid, sid)]]
         if forks:
             out.table("forks (proven: each author excluded from that seq on; not liftable)",
                       ["space", "author", "from seq", "proof from", "since"], forks)
@@ -266,14 +261,15 @@ def _print_quarantine(out: Output, quarantined: list[dict[str, Any]],
 
 def cmd_quarantine(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args) as replica:
+        space = None if args.space is None else space_id(replica, args.space)
         if args.action == "list":
-            items = [q.to_dict() for q in replica.quarantined(args.space)]
+            items = [q.to_dict() for q in replica.quarantined(space)]
             out.emit({"quarantined": items}, lambda: (
                 _print_quarantine(out, items) if items else out.console.print("(no quarantined authors)")))
             return
         if args.space is None or args.author is None:
             raise UsageError("quarantine lift takes SPACE AUTHOR (see `crdt-sync quarantine list`)")
-        lifted = replica.lift_quarantine(args.space, args.author)
+        lifted = replica.lift_quarantine(space, args.author)
     if not lifted:
         raise NotFound(f"{args.author} is not quarantined in {args.space} "
                        "(see `crdt-sync quarantine list`)")
@@ -293,12 +289,13 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
     from ..bundle import decode_bundle
 
     with open_replica(args) as replica:
+        sid = space_id(replica, args.space)
         since: dict[str, int] = {}
         if args.since:
             since = _parse_vv(args.since)
         elif args.for_peer:
-            since = replica.peer_version_vector(args.for_peer, args.space)
-        data = replica.export_bundle(args.space, since)
+            since = replica.peer_version_vector(args.for_peer, sid)
+        data = replica.export_bundle(sid, since)
     count = len(decode_bundle(data).envelopes)
     target = Path(args.out)
     tmp = target.with_name(target.name + ".partial")
@@ -358,6 +355,11 @@ def cmd_bench_merge(args: argparse.Namespace, out: Output) -> None:
     code = bench_merge(args.options)
     if code:
         raise SystemExit(code)
+
+
+def _space(replica: Any, text: str) -> Any:
+    """The space SPACE names (an id or a local name): a command that reads never creates one."""
+    return replica.space(space_id(replica, text))
 
 
 def open_replica(args: argparse.Namespace, reading: Output | None = None) -> Any:

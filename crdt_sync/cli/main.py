@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from ..diskfaults import store_error
 from ..errors import (
+    AmbiguousSpace,
     CrdtSyncError,
     DiskFull,
     NotFound,
@@ -28,6 +29,7 @@ from ..errors import (
     Rejected,
     StoreCorrupt,
     StoreError,
+    StoreVersionError,
     ValueRejected,
 )
 from .local import (
@@ -40,14 +42,14 @@ from .local import (
     cmd_history,
     cmd_import,
     cmd_init,
-    cmd_join,
     cmd_leave,
     cmd_list,
     cmd_put,
     cmd_quarantine,
-    cmd_spaces,
     cmd_status,
 )
+from .members import HINTS, WRITE_COMMANDS
+from .members import add_commands as add_member_commands
 from .net import add_commands
 from .output import (
     ENV_DATA,
@@ -107,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     _entity_args(command("delete", cmd_delete, "delete an entity (a tombstone that merges)"))
     _entity_args(command("history", cmd_history, "who changed what, when"))
     command("conflicts", cmd_conflicts, "fields whose concurrent writes lost").add_argument("space")
-    command("spaces", cmd_spaces, "the spaces this device keeps")
-    command("join", cmd_join, "keep and sync a space").add_argument("space")
     command("leave", cmd_leave, "stop keeping a space (its data stays)").add_argument("space")
     command("status", cmd_status, "device, spaces, version vectors, what peers acknowledged")
     p = command("quarantine", cmd_quarantine,
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only what DEVICE lacks, as far as this device knows")
     command("import", cmd_import, "verify and apply a bundle, all or nothing").add_argument("file")
     add_commands(sub, common)
+    add_member_commands(sub, common)
     command("demo", cmd_demo, "three simulated field devices edit offline and converge") \
         .add_argument("--dir", help="keep the devices' data directories here")
     bench = sub.add_parser("bench", help="benchmarks (the bench extra)", description="benchmarks")
@@ -153,7 +154,8 @@ def _run(args: argparse.Namespace, out: Output) -> None:
 
 #: the positional arguments of one word each (argparse may hand one over as [] after a
 #: second `--`); the others (fields, spaces, options) take several
-_ONE_WORD = frozenset({"action", "author", "collection", "file", "id", "space"})
+_ONE_WORD = frozenset({"action", "author", "collection", "device", "dir", "file", "id", "name",
+                       "space", "token"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,16 +182,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncFailed as exc:  # before Rejected: a sync that stopped did change things
         out.fail(exc.exit_code, exc.kind, str(exc),
                  {"sync": exc.report.to_dict()} if exc.report is not None else None)
+    except AmbiguousSpace as exc:  # before NotFound, in case it is one
+        out.fail(EXIT_USAGE, "ambiguous-space", str(exc), {"name": exc.name, "ids": list(exc.ids)})
     except NotFound as exc:
         out.fail(EXIT_NOT_FOUND, "not-found", str(exc))
     except Rejected as exc:
-        out.fail(EXIT_REJECTED, exc.reason, f"rejected, nothing changed: {exc}")
+        hint = f"; {HINTS[exc.reason]}" if exc.reason in HINTS and (
+            args.command in WRITE_COMMANDS or exc.reason == "not-admin") else ""
+        out.fail(EXIT_REJECTED, exc.reason, f"rejected, nothing changed: {exc}{hint}")
     except ValueRejected as exc:
         out.fail(EXIT_REJECTED, "value-rejected", f"{exc}; nothing changed")
     except DiskFull as exc:
         out.fail(EXIT_ERROR, "disk-full", str(exc))
     except StoreCorrupt as exc:
         out.fail(EXIT_ERROR, "store-corrupt", str(exc))
+    except StoreVersionError as exc:  # an older format names `crdt-sync migrate DIR`
+        out.fail(EXIT_ERROR, "store-version", str(exc))
     except StoreError as exc:
         out.fail(EXIT_ERROR, "store", str(exc))
     except PassphraseError as exc:

@@ -157,7 +157,7 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
 
     with open_replica(args) as replica:
         for space in args.spaces:
-            replica.join(space)
+            replica.keep(space)
 
         async def daemon() -> dict[str, Any]:
             stop = asyncio.Event()

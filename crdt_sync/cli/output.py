@@ -95,6 +95,16 @@ class Output:
         raise SystemExit(code)
 
 
+def space_id(replica: Any, text: str) -> str:
+    """SPACE as typed on a command line: a space id, or the local name of exactly one space.
+
+    Raises:
+        NotFound: no space has that name (or id) here.
+        AmbiguousSpace: several spaces have that name; the message lists their ids.
+    """
+    return str(replica.space_id(text))
+
+
 def show(value: Any) -> str:
     return json.dumps(to_json(value), ensure_ascii=False, allow_nan=False)
 

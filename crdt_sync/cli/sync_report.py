@@ -155,8 +155,9 @@ def failure(report: SyncReport, closed: Closed | None) -> SyncFailed:
 def no_spaces(relay: str) -> SyncFailed:
     """A device that keeps no space has nothing to sync: said, not reported as synced."""
     return SyncFailed("this device keeps no spaces, so there is nothing to sync with "
-                      f"{relay}; join one first (crdt-sync join SPACE) or name it "
-                      "(crdt-sync sync --relay URL SPACE)", EXIT_ERROR, "no-spaces", None)
+                      f"{relay}; create one (crdt-sync spaces create NAME), join one with an invite "
+                      "token (crdt-sync join TOKEN), or keep one again (crdt-sync keep SPACE)",
+                      EXIT_ERROR, "no-spaces", None)
 
 
 def summary(report: SyncReport) -> str:
