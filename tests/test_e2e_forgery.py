@@ -1,0 +1,163 @@
+"""Issue 12, "Show it works": capabilities that the CLI would never make, forged with the
+keys a modified device holds and pushed through real relay connections, into a space that
+real ``crdt-sync`` devices created and share (see tests/test_e2e_membership.py for the
+set-up): an expired capability, a forged one (signed by a non-admin), a delegation beyond
+the delegator's rights, a grant replayed into another space. Each is refused by a relay
+process that enforces membership, and by the devices themselves when a relay that does not
+enforce passes it on (the devices judge every membership record offline: docs/DESIGN.md,
+"Membership").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crdt_sync.identity import Identity
+from crdt_sync.membership import Genesis, Grant, Rights, make_grant
+from tests.e2e_helpers import (
+    Device,
+    authors,
+    forge_data,
+    forge_records,
+    head,
+    logged,
+    made_body,
+    membership_records,
+    needs,
+    relay,
+    stored,
+)
+from tests.relay_envelopes import EnvelopeHost, exchange, hlc_at, now_ms
+from tests.test_e2e_membership import create, tag
+
+pytestmark = [needs("encrypted", "create_space", "grant", "members"), pytest.mark.timeout(240)]
+
+
+def genesis_of(data: Path, space: str) -> Genesis:
+    [genesis] = [r for r in membership_records(stored(data, space)) if isinstance(r, Genesis)]
+    return genesis
+
+
+def grant_of(data: Path, space: str, subject: Identity) -> Grant:
+    """The grant of ``subject`` the relay holds (membership records are readable to it)."""
+    [grant] = [r for r in membership_records(stored(data, space))
+               if isinstance(r, Grant) and r.subject == subject.public_key]
+    return grant
+
+
+async def quarantined(device: Device, space: str) -> dict[str, str]:
+    """Author -> reason of each chain ``device`` set aside in ``space``."""
+    items = (await device.ok("quarantine", "list", space))["quarantined"]
+    return {q["author"]: q["reason"] for q in items}
+
+
+async def test_an_expired_capability_is_refused(tmp_path: Path) -> None:
+    collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
+    alice, dave = Device(tmp_path / "alice"), Device(tmp_path / "dave")
+    dave_id = await dave.init()
+    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("late")})
+    sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
+    await alice.ok("grant", sid, dave_id, "--rights", "write", "--expires", "90s")
+    async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
+        for url in (enforcing.url, careless.url):
+            await alice.sync(url)
+        member = dave.identity()
+        # One write inside the grant, one dated (by its own clock) after it ended.
+        inside = forge_data(member, sid, body, alice.keyring(), (0, b""))
+        late = forge_data(member, sid, body, alice.keyring(), (1, inside.hash), hlc_at(now_ms() + 180_000))
+        push = EnvelopeHost(member, inside, late)
+        assert (await exchange(push, enforcing.url)).ok
+        assert push.reasons() == {"expired"}
+        assert authors(tmp_path / "relay", sid)[member.id] == 1  # the one inside stays
+
+        assert (await exchange(EnvelopeHost(member, inside, late), careless.url)).ok
+        assert authors(tmp_path / "open", sid)[member.id] == 2
+        await alice.sync(careless.url)
+        await logged(careless, "author.refused-by-peer", author=member.id, reason="expired")
+
+
+async def test_a_capability_signed_by_a_non_admin_is_refused(tmp_path: Path) -> None:
+    collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
+    alice, mallory = Device(tmp_path / "alice"), Device(tmp_path / "mallory")
+    await mallory.init()
+    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("mine")})
+    sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
+    async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
+        for url in (enforcing.url, careless.url):
+            await alice.sync(url)
+        intruder = mallory.identity()
+        # Mallory grants itself admin, quoting the genesis as if it were the creator.
+        genesis = genesis_of(tmp_path / "relay", sid)
+        forged = make_grant(intruder, sid, intruder.public_key, Rights.ADMIN, (), 0, hlc_at(now_ms()),
+                            genesis.hash)
+        claim = forge_records(intruder, sid, [forged], (0, b""))
+        write = forge_data(intruder, sid, body, alice.keyring(), (1, claim.hash))
+        push = EnvelopeHost(intruder, claim, write)
+        assert (await exchange(push, enforcing.url)).ok
+        assert push.reasons() == {"forged"}
+        assert intruder.id not in authors(tmp_path / "relay", sid)
+        pull = EnvelopeHost(intruder, spaces=[sid])
+        assert (await exchange(pull, enforcing.url)).ok
+        assert pull.got(sid) == []
+
+        # A relay that does not enforce passes it on; alice's device quarantines mallory.
+        assert (await exchange(EnvelopeHost(intruder, claim, write), careless.url)).ok
+        await alice.sync(careless.url)
+        assert (await quarantined(alice, sid)).get(intruder.id) == "forged"
+        assert await alice.ok("get", sid, collection, entity) == {"status": value}
+
+
+async def test_a_delegation_beyond_the_delegators_rights_is_refused(tmp_path: Path) -> None:
+    alice, dave, erin = (Device(tmp_path / n) for n in ("alice", "dave", "erin"))
+    dave_id, erin_id = await dave.init(), await erin.init()
+    sid = await create(alice, tag("site"), [(tag("equipment"), tag("pump"), "status=ok")])
+    # Dave is an admin until tomorrow; the grant he makes for erin never ends.
+    await alice.ok("grant", sid, dave_id, "--rights", "admin", "--expires", "1d")
+    async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
+        for url in (enforcing.url, careless.url):
+            await alice.sync(url)
+        delegator = dave.identity()
+        proof = grant_of(tmp_path / "relay", sid, delegator).hash
+        beyond = make_grant(delegator, sid, erin.identity().public_key, Rights.WRITE, (), 0,
+                            hlc_at(now_ms()), proof)
+        env = forge_records(delegator, sid, [beyond], head(tmp_path / "relay", sid, dave_id))
+        push = EnvelopeHost(delegator, env)
+        assert (await exchange(push, enforcing.url)).ok
+        assert push.reasons() == {"beyond-delegation"}
+        pull = EnvelopeHost(erin.identity(), spaces=[sid])
+        assert (await exchange(pull, enforcing.url)).ok
+        assert pull.got(sid) == []  # erin was let in by nothing
+
+        assert (await exchange(EnvelopeHost(delegator, env), careless.url)).ok
+        await alice.sync(careless.url)
+        assert (await quarantined(alice, sid)).get(dave_id) == "beyond-delegation"
+        members = {m["device"] for m in (await alice.ok("members", sid))["members"]}
+        assert erin_id not in members
+
+
+async def test_a_grant_replayed_into_another_space_is_refused(tmp_path: Path) -> None:
+    alice, mallory = Device(tmp_path / "alice"), Device(tmp_path / "mallory")
+    mallory_id = await mallory.init()
+    site_a = await create(alice, tag("site"), [(tag("equipment"), tag("pump"), "status=ok")])
+    site_b = await create(alice, tag("site"), [(tag("equipment"), tag("pump"), "status=ok")])
+    await alice.ok("grant", site_a, mallory_id, "--rights", "write")
+    async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
+        for url in (enforcing.url, careless.url):
+            await alice.sync(url)
+        member = mallory.identity()
+        grant_a = grant_of(tmp_path / "relay", site_a, member)
+        replay = forge_records(member, site_b, [grant_a], (0, b""))
+        push = EnvelopeHost(member, replay)
+        assert (await exchange(push, enforcing.url)).ok
+        assert push.reasons() == {"misplaced-record"}
+        assert member.id not in authors(tmp_path / "relay", site_b)
+        reads = EnvelopeHost(member, spaces=[site_a, site_b])
+        assert (await exchange(reads, enforcing.url)).ok
+        assert reads.got(site_a) and not reads.got(site_b)  # its grant is good in A only
+
+        assert (await exchange(EnvelopeHost(member, replay), careless.url)).ok
+        await alice.sync(careless.url)
+        assert (await quarantined(alice, site_b)).get(mallory_id) == "misplaced-record"
+        assert mallory_id not in {m["device"] for m in (await alice.ok("members", site_b))["members"]}
