@@ -20,6 +20,7 @@ import pytest
 from crdt_sync import Replica
 from crdt_sync.cli.members import parse_duration, render_qr
 from crdt_sync.cli.output import UsageError
+from crdt_sync.identity import Identity
 from tests.helpers import PROC_TIMEOUT, REPO
 
 
@@ -96,7 +97,8 @@ def test_command_line_mistakes_are_usage_errors_before_anything_opens(tmp_path: 
         (["invite", "s"], "--rights"),
         (["join", "site-42"], "crdt-sync keep SPACE"),
         (["grant", "s", "not-a-device", "--rights", "read"], "not a device id"),
-        (["grant", "s", "a" * 52, "--rights", "read", "--expires", "soon"], "a duration is"),
+        (["grant", "s", "a" * 52, "--rights", "read"], "not a device id"),  # base32, not a key
+        (["grant", "s", Identity(bytes(32)).id, "--rights", "read", "--expires", "soon"], "a duration is"),
         (["spaces", "create"], "name"),
     ]:
         code, err = error(data, *args)

@@ -248,23 +248,33 @@ def _member(member: Any, names: dict[bytes, str], me: str) -> dict[str, Any]:
             "this_device": member.device == me}
 
 
-def _status(m: dict[str, Any]) -> str:
+def _line(m: dict[str, Any]) -> str:
+    """One member for people: the full id (to copy into ``revoke``), then what it may do."""
+    scope = ", ".join(m["collections"]) if m["collections"] else "all collections"
+    until = f"until {m['expires'].replace('T', ' ')}" if m["expires"] else "no expiry"
+    how = {"genesis": "created the space", "invite": f"invited by {short(m['granted_by'])}"}.get(
+        m["via"], f"granted by {short(m['granted_by'])}")
+    notes = [how]
     if m["revoked_after"] is not None:
-        return f"revoked (writes after seq {m['revoked_after']} set aside)"
+        notes.append(f"[bold red]revoked[/]: its writes after seq {m['revoked_after']} are set aside")
     if m["reused_invite"]:
-        return "void: its invite was redeemed twice (re-invite it)"
-    return "this device" if m["this_device"] else ""
+        notes.append("[bold red]void[/]: its invite was redeemed twice (invite it again)")
+    if m["this_device"]:
+        notes.append("this device")
+    return f"{m['device']}  [bold]{m['rights']:<5}[/] {scope}, {until}; {'; '.join(notes)}"
 
 
 def cmd_members(args: argparse.Namespace, out: Output) -> None:
     with open_replica(args, out) as replica:
         sid = space_id(replica, args.space)
         items = [_member(m, _scope_names(replica, sid), replica.device_id) for m in replica.members(sid)]
-    out.emit({"space": sid, "members": items}, lambda: out.table(
-        f"members of {args.space}: {len(items)}",
-        ["device", "rights", "collections", "expires", "granted by", "via", "status"],
-        [(m["device"], m["rights"], ", ".join(m["collections"] or ["all"]), m["expires"] or "never",
-          short(m["granted_by"]), m["via"], _status(m)) for m in items]))
+
+    def human() -> None:
+        out.console.print(f"members of {args.space} ({sid}): {len(items)}", highlight=False)
+        for m in items:
+            out.console.print(_line(m), highlight=False)
+
+    out.emit({"space": sid, "members": items}, human)
 
 
 def _scope_names(replica: Replica, sid: str) -> dict[bytes, str]:
@@ -297,11 +307,14 @@ def cmd_grant(args: argparse.Namespace, out: Output) -> None:
 
 
 def _device_arg(text: str) -> str:
+    from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
+    from nacl.exceptions import CryptoError
+
     from ..identity import public_key_of
 
-    try:
-        public_key_of(text)
-    except CrdtSyncError:
+    try:  # keys are sealed to the device: its id must be a point of the curve, not only base32
+        crypto_sign_ed25519_pk_to_curve25519(public_key_of(text))
+    except (CrdtSyncError, CryptoError, ValueError):
         raise UsageError(f"{text!r} is not a device id (`crdt-sync init` prints a device's id)") from None
     return text
 
