@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -264,3 +265,28 @@ async def logged(process: RelayProcess, event: str, **fields: str) -> dict[str, 
         return all(entry.get(k) == v for k, v in fields.items())
 
     return dict(json.loads(await process.wait_line(match, f"{event} {fields}")))
+
+
+# -- the devices' usual steps -------------------------------------------------------------------
+def tag(what: str) -> str:
+    """A value no other test and no format writes: finding it anywhere is a leak."""
+    return f"{what}{uuid.uuid4().hex[:10]}"
+
+
+async def create(alice: Device, name: str, writes: list[tuple[str, str, str]]) -> str:
+    """Alice creates space ``name`` and writes ``(collection, entity, "field=value")``."""
+    sid = str((await alice.ok("spaces", "create", name))["id"])
+    for collection, entity, field in writes:
+        await alice.ok("put", sid, collection, entity, field)
+    return sid
+
+
+async def invite(alice: Device, other: Device, sid: str, url: str, rights: str = "write") -> str:
+    """Alice invites ``other``; it joins over the relay at ``url``; alice sees the redemption.
+    Returns the other device's id."""
+    token = (await alice.ok("invite", sid, "--rights", rights))["token"]
+    await alice.sync(url)  # the invite record reaches the relay
+    joined = await other.ok("join", token)
+    await other.sync(url)  # the redemption up, the space down
+    await alice.sync(url)
+    return str(joined["device"])

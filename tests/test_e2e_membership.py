@@ -20,7 +20,6 @@ that is how the defence is shown to matter: there the attack succeeds.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -30,8 +29,10 @@ from crdt_sync.space_crypto import decrypt_payload, new_key, payload_kind
 from tests.e2e_helpers import (
     Device,
     authors,
+    create,
     forge_data,
     head,
+    invite,
     leaks,
     logged,
     made_body,
@@ -39,35 +40,12 @@ from tests.e2e_helpers import (
     relay,
     stop,
     stored,
+    tag,
 )
 from tests.relay_envelopes import EnvelopeHost, exchange
 
 pytestmark = [needs("encrypted", "create_space", "invite", "join", "members"),
               pytest.mark.timeout(240)]
-
-
-def tag(what: str) -> str:
-    """A value no other test and no format writes: finding it anywhere is a leak."""
-    return f"{what}{uuid.uuid4().hex[:10]}"
-
-
-async def create(alice: Device, name: str, writes: list[tuple[str, str, str]]) -> str:
-    """Alice creates space ``name`` and writes ``(collection, entity, "field=value")``."""
-    sid = str((await alice.ok("spaces", "create", name))["id"])
-    for collection, entity, field in writes:
-        await alice.ok("put", sid, collection, entity, field)
-    return sid
-
-
-async def invite(alice: Device, other: Device, sid: str, url: str, rights: str = "write") -> str:
-    """Alice invites ``other``; it joins over the relay at ``url``; alice sees the redemption.
-    Returns the other device's id."""
-    token = (await alice.ok("invite", sid, "--rights", rights))["token"]
-    await alice.sync(url)  # the invite record reaches the relay
-    joined = await other.ok("join", token)
-    await other.sync(url)  # the redemption up, the space down
-    await alice.sync(url)
-    return str(joined["device"])
 
 
 async def test_the_relay_holds_only_ciphertext_that_the_space_key_opens(tmp_path: Path) -> None:
