@@ -255,6 +255,12 @@ def forge_records(author: Identity, space: str, records: list[Record], after: tu
     return seal(author, space, after[0] + 1, after[1], at, encode_membership(records))
 
 
+def holds(directory: Path, blobs: Iterable[bytes]) -> bool:
+    """Whether any file under ``directory`` holds any of ``blobs`` (raw bytes: keys)."""
+    wanted = list(blobs)
+    return any(b in p.read_bytes() for p in directory.rglob("*") if p.is_file() for b in wanted)
+
+
 async def logged(process: RelayProcess, event: str, **fields: str) -> dict[str, Any]:
     """The first JSON log line of the relay with ``event`` and these fields (waits for it)."""
 
