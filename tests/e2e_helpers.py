@@ -223,7 +223,9 @@ def latest_epoch(keyring: Keyring, space: str) -> tuple[bytes, bytes]:
 
 def made_body(scratch: Path, collection: str, entity: str, fields: dict[str, Any]) -> bytes:
     """The plaintext body (payload format 2) of a write of ``fields``, as an honest device
-    of this build makes it: written by a scratch replica, taken out of its own envelope."""
+    of this build makes it: written by a scratch replica, taken out of its own envelope.
+    Its registers carry the scratch replica's clock: made after a device's write, it would
+    win over it if it were accepted."""
     replica = Replica(scratch)
     try:
         space = replica.space("scratch")

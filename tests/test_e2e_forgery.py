@@ -62,8 +62,8 @@ async def test_an_expired_capability_is_refused(tmp_path: Path) -> None:
     collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
     alice, dave = Device(tmp_path / "alice"), Device(tmp_path / "dave")
     dave_id = await dave.init()
-    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("late")})
     sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
+    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("late")})
     await alice.ok("grant", sid, dave_id, "--rights", "write", "--expires", "90s")
     async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
         for url in (enforcing.url, careless.url):
@@ -101,8 +101,8 @@ async def test_a_capability_signed_by_a_non_admin_is_refused(tmp_path: Path, kin
     collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
     alice, mallory = Device(tmp_path / "alice"), Device(tmp_path / "mallory")
     await mallory.init()
-    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("mine")})
     sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
+    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("mine")})
     data = tmp_path / "relay"
     async with through(kind, data) as process:
         await alice.sync(process.url)

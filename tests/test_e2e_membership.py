@@ -45,10 +45,12 @@ from tests.e2e_helpers import (
 )
 from tests.relay_envelopes import EnvelopeHost, exchange
 
-pytestmark = [needs("encrypted", "create_space", "invite", "join", "members"),
-              pytest.mark.timeout(240)]
+pytestmark = [needs("encrypted", "create_space", "members"), pytest.mark.timeout(240)]
+invites = needs("invite", "join")
+revokes = needs("invite", "join", "revoke")
 
 
+@invites
 async def test_the_relay_holds_only_ciphertext_that_the_space_key_opens(tmp_path: Path) -> None:
     name, collection, entity, field = tag("site"), tag("equipment"), tag("pump"), tag("status")
     first, second = tag("leaking"), tag("repaired")
@@ -91,8 +93,8 @@ async def test_a_stranger_can_neither_pull_nor_push(tmp_path: Path) -> None:
     alice, stranger = Device(tmp_path / "alice"), Device(tmp_path / "stranger")
     await stranger.init()
     intruder = stranger.identity()
-    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("overwritten")})
     sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
+    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("overwritten")})
     async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
         for url in (enforcing.url, careless.url):
             await alice.sync(url)
@@ -122,11 +124,12 @@ async def test_a_stranger_can_neither_pull_nor_push(tmp_path: Path) -> None:
         await logged(careless, "author.refused-by-peer", author=intruder.id, reason="not-a-member")
 
 
+@invites
 async def test_a_read_only_members_write_is_refused_by_the_relay_and_every_device(tmp_path: Path) -> None:
     collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
     alice, bob, carol = (Device(tmp_path / n) for n in ("alice", "bob", "carol"))
-    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("overwritten")})
     sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
+    body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("overwritten")})
     async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
         await invite(alice, bob, sid, enforcing.url)
         await invite(alice, carol, sid, enforcing.url, rights="read")
@@ -156,6 +159,7 @@ async def test_a_read_only_members_write_is_refused_by_the_relay_and_every_devic
             await logged(careless, "author.refused-by-peer", peer=peer, author=reader.id, reason="read-only")
 
 
+@invites
 async def test_a_reused_invite_admits_no_one(tmp_path: Path) -> None:
     collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
     alice, bob, carol = (Device(tmp_path / n) for n in ("alice", "bob", "carol"))
@@ -184,6 +188,7 @@ async def test_a_reused_invite_admits_no_one(tmp_path: Path) -> None:
             assert pull.got(sid) == [], f"{device.name} is still served"
 
 
+@revokes
 async def test_a_revoked_device_is_refused_and_cannot_read_what_follows(tmp_path: Path) -> None:
     collection, entity = tag("equipment"), tag("pump")
     before, after, sabotage = tag("ok"), tag("replaced"), tag("sabotaged")
@@ -223,6 +228,7 @@ async def test_a_revoked_device_is_refused_and_cannot_read_what_follows(tmp_path
         assert await carol.ok("get", sid, collection, entity) == {"status": after}
 
 
+@revokes
 async def test_the_removal_race_drops_what_the_revoking_admin_had_not_seen(tmp_path: Path) -> None:
     """docs/DESIGN.md, "The removal race": the revocation cuts bob's chain at the last seq
     alice held (``after_seq``); a write bob made after it is dropped everywhere, even by
