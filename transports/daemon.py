@@ -11,8 +11,10 @@ transport) over one replica.
 * **Store-and-forward.** Every session syncs the one replica, and the replica tells every
   session when anything arrived (its observers fire for remote envelopes too), so what comes
   in over the LAN is pushed to the relay and to the other LAN peers at once, and the other
-  way round. Each live session's idle turn refreshes the replica, so edits that other
-  processes make on the same data directory are sent as they happen.
+  way round. While any session runs, one task (``_maintain``, every ``MAINTAIN_INTERVAL``)
+  seals due edits and refreshes the replica for all of them, so edits that other processes
+  make on the same data directory are sent as they happen, at one refresh per interval
+  whatever the number of sessions.
 * **Status.** What the daemon sees (devices in session, over which transport and address,
   when each space last synced; the candidates discovery reported) is kept in bounded tables
   and written to ``daemon.json`` in the data directory, which ``crdt-sync status`` reads.
@@ -59,6 +61,9 @@ STATUS_INTERVAL = 0.5
 STATUS_FILE = "daemon.json"
 #: How long closing waits for the sessions' goodbyes before it cancels them.
 CLOSE_GRACE = 5.0
+#: While any session runs, the replica's due edits are sealed and other processes' edits
+#: read this often, once for every session (not once per session).
+MAINTAIN_INTERVAL = 0.2
 
 #: What builds a transport for the daemon, given the daemon's link server.
 TransportFactory = Callable[[LinkServer], ManagedTransport]
@@ -172,6 +177,7 @@ class Peer:
         self._closed = False
         self._write_handle: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def __aenter__(self) -> Peer:
@@ -180,6 +186,7 @@ class Peer:
                 transport = await self._stack.enter_async_context(factory(self._serve))
                 self.transports.append(transport)
                 self._spawn(self._watch(transport))
+            self._spawn(self._maintain())
         except BaseException:
             await self.close()
             raise
@@ -194,6 +201,8 @@ class Peer:
         if self._closed:
             return
         self._closed = self._closing = True
+        self._stopping.set()
+        self._changed.set()
         for session in list(self._running):
             session.stop.set()
         running = [t for t in self._tasks]
@@ -253,7 +262,18 @@ class Peer:
 
     async def wait_connected(self, count: int) -> None:
         """Wait until ``count`` devices are in session (the caller bounds the wait)."""
-        while len(self._sessions) < count:
+        await self._wait(lambda: len(self._sessions) >= count)
+
+    async def wait_sessions(self, count: int) -> None:
+        """Wait until ``count`` sessions have started, ended ones included (caller bounds it)."""
+        await self._wait(lambda: self.sessions >= count)
+
+    async def wait_disconnected(self, device: str) -> None:
+        """Wait until ``device`` is no longer in session (the caller bounds the wait)."""
+        await self._wait(lambda: device not in self._sessions)
+
+    async def _wait(self, done: Callable[[], bool]) -> None:
+        while not done():
             self._changed.clear()
             await self._changed.wait()
 
@@ -268,6 +288,7 @@ class Peer:
         session = _Session(ready, asyncio.Event())
         self._running.add(session)
         self.sessions += 1
+        self._changed.set()
 
         def on_event(event: Event) -> None:
             if self.on_session_event is not None:
@@ -282,7 +303,8 @@ class Peer:
                     "reason": event.reason}})
         try:
             await run_session(self.replica, ready.link, live=True, config=self.config,
-                              stop=session.stop, on_event=on_event, spaces=self.spaces)
+                              stop=session.stop, on_event=on_event, spaces=self.spaces,
+                              maintain_interval=None)  # `_maintain` does it for all
         finally:
             self._running.discard(session)
             self._ended(session)
@@ -327,6 +349,25 @@ class Peer:
         if (info := self.devices.get(device)) is not None:
             info.connected = False
         self._status_changed()
+
+    async def _maintain(self) -> None:
+        """While sessions run: seal due edits and read other processes' edits, every
+        ``MAINTAIN_INTERVAL``; the replica's observers then wake every session. Idle (no
+        session): waits for one, no timer."""
+        from crdt_sync.errors import CrdtSyncError
+
+        while not self._closing:
+            if not self._running:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            try:
+                self.replica.maintain()
+                self.replica.refresh()
+            except CrdtSyncError as exc:  # a store that cannot be read now; sessions go on
+                log.warning("daemon.maintain.failed", extra={"fields": {"error": str(exc)}})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), MAINTAIN_INTERVAL)
 
     # -- discovery events -----------------------------------------------------------------------
     async def _watch(self, transport: ManagedTransport) -> None:

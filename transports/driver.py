@@ -484,7 +484,7 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
                       config: SessionConfig | None = None, stop: asyncio.Event | None = None,
                       on_event: Callable[[Event], None] | None = None,
                       clock: Callable[[], float] = time.monotonic,
-                      maintain_interval: float = 0.2, timeout: float | None = None,
+                      maintain_interval: float | None = 0.2, timeout: float | None = None,
                       spaces: list[str] | None = None,
                       on_session: Callable[[Session], None] | None = None) -> SessionOutcome:
     """Sync ``replica`` with the peer at the other end of ``link``.
@@ -498,6 +498,9 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         timeout: give up after this many seconds (one-shot sessions).
         spaces: sync only these of the replica's spaces (default: all it keeps).
         on_session: called with the session before it starts (progress displays read it).
+        maintain_interval: how often a live session seals the replica's due edits and
+            refreshes it (other processes' edits); None when the caller does that for every
+            session at once (the daemon): the session then acts on the replica's observers.
     """
     hooks = Hooks()
 
@@ -505,14 +508,15 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         replica.maintain()
         replica.refresh()  # other processes' edits: observers set `changed`
 
-    hooks.idle = idle
+    if maintain_interval is not None:
+        hooks.idle = idle
     session = Session(replica.sync_host, clock(), config, spaces=spaces)
     if on_session is not None:
         on_session(session)
     unsubscribe = replica.observe(lambda _changes: hooks.changed.set())
     try:
         return await drive(session, link, hooks, live=live, stop=stop, on_event=on_event,
-                           clock=clock, tick_interval=maintain_interval, timeout=timeout)
+                           clock=clock, tick_interval=maintain_interval or 0.2, timeout=timeout)
     finally:
         unsubscribe()
 

@@ -134,5 +134,8 @@ async def connect(url: str, *, timeout: float = 10.0, ssl: Any = None) -> WebSoc
         await session.close()
         raise ConnectFailed(f"cannot reach the relay at {target}: {exc or type(exc).__name__}; "
                             f"check the URL and that the relay is running") from None
+    except BaseException:  # cancelled while connecting: the HTTP session is not left open
+        await asyncio.shield(session.close())
+        raise
     return WebSocketLink(ws, target, owner=session)
 

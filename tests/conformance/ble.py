@@ -6,15 +6,16 @@ A :class:`HandoffBle` is a real :class:`~crdt_sync.transports.ble.BleTransport` 
 per-link runner hands each link to the test instead of running a session on it (as the LAN
 harness does with its listener). One device is central only (it dials whatever it hears), the
 other peripheral only, so every ``connect`` is one link: the central's end and the
-peripheral's end. After a case closes a pair, the central hears the peripheral advertise
-again and connects anew (a reconnect, as in the field).
+peripheral's end (a GATT link; for ``ble-l2cap``, an LE credit-based channel opened on the
+connection bleak made). After a case closes a pair, the central hears the peripheral
+advertise again and connects anew (a reconnect, as in the field).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from bumble.link import LocalLink
@@ -32,8 +33,8 @@ Handed = asyncio.Queue[tuple[BleLink, asyncio.Event]]
 class HandoffBle(BleTransport):
     """Overrides ``BleTransport._run(link, key, address, outbound=...)``: follow it if it changes."""
 
-    def __init__(self, replica: Replica, link: LocalLink, *, central: bool) -> None:
-        super().__init__(replica, link, central=central, peripheral=not central)
+    def __init__(self, replica: Replica, link: LocalLink, *, central: bool, l2cap: bool) -> None:
+        super().__init__(replica, link, central=central, peripheral=not central, l2cap=l2cap)
         self.handed: Handed = asyncio.Queue()
 
     async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
@@ -48,13 +49,13 @@ class HandoffBle(BleTransport):
 class BleHarness(PointToPoint):
     """(central end, peripheral end) pairs of one GATT connection each."""
 
-    name = "ble-gatt"
     native_faults: frozenset[str] = frozenset()  # the link layer neither loses nor reorders
     max_frame: int | None = MAX_FRAME
     instant_hangup = False  # a close sends what is queued first, then disconnects
 
-    def __init__(self, central: HandoffBle, peripheral: HandoffBle) -> None:
+    def __init__(self, central: HandoffBle, peripheral: HandoffBle, name: str) -> None:
         self.central, self.peripheral = central, peripheral
+        self.name = name
 
     @asynccontextmanager
     async def connect(self, faults: Faults) -> AsyncIterator[tuple[FrameLink, FrameLink]]:
@@ -72,10 +73,20 @@ class BleHarness(PointToPoint):
 
 
 @asynccontextmanager
-async def ble_harness(data: Path) -> AsyncIterator[BleHarness]:
+async def _harness(data: Path, *, l2cap: bool) -> AsyncIterator[BleHarness]:
     link = LocalLink()
     with Replica(data / "ble-central", seal_interval=0) as one, \
             Replica(data / "ble-peripheral", seal_interval=0) as two:
-        async with HandoffBle(two, link, central=False) as peripheral, \
-                HandoffBle(one, link, central=True) as central:
-            yield BleHarness(central, peripheral)
+        async with HandoffBle(two, link, central=False, l2cap=l2cap) as peripheral, \
+                HandoffBle(one, link, central=True, l2cap=l2cap) as central:
+            yield BleHarness(central, peripheral, "ble-l2cap" if l2cap else "ble-gatt")
+
+
+def ble_harness(data: Path) -> AbstractAsyncContextManager[BleHarness]:
+    """GATT: the central through bleak (the path every phone can take)."""
+    return _harness(data, l2cap=False)
+
+
+def ble_l2cap_harness(data: Path) -> AbstractAsyncContextManager[BleHarness]:
+    """An LE credit-based L2CAP channel, opened on the bleak-made connection (bumble both ends)."""
+    return _harness(data, l2cap=True)

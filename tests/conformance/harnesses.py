@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conformance.ble import ble_harness
+from tests.conformance.ble import ble_harness, ble_l2cap_harness
 from tests.conformance.harness import TransportHarness
 from tests.conformance.lan import lan_harness
 from tests.conformance.memory import ALL_FAULTS, MemoryHarness
@@ -40,6 +40,7 @@ HARNESSES: tuple[HarnessSpec, ...] = (
     HarnessSpec("relay-websocket", True, websocket_harness),
     HarnessSpec("lan-websocket", True, lan_harness),
     HarnessSpec("ble-gatt", True, ble_harness),
+    HarnessSpec("ble-l2cap", True, ble_l2cap_harness),
     HarnessSpec("relay-store-and-forward", False, relay_hub_harness),
 )
 DIRECT: tuple[HarnessSpec, ...] = tuple(spec for spec in HARNESSES if spec.direct)

@@ -111,10 +111,9 @@ async def test_one_session_per_device_when_both_dial_and_over_two_addresses(tmp_
                 await converged([a, b], space, 5)
                 async with asyncio.timeout(WAIT):
                     await pb.wait_connected(1)
-                    while pb.sessions < 2:  # the second dial authenticated, and was refused
-                        pb._changed.clear()
-                        await pb._changed.wait()
+                    await pb.wait_sessions(2)  # the second dial ran a session too ...
                 assert list(pb.connected) == [a.device_id] and list(pa.connected) == [b.device_id]
+                assert pb.devices[a.device_id].sessions >= 1  # ... and only one is kept
                 fill(a, "after", 2, space)  # the survivor is live
                 await converged([a, b], space, 7)
 
@@ -285,3 +284,81 @@ def test_bad_interfaces_are_refused(tmp_path: Path) -> None:
             Peer(a, lan=True, interfaces=["nosuch0"])._lan_factory()
         with pytest.raises(PeerError, match="not an address of this machine"):
             Peer(a, lan=True, interfaces=["203.0.113.77"])._lan_factory()
+
+
+async def test_ipv6_loopback(tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    a, b = replicas(tmp_path, "a", "b")
+    with a, b:
+        space = share(a, b)
+        fill(a, "a", 10, space)
+        async with listener_at(a, "::1") as pa, \
+                Peer(b, interfaces=["::1"], static_peers=[("::1", pa.lan_transport.port)], config=FAST) as pb:
+            await converged([a, b], space, 10)
+            assert pb.devices[a.device_id].address.startswith("ws://[::1]:")
+
+
+class Blackhole:
+    """A loopback TCP proxy to ``port`` that can freeze: it keeps accepting and reading, and
+    forwards nothing, as a peer that walked out of range (no FIN, no RST, no goodbye)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.frozen = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Blackhole:
+        self.server = await asyncio.start_server(self._accept, LOOP, 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    @property
+    def listening(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(LOOP, self.port)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.get_running_loop().create_task(self._pump(src, dst))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                if not self.frozen.is_set():
+                    dst.write(data)
+                    await dst.drain()
+        finally:
+            dst.close()
+
+
+async def test_a_peer_that_vanishes_is_dropped_by_timeout_and_found_again(tmp_path: Path) -> None:
+    from crdt_sync.protocol import SessionConfig
+
+    quick = SessionConfig(handshake_timeout=WAIT, resend_interval=0.05, ack_timeout=0.05,
+                          ping_interval=0.2, dead_after=1.0)
+    a, b = replicas(tmp_path, "a", "b")
+    with a, b:
+        space = share(a, b)
+        fill(a, "a", 5, space)
+        async with listener(a) as pa, Blackhole(pa.lan_transport.port) as hole, \
+                Peer(b, interfaces=[LOOP], static_peers=[(LOOP, hole.listening)], config=quick) as pb:
+            await converged([a, b], space, 5)
+            hole.frozen.set()  # out of range: nothing arrives any more, nothing says goodbye
+            async with asyncio.timeout(WAIT):
+                await pb.wait_disconnected(a.device_id)
+            assert not pb.devices[a.device_id].connected
+            hole.frozen.clear()  # back in range: the static peer is dialled again
+            fill(a, "back", 2, space)
+            await converged([a, b], space, 7)
+            assert pb.connected == {a.device_id: "lan"}

@@ -81,3 +81,21 @@ def test_memory_links_offer_no_fast_path() -> None:
     a, _b = network.pair()
     assert send_nowait_of(a) is None or isinstance(a, SupportsSendNowait)
     network.close_all()
+
+
+def test_the_txt_record_says_nothing_that_tracks_the_device(tmp_path: object) -> None:
+    """What a stranger on the network reads: the versions and a token drawn anew at every
+    start; no device id, no space."""
+    from pathlib import Path
+
+    from crdt_sync import Replica
+    from crdt_sync.transports.lan import LanTransport
+
+    with Replica(Path(str(tmp_path)) / "d") as replica:
+        replica.join("site-42")
+        first, second = (LanTransport(replica, ["127.0.0.1"], mdns=False) for _ in range(2))
+        assert first.token != second.token
+        properties = TxtRecord((3,), first.token).properties()
+        assert set(properties) == {"txtvers", "v", "t"}
+        text = "".join(properties.values())
+        assert replica.device_id not in text and "site-42" not in text

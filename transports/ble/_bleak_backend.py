@@ -5,7 +5,9 @@ bleak picks an OS backend (BlueZ, CoreBluetooth, WinRT) unless it is handed one
 (``BaseBleakScanner``, ``BaseBleakClient``) on a bumble host, so the central's code is the
 code of a real phone or laptop (bleak's public API) while the radio is a bumble controller:
 a virtual one in tests and the demo, or a USB dongle or HCI socket where BlueZ is absent.
-The bumble ``Device`` is passed as the keyword argument ``bumble_device``.
+The bumble ``Device`` is passed as the keyword argument ``bumble_device``; an optional
+``bumble_register`` callable receives the client backend (whose ``connection`` opens L2CAP
+channels, which bleak has no API for).
 
 Only what the BLE transport and bleak's own API need is implemented: scanning with a service
 filter, connect with an MTU exchange and service discovery, write (with or without response),
@@ -113,6 +115,9 @@ class BumbleClient(BaseBleakClient):
         super().__init__(address_or_ble_device, disconnected_callback=disconnected_callback,
                          timeout=timeout)
         self._device = _device_of(kwargs)
+        register = kwargs.get("bumble_register")
+        if callable(register):  # hands this backend to the caller (for what bleak lacks: L2CAP)
+            register(self)
         details = address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice) else None
         self._target: hci.Address | str = details if isinstance(details, hci.Address) else self.address
         self._wanted = services

@@ -67,9 +67,19 @@ class Refused:
 ChunkEvent = Frame | Refused
 
 
-def chunk_size_for(mtu: int) -> int:
-    """The longest chunk an ATT MTU carries: ``mtu - 3``, at most one attribute value."""
-    return max(MIN_CHUNK, min(mtu - 3, MAX_CHUNK))
+def chunk_size_for(mtu: int, ll_payload: int | None = None) -> int:
+    """The chunk for an ATT MTU: ``mtu - 3``, at most one attribute value (512).
+
+    With the link layer's payload size (``ll_payload``: 27, or up to 251 with data length
+    extension), a chunk that does not fit one LL packet is cut to fill whole packets with its
+    ATT and L2CAP headers (7 bytes): at MTU 517 and 251-byte packets, 495 bytes in two
+    packets instead of 512 in three.
+    """
+    limit = max(MIN_CHUNK, min(mtu - 3, MAX_CHUNK))
+    if ll_payload is None or limit + 7 <= ll_payload:
+        return limit
+    aligned = (limit + 7) // ll_payload * ll_payload - 7
+    return aligned if aligned >= MIN_CHUNK else limit
 
 
 def open_chunk(window: int, max_chunk: int) -> bytes:

@@ -14,9 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..base import TransportError
+
 SERVICE_UUID = "f9750001-39b7-4749-8a72-174d6e37db28"
 RX_UUID = "f9750002-39b7-4749-8a72-174d6e37db28"  # central -> peripheral, write without response
 TX_UUID = "f9750003-39b7-4749-8a72-174d6e37db28"  # peripheral -> central, notify
+#: Readable where the peripheral serves an LE credit-based channel: its PSM, u16 little-endian.
+PSM_UUID = "f9750004-39b7-4749-8a72-174d6e37db28"
 #: Manufacturer-specific data under the company id reserved for tests and internal use.
 COMPANY_ID = 0xFFFF
 AD_FORMAT = 1
@@ -31,7 +35,7 @@ MAX_AD = 31
 MAX_REPORT = 2 * MAX_AD
 
 
-class AdError(ValueError):
+class AdError(TransportError, ValueError):
     """Advertising data that breaks its length rules."""
 
 

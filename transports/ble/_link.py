@@ -64,6 +64,8 @@ class BleLink:
         self._closed = False
         self._hung_up = False
         self._writer: asyncio.Task[None] | None = None
+        #: Set once the radio side is ready and the writer runs (the peer subscribed).
+        self.started = asyncio.Event()
 
     @property
     def label(self) -> str:
@@ -75,6 +77,7 @@ class BleLink:
 
     def start(self) -> None:
         """Start the writer (sends this side's OPEN first)."""
+        self.started.set()
         if self._writer is None:
             loop = asyncio.get_running_loop()
             self._writer = loop.create_task(self._writing(), name=f"ble-writer {self._label}")
@@ -158,6 +161,7 @@ class BleLink:
             return
         self._closed = True
         self.reason = reason
+        log.info("ble %s: link ends: %s", self._label, reason)
         self._readable.set()
         self._progress.set()
         self._wake.set()

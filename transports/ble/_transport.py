@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +38,7 @@ from ._bleak_backend import BumbleClient, BumbleScanner
 from ._framing import DEFAULT_WINDOW, chunk_size_for
 from ._gatt import (
     HINT_ROTATION,
+    PSM_UUID,
     RX_UUID,
     SERVICE_UUID,
     TX_UUID,
@@ -48,7 +50,7 @@ from ._gatt import (
 )
 from ._link import BleLink, LinkTimers
 from ._peers import PeerTable
-from ._radio import GattServer, open_device
+from ._radio import GattServer, channel_link, l2cap_spec, open_device
 
 log = logging.getLogger("crdt_sync.ble")
 DIAL_TIMEOUT = 10.0
@@ -67,6 +69,9 @@ class BleTransport:
         central: scan and connect; ``peripheral``: advertise and serve.
         config: the sessions' configuration.
         address: this device's BLE address (random static by default).
+        hint_source: draws the advertised hints (a CSPRNG; injected in tests).
+        l2cap: offer and use an LE credit-based L2CAP channel where both ends run bumble
+            (GATT through bleak stays the fallback every phone can do).
     """
 
     name = "ble"
@@ -74,26 +79,30 @@ class BleTransport:
     def __init__(self, replica: Replica, radio: str | LocalLink, *, central: bool = True,
                  peripheral: bool = True, config: SessionConfig | None = None,
                  timers: LinkTimers | None = None, window: int = DEFAULT_WINDOW,
-                 address: str | None = None, hint_rotation: float = HINT_ROTATION) -> None:
+                 address: str | None = None, hint_rotation: float = HINT_ROTATION,
+                 hint_source: Callable[[int], bytes] = secrets.token_bytes, l2cap: bool = False) -> None:
         self.replica = replica
         self.radio = radio
         self.central, self.peripheral = central, peripheral
         self.config = config or RELIABLE_LINK
         self.timers = timers or LinkTimers()
         self.window = window
+        self.l2cap = l2cap
         self.address = address
         self.table = PeerTable()
         self.dropped_events = 0
-        self.hints = HintClock(time.monotonic, rotation=hint_rotation)
+        self.hints = HintClock(time.monotonic, rotation=hint_rotation, draw=hint_source)
         self.device: Device | None = None
         self.server: GattServer | None = None
         self._hint = self.hints.current()[0]
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue(EVENT_QUEUE)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dials: set[asyncio.Task[None]] = set()
         self._dial_slot = asyncio.Semaphore(1)  # bumble: one pending LE connection at a time
         self._dialling: set[str] = set()
         self._connected: dict[str, FrameLink] = {}  # BLE address -> link
         self._sessions: dict[str, tuple[asyncio.Event, bool]] = {}  # device id -> (stop, outbound)
+        self._stops: set[asyncio.Event] = set()  # every running session's stop
         self._scanner: BleakScanner | None = None
         self._stop = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
@@ -115,7 +124,7 @@ class BleTransport:
                 open_device(self.radio, "crdt-sync", self.address))
             if self.peripheral:
                 self.server = GattServer(device, self._on_central, window=self.window, timers=self.timers,
-                                         max_centrals=MAX_LINKS)
+                                         max_centrals=MAX_LINKS, l2cap=self.l2cap)
             await device.power_on()
             if self.peripheral:
                 await self._advertise()
@@ -137,11 +146,13 @@ class BleTransport:
             return
         self._closed = True
         self._stop.set()
-        for stop, _ in list(self._sessions.values()):
+        for stop in list(self._stops):  # every session, authenticated or still in its handshake
             stop.set()
         if self._scanner is not None:
             with contextlib.suppress(Exception):  # the controller may be gone already
                 await self._scanner.stop()
+        for task in list(self._dials):  # a connect to a device that is going away would wait it out
+            task.cancel()
         tasks = list(self._tasks)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DIAL_TIMEOUT):
@@ -151,10 +162,15 @@ class BleTransport:
         await asyncio.gather(*tasks, return_exceptions=True)
         for link in list(self._connected.values()):
             await link.close()
+        if self.server is not None:
+            self.server.close()
         if self.device is not None and self.peripheral:
             with contextlib.suppress(Exception):
                 await self.device.stop_advertising()
         await self._stack.aclose()
+        if self._events.full():  # the end must get through: it costs the oldest event
+            self._events.get_nowait()
+            self.dropped_events += 1
         self._put(None)
 
     async def events(self) -> AsyncIterator[PeerEvent]:
@@ -205,7 +221,9 @@ class BleTransport:
                 or len(self._connected) + len(self._dialling) >= MAX_LINKS):
             return
         self._dialling.add(device.address)
-        self._spawn(self._dial(device))
+        task = self._spawn(self._dial(device))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
 
     async def _dial(self, target: BLEDevice) -> None:
         address = target.address
@@ -219,7 +237,10 @@ class BleTransport:
             self.table.succeeded(address)
         finally:
             self._dialling.discard(address)
-        await self._run(link, address, address, outbound=True)
+        if self._stop.is_set():
+            await link.close()
+            return
+        self._spawn(self._run(link, address, address, outbound=True))  # not a dial: close waits for it
 
     async def _connect(self, target: BLEDevice) -> BleLink | None:
         """Connect, subscribe and open a link; None (the reason recorded) if it failed."""
@@ -230,14 +251,20 @@ class BleTransport:
             if holder:
                 holder[0].lost("the peripheral disconnected")
 
+        backends: list[BumbleClient] = []
         client = BleakClient(target, on_disconnect, [SERVICE_UUID], timeout=DIAL_TIMEOUT,
-                             backend=BumbleClient, bumble_device=self.device)
+                             backend=BumbleClient, bumble_device=self.device,
+                             bumble_register=backends.append)
         try:
             await client.connect()
             rx = client.services.get_characteristic(RX_UUID)
             tx = client.services.get_characteristic(TX_UUID)
             if rx is None or tx is None:
                 raise LookupError("the peer lacks our characteristics")
+            channel_link_ = await self._open_l2cap(client, backends[0] if backends else None, target)
+            if channel_link_ is not None:
+                channel_link_.start()
+                return channel_link_
 
             async def write(chunk: bytes) -> None:
                 await client.write_gatt_char(rx, chunk, response=False)
@@ -251,17 +278,42 @@ class BleTransport:
                 await client.disconnect()
             raise
         except Exception as exc:  # a trust boundary: whatever the peer or the radio did
-            self.table.failed(target.address, self._now(), f"connect failed: {exc or type(exc).__name__}")
+            reason = f"connect failed: {type(exc).__name__}: {exc}"
+            log.info("ble: %s: %s", target.address, reason)
+            self.table.failed(target.address, self._now(), reason)
             with contextlib.suppress(Exception):
                 await client.disconnect()
             return None
         link.start()
         return link
 
+    async def _open_l2cap(self, client: BleakClient, backend: BumbleClient | None,
+                          target: BLEDevice) -> BleLink | None:
+        """Where both ends support it, an LE credit-based channel instead of GATT.
+
+        bleak has no L2CAP API: this needs our bumble backend on this side (its connection)
+        and the peer's PSM characteristic on the other.
+        """
+        psm_char = client.services.get_characteristic(PSM_UUID)
+        if not self.l2cap or psm_char is None or backend is None:
+            return None
+        raw = await client.read_gatt_char(psm_char)
+        if len(raw) != 2:
+            raise ValueError(f"a PSM of {len(raw)} bytes")
+        bumble_connection = backend.connection
+        if bumble_connection is None:
+            raise ConnectionError("disconnected")
+        channel = await bumble_connection.create_l2cap_channel(spec=l2cap_spec(int.from_bytes(raw, "little")))
+        return channel_link(channel, f"ble-l2cap-peripheral {target.address}", client.disconnect,
+                            window=self.window, timers=self.timers)
+
     # -- sessions -------------------------------------------------------------------------------
     async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
         """Run a live session on ``link`` (the override point of the conformance harness)."""
         stop = asyncio.Event()
+        if self._stop.is_set():
+            stop.set()
+        self._stops.add(stop)
         device: list[str] = []
 
         def on_event(event: Event) -> None:
@@ -275,6 +327,7 @@ class BleTransport:
             await run_session(self.replica, link, live=True, config=self.config, stop=stop,
                               on_event=on_event)
         finally:
+            self._stops.discard(stop)
             await link.close()
             if self._connected.get(key) is link:
                 del self._connected[key]
@@ -302,7 +355,8 @@ class BleTransport:
         except asyncio.QueueFull:
             self.dropped_events += 1
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -111,6 +111,7 @@ class LanTransport:
             return
         self._closed = True
         self._stop.set()
+        self._pending_changed.set()  # the resolver wakes and sees the stop
         for stop, _ in list(self._sessions.values()):
             stop.set()
         if self._browser is not None:
@@ -234,12 +235,30 @@ class LanTransport:
     async def _dial(self, key: str, host: str, port: int) -> bool:
         async with self._dial_slots:
             try:
-                link = await connect(_url(host, port), timeout=self.dial_timeout)
+                link = await self._connect(_url(host, port))
             except ConnectFailed as exc:
                 self.table.refuse(key, str(exc))
                 return False
         await self._run(link, key, _url(host, port), outbound=True)
         return True
+
+    async def _connect(self, url: str) -> WebSocketLink:
+        """``connect``, given up at once when the transport closes (a dial to a peer that
+        never answers does not hold closing up for ``dial_timeout``)."""
+        if self._stop.is_set():
+            raise ConnectFailed("the transport is closing")
+        dialling = asyncio.ensure_future(connect(url, timeout=self.dial_timeout))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({dialling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not dialling.done():
+                dialling.cancel()
+            await asyncio.gather(dialling, stopping, return_exceptions=True)
+        if dialling.cancelled():
+            raise ConnectFailed("the transport is closing")
+        return dialling.result()
 
     async def _static(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
