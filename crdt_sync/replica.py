@@ -141,7 +141,7 @@ class Replica:
                                                    self._notify))
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
-        self._sealer = sealer = Sealer(self.identity, client, store, cache)
+        self._sealer = sealer = Sealer(self.identity, client, store, cache, self._secrets.keyring())
         if store.read_only:  # dead processes' journals stay for a writer to seal
             self._journal: Journal = ReadOnlyJournal(directory, client)
         else:
@@ -249,6 +249,17 @@ class Replica:
         if space is None:
             return self._create(name_or_id, only_if_new=True)
         return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
+
+    def check_writable(self, space: str) -> None:
+        """Whether this device may write to ``space`` (before anything is journaled).
+
+        Raises:
+            Rejected: ``not-a-member``: it holds no key of the space (nobody let it in).
+        """
+        if not self._secrets.keyring().epochs(space) and not (
+                self._secrets.reload() and self._secrets.keyring().epochs(space)):  # (another process's)
+            raise Rejected("not-a-member", f"this device holds no key of space {space}: a member "
+                                           "must grant it access (or send it an invite) first")
 
     def space_id(self, name_or_id: str) -> str:
         """The id of a space given by id or local name.
@@ -435,6 +446,7 @@ class Replica:
 
     def _catch_up(self) -> None:
         self._members.forget()  # another process may have stored membership envelopes
+        self._secrets.reload()  # ... and saved keys
         self._notify(self._follower.catch_up(), "store")
 
     # -- receiving -----------------------------------------------------------------------

@@ -228,3 +228,79 @@ def test_migrate_moves_each_space_into_a_new_one_of_the_same_name(tmp_path: Path
         [info] = replica.space_infos()
         assert info.rights == "admin"
     assert not migrate(path).migrated  # nothing left to do
+
+
+# -- encrypted payloads -------------------------------------------------------------------------
+def test_every_data_envelope_is_encrypted_and_opens_only_with_the_key(open_replica: ReplicaFactory) -> None:
+    from crdt_sync.space_crypto import DATA_PAYLOAD, decrypt_payload, payload_kind
+
+    admin = open_replica("admin")
+    sp = admin.space("site-42")
+    sp.put("faults", "f-1", {"note": "diagnosis text 7c1e"})
+    envs = admin.sync_host.missing_envelopes(sp.id, {}, 100, 1 << 24)
+    kinds = [payload_kind(e.payload) for e in envs]
+    assert kinds == [4, DATA_PAYLOAD, DATA_PAYLOAD]  # [genesis, keys], the label, the fault
+    last = envs[-1]
+    assert b"diagnosis" not in last.wire and b"faults" not in last.wire and b"site-42" not in envs[1].wire
+    ring = admin.secrets.keyring()
+    body = decrypt_payload(ring.keys_of(sp.id), sp.id, last.author_key, last.seq, last.payload)
+    assert b"diagnosis text 7c1e" in body
+    with pytest.raises(Rejected) as refused:
+        decrypt_payload(lambda _epoch: None, sp.id, last.author_key, last.seq, last.payload)
+    assert refused.value.reason == "no-key"
+    with pytest.raises(Rejected) as refused:
+        decrypt_payload(lambda _epoch: bytes(32), sp.id, last.author_key, last.seq, last.payload)
+    assert refused.value.reason == "undecryptable"
+
+
+def test_a_device_without_the_key_may_not_write(open_replica: ReplicaFactory) -> None:
+    device = open_replica("device")
+    stranger_space = "s" + "e" * 32
+    with pytest.raises(Rejected) as refused:
+        device.space(stranger_space).put("eq", "x", {"v": 1})
+    assert refused.value.reason == "not-a-member"
+    assert device.unsealed() == 0
+
+
+def test_a_plaintext_payload_is_refused(open_replica: ReplicaFactory) -> None:
+    from crdt_sync.payload import encode_payload, pack_item
+
+    admin, device = open_replica("admin"), open_replica("device")
+    space = share(admin, device)
+    stranger = Identity.generate()
+    plain = encode_payload([("eq", "pump", pack_item(HLC, b"\x00\x00"))])
+    env = seal(stranger, space, 1, b"", HLC, plain)
+    assert device.accept([env.wire], "peer x", space).applied == 0
+    [record] = device.quarantined(space)
+    assert (record.author, record.reason) == (stranger.id, "plaintext")
+
+
+def test_a_tampered_payload_is_undecryptable(open_replica: ReplicaFactory) -> None:
+    admin, device = open_replica("admin"), open_replica("device")
+    space = share(admin, device, rights="write")
+    device.space(space).put("eq", "pump", {"ok": True})
+    [env] = device.sync_host.missing_envelopes(space, admin.version_vector(space), 10, 1 << 20)
+    moved = seal(device.identity, space, env.seq, env.prev_hash, env.hlc,
+                 env.payload[:-1] + bytes([env.payload[-1] ^ 1]))
+    got = admin.accept([moved.wire], "peer x", space)
+    assert got.applied == 0
+    [record] = admin.quarantined(space)
+    assert (record.author, record.reason) == (device.device_id, "undecryptable")
+
+
+def test_envelopes_that_arrive_before_their_keys_are_held_then_applied(open_replica: ReplicaFactory) -> None:
+    admin, device = open_replica("admin"), open_replica("device")
+    sp = admin.space("site-42")
+    sp.put("eq", "pump", {"status": "ok"})
+    admin.grant(sp.id, device.device_id, "write")
+    envs = [e.wire for e in admin.sync_host.missing_envelopes(sp.id, {}, 100, 1 << 24)]
+    genesis, label, pump, grant = envs
+    device.keep(sp.id)
+    got = device.receive([genesis, label, pump], "peer x", sp.id)
+    assert got.applied == 3  # stored: the chain goes on
+    assert not device.space(sp.id).exists("eq", "pump")  # ... but held: no key for its epoch yet
+    with pytest.raises(NotFound):
+        device.space_id("site-42")
+    device.receive([grant], "peer x", sp.id)  # the keys record sealed to this device
+    assert device.space(sp.id).get("eq", "pump") == {"status": "ok"}
+    assert device.space_id("site-42") == sp.id  # the label was held too
