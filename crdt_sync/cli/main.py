@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("import", cmd_import, "verify and apply a bundle, all or nothing").add_argument("file")
     add_commands(sub, common)
     add_member_commands(sub, common)
-    command("demo", cmd_demo, "three simulated field devices edit offline and converge") \
+    command("demo", cmd_demo, "a space shared by invitation: field devices join over a relay, "
+                            "edit offline and converge; a contractor is revoked") \
         .add_argument("--dir", help="keep the devices' data directories here")
     bench = sub.add_parser("bench", help="benchmarks (the bench extra)", description="benchmarks")
     p = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK").add_parser(
