@@ -131,7 +131,7 @@ def run(entities: int, day: int) -> dict[str, Any]:
             try:
                 boot = {}
                 for label, config in configs.items():  # a new device bootstraps the space
-                    news[label].join(SPACE)
+                    news[label].keep(SPACE)
                     boot[label] = asyncio.run(sync_sizes(field, news[label], config))
                 for _ in range(day):  # a day of field work: one edit, one envelope each
                     edit = {"status": rng.choice(("ok", "fault"))}

@@ -57,7 +57,7 @@ async def converge(work: Path, entities: int) -> dict[str, float]:
 
     with Replica(work / "a", seal_interval=0) as a, Replica(work / "b", seal_interval=0) as b:
         for replica, name in ((a, "a"), (b, "b")):
-            replica.join(SPACE)
+            replica.keep(SPACE)
             _fill(replica, name, entities)
         want = 2 * entities
         started = time.perf_counter()
@@ -82,7 +82,7 @@ async def live(work: Path, rate: float, seconds: float) -> dict[str, float]:
 
     with Replica(work / "la") as a, Replica(work / "lb") as b:
         for replica in (a, b):
-            replica.join(SPACE)
+            replica.keep(SPACE)
         written: dict[str, float] = {}
         latencies: list[float] = []
         done = asyncio.Event()

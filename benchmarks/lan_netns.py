@@ -82,7 +82,7 @@ def _prepare(work: Path, a_count: int, b_count: int) -> tuple[Path, Path, int, i
     paths = (work / "a", work / "b")
     with Replica(paths[0], seal_interval=0) as a, Replica(paths[1], seal_interval=0) as b:
         for replica, count, name in ((a, a_count, "a"), (b, b_count, "b")):
-            replica.join(SPACE)
+            replica.keep(SPACE)
             sp = replica.space(SPACE)
             for i in range(count):
                 sp.put("equipment", f"{name}-{i}", {"n": i, "by": name})

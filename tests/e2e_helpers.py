@@ -48,8 +48,10 @@ OPEN = {"CRDT_SYNC_RELAY_MEMBERSHIP": "false"}
 
 def needs(*names: str) -> pytest.MarkDecorator:
     """Skip until the device-side API of issue 12 that a test drives is in this tree
-    (``encrypted``: data payloads are sealed as kind 3)."""
-    missing = [n for n in names if not (_encrypts() if n == "encrypted" else hasattr(Replica, n))]
+    (``encrypted``: data payloads are sealed as kind 3; ``authorizes``: a device refuses a
+    data envelope whose author is no member)."""
+    probes = {"encrypted": _encrypts, "authorizes": _authorizes}
+    missing = [n for n in names if not (probes[n]() if n in probes else hasattr(Replica, n))]
     return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)} (issue 12, device side)")
 
 
@@ -74,6 +76,33 @@ def _encrypts() -> bool:
 
 
 _ENCRYPTS: bool | None = None
+_AUTHORIZES: bool | None = None
+
+
+def _authorizes() -> bool:
+    """Whether this tree's replicas refuse a well-formed, properly encrypted data envelope
+    of a stranger (asked of a real replica in a scratch directory, once)."""
+    global _AUTHORIZES
+    if _AUTHORIZES is None:
+        import tempfile
+
+        if not _encrypts():
+            _AUTHORIZES = False
+            return False
+        with tempfile.TemporaryDirectory() as scratch:
+            replica = Replica(Path(scratch) / "admin")
+            try:
+                space = replica.space("probe")
+                space.put("c", "e", {"f": 1})
+                replica.seal()
+                body = made_body(Path(scratch) / "writer", "c", "e", {"f": 2})  # later: it would win
+                env = forge_data(Identity.generate(), space.id, body, replica.secrets.keyring(), (0, b""))
+                with contextlib.suppress(Exception):  # (a refusal may raise, or skip it)
+                    replica.receive([env.wire], "probe", space.id, tolerate_gaps=True)
+                _AUTHORIZES = replica.space(space.id).get("c", "e") == {"f": 1}
+            finally:
+                replica.close()
+    return _AUTHORIZES
 
 
 def _own_envelopes(replica: Replica, space: str) -> list[Envelope]:
@@ -298,3 +327,20 @@ async def invite(alice: Device, other: Device, sid: str, url: str, rights: str =
     await other.sync(url)  # the redemption up, the space down
     await alice.sync(url)
     return str(joined["device"])
+
+
+# -- where a forgery is pushed (last: the marks probe the replica with the tools above) --------
+#: Where a forged membership record is pushed: a relay process that enforces membership (it
+#: must refuse it), or one that does not, so that it reaches the devices (which must refuse it
+#: themselves). Membership records are judged by devices of this tree already; the enforcing
+#: relay needs devices that seal encrypted spaces (its refusal of plaintext stops them).
+THROUGH = [pytest.param("enforcing", marks=needs("encrypted")), "careless"]
+#: The same for a forged data envelope: devices refuse those once they authorize data.
+DATA_THROUGH = [pytest.param("enforcing", marks=needs("encrypted")),
+                pytest.param("careless", marks=needs("authorizes"))]
+
+
+@asynccontextmanager
+async def through(kind: str, data: Path) -> AsyncIterator[RelayProcess]:
+    async with relay(data, enforce=kind == "enforcing") as process:
+        yield process

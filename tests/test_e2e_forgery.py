@@ -10,8 +10,6 @@ enforce passes it on (the devices judge every membership record offline: docs/DE
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ import pytest
 from crdt_sync.identity import Identity
 from crdt_sync.membership import Genesis, Grant, Rights, make_grant
 from tests.e2e_helpers import (
+    DATA_THROUGH,
+    THROUGH,
     Device,
     authors,
     create,
@@ -29,12 +29,11 @@ from tests.e2e_helpers import (
     made_body,
     membership_records,
     needs,
-    relay,
     stored,
     tag,
+    through,
 )
 from tests.relay_envelopes import EnvelopeHost, exchange, hlc_at, now_ms
-from tests.relay_helpers import RelayProcess
 
 pytestmark = [needs("create_space", "grant", "members"), pytest.mark.timeout(240)]
 
@@ -57,43 +56,30 @@ async def quarantined(device: Device, space: str) -> dict[str, str]:
     return {q["author"]: q["reason"] for q in items}
 
 
-@needs("encrypted")
-async def test_an_expired_capability_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", DATA_THROUGH)
+async def test_an_expired_capability_is_refused(tmp_path: Path, kind: str) -> None:
     collection, entity, value = tag("equipment"), tag("pump"), tag("ok")
     alice, dave = Device(tmp_path / "alice"), Device(tmp_path / "dave")
     dave_id = await dave.init()
     sid = await create(alice, tag("site"), [(collection, entity, f"status={value}")])
     body = made_body(tmp_path / "scratch", collection, entity, {"status": tag("late")})
     await alice.ok("grant", sid, dave_id, "--rights", "write", "--expires", "90s")
-    async with relay(tmp_path / "relay") as enforcing, relay(tmp_path / "open", enforce=False) as careless:
-        for url in (enforcing.url, careless.url):
-            await alice.sync(url)
+    data = tmp_path / "relay"
+    async with through(kind, data) as process:
+        await alice.sync(process.url)
         member = dave.identity()
         # One write inside the grant, one dated (by its own clock) after it ended.
         inside = forge_data(member, sid, body, alice.keyring(), (0, b""))
         late = forge_data(member, sid, body, alice.keyring(), (1, inside.hash), hlc_at(now_ms() + 180_000))
         push = EnvelopeHost(member, inside, late)
-        assert (await exchange(push, enforcing.url)).ok
-        assert push.reasons() == {"expired"}
-        assert authors(tmp_path / "relay", sid)[member.id] == 1  # the one inside stays
-
-        assert (await exchange(EnvelopeHost(member, inside, late), careless.url)).ok
-        assert authors(tmp_path / "open", sid)[member.id] == 2
-        await alice.sync(careless.url)
-        await logged(careless, "author.refused-by-peer", author=member.id, reason="expired")
-
-
-#: Where a forged membership record is pushed: a relay process that enforces membership (it
-#: must refuse it), or one that does not, so that it reaches the devices (which must refuse it
-#: themselves). Membership records are judged by devices of this tree already; the enforcing
-#: relay needs devices that seal encrypted spaces (its refusal of plaintext stops them).
-THROUGH = [pytest.param("enforcing", marks=needs("encrypted")), "careless"]
-
-
-@contextlib.asynccontextmanager
-async def through(kind: str, data: Path) -> AsyncIterator[RelayProcess]:
-    async with relay(data, enforce=kind == "enforcing") as process:
-        yield process
+        assert (await exchange(push, process.url)).ok
+        if kind == "enforcing":
+            assert push.reasons() == {"expired"}
+            assert authors(data, sid)[member.id] == 1  # the one inside stays
+        else:  # passed on: alice's device takes the first, refuses the late one and says why
+            assert authors(data, sid)[member.id] == 2
+            await alice.sync(process.url)
+            await logged(process, "author.refused-by-peer", author=member.id, reason="expired")
 
 
 @pytest.mark.parametrize("kind", THROUGH)
