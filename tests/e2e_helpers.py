@@ -318,6 +318,20 @@ async def create(alice: Device, name: str, writes: list[tuple[str, str, str]]) -
     return sid
 
 
+async def let_in(alice: Device, other: Device, sid: str, url: str, rights: str = "write") -> str:
+    """Alice lets ``other`` in, over the relay at ``url``: by an invite where this tree's
+    devices have them (:func:`invite`), else by a grant to its device id, which it then keeps
+    and syncs. Returns the other device's id."""
+    if hasattr(Replica, "invite") and hasattr(Replica, "join"):
+        return await invite(alice, other, sid, url, rights)
+    device = await other.init()
+    await alice.ok("grant", sid, device, "--rights", rights)
+    await alice.sync(url)
+    await other.ok("keep", sid)
+    await other.sync(url)
+    return device
+
+
 async def invite(alice: Device, other: Device, sid: str, url: str, rights: str = "write") -> str:
     """Alice invites ``other``; it joins over the relay at ``url``; alice sees the redemption.
     Returns the other device's id."""
