@@ -181,7 +181,8 @@ CUT_SHORT = "cut_short"
 
 
 def run_child(module: str, args: Sequence[str], *, description: str, total: int,
-              progress: Progress, grace: float | None = None) -> dict[str, Any]:
+              progress: Progress, grace: float | None = None,
+              source: Path | None = None) -> dict[str, Any]:
     """Run ``python -m module --child ...args`` and return the result it reported.
 
     A child may report its result in parts (later parts update earlier ones). With
@@ -194,7 +195,7 @@ def run_child(module: str, args: Sequence[str], *, description: str, total: int,
     """
     task = progress.add_task(description, total=total)
     try:
-        return Child(module, args, description).finish(progress, task, grace)
+        return Child(module, args, description, source).finish(progress, task, grace)
     finally:
         progress.remove_task(task)
 
@@ -203,17 +204,24 @@ class Child:
     """A benchmark child process (``python -m module --child ...args``).
 
     :meth:`step` sends it one command line and waits for its ``done`` (children that take
-    turns); :meth:`finish` reads its result as :func:`run_child` does.
+    turns); :meth:`finish` reads its result as :func:`run_child` does. With ``source`` (a
+    source tree of another build of crdt-sync), the child imports ``crdt_sync`` from there:
+    two builds side by side in one run.
     """
 
-    def __init__(self, module: str, args: Sequence[str], description: str) -> None:
+    def __init__(self, module: str, args: Sequence[str], description: str,
+                 source: Path | None = None) -> None:
         self.description = description
         self._cmd = [sys.executable, "-m", module, *args]
+        env = None
+        if source is not None:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [str(source), *filter(None, [os.environ.get("PYTHONPATH")])])}
         # stderr goes to a file, not a pipe: a chatty child must not block on a full pipe
         # while we read its stdout.
         self._err = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in finish or _fail)
         self._proc = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._err, text=True)
+                                      stderr=self._err, text=True, env=env, cwd=source)
 
     def step(self, command: str) -> None:
         assert self._proc.stdin is not None and self._proc.stdout is not None

@@ -2,11 +2,18 @@
 pycrdt and through crdt-sync's full write path (journal, sealing, SQLite), side by side.
 
     python -m benchmarks.write_path [--trace PATH] [--limit N] [--repeat N] [--fsync] [--json]
+                                    [--turns] [--baseline DIR]
 
 Each engine runs in a child process of its own (see :mod:`benchmarks._harness`); both must
 end with exactly the trace's final text. The timing covers the edits and, for crdt-sync, the
 final ``flush()`` that seals them into envelopes; ``close()`` (which also compacts the
 entity into a snapshot) is timed separately.
+
+``--baseline DIR`` adds crdt-sync's write path as another build makes it: ``DIR`` is a source
+tree of that build (``git archive COMMIT | tar -x -C DIR``), whose child imports its own
+``crdt_sync``; with ``--turns`` both builds take turns in one run. Issue 12 compares the
+encrypted, capability-checked write path with the plaintext one before it (target: at most
+10 % added).
 """
 
 from __future__ import annotations
@@ -51,7 +58,10 @@ DEFAULT_TRACE = REPO / "../shared/traces/seq-automerge-paper.json.gz"
 TARGET_RATIO = 1.3
 ENGINES = {"pycrdt": "raw pycrdt", "ours": "crdt-sync", "ours-fsync": "crdt-sync fsync=True",
            "pycrdt-coalesced": "raw pycrdt, N edits per transaction",
-           "ours-coalesced": "crdt-sync, N edits per transaction"}
+           "ours-coalesced": "crdt-sync, N edits per transaction",
+           "ours-baseline": "crdt-sync, baseline build"}
+#: issue 12: this build's write path (encryption, capability checks) / the baseline's
+BASELINE_RATIO = 1.10
 #: transactions per turn with ``--turns``: short enough that load changes hit both engines
 #: alike, long enough (tens of ms) that switching processes costs little
 TURN = 1000
@@ -239,6 +249,8 @@ def _prepare(trace_path: Path, limit: int | None, work: Path) -> tuple[Path, Pat
 def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[Run]]:
     engines = ["pycrdt", "ours"] + (["ours-fsync"] if args.fsync else []) \
         + (["pycrdt-coalesced", "ours-coalesced"] if args.coalesce > 1 else [])
+    if args.baseline is not None:
+        engines.append("ours-baseline")
     runs: dict[str, list[Run]] = {e: [] for e in engines}
     with tempfile.TemporaryDirectory(prefix="crdt-bench-", dir=args.tmpdir) as tmp:
         work = Path(tmp)
@@ -249,34 +261,37 @@ def _run_engines(args: argparse.Namespace, console: Console) -> dict[str, list[R
         with progress_display(console) as progress:
             for rep in range(args.repeat):
                 def child_args(engine: str, rep: int = rep) -> list[str]:
-                    return ["--child", engine, "--trace-data", str(compact), "--expected",
+                    child = "ours" if engine == "ours-baseline" else engine  # (its child knows "ours")
+                    return ["--child", child, "--trace-data", str(compact), "--expected",
                             str(reference), "--limit", str(txns), "--data-dir",
                             str(work / f"{engine}-{rep}"), "--coalesce", str(args.coalesce)] \
                         + (["--profile", str(args.profile)] if args.profile else []) \
                         + (["--turns"] if args.turns else [])
                 if args.turns:
                     results = _in_turns(engines, child_args, txns, progress,
-                                        f"{rep + 1}/{args.repeat}", args.close_timeout)
+                                        f"{rep + 1}/{args.repeat}", args.close_timeout, args)
                 else:
                     results = {}
                     for engine in engines:  # interleaved, so drift in machine load hits all alike
                         results[engine] = run_child(
                             MODULE, child_args(engine), total=txns, progress=progress,
-                            grace=args.close_timeout,
+                            grace=args.close_timeout, source=_source(engine, args),
                             description=f"{ENGINES[engine]} ({rep + 1}/{args.repeat})")
                         shutil.rmtree(work / f"{engine}-{rep}", ignore_errors=True)
                 for engine, result in results.items():
-                    runs[engine].append(Run(**result))
+                    runs[engine].append(Run(**{**result, "engine": engine}))
                     shutil.rmtree(work / f"{engine}-{rep}", ignore_errors=True)  # don't fill the disk
     return runs
 
 
 def _in_turns(engines: list[str], child_args: Callable[[str], list[str]], txns: int,
-              progress: Progress, which: str, grace: float) -> dict[str, dict[str, Any]]:
+              progress: Progress, which: str, grace: float,
+              args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """One run of every engine at once, each in its own process, taking turns a chunk of
     :data:`TURN` transactions at a time (the order alternating): a change in the machine's
     load within a run then hits every engine alike."""
-    children = {e: Child(MODULE, child_args(e), f"{ENGINES[e]} ({which})") for e in engines}
+    children = {e: Child(MODULE, child_args(e), f"{ENGINES[e]} ({which})", _source(e, args))
+                for e in engines}
     task = progress.add_task(f"{', '.join(ENGINES[e] for e in engines)} in turns ({which})", total=txns)
     try:
         for k, (lo, hi) in enumerate(chunks(txns, parts=max(1, -(-txns // TURN)))):
@@ -288,6 +303,11 @@ def _in_turns(engines: list[str], child_args: Callable[[str], list[str]], txns: 
         return {e: child.finish(grace=grace) for e, child in children.items()}
     finally:
         progress.remove_task(task)
+
+
+def _source(engine: str, args: argparse.Namespace) -> Path | None:
+    """The source tree an engine's child imports crdt_sync from (None: this one)."""
+    return args.baseline if engine == "ours-baseline" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,8 +363,15 @@ def _report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
                     Target(f"crdt-sync {args.coalesce} edits per transaction / raw pycrdt {args.coalesce} "
                            "per transaction, wall", coalesced.seconds / rows["pycrdt-coalesced"].seconds,
                            TARGET_RATIO, "x")]
+    if "ours-baseline" in rows:
+        old = rows["ours-baseline"]
+        targets += [Target("crdt-sync / baseline build, wall time", ours.seconds / old.seconds,
+                           BASELINE_RATIO, "x"),
+                    Target("crdt-sync / baseline build, CPU time", ours.cpu_seconds / old.cpu_seconds,
+                           BASELINE_RATIO, "x")]
     if args.json:
-        print_json({"benchmark": "write_path", "trace": str(args.trace), "repeat": args.repeat,
+        print_json({"benchmark": "write_path", "baseline": str(args.baseline) if args.baseline else None,
+                    "trace": str(args.trace), "repeat": args.repeat,
                     "turns": TURN if args.turns else None,
                     "runs": {e: [asdict(r) for r in rs] for e, rs in runs.items()},
                     "summary": {e: asdict(s) for e, s in rows.items()},
@@ -374,6 +401,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--fsync", action="store_true", help="add a run of crdt-sync with fsync=True")
     p.add_argument("--coalesce", type=int, default=1, metavar="N",
                    help="add raw pycrdt and crdt-sync with N consecutive edits per transaction")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="also run crdt-sync's write path from the source tree DIR of another build "
+                        "(e.g. `git archive main | tar -x -C DIR`), side by side")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="cProfile each engine's run (the last one) into DIR/<engine>.prof")
@@ -394,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return _child(args)
     args.trace = args.trace.resolve()
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "crdt_sync" / "benchmarks" / "write_path.py").is_file():
+            print(f"error: --baseline {args.baseline} is not a source tree of crdt-sync with this "
+                  "benchmark (crdt_sync/benchmarks/write_path.py)", file=sys.stderr)
+            return 1
     if not args.trace.is_file():
         print(f"error: trace {args.trace} not found; pass --trace PATH "
               f"(the traces live in ../shared/traces next to the repository)", file=sys.stderr)

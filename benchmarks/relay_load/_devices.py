@@ -158,15 +158,17 @@ class RelayDevice(Device):
     devices)."""
 
     def __init__(self, stats: Stats, space: Space, pos: int, identity: Any, host: Any,
-                 frames: list[bytes], keys: dict[bytes, int]) -> None:
+                 frames: list[bytes], keys: dict[bytes, int], base: list[int] | None = None) -> None:
         super().__init__(stats, space, pos)
         self.identity, self.host, self.frames, self.keys = identity, host, frames, keys
         self.session: Any = None
         self.table: list[int] = []  # the relay's author refs -> member positions
         m = len(space.members)
-        self.vv = [1] * m  # every member's first envelope was stored before the run
+        #: by member position, the seq of its first edit (what precedes it was stored before)
+        self.base = base or [2] * m
+        self.vv = [b - 1 for b in self.base]  # every member's first envelopes were stored before the run
         self._prefix = [b"\x82" + _uint(0, p) for p in range(m)]
-        self._entries = [self._prefix[p] + _uint(0, 1) for p in range(m)]
+        self._entries = [self._prefix[p] + _uint(0, self.vv[p]) for p in range(m)]
         self._vv_head = _uint(0x80, m)
         self.inflight: list[int] = []  # edits sent, not yet acknowledged (batch = edit + 1)
         self.queued: list[int] = []
@@ -227,8 +229,8 @@ class RelayDevice(Device):
                 if seq > vv[p]:
                     vv[p] = seq
                     self._entries[p] = self._prefix[p] + _uint(0, seq)
-                    if seq >= 2:
-                        stats.delivered(space, p, seq - 2, now)
+                    if seq >= self.base[p]:
+                        stats.delivered(space, p, seq - self.base[p], now)
                 else:
                     stats.duplicates += 1
             assert self.conn is not None
@@ -258,7 +260,7 @@ class RelayDevice(Device):
     def _send(self, k: int) -> None:
         assert self.conn is not None
         self.inflight.append(k)
-        seq = k + 2
+        seq = k + self.base[self.pos]
         self.vv[self.pos] = seq
         self._entries[self.pos] = self._prefix[self.pos] + _uint(0, seq)
         self.conn.send(self.link.seal(self.frames[k]))
@@ -328,16 +330,23 @@ def _payload(update: bytes, hlc: int) -> bytes:
     return encode_payload([("notes", "shared", pack_item(hlc, update))])
 
 
-def relay_devices(load: Load, spaces: list[Space], stats: Stats) -> tuple[list[Device], dict[str, list[Any]]]:
-    """Sign every device's chain before the run; returns the devices and, per space, the
-    first envelope of each member (for the seeding sessions)."""
+def relay_devices(load: Load, spaces: list[Space], stats: Stats,
+                  sealed: bool = False) -> tuple[list[Device], list[dict[str, list[Any]]]]:
+    """Sign every device's chain before the run; returns the devices and what to store
+    before they connect, in passes (for the seeding sessions): per space, the envelopes of
+    each member that precede its edits. ``sealed``: spaces as issue 12 makes them
+    (:mod:`._spaces`: a genesis, grants, encrypted payloads; the space renamed by its id),
+    the admins' chains stored in a pass before the rest."""
     from crdt_sync.envelope import seal
     from crdt_sync.hlc import wall_ms
     from crdt_sync.identity import Identity
     from crdt_sync.protocol.messages import Envelopes, WireEnvelope, encode
 
+    from ._spaces import sealed_space
+
     devices: list[Device] = []
     firsts: dict[str, list[Any]] = {}
+    admins: dict[str, list[Any]] = {}
     # Stamped now: receivers hold back envelopes stamped more than a day ahead of their clock
     # (docs/PROTOCOL.md, "Clocks"; a fixed time in 2027 was, from December 2026 on).
     hlc0 = wall_ms() << 16
@@ -347,20 +356,30 @@ def relay_devices(load: Load, spaces: list[Space], stats: Stats) -> tuple[list[D
         space.reorder(order)
         identities = [identities[i] for i in order]
         keys = {ident.public_key: p for p, ident in enumerate(identities)}
-        first = [seal(ident, space.name, 1, b"", hlc0, _payload(b"\x00\x00", hlc0)) for ident in identities]
+        box = sealed_space(identities, hlc0, _payload(b"\x00\x00", hlc0)) if sealed else None
+        if box is None:
+            heads = [[seal(ident, space.name, 1, b"", hlc0, _payload(b"\x00\x00", hlc0))]
+                     for ident in identities]
+        else:
+            space.name, heads = box.space, box.heads
+            admins[space.name] = heads[0]
+        first = [env for head in heads for env in head]
         firsts[space.name] = first
+        base = [len(head) + 1 for head in heads]
         for p, ident in enumerate(identities):
-            prev = first[p].hash
+            prev = heads[p][-1].hash
             frames = []
             for k, update in enumerate(yjs_updates(space.members[p], space.edits[p])):
-                hlc = hlc0 + ((k + 1) << 16)
-                env = seal(ident, space.name, k + 2, prev, hlc, _payload(update, hlc))
+                hlc, seq = hlc0 + ((k + 1) << 16), k + base[p]
+                body = _payload(update, hlc)
+                env = seal(ident, space.name, seq, prev, hlc,
+                           body if box is None else box.payload(ident.public_key, seq, body))
                 prev = env.hash
                 frames.append(encode(Envelopes(0, k + 1, [WireEnvelope(p, env.seq, env.hlc, env.payload,
                                                                          env.signature)])))
             host = MemoryHost(ident, {space.name: first})
-            devices.append(RelayDevice(stats, space, p, ident, host, frames, keys))
-    return devices, firsts
+            devices.append(RelayDevice(stats, space, p, ident, host, frames, keys, base))
+    return devices, [admins, firsts] if sealed else [firsts]
 
 
 async def seed_relay(url: str, firsts: dict[str, list[Any]]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from .._harness import BenchmarkError, ChildChannel
 from ._devices import Device, Space, Stats, relay_devices, seed_relay, y_devices
 from ._load import OURS, WAIT_LIMIT, Histogram, Load
+from ._spaces import MODES
 from ._wsclient import WsConn
 
 #: Connections opened at once while ramping up.
@@ -81,9 +82,10 @@ async def generate(load: Load, server: str, port: int, index: int, generators: i
     stats = Stats()
     t0 = time.monotonic()
     if server in OURS:
-        devices, firsts = relay_devices(load, spaces, stats)
+        devices, passes = relay_devices(load, spaces, stats, sealed=MODES[server] is not None)
         prepare_s = time.monotonic() - t0
-        await seed_relay(f"ws://127.0.0.1:{port}", firsts)
+        for firsts in passes:  # (sealed spaces: the admins' genesis and grants first)
+            await seed_relay(f"ws://127.0.0.1:{port}", firsts)
     else:
         devices = y_devices(spaces, stats)
         prepare_s = time.monotonic() - t0

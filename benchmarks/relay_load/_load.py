@@ -15,9 +15,12 @@ from .._harness import BenchmarkError
 MODULE = "crdt_sync.benchmarks.relay_load"
 SERVERS = {"crdt-sync": "crdt-sync relay", "pycrdt-websocket": "pycrdt-websocket",
            "pycrdt-websocket-ystore": "pycrdt-websocket + SQLiteYStore",
-           "crdt-sync-baseline": "crdt-sync relay (--baseline tree)"}
-#: servers that speak crdt-sync's protocol (the same load generator drives them)
-OURS = ("crdt-sync", "crdt-sync-baseline")
+           "crdt-sync-baseline": "crdt-sync relay (--baseline tree)",
+           "crdt-sync-sealed": "crdt-sync relay, sealed spaces, membership off",
+           "crdt-sync-members": "crdt-sync relay, sealed spaces, membership on"}
+#: servers that speak crdt-sync's protocol (the same load generator drives them); the sealed
+#: ones are driven with spaces as issue 12 makes them (``_spaces``)
+OURS = ("crdt-sync", "crdt-sync-baseline", "crdt-sync-sealed", "crdt-sync-members")
 LISTENING = "listening on ws://127.0.0.1:"
 #: How long every wait on the other side (barrier, server start) may take.
 WAIT_LIMIT = 300.0
