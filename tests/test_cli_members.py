@@ -134,6 +134,7 @@ def test_invite_join_sync_by_bundle_read_only_refused_and_revoke(tmp_path: Path)
     token = ok(alice, "invite", sid, "--rights", "read", "--no-history")["token"]
     ok(carol, "join", "-", stdin=token + "\n")  # a long token can come on stdin
     carry(alice, carol, sid, tmp_path)
+    carry(carol, alice, sid, tmp_path)  # her redemption reaches the admin
     assert ok(carol, "get", "site-42", "equipment", "pump-7") == {"status": "leaking"}
     code, err = error(carol, "put", "site-42", "equipment", "pump-7", "status=ok")
     assert (code, err["kind"]) == (5, "read-only")
