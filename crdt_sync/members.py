@@ -25,16 +25,17 @@ epoch key goes into the keyring (:class:`~crdt_sync.secrets.Secrets`, saved by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from .envelope import Envelope, decode_trusted
 from .errors import Rejected
 from .identity import Identity, public_key_of
-from .membership import Carrier, Keys, MembershipLog, Record, decode_membership
+from .membership import Carrier, Keys, MembershipLog, Record, Verdict, decode_membership, scope_digest
+from .membership.verdicts import OK
 from .payload import PayloadVersionError, decode_payload
 from .secrets import Secrets
-from .space_crypto import DATA_PAYLOAD, decrypt_payload, open_box, payload_kind
+from .space_crypto import DATA_PAYLOAD, decrypt_payload, open_box, payload_kind, scope_key
 from .store import Store
 
 #: Membership verdicts that skip the envelope (not stored, no quarantine row): a proof on
@@ -112,6 +113,7 @@ class Members:
         self._identity = identity
         self._secrets = secrets
         self._logs: dict[str, MembershipLog] = {}
+        self._scope_keys: dict[str, bytes] = {}
         self._unsaved = False
 
     def log(self, space: str) -> MembershipLog:
@@ -153,6 +155,21 @@ class Members:
     def keys_of(self, space: str) -> Callable[[bytes], bytes | None]:
         """``epoch_id -> key`` of ``space`` (what :func:`~crdt_sync.space_crypto.decrypt_payload` takes)."""
         return self._secrets.keyring().keys_of(space)
+
+    def authorize(self, space: str, author: bytes, seq: int, hlc: int, collections: Iterable[str]) -> Verdict:
+        """Rule 5 of "Membership" for a data envelope (or a local write) of ``author`` at
+        ``seq`` and ``hlc`` writing ``collections``: their scope digests are checked too. A
+        space whose genesis this device does not hold yet is gated by its key alone."""
+        log = self.log(space)
+        if log.genesis() is None:
+            return OK
+        secret = self._secrets.keyring().secret(space)
+        if secret is None:
+            return Verdict(False, "not-a-member", "this device holds no key of the space")
+        key = self._scope_keys.get(space)
+        if key is None:
+            key = self._scope_keys[space] = scope_key(secret)
+        return log.authorize(author, seq, hlc, [scope_digest(key, c) for c in sorted(set(collections))])
 
     def decode(self, env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:
         """The entities of a data envelope: decrypted (kind 3) and decoded.

@@ -263,6 +263,13 @@ class Receiver:
             times.append(env.hlc)
             self._store.join(env.space)
             return Outcome.NEW
+        allowed = self._members.authorize(env.space, env.author_key, env.seq, env.hlc,
+                                          (coll for coll, *_ in entities))
+        if not allowed.ok:
+            # not-a-member, read-only, expired, out-of-scope: a grant on its way may make it
+            # valid, so it is skipped like a gap (no quarantine row); revoked: its chain is
+            # cut here (the set-aside of what a later revocation cuts is not built yet)
+            return Outcome.GAP
         clocks.check_items(env, (h for *_, items in entities for h, _ in items))
         self._store.insert_envelope(env)
         self._apply_entities(env, entities, touched)
@@ -282,6 +289,11 @@ class Receiver:
                 if rejected.reason == "no-key":
                     continue  # (another epoch, still missing)
                 self._set_held_aside(env, rejected)
+                continue
+            verdict = self._members.authorize(env.space, env.author_key, env.seq, env.hlc,
+                                              (coll for coll, *_ in entities))
+            if not verdict.ok:
+                self._set_held_aside(env, Rejected(verdict.reason, verdict.detail))
                 continue
             mine: set[EntityKey] = set()
             try:

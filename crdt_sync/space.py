@@ -49,7 +49,7 @@ class SpaceHost(Protocol):
 
     def version_vector(self, space: str) -> dict[str, int]: ...
 
-    def check_writable(self, space: str) -> None: ...
+    def check_writable(self, space: str, collection: str) -> None: ...
 
 
 class SpaceTransaction(Transaction):
@@ -338,7 +338,7 @@ class Space:
         if writer is None:
             check_name("collection", key[1])
             check_name("entity id", key[2])
-            self.replica.check_writable(self.id)  # (once per entity writer: they are kept)
+            self.replica.check_writable(self.id, key[1])  # (once per entity writer: they are kept)
             if len(writers) > 4096:
                 writers.clear()
             writer = writers[key] = EntityWriter(tx, key)
