@@ -173,6 +173,52 @@ def test_grant_by_device_id_with_scope_and_expiry(tmp_path: Path) -> None:
 
 
 @needs_spaces
+def test_writes_beyond_a_grant_are_refused_on_the_device_with_the_reason(tmp_path: Path) -> None:
+    alice, carol, dana = tmp_path / "alice", tmp_path / "carol", tmp_path / "dana"
+    carol_id, dana_id = ok(carol, "init")["device"], ok(dana, "init")["device"]
+    sid = ok(alice, "spaces", "create", "site-42")["id"]
+    ok(alice, "put", sid, "equipment", "pump-7", "status=ok")
+    ok(alice, "grant", sid, carol_id, "--rights", "read")
+    ok(alice, "grant", sid, dana_id, "--rights", "write", "--collection", "inspections")
+    for who in (carol, dana):
+        carry(alice, who, sid, tmp_path)
+        assert ok(who, "get", "site-42", "equipment", "pump-7") == {"status": "ok"}
+    code, err = error(carol, "put", "site-42", "equipment", "pump-7", "status=broken")
+    assert (code, err["kind"]) == (5, "read-only"), err
+    assert "may only read" in err["message"] and "crdt-sync grant" in err["message"]
+    code, err = error(dana, "delete", "site-42", "equipment", "pump-7")
+    assert (code, err["kind"]) == (5, "out-of-scope"), err
+    ok(dana, "put", "site-42", "inspections", "I-1", "result=pass")  # in scope
+    carry(dana, alice, sid, tmp_path)
+    assert ok(alice, "get", sid, "inspections", "I-1") == {"result": "pass"}
+    assert ok(carol, "get", sid, "equipment", "pump-7") == {"status": "ok"}  # nothing changed
+    code, err = error(tmp_path / "stranger", "put", sid, "equipment", "pump-7", "status=mine")
+    assert (code, err["kind"]) == (5, "not-a-member"), err  # it holds no key of the space
+
+
+@needs("create_space", "grant", "revoke")
+def test_revoke_sets_a_members_later_edits_aside(tmp_path: Path) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    bob_id = ok(bob, "init")["device"]
+    sid = ok(alice, "spaces", "create", "site-42")["id"]
+    ok(alice, "grant", sid, bob_id, "--rights", "write")
+    carry(alice, bob, sid, tmp_path)
+    ok(bob, "put", "site-42", "equipment", "pump-7", "status=leaking")
+    carry(bob, alice, sid, tmp_path)
+    code, err = error(alice, "revoke", sid, alice.name)  # not a member's id
+    assert (code, err["kind"]) == (3, "not-found")
+    revoked = ok(alice, "revoke", "site-42", bob_id[:10])  # a prefix one member has
+    assert revoked == {"space": sid, "device": bob_id, "revoked": True, "rotated": True}
+    [member] = [m for m in ok(alice, "members", sid)["members"] if m["device"] == bob_id]
+    assert member["revoked_after"] is not None
+    ok(bob, "put", "site-42", "equipment", "pump-7", "status=sabotaged")  # bob has not heard yet
+    carry(bob, alice, sid, tmp_path)
+    assert ok(alice, "get", sid, "equipment", "pump-7") == {"status": "leaking"}  # what he wrote before stays
+    code, err = error(alice, "revoke", sid, ok(alice, "init")["device"])
+    assert (code, err["kind"]) == (2, "usage") and "cannot revoke itself" in err["message"]
+
+
+@needs_spaces
 def test_a_name_two_spaces_carry_is_refused_with_their_ids(tmp_path: Path) -> None:
     alice = tmp_path / "alice"
     first = ok(alice, "spaces", "create", "site-42")["id"]

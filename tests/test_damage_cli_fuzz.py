@@ -12,7 +12,6 @@ invocations also run as real processes.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -49,10 +48,8 @@ assignment = st.one_of(st.sampled_from([a for a in _NASTY if "=" in a]),
                        st.builds(lambda k, v: f"{k}={v}", name, hostile))
 
 
-#: The sharing commands (issue 12), fuzzed once the device-side API they drive is in the tree.
-SHARING = [*(["spaces", "keep", "members", "grant"] if hasattr(Replica, "space_infos") else []),
-           *(["invite", "join", "revoke"] if hasattr(Replica, "invite") else []),
-           *(["migrate"] if importlib.util.find_spec("crdt_sync.migrate") else [])]
+#: The sharing commands (issue 12).
+SHARING = ["spaces", "keep", "invite", "join", "members", "grant", "revoke", "migrate"]
 rights = st.sampled_from(["read", "write", "admin"]) | name
 
 

@@ -33,9 +33,9 @@ TEAM = ["alice", "bob", "carol"]
 #: a contractor who may write only inspections, revoked when the job is done
 CONTRACTOR = "dana"
 INSPECTIONS = "inspections"
-#: invites, join(token) and revoke are in the core (issue 12): the demo shows them and the relay
-#: enforces membership; else the team is let in by grants on a USB stick
-INVITES = all(hasattr(Replica, n) for n in ("invite", "revoke"))  # TODO(dev-a): always, once they land
+#: invites and join(token) are in the core (issue 12): the team joins by token over the relay;
+#: else it is let in by grants on a USB stick. TODO(dev-a): always, once they land
+INVITES = hasattr(Replica, "invite")
 
 
 class FieldClock:
@@ -102,7 +102,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
 
     # the relay enforces membership: it serves the space only to its members and stores
     # only what their rights allow, without a key to read any of it
-    relay = RelayServer(RelayConfig(data=root / "relay", port=0, membership=INVITES))
+    relay = RelayServer(RelayConfig(data=root / "relay", port=0, membership=True))
 
     async def via_relay(who: str, what: str = "syncs through the relay") -> Any:
         outcome = await sync_session(devices[who], relay.url, timeout=30)
@@ -119,7 +119,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         """Alice revokes the contractor, whose later edit then reaches no one."""
         contractor = devices[CONTRACTOR].space(sid)
         clock.at("12:30")
-        cast(Any, devices["alice"]).revoke(sid, devices[CONTRACTOR].device_id)
+        devices["alice"].revoke(sid, devices[CONTRACTOR].device_id)
         step("12:30", "alice", f"revokes {CONTRACTOR}: what she wrote so far stays; the space key "
              "rotates, and nothing written from now on is readable by her device")
         clock.at("12:35")
@@ -149,29 +149,29 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         say("\n[bold underline]At the depot: alice creates the site and lets the team in[/]")
         alice = devices["alice"]
         admin: Any = alice  # TODO(dev-a): Replica once invite, join(token) and revoke land
-        clock.at("07:30")
+        clock.at("08:00")
         space = alice.create_space(SPACE)
         sid = space.id
-        step("07:30", "alice", f"creates space {SPACE}: id {sid}, derived from her signed genesis "
+        step("08:00", "alice", f"creates space {SPACE}: id {sid}, derived from her signed genesis "
              "(she is its admin; its name and data are encrypted, the relay sees only the id)")
         joiners = ["bob", "carol", CONTRACTOR]
         if INVITES:
             tokens = {n: admin.invite(sid, rights="write") for n in ("bob", "carol")}
             tokens[CONTRACTOR] = admin.invite(sid, rights="write", collections=[INSPECTIONS])
-            step("07:35", "alice", f"invites bob and carol (write) and {CONTRACTOR}, a contractor who "
+            step("08:05", "alice", f"invites bob and carol (write) and {CONTRACTOR}, a contractor who "
                  f"may write only {INSPECTIONS}: single-use tokens of {len(tokens['bob'])} characters "
                  f"({tokens['bob'][:14]}...), valid 7 days")
         else:  # this build has grants by device id, no invites yet
             alice.grant(sid, [devices[n].device_id for n in ("bob", "carol")], "write")
             alice.grant(sid, devices[CONTRACTOR].device_id, "write", collections=[INSPECTIONS])
-            step("07:35", "alice", f"grants bob and carol write rights, and {CONTRACTOR}, a contractor, "
+            step("08:05", "alice", f"grants bob and carol write rights, and {CONTRACTOR}, a contractor, "
                  f"write rights in {INSPECTIONS} only")
         with space.transaction() as tx:
             tx.put("equipment", "pump-7", {"kind": "pump", "status": "ok", "pressure_bar": 4.2})
             tx.put("equipment", "valve-3", {"kind": "valve", "status": "ok"})
             tx.put("tasks", "T-1", {"title": "Inspect pump-7", "done": False, "assignee": "bob"})
             tx.entity("equipment", "pump-7").text("notes").append("Installed 2019.")
-        step("07:40", "alice", "creates pump-7, valve-3 and task T-1")
+        step("08:10", "alice", "creates pump-7, valve-3 and task T-1")
         await via_relay("alice")
         for n in joiners:
             if INVITES:
@@ -213,13 +213,12 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         clock.at("09:50")
         d.put(INSPECTIONS, "I-2", {"equipment": "valve-9", "result": "pass"})
         step("09:50", CONTRACTOR, "files inspection I-2 (valve-9: pass)")
-        if INVITES:
-            try:
-                d.put("equipment", "valve-9", {"status": "replaced"})
-                refused = "accepted (unexpected)"
-            except Rejected as exc:
-                refused = f"refused on her own device ({exc.reason}): she may write only {INSPECTIONS}"
-            step("09:52", CONTRACTOR, f"tries to set valve-9 status=replaced: {refused}")
+        try:
+            d.put("equipment", "valve-9", {"status": "replaced"})
+            refused = "accepted (unexpected)"
+        except Rejected as exc:
+            refused = f"refused on her own device ({exc.reason}): she may write only {INSPECTIONS}"
+        step("09:52", CONTRACTOR, f"tries to set valve-9 status=replaced: {refused}")
 
         say("\n[bold underline]They meet again[/]")
         clock.at("11:00")
@@ -231,30 +230,24 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         for who in ["alice", "bob", "carol", CONTRACTOR, "alice", "bob", "carol"]:
             await via_relay(who)
 
-        revoked: dict[str, Any] = {}
-        if INVITES:
-            say("\n[bold underline]The contract ends[/]")
-            await revocation()
-            team = {n: devices[n] for n in TEAM}
-            reached = [n for n, r in team.items()
-                       if r.space(sid).get(INSPECTIONS, "I-2").get("result") == "fail"]
-            revoked = {"revoked": devices[CONTRACTOR].device_id, "revoked_edit_reached": reached,
-                       "revoked_reads_new": d.exists("tasks", "T-2")}
-        else:
-            team = devices
+        say("\n[bold underline]The contract ends[/]")
+        await revocation()
+        team = {n: devices[n] for n in TEAM}
+        reached = [n for n, r in team.items()
+                   if r.space(sid).get(INSPECTIONS, "I-2").get("result") == "fail"]
+        revoked = {"revoked": devices[CONTRACTOR].device_id, "revoked_edit_reached": reached,
+                   "revoked_reads_new": d.exists("tasks", "T-2")}
         digests = {n: _digest(r, sid) for n, r in team.items()}
         converged = len(set(digests.values())) == 1
         final = list(space.rows())
         conflicts = [x.to_dict() for x in space.conflicts()]
         if not as_json:
             _print_final(console, final, conflicts, devices, digests, converged)
-            if revoked:
-                reached = revoked["revoked_edit_reached"]
-                console.print(f"{CONTRACTOR}'s edit after her revocation reached "
-                              f"{', '.join(reached) if reached else 'no one'}: I-2 is result=pass on "
-                              f"alice, bob and carol; task T-2, written after it, is "
-                              f"{'READABLE BY' if revoked['revoked_reads_new'] else 'not readable by'} "
-                              "her device", highlight=False)
+            console.print(f"{CONTRACTOR}'s edit after her revocation reached "
+                          f"{', '.join(reached) if reached else 'no one'}: I-2 is result=pass on "
+                          f"alice, bob and carol; task T-2, written after it, is "
+                          f"{'READABLE BY' if revoked['revoked_reads_new'] else 'not readable by'} "
+                          "her device", highlight=False)
         summary = {"space": sid, "devices": {n: r.device_id for n, r in devices.items()}, "steps": log,
                    "converged": converged, "digests": digests,
                    "members": [{"device": m.device, "rights": m.rights.name.lower()} for m in members],
@@ -263,7 +256,7 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
                    "conflicts": conflicts}
         if as_json:
             print(json.dumps(to_json(summary)))
-        if not converged or revoked.get("revoked_edit_reached") or revoked.get("revoked_reads_new"):
+        if not converged or reached or revoked["revoked_reads_new"]:
             raise SystemExit(1)
         return summary
     finally:
