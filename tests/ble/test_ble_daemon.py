@@ -17,8 +17,10 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from crdt_sync import Replica
-from tests.daemon_helpers import total
+from tests.daemon_helpers import converged, total
 from tests.helpers import REPO, share
 from tests.relay_helpers import relay_process, run_cli, spawned
 from tests.sync_helpers import WAIT, fill
@@ -209,3 +211,35 @@ async def test_bad_ble_options_are_usage_errors_and_a_missing_radio_a_clear_erro
     error = json.loads(err)["error"]
     assert "cannot open the BLE radio tcp-client:127.0.0.1:9" in error["message"], error
     assert "Traceback" not in err
+
+
+@pytest.mark.xfail(reason="sessions still serve a space to a device that merely keeps its id: "
+                          "members-only sessions are issue 12's device side", strict=False)
+async def test_a_non_member_on_the_radio_gets_nothing(tmp_path: Path) -> None:
+    from crdt_sync.protocol import Closed, SpaceSynced
+    from crdt_sync.transports.ble.virtual import VirtualRadio
+    from crdt_sync.transports.daemon import Peer
+
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b, \
+            Replica(tmp_path / "x", seal_interval=0) as x:
+        space = share(a, b)
+        fill(a, "a", 50, space)
+        x.keep(space)  # it knows the id (say, overheard), holds no grant and no key
+        outsider_done = asyncio.Event()
+
+        def on_outsider(_transport: str, event: object) -> None:
+            if isinstance(event, SpaceSynced | Closed):
+                outsider_done.set()
+        async with VirtualRadio(3) as air, contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(Peer(a, ble=air.specs[0], ble_role="central",
+                                                 status_file=False))
+            await stack.enter_async_context(Peer(b, ble=air.specs[1], ble_role="peripheral",
+                                                 status_file=False))
+            await stack.enter_async_context(Peer(x, ble=air.specs[2], ble_role="peripheral",
+                                                 status_file=False, on_session_event=on_outsider))
+            await converged([a, b], space, 50, limit=LIMIT)
+            async with asyncio.timeout(LIMIT):
+                await outsider_done.wait()
+        assert total(b, space) == 50
+        assert sum(x.version_vector(space).values()) == 0
+        assert x.space(space).get("equipment", "a-1") is None
