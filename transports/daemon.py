@@ -66,6 +66,9 @@ CLOSE_GRACE = 5.0
 #: read this often, once for every session (not once per session).
 MAINTAIN_INTERVAL = 0.2
 
+#: What ``Peer(ble_role=...)`` takes: both roles, or one.
+BLE_ROLES = ("both", "central", "peripheral")
+
 #: What builds a transport for the daemon, given the daemon's link server.
 TransportFactory = Callable[[LinkServer], ManagedTransport]
 
@@ -137,7 +140,11 @@ class Peer:
         lan_port: the LAN listener's port (0: ephemeral; ``lan_transport.port`` once entered).
         spaces: sync only these spaces (default: every space the replica keeps).
         config: the sessions' timers and batches.
-        transports: more transports (memory, BLE), each built from the daemon's link server.
+        ble: run the BLE transport on this bumble transport SPEC (``usb:0``, ``hci-socket:0``,
+            ``tcp-client:HOST:PORT`` of a virtual radio).
+        ble_role: ``"both"`` (the default), ``"central"`` (scan and connect only) or
+            ``"peripheral"`` (advertise and serve only).
+        transports: more transports (memory), each built from the daemon's link server.
         status_file: where status is written: True (the default) for ``daemon.json`` in the
             data directory, a path, or None/False for nowhere.
         on_peer_event: called with every discovery event of every transport, in order.
@@ -147,7 +154,8 @@ class Peer:
     def __init__(self, replica: Replica, *, lan: bool = False, relay: Sequence[str] = (),
                  interfaces: Sequence[str] = (), static_peers: Sequence[tuple[str, int]] = (),
                  lan_port: int = 0, spaces: Sequence[str] | None = None,
-                 config: SessionConfig | None = None, transports: Sequence[TransportFactory] = (),
+                 config: SessionConfig | None = None, ble: str | None = None,
+                 ble_role: str = "both", transports: Sequence[TransportFactory] = (),
                  status_file: Path | bool | None = True,
                  on_peer_event: Callable[[PeerEvent], None] | None = None,
                  on_session_event: Callable[[str, Event], None] | None = None) -> None:
@@ -158,14 +166,18 @@ class Peer:
         self.spaces = list(spaces) if spaces is not None else None
         self.config = config or RELIABLE_LINK
         self.factories = list(transports)
+        if ble_role not in BLE_ROLES:
+            raise PeerError(f"ble_role {ble_role!r}: one of {', '.join(BLE_ROLES)}")
+        self.ble, self.ble_role = ble, ble_role
         self.on_peer_event = on_peer_event
         self.on_session_event = on_session_event
         #: sessions run so far, every transport together
         self.sessions = 0
         self.status_file: Path | None = (replica.path / STATUS_FILE if status_file is True
                                          else None if status_file is False else status_file)
-        if not (lan or self.relay or self.static_peers or self.factories):
-            raise PeerError("no transport enabled: give lan=True, a relay URL or a static peer")
+        if not (lan or self.relay or self.static_peers or self.factories or ble):
+            raise PeerError("no transport enabled: give lan=True, a relay URL, a static peer "
+                            "or a BLE SPEC")
         self.transports: list[ManagedTransport] = []
         self.devices: OrderedDict[str, DeviceStatus] = OrderedDict()
         self.candidates: OrderedDict[tuple[str, str], CandidateStatus] = OrderedDict()
@@ -228,6 +240,8 @@ class Peer:
             factories.append(self._lan_factory())
         for url in self.relay:
             factories.append(self._relay_factory(url))
+        if self.ble is not None:
+            factories.append(self._ble_factory(self.ble))
         return factories + self.factories
 
     def _lan_factory(self) -> TransportFactory:
@@ -249,6 +263,15 @@ class Peer:
 
         def build(serve: LinkServer) -> ManagedTransport:
             return RelayTransport(url, serve)
+        return build
+
+    def _ble_factory(self, spec: str) -> TransportFactory:
+        from .ble import BleTransport
+
+        def build(serve: LinkServer) -> ManagedTransport:
+            return BleTransport(self.replica, spec, central=self.ble_role != "peripheral",
+                                peripheral=self.ble_role != "central", config=self.config,
+                                serve=serve)
         return build
 
     @property

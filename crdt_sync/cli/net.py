@@ -66,7 +66,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def add_peer_command(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "peer", parents=[common], help="the sync daemon: LAN peers and relays, live",
+        "peer", parents=[common], help="the sync daemon: LAN peers, BLE and relays, live",
         description="Run the sync daemon: every enabled transport over this data directory, "
                     "live (edits made by other processes on it are sent as they happen), "
                     "forwarding between them. SIGTERM or Ctrl-C stops it (exit 0). LAN "
@@ -83,7 +83,38 @@ def add_peer_command(sub: Any, common: argparse.ArgumentParser) -> None:
                         "multicast (repeatable; runs the LAN listener, mDNS only with --lan)")
     p.add_argument("--port", type=int, default=0,
                    help="LAN listening port (default 0: a free one, printed at start)")
+    p.add_argument("--ble", action="store_true",
+                   help="find nearby devices over Bluetooth LE and sync with them")
+    p.add_argument("--ble-transport", metavar="SPEC",
+                   help=f"the bumble transport of the BLE radio (default {DEFAULT_BLE}; "
+                        "hci-socket:0, tcp-client:HOST:PORT of `python -m "
+                        "crdt_sync.transports.ble.virtual`; implies --ble)")
+    p.add_argument("--ble-role", choices=["both", "central", "peripheral"], default="both",
+                   help="BLE roles: scan and connect, advertise and serve, or both (default)")
     p.add_argument("spaces", nargs="*", metavar="SPACE", help="only these spaces (default: all kept)")
+
+
+#: The BLE radio when --ble names none: the first USB dongle.
+DEFAULT_BLE = "usb:0"
+#: bumble transport schemes ``--ble-transport`` takes, and those whose rest is HOST:PORT.
+BLE_SCHEMES = ("usb", "pyusb", "hci-socket", "tcp-client", "serial", "vhci", "unix", "udp",
+               "android-emulator", "android-netsim")
+_HOST_PORT_SCHEMES = ("tcp-client",)
+
+
+def ble_spec(text: str) -> str:
+    """A bumble transport SPEC, checked before anything is opened."""
+    scheme, _, rest = text.partition(":")
+    if scheme not in BLE_SCHEMES or (not rest and scheme not in ("vhci", "android-emulator")):
+        raise UsageError(f"--ble-transport {text!r}: expected a bumble transport SPEC such as "
+                         f"usb:0, hci-socket:0 or tcp-client:HOST:PORT (schemes: "
+                         f"{', '.join(BLE_SCHEMES)})")
+    if scheme in _HOST_PORT_SCHEMES:
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--ble-transport {text!r}: expected {scheme}:HOST:PORT, a port "
+                             f"in 1..65535")
+    return text
 
 
 def host_port(text: str) -> tuple[str, int]:
@@ -139,8 +170,10 @@ def run_relay(args: argparse.Namespace, out: Output) -> None:
 def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
     """``crdt-sync peer``: :class:`~crdt_sync.transports.daemon.Peer` until SIGTERM/SIGINT."""
     _need_extra()
-    if not (args.lan or args.relay or args.static_peers):
-        raise UsageError("nothing to sync with: give --lan, --relay URL or --peer HOST:PORT")
+    ble = ble_spec(args.ble_transport) if args.ble_transport is not None else (
+        DEFAULT_BLE if args.ble else None)
+    if not (args.lan or args.relay or args.static_peers or ble):
+        raise UsageError("nothing to sync with: give --lan, --ble, --relay URL or --peer HOST:PORT")
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port {args.port}: a port is in 0..65535")
     static = [host_port(p) for p in args.static_peers]
@@ -154,6 +187,8 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
             raise UsageError(f"--relay {url!r}: {exc}") from None
     if args.lan or static:
         _need_zeroconf()
+    if ble is not None:
+        _need_ble()
     from crdt_sync.transports.daemon import Peer, PeerError
 
     with open_replica(args) as replica:
@@ -169,6 +204,7 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
             try:
                 peer = Peer(replica, lan=args.lan, relay=args.relay, interfaces=args.interface,
                             static_peers=static, lan_port=args.port, spaces=args.spaces or None,
+                            ble=ble, ble_role=args.ble_role,
                             on_session_event=lambda transport, e: _log_event(out, transport, e))
                 async with peer:
                     out.err.print(_started(replica.device_id, peer), highlight=False)
@@ -181,7 +217,7 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
                 raise CrdtSyncError(f"cannot listen on the LAN: {exc}; check --interface and "
                                     f"--port") from None
             return {"device": replica.device_id, "transports": [t.name for t in peer.transports],
-                    "lan": where, "relay": peer.relay, "sessions": peer.sessions,
+                    "lan": where, "relay": peer.relay, "ble": ble, "sessions": peer.sessions,
                     "devices_seen": len(peer.devices), "stopped": True}
         out.emit(asyncio.run(daemon()))
 
@@ -193,7 +229,18 @@ def _started(device: str, peer: Any) -> str:
         where = ", ".join(f"[{a}]:{lan.port}" if ":" in a else f"{a}:{lan.port}" for a in lan.addresses)
         parts.append(f"lan on {where}{' (mDNS)' if lan.mdns else ''}")
     parts += [f"relay {url}" for url in peer.relay]
+    if peer.ble is not None:
+        roles = "" if peer.ble_role == "both" else f" ({peer.ble_role})"
+        parts.append(f"ble on {peer.ble}{roles}")
     return f"peer {device[:12]} syncing: {'; '.join(parts)} (SIGTERM or Ctrl-C stops)"
+
+
+def _need_ble() -> None:
+    try:
+        import bleak  # noqa: F401
+        import bumble  # noqa: F401
+    except ImportError:
+        raise CrdtSyncError("BLE needs the ble extra: pip install 'crdt-sync[ble]'") from None
 
 
 def _need_zeroconf() -> None:

@@ -15,14 +15,14 @@ from ._gatt import RX_UUID, SERVICE_UUID, TX_UUID, advertising_data, parse_ad
 if TYPE_CHECKING:
     from ._bleak_backend import BumbleClient, BumbleScanner
     from ._link import BleLink, LinkTimers
-    from ._transport import BleTransport
+    from ._transport import BleTransport, RadioUnavailable
 
-_LAZY = {"BleTransport": "._transport", "BleLink": "._link", "LinkTimers": "._link",
-         "BumbleClient": "._bleak_backend", "BumbleScanner": "._bleak_backend"}
+_LAZY = {"BleTransport": "._transport", "RadioUnavailable": "._transport", "BleLink": "._link",
+         "LinkTimers": "._link", "BumbleClient": "._bleak_backend", "BumbleScanner": "._bleak_backend"}
 
 __all__ = ["RX_UUID", "SERVICE_UUID", "TX_UUID", "BleLink", "BleTransport", "BumbleClient",
-           "BumbleScanner", "ChunkChannel", "Frame", "FramingError", "LinkTimers", "Refused",
-           "advertising_data", "chunk_size_for", "parse_ad", "split"]
+           "BumbleScanner", "ChunkChannel", "Frame", "FramingError", "LinkTimers", "RadioUnavailable",
+           "Refused", "advertising_data", "chunk_size_for", "parse_ad", "split"]
 
 
 def __getattr__(name: str) -> Any:

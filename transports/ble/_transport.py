@@ -28,12 +28,13 @@ from bumble.device import Connection, Device
 from bumble.link import LocalLink
 
 from crdt_sync import Replica
+from crdt_sync.errors import CrdtSyncError
 from crdt_sync.protocol import Authenticated, Event, SessionConfig
 from crdt_sync.protocol.session import RELIABLE_LINK
 
 from ..base import FrameLink
 from ..driver import run_session
-from ..interface import LinkReady, PeerEvent, PeerFound, PeerLost
+from ..interface import LinkReady, LinkServer, PeerEvent, PeerFound, PeerLost
 from ._bleak_backend import BumbleClient, BumbleScanner
 from ._framing import DEFAULT_WINDOW, chunk_size_for
 from ._gatt import (
@@ -57,6 +58,13 @@ DIAL_TIMEOUT = 10.0
 EVENT_QUEUE = 256
 #: Links (either role) at once.
 MAX_LINKS = 4
+#: How long opening the radio (the transport, the controller's reset) may take.
+OPEN_TIMEOUT = 10.0
+
+
+class RadioUnavailable(CrdtSyncError):
+    """The radio could not be opened: a SPEC bumble refuses, a controller that is not there
+    (a virtual radio not running, no such adapter) or that never answers."""
 
 
 class BleTransport:
@@ -72,6 +80,8 @@ class BleTransport:
         hint_source: draws the advertised hints (a CSPRNG; injected in tests).
         l2cap: offer and use an LE credit-based L2CAP channel where both ends run bumble
             (GATT through bleak stays the fallback every phone can do).
+        serve: runs the session on each link (the daemon's ``LinkServer``, which keeps one
+            session per device across transports); by default a live session per link here.
     """
 
     name = "ble"
@@ -80,8 +90,10 @@ class BleTransport:
                  peripheral: bool = True, config: SessionConfig | None = None,
                  timers: LinkTimers | None = None, window: int = DEFAULT_WINDOW,
                  address: str | None = None, hint_rotation: float = HINT_ROTATION,
-                 hint_source: Callable[[int], bytes] = secrets.token_bytes, l2cap: bool = False) -> None:
+                 hint_source: Callable[[int], bytes] = secrets.token_bytes, l2cap: bool = False,
+                 serve: LinkServer | None = None) -> None:
         self.replica = replica
+        self.serve = serve
         self.radio = radio
         self.central, self.peripheral = central, peripheral
         self.config = config or RELIABLE_LINK
@@ -120,12 +132,21 @@ class BleTransport:
     # -- lifecycle ------------------------------------------------------------------------------
     async def __aenter__(self) -> BleTransport:
         try:
-            self.device = device = await self._stack.enter_async_context(
-                open_device(self.radio, "crdt-sync", self.address))
-            if self.peripheral:
-                self.server = GattServer(device, self._on_central, window=self.window, timers=self.timers,
-                                         max_centrals=MAX_LINKS, l2cap=self.l2cap)
-            await device.power_on()
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT):
+                    self.device = device = await self._stack.enter_async_context(
+                        open_device(self.radio, "crdt-sync", self.address))
+                    if self.peripheral:
+                        self.server = GattServer(device, self._on_central, window=self.window,
+                                                 timers=self.timers, max_centrals=MAX_LINKS,
+                                                 l2cap=self.l2cap)
+                    await device.power_on()
+            except TimeoutError:
+                raise RadioUnavailable(f"the BLE radio {self.radio} did not answer within "
+                                       f"{OPEN_TIMEOUT:g} s") from None
+            except (Exception, AssertionError) as exc:  # bumble: whatever the SPEC or the controller did
+                detail = str(exc) or type(exc).__name__
+                raise RadioUnavailable(f"cannot open the BLE radio {self.radio}: {detail}") from None
             if self.peripheral:
                 await self._advertise()
                 self._spawn(self._rotate())
@@ -322,8 +343,12 @@ class BleTransport:
                 self._admit(event.peer, stop, outbound)
 
         self._connected[key] = link
-        self._put(LinkReady(self.name, key, address, link, outbound))
+        ready = LinkReady(self.name, key, address, link, outbound)
+        self._put(ready)
         try:
+            if self.serve is not None:  # the daemon's: it keys the session by device
+                await self.serve(ready)
+                return
             await run_session(self.replica, link, live=True, config=self.config, stop=stop,
                               on_event=on_event)
         finally:
