@@ -410,12 +410,14 @@ class Store(EnvelopeReads, ForkReads):
             "SELECT author, data FROM parts WHERE space=? AND collection=? AND entity=? ORDER BY id",
             key)]
 
-    def parts_since_snapshot(self, key: EntityKey) -> tuple[int, int]:
+    def parts_since_snapshot(self, key: EntityKey) -> tuple[int, int, int]:
+        """``(count, bytes, last id)`` of ``key``'s parts after its snapshot."""
         row = self.db.execute(
-            "SELECT COUNT(*), COALESCE(MAX(p.id), 0) FROM parts p WHERE p.space=? AND "
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(p.data)), 0), COALESCE(MAX(p.id), 0) FROM parts p "
+            "WHERE p.space=? AND "
             "p.collection=? AND p.entity=? AND p.id > COALESCE((SELECT upto FROM entities WHERE "
             "space=? AND collection=? AND entity=?), 0)", (*key, *key)).fetchone()
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), int(row[2])
 
     def drop_part(self, key: EntityKey, author: str, data: bytes) -> None:
         """Remove the latest part of ``author`` in ``key`` holding exactly ``data`` (a fork's
