@@ -131,6 +131,7 @@ def _summarise(log: list[Frame], seconds: float, a_seconds: float, b_seconds: fl
     from crdt_sync.payload import decode_payload
     from crdt_sync.protocol.link import SEALED_HEAD
     from crdt_sync.protocol.messages import Envelopes, decode
+    from crdt_sync.space_crypto import payload_kind
 
     sent = Counter[str]()
     frames = Counter[str]()
@@ -152,7 +153,9 @@ def _summarise(log: list[Frame], seconds: float, a_seconds: float, b_seconds: fl
         if isinstance(msg, Envelopes):
             data_flight = max(data_flight, flight)
             for env in msg.envelopes:
-                items = [it for *_, its in decode_payload(env.payload) for it in its]
+                # (an encrypted payload, kind 3, is not opened here: its edits are not counted)
+                items = [] if payload_kind(env.payload) != 2 else [
+                    it for *_, its in decode_payload(env.payload) for it in its]
                 envelopes += 1
                 edits += len(items)
                 yjs += sum(len(update) for _, update in items)

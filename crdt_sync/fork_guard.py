@@ -23,6 +23,7 @@ status, sessions (which skip quarantined authors and send QUARANTINED) and lifti
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from . import fork_table, forks
@@ -42,9 +43,13 @@ FORK = "fork"
 class ForkGuard:
     """A device's fork proofs and exclusions (one per replica; state lives in the store)."""
 
-    def __init__(self, store: Store, quarantine: QuarantineBook | None = None) -> None:
+    def __init__(self, store: Store, quarantine: QuarantineBook | None = None,
+                 decode: Callable[[Envelope], list[tuple[str, str, bytes, list[tuple[int, bytes]]]]]
+                 | None = None) -> None:
         self._store = store
         self._quarantine = quarantine
+        #: the entities of a stored data envelope (decrypting it: the replica's keys)
+        self._decode = decode or (lambda env: decode_payload(env.payload))
         self._points: dict[str, dict[str, int]] = {}
 
     def begin(self) -> None:
@@ -126,8 +131,9 @@ class ForkGuard:
         touched: set[EntityKey] = set()
         for wire in fork_table.drop_branch(store.db, space, author, from_seq):
             env = decode_trusted(wire)
+            store.release(env)
             try:
-                entities = decode_payload(env.payload)
+                entities = self._decode(env)
             except Exception:  # trust boundary: stored, but never applied if it did not decode
                 continue
             for coll, ent, blob, _items in entities:

@@ -25,15 +25,17 @@ epoch key goes into the keyring (:class:`~crdt_sync.secrets.Secrets`, saved by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from .envelope import Envelope, decode_trusted
 from .errors import Rejected
 from .identity import Identity, public_key_of
-from .membership import Carrier, Keys, MembershipLog, Record, decode_membership
+from .membership import Carrier, Keys, MembershipLog, Record, Verdict, decode_membership, scope_digest
+from .membership.verdicts import OK
+from .payload import PayloadVersionError, decode_payload
 from .secrets import Secrets
-from .space_crypto import open_box
+from .space_crypto import DATA_PAYLOAD, decrypt_payload, open_box, payload_kind, scope_key
 from .store import Store
 
 #: Membership verdicts that skip the envelope (not stored, no quarantine row): a proof on
@@ -72,6 +74,31 @@ def judge_membership(log: MembershipLog, env: Envelope) -> Judged:
     raise Rejected(verdict.reason, verdict.detail)
 
 
+Entities = list[tuple[str, str, bytes, list[tuple[int, bytes]]]]
+
+
+def decode_data(env: Envelope, keys: Callable[[bytes], bytes | None]) -> Entities:
+    """The entities of the data envelope ``env``: its kind-3 payload decrypted with ``keys``
+    (bound to the envelope's space, author and seq), then the format-2 body decoded.
+
+    Raises:
+        Rejected: ``plaintext`` (a payload of another kind: a device seals only kind 3),
+            ``no-key``, ``undecryptable``, ``bad-payload``, ``unknown-version``.
+    """
+    kind = payload_kind(env.payload)
+    if kind != DATA_PAYLOAD:
+        what = "a plaintext payload (kind 2)" if kind == 2 else f"a payload of kind {kind}"
+        raise Rejected("plaintext", f"{env.author} seq {env.seq}: {what}; data envelopes are "
+                                    f"encrypted (kind 3)")
+    body = decrypt_payload(keys, env.space, env.author_key, env.seq, env.payload)
+    try:
+        return decode_payload(body)
+    except PayloadVersionError as exc:  # written by a newer crdt-sync: say so, not "malformed"
+        raise Rejected("unknown-version", f"{env.author} seq {env.seq}: {exc}") from None
+    except Exception as exc:  # trust boundary: a signed, authenticated, but malformed body
+        raise Rejected("bad-payload", f"{env.author} seq {env.seq}: payload is malformed: {exc}") from None
+
+
 class Members:
     """The membership logs of one replica's spaces.
 
@@ -86,6 +113,7 @@ class Members:
         self._identity = identity
         self._secrets = secrets
         self._logs: dict[str, MembershipLog] = {}
+        self._scope_keys: dict[str, bytes] = {}
         self._unsaved = False
 
     def log(self, space: str) -> MembershipLog:
@@ -116,12 +144,41 @@ class Members:
         """:func:`judge_membership` of ``env`` against its space's log."""
         return judge_membership(self.log(env.space), env)
 
-    def stored(self, env: Envelope, records: Sequence[Record]) -> None:
+    def stored(self, env: Envelope, records: Sequence[Record]) -> int:
         """``env`` (judged, carrying ``records``) was stored: index it, add its records to
-        the log, and open the key boxes sealed to this device."""
+        the log, and open the key boxes sealed to this device. Returns how many epoch keys
+        were new (the envelopes held for them can be applied now)."""
         self._store.record_membership(env)
         self.log(env.space).add(list(records), Carrier(env.author_key, env.seq, env.hlc))
-        self.open_boxes(env.space, records)
+        return self.open_boxes(env.space, records)
+
+    def keys_of(self, space: str) -> Callable[[bytes], bytes | None]:
+        """``epoch_id -> key`` of ``space`` (what :func:`~crdt_sync.space_crypto.decrypt_payload` takes)."""
+        return self._secrets.keyring().keys_of(space)
+
+    def authorize(self, space: str, author: bytes, seq: int, hlc: int, collections: Iterable[str]) -> Verdict:
+        """Rule 5 of "Membership" for a data envelope (or a local write) of ``author`` at
+        ``seq`` and ``hlc`` writing ``collections``: their scope digests are checked too. A
+        space whose genesis this device does not hold yet is gated by its key alone."""
+        log = self.log(space)
+        if log.genesis() is None:
+            return OK
+        secret = self._secrets.keyring().secret(space)
+        if secret is None:
+            return Verdict(False, "not-a-member", "this device holds no key of the space")
+        key = self._scope_keys.get(space)
+        if key is None:
+            key = self._scope_keys[space] = scope_key(secret)
+        return log.authorize(author, seq, hlc, [scope_digest(key, c) for c in sorted(set(collections))])
+
+    def decode(self, env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:
+        """The entities of a data envelope: decrypted (kind 3) and decoded.
+
+        Raises:
+            Rejected: ``no-key`` (the epoch's key has not arrived), ``undecryptable``,
+                ``bad-payload``, ``unknown-version``, ``plaintext`` (not kind 3).
+        """
+        return decode_data(env, self.keys_of(env.space))
 
     def open_boxes(self, space: str, records: Sequence[Record],
                    identities: Sequence[Identity] = ()) -> int:
@@ -154,4 +211,4 @@ class Members:
         self._unsaved = False
 
 
-__all__ = ["MEMBERSHIP_SKIPS", "Judged", "Members", "judge_membership"]
+__all__ = ["MEMBERSHIP_SKIPS", "Entities", "Judged", "Members", "decode_data", "judge_membership"]

@@ -20,13 +20,12 @@ from __future__ import annotations
 from . import chain, clocks
 from .cache import EntityCache
 from .chain import Fault, Outcome
-from .envelope import Envelope, open_envelope
+from .envelope import Envelope, decode_trusted, open_envelope
 from .errors import Rejected
 from .fork_guard import FORK, ForkGuard
 from .hlc import HybridClock
-from .members import Members
+from .members import Entities, Members
 from .membership import MEMBERSHIP_PAYLOAD
-from .payload import PayloadVersionError, decode_payload
 from .quarantine import Quarantine, QuarantineRecord, SetAside
 from .results import Accepted, ReceiveResult
 from .sealing import Sealer
@@ -68,7 +67,7 @@ class Receiver:
         #: the authors set aside (the device's quarantine; see crdt_sync.quarantine)
         self.quarantine = Quarantine(store.db, store.write)
         #: fork proofs and exclusions (a fork is recorded in the quarantine too)
-        self._forks = ForkGuard(store, self.quarantine)
+        self._forks = ForkGuard(store, self.quarantine, members.decode)
         #: the fork quarantines the current receive started (told to the peer like others)
         self._forked: list[QuarantineRecord] = []
 
@@ -247,13 +246,75 @@ class Receiver:
             if not judged.store:
                 return Outcome.GAP  # a proof on its way: skipped like a gap, judged when sent again
             self._store.insert_envelope(env)
-            self._members.stored(env, judged.records or [])
+            if self._members.stored(env, judged.records or []):
+                self._release_held(env.space, touched, times)
             times.append(env.hlc)
             self._store.join(env.space)
             return Outcome.NEW
-        entities = _decode_payload(env)
+        try:
+            entities = self._members.decode(env)
+        except Rejected as rejected:
+            if rejected.reason != "no-key":
+                raise
+            # Its epoch's key has not arrived (the keys record may follow, in this batch or
+            # later): stored, so the chain goes on, and applied once the key is here.
+            self._store.insert_envelope(env)
+            self._store.hold(env)
+            times.append(env.hlc)
+            self._store.join(env.space)
+            return Outcome.NEW
+        allowed = self._members.authorize(env.space, env.author_key, env.seq, env.hlc,
+                                          (coll for coll, *_ in entities))
+        if not allowed.ok:
+            # not-a-member, read-only, expired, out-of-scope: a grant on its way may make it
+            # valid, so it is skipped like a gap (no quarantine row); revoked: its chain is
+            # cut here (the set-aside of what a later revocation cuts is not built yet)
+            return Outcome.GAP
         clocks.check_items(env, (h for *_, items in entities for h, _ in items))
         self._store.insert_envelope(env)
+        self._apply_entities(env, entities, touched)
+        times.append(env.hlc)  # (every item's clock is at most the envelope's)
+        self._store.join(env.space)
+        return Outcome.NEW
+
+    def _release_held(self, space: str, touched: set[EntityKey], times: list[int]) -> None:
+        """Keys arrived for ``space``: apply the stored envelopes that waited for them. One
+        that still does not read is set aside (its author quarantined from there), as it
+        would have been on arrival."""
+        for wire in self._store.held_wires(space):
+            env = decode_trusted(wire)
+            try:
+                entities = self._members.decode(env)
+            except Rejected as rejected:
+                if rejected.reason == "no-key":
+                    continue  # (another epoch, still missing)
+                self._set_held_aside(env, rejected)
+                continue
+            verdict = self._members.authorize(env.space, env.author_key, env.seq, env.hlc,
+                                              (coll for coll, *_ in entities))
+            if not verdict.ok:
+                self._set_held_aside(env, Rejected(verdict.reason, verdict.detail))
+                continue
+            mine: set[EntityKey] = set()
+            try:
+                with self._store.savepoint():
+                    clocks.check_items(env, (h for *_, items in entities for h, _ in items))
+                    self._apply_entities(env, entities, mine)
+            except Rejected as rejected:
+                for key in mine:
+                    self._cache.drop(key)
+                self._set_held_aside(env, rejected)
+                continue
+            self._store.release(env)
+            touched |= mine
+
+    def _set_held_aside(self, env: Envelope, rejected: Rejected) -> None:
+        self._store.release(env)
+        record = self.quarantine.quarantine(QuarantineRecord.of(env, rejected))
+        self._forked.append(record)
+
+    def _apply_entities(self, env: Envelope, entities: Entities, touched: set[EntityKey]) -> None:
+        """Store and apply the entity updates of ``env`` (stored already)."""
         for coll, ent_id, blob, items in entities:
             key = (env.space, coll, ent_id)
             touched.add(key)
@@ -267,9 +328,6 @@ class Receiver:
                 except ValueError as exc:
                     raise Rejected("bad-payload", f"{env.author} seq {env.seq}: {exc}") from None
                 clocks.check_registers(env, written)
-        times.append(env.hlc)  # (every item's clock is at most the envelope's)
-        self._store.join(env.space)
-        return Outcome.NEW
 
 
     def receive_proof(self, data: bytes, source: str,
@@ -294,12 +352,3 @@ class Receiver:
             self._store.record_rejection(source, rejected)
             raise
         return new, rebuild
-
-
-def _decode_payload(env: Envelope) -> list[tuple[str, str, bytes, list[tuple[int, bytes]]]]:
-    try:
-        return decode_payload(env.payload)
-    except PayloadVersionError as exc:  # written by a newer crdt-sync: say so, not "malformed"
-        raise Rejected("unknown-version", f"{env.author} seq {env.seq}: {exc}") from None
-    except Exception as exc:  # trust boundary: a signed but malformed payload
-        raise Rejected("bad-payload", f"{env.author} seq {env.seq}: payload is malformed: {exc}") from None

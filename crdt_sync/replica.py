@@ -148,7 +148,7 @@ class Replica:
                                                    self._notify))
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
-        self._sealer = sealer = Sealer(self.identity, client, store, cache)
+        self._sealer = sealer = Sealer(self.identity, client, store, cache, self._secrets.keyring())
         if store.read_only:  # dead processes' journals stay for a writer to seal
             self._journal: Journal = ReadOnlyJournal(directory, client)
         else:
@@ -258,6 +258,25 @@ class Replica:
             return self._create(name_or_id, only_if_new=True)
         return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
 
+    def check_writable(self, space: str, collection: str) -> None:
+        """Whether this device may write to ``collection`` of ``space`` now (before anything
+        is journaled): what every receiver will check of the envelope.
+
+        Raises:
+            Rejected: ``not-a-member`` (it holds no key of the space, or no grant),
+                ``read-only``, ``expired``, ``out-of-scope``, ``revoked``.
+        """
+        if not self._secrets.keyring().epochs(space) and not (
+                self._secrets.reload() and self._secrets.keyring().epochs(space)):  # (another process's)
+            raise Rejected("not-a-member", f"this device holds no key of space {space}: a member "
+                                           "must grant it access (or send it an invite) first")
+        seq = self._store.chain_head(space, self.device_id)[0] + 1
+        verdict = self._members.authorize(space, self.identity.public_key, seq, self._clock.wall() << 16,
+                                          [collection])
+        if not verdict.ok:
+            raise Rejected(verdict.reason, f"this device may not write to {collection} in {space}: "
+                                           f"{verdict.detail}")
+
     def space_id(self, name_or_id: str) -> str:
         """The id of a space given by id or local name.
 
@@ -316,6 +335,25 @@ class Replica:
         try:
             with self._store.write():
                 self._book.grant(space, devices, rights, collections, expires_ms)
+        except BaseException:
+            self._members.forget(space)
+            raise
+
+    def revoke(self, space: str, device: str) -> None:
+        """Revoke ``device`` in ``space`` and rotate the space's key: its writes up to the
+        last one this device holds stay valid everywhere, later ones are refused everywhere,
+        and it cannot read what is written from now on (a new epoch it is not sealed to).
+
+        Raises:
+            Rejected: this device may not revoke (``not-admin``).
+        """
+        self._check_open()
+        space = self._book.resolve(space)
+        check_name("device id", device)
+        self.seal()
+        try:
+            with self._store.write():
+                self._book.revoke(space, device)
         except BaseException:
             self._members.forget(space)
             raise
@@ -454,6 +492,7 @@ class Replica:
 
     def _catch_up(self) -> None:
         self._members.forget()  # another process may have stored membership envelopes
+        self._secrets.reload()  # ... and saved keys
         self._notify(self._follower.catch_up(), "store")
 
     # -- receiving -----------------------------------------------------------------------

@@ -17,8 +17,10 @@ from .cache import EntityCache
 from .entity import KIND_VALUE, EntityDoc
 from .envelope import ENVELOPE_OVERHEAD, MAX_ENVELOPE_BYTES
 from .envelope import seal as seal_envelope
+from .errors import CrdtSyncError
 from .identity import Identity
 from .payload import encode_payload, item_hlc, pack_item, unpack_items
+from .space_crypto import PAYLOAD_OVERHEAD, Keyring, encrypt_payload
 from .store import EntityKey, Store
 from .values import indexable
 
@@ -42,8 +44,11 @@ class Sealer:
         cache: loaded entities, read to index them (others are loaded for the moment).
     """
 
-    def __init__(self, identity: Identity, client_id: int, store: Store, cache: EntityCache) -> None:
+    def __init__(self, identity: Identity, client_id: int, store: Store, cache: EntityCache,
+                 keyring: Keyring) -> None:
         self.identity = identity
+        #: the epoch keys every payload is encrypted with (docs/DESIGN.md, "Encryption")
+        self._keyring = keyring
         self.device_id = identity.id
         self.client_id = client_id
         self._store = store
@@ -60,7 +65,7 @@ class Sealer:
         by_space: dict[str, list[tuple[str, str, list[bytes]]]] = {}
         for (space, coll, ent), items in records.items():
             by_space.setdefault(space, []).append((coll, ent, items))
-        budget = MAX_ENVELOPE_BYTES - ENVELOPE_OVERHEAD
+        budget = MAX_ENVELOPE_BYTES - ENVELOPE_OVERHEAD - PAYLOAD_OVERHEAD
         for space, entities in by_space.items():
             chain = self._store.chain_head(space, self.device_id)
             chunk: list[tuple[str, str, bytes]] = []
@@ -94,7 +99,10 @@ class Sealer:
     def _seal_one(self, space: str, chain: tuple[int, bytes], chunk: list[tuple[str, str, bytes]],
                   hlc: int, client: int | None) -> tuple[int, bytes]:
         """Seal ``chunk`` (whose latest time is ``hlc``) as the next envelope of ``chain``."""
-        env = seal_envelope(self.identity, space, chain[0] + 1, chain[1], hlc, encode_payload(chunk))
+        seq = chain[0] + 1
+        key, epoch_id = self.epoch(space)
+        payload = encrypt_payload(key, epoch_id, space, self.identity.public_key, seq, encode_payload(chunk))
+        env = seal_envelope(self.identity, space, seq, chain[1], hlc, payload)
         self._store.insert_envelope(env)
         for coll, ent, blob in chunk:
             self._store.insert_part((space, coll, ent), self.device_id,
@@ -125,6 +133,22 @@ class Sealer:
         finally:
             ent.close()
         self.seal({key: [pack_item(hlc, update) for update in updates]})
+
+    def epoch(self, space: str) -> tuple[bytes, bytes]:
+        """``(key, epoch_id)`` a writer uses in ``space``: the highest epoch held (docs/DESIGN.md,
+        "Which epoch a writer uses"; rotation on revocation is not built yet).
+
+        Raises:
+            CrdtSyncError: this device holds no key of ``space`` (it was not let in).
+        """
+        epochs = self._keyring.epochs(space)
+        if not epochs:
+            raise CrdtSyncError(f"this device holds no key of space {space}: it may not write there "
+                                "until a member grants it access")
+        epoch_id = epochs[-1][1]
+        key = self._keyring.key(space, epoch_id)
+        assert key is not None
+        return key, epoch_id
 
     def index(self, key: EntityKey, readable: bool = False) -> None:
         """Update the query index of ``key``; ``readable`` also reads every field (so a

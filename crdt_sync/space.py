@@ -51,6 +51,8 @@ class SpaceHost(Protocol):
 
     def version_vector(self, space: str) -> dict[str, int]: ...
 
+    def check_writable(self, space: str, collection: str) -> None: ...
+
 
 class SpaceTransaction(Transaction):
     """Writes to one space; ``with space.transaction() as tx:`` (made by :meth:`Space.transaction`)."""
@@ -338,6 +340,7 @@ class Space:
         if writer is None:
             check_name("collection", key[1])
             check_name("entity id", key[2])
+            self.replica.check_writable(self.id, key[1])  # (once per entity writer: they are kept)
             if len(writers) > 4096:
                 writers.clear()
             writer = writers[key] = EntityWriter(tx, key)

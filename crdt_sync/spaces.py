@@ -33,6 +33,7 @@ from .membership import (
     make_genesis,
     make_grant,
     make_keys,
+    make_revoke,
     scope_digest,
     space_id_of,
 )
@@ -181,6 +182,41 @@ class SpaceBook:
             records.append(make_keys(me, space, n, epoch_id,
                                      [(s, seal_box(s, epoch_key, secret)) for s in subjects], hlc, proof))
         return self.publish(space, records, hlc)
+
+    def revoke(self, space: str, device: str) -> Envelope:
+        """Revoke ``device`` in ``space``: what it wrote up to the last seq of its chain held
+        here stays valid (``after_seq``), nothing later does; and rotate the key in the same
+        envelope: a new epoch sealed to every reader but it, so that it cannot read what is
+        written from now on (docs/DESIGN.md, "The removal race", "Which epoch a writer uses").
+
+        Raises:
+            Rejected: this device may not revoke (``not-admin``); nothing was published.
+        """
+        me = self._identity
+        subject = public_key_of(device)
+        keyring = self._secrets.keyring()
+        secret = keyring.secret(space)
+        if secret is None:
+            raise NotFound(f"this device holds no key of space {space}")
+        hlc = self._clock.now()
+        wall = hlc >> 16
+        log = self._members.log(space)
+        proof = log.authority(me.public_key, wall)
+        if proof is None:
+            raise Rejected("not-admin", f"{me.id} holds no grant in {space}")
+        after_seq = self._store.chain_head(space, device)[0]
+        revoke = make_revoke(me, space, subject, after_seq, hlc, proof)
+        held = keyring.epochs(space)
+        n = (max(e.n for e in log.epochs()) if log.epochs() else held[-1][0] if held else 0) + 1
+        epoch_id, epoch_key = new_epoch()
+        readers = [r for r in log.readers(wall) if r != subject]
+        if me.public_key not in readers:
+            readers.append(me.public_key)
+        boxes = [(r, seal_box(r, epoch_key, secret)) for r in readers]
+        keys = make_keys(me, space, n, epoch_id, boxes, hlc, proof)
+        keyring.add(space, n, epoch_id, epoch_key, secret)
+        self._secrets.save()  # before the envelope that names the epoch is committed
+        return self.publish(space, [revoke, keys], hlc)
 
     def publish(self, space: str, records: Sequence[Record], hlc: int) -> Envelope:
         """Seal ``records`` as the next envelope of this device's chain in ``space``, after

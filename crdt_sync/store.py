@@ -95,6 +95,9 @@ _SPACES_V3 = (
     "CREATE INDEX IF NOT EXISTS space_names_name ON space_names(name)",
     "CREATE TABLE IF NOT EXISTS membership(space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER "
     "NOT NULL, PRIMARY KEY(space, author, seq)) WITHOUT ROWID",
+    # stored envelopes not applied yet: encrypted under an epoch whose key had not arrived
+    "CREATE TABLE IF NOT EXISTS held(space TEXT NOT NULL, author TEXT NOT NULL, seq INTEGER "
+    "NOT NULL, PRIMARY KEY(space, author, seq)) WITHOUT ROWID",
 )
 
 
@@ -343,6 +346,21 @@ class Store(EnvelopeReads, ForkReads):
         return [bytes(w) for (w,) in self.db.execute(
             "SELECT e.wire FROM membership m JOIN envelopes e ON e.space=m.space AND "
             "e.author=m.author AND e.seq=m.seq WHERE m.space=? ORDER BY e.id", (space,))]
+
+    def hold(self, env: Envelope) -> None:
+        """``env`` is stored but not applied: this device holds no key for its epoch yet."""
+        self.db.execute("INSERT OR IGNORE INTO held(space, author, seq) VALUES(?,?,?)",
+                        (env.space, env.author, env.seq))
+
+    def held_wires(self, space: str) -> list[bytes]:
+        """The stored envelopes of ``space`` held back for their keys, in arrival order."""
+        return [bytes(w) for (w,) in self.db.execute(
+            "SELECT e.wire FROM held h JOIN envelopes e ON e.space=h.space AND e.author=h.author "
+            "AND e.seq=h.seq WHERE h.space=? ORDER BY e.id", (space,))]
+
+    def release(self, env: Envelope) -> None:
+        self.db.execute("DELETE FROM held WHERE space=? AND author=? AND seq=?",
+                        (env.space, env.author, env.seq))
 
     def is_joined(self, space: str) -> bool:
         row = self.db.execute("SELECT joined FROM spaces WHERE space=?", (space,)).fetchone()

@@ -26,32 +26,16 @@ What is set aside past a cut is stored but served to no one while the cut stands
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from crdt_sync.envelope import Envelope, decode_trusted
 from crdt_sync.errors import Rejected
 from crdt_sync.identity import device_id
+from crdt_sync.members import MEMBERSHIP_SKIPS, Judged, judge_membership
 from crdt_sync.membership import MEMBERSHIP_PAYLOAD, Carrier, MembershipLog, Record, decode_membership
 from crdt_sync.space_crypto import DATA_PAYLOAD, epoch_of, payload_kind
 
-#: Membership verdicts that skip the envelope (not stored, no quarantine row): a proof on
-#: its way, or what the fork rules decide.
-MEMBERSHIP_SKIPS = frozenset({"unknown-proof", "reused-invite", "forked"})
 #: What a refused data envelope is told (all skipped but ``revoked``, which is stored).
 DATA_REFUSALS = frozenset({"not-a-member", "read-only", "expired", "out-of-scope", "revoked"})
-
-
-class Judged(NamedTuple):
-    """What to do with a new, chain-valid envelope.
-
-    ``store``: keep it; ``notice``: tell the sender its chain is set aside from here (no
-    quarantine row: a skip, or a revoked author's envelope stored past its cut);
-    ``records``: the membership records to add to the log once it is stored.
-    """
-
-    store: bool
-    notice: Rejected | None = None
-    records: list[Record] | None = None
 
 
 ACCEPT = Judged(True)
@@ -114,16 +98,8 @@ class SpaceMembers:
             if verdict.ok:
                 return ACCEPT
             return Judged(verdict.reason == "revoked", Rejected(verdict.reason, verdict.detail))
-        if kind == MEMBERSHIP_PAYLOAD:
-            records = decode_membership(payload)  # Rejected("bad-record")
-            verdict = self.log.check(records, Carrier(env.author_key, env.seq, env.hlc))
-            if verdict.ok:
-                return Judged(True, None, records)
-            if verdict.reason == "revoked":
-                return Judged(True, Rejected(verdict.reason, verdict.detail), records)
-            if verdict.reason in MEMBERSHIP_SKIPS:
-                return Judged(False, Rejected(verdict.reason, verdict.detail))
-            raise Rejected(verdict.reason, verdict.detail)
+        if kind == MEMBERSHIP_PAYLOAD:  # the rule devices apply too (crdt_sync.members)
+            return judge_membership(self.log, env)
         what = "a plaintext payload (kind 2)" if kind == 2 else f"a payload of kind {kind}"
         raise Rejected("plaintext", f"{what}: a relay stores only encrypted data (kind 3) and "
                                     f"membership (kind 4) payloads")

@@ -13,8 +13,10 @@ from crdt_sync import Replica
 
 
 def make(data: str, space: str, count: int) -> int:
+    from tests.sync_helpers import admit
+
     with Replica(data, seal_interval=0) as replica:
-        sp = replica.space(space)
+        sp = admit(replica, space).space(space)
         for i in range(count):
             sp.put("log", f"e{i}", {"n": i})
             replica.seal()

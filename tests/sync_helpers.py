@@ -18,12 +18,14 @@ from typing import Any
 import cbor2
 
 from crdt_sync import Replica
+from crdt_sync.envelope import Envelope
 from crdt_sync.identity import Identity
 from crdt_sync.membership import make_genesis, space_id_of
 from crdt_sync.protocol import Received, Session, SessionConfig
 from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import Error, Message, ProtocolViolation, decode
 from crdt_sync.protocol.session import AUTH_CONTEXT, TRANSCRIPT_CONTEXT
+from crdt_sync.space_crypto import decrypt_payload, encrypt_payload, epoch_id_of
 from crdt_sync.transports.base import FrameLink
 from crdt_sync.transports.driver import SessionOutcome, run_session
 
@@ -32,6 +34,35 @@ from crdt_sync.transports.driver import SessionOutcome, run_session
 SITE_ADMIN = Identity(bytes([7]) * 32)
 SITE_GENESIS = make_genesis(SITE_ADMIN, 1 << 16, nonce=bytes(16))
 SPACE = space_id_of(SITE_GENESIS)
+#: Its keys, which every test device of it holds (:func:`admit`): the space secret and epoch 0.
+SITE_SECRET = bytes([8]) * 32
+SITE_EPOCH_KEY = bytes([9]) * 32
+SITE_EPOCH_ID = epoch_id_of(SITE_EPOCH_KEY)
+
+
+def admit(replica: Replica, space: str = SPACE) -> Replica:
+    """Give ``replica`` the keys of the test space :data:`SPACE` and keep it (what a grant
+    and its keys record give a member), so that it can write there and read what the others
+    wrote. Returns it."""
+    ring = replica.secrets.keyring()
+    if ring.key(space, SITE_EPOCH_ID) is None:
+        ring.add(space, 0, SITE_EPOCH_ID, SITE_EPOCH_KEY, SITE_SECRET)
+        if not replica.secrets.read_only:
+            replica.secrets.save()
+    if not replica.read_only:
+        replica.keep(space)
+    return replica
+
+
+def body_of(env: Envelope) -> bytes:
+    """The plaintext body of a test-space envelope's payload (decrypted with its keys)."""
+    return decrypt_payload(lambda _epoch: SITE_EPOCH_KEY, env.space, env.author_key, env.seq, env.payload)
+
+
+def data_payload(author: Identity, seq: int, body: bytes, space: str = SPACE) -> bytes:
+    """The encrypted payload (kind 3) of ``author``'s envelope ``seq`` in the test space:
+    ``body`` (a plaintext payload, :func:`crdt_sync.payload.encode_payload`) as a member seals it."""
+    return encrypt_payload(SITE_EPOCH_KEY, SITE_EPOCH_ID, space, author.public_key, seq, body)
 #: Upper bound for any single wait in these tests: generous, because CI machines stall.
 WAIT = 10.0
 #: Resend timers short enough that sessions over lossy links finish in well under a second
@@ -59,12 +90,16 @@ class Snapshot:
 
 
 def snapshot(replica: Replica, space: str = SPACE) -> Snapshot:
+    if space == SPACE:
+        admit(replica)
     sp = replica.space(space)
     return Snapshot(sorted(sp.rows()), [c.to_dict() for c in sp.conflicts()], replica.version_vector(space))
 
 
 def fill(replica: Replica, prefix: str, count: int, space: str = SPACE) -> None:
     """``count`` entities, one transaction (and, with ``seal_interval=0``, one envelope) each."""
+    if space == SPACE:
+        admit(replica)
     sp = replica.space(space)
     for i in range(count):
         sp.put("equipment", f"{prefix}-{i}", {"n": i, "by": prefix})
@@ -194,8 +229,8 @@ class Wire:
 
 @contextmanager
 def replicas(root: Path, *names: str, **kwargs: Any) -> Iterator[list[Replica]]:
-    """Replicas on ``root/name`` data directories, closed on exit."""
-    opened = [Replica(root / name, **kwargs) for name in names]
+    """Replicas on ``root/name`` data directories, members of :data:`SPACE`, closed on exit."""
+    opened = [admit(Replica(root / name, **kwargs)) for name in names]
     try:
         yield opened
     finally:

@@ -22,8 +22,10 @@ from crdt_sync.bundle import BUNDLE_VERSION, encode_bundle
 from crdt_sync.envelope import MAX_ENVELOPE_BYTES, envelope_hash, open_envelope, seal
 from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
+from crdt_sync.space_crypto import encrypt_payload
 from crdt_sync.store import STORE_FORMAT
 from tests.helpers import ManualClock, bundle_parts, device_seed, exchange, space_state
+from tests.sync_helpers import SITE_EPOCH_ID, SITE_EPOCH_KEY, admit
 
 SPACE = "s" + "c" * 32  # an id: spaces are named by ids on the wire
 KEYS = {("eq", "pump"), ("eq", "valve"), ("eq", "cached")}
@@ -35,8 +37,8 @@ class World:
 
     def __init__(self, tmp: Path) -> None:
         self.clock_a, self.clock_t = ManualClock(1_700_000_000_000), ManualClock(1_700_000_000_000)
-        self.a = Replica(tmp / "a", wall=self.clock_a)
-        self.target = Replica(tmp / "target", wall=self.clock_t)
+        self.a = admit(Replica(tmp / "a", wall=self.clock_a), SPACE)
+        self.target = admit(Replica(tmp / "target", wall=self.clock_t), SPACE)
         sp = self.a.space(SPACE)
         sp.put("eq", "pump", {"status": "ok", "n": 1})
         self.a.seal()
@@ -108,10 +110,14 @@ def assert_refused(replica: Replica, data: bytes, reason: str | set[str],
 
 def raw_envelope(key: Identity, seq: int, prev: bytes, payload: bytes, *, hlc: int = 1 << 40,
                  version: int = 1, space: str = SPACE, author: bytes | None = None,
-                 signer: Identity | None = None) -> bytes:
+                 signer: Identity | None = None, encrypt: bool = True) -> bytes:
     """An envelope signed by ``signer`` (default ``key``) claiming ``author`` (default ``key``),
-    built field by field so that it can be wrong in exactly one way."""
-    part = [version, space, author or key.public_key, seq, prev, hlc, payload]
+    built field by field so that it can be wrong in exactly one way. ``payload`` is
+    encrypted as a member of the space would (unless ``encrypt`` is false)."""
+    claimed = author or key.public_key
+    if encrypt:
+        payload = encrypt_payload(SITE_EPOCH_KEY, SITE_EPOCH_ID, space, claimed, seq, payload)
+    part = [version, space, claimed, seq, prev, hlc, payload]
     signature = (signer or key).sign(cbor2.dumps(part, canonical=True))
     return cbor2.dumps([*part, signature], canonical=True)
 
@@ -276,7 +282,7 @@ def test_fork_from_a_cloned_device(world: World, tmp_path: Path) -> None:
     db.close()
     with Replica(clone_dir) as clone:
         assert clone.device_id == world.a.device_id
-        clone.space(SPACE).put("eq", "pump", {"status": "from the clone"})
+        admit(clone, SPACE).space(SPACE).put("eq", "pump", {"status": "from the clone"})
         assert_proven(world, clone.export_bundle(SPACE), 1, reopen=True).close()
 
 
@@ -403,7 +409,7 @@ def test_signed_envelope_with_malformed_payload(world: World, name: str) -> None
 def test_oversize_envelope(world: World) -> None:
     seq, prev = world.head()
     big = encode_payload([("eq", "pump", _item(b"\x00" * MAX_ENVELOPE_BYTES))])
-    env = raw_envelope(world.key_a, seq + 1, prev, big)
+    env = raw_envelope(world.key_a, seq + 1, prev, big, encrypt=False)  # (zeros would compress)
     assert len(env) > MAX_ENVELOPE_BYTES
     assert_refused(world.target, bundle_of(world.key_a, [env]), "too-large", reopen=True)
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crdt_sync import Replica
 from crdt_sync.envelope import seal
 from crdt_sync.identity import Identity
 from crdt_sync.protocol import Closed
@@ -35,7 +36,7 @@ from tests.relay_helpers import (
     spawned,
     wait_until,
 )
-from tests.sync_helpers import SPACE
+from tests.sync_helpers import SPACE, admit, data_payload
 
 BACKLOG = 10_000
 #: Enough to be paced for seconds however slow the machine: 3,000 over the burst of 5,000,
@@ -175,10 +176,12 @@ async def test_a_device_that_refuses_the_relays_envelope_says_it_refused_it(tmp_
     # device sets the stranger aside (quarantine) and says so; the sync itself finishes.
     store = RelayStore(tmp_path / "relay")
     stranger = Identity.generate()
-    env = seal(stranger, SPACE, 1, b"", 1 << 40, b"not a payload")
+    env = seal(stranger, SPACE, 1, b"", 1 << 40, data_payload(stranger, 1, b"not a payload"))
     assert store.receive([env.wire], SPACE, tolerate_gaps=False) == (1, 0, 0)
     store.close()
     device = tmp_path / "device"
+    with Replica(device) as member:  # a member: it holds the space's keys
+        admit(member)
     async with relay_process(tmp_path / "relay") as relay:
         code, out, err = await run_cli("sync", "--relay", relay.url, "--data", str(device), SPACE)
         assert code == 0, err
@@ -218,6 +221,8 @@ async def test_the_relay_refusing_this_device_says_so_with_the_counts(tmp_path: 
     allow = tmp_path / "allow.txt"
     allow.write_text("# nobody yet\n")
     device = tmp_path / "device"
+    with Replica(device) as member:
+        admit(member)
     code, _, err = await run_cli("put", "--data", str(device), SPACE, "equipment", "pump-1", "status=ok")
     assert code == 0, err
     async with relay_process(tmp_path / "relay", "--allow-list", str(allow)) as relay:

@@ -25,7 +25,7 @@ from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests.helpers import ManualClock
-from tests.sync_helpers import FAST, SPACE, snapshot, sync_over
+from tests.sync_helpers import FAST, SPACE, admit, data_payload, snapshot, sync_over
 
 DAY_MS = 24 * 3600 * 1000
 NOW_MS = 1_790_000_000_000
@@ -44,7 +44,7 @@ def hostile(n: int) -> bytes:
     doc: Doc[object] = Doc(client_id=9)
     doc.get("f", type=Map)["status\x009"] = cbor2.dumps([register, key.id, 0, "hostile"])
     payload = encode_payload([("eq", "e0", pack_item(item, doc.get_update()))])
-    return seal(key, SPACE, 1, b"", hlc, payload).wire
+    return seal(key, SPACE, 1, b"", hlc, data_payload(key, 1, payload)).wire
 
 
 def _session(a: Replica, b: Replica, link: LinkConditions, seed: int) -> tuple[bool, bool]:
@@ -69,14 +69,14 @@ def test_clocks_ahead_never_reach_or_drag_honest_devices(ahead: list[int], seed:
     rng = random.Random(seed)
     root = Path(tempfile.mkdtemp(prefix="crdt-sync-clocks-"))
     walls = [ManualClock(NOW_MS + rng.randrange(-3_600_000, 3_600_000)) for _ in range(3)]
-    honest = [Replica(root / f"h{i}", wall=w, seal_interval=0) for i, w in enumerate(walls)]
-    fast = [Replica(root / f"f{i}", wall=(lambda off=off: NOW_MS + off), seal_interval=0)
+    honest = [admit(Replica(root / f"h{i}", wall=w, seal_interval=0)) for i, w in enumerate(walls)]
+    fast = [admit(Replica(root / f"f{i}", wall=(lambda off=off: NOW_MS + off), seal_interval=0))
             for i, off in enumerate(ahead)]
     everyone = honest + fast
     lossy = LinkConditions(latency=0.001, jitter=0.002, loss=0.15, duplicate=0.15, reorder=0.2)
     try:
         for r in everyone:
-            r.keep(SPACE)
+            admit(r)
         for kind, n in steps:
             if kind == "edit":
                 r = everyone[n % len(everyone)]

@@ -27,7 +27,7 @@ from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.transports.memory import MemoryNetwork
 from tests.helpers import ManualClock, exchange
-from tests.sync_helpers import FAST, SPACE, sync_over
+from tests.sync_helpers import FAST, SPACE, admit, data_payload, sync_over
 
 DAY_MS = 24 * 3600 * 1000
 NOW_MS = 1_790_000_000_000  # the tests' "now" (2026), injected as every honest wall clock
@@ -48,17 +48,17 @@ def register_update(client: int, field: str, hlc: int, author: str, value: objec
 
 
 def signed(key: Identity, seq: int, prev: bytes, hlc: int, items: list[tuple[str, str, bytes]]) -> bytes:
-    return seal(key, SPACE, seq, prev, hlc, encode_payload(items)).wire
+    return seal(key, SPACE, seq, prev, hlc, data_payload(key, seq, encode_payload(items))).wire
 
 
 # -- the range, and what a received time does to this device's clock ------------------------
 def test_hlc_just_below_the_old_limit_does_not_break_an_honest_device(tmp_path: Path) -> None:
     """Before: an envelope stamped just below 2**62 was taken; the receiver's clock jumped to
     it, its next edits were stamped at 2**62 and every other device refused them."""
-    far = Replica(tmp_path / "far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS)
+    far = admit(Replica(tmp_path / "far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS))
     honest_wall, other_wall = ManualClock(NOW_MS), ManualClock(NOW_MS)
-    honest = Replica(tmp_path / "honest", wall=honest_wall)
-    other = Replica(tmp_path / "other", wall=other_wall)
+    honest = admit(Replica(tmp_path / "honest", wall=honest_wall))
+    other = admit(Replica(tmp_path / "other", wall=other_wall))
     try:
         far.space(SPACE).put("eq", "pump", {"status": "far"})
         far.seal()
@@ -79,7 +79,8 @@ def test_hlc_just_below_the_old_limit_does_not_break_an_honest_device(tmp_path: 
 
 def test_envelope_hlc_out_of_range_is_refused(tmp_path: Path) -> None:
     key = Identity.generate()
-    with Replica(tmp_path / "r") as replica:
+    with admit(Replica(tmp_path / "r")) as replica:
+        admit(replica)
         for hlc in (MAX_HLC, 1 << 63, 2**64 - 1):
             wire = signed(key, 1, b"", hlc, [("eq", "pump", pack_item(1, register_update(
                 7, "status", 1, key.id, "x")))])
@@ -92,7 +93,8 @@ def test_envelope_hlc_out_of_range_is_refused(tmp_path: Path) -> None:
 def test_item_above_its_envelope_is_refused(tmp_path: Path) -> None:
     key = Identity.generate()
     env_hlc = NOW_MS << COUNTER_BITS
-    with Replica(tmp_path / "r") as replica:
+    with admit(Replica(tmp_path / "r")) as replica:
+        admit(replica)
         wire = signed(key, 1, b"", env_hlc, [("eq", "pump", pack_item(env_hlc + 1, register_update(
             7, "status", env_hlc, key.id, "x")))])
         with pytest.raises(Rejected) as refused:
@@ -107,7 +109,8 @@ def test_register_clock_above_its_envelope_is_refused(tmp_path: Path, register_h
     could not write anything again (its clock ran past 64 bits: struct.error)."""
     key = Identity.generate()
     env_hlc = NOW_MS << COUNTER_BITS
-    with Replica(tmp_path / "r", wall=ManualClock(NOW_MS)) as replica:
+    with admit(Replica(tmp_path / "r", wall=ManualClock(NOW_MS))) as replica:
+        admit(replica)
         sp = replica.space(SPACE)
         sp.put("eq", "pump", {"status": "ok"})
         replica.seal()
@@ -126,7 +129,8 @@ def test_register_clock_above_its_envelope_is_refused(tmp_path: Path, register_h
 def test_register_clock_checked_on_an_entity_not_loaded(tmp_path: Path) -> None:
     key = Identity.generate()
     env_hlc = NOW_MS << COUNTER_BITS
-    with Replica(tmp_path / "r", wall=ManualClock(NOW_MS)) as replica:
+    with admit(Replica(tmp_path / "r", wall=ManualClock(NOW_MS))) as replica:
+        admit(replica)
         wire = signed(key, 1, b"", env_hlc, [("eq", "new", pack_item(env_hlc, register_update(
             7, "status", 2**64 - 1, key.id, "hostile")))])
         with pytest.raises(Rejected) as refused:
@@ -140,7 +144,8 @@ def test_register_clock_checked_on_an_entity_not_loaded(tmp_path: Path) -> None:
 def test_register_clock_equal_to_its_envelope_is_taken(tmp_path: Path) -> None:
     key = Identity.generate()
     env_hlc = NOW_MS << COUNTER_BITS
-    with Replica(tmp_path / "r", wall=ManualClock(NOW_MS)) as replica:
+    with admit(Replica(tmp_path / "r", wall=ManualClock(NOW_MS))) as replica:
+        admit(replica)
         wire = signed(key, 1, b"", env_hlc, [("eq", "pump", pack_item(env_hlc, register_update(
             7, "status", env_hlc, key.id, "theirs")))])
         assert replica.receive([wire], "peer").applied == 1
@@ -151,8 +156,8 @@ def test_register_clock_equal_to_its_envelope_is_taken(tmp_path: Path) -> None:
 def test_year_3000_does_not_drag_the_clock(tmp_path: Path) -> None:
     """Before: every time a device received moved its clock, so one device set to the year
     3000 dragged every device that received from it to the year 3000."""
-    with Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS) as y3k, \
-            Replica(tmp_path / "honest", wall=ManualClock(NOW_MS)) as honest:
+    with admit(Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS)) as y3k, \
+            admit(Replica(tmp_path / "honest", wall=ManualClock(NOW_MS))) as honest:
         y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
         y3k.seal()
         honest.receive(wires(y3k), "peer y3k")  # the direct API: only the bound on observe
@@ -167,10 +172,10 @@ async def test_year_3000_is_held_back_by_a_peer_session(tmp_path: Path) -> None:
     clock stays, the session ends synced (apart from what is held back) instead of failing,
     and the sender's status says that the peer refused its clock, and by how much."""
     honest_wall = ManualClock(NOW_MS)
-    with Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS) as y3k, \
-            Replica(tmp_path / "honest", wall=honest_wall) as honest:
+    with admit(Replica(tmp_path / "y3k", wall=lambda: YEAR_3000_MS)) as y3k, \
+            admit(Replica(tmp_path / "honest", wall=honest_wall)) as honest:
         for r in (y3k, honest):
-            r.keep(SPACE)
+            admit(r)
         honest.space(SPACE).put("eq", "pump", {"status": "honest"})
         honest.seal()
         y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
@@ -194,9 +199,9 @@ async def test_held_back_until_the_receivers_clock_catches_up(tmp_path: Path) ->
     """Nothing is lost: the envelope stays with its author, later seqs of that author wait
     too, and all of them are taken by a later session once the receiver's clock agrees."""
     receiver_wall = ManualClock(NOW_MS)
-    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
-            Replica(tmp_path / "receiver", wall=receiver_wall) as receiver:
-        receiver.keep(SPACE)
+    with admit(Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0)) as ahead, \
+            admit(Replica(tmp_path / "receiver", wall=receiver_wall)) as receiver:
+        admit(receiver)
         for i in range(3):
             ahead.space(SPACE).put("eq", f"pump-{i}", {"n": i})
             ahead.seal()
@@ -224,9 +229,9 @@ def test_a_live_session_resends_once_the_peer_may_have_caught_up(tmp_path: Path)
     from tests.sync_helpers import opened
 
     receiver_wall = ManualClock(NOW_MS)
-    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0) as ahead, \
-            Replica(tmp_path / "receiver", wall=receiver_wall) as receiver:
-        receiver.keep(SPACE)
+    with admit(Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS, seal_interval=0)) as ahead, \
+            admit(Replica(tmp_path / "receiver", wall=receiver_wall)) as receiver:
+        admit(receiver)
         ahead.space(SPACE).put("eq", "pump", {"n": 1})
         ahead.seal()
         # (time jumps by two days here: no pings in between, so no silence timeout)
@@ -267,9 +272,9 @@ def test_a_bundle_from_the_future_waits(tmp_path: Path) -> None:
     their author's later ones), the rest is, and importing the same file again once the
     clocks agree takes them."""
     wall = ManualClock(NOW_MS)
-    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS) as ahead, \
-            Replica(tmp_path / "honest", wall=ManualClock(NOW_MS - 1000)) as honest, \
-            Replica(tmp_path / "target", wall=wall) as target:
+    with admit(Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 2 * DAY_MS)) as ahead, \
+            admit(Replica(tmp_path / "honest", wall=ManualClock(NOW_MS - 1000))) as honest, \
+            admit(Replica(tmp_path / "target", wall=wall)) as target:
         honest.space(SPACE).put("eq", "pump", {"status": "honest"})
         honest.seal()
         exchange(honest, ahead, SPACE)  # the bundle will carry the honest chain too
@@ -291,8 +296,9 @@ def test_a_bundle_from_the_future_waits(tmp_path: Path) -> None:
 def test_the_skew_option_is_checked(tmp_path: Path) -> None:
     for bad in (0, -1.0, float("nan"), 400 * 24 * 3600):
         with pytest.raises(ValueError, match="max_clock_skew"):
-            Replica(tmp_path / "r", max_clock_skew=bad)
-    with Replica(tmp_path / "r", max_clock_skew=60.0, wall=ManualClock(NOW_MS)) as replica:
+            admit(Replica(tmp_path / "r", max_clock_skew=bad))
+    with admit(Replica(tmp_path / "r", max_clock_skew=60.0, wall=ManualClock(NOW_MS))) as replica:
+        admit(replica)
         assert replica.sync_host.max_clock_skew_ms == 60_000
 
 
@@ -304,10 +310,10 @@ async def test_hold_back_over_a_lossy_link(tmp_path: Path, seed: int) -> None:
     from crdt_sync.transports.memory import LinkConditions
 
     lossy = LinkConditions(latency=0.001, jitter=0.002, loss=0.2, duplicate=0.2, reorder=0.3)
-    with Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 3 * DAY_MS, seal_interval=0) as ahead, \
-            Replica(tmp_path / "honest", wall=ManualClock(NOW_MS), seal_interval=0) as honest, \
-            Replica(tmp_path / "receiver", wall=ManualClock(NOW_MS)) as receiver:
-        receiver.keep(SPACE)
+    with admit(Replica(tmp_path / "ahead", wall=lambda: NOW_MS + 3 * DAY_MS, seal_interval=0)) as ahead, \
+            admit(Replica(tmp_path / "honest", wall=ManualClock(NOW_MS), seal_interval=0)) as honest, \
+            admit(Replica(tmp_path / "receiver", wall=ManualClock(NOW_MS))) as receiver:
+        admit(receiver)
         for i in range(5):
             honest.space(SPACE).put("eq", f"h-{i}", {"n": i})
             honest.seal()

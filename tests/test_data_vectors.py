@@ -14,13 +14,14 @@ import cbor2
 import pytest
 from pycrdt import Doc, Map
 
-from crdt_sync import NotFound, Replica
+from crdt_sync import NotFound, Rejected, Replica
 from crdt_sync.entity import KIND_LIST, KIND_REMOVED, KIND_TEXT, KIND_VALUE, EntityDoc, Entry
 from crdt_sync.envelope import open_envelope, seal
 from crdt_sync.hlc import COUNTER_BITS, hlc_to_iso
 from crdt_sync.identity import verify
 from crdt_sync.payload import decode_payload, encode_payload, pack_item, unpack_items
 from tests import data_vectors as dv
+from tests.sync_helpers import SPACE, admit, data_payload
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "DESIGN.md"
 ROW = re.compile(r"^\| (?P<name>[^|]+?) \| (?P<what>.+) \| `(?P<hex>[0-9a-f]+)` \|$")
@@ -176,20 +177,33 @@ def test_vector(name: str) -> None:
 
 def _signed(key: Any, update: bytes, hlc: int) -> bytes:
     payload = encode_payload([(dv.COLLECTION, dv.ENTITY, pack_item(hlc, update))])
-    return seal(key, dv.SPACE, 1, b"", hlc, payload).wire
+    return seal(key, SPACE, 1, b"", hlc, data_payload(key, 1, payload)).wire
+
+
+def _member_copy(wire: bytes, key: Any, prev: bytes = b"") -> bytes:
+    """The vector envelope as a member seals it in a space bound to a key: its plaintext
+    payload (the vector) encrypted, in the test space (docs/DESIGN.md, "Encryption")."""
+    env = open_envelope(wire)
+    return seal(key, SPACE, env.seq, prev, env.hlc, data_payload(key, env.seq, env.payload)).wire
 
 
 def test_a_replica_accepts_the_envelopes_and_picks_the_same_winners(tmp_path: Path) -> None:
     with Replica(tmp_path / "r") as r:
-        r.receive([V["envelope"]], source="vectors")
-        assert r.space(dv.SPACE).get(dv.COLLECTION, dv.ENTITY) == {"status": "ok"}
+        admit(r)
+        with pytest.raises(Rejected) as refused:  # a device seals only encrypted payloads
+            r.receive([V["envelope"]], source="vectors")
+        assert refused.value.reason == "plaintext"
+        first = _member_copy(V["envelope"], dv.ALICE)
+        r.receive([first], source="vectors")
+        assert r.space(SPACE).get(dv.COLLECTION, dv.ENTITY) == {"status": "ok"}
         r.receive([_signed(dv.CAROL, V["conflict: tie"], dv.H)], source="vectors")
-        assert r.space(dv.SPACE).get(dv.COLLECTION, dv.ENTITY) == {"status": "ok"}
-        (conflict,) = r.space(dv.SPACE).conflicts()
+        assert r.space(SPACE).get(dv.COLLECTION, dv.ENTITY) == {"status": "ok"}
+        (conflict,) = r.space(SPACE).conflicts()
         assert (conflict.winner.value, [w.value for w in conflict.losers]) == ("ok", ["broken"])
         r.receive([_signed(dv.BOB, V["conflict: later"], dv.H + 1)], source="vectors")
-        assert r.space(dv.SPACE).get(dv.COLLECTION, dv.ENTITY) == {"status": "broken"}
-        r.receive([V["envelope 2"]], source="vectors")  # the tombstone, a second later
+        assert r.space(SPACE).get(dv.COLLECTION, dv.ENTITY) == {"status": "broken"}
+        # the tombstone, a second later
+        r.receive([_member_copy(V["envelope 2"], dv.ALICE, open_envelope(first).hash)], source="vectors")
         with pytest.raises(NotFound):
-            r.space(dv.SPACE).get(dv.COLLECTION, dv.ENTITY)
-        assert r.version_vector(dv.SPACE) == {dv.ALICE.id: 2, dv.CAROL.id: 1, dv.BOB.id: 1}
+            r.space(SPACE).get(dv.COLLECTION, dv.ENTITY)
+        assert r.version_vector(SPACE) == {dv.ALICE.id: 2, dv.CAROL.id: 1, dv.BOB.id: 1}

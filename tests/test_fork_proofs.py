@@ -31,7 +31,7 @@ from crdt_sync.protocol.messages import (
 from crdt_sync.protocol.messages import (
     ForkProof as ForkProofMsg,
 )
-from tests.sync_helpers import SPACE, Wire, snapshot
+from tests.sync_helpers import SPACE, Wire, admit, snapshot
 
 KEY = Identity(bytes([5]) * 32)
 
@@ -159,13 +159,14 @@ def test_a_proof_too_large_for_one_frame_goes_in_two() -> None:
 def forked(tmp_path: Path) -> Iterator[tuple[Replica, Replica, Replica]]:
     """Alice and Bob each hold another seq 2 of Mallory (a copied device), after a common seq 1;
     Alice has a longer branch (seq 3 too)."""
-    mallory = Replica(tmp_path / "mallory", seal_interval=0)
+    mallory = admit(Replica(tmp_path / "mallory", seal_interval=0))
     mallory.space(SPACE).put("eq", "pump", {"status": "ok"})
     mallory.close()
     shutil.copytree(tmp_path / "mallory", tmp_path / "clone")
-    mallory = Replica(tmp_path / "mallory", seal_interval=0)
-    clone = Replica(tmp_path / "clone", seal_interval=0)
-    alice, bob = Replica(tmp_path / "alice", seal_interval=0), Replica(tmp_path / "bob", seal_interval=0)
+    mallory = admit(Replica(tmp_path / "mallory", seal_interval=0))
+    clone = admit(Replica(tmp_path / "clone", seal_interval=0))
+    alice = admit(Replica(tmp_path / "alice", seal_interval=0))
+    bob = admit(Replica(tmp_path / "bob", seal_interval=0))
     try:
         mallory.space(SPACE).put("eq", "pump", {"status": "alice's branch"})
         mallory.space(SPACE).put("eq", "valve", {"status": "alice's branch, seq 3"})
@@ -228,7 +229,8 @@ def test_a_proven_fork_is_a_quarantine_that_no_lift_undoes(
 def test_a_lying_head_hash_proves_nothing(forked: tuple[Replica, Replica, Replica],
                                           tmp_path: Path) -> None:
     alice, _, mallory = forked
-    with Replica(tmp_path / "liar") as liar:
+    with admit(Replica(tmp_path / "liar")) as liar:
+        admit(liar)
         liar.import_bundle(mallory.export_bundle(SPACE))
 
         def lie(direction: str, frame: bytes) -> list[bytes]:
@@ -263,13 +265,13 @@ def test_a_proof_that_proves_nothing_ends_the_session_and_changes_nothing(
 def test_chains_that_parted_lower_down_are_walked_to_the_fork_point(tmp_path: Path) -> None:
     # Both branches are two envelopes long: the heads (seq 3) differ, and so do their
     # predecessors; the proofs walk down to seq 2, where the chains parted.
-    mallory = Replica(tmp_path / "mallory", seal_interval=0)
+    mallory = admit(Replica(tmp_path / "mallory", seal_interval=0))
     mallory.space(SPACE).put("eq", "pump", {"status": "ok"})
     mallory.close()
     shutil.copytree(tmp_path / "mallory", tmp_path / "clone")
-    with Replica(tmp_path / "mallory", seal_interval=0) as m, \
-            Replica(tmp_path / "clone", seal_interval=0) as c, \
-            Replica(tmp_path / "alice") as alice, Replica(tmp_path / "bob") as bob:
+    with admit(Replica(tmp_path / "mallory", seal_interval=0)) as m, \
+            admit(Replica(tmp_path / "clone", seal_interval=0)) as c, \
+            admit(Replica(tmp_path / "alice")) as alice, admit(Replica(tmp_path / "bob")) as bob:
         for i in range(2):
             m.space(SPACE).put("eq", "pump", {"status": f"one {i}"})
             c.space(SPACE).put("eq", "pump", {"status": f"other {i}"})
@@ -288,9 +290,10 @@ def test_two_halves_of_a_proof_too_large_for_a_frame_are_paired(tmp_path: Path) 
     a, b = env(payload=os.urandom(size)), env(payload=os.urandom(size))
     halves = _frames(0, [a.wire, b.wire])
     assert len(halves) == 2
-    with Replica(tmp_path / "alice") as alice, Replica(tmp_path / "bob") as bob:
-        alice.keep(SPACE)
-        bob.keep(SPACE)
+    with admit(Replica(tmp_path / "alice")) as alice, admit(Replica(tmp_path / "bob")) as bob:
+        admit(bob)
+        admit(alice)
+        admit(bob)
 
         def inject(direction: str, frame: bytes) -> list[bytes]:
             # Bob's session says it holds the proof, in two frames; neither side holds either.
@@ -365,12 +368,13 @@ def test_a_device_whose_own_key_forked_still_syncs_and_no_one_takes_its_later_wr
     # A copied data directory: both copies write as one key. The proof reaches the original,
     # which sets its own chain aside from the fork seq; it can still sync (it is not stuck
     # waiting for acknowledgements no peer will give), and its later writes stay its own.
-    original = Replica(tmp_path / "original", seal_interval=0)
+    original = admit(Replica(tmp_path / "original", seal_interval=0))
     original.space(SPACE).put("eq", "pump", {"status": "ok"})
     original.close()
     shutil.copytree(tmp_path / "original", tmp_path / "copy")
-    with Replica(tmp_path / "original", seal_interval=0) as me, \
-            Replica(tmp_path / "copy", seal_interval=0) as copy, Replica(tmp_path / "peer") as peer:
+    with admit(Replica(tmp_path / "original", seal_interval=0)) as me, \
+            admit(Replica(tmp_path / "copy", seal_interval=0)) as copy, \
+            admit(Replica(tmp_path / "peer")) as peer:
         me.space(SPACE).put("eq", "pump", {"status": "mine"})
         copy.space(SPACE).put("eq", "pump", {"status": "the copy's"})
         peer.import_bundle(me.export_bundle(SPACE))
@@ -395,20 +399,22 @@ def test_honest_devices_converge_whichever_branch_they_saw(
         tmp_path_factory: pytest.TempPathFactory, common: int, lengths: tuple[int, int],
         seen: list[str], order: list[int], lossy: bool) -> None:
     root = tmp_path_factory.mktemp("fork")
-    m = Replica(root / "m", seal_interval=0)
+    m = admit(Replica(root / "m", seal_interval=0))
     for i in range(common):
         m.space(SPACE).put("eq", f"e{i % 2}", {"v": i, "common": True})
     m.close()
     shutil.copytree(root / "m", root / "c")
-    with Replica(root / "m", seal_interval=0) as one, Replica(root / "c", seal_interval=0) as other:
+    with admit(Replica(root / "m", seal_interval=0)) as one, \
+            admit(Replica(root / "c", seal_interval=0)) as other:
+        admit(other)
         for i in range(lengths[0]):
             one.space(SPACE).put("eq", f"e{i % 3}", {"v": f"one {i}"})
         for i in range(lengths[1]):
             other.space(SPACE).put("eq", f"e{(i + 1) % 3}", {"v": f"other {i}"})
-        devices = [Replica(root / f"d{i}", seal_interval=0) for i in range(3)]
+        devices = [admit(Replica(root / f"d{i}", seal_interval=0)) for i in range(3)]
         try:
             for i, device in enumerate(devices):
-                device.keep(SPACE)
+                admit(device)
                 branches = {"one": [one], "other": [other], "both": [one, other], "none": []}[seen[i]]
                 for branch in branches:
                     device.import_bundle(branch.export_bundle(SPACE))

@@ -21,7 +21,7 @@ import pytest
 from crdt_sync import Replica
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import CLI, PROC_WAIT, run_cli, running_relay, sync_once
-from tests.sync_helpers import SPACE, snapshot
+from tests.sync_helpers import SPACE, admit, snapshot
 
 PUMP = ("eq", "pump")
 
@@ -40,7 +40,7 @@ class Forked:
     def __init__(self, root: Path, open_replica: ReplicaFactory) -> None:
         self.root = root
         self.open = open_replica
-        self.mallory = open_replica("mallory", seal_interval=0)
+        self.mallory = admit(open_replica("mallory", seal_interval=0))
         self.mallory.space(SPACE).put(*PUMP, {"status": "ok", "by": "mallory"})
         self.mallory.seal()
 
@@ -48,8 +48,8 @@ class Forked:
         """A copy of Mallory's directory as it is now (its device seed with it)."""
         self.mallory.close()
         shutil.copytree(self.root / "mallory", self.root / "clone")
-        self.mallory = Replica(self.root / "mallory", seal_interval=0)
-        return Replica(self.root / "clone", seal_interval=0)
+        self.mallory = admit(Replica(self.root / "mallory", seal_interval=0))
+        return admit(Replica(self.root / "clone", seal_interval=0))
 
 
 async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
@@ -57,9 +57,9 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
     async with running_relay(tmp_path / "relay") as relay:
         world = Forked(tmp_path, open_replica)
         assert (await sync_once(world.mallory, relay.url)).synced  # seq 1, common to both branches
-        alice, bob, carol = (open_replica(n, seal_interval=0) for n in ("alice", "bob", "carol"))
+        alice, bob, carol = (admit(open_replica(n, seal_interval=0)) for n in ("alice", "bob", "carol"))
         for device in (alice, bob):
-            device.keep(SPACE)
+            admit(device)
             assert (await sync_once(device, relay.url)).synced
         edit(alice, {"note": "from alice"})
         assert (await sync_once(alice, relay.url)).synced
@@ -71,7 +71,7 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
         edit(clone, {"status": "bundle branch"})
         bob.import_bundle(clone.export_bundle(SPACE), source="usb-stick")
         assert pump(bob)["status"] == "bundle branch"
-        carol.keep(SPACE)
+        admit(carol)
         assert (await sync_once(carol, relay.url)).synced
         assert pump(carol)["status"] == "relay branch"  # Carol saw the relay's branch first
 
@@ -115,7 +115,7 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
 async def test_a_bundle_carries_the_proof_to_a_device_that_never_met_the_relay(
         tmp_path: Path, open_replica: ReplicaFactory) -> None:
     world = Forked(tmp_path, open_replica)
-    dave, erin = open_replica("dave", seal_interval=0), open_replica("erin", seal_interval=0)
+    dave, erin = admit(open_replica("dave", seal_interval=0)), admit(open_replica("erin", seal_interval=0))
     erin.import_bundle(world.mallory.export_bundle(SPACE))
     clone = world.clone()
     edit(world.mallory, {"status": "one"})
@@ -140,7 +140,8 @@ def test_status_shows_the_fork_and_says_it_cannot_be_lifted(tmp_path: Path,
     clone = world.clone()
     edit(world.mallory, {"status": "one"})
     edit(clone, {"status": "other"})
-    with Replica(tmp_path / "frank") as frank:
+    with admit(Replica(tmp_path / "frank")) as frank:
+        admit(frank)
         frank.import_bundle(world.mallory.export_bundle(SPACE))
         frank.import_bundle(clone.export_bundle(SPACE))
     clone.close()
@@ -169,6 +170,8 @@ async def test_the_fork_through_real_cli_processes(tmp_path: Path, open_replica:
         assert (await sync_once(world.mallory, relay.url)).synced
         bob, alice = str(tmp_path / "bob"), str(tmp_path / "alice")
         for data in (bob, alice):
+            with Replica(data) as member:  # members: they hold the space's keys
+                admit(member)
             code, out, err = await run_cli("--data", data, "sync", "--relay", relay.url, SPACE, "--json")
             assert code == 0 and json.loads(out)["synced"] is True, err
         clone = world.clone()

@@ -37,7 +37,7 @@ from crdt_sync.protocol import Session
 from crdt_sync.protocol.messages import E_INTERNAL
 from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.storage import RelayStore
-from tests.sync_helpers import SPACE, Wire
+from tests.sync_helpers import SPACE, Wire, admit, body_of, data_payload
 from tests.test_quarantine import HLC, bad_update, garbage
 
 ENTITIES = ("pump", "valve", "tank")
@@ -51,9 +51,9 @@ KINDS = ("garbage", "bad-update", "item-clock", "register-clock", "clock-range",
 @functools.cache
 def _payload(entity: str, value: str) -> bytes:
     """What a real replica puts in an envelope when it writes ``{"status": value}`` to ``entity``."""
-    with tempfile.TemporaryDirectory() as directory, Replica(directory, seal_interval=0) as writer:
+    with tempfile.TemporaryDirectory() as directory, admit(Replica(directory, seal_interval=0)) as writer:
         writer.space(SPACE).put(COLLECTION, entity, {"status": value})
-        return writer.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 20)[0].payload
+        return body_of(writer.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 20)[0])  # (plaintext)
 
 
 @functools.cache
@@ -61,7 +61,7 @@ def _future(entity: str) -> bytes:
     """An envelope of a device whose clock runs three days ahead, writing ``entity``: consistent
     clocks, signed by its own key; it would win every field if it were taken."""
     with tempfile.TemporaryDirectory() as directory, \
-            Replica(directory, seal_interval=0, wall=lambda: wall_ms() + FUTURE_MS) as writer:
+            admit(Replica(directory, seal_interval=0, wall=lambda: wall_ms() + FUTURE_MS)) as writer:
         writer.space(SPACE).put(COLLECTION, entity, {"status": f"{HOSTILE} future"})
         return writer.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 20)[0].wire
 
@@ -76,19 +76,20 @@ def _clock_breaker(key: Identity, entity: str, case: str) -> bytes:
     doc: Doc[object] = Doc(client_id=9)
     doc.get("f", type=Map)["status\x009"] = cbor2.dumps([register, key.id, 0, HOSTILE])
     payload = encode_payload([(COLLECTION, entity, pack_item(item, doc.get_update()))])
-    return seal(key, SPACE, 1, b"", hlc, payload).wire
+    return seal(key, SPACE, 1, b"", hlc, data_payload(key, 1, payload)).wire
 
 
 def _hostile(kind: str, key: Identity, entity: str) -> list[bytes]:
     """The envelopes of one hostile act (a fork: its two branches)."""
     if kind == "garbage":
         bad = garbage(key)
-        return [bad.wire, seal(key, SPACE, 2, bad.hash, HLC + 2, _payload(entity, HOSTILE)).wire]
+        after = data_payload(key, 2, _payload(entity, HOSTILE))
+        return [bad.wire, seal(key, SPACE, 2, bad.hash, HLC + 2, after).wire]
     if kind == "bad-update":
         return [bad_update(key, 1, b"", entity).wire]
     if kind == "fork":
-        return [seal(key, SPACE, 1, b"", HLC + 1, _payload(entity, f"{HOSTILE} fork a")).wire,
-                seal(key, SPACE, 1, b"", HLC + 1, _payload(entity, f"{HOSTILE} fork b")).wire]
+        branches = [data_payload(key, 1, _payload(entity, f"{HOSTILE} fork {b}")) for b in "ab"]
+        return [seal(key, SPACE, 1, b"", HLC + 1, payload).wire for payload in branches]
     if kind == "future":
         return [_future(entity)]
     return [_clock_breaker(key, entity, kind)]
@@ -211,11 +212,11 @@ class World:
 def test_honest_devices_converge_whatever_hostile_keys_sign(steps: list[tuple[Any, ...]], seed: int) -> None:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as root:
-        world = World([Replica(Path(root) / f"d{i}", seal_interval=0) for i in range(3)],
+        world = World([admit(Replica(Path(root) / f"d{i}", seal_interval=0)) for i in range(3)],
                       RelayStore(Path(root) / "relay"))
         try:
             for d in world.devices:
-                d.keep(SPACE)
+                admit(d)
             for step in steps:
                 if step[0] == "edit":
                     world.edit(*step[1:])

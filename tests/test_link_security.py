@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,7 @@ from tests.conftest import ReplicaFactory
 from tests.helpers import share
 from tests.link_helpers import HandPeer
 from tests.relay_helpers import RawPeer, log_events, rejections, running_relay, sync_once, wait_until
-from tests.sync_helpers import FAST, SPACE, WAIT, Wire, fill, opened, snapshot
+from tests.sync_helpers import FAST, SPACE, WAIT, Wire, admit, fill, opened, snapshot
 
 SECRET_VALUES = ["diagnosis: bearing-failure-7f3a", "customer: Zoë Ørsted-9c21"]
 
@@ -250,7 +251,7 @@ async def test_a_man_in_the_middle_between_a_device_and_a_relay_is_refused(
 def test_a_flipped_byte_of_a_sealed_frame_ends_the_session(tmp_path: Path, open_replica: ReplicaFactory,
                                                            where: str) -> None:
     alice, bob = open_replica("alice"), open_replica("bob")
-    alice.keep(SPACE)
+    admit(alice)
     fill(bob, "b", 3)
     before = snapshot(alice).key()
     flipped: list[bytes] = []
@@ -509,10 +510,10 @@ def test_batches_are_sized_to_fit_inside_sealed(open_replica: ReplicaFactory) ->
     with pytest.raises(ValueError, match="must fit inside SEALED"):
         SessionConfig(batch_bytes=MAX_BATCH_BYTES + 1)
     alice, bob = open_replica("alice", seal_interval=0), open_replica("bob")
-    bob.keep(SPACE)
-    sp = alice.space(SPACE)
-    for i in range(12):  # ~12 envelopes of ~100 KB: more than one frame holds
-        sp.put("blobs", f"b{i}", {f"part{j}": bytes([i, j]) * 25_000 for j in range(2)})
+    admit(bob)
+    sp = admit(alice).space(SPACE)
+    for i in range(12):  # ~12 envelopes of ~100 KB: more than one frame holds (incompressible)
+        sp.put("blobs", f"b{i}", {f"part{j}": os.urandom(50_000) for j in range(2)})
         alice.seal()
     big = SessionConfig(batch_bytes=MAX_BATCH_BYTES)
     wire = Wire(Session(alice.sync_host, 0.0, big), Session(bob.sync_host, 0.0, big))

@@ -12,6 +12,7 @@ import pytest
 
 from crdt_sync import Change, Replica
 from tests.helpers import PROC_TIMEOUT, chains, share, space_state, spawn_worker
+from tests.sync_helpers import admit
 
 SPACE = "mp"  # as in proc_worker.py
 N = 150
@@ -51,6 +52,8 @@ def test_two_processes_one_directory(tmp_path: Path, seal_a: float, seal_b: floa
         assert report["store_changes_seen"] > 0  # observers were told, with origin "store"
 
     with Replica(data) as replica:
+
+        admit(replica)
         sp = replica.space(SPACE)
         for name in "ab":
             for i in range(N):
@@ -73,6 +76,7 @@ def test_two_processes_one_directory(tmp_path: Path, seal_a: float, seal_b: floa
         # A fresh replica verifies every envelope and chain link on import, and rebuilds
         # exactly the same state from them alone.
         with Replica(tmp_path / "fresh") as fresh:
+            admit(fresh)
             share(replica, fresh, name=SPACE)  # every envelope, with fresh's grant
             assert fresh.version_vector(SPACE) == replica.version_vector(SPACE) == {
                 replica.device_id: vv[replica.device_id] + 1}

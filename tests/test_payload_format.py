@@ -18,8 +18,8 @@ from crdt_sync import Rejected, Replica
 from crdt_sync.envelope import open_envelope
 from crdt_sync.identity import Identity
 from crdt_sync.payload import PAYLOAD_VERSION, PayloadVersionError, decode_payload, encode_payload, pack_item
+from tests.sync_helpers import SPACE, admit, data_payload
 
-SPACE = "site"
 HLC = 1_700_000_000_000 << 16
 STRANGER = Identity(bytes([7]) * 32)
 
@@ -27,12 +27,13 @@ STRANGER = Identity(bytes([7]) * 32)
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[Replica]:
     with Replica(tmp_path / "r") as r:
-        r.space(SPACE).put("eq", "mine", {"ok": True})
+        admit(r).space(SPACE).put("eq", "mine", {"ok": True})
         yield r
 
 
 def envelope(payload: bytes, key: Identity = STRANGER) -> bytes:
-    part = [1, SPACE, key.public_key, 1, b"", HLC, payload]
+    """An envelope whose (plaintext) ``payload`` is encrypted as a member of the space seals it."""
+    part = [1, SPACE, key.public_key, 1, b"", HLC, data_payload(key, 1, payload)]
     return cbor2.dumps([*part, key.sign(cbor2.dumps(part, canonical=True))], canonical=True)
 
 

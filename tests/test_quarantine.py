@@ -32,7 +32,7 @@ from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.storage import RelayStore
 from crdt_sync.store import Store
 from tests.conftest import ReplicaFactory
-from tests.sync_helpers import SPACE, Wire, fill, snapshot
+from tests.sync_helpers import SPACE, Wire, admit, body_of, data_payload, fill, snapshot
 
 #: an hour from now: later than the register clocks of payloads written during the run (a register clock
 #: must not exceed its envelope's), and well within the day ahead that a receiver allows
@@ -41,33 +41,34 @@ HLC = (wall_ms() + 3_600_000) << 16
 
 def garbage(author: Identity, seq: int = 1, prev: bytes = b"", payload: bytes = b"\x00not a payload",
             space: str = SPACE) -> Envelope:
-    """Signed by ``author``, so valid as an envelope; its payload is not a crdt-sync payload."""
-    return seal(author, space, seq, prev, HLC + seq, payload)
+    """Signed by ``author``, so valid as an envelope; its payload decrypts (a member's key),
+    but what it holds is not a crdt-sync payload."""
+    return seal(author, space, seq, prev, HLC + seq, data_payload(author, seq, payload, space))
 
 
 @functools.cache
-def valid_payload(entity: str) -> bytes:
-    """What a real replica puts in an envelope when it writes ``entity``."""
+def valid_body(entity: str) -> bytes:
+    """What a real replica puts in an envelope when it writes ``entity`` (before encrypting)."""
     with tempfile.TemporaryDirectory() as directory, Replica(directory, seal_interval=0) as writer:
-        writer.space(SPACE).put("equipment", entity, {"x": 1})
-        return writer.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 20)[0].payload
+        admit(writer).space(SPACE).put("equipment", entity, {"x": 1})
+        return body_of(writer.sync_host.missing_envelopes(SPACE, {}, 1, 1 << 20)[0])
 
 
 def honest(author: Identity, seq: int, prev: bytes, entity: str, space: str = SPACE) -> Envelope:
     """A valid envelope of ``author`` that writes ``entity``."""
-    return seal(author, space, seq, prev, HLC + seq, valid_payload(entity))
+    return seal(author, space, seq, prev, HLC + seq, data_payload(author, seq, valid_body(entity), space))
 
 
 def bad_update(author: Identity, seq: int, prev: bytes, entity: str) -> Envelope:
     """A payload that decodes, whose Yjs update does not: found only when the entity is read."""
     payload = encode_payload([("equipment", entity, pack_item(HLC + seq, b"\x01\x02\x03\x04"))])
-    return seal(author, SPACE, seq, prev, HLC + seq, payload)
+    return seal(author, SPACE, seq, prev, HLC + seq, data_payload(author, seq, payload))
 
 
 @pytest.fixture
 def device(open_replica: ReplicaFactory) -> Replica:
     replica = open_replica("device", seal_interval=0)
-    replica.keep(SPACE)
+    admit(replica)
     return replica
 
 
@@ -108,7 +109,7 @@ def test_later_envelopes_of_a_quarantined_author_are_skipped_not_refused(device:
 def test_the_same_author_keeps_its_other_spaces(device: Replica) -> None:
     author = Identity.generate()
     other_space = "s" + "b" * 32
-    device.keep(other_space)
+    admit(device, other_space)
     device.accept([garbage(author).wire], "peer x", SPACE)
     other = honest(author, 1, b"", "o1", space=other_space)
     assert device.accept([other.wire], "peer x", other_space).applied == 1
@@ -179,7 +180,7 @@ def test_lift_accepts_the_author_again_and_a_still_bad_envelope_quarantines_agai
 def test_the_quarantine_survives_reopening_and_is_shared_by_processes(tmp_path: Path) -> None:
     author = Identity.generate()
     with Replica(tmp_path / "d", seal_interval=0) as first:
-        first.keep(SPACE)
+        admit(first)
         first.accept([garbage(author).wire], "peer x", SPACE)
         with Replica(tmp_path / "d", seal_interval=0) as second:  # another process's view
             assert [q.author for q in second.quarantined()] == [author.id]
@@ -243,7 +244,7 @@ def test_a_session_sets_the_author_aside_and_ends_synced(relay_store: RelayStore
     syncing with it quarantines the stranger, tells the relay, and still gets every other
     author's edits and ends synced."""
     alice, bob = open_replica("alice", seal_interval=0), open_replica("bob", seal_interval=0)
-    bob.keep(SPACE)
+    admit(bob)
     stranger = Identity.generate()
     bad = garbage(stranger)
     later = honest(stranger, 2, bad.hash, "s2")
@@ -274,7 +275,7 @@ def test_the_sender_records_what_the_peer_refused(relay_store: RelayStore,
     """A device that holds a chain its peer refuses (here: a device that forwards the
     stranger's envelope it got before quarantine existed) shows it in status."""
     carrier, bob = open_replica("carrier", seal_interval=0), open_replica("bob", seal_interval=0)
-    bob.keep(SPACE)
+    admit(bob)
     stranger = Identity.generate()
     bad = garbage(stranger)
     _force_store(carrier, bad)
@@ -300,7 +301,7 @@ def _force_store(replica: Replica, env: Envelope) -> None:
 def test_envelopes_frame_after_notice_is_not_resent_in_the_session(relay_store: RelayStore,
                                                                     open_replica: ReplicaFactory) -> None:
     bob = open_replica("bob", seal_interval=0)
-    bob.keep(SPACE)
+    admit(bob)
     stranger = Identity.generate()
     bad = garbage(stranger)
     relay_store.receive([bad.wire], SPACE, False)
@@ -407,7 +408,7 @@ def test_devices_converge_on_the_honest_authors_whatever_they_saw(first: list[li
     with tempfile.TemporaryDirectory() as root:
         for name, batches in (("one", first), ("two", second)):
             with Replica(Path(root) / name, seal_interval=0) as device:
-                device.keep(SPACE)
+                admit(device)
                 for batch in batches:
                     device.accept(batch, "peer x", SPACE)  # never raises: every envelope is signed
                 views.append(_honest_view(device))
@@ -456,7 +457,7 @@ def test_a_notice_about_a_chain_this_side_does_not_send_is_ignored(open_replica:
 
     alice, bob = open_replica("alice", seal_interval=0), open_replica("bob", seal_interval=0)
     fill(alice, "a", 1)
-    bob.keep(SPACE)
+    admit(bob)
     wire = Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0))
     wire.start()
     for _ in range(50):
@@ -474,7 +475,7 @@ async def test_a_quarantine_over_a_lossy_link_still_ends_synced(open_replica: Re
     from tests.sync_helpers import sync_over
 
     carrier, bob = open_replica("carrier", seal_interval=0), open_replica("bob", seal_interval=0)
-    bob.keep(SPACE)
+    admit(bob)
     stranger = Identity.generate()
     bad = garbage(stranger)
     _force_store(carrier, bad)

@@ -27,7 +27,7 @@ from tests.relay_helpers import (
     running_relay,
     sync_once,
 )
-from tests.sync_helpers import SPACE, fill
+from tests.sync_helpers import SPACE, admit, data_payload, fill
 
 #: an hour from now: later than the register clocks of payloads written during the run (a register clock
 #: must not exceed its envelope's), and well within the day ahead that a receiver allows
@@ -35,7 +35,10 @@ HLC = (wall_ms() + 3_600_000) << 16
 
 
 def poisoned(stranger: Identity, seq: int = 1, prev: bytes = b"") -> Envelope:
-    return seal(stranger, SPACE, seq, prev, HLC + seq, b"\x00this is not a crdt-sync payload")
+    # encrypted with the space's key (a member's, or a leaked one): it decrypts, and what it
+    # holds is not a crdt-sync payload
+    body = b"\x00this is not a crdt-sync payload"
+    return seal(stranger, SPACE, seq, prev, HLC + seq, data_payload(stranger, seq, body))
 
 
 async def push_poison(url: str, open_replica: ReplicaFactory, stranger: Identity) -> Envelope:
@@ -64,7 +67,7 @@ async def test_one_bad_envelope_no_longer_stalls_the_space(tmp_path: Path,
         await check("live-devices-after-the-poison")  # live sessions carry on too
 
         alice, bob = open_replica("alice", seal_interval=0), open_replica("bob", seal_interval=0)
-        bob.keep(SPACE)
+        admit(bob)
         fill(alice, "a", 2)
         first = await sync_once(alice, relay.url)
         assert first.synced and first.ok, first.closed
@@ -90,6 +93,8 @@ async def test_cli_put_sync_status_with_a_poisoned_space(tmp_path: Path,
     """The same, with ``crdt-sync`` processes for the devices and the relay."""
     stranger = Identity.generate()
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    for data in (a, b):  # members of the space: they hold its keys
+        admit(open_replica(data))
     async with relay_process(tmp_path / "relay") as relay:
         await push_poison(relay.url, open_replica, stranger)
         code, _, err = await run_cli("put", "--data", a, SPACE, "equipment", "pump-1", "status=ok")

@@ -42,7 +42,7 @@ from tests.relay_helpers import (
     sync_until_converged,
     synced_flag,
 )
-from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, opened, snapshot, wait_event
+from tests.sync_helpers import SPACE, WAIT, admit, applied, duplicates, fill, opened, snapshot, wait_event
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
                                                             open_replica: ReplicaFactory) -> None:
     devices = [open_replica(name) for name in ("a", "b", "c")]
     for device in devices:
-        device.keep(SPACE)
+        admit(device)
     a, b, c = devices
     stop = asyncio.Event()
     flags = [synced_flag(SPACE) for _ in devices]

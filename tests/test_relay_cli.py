@@ -10,20 +10,23 @@ import json
 import signal
 from pathlib import Path
 
+from crdt_sync import Replica
 from crdt_sync.protocol import SessionConfig
 from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.websocket import connect
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import arrival, run_cli, running_relay, spawned, synced_flag
-from tests.sync_helpers import SPACE, WAIT, wait_event
+from tests.sync_helpers import SPACE, WAIT, admit, wait_event
 
 
 async def test_peer_daemon_sends_other_processes_edits_and_stops_on_sigterm(
         tmp_path: Path, open_replica: ReplicaFactory) -> None:
     data = tmp_path / "field-tablet"
+    with Replica(data) as member:  # a member of the space: it holds its keys
+        admit(member)
     async with running_relay(tmp_path / "relay") as relay:
         office = open_replica("office")  # a second device, live on the relay
-        office.keep(SPACE)
+        admit(office)
         stop = asyncio.Event()
         office_synced, on_event = synced_flag(SPACE)
         pumped = arrival(office, "pump-7", SPACE)
@@ -63,6 +66,8 @@ async def test_peer_daemon_sends_other_processes_edits_and_stops_on_sigterm(
 async def test_sync_command_exits_0_when_synced_and_1_when_the_relay_is_unreachable(
         tmp_path: Path) -> None:
     data = tmp_path / "device"
+    with Replica(data) as member:
+        admit(member)
     code, _, err = await run_cli("put", "--data", str(data), SPACE, "equipment", "pump-1", "status=ok")
     assert code == 0, err
     async with running_relay(tmp_path / "relay") as relay:

@@ -35,7 +35,7 @@ from tests.relay_helpers import (
     running_relay,
     sync_once,
 )
-from tests.sync_helpers import SPACE, fill
+from tests.sync_helpers import SPACE, admit, fill
 
 YEAR_3000_MS = 32_503_680_000_000
 DAY_MS = 24 * 3600 * 1000
@@ -87,9 +87,10 @@ async def test_a_device_that_took_a_time_near_the_end_still_syncs(tmp_path: Path
     at 2**62; every other device refused them and it could never pull again. Now its clock
     stays within a day of its wall clock, and it pushes and pulls through the relay."""
     async with running_relay(tmp_path / "relay") as relay:
-        far = open_replica("far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS, seal_interval=0)
-        honest, other = open_replica("honest", seal_interval=0), open_replica("other", seal_interval=0)
-        other.keep(SPACE)
+        far = admit(open_replica("far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS, seal_interval=0))
+        honest = admit(open_replica("honest", seal_interval=0))
+        other = admit(open_replica("other", seal_interval=0))
+        admit(other)
         fill(far, "far", 1)
         stamped = far.sync_host.missing_envelopes(SPACE, {}, 10, 1 << 20)
         assert MAX_HLC - stamped[0].hlc <= 1 << COUNTER_BITS  # just below the range's end
@@ -110,9 +111,9 @@ async def test_year_3000_device_is_held_back_by_the_relay(tmp_path: Path,
     session still ends synced, its status says that the relay refused its clock and by how
     much, and the honest devices keep their clocks and their writes."""
     async with running_relay(tmp_path / "relay") as relay:
-        y3k = open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0)
-        a, b = open_replica("a", seal_interval=0), open_replica("b", seal_interval=0)
-        b.keep(SPACE)
+        y3k = admit(open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0))
+        a, b = admit(open_replica("a", seal_interval=0)), admit(open_replica("b", seal_interval=0))
+        admit(b)
         a.space(SPACE).put("eq", "pump", {"status": "honest"})
         a.seal()
         y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
@@ -146,7 +147,7 @@ async def test_year_3000_device_is_held_back_by_the_relay(tmp_path: Path,
 
 async def test_the_relay_sends_clock_skew_not_an_error(tmp_path: Path, open_replica: ReplicaFactory) -> None:
     async with running_relay(tmp_path / "relay") as relay:
-        y3k = open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0)
+        y3k = admit(open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0))
         fill(y3k, "future", 2)
         async with RawPeer.open(relay.url, y3k) as raw:
             notice = await raw.converse(lambda m: isinstance(m, ClockSkew))
@@ -159,9 +160,9 @@ async def test_the_relay_skew_setting(tmp_path: Path, open_replica: ReplicaFacto
     """A relay that allows more skew takes what a device that allows less holds back: the
     device tells the relay, and the relay's session goes on."""
     async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
-        ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
-        strict = open_replica("strict", max_clock_skew=DAY_MS / 1000)
-        strict.keep(SPACE)
+        ahead = admit(open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0))
+        strict = admit(open_replica("strict", max_clock_skew=DAY_MS / 1000))
+        admit(strict)
         fill(ahead, "ahead", 1)
         assert (await sync_once(ahead, relay.url)).synced
         assert relay.store.version_vector(SPACE) == {ahead.device_id: 1}  # within 10 days
@@ -174,7 +175,7 @@ async def test_cli_sync_says_what_it_holds_back(tmp_path: Path, open_replica: Re
     """A real ``crdt-sync sync`` process (default skew: a day) syncing from a relay that
     allows ten days: it holds back what is stamped two days ahead, exits 0 and says so."""
     async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
-        ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
+        ahead = admit(open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0))
         fill(ahead, "ahead", 2)
         assert (await sync_once(ahead, relay.url)).synced
         data = str(tmp_path / "cli")
@@ -207,7 +208,7 @@ async def test_a_forged_envelope_from_the_future_is_refused_not_held(tmp_path: P
     """Holding back keeps state (the chain held, the notice): only for a genuine envelope.
     A forged signature with a clock far ahead is refused as forged, and nothing is held."""
     async with running_relay(tmp_path / "relay") as relay:
-        mallory = open_replica("mallory", seal_interval=0)
+        mallory = admit(open_replica("mallory", seal_interval=0))
         fill(mallory, "m", 1)
         stranger = Identity.generate()
         env = seal(stranger, SPACE, 1, b"", YEAR_3000_MS << COUNTER_BITS, b"opaque")

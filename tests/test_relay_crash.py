@@ -23,7 +23,7 @@ from crdt_sync.transports.relay import Backoff, run_peer
 from crdt_sync.transports.websocket import connect
 from tests.conftest import ReplicaFactory
 from tests.relay_helpers import log_events, relay_process, sample, scrape, sync_once, wait_until
-from tests.sync_helpers import SPACE, WAIT, applied, duplicates, fill, opened, snapshot, wait_event
+from tests.sync_helpers import SPACE, WAIT, admit, applied, duplicates, fill, opened, snapshot, wait_event
 
 #: Envelopes device A holds: one per entity, sealed one by one.
 BIG = 2000
@@ -68,7 +68,7 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
         tmp_path: Path, big_device: Path, open_replica: ReplicaFactory) -> None:
     shutil.copytree(big_device, tmp_path / "a")
     a, b = open_replica("a"), open_replica("b")
-    b.keep(SPACE)
+    admit(b)
     data = tmp_path / "relay"
 
     async with relay_process(data) as relay:
@@ -144,7 +144,7 @@ async def test_sigterm_goes_away_and_peers_reconnect_with_backoff(tmp_path: Path
                                                                   open_replica: ReplicaFactory) -> None:
     a, b = open_replica("a"), open_replica("b")
     fill(a, "a", 3)
-    b.keep(SPACE)
+    admit(b)
     data = tmp_path / "relay"
     events: list[Event] = []
     syncs = [asyncio.Event(), asyncio.Event()]  # the first and the second session caught up

@@ -31,7 +31,7 @@ from tests.link_helpers import HandPeer
 from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity
 from tests.relay_helpers import rejections, running_relay, sync_once, wait_until
 from tests.strangers import Stranger, fat_hello
-from tests.sync_helpers import SPACE, fill
+from tests.sync_helpers import admit, fill
 
 #: A well-formed HELLO of a fresh ephemeral key (each stranger its own: see ``strangers``).
 SMALL_HELLO = b"small"
@@ -92,7 +92,7 @@ async def test_while_the_budget_has_room_an_address_is_not_limited(
                              max_unauthenticated_per_address=2) as relay:
         devices = [open_replica(f"device-{i}") for i in range(12)]  # one address, at once
         for device in devices:
-            device.keep(SPACE)
+            admit(device)
         outcomes = await asyncio.gather(*(sync_once(d, relay.url) for d in devices))
         assert all(o.synced and o.ok for o in outcomes), [o.closed for o in outcomes]
         assert await rejections(relay.url, "address-limit") == 0

@@ -188,7 +188,7 @@ def write_old_relay(data: Path, envs: list[Envelope], rejected: Rejected | None 
         store.record_rejection("peer old", rejected)
     with store.write():  # format 1 had no fork proofs (device store format 2 added them)
         store.db.execute("DROP TABLE forks")
-        for table in ("space_names", "membership"):  # (device store format 3 added them)
+        for table in ("space_names", "membership", "held"):  # (device store format 3 added them)
             store.db.execute(f"DROP TABLE {table}")
         store.set_meta("format", 1)
     store.close()

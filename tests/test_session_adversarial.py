@@ -62,7 +62,9 @@ from tests.link_helpers import HandPeer
 from tests.sync_helpers import (
     SPACE,
     Wire,
+    admit,
     auth_message,
+    data_payload,
     error_of,
     expected_code,
     fill,
@@ -105,11 +107,11 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    alice, bob, mallory = (Replica(tmp_path / n, seal_interval=0) for n in ("alice", "bob", "mallory"))
+    alice, bob, mallory = (admit(Replica(tmp_path / n, seal_interval=0)) for n in ("alice", "bob", "mallory"))
     try:
         fill(alice, "a", 2)
         fill(bob, "b", 2)
-        mallory.keep(SPACE)
+        admit(mallory)
         Wire(Session(alice.sync_host, 0.0), Session(bob.sync_host, 0.0)).start()
         # Alice and Bob now hold the same
         assert alice.version_vector(SPACE) == bob.version_vector(SPACE)
@@ -418,7 +420,8 @@ def test_replayed_envelopes_are_duplicates_that_change_nothing(world: World) -> 
 # -- a peer signing its own hostile envelopes ---------------------------------------------------
 def _mallory_envelope(world: World, hlc: int, payload: bytes, seq: int = 1) -> bytes:
     """An ENVELOPES frame of one envelope Mallory really signed (she may author in the space)."""
-    env = seal(world.mallory.identity, SPACE, seq, b"", hlc, payload)
+    mallory = world.mallory.identity
+    env = seal(mallory, SPACE, seq, b"", hlc, data_payload(mallory, seq, payload))
     key = world.mallory.identity.public_key
     return encode(Envelopes(0, 1, [WireEnvelope(key, seq, hlc, env.payload, env.signature)]))
 
@@ -464,7 +467,7 @@ def test_self_signed_garbage_payloads_are_refused(world: World) -> None:
         session = wire.a
         before = world.state()
         author = Identity.generate()
-        env = seal(author, SPACE, 1, b"", 1, payload)
+        env = seal(author, SPACE, 1, b"", 1, data_payload(author, 1, payload))
         out = feed(wire, encode(Envelopes(0, 1, [WireEnvelope(author.public_key, 1, 1, env.payload,
                                                                  env.signature)])))
         assert session.closed is None  # signed, so the author is set aside, not the session

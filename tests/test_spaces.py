@@ -228,3 +228,191 @@ def test_migrate_moves_each_space_into_a_new_one_of_the_same_name(tmp_path: Path
         [info] = replica.space_infos()
         assert info.rights == "admin"
     assert not migrate(path).migrated  # nothing left to do
+
+
+# -- encrypted payloads -------------------------------------------------------------------------
+def test_every_data_envelope_is_encrypted_and_opens_only_with_the_key(open_replica: ReplicaFactory) -> None:
+    from crdt_sync.space_crypto import DATA_PAYLOAD, decrypt_payload, payload_kind
+
+    admin = open_replica("admin")
+    sp = admin.space("site-42")
+    sp.put("faults", "f-1", {"note": "diagnosis text 7c1e"})
+    envs = admin.sync_host.missing_envelopes(sp.id, {}, 100, 1 << 24)
+    kinds = [payload_kind(e.payload) for e in envs]
+    assert kinds == [4, DATA_PAYLOAD, DATA_PAYLOAD]  # [genesis, keys], the label, the fault
+    last = envs[-1]
+    assert b"diagnosis" not in last.wire and b"faults" not in last.wire and b"site-42" not in envs[1].wire
+    ring = admin.secrets.keyring()
+    body = decrypt_payload(ring.keys_of(sp.id), sp.id, last.author_key, last.seq, last.payload)
+    assert b"diagnosis text 7c1e" in body
+    with pytest.raises(Rejected) as refused:
+        decrypt_payload(lambda _epoch: None, sp.id, last.author_key, last.seq, last.payload)
+    assert refused.value.reason == "no-key"
+    with pytest.raises(Rejected) as refused:
+        decrypt_payload(lambda _epoch: bytes(32), sp.id, last.author_key, last.seq, last.payload)
+    assert refused.value.reason == "undecryptable"
+
+
+def test_a_device_without_the_key_may_not_write(open_replica: ReplicaFactory) -> None:
+    device = open_replica("device")
+    stranger_space = "s" + "e" * 32
+    with pytest.raises(Rejected) as refused:
+        device.space(stranger_space).put("eq", "x", {"v": 1})
+    assert refused.value.reason == "not-a-member"
+    assert device.unsealed() == 0
+
+
+def test_a_plaintext_payload_is_refused(open_replica: ReplicaFactory) -> None:
+    from crdt_sync.payload import encode_payload, pack_item
+
+    admin, device = open_replica("admin"), open_replica("device")
+    space = share(admin, device)
+    stranger = Identity.generate()
+    plain = encode_payload([("eq", "pump", pack_item(HLC, b"\x00\x00"))])
+    env = seal(stranger, space, 1, b"", HLC, plain)
+    assert device.accept([env.wire], "peer x", space).applied == 0
+    [record] = device.quarantined(space)
+    assert (record.author, record.reason) == (stranger.id, "plaintext")
+
+
+def test_a_tampered_payload_is_undecryptable(open_replica: ReplicaFactory) -> None:
+    admin, device = open_replica("admin"), open_replica("device")
+    space = share(admin, device, rights="write")
+    device.space(space).put("eq", "pump", {"ok": True})
+    [env] = device.sync_host.missing_envelopes(space, admin.version_vector(space), 10, 1 << 20)
+    moved = seal(device.identity, space, env.seq, env.prev_hash, env.hlc,
+                 env.payload[:-1] + bytes([env.payload[-1] ^ 1]))
+    got = admin.accept([moved.wire], "peer x", space)
+    assert got.applied == 0
+    [record] = admin.quarantined(space)
+    assert (record.author, record.reason) == (device.device_id, "undecryptable")
+
+
+def test_envelopes_that_arrive_before_their_keys_are_held_then_applied(open_replica: ReplicaFactory) -> None:
+    admin, device = open_replica("admin"), open_replica("device")
+    sp = admin.space("site-42")
+    sp.put("eq", "pump", {"status": "ok"})
+    admin.grant(sp.id, device.device_id, "write")
+    envs = [e.wire for e in admin.sync_host.missing_envelopes(sp.id, {}, 100, 1 << 24)]
+    genesis, label, pump, grant = envs
+    device.keep(sp.id)
+    got = device.receive([genesis, label, pump], "peer x", sp.id)
+    assert got.applied == 3  # stored: the chain goes on
+    assert not device.space(sp.id).exists("eq", "pump")  # ... but held: no key for its epoch yet
+    with pytest.raises(NotFound):
+        device.space_id("site-42")
+    device.receive([grant], "peer x", sp.id)  # the keys record sealed to this device
+    assert device.space(sp.id).get("eq", "pump") == {"status": "ok"}
+    assert device.space_id("site-42") == sp.id  # the label was held too
+
+
+# -- data envelopes judged by the membership log ------------------------------------------------
+def _forged(identity: Identity, member: Replica, space: str, seq: int, prev: bytes, collection: str) -> bytes:
+    """An envelope of ``identity`` encrypted with the key ``member`` holds (a leaked key, or a
+    member that skips its own device's checks), writing ``collection``."""
+    from crdt_sync.payload import encode_payload, pack_item
+    from crdt_sync.space_crypto import encrypt_payload
+
+    ring = member.secrets.keyring()
+    _n, epoch_id = ring.epochs(space)[-1]
+    key = ring.key(space, epoch_id)
+    assert key is not None
+    hlc = (member.sync_host.wall_ms() << 16) | 1
+    body = encode_payload([(collection, "forged", pack_item(hlc, b"\x00\x00"))])
+    payload = encrypt_payload(key, epoch_id, space, identity.public_key, seq, body)
+    return seal(identity, space, seq, prev, hlc, payload).wire
+
+
+def test_a_read_only_member_may_not_write_and_its_writes_are_refused(open_replica: ReplicaFactory) -> None:
+    admin, reader = open_replica("admin"), open_replica("reader")
+    space = share(admin, reader, rights="read")
+    assert reader.space(space).list() == []  # it reads
+    with pytest.raises(Rejected) as refused:
+        reader.space(space).put("eq", "pump", {"by": "reader"})
+    assert refused.value.reason == "read-only"
+    assert reader.unsealed() == 0  # nothing was journaled
+    got = admin.accept([_forged(reader.identity, reader, space, 1, b"", "eq")], "peer x", space)
+    assert (got.applied, got.gaps) == (0, 1)  # skipped: a grant on its way could make it valid
+    assert admin.quarantined(space) == [] and not admin.space(space).exists("eq", "forged")
+
+
+def test_a_write_outside_the_granted_collections_is_refused(open_replica: ReplicaFactory) -> None:
+    admin, tech = open_replica("admin"), open_replica("tech")
+    space = share(admin, tech, rights="write", collections=["notes"])
+    tech.space(space).put("notes", "n-1", {"text": "checked"})
+    with pytest.raises(Rejected) as refused:
+        tech.space(space).put("equipment", "pump", {"status": "ok"})
+    assert refused.value.reason == "out-of-scope"
+    exchange(tech, admin, space)
+    assert admin.space(space).get("notes", "n-1") == {"text": "checked"}
+    seq = tech.version_vector(space)[tech.device_id]
+    prev = tech.sync_host.envelope_hash(space, tech.device_id, seq)
+    assert prev is not None
+    got = admin.accept([_forged(tech.identity, tech, space, seq + 1, prev, "equipment")], "peer x", space)
+    assert (got.applied, got.gaps) == (0, 1)
+    assert not admin.space(space).exists("equipment", "forged")
+
+
+def test_a_stranger_holding_a_leaked_key_is_not_a_member(open_replica: ReplicaFactory) -> None:
+    admin, device = open_replica("admin"), open_replica("device")
+    space = share(admin, device, rights="write")
+    stranger = Identity.generate()
+    got = device.accept([_forged(stranger, device, space, 1, b"", "eq")], "peer x", space)
+    assert (got.applied, got.gaps) == (0, 1)
+    assert stranger.id not in device.version_vector(space)
+
+
+def test_an_expired_grant_stops_local_writes(open_replica: ReplicaFactory) -> None:
+    from tests.helpers import ManualClock
+
+    clock = ManualClock()
+    admin, temp = open_replica("admin", wall=clock), open_replica("temp", wall=clock)
+    space = admin.space("site-42").id
+    admin.grant(space, temp.device_id, "write", expires_ms=60_000)
+    temp.import_bundle(admin.export_bundle(space))
+    temp.space(space).put("eq", "pump", {"ok": True})
+    clock.advance(61_000)
+    with pytest.raises(Rejected) as refused:
+        temp.space(space).put("eq", "valve", {"ok": True})
+    assert refused.value.reason == "expired"
+
+
+# -- revocation ---------------------------------------------------------------------------------
+def test_a_revoked_device_is_refused_and_cannot_read_what_follows(open_replica: ReplicaFactory) -> None:
+    admin, bob, carol = open_replica("admin"), open_replica("bob"), open_replica("carol")
+    space = share(admin, bob, carol, rights="write")
+    bob.space(space).put("eq", "before", {"by": "bob"})
+    exchange(bob, admin, space)  # the admin holds bob's seq 1: it stays valid
+    admin.revoke(space, bob.device_id)
+    exchange(admin, carol, space)
+    [revoked] = [m for m in admin.members(space) if m.device == bob.device_id]
+    assert revoked.revoked_after == 1
+    assert [n for n, _ in carol.secrets.keyring().epochs(space)] == [0, 1]  # rotated, for carol
+    # Offline, bob has not heard yet: his next write is his own device's, and nobody takes it.
+    bob.space(space).put("eq", "after", {"by": "bob"})
+    for other in (admin, carol):
+        exchange(bob, other, space)
+        assert other.space(space).get("eq", "before") == {"by": "bob"}
+        assert not other.space(space).exists("eq", "after")
+        assert bob.device_id not in other.version_vector(space) or \
+            other.version_vector(space)[bob.device_id] == 1
+    # What the others write from now on is sealed under the new epoch: bob cannot read it.
+    admin.space(space).put("eq", "plan", {"secret": True})
+    exchange(admin, carol, space)
+    assert carol.space(space).get("eq", "plan") == {"secret": True}
+    exchange(admin, bob, space)
+    assert not bob.space(space).exists("eq", "plan")
+    assert [n for n, _ in bob.secrets.keyring().epochs(space)] == [0]
+    # And now that bob's device knows, it refuses to write.
+    with pytest.raises(Rejected) as refused:
+        bob.space(space).put("eq", "again", {"by": "bob"})
+    assert refused.value.reason == "revoked"
+
+
+def test_only_an_admin_may_revoke(open_replica: ReplicaFactory) -> None:
+    admin, writer = open_replica("admin"), open_replica("writer")
+    space = share(admin, writer, rights="write")
+    with pytest.raises(Rejected) as refused:
+        writer.revoke(space, admin.device_id)
+    assert refused.value.reason == "not-admin"
+    assert writer.version_vector(space) == {admin.device_id: SHARED}

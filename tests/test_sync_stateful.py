@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from crdt_sync import Replica
 from crdt_sync.transports.driver import SessionOutcome
 from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
-from tests.sync_helpers import FAST, SPACE, applied, snapshot, sync_over
+from tests.sync_helpers import FAST, SPACE, admit, applied, snapshot, sync_over
 
 IDS = ["pump", "valve", "tank"]
 # Few names, so that writes collide, including a value written where another device keeps
@@ -87,7 +87,7 @@ class SyncMachine(RuleBasedStateMachine):
     def open_replicas(self, n: int) -> None:
         self.replicas = [Replica(self.root / f"r{i}") for i in range(n)]
         for replica in self.replicas:
-            replica.keep(SPACE)
+            admit(replica)
 
     # -- edits -------------------------------------------------------------------------------------
     @rule(i=who, id=ids, field=fields, value=values)

@@ -50,6 +50,7 @@ from tests.sync_helpers import (
     FAST,
     SPACE,
     WAIT,
+    admit,
     applied,
     duplicates,
     expected_code,
@@ -117,7 +118,7 @@ async def test_status_shows_what_the_peer_acknowledged(harness: TransportHarness
 async def test_live_push_after_catch_up(harness: TransportHarness, open_replica: ReplicaFactory) -> None:
     a, b = open_replica("a"), open_replica("b")
     fill(a, "a", 2)
-    b.keep(SPACE)  # b holds nothing yet, but keeps the space: it is shared
+    admit(b)  # b holds nothing yet, but keeps the space: it is shared
     stop = asyncio.Event()
     (a_ready, a_events), (b_ready, b_events) = synced_flag(SPACE), synced_flag(SPACE)
     async with open_link(harness) as (la, lb), asyncio.timeout(4 * WAIT), asyncio.TaskGroup() as tg:

@@ -8,13 +8,13 @@ from pathlib import Path
 from crdt_sync import Replica
 from crdt_sync.transports.interface import LinkReady
 from crdt_sync.transports.lan import LanTransport
-from tests.sync_helpers import SPACE, WAIT, fill
+from tests.sync_helpers import SPACE, WAIT, admit, fill
 
 
 def share_space(a: Replica, b: Replica) -> str:
     """The space both replicas keep and sync (issue 12 switches this to a shared space)."""
     for replica in (a, b):
-        replica.keep(SPACE)
+        admit(replica)
     return SPACE
 
 

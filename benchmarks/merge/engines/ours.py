@@ -29,6 +29,7 @@ from typing import Any
 
 import crdt_sync
 from crdt_sync import NotFound, Replica
+from crdt_sync.space_crypto import epoch_id_of
 from crdt_sync.values import MAX_TEXT_INSERT
 
 from ..._harness import dir_size
@@ -37,6 +38,9 @@ from .base import CatchUp, Fields, Update
 
 #: every agent of a run writes one space, known by its id (no device of the run creates it)
 SPACE, DOCS, DOC, BODY, ASSETS = "s" + "b" * 32, "docs", "doc", "body", "assets"
+#: the keys of that space, which every agent holds (as a grant's keys record would give them)
+_SECRET, _EPOCH_KEY = b"\x11" * 32, b"\x22" * 32
+_EPOCH_ID = epoch_id_of(_EPOCH_KEY)
 #: no limit on one hand-out: the replay asks for exactly the envelopes it needs
 ALL, ALL_BYTES = 1 << 30, 1 << 62
 MAX_DRAWS = 1000
@@ -47,6 +51,10 @@ class OursDoc:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.replica = Replica(path)
+        ring = self.replica.secrets.keyring()  # every agent holds the run's space keys
+        if ring.key(SPACE, _EPOCH_ID) is None:
+            ring.add(SPACE, 0, _EPOCH_ID, _EPOCH_KEY, _SECRET)
+            self.replica.secrets.save()
         self.space = self.replica.space(SPACE)
         self._handed_out = 0  # own envelopes already returned by take_local
 
