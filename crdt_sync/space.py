@@ -396,9 +396,25 @@ class Space:
         return self._store.list_entities(self.id, collection)
 
     def rows(self, collection: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """``(collection, id, fields)`` of every live entity, loading one at a time."""
-        for coll, ent in self.list(collection):
-            yield coll, ent, self._cache.get((self.id, coll, ent)).fields()
+        """``(collection, id, fields)`` of every live entity, loading one at a time: memory
+        stays flat in the size of the space (ids are read a page at a time, and an entity
+        not already loaded is loaded for the moment, not cached)."""
+        if collection is not None:
+            check_name("collection", collection)
+        self.replica.seal()
+        self.replica.refresh()
+        for coll, ent in self._store.iter_entities(self.id, collection):
+            key = (self.id, coll, ent)
+            loaded = self._cache.peek(key)
+            if loaded is not None:
+                yield coll, ent, loaded.fields()
+                continue
+            temporary = self._cache.load(key)
+            try:
+                fields = temporary.fields()
+            finally:
+                temporary.close()
+            yield coll, ent, fields
 
     def find(self, collection: str, **where: Any) -> builtins.list[str]:
         """Ids of live entities whose plain fields equal the given values (uses the index).

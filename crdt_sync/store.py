@@ -488,6 +488,24 @@ class Store(EnvelopeReads, ForkReads):
             args += (collection,)
         return [(c, e) for c, e in self.db.execute(sql + " ORDER BY collection, entity", args)]
 
+    def iter_entities(self, space: str, collection: str | None,
+                      page: int = 500) -> Iterator[tuple[str, str]]:
+        """:meth:`list_entities` a page at a time (keyset paging: no cursor stays open across
+        the caller's work, and memory stays flat in the size of the space)."""
+        after = ("", "")
+        while True:
+            sql = ("SELECT collection, entity FROM entities WHERE space=? AND deleted=0 AND "
+                   "collection!=? AND (collection, entity) > (?, ?)")
+            args: tuple[Any, ...] = (space, SPACE_COLLECTION, *after)
+            if collection is not None:
+                sql += " AND collection=?"
+                args += (collection,)
+            rows = self.db.execute(sql + " ORDER BY collection, entity LIMIT ?", (*args, page)).fetchall()
+            yield from ((str(c), str(e)) for c, e in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1]
+
     def find(self, space: str, collection: str, where: dict[str, bytes]) -> list[str]:
         if not where:
             return [e for _, e in self.list_entities(space, collection)]
