@@ -58,7 +58,7 @@ from .results import (
     Status,
 )
 from .schedule import SealSchedule
-from .sealing import Sealer
+from .sealing import IDLE_FOLD_PARTS, Sealer
 from .secrets import Secrets
 from .space import Space
 from .spaces import LABEL_ENTITY, LABEL_FIELD, SpaceBook
@@ -68,6 +68,10 @@ from .writes import LocalWrites, Transaction
 
 #: Start a new journal file once the current one is this large and sealed.
 JOURNAL_ROTATE_BYTES = 4 << 20
+#: Entities one idle ``maintain()`` call folds at most (each fold is one SQLite transaction).
+IDLE_FOLDS_PER_CALL = 4
+#: Seconds without a seal after which ``maintain()`` counts the replica idle.
+IDLE_FOLD_AFTER = 1.0
 
 Observer = Callable[[list[Change]], None]
 
@@ -134,6 +138,9 @@ class Replica:
         self._observers: list[tuple[str | None, Observer]] = []
         #: entities sealed or received since opening (close() compacts those that grew)
         self._touched: set[EntityKey] = set()
+        #: of those, the ones maintain() has not folded yet
+        self._idle_folds: set[EntityKey] = set()
+        self._sealed_at = 0.0
         self._closed = False
         directory = self.path / "journal"
         self._writes = writes = LocalWrites(self.device_id, store, clock, self._schedule,
@@ -194,8 +201,9 @@ class Replica:
         if self._closed:
             return
         self.seal()
-        for key in list(self._touched):
-            self._sealer.compact(key)
+        if not self._store.read_only:  # fold what grew: the next open loads one state each
+            for key in list(self._touched):
+                self._sealer.compact(key, parts=IDLE_FOLD_PARTS)
         self._cache.close()
         # Remove the file while still holding its lock, then forget its sealed count: the
         # other order let an opener take the unlocked file for a dead process's journal with
@@ -421,15 +429,22 @@ class Replica:
         writes.recheck()
 
     def maintain(self, now: float | None = None) -> None:
-        """Seal the journal if its edits are due (see :mod:`crdt_sync.schedule`). Cheap; call
-        it from idle loops, so that edits followed by a pause are sealed without waiting for
-        the next call."""
+        """Seal the journal if its edits are due (see :mod:`crdt_sync.schedule`); once nothing
+        was sealed for :data:`IDLE_FOLD_AFTER` seconds, fold up to :data:`IDLE_FOLDS_PER_CALL`
+        entities that grew into one state each (docs/DESIGN.md, "Local compaction"). Cheap;
+        call it from idle loops, so that edits followed by a pause are sealed without waiting
+        for the next call."""
         now = now or time.monotonic()
         if self._schedule.due(now):
             if self._journal.unsealed:
                 self.seal()
-            else:
-                self._schedule.sealed(now)
+                return
+            self._schedule.sealed(now)
+        if (self._idle_folds and not self._journal.unsealed and not self._store.read_only
+                and now - self._sealed_at >= IDLE_FOLD_AFTER):
+            # idle: fold a few entities that grew (bounded, so that a call stays cheap)
+            for _ in range(min(IDLE_FOLDS_PER_CALL, len(self._idle_folds))):
+                self._sealer.compact(self._idle_folds.pop(), parts=IDLE_FOLD_PARTS)
 
     def seal(self) -> None:
         """Seal every pending local edit into envelopes and make it visible to other processes."""
@@ -451,6 +466,10 @@ class Replica:
                            "one to open the data directory)", exc.path) from exc
         journal.mark_sealed()
         self._touched.update(records)
+        self._idle_folds.update(records)
+        self._sealed_at = time.monotonic()
+        if not self._store.read_only:
+            self._sealer.sealed(records)  # fold those whose parts passed a threshold
         for key in records:
             ent = self._cache.peek(key)
             if ent is not None:
@@ -544,6 +563,7 @@ class Replica:
     def _received(self, touched: set[EntityKey]) -> None:
         """After a receive: compact them at close, learn the names of new spaces, notify."""
         self._touched.update(touched)  # so close() compacts received entities too
+        self._idle_folds.update(touched)
         labels = [key for key in touched if key[1:] == LABEL_ENTITY]
         if labels and not self._store.read_only:
             with self._store.write():

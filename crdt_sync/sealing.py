@@ -22,9 +22,16 @@ from .identity import Identity
 from .payload import encode_payload, item_hlc, pack_item, unpack_items
 from .space_crypto import PAYLOAD_OVERHEAD, Keyring, encrypt_payload
 from .store import EntityKey, Store
+from .values import indexable
 
-#: Fold into a fresh snapshot when an entity has this many stored parts after its snapshot.
+#: Fold into a fresh snapshot when an entity has this many stored parts after its snapshot,
+#: or this many bytes of them: whichever comes first, right after a seal (docs/DESIGN.md,
+#: "Local compaction"). Bytes bound reopen whatever the edit pattern: a part holds one
+#: update per transaction, so few parts of many keystrokes cost as much to load as many parts.
 SNAPSHOT_AFTER_PARTS = 64
+SNAPSHOT_AFTER_BYTES = 16 * 1024
+#: On close and when idle (``Replica.maintain``), an entity folds from this many parts.
+IDLE_FOLD_PARTS = 2
 
 
 class Sealer:
@@ -46,6 +53,8 @@ class Sealer:
         self.client_id = client_id
         self._store = store
         self._cache = cache
+        #: ``(parts, bytes)`` this process sealed per entity since it last folded it
+        self._grown: dict[EntityKey, tuple[int, int]] = {}
 
     def seal(self, records: dict[EntityKey, list[bytes]], client: int | None = None) -> None:
         """Sign pending items into envelopes (split to stay under the size limit) and store them.
@@ -153,7 +162,9 @@ class Sealer:
                 ent.fields()
             # canonical: equal values (dicts in any key order) index to the same bytes, as
             # Space.find encodes them
-            fields = [(name, cbor2.dumps(value, canonical=True)) for name, value in ent.scalar_fields()]
+            # only what find can use: bytes, long strings and containers are left out
+            fields = [(name, cbor2.dumps(value, canonical=True)) for name, value in ent.scalar_fields()
+                      if indexable(value)]
             conflicts = [(name, cbor2.dumps([[e.hlc, e.author, e.kind, e.value] for e in (won, *losers)]))
                          for name, (won, losers) in ent.conflicts().items()]
             self._store.index_entity(key, ent.deleted, fields, conflicts)
@@ -161,17 +172,41 @@ class Sealer:
             if temporary:
                 ent.close()
 
-    def compact(self, key: EntityKey) -> None:
-        count, upto = self._store.parts_since_snapshot(key)
-        if count < SNAPSHOT_AFTER_PARTS:
-            return
+    def sealed(self, records: dict[EntityKey, list[bytes]]) -> None:
+        """After a seal: fold the entities whose parts since their snapshot passed
+        :data:`SNAPSHOT_AFTER_PARTS` or :data:`SNAPSHOT_AFTER_BYTES`. Counted in memory (no
+        query per sealed entity); the store is checked again before folding."""
+        grown = self._grown
+        for key, items in records.items():
+            count, size = grown.get(key, (0, 0))
+            count, size = count + 1, size + sum(len(item) for item in items)
+            if count >= SNAPSHOT_AFTER_PARTS or size >= SNAPSHOT_AFTER_BYTES:
+                self.compact(key)
+                grown.pop(key, None)
+            else:
+                grown[key] = (count, size)
+
+    def compact(self, key: EntityKey, parts: int | None = None, size: int | None = None) -> bool:
+        """Fold ``key``'s parts after its snapshot into a new snapshot when there are at
+        least ``parts`` of them or ``size`` bytes (one SQLite transaction: a kill leaves the
+        old snapshot or the new one). Parts are kept (``history`` reads them); loading reads
+        the snapshot and the parts after it. Returns whether it folded."""
+        parts = SNAPSHOT_AFTER_PARTS if parts is None else parts
+        size = SNAPSHOT_AFTER_BYTES if size is None else size
+        count, size_now, upto = self._store.parts_since_snapshot(key)
+        if count < 1 or (count < parts and size_now < size):
+            return False
         with self._store.write():
-            count, upto = self._store.parts_since_snapshot(key)
-            snapshot, parts = self._store.load_entity(key)
+            count, size_now, upto = self._store.parts_since_snapshot(key)
+            if count < 1:
+                return False
+            snapshot, stored = self._store.load_entity(key)
             updates = [] if snapshot is None else [snapshot]
-            for data in parts:
+            for data in stored:
                 updates.extend(update for _hlc, update in unpack_items(data))
             self._store.save_snapshot(key, _snapshot(updates), upto)
+        self._grown.pop(key, None)
+        return True
 
 
 def _snapshot(updates: list[bytes]) -> bytes:

@@ -19,18 +19,20 @@ from .entity import (
     Entry,
     check_text_insert,
 )
-from .errors import NotFound
+from .errors import NotFound, ValueRejected
 from .hlc import hlc_to_iso
 from .payload import unpack_items
 from .results import Change, Conflict, FieldWrite, HistoryEntry
 from .store import EntityKey, Store
 from .values import (
+    INDEX_MAX_STR,
     MAX_TEXT_INSERT,
     check_field_name,
     check_name,
     decode_value,
     encode_field,
     encode_value,
+    indexable,
 )
 from .writes import LocalWrites, Transaction
 
@@ -394,16 +396,46 @@ class Space:
         return self._store.list_entities(self.id, collection)
 
     def rows(self, collection: str | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """``(collection, id, fields)`` of every live entity, loading one at a time."""
-        for coll, ent in self.list(collection):
-            yield coll, ent, self._cache.get((self.id, coll, ent)).fields()
+        """``(collection, id, fields)`` of every live entity, loading one at a time: memory
+        stays flat in the size of the space (ids are read a page at a time, and an entity
+        not already loaded is loaded for the moment, not cached)."""
+        if collection is not None:
+            check_name("collection", collection)
+        self.replica.seal()
+        self.replica.refresh()
+        for coll, ent in self._store.iter_entities(self.id, collection):
+            key = (self.id, coll, ent)
+            loaded = self._cache.peek(key)
+            if loaded is not None:
+                yield coll, ent, loaded.fields()
+                continue
+            temporary = self._cache.load(key)
+            try:
+                fields = temporary.fields()
+            finally:
+                temporary.close()
+            yield coll, ent, fields
 
     def find(self, collection: str, **where: Any) -> builtins.list[str]:
-        """Ids of live entities whose plain fields equal the given values (uses the index)."""
+        """Ids of live entities whose plain fields equal the given values (uses the index).
+
+        The index holds small values only: numbers, booleans, ``None``, strings of at most
+        :data:`~crdt_sync.values.INDEX_MAX_STR` (256) characters and small dicts or lists of
+        those (about 256 bytes). Bytes (photos), longer strings and larger containers are
+        not indexed, so finding by one raises :class:`ValueRejected` (read the entities and
+        compare instead).
+        """
         check_name("collection", collection)
         for name, value in where.items():
             check_field_name(name)
             encode_field(name, value)
+            if not indexable(value):
+                raise ValueRejected(
+                    f"find({name}=...): the query index holds numbers, booleans, None, strings of "
+                    f"at most {INDEX_MAX_STR} characters and small dicts or lists of those, not "
+                    f"this {type(value).__name__}"
+                    + (f" of {len(value)} characters" if isinstance(value, str) else "")
+                    + ": read the entities and compare instead")
         self.replica.seal()
         self.replica.refresh()
         encoded = {k: cbor2.dumps(v, canonical=True) for k, v in where.items()}  # as the index

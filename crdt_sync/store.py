@@ -428,12 +428,14 @@ class Store(EnvelopeReads, ForkReads):
             "SELECT author, data FROM parts WHERE space=? AND collection=? AND entity=? ORDER BY id",
             key)]
 
-    def parts_since_snapshot(self, key: EntityKey) -> tuple[int, int]:
+    def parts_since_snapshot(self, key: EntityKey) -> tuple[int, int, int]:
+        """``(count, bytes, last id)`` of ``key``'s parts after its snapshot."""
         row = self.db.execute(
-            "SELECT COUNT(*), COALESCE(MAX(p.id), 0) FROM parts p WHERE p.space=? AND "
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(p.data)), 0), COALESCE(MAX(p.id), 0) FROM parts p "
+            "WHERE p.space=? AND "
             "p.collection=? AND p.entity=? AND p.id > COALESCE((SELECT upto FROM entities WHERE "
             "space=? AND collection=? AND entity=?), 0)", (*key, *key)).fetchone()
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), int(row[2])
 
     def drop_part(self, key: EntityKey, author: str, data: bytes) -> None:
         """Remove the latest part of ``author`` in ``key`` holding exactly ``data`` (a fork's
@@ -485,6 +487,24 @@ class Store(EnvelopeReads, ForkReads):
             sql += " AND collection=?"
             args += (collection,)
         return [(c, e) for c, e in self.db.execute(sql + " ORDER BY collection, entity", args)]
+
+    def iter_entities(self, space: str, collection: str | None,
+                      page: int = 500) -> Iterator[tuple[str, str]]:
+        """:meth:`list_entities` a page at a time (keyset paging: no cursor stays open across
+        the caller's work, and memory stays flat in the size of the space)."""
+        after = ("", "")
+        while True:
+            sql = ("SELECT collection, entity FROM entities WHERE space=? AND deleted=0 AND "
+                   "collection!=? AND (collection, entity) > (?, ?)")
+            args: tuple[Any, ...] = (space, SPACE_COLLECTION, *after)
+            if collection is not None:
+                sql += " AND collection=?"
+                args += (collection,)
+            rows = self.db.execute(sql + " ORDER BY collection, entity LIMIT ?", (*args, page)).fetchall()
+            yield from ((str(c), str(e)) for c, e in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1]
 
     def find(self, space: str, collection: str, where: dict[str, bytes]) -> list[str]:
         if not where:

@@ -205,3 +205,40 @@ def _nesting(text: str) -> int:
 
 
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+#: The longest string (in characters) the value index holds, and the most bytes a small
+#: dict or list may take encoded; bytes values, longer strings and larger containers are
+#: left out (``Space.find`` refuses them: :func:`indexable`).
+INDEX_MAX_STR = 256
+
+
+def indexable(value: object) -> bool:
+    """Whether the value index holds ``value``: numbers, booleans, null, strings of at most
+    :data:`INDEX_MAX_STR` characters, and dicts or lists of those that take at most
+    :data:`INDEX_MAX_STR` bytes in canonical CBOR. Never bytes."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, str):
+        return len(value) <= INDEX_MAX_STR
+    if isinstance(value, (dict, list)):
+        return _small_plain(value, [0])
+    return False
+
+
+def _small_plain(value: object, budget: list[int]) -> bool:
+    """No bytes anywhere, and a rough size (characters plus 9 bytes an item) within
+    :data:`INDEX_MAX_STR`: a cheap bound, no encoding."""
+    budget[0] += 9
+    if budget[0] > INDEX_MAX_STR:
+        return False
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    if isinstance(value, str):
+        budget[0] += len(value)
+        return budget[0] <= INDEX_MAX_STR
+    if isinstance(value, dict):
+        return all(_small_plain(k, budget) and _small_plain(v, budget) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_small_plain(v, budget) for v in value)
+    return False

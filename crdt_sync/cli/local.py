@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -80,13 +81,25 @@ def _print_fields(out: Output, fields: dict[str, Any]) -> None:
     out.table(None, ["field", "value"], [(k, v) for k, v in fields.items()])
 
 
+#: Rows per table in ``list`` for people (each table is printed before the next is read).
+LIST_CHUNK = 1000
+
+
 def cmd_list(args: argparse.Namespace, out: Output) -> None:
+    """Streams: one entity is in memory at a time (a JSON array written item by item; for
+    people, a table every :data:`LIST_CHUNK` rows)."""
     with open_replica(args, out) as replica:
-        rows = [{"collection": c, "id": i, "fields": f}
-                for c, i, f in _space(replica, args.space).rows(args.collection)]
-        out.emit(rows, lambda: out.table(
-            f"{args.space}: {len(rows)} entities", ["collection", "id", "fields"],
-            [(r["collection"], r["id"], r["fields"]) for r in rows]))
+        rows = ({"collection": c, "id": i, "fields": f}
+                for c, i, f in _space(replica, args.space).rows(args.collection))
+        if out.json:
+            out.stream_list(rows)
+            return
+        count = 0
+        while chunk := list(itertools.islice(rows, LIST_CHUNK)):
+            out.table(None if count else f"{args.space}", ["collection", "id", "fields"],
+                      [(r["collection"], r["id"], r["fields"]) for r in chunk])
+            count += len(chunk)
+        out.console.print(f"{count} entities")
 
 
 def cmd_delete(args: argparse.Namespace, out: Output) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -66,6 +66,16 @@ class Output:
             human()
         else:
             self.console.print_json(json.dumps(to_json(data), ensure_ascii=False, allow_nan=False))
+
+    def stream_list(self, items: Iterable[Any]) -> None:
+        """``--json``: a JSON array printed item by item (the same text :meth:`emit` prints
+        for the whole list), so that memory stays flat in its length."""
+        write = sys.stdout.write
+        write("[")
+        for n, item in enumerate(items):
+            write((", " if n else "") + json.dumps(to_json(item), ensure_ascii=False, allow_nan=False))
+        write("]\n")
+        sys.stdout.flush()
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         from rich.table import Table
