@@ -25,13 +25,26 @@ epoch key goes into the keyring (:class:`~crdt_sync.secrets.Secrets`, saved by
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from . import forks
 from .envelope import Envelope, decode_trusted
 from .errors import Rejected
 from .identity import Identity, public_key_of
-from .membership import Carrier, Keys, MembershipLog, Record, Verdict, decode_membership, scope_digest
+from .membership import (
+    Carrier,
+    Genesis,
+    Keys,
+    MembershipLog,
+    Record,
+    Verdict,
+    decode_membership,
+    decode_record,
+    is_membership,
+    scope_digest,
+)
 from .membership.verdicts import OK
 from .payload import PayloadVersionError, decode_payload
 from .secrets import Secrets
@@ -41,6 +54,8 @@ from .store import Store
 #: Membership verdicts that skip the envelope (not stored, no quarantine row): a proof on
 #: its way, or what the fork rules decide.
 MEMBERSHIP_SKIPS = frozenset({"unknown-proof", "reused-invite", "forked"})
+#: The store's meta key (+ space id) of a genesis known from an invite token.
+GENESIS_META = "genesis:"
 
 
 class Judged(NamedTuple):
@@ -114,6 +129,9 @@ class Members:
         self._secrets = secrets
         self._logs: dict[str, MembershipLog] = {}
         self._scope_keys: dict[str, bytes] = {}
+        #: invite keys whose seeds this device holds (it joined with their tokens): boxes
+        #: sealed to them are opened too
+        self._invites: dict[str, list[Identity]] = {}
         self._unsaved = False
 
     def log(self, space: str) -> MembershipLog:
@@ -121,6 +139,10 @@ class Members:
         log = self._logs.get(space)
         if log is None:
             log = MembershipLog(space)
+            known = self._store.meta(GENESIS_META + space)  # (a joiner's, from its token)
+            if known is not None:
+                with contextlib.suppress(Rejected):  # (checked before it was stored: a damaged file)
+                    log.add([decode_record(bytes(known))], None)
             for wire in self._store.membership_wires(space):
                 env = decode_trusted(wire)
                 try:
@@ -130,8 +152,37 @@ class Members:
                 log.add(records, Carrier(env.author_key, env.seq, env.hlc))
             for author in self._store.fork_points(space):
                 log.fork(public_key_of(author))
+            self._add_forked(log, space)
             self._logs[space] = log
         return log
+
+    def _add_forked(self, log: MembershipLog, space: str) -> None:
+        """The membership records of forked chains' proofs: they count for nothing (the
+        chain forked), but a reused invite's redemptions show in ``members`` so."""
+        for proof in self._store.fork_proofs(space):
+            try:
+                wires = forks.decode(proof)
+            except Rejected:
+                continue
+            for wire in wires:
+                env = decode_trusted(wire)
+                if env.seq != 1 or not is_membership(env.payload):
+                    continue
+                try:
+                    records = decode_membership(env.payload)
+                except Rejected:
+                    continue
+                log.add(records, Carrier(env.author_key, env.seq, env.hlc))
+
+    def know_genesis(self, space: str, genesis: Genesis, invite: Identity) -> None:
+        """A token's genesis (checked by :func:`~crdt_sync.membership.decode_token`) and
+        invite key: the genesis is kept in the store (inside the caller's transaction), the
+        invite key for this process's life (boxes sealed to it are opened)."""
+        self._store.set_meta(GENESIS_META + space, genesis.wire)
+        self.log(space).add([genesis], None)
+        mine = self._invites.setdefault(space, [])
+        if invite.public_key not in [i.public_key for i in mine]:
+            mine.append(invite)
 
     def forget(self, space: str | None = None) -> None:
         """Drop the cached log of ``space`` (every log: None); rebuilt on the next question."""
@@ -150,7 +201,7 @@ class Members:
         were new (the envelopes held for them can be applied now)."""
         self._store.record_membership(env)
         self.log(env.space).add(list(records), Carrier(env.author_key, env.seq, env.hlc))
-        return self.open_boxes(env.space, records)
+        return self.open_boxes(env.space, records, self._invites.get(env.space, ()))
 
     def keys_of(self, space: str) -> Callable[[bytes], bytes | None]:
         """``epoch_id -> key`` of ``space`` (what :func:`~crdt_sync.space_crypto.decrypt_payload` takes)."""

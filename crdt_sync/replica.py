@@ -73,6 +73,9 @@ IDLE_FOLDS_PER_CALL = 4
 #: Seconds without a seal after which ``maintain()`` counts the replica idle.
 IDLE_FOLD_AFTER = 1.0
 
+#: An invite lives this long unless told otherwise (7 days).
+INVITE_MS = 7 * 24 * 3600 * 1000
+
 Observer = Callable[[list[Change]], None]
 
 __all__ = ["Accepted", "Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
@@ -357,6 +360,46 @@ class Replica:
         except BaseException:
             self._members.forget(space)
             raise
+
+    def invite(self, space: str, rights: str | Rights = "write", collections: list[str] | None = None,
+               expires_ms: int = INVITE_MS, history: bool = True, grant_expires_ms: int = 0) -> str:
+        """A single-use invite token to ``space``: whoever redeems it with :meth:`join`
+        (before ``expires_ms`` from now, at most 30 days) becomes a member with ``rights``,
+        scoped to ``collections``, for ``grant_expires_ms`` from now (0: no end), and reads
+        the whole history (``history``) or only the current epoch on. The invite is published
+        in this device's chain; the token is a secret (docs/DESIGN.md, "Single-use invites").
+
+        Raises:
+            Rejected: this device may not invite so (``not-admin``, ``beyond-delegation``).
+        """
+        self._check_open()
+        space = self._book.resolve(space)
+        self.seal()
+        try:
+            with self._store.write():
+                return self._book.invite(space, rights, collections, expires_ms, history, grant_expires_ms)
+        except BaseException:
+            self._members.forget(space)
+            raise
+
+    def join(self, token: str) -> Space:
+        """Redeem an invite token (from :meth:`invite`) on this device: it keeps the space,
+        holds its keys and is a member from now on; the space's data arrives with the next
+        sync (a bundle, a session, the relay), which carries the redemption to the others.
+
+        Raises:
+            Rejected: ``bad-token`` (malformed, with what is wrong), ``expired-token``, or
+                the redemption does not count (``expired``, ``not-admin``, ...).
+        """
+        self._check_open()
+        self.seal()
+        try:
+            with self._store.write():
+                space = self._book.join(token)
+        except BaseException:
+            self._members.forget()
+            raise
+        return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
 
     def members(self, space: str) -> list[Member]:
         """The devices with a valid grant in ``space``, their rights, expiry, and who

@@ -26,12 +26,16 @@ from .hlc import HybridClock
 from .identity import Identity, public_key_of
 from .members import Members, judge_membership
 from .membership import (
+    MAX_INVITE_MS,
     Record,
     Rights,
+    decode_token,
     encode_membership,
+    encode_token,
     is_space_id,
     make_genesis,
     make_grant,
+    make_invite,
     make_keys,
     make_revoke,
     scope_digest,
@@ -217,6 +221,90 @@ class SpaceBook:
         keyring.add(space, n, epoch_id, epoch_key, secret)
         self._secrets.save()  # before the envelope that names the epoch is committed
         return self.publish(space, [revoke, keys], hlc)
+
+    def invite(self, space: str, rights: str | Rights | int, collections: Sequence[str] | None,
+               expires_ms: int, history: bool, grant_expires_ms: int) -> str:
+        """A single-use invite to ``space``: a one-time key, the invite record published in
+        this device's chain, and the token a joiner redeems it with (docs/DESIGN.md,
+        "Single-use invites"): the genesis, the invite and its key's seed, the epoch keys the
+        joiner may read (every epoch held; the current one only without ``history``), the
+        space secret and the sealed label.
+
+        Raises:
+            Rejected: this device may not invite so (``not-admin``, ``beyond-delegation``,
+                ``bad-record`` for an expiry past 30 days); nothing was published.
+        """
+        me = self._identity
+        level = parse_rights(rights)
+        if not 0 < expires_ms <= MAX_INVITE_MS:
+            raise ValueError(f"an invite expires after 1 ms to 30 days, not {expires_ms} ms")
+        if grant_expires_ms < 0:
+            raise ValueError("grant_expires_ms is 0 (never) or a duration in ms")
+        keyring = self._secrets.keyring()
+        secret = keyring.secret(space)
+        held = keyring.epochs(space)
+        genesis = self._members.log(space).genesis()
+        if secret is None or not held or genesis is None:
+            raise NotFound(f"this device holds no key (or no genesis) of space {space}")
+        hlc = self._clock.now()
+        wall = hlc >> 16
+        proof = self._members.log(space).authority(me.public_key, wall)
+        if proof is None:
+            raise Rejected("not-admin", f"{me.id} holds no grant in {space}")
+        seed = new_key()
+        one_time = Identity(seed)
+        key_s = scope_key(secret)
+        scope = [scope_digest(key_s, c) for c in collections or ()]
+        grant_end = 0 if not grant_expires_ms else wall + grant_expires_ms
+        record = make_invite(me, space, one_time.public_key, level, scope, wall + expires_ms, grant_end,
+                             history, hlc, proof)
+        epochs = held if history else held[-1:]
+        keys = []
+        for n, epoch_id in epochs:
+            epoch_key = keyring.key(space, epoch_id)
+            assert epoch_key is not None
+            keys.append((n, epoch_id, epoch_key))
+        label = self.label(space, self.name(space) or space)
+        token = encode_token(genesis, record, seed, keys, secret, label)
+        self.publish(space, [record], hlc)
+        return token
+
+    def join(self, token: str) -> str:
+        """Redeem an invite token: keep the genesis, the keys and the invite key it carries,
+        and store the invite key's seq-1 envelope ``[invite, redeem]`` naming this device
+        (once: joining again with the same token on this device changes nothing). Returns
+        the space id.
+
+        Raises:
+            Rejected: ``bad-token``, ``expired-token``, or the redemption would not count
+                here (``expired``, ``not-admin``, ...); nothing was stored.
+        """
+        me = self._identity
+        parsed = decode_token(token, self._clock.wall())
+        space = parsed.space
+        one_time = parsed.invite_identity()
+        self._members.know_genesis(space, parsed.genesis, one_time)
+        head = self._store.chain_head(space, one_time.id)
+        env, records = None, []
+        if head[0] == 0:
+            self._clock.observe(parsed.invite.hlc)  # (the admin's clock may be ahead of this one)
+            hlc = self._clock.now()
+            records = parsed.redemption(me.public_key, hlc)
+            env = seal_envelope(one_time, space, 1, head[1], hlc, encode_membership(records))
+            judged = judge_membership(self._members.log(space), env)
+            if not judged.store or judged.notice is not None:
+                reason = judged.notice or Rejected("unknown-proof", "not valid here")
+                raise Rejected(reason.reason, f"this invite cannot be redeemed: {reason.detail}")
+        keyring = self._secrets.keyring()
+        for n, epoch_id, epoch_key in parsed.keys:
+            keyring.add(space, n, epoch_id, epoch_key, parsed.secret)
+        self._secrets.save()  # before the envelope that needs them is committed
+        if env is not None:
+            self._store.insert_envelope(env)
+            self._members.stored(env, records)
+        self._store.join(space)
+        self.learn_name(space, parsed.label)
+        return space
 
     def publish(self, space: str, records: Sequence[Record], hlc: int) -> Envelope:
         """Seal ``records`` as the next envelope of this device's chain in ``space``, after
