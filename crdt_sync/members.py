@@ -32,7 +32,7 @@ from typing import NamedTuple
 from . import forks
 from .envelope import Envelope, decode_trusted
 from .errors import Rejected
-from .identity import Identity, public_key_of
+from .identity import Identity, device_id, public_key_of
 from .membership import (
     Carrier,
     Genesis,
@@ -190,6 +190,18 @@ class Members:
             self._logs.clear()
         else:
             self._logs.pop(space, None)
+
+    def overrun_cuts(self, space: str) -> dict[str, int]:
+        """The revoked authors of ``space`` (device id -> cut) whose chain this device holds
+        beyond their cut: what it applied before the revocation arrived ("The removal race").
+        This device's own chain is never in it (it keeps its seqs; others refuse them)."""
+        cuts = self.log(space).cuts()
+        if not cuts:
+            return {}
+        vv = self._store.version_vector(space)
+        me = self._identity.public_key
+        return {author: cut for key, cut in cuts.items()
+                if key != me and vv.get(author := device_id(key), 0) > cut}
 
     def judge(self, env: Envelope) -> Judged:
         """:func:`judge_membership` of ``env`` against its space's log."""

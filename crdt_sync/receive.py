@@ -32,6 +32,12 @@ from .sealing import Sealer
 from .space_crypto import payload_kind
 from .store import EntityKey, Store
 
+#: Refusals that a membership record arriving later can undo (the author's grant was on its
+#: way): :meth:`Receiver._reconsider` judges their envelopes again. ``revoked`` is final.
+RECONSIDERED = frozenset({"not-a-member", "read-only", "expired", "out-of-scope"})
+#: The reason of a chain cut by a revocation.
+REVOKED = "revoked"
+
 
 class _Refused(Rejected):
     """A refusal of an envelope whose signature verified: its author is known."""
@@ -39,6 +45,12 @@ class _Refused(Rejected):
     def __init__(self, env: Envelope, rejected: Rejected) -> None:
         super().__init__(rejected.reason, rejected.detail)
         self.env = env
+
+
+class _Unauthorized(Rejected):
+    """A data envelope whose author had no right to write it there (raised before anything of
+    it is stored): every way of receiving sets the author aside and carries on, so that one
+    stranger's or revoked member's envelopes never refuse a bundle or a batch."""
 
 
 class _Unreadable(Rejected):
@@ -88,6 +100,7 @@ class Receiver:
         """
         touched: set[EntityKey] = set()
         self._forks.begin()
+        self._forked = []
         try:
             with self._store.write():
                 applied, dups, gaps, skipped = self._receive_locked(
@@ -199,8 +212,19 @@ class Receiver:
                 outcome = self._apply(env, space, touched, tolerate_gaps, times, rebuild, source)
             except _Refused:
                 raise
+            except _Unauthorized as refused:  # nothing of it was stored: set aside, carry on
+                record = self.quarantine.quarantine(QuarantineRecord.of(env, refused))
+                skips.setdefault(env.space, {})[env.author] = SetAside(record.from_seq, record.reason,
+                                                                       record.detail)
+                self._forked.append(record)
+                self._store.record_rejection(source, refused)
+                skipped += 1
+                continue
             except Rejected as rejected:
                 raise _Refused(env, rejected) from None
+            if outcome is Outcome.NEW and payload_kind(env.payload) == MEMBERSHIP_PAYLOAD:
+                self._cut_revoked(env.space, rebuild, skips)
+                self._reconsider(env.space, touched, times, rebuild, source, skips)
             dups += outcome is Outcome.DUPLICATE
             gaps += outcome is Outcome.GAP
             applied += outcome is Outcome.NEW
@@ -266,16 +290,61 @@ class Receiver:
         allowed = self._members.authorize(env.space, env.author_key, env.seq, env.hlc,
                                           (coll for coll, *_ in entities))
         if not allowed.ok:
-            # not-a-member, read-only, expired, out-of-scope: a grant on its way may make it
-            # valid, so it is skipped like a gap (no quarantine row); revoked: its chain is
-            # cut here (the set-aside of what a later revocation cuts is not built yet)
-            return Outcome.GAP
+            # Refused with the reason: the author is quarantined from this seq (a session is
+            # told so and does not wait for it). not-a-member, read-only, expired and
+            # out-of-scope are looked at again when a membership record arrives (a grant on
+            # its way may make it valid: _reconsider); revoked cuts the chain for good.
+            raise _Unauthorized(allowed.reason, allowed.detail)
         clocks.check_items(env, (h for *_, items in entities for h, _ in items))
         self._store.insert_envelope(env)
         self._apply_entities(env, entities, touched)
         times.append(env.hlc)  # (every item's clock is at most the envelope's)
         self._store.join(env.space)
         return Outcome.NEW
+
+    def _cut_revoked(self, space: str, rebuild: set[EntityKey],
+                     skips: dict[str, dict[str, SetAside]]) -> None:
+        """A membership record was stored in ``space``: a revoked author whose chain this
+        device holds beyond the cut has those envelopes set aside (removed, their entities
+        rebuilt without them, the author quarantined as ``revoked`` from ``cut + 1``), as
+        docs/DESIGN.md, "The removal race", says: every device then holds the same updates."""
+        for author, cut in self._members.overrun_cuts(space).items():
+            wire = self._store.envelope_wire(space, author, cut + 1)
+            first = None if wire is None else decode_trusted(wire)
+            rebuild |= self._forks.set_aside(
+                space, author, cut + 1, REVOKED, f"{author} was revoked after seq {cut}: its "
+                f"envelopes from seq {cut + 1} on are dropped", b"" if first is None else first.hash,
+                b"" if first is None else first.wire)
+            record = self.quarantine.is_quarantined(space, author)
+            if record is not None:
+                self._forked.append(record)
+                skips.setdefault(space, {})[author] = SetAside(record.from_seq, record.reason, record.detail)
+
+    def _reconsider(self, space: str, touched: set[EntityKey], times: list[int], rebuild: set[EntityKey],
+                    source: str, skips: dict[str, dict[str, SetAside]]) -> None:
+        """A membership record was stored in ``space``: the data envelopes refused there for
+        want of rights (:data:`RECONSIDERED`) are judged again. One now allowed is applied
+        and its author's quarantine lifted (its later seqs then come as the sender resends
+        them); one still refused is quarantined again, as it was."""
+        for record in self.quarantine.list(space):
+            if record.reason not in RECONSIDERED or payload_kind(open_envelope(record.wire).payload) \
+                    == MEMBERSHIP_PAYLOAD:
+                continue
+            self.quarantine.lift(space, record.author)
+            skips.get(space, {}).pop(record.author, None)
+            env = open_envelope(record.wire)
+            mine: set[EntityKey] = set()
+            try:
+                with self._store.savepoint():
+                    self._apply(env, space, mine, True, times, rebuild, source)
+            except Rejected as rejected:
+                for key in mine:
+                    self._cache.drop(key)
+                again = self.quarantine.quarantine(QuarantineRecord.of(env, rejected, since=record.since))
+                skips.setdefault(space, {})[record.author] = SetAside(again.from_seq, again.reason,
+                                                                      again.detail)
+                continue
+            touched |= mine
 
     def _release_held(self, space: str, touched: set[EntityKey], times: list[int]) -> None:
         """Keys arrived for ``space``: apply the stored envelopes that waited for them. One

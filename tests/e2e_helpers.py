@@ -351,10 +351,7 @@ async def invite(alice: Device, other: Device, sid: str, url: str, rights: str =
 THROUGH = [pytest.param("enforcing", marks=needs("encrypted")), "careless"]
 #: The same for a forged data envelope: devices refuse those once they authorize data.
 DATA_THROUGH = [pytest.param("enforcing", marks=needs("encrypted")),
-                pytest.param("careless", marks=[needs("authorizes"), pytest.mark.skip(
-                    reason="known bug (reported to the lead): a device that refuses a non-member's or "
-                           "an expired data envelope skips it like a gap, a relay that does not "
-                           "enforce offers it again, and `crdt-sync sync` never ends (times out)")])]
+                pytest.param("careless", marks=needs("authorizes"))]
 
 
 @asynccontextmanager

@@ -212,6 +212,7 @@ async def test_a_revoked_device_is_refused_and_cannot_read_what_follows(tmp_path
         # ... and what the relay holds of it, stolen, is not readable with bob's keys.
         later = [e for e in stored(data, sid) if payload_kind(e.payload) == 3 and e.hash not in held]
         assert later, "alice's write after the revocation is not on the relay"
+        await carol.sync(process.url)  # the new epoch's key, sealed to carol in the revocation
         for env in later:
             with pytest.raises(Rejected) as refused:
                 decrypt_payload(bob.keyring().keys_of(sid), sid, env.author_key, env.seq, env.payload)

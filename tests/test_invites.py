@@ -5,13 +5,17 @@ replicas on real data directories throughout."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from crdt_sync import Rejected
+from crdt_sync.bundle import decode_bundle
+from crdt_sync.envelope import open_envelope
 from crdt_sync.membership import Rights, decode_token
 from crdt_sync.transports.memory import MemoryNetwork
 from tests.conftest import ReplicaFactory
+from tests.e2e_helpers import forge_data, made_body
 from tests.helpers import exchange
 from tests.sync_helpers import FAST, sync_over
 
@@ -161,3 +165,56 @@ def test_a_joined_replica_reopens_as_a_member(open_replica: ReplicaFactory) -> N
     assert alice.space(site.id).get("eq", "valve") == {"by": "bob"}
 
 
+
+
+def test_a_write_that_arrives_before_its_grant_is_set_aside_then_applied(
+        open_replica: ReplicaFactory) -> None:
+    """A member's data envelope that reaches a device before the record admitting its author
+    is refused as not-a-member (the author quarantined, a session told so), and applied when
+    the record arrives: the refusal is looked at again, and the quarantine lifted."""
+    alice, bob, carol = open_replica("alice"), open_replica("bob"), open_replica("carol")
+    site = alice.create_space("site-42")
+    carol.join(alice.invite(site.id))
+    exchange(carol, alice, site.id)
+    bob.join(alice.invite(site.id))
+    exchange(alice, bob, site.id)
+    bob.space(site.id).put("eq", "valve", {"by": "bob"})
+    exchange(alice, carol, site.id)
+    envelopes = [open_envelope(w) for w in decode_bundle(bob.export_bundle(site.id)).envelopes]
+    held = carol.version_vector(site.id)
+    new = [e for e in envelopes if e.seq > held.get(e.author, 0)]
+    data = [e.wire for e in new if e.author == bob.device_id]
+    rest = [e.wire for e in new if e.author != bob.device_id]
+    assert data and rest
+    first = carol.accept(data, "test", site.id)
+    assert [(q.author, q.reason) for q in first.quarantined] == [(bob.device_id, "not-a-member")]
+    assert not carol.space(site.id).exists("eq", "valve")
+    carol.accept(rest, "test", site.id)  # the invite, the redemption: bob is a member
+    assert carol.space(site.id).get("eq", "valve") == {"by": "bob"}
+    assert carol.quarantined(site.id) == []
+
+
+def test_a_bundle_with_a_strangers_envelopes_imports_the_rest(open_replica: ReplicaFactory,
+                                                               tmp_path: Path) -> None:
+    """One author with no rights never refuses a bundle: its envelopes are set aside with the
+    reason, the others are applied."""
+    alice, bob, mallory = open_replica("alice"), open_replica("bob"), open_replica("mallory")
+    site = alice.create_space("site-42")
+    bob.join(alice.invite(site.id))
+    mallory.join(alice.invite(site.id, rights="read"))
+    exchange(alice, mallory, site.id)
+    exchange(mallory, alice, site.id)  # the redemption: alice knows mallory reads
+    exchange(alice, bob, site.id)
+    mallory.accept(decode_bundle(bob.export_bundle(site.id)).envelopes, "test", site.id)
+    body = made_body(tmp_path / "scratch", "eq", "pump", {"by": "mallory"})
+    head = mallory.version_vector(site.id).get(mallory.device_id, 0)
+    assert head == 0  # a reader that never wrote
+    forged = forge_data(mallory.identity, site.id, body, mallory.secrets.keyring(), (0, b"")).wire
+    bob.space(site.id).put("eq", "valve", {"by": "bob"})
+    carried = [*decode_bundle(bob.export_bundle(site.id)).envelopes, forged]
+    result = alice.receive(carried, "bundle", site.id)
+    assert result.applied >= 1
+    assert alice.space(site.id).get("eq", "valve") == {"by": "bob"}
+    assert not alice.space(site.id).exists("eq", "pump")
+    [record] = alice.quarantined(site.id)
+    assert (record.author, record.reason) == (mallory.device_id, "read-only")

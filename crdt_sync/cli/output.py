@@ -49,6 +49,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, value
 
 
+_NONE = object()  # (stream_list: an empty iterable)
+
+
 class Output:
     """Prints results as JSON (``--json``) or for people (rich)."""
 
@@ -71,9 +74,13 @@ class Output:
         """``--json``: a JSON array printed item by item (the same text :meth:`emit` prints
         for the whole list), so that memory stays flat in its length."""
         write = sys.stdout.write
+        rest = iter(items)
+        first = next(rest, _NONE)  # before "[": a refused argument is an error, not half an array
         write("[")
-        for n, item in enumerate(items):
-            write((", " if n else "") + json.dumps(to_json(item), ensure_ascii=False, allow_nan=False))
+        if first is not _NONE:
+            write(json.dumps(to_json(first), ensure_ascii=False, allow_nan=False))
+            for item in rest:
+                write(", " + json.dumps(to_json(item), ensure_ascii=False, allow_nan=False))
         write("]\n")
         sys.stdout.flush()
 
