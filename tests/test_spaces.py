@@ -332,8 +332,10 @@ def test_a_read_only_member_may_not_write_and_its_writes_are_refused(open_replic
     assert refused.value.reason == "read-only"
     assert reader.unsealed() == 0  # nothing was journaled
     got = admin.accept([_forged(reader.identity, reader, space, 1, b"", "eq")], "peer x", space)
-    assert (got.applied, got.gaps) == (0, 1)  # skipped: a grant on its way could make it valid
-    assert admin.quarantined(space) == [] and not admin.space(space).exists("eq", "forged")
+    assert (got.applied, got.skipped) == (0, 1)  # set aside; a grant on its way would lift it
+    [record] = admin.quarantined(space)
+    assert (record.author, record.reason) == (reader.device_id, "read-only")
+    assert not admin.space(space).exists("eq", "forged")
 
 
 def test_a_write_outside_the_granted_collections_is_refused(open_replica: ReplicaFactory) -> None:
@@ -349,7 +351,8 @@ def test_a_write_outside_the_granted_collections_is_refused(open_replica: Replic
     prev = tech.sync_host.envelope_hash(space, tech.device_id, seq)
     assert prev is not None
     got = admin.accept([_forged(tech.identity, tech, space, seq + 1, prev, "equipment")], "peer x", space)
-    assert (got.applied, got.gaps) == (0, 1)
+    assert (got.applied, got.skipped) == (0, 1)
+    assert [(q.author, q.reason) for q in got.quarantined] == [(tech.device_id, "out-of-scope")]
     assert not admin.space(space).exists("equipment", "forged")
 
 
@@ -358,7 +361,8 @@ def test_a_stranger_holding_a_leaked_key_is_not_a_member(open_replica: ReplicaFa
     space = share(admin, device, rights="write")
     stranger = Identity.generate()
     got = device.accept([_forged(stranger, device, space, 1, b"", "eq")], "peer x", space)
-    assert (got.applied, got.gaps) == (0, 1)
+    assert (got.applied, got.skipped) == (0, 1)
+    assert [(q.author, q.reason) for q in got.quarantined] == [(stranger.id, "not-a-member")]
     assert stranger.id not in device.version_vector(space)
 
 
