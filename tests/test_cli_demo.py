@@ -31,6 +31,9 @@ def test_the_demo_shares_converges_and_revokes(tmp_path: Path) -> None:
     assert entities[("inspections", "I-2")]["result"] == "pass"
     assert ("equipment", "valve-3") not in entities and ("equipment", "valve-9") not in entities
     assert "refused on her own device (out-of-scope)" in "\n".join(summary["steps"])
+    steps = "\n".join(summary["steps"])  # the direct meetings: real daemons, LAN and BLE
+    assert "bob+carol: they meet over the LAN and converge" in steps, steps
+    assert "carol+alice: they meet over BLE and converge" in steps, steps
     if INVITES:  # the team joins by token over the relay
         assert "joins site-42 with its token" in "\n".join(summary["steps"])
     # the contractor is revoked: her later edit reaches no one, she cannot read what follows

@@ -1,12 +1,14 @@
 """``crdt-sync demo``: a relay on SQLite and four field devices. Alice creates the space and
 invites bob, carol and a contractor who may write only inspections; they join with their
-tokens over the relay, edit offline, meet, and converge: through the relay, over a direct
-link, and by a bundle on a USB stick. Then the contractor is revoked: her later edit reaches
-no one, and what is written after it she cannot read.
+tokens over the relay, edit offline, meet, and converge: through the relay, over the LAN in
+a truck, over Bluetooth LE in a plant room, and by a bundle on a USB stick. Then the
+contractor is revoked: her later edit reaches no one, and what is written after it she
+cannot read.
 
 Each device is a real replica in its own data directory, the relay a real server on a
-loopback port, the direct meeting a real sync session over the in-memory transport (LAN and
-BLE carry the same session). The clocks are simulated (a shared "field time" that advances
+loopback port, the direct meetings real daemons (``crdt-sync peer``'s) over the LAN transport
+on loopback and over a virtual BLE radio (bumble controllers on loopback TCP): no multicast,
+no hardware. The clocks are simulated (a shared "field time" that advances
 with the story) so the printed times read like a day's work.
 """
 
@@ -68,8 +70,6 @@ def run_demo(root: Path | None, console: Console, as_json: bool = False) -> dict
 async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str, Any]:
     from crdt_sync.relay.config import RelayConfig
     from crdt_sync.relay.server import RelayServer
-    from crdt_sync.transports.driver import run_session
-    from crdt_sync.transports.memory import MemoryNetwork
     from crdt_sync.transports.relay import sync_session
 
     holder = None
@@ -109,11 +109,19 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         step(_now(clock), who, f"{what}: {_moved(outcome)}")
         return outcome
 
-    async def meet(one: str, other: str) -> None:
-        link_a, link_b = MemoryNetwork(seed=42).pair()
-        first, _ = await asyncio.gather(run_session(devices[one], link_a, timeout=30),
-                                        run_session(devices[other], link_b, timeout=30))
-        step(_now(clock), f"{one}+{other}", f"meet and sync directly: {_moved(first)}")
+    async def meet(one: str, other: str, how: str) -> None:
+        """A direct meeting: real daemons over the LAN transport on loopback, or over a
+        virtual BLE radio (bumble controllers on loopback TCP)."""
+        from .demo_ble import ble_meeting
+        from .demo_lan import lan_meeting
+
+        said: list[str] = []
+        pair = [devices[one], devices[other]]
+        met = await (lan_meeting if how == "lan" else ble_meeting)(pair, sid, said.append, names=[one, other])
+        for line in said:
+            step(_now(clock), f"{one}+{other}", line)
+        if not met.converged:
+            raise SystemExit(1)
 
     async def revocation() -> None:
         """Alice revokes the contractor, whose later edit then reaches no one."""
@@ -222,9 +230,11 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
 
         say("\n[bold underline]They meet again[/]")
         clock.at("11:00")
-        await meet("bob", "carol")  # in the truck: a direct link (LAN or BLE in the field)
+        await meet("bob", "carol", "lan")  # in the truck: one Wi-Fi, no internet
         clock.at("11:30")
-        carry("carol", "alice")  # at the air-gapped plant room: a USB stick
+        await meet("carol", "alice", "ble")  # in the plant room: no network at all
+        clock.at("11:45")
+        carry("alice", CONTRACTOR)  # the site office's air-gapped PC: a USB stick
         clock.at("12:00")
         say("\n[bold underline]Back in coverage[/]")
         for who in ["alice", "bob", "carol", CONTRACTOR, "alice", "bob", "carol"]:

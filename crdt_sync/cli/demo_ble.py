@@ -19,32 +19,12 @@ import contextlib
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..replica import Replica
-
-#: The longest a meeting may take before it is given up (the demo then says so).
-MEETING_LIMIT = 60.0
-
-
-@dataclass
-class Meeting:
-    """What a BLE meeting did."""
-
-    radio: list[str]
-    devices: list[str]
-    envelopes_before: list[int]
-    envelopes_after: list[int]
-    sessions: int
-    converged: bool
-    seconds: float
-
-
-def _held(replica: Replica, space: str) -> int:
-    return sum(replica.version_vector(space).values())
+from .demo_meet import MEETING_LIMIT, Meeting, meet
 
 
 async def ble_meeting(devices: Sequence[Replica], space: str, say: Callable[[str], None] = print,
@@ -57,47 +37,21 @@ async def ble_meeting(devices: Sequence[Replica], space: str, say: Callable[[str
     if not 2 <= len(devices) <= 4:
         raise ValueError("a BLE meeting is of 2 to 4 devices")
     labels = list(names) if names is not None else [d.device_id[:12] for d in devices]
-    before = [_held(d, space) for d in devices]
-    changed = asyncio.Event()
-    stops = [d.observe(lambda _c: changed.set()) for d in devices]
-    started = time.monotonic()
-    converged = False
-    sessions = 0
     # More than two dual-role devices trip a bumble virtual-controller limit (DESIGN, "Known
     # limits (BLE)"): with three or four, the first device is the central, the others serve.
     roles = ["both"] * 2 if len(devices) == 2 else ["central"] + ["peripheral"] * (len(devices) - 1)
-    specs: list[str] = []
-    try:
-        async with VirtualRadio(len(devices)) as radio, contextlib.AsyncExitStack() as stack:
-            specs = list(radio.specs)
-            say(f"no network in the plant room: {', '.join(labels)} turn on Bluetooth LE "
-                f"(virtual radio, {len(devices)} controllers on loopback)")
-            async with asyncio.timeout(limit):
-                peers = [await stack.enter_async_context(
-                    Peer(d, ble=spec, ble_role=role, spaces=[space], status_file=False))
-                    for d, spec, role in zip(devices, specs, roles, strict=True)]
-                while not _same(devices, space):
-                    changed.clear()
-                    await changed.wait()
-                converged = True
-            sessions = sum(peer.sessions for peer in peers)
-    except TimeoutError:
-        say(f"the BLE meeting did not converge within {limit:g} s")
-    finally:
-        for stop in stops:
-            stop()
-    after = [_held(d, space) for d in devices]
-    seconds = round(time.monotonic() - started, 2)
-    meeting = Meeting(specs, labels, before, after, sessions, converged, seconds)
-    if converged:
-        moved = ", ".join(f"{n} {b} -> {a}" for n, b, a in zip(labels, before, after, strict=True))
-        say(f"they meet over BLE and converge in {seconds:.1f} s: envelopes held {moved}")
-    return meeting
 
+    async def open_peers(stack: contextlib.AsyncExitStack) -> tuple[list[Peer], list[str]]:
+        radio = await stack.enter_async_context(VirtualRadio(len(devices)))
+        specs = list(radio.specs)
+        say(f"no network in the plant room: {', '.join(labels)} turn on Bluetooth LE "
+            f"(virtual radio, {len(devices)} controllers on loopback)")
+        peers = [await stack.enter_async_context(
+            Peer(d, ble=spec, ble_role=role, spaces=[space], status_file=False))
+            for d, spec, role in zip(devices, specs, roles, strict=True)]
+        return peers, specs
 
-def _same(devices: Sequence[Replica], space: str) -> bool:
-    first = devices[0].version_vector(space)
-    return all(d.version_vector(space) == first for d in devices[1:])
+    return await meet(devices, space, open_peers, labels, say, "BLE", limit)
 
 
 def _play(root: Path, say: Callable[[str], None]) -> Meeting:
