@@ -2,10 +2,11 @@
 
 ``payload = CBOR [2, [[collection, entity_id, items], ...]]``: the payload format version
 (:data:`PAYLOAD_VERSION`), then the entities. ``items`` is a byte string of concatenated
-``u64 hlc | u32 length | yjs update`` (little endian), one per local transaction that
-touched the entity. Items are packed by hand rather than as CBOR arrays: they are built
-once per edit on the write path, and the same bytes are stored as the entity's part, so
-sealing never re-encodes them.
+``u64 hlc | u32 length | yjs update`` (little endian): this build's writers put one item per
+entity per envelope (the merged updates of the transactions sealed together:
+:func:`crdt_sync.sealing.merged_items`); readers take any number. Items are packed by hand
+rather than as CBOR arrays: they are built once per edit on the write path, and the same bytes
+(merged) are stored as the entity's part.
 
 Format 1 (before the version was written) is the bare array of entities; it is still read,
 never written. A payload of a format this build does not know is refused with

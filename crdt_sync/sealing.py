@@ -100,6 +100,7 @@ class Sealer:
                   hlc: int, client: int | None) -> tuple[int, bytes]:
         """Seal ``chunk`` (whose latest time is ``hlc``) as the next envelope of ``chain``."""
         seq = chain[0] + 1
+        chunk = [(coll, ent, merged_items(blob)) for coll, ent, blob in chunk]
         key, epoch_id = self.epoch(space)
         payload = encrypt_payload(key, epoch_id, space, self.identity.public_key, seq, encode_payload(chunk))
         env = seal_envelope(self.identity, space, seq, chain[1], hlc, payload)
@@ -207,6 +208,20 @@ class Sealer:
             self._store.save_snapshot(key, _snapshot(updates), upto)
         self._grown.pop(key, None)
         return True
+
+
+def merged_items(blob: bytes) -> bytes:
+    """One entity's packed items of one envelope as a single item: the updates merged into
+    one (``merge_updates`` in groups: they are one device's consecutive updates of this
+    entity, which a scratch Doc could not hold without the state they build on), stamped
+    with the latest item's time. An envelope thus carries one update per entity, whatever
+    the number of transactions that made it; a merge that would not be smaller keeps the
+    items as they are (docs/DESIGN.md, "One update per entity per envelope")."""
+    items = unpack_items(blob)
+    if len(items) < 2:
+        return blob
+    merged = pack_item(max(hlc for hlc, _ in items), _merge([update for _, update in items]))
+    return merged if len(merged) < len(blob) else blob
 
 
 def _snapshot(updates: list[bytes]) -> bytes:

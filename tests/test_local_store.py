@@ -243,3 +243,39 @@ def test_list_json_memory_is_flat_in_the_size_of_the_space(tmp_path: Path) -> No
     assert (n_small, n_big) == (2000, 20000)
     # 10x the entities: before streaming the peak grew by ~25 MiB (45 -> 70 MiB)
     assert big - small < 6 * 1024, (small, big)
+
+
+# -- one update per entity per envelope -------------------------------------------------------
+def test_a_burst_of_transactions_travels_as_one_merged_update_per_entity(tmp_path: Path) -> None:
+    """200 keystrokes and a register write on one entity, sealed together: the envelope holds
+    one item for it (smaller than the 201 updates), the receiver ends with the same text and
+    fields, and history has one entry for the seal."""
+    from crdt_sync.envelope import open_envelope
+    from crdt_sync.space_crypto import decrypt_payload
+
+    with Replica(tmp_path / "a", seal_interval=3600, seal_max_wait=3600) as a, Replica(tmp_path / "b") as b:
+        space = share(a, b)
+        site = a.space(space)
+        site.put("notes", "n-0", {"status": "first"})  # (the first edit after a pause is sealed at once)
+        before = a.version_vector(space)[a.device_id]
+        for i in range(200):
+            with site.transaction() as tx:
+                tx.entity("notes", "n-1").text("body").append("xy"[i % 2])
+        site.put("notes", "n-1", {"status": "draft"})
+        a.seal()
+        assert a.version_vector(space)[a.device_id] == before + 1  # one envelope
+        wire = a.sync_host.envelope_wire(space, a.device_id, before + 1)
+        assert wire is not None
+        env = open_envelope(wire)
+        from crdt_sync.payload import decode_payload
+
+        keys = a.secrets.keyring().keys_of(space)
+        body = decrypt_payload(keys, space, env.author_key, env.seq, env.payload)
+        [(coll, ent, blob, items)] = decode_payload(body)
+        assert (coll, ent, len(items)) == ("notes", "n-1", 1)
+        assert len(blob) < 4_000  # 201 updates of 20 bytes or more each (header included), merged
+        exchange(a, b, space)
+        want = a.space(space).get("notes", "n-1")
+        assert want is not None and want["body"] == "xy" * 100 and want["status"] == "draft"
+        assert b.space(space).get("notes", "n-1") == want
+        assert len(b.space(space).history("notes", "n-1")) == 1
