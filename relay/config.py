@@ -49,10 +49,9 @@ class RelayConfig:
     #: are held back (not stored, the device is told: CLOCK_SKEW) until the relay catches up
     max_clock_skew: float = DEFAULT_MAX_SKEW_MS / 1000
     #: enforce space membership (docs/RELAY.md, "Membership"): store only what members may
-    #: write, serve a space only to its readers, refuse plaintext. Off by default until
-    #: devices seal encrypted, member-signed spaces (the rest of issue 12): devices of this
-    #: version push plaintext payloads, which an enforcing relay refuses
-    membership: bool = False
+    #: write, serve a space only to its readers, refuse plaintext. On by default (devices seal
+    #: encrypted, member-signed spaces); an operator may turn it off
+    membership: bool = True
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:

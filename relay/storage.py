@@ -87,7 +87,7 @@ class RelayStore(RelayForks, RelayMembership):
 
     def __init__(self, directory: Path, commit_delay: float = 0.0, tail_entries: int = 4096,
                  tail_bytes: int = 16 * 1024 * 1024, cached_spaces: int = 10_000,
-                 backend: OpenBackend = SqliteRelayBackend, enforce_membership: bool = False) -> None:
+                 backend: OpenBackend = SqliteRelayBackend, enforce_membership: bool = True) -> None:
         self.enforce_membership = enforce_membership
         self.directory = directory / RELAY_DB
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ def replica(open_replica: ReplicaFactory) -> Replica:
 
 @pytest.fixture(scope="session")
 def big_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A closed data directory holding ``BIG_COUNT`` envelopes of one device, made once per run;
-    a test copies it (``shutil.copytree``), never opens it in place."""
+    """Two closed data directories, ``a`` holding ``BIG_COUNT`` envelopes of its own in a space
+    it shares with ``b`` (``make_big_template``), made once per run; a test copies them
+    (``copy_big_template``), never opens them in place."""
     return make_big_template(tmp_path_factory.mktemp("big") / "template")

@@ -41,8 +41,8 @@ from tests.relay_helpers import PROC_WAIT, RelayProcess
 
 #: The ``crdt-sync`` entry point of the virtualenv running the tests.
 CLI = str(Path(sys.executable).with_name("crdt-sync"))
-#: The relay setting that turns membership enforcement on (docs/RELAY.md, "Settings").
-ENFORCING = {"CRDT_SYNC_RELAY_MEMBERSHIP": "true"}
+#: The relay setting that turns membership enforcement off (docs/RELAY.md, "Settings"; it is
+#: on by default): only the careless relay of these tests has it.
 OPEN = {"CRDT_SYNC_RELAY_MEMBERSHIP": "false"}
 
 
@@ -173,10 +173,10 @@ class Device:
 # -- relays ----------------------------------------------------------------------------------
 @asynccontextmanager
 async def relay(data: Path, *args: str, enforce: bool = True) -> AsyncIterator[RelayProcess]:
-    """A ``crdt-sync relay`` process on loopback with JSON logs, membership enforced (or,
-    with ``enforce=False``, a relay that stores and serves every chain-valid envelope: an
-    old or careless relay, through which only the devices' own checks stand)."""
-    process = await RelayProcess.start(data, env=ENFORCING if enforce else OPEN)
+    """A ``crdt-sync relay`` process on loopback with JSON logs, membership enforced (the
+    default; or, with ``enforce=False``, a relay that stores and serves every chain-valid
+    envelope: an old or careless relay, through which only the devices' own checks stand)."""
+    process = await RelayProcess.start(data, env=None if enforce else OPEN)
     try:
         yield process
     finally:

@@ -25,7 +25,9 @@ from crdt_sync.identity import Identity
 from crdt_sync.protocol import Closed
 from crdt_sync.protocol.messages import E_REJECTED
 from crdt_sync.relay.storage import RelayStore
-from tests.helpers import REPO
+from crdt_sync.space_crypto import encrypt_payload
+from tests.e2e_helpers import latest_epoch
+from tests.helpers import CREATED, REPO, SHARED, share
 from tests.relay_helpers import (
     PROC_WAIT,
     RelayProcess,
@@ -36,7 +38,7 @@ from tests.relay_helpers import (
     spawned,
     wait_until,
 )
-from tests.sync_helpers import SPACE, admit, data_payload
+from tests.sync_helpers import SPACE
 
 BACKLOG = 10_000
 #: Enough to be paced for seconds however slow the machine: 3,000 over the burst of 5,000,
@@ -45,11 +47,15 @@ PACED = 8_000
 #: Upper bound for the backlog's sync: at the default 500 envelopes/s with bursts of 5,000,
 #: 10,000 envelopes take about 10 s; this bounds a stuck sync, it does not time a good one.
 SYNC_BOUND = 90.0
+#: The name of the backlog's space on its device.
+NAME = "site-42"
 
 
-async def make_backlog(data: Path, count: int, space: str = SPACE) -> None:
-    """``count`` transactions on the device at ``data``, each sealed into its own envelope,
-    made by tests/backlog_worker.py in its own process (a device that was offline)."""
+async def make_backlog(data: Path, count: int, space: str = NAME) -> None:
+    """``count`` transactions on the device at ``data`` in ``space`` (a name: the device's
+    own space, made with its ``CREATED`` envelopes first unless it holds it), each sealed into
+    its own envelope, made by tests/backlog_worker.py in its own process (a device that was
+    offline)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.backlog_worker", str(data), space, str(count),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
@@ -73,7 +79,10 @@ def sync_error(err: str) -> dict[str, Any]:
 async def test_a_backlog_of_10000_envelopes_syncs_in_one_run_with_the_default_relay(
         tmp_path: Path) -> None:
     device, other = tmp_path / "device", tmp_path / "other"
+    with Replica(device) as made, Replica(other) as member:
+        space = share(made, member, name=NAME)  # other is let in before the backlog
     await make_backlog(device, BACKLOG)
+    chain = SHARED + BACKLOG
     async with relay_process(tmp_path / "relay") as relay:  # default settings: 500/s, bursts of 10 s
         # --timeout bounds a stall, not the sync: this one takes about 10 s, its ACKs 2 s apart.
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(device),
@@ -81,11 +90,11 @@ async def test_a_backlog_of_10000_envelopes_syncs_in_one_run_with_the_default_re
         assert code == 0, err
         result = json.loads(out)
         assert result["synced"] is True and result["ended"] == "synced"
-        assert result["spaces"] == [SPACE]
-        assert (result["sent"], result["stored"], result["unacknowledged"]) == (BACKLOG, BACKLOG, 0)
+        assert result["spaces"] == [space]
+        assert (result["sent"], result["stored"], result["unacknowledged"]) == (chain, chain, 0)
         assert result["refused"] == [] and result["received"] == 0
         samples = await scrape(relay.url)
-        assert sample(samples, "crdt_relay_envelopes_in_total") == BACKLOG
+        assert sample(samples, "crdt_relay_envelopes_in_total") == chain
         # It was over its rate: paced (ACKs held back), never refused.
         assert sample(samples, "crdt_relay_paced_seconds_count") > 0
         assert sample(samples, "crdt_relay_rejections_total", reason="flow-control") == 0
@@ -93,10 +102,10 @@ async def test_a_backlog_of_10000_envelopes_syncs_in_one_run_with_the_default_re
 
         # The relay holds every one of them: another device gets them all.
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(other),
-                                       SPACE, timeout=SYNC_BOUND)
+                                       space, timeout=SYNC_BOUND)
         assert code == 0, err
         pulled = json.loads(out)
-        assert (pulled["received"], pulled["sent"]) == (BACKLOG, 0)
+        assert (pulled["received"], pulled["sent"]) == (BACKLOG, 0)  # it held the SHARED ones
 
         # A second run has nothing left to send, and says so in its counts.
         code, out, err = await run_cli("sync", "--relay", relay.url, "--data", str(device))
@@ -129,7 +138,7 @@ async def test_a_sync_cut_by_a_dead_relay_says_the_link_dropped_and_what_was_sto
         assert report["synced"] is False and report["ended"] == "link-dropped"
         # What the device saw acknowledged (ACKs still in its socket when the relay's kernel
         # reset the connection are lost with it, so this may be 0).
-        assert 0 <= report["stored"] < report["sent"] <= PACED
+        assert 0 <= report["stored"] < report["sent"] <= CREATED + PACED
         assert report["unacknowledged"] == report["sent"] - report["stored"]
         assert f"{report['stored']} acknowledged as stored by the relay" in error["message"]
     finally:
@@ -141,7 +150,7 @@ async def test_a_sync_cut_by_a_dead_relay_says_the_link_dropped_and_what_was_sto
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(device),
                                        timeout=SYNC_BOUND)
         assert code == 0, err
-        assert json.loads(out)["sent"] <= PACED - report["stored"]
+        assert json.loads(out)["sent"] <= CREATED + PACED - report["stored"]
         samples = await scrape(relay.url)
         total = sample(samples, "crdt_relay_envelopes_in_total")  # this relay process's share
         assert total == json.loads(out)["sent"]
@@ -171,21 +180,26 @@ async def test_a_stalled_sync_ends_after_the_timeout_without_progress_and_says_s
 
 
 async def test_a_device_that_refuses_the_relays_envelope_says_it_refused_it(tmp_path: Path) -> None:
-    # A stranger's envelope with a payload that is not a crdt-sync payload: the relay does not
+    # A writer's envelope with a payload that is not a crdt-sync payload (encrypted with the
+    # space's key, as a writer gone bad, or whose key leaked, seals it): the relay does not
     # read payloads, so it stores it; a device that receives it refuses it. Signed, so the
-    # device sets the stranger aside (quarantine) and says so; the sync itself finishes.
-    store = RelayStore(tmp_path / "relay")
-    stranger = Identity.generate()
-    env = seal(stranger, SPACE, 1, b"", 1 << 40, data_payload(stranger, 1, b"not a payload"))
-    assert store.receive([env.wire], SPACE, tolerate_gaps=False) == (1, 0, 0)
+    # device sets the writer aside (quarantine) and says so; the sync itself finishes.
+    device, stranger = tmp_path / "device", Identity.generate()
+    with Replica(device) as member:  # it made the space and let the stranger write
+        space = member.space(NAME).id
+        member.grant(space, stranger.id, "write")
+        epoch_id, key = latest_epoch(member.secrets.keyring(), space)
+        mine = [e.wire for e in member.sync_host.missing_envelopes(space, {}, 100, 1 << 24)]
+    payload = encrypt_payload(key, epoch_id, space, stranger.public_key, 1, b"not a payload")
+    env = seal(stranger, space, 1, b"", 1 << 40, payload)
+    store = RelayStore(tmp_path / "relay")  # enforcing: the genesis and the grant first
+    assert store.receive(mine, space, tolerate_gaps=False) == (SHARED, 0, 0)
+    assert store.receive([env.wire], space, tolerate_gaps=False) == (1, 0, 0)
     store.close()
-    device = tmp_path / "device"
-    with Replica(device) as member:  # a member: it holds the space's keys
-        admit(member)
     async with relay_process(tmp_path / "relay") as relay:
-        code, out, err = await run_cli("sync", "--relay", relay.url, "--data", str(device), SPACE)
+        code, out, err = await run_cli("sync", "--relay", relay.url, "--data", str(device), space)
         assert code == 0, err
-        assert f"set aside {stranger.id} in {SPACE} from seq 1 (bad-payload)" in out
+        assert f"set aside {stranger.id} in {space} from seq 1 (bad-payload)" in out
         assert "the relay refused" not in out + err and "nothing changed" not in out + err
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(device))
         assert code == 0, err
@@ -222,8 +236,8 @@ async def test_the_relay_refusing_this_device_says_so_with_the_counts(tmp_path: 
     allow.write_text("# nobody yet\n")
     device = tmp_path / "device"
     with Replica(device) as member:
-        admit(member)
-    code, _, err = await run_cli("put", "--data", str(device), SPACE, "equipment", "pump-1", "status=ok")
+        space = member.space(NAME).id
+    code, _, err = await run_cli("put", "--data", str(device), space, "equipment", "pump-1", "status=ok")
     assert code == 0, err
     async with relay_process(tmp_path / "relay", "--allow-list", str(allow)) as relay:
         code, out, err = await run_cli("sync", "--json", "--relay", relay.url, "--data", str(device))

@@ -20,46 +20,56 @@ import pytest
 
 from crdt_sync import Replica
 from tests.conftest import ReplicaFactory
+from tests.helpers import share
 from tests.relay_helpers import CLI, PROC_WAIT, run_cli, running_relay, sync_once
-from tests.sync_helpers import SPACE, admit, snapshot
+from tests.sync_helpers import snapshot
 
 PUMP = ("eq", "pump")
 
 
+#: The space of the tests: made by the ``site`` device, which lets Mallory and the others in.
+SPACE_NAME = "site-42"
+
+
 def pump(replica: Replica) -> dict[str, object]:
-    return replica.space(SPACE).get(*PUMP)
+    return replica.space(SPACE_NAME).get(*PUMP)
 
 
 def edit(replica: Replica, fields: dict[str, object]) -> None:
-    replica.space(SPACE).put(*PUMP, fields)  # merges the fields
+    replica.space(SPACE_NAME).put(*PUMP, fields)  # merges the fields
 
 
 class Forked:
-    """Mallory's key in two data directories (a copied device) after a common seq 1."""
+    """Mallory's key in two data directories (a copied device) after a common seq 1, in a
+    space the ``site`` device made and let Mallory and ``members`` write (``SHARED``
+    envelopes of the site's chain, which every one of them holds)."""
 
-    def __init__(self, root: Path, open_replica: ReplicaFactory) -> None:
+    def __init__(self, root: Path, open_replica: ReplicaFactory, *members: Replica) -> None:
         self.root = root
         self.open = open_replica
-        self.mallory = admit(open_replica("mallory", seal_interval=0))
-        self.mallory.space(SPACE).put(*PUMP, {"status": "ok", "by": "mallory"})
+        self.site = open_replica("site", seal_interval=0)
+        self.mallory = open_replica("mallory", seal_interval=0)
+        self.space = share(self.site, self.mallory, *members, name=SPACE_NAME, rights="write")
+        self.mallory.space(self.space).put(*PUMP, {"status": "ok", "by": "mallory"})
         self.mallory.seal()
 
     def clone(self) -> Replica:
         """A copy of Mallory's directory as it is now (its device seed with it)."""
         self.mallory.close()
         shutil.copytree(self.root / "mallory", self.root / "clone")
-        self.mallory = admit(Replica(self.root / "mallory", seal_interval=0))
-        return admit(Replica(self.root / "clone", seal_interval=0))
+        self.mallory = Replica(self.root / "mallory", seal_interval=0)
+        return Replica(self.root / "clone", seal_interval=0)
 
 
 async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
         tmp_path: Path, open_replica: ReplicaFactory) -> None:
     async with running_relay(tmp_path / "relay") as relay:
-        world = Forked(tmp_path, open_replica)
-        assert (await sync_once(world.mallory, relay.url)).synced  # seq 1, common to both branches
-        alice, bob, carol = (admit(open_replica(n, seal_interval=0)) for n in ("alice", "bob", "carol"))
+        alice, bob, carol = (open_replica(n, seal_interval=0) for n in ("alice", "bob", "carol"))
+        world = Forked(tmp_path, open_replica, alice, bob, carol)
+        SPACE = world.space
+        # seq 1, common to both branches (with the site's SHARED envelopes, which it holds)
+        assert (await sync_once(world.mallory, relay.url)).synced
         for device in (alice, bob):
-            admit(device)
             assert (await sync_once(device, relay.url)).synced
         edit(alice, {"note": "from alice"})
         assert (await sync_once(alice, relay.url)).synced
@@ -71,7 +81,6 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
         edit(clone, {"status": "bundle branch"})
         bob.import_bundle(clone.export_bundle(SPACE), source="usb-stick")
         assert pump(bob)["status"] == "bundle branch"
-        admit(carol)
         assert (await sync_once(carol, relay.url)).synced
         assert pump(carol)["status"] == "relay branch"  # Carol saw the relay's branch first
 
@@ -98,7 +107,7 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
         for device in (alice, bob, carol):
             assert pump(device) == expected
             assert device.version_vector(SPACE)[m] == 1
-        assert snapshot(alice).key() == snapshot(bob).key() == snapshot(carol).key()
+        assert snapshot(alice, SPACE).key() == snapshot(bob, SPACE).key() == snapshot(carol, SPACE).key()
         assert relay.store.version_vector(SPACE)[m] == 1
 
         # Mallory's later envelopes (either branch) are refused everywhere, the rest syncs.
@@ -114,8 +123,9 @@ async def test_a_fork_through_the_relay_and_a_bundle_is_proven_and_converges(
 
 async def test_a_bundle_carries_the_proof_to_a_device_that_never_met_the_relay(
         tmp_path: Path, open_replica: ReplicaFactory) -> None:
-    world = Forked(tmp_path, open_replica)
-    dave, erin = admit(open_replica("dave", seal_interval=0)), admit(open_replica("erin", seal_interval=0))
+    dave, erin = open_replica("dave", seal_interval=0), open_replica("erin", seal_interval=0)
+    world = Forked(tmp_path, open_replica, dave, erin)
+    SPACE = world.space
     erin.import_bundle(world.mallory.export_bundle(SPACE))
     clone = world.clone()
     edit(world.mallory, {"status": "one"})
@@ -129,19 +139,20 @@ async def test_a_bundle_carries_the_proof_to_a_device_that_never_met_the_relay(
     # Erin now refuses both branches, whichever comes.
     erin.import_bundle(clone.export_bundle(SPACE))
     erin.import_bundle(world.mallory.export_bundle(SPACE))
-    assert snapshot(erin).key() == snapshot(dave).key()
+    assert snapshot(erin, SPACE).key() == snapshot(dave, SPACE).key()
     assert pump(erin) == {"status": "ok", "by": "mallory"}
     clone.close()
 
 
 def test_status_shows_the_fork_and_says_it_cannot_be_lifted(tmp_path: Path,
                                                             open_replica: ReplicaFactory) -> None:
-    world = Forked(tmp_path, open_replica)
+    frank = open_replica("frank")
+    world = Forked(tmp_path, open_replica, frank)
+    SPACE = world.space
     clone = world.clone()
     edit(world.mallory, {"status": "one"})
     edit(clone, {"status": "other"})
-    with admit(Replica(tmp_path / "frank")) as frank:
-        admit(frank)
+    with frank:
         frank.import_bundle(world.mallory.export_bundle(SPACE))
         frank.import_bundle(clone.export_bundle(SPACE))
     clone.close()
@@ -166,12 +177,14 @@ async def test_the_fork_through_real_cli_processes(tmp_path: Path, open_replica:
     """Honest devices as ``crdt-sync`` processes: import the bundle, sync with the relay,
     and status shows the fork on both; their data is the same."""
     async with running_relay(tmp_path / "relay") as relay:
-        world = Forked(tmp_path, open_replica)
-        assert (await sync_once(world.mallory, relay.url)).synced
         bob, alice = str(tmp_path / "bob"), str(tmp_path / "alice")
+        members = [Replica(data) for data in (bob, alice)]  # members: they hold the space's keys
+        world = Forked(tmp_path, open_replica, *members)
+        SPACE = world.space
+        for member in members:
+            member.close()
+        assert (await sync_once(world.mallory, relay.url)).synced
         for data in (bob, alice):
-            with Replica(data) as member:  # members: they hold the space's keys
-                admit(member)
             code, out, err = await run_cli("--data", data, "sync", "--relay", relay.url, SPACE, "--json")
             assert code == 0 and json.loads(out)["synced"] is True, err
         clone = world.clone()

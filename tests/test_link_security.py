@@ -48,7 +48,7 @@ from crdt_sync.protocol.messages import (
 from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests.conftest import ReplicaFactory
-from tests.helpers import share
+from tests.helpers import CREATED, share
 from tests.link_helpers import HandPeer
 from tests.relay_helpers import RawPeer, log_events, rejections, running_relay, sync_once, wait_until
 from tests.sync_helpers import FAST, SPACE, WAIT, Wire, admit, fill, opened, snapshot
@@ -278,7 +278,8 @@ async def test_a_flipped_byte_on_the_way_to_a_relay_is_refused(tmp_path: Path,
     """The proxy flips one payload byte of the device's fourth WebSocket message (SEALED,
     after the handshake): the relay refuses the session (ERROR 1) and stores nothing of it."""
     device = open_replica("device")
-    fill(device, "d", 3)
+    space = share(device)  # its own space: CREATED envelopes
+    fill(device, "d", 3, space)
     state = {"head": True, "binary": 0}
     pending = bytearray()
 
@@ -311,7 +312,7 @@ async def test_a_flipped_byte_on_the_way_to_a_relay_is_refused(tmp_path: Path,
             outcome.closed
         assert "did not authenticate" in outcome.closed.reason
         assert await rejections(relay.url, "malformed") == 1
-        assert sum(relay.store.version_vector(SPACE).values()) < 3
+        assert sum(relay.store.version_vector(space).values()) < CREATED + 3
 
 
 # -- replays --------------------------------------------------------------------------------------------
@@ -341,7 +342,8 @@ async def test_a_frame_replayed_to_a_relay_is_dropped_and_counted(tmp_path: Path
                                                                    open_replica: ReplicaFactory) -> None:
     """The proxy sends the device's third and fourth WebSocket messages (SEALED) twice."""
     device = open_replica("device")
-    fill(device, "d", 3)
+    space = share(device)  # its own space: CREATED envelopes
+    fill(device, "d", 3, space)
     state = {"head": True, "binary": 0}
     pending = bytearray()
 
@@ -375,7 +377,7 @@ async def test_a_frame_replayed_to_a_relay_is_dropped_and_counted(tmp_path: Path
         async with running_relay(tmp_path / "relay") as relay, Proxy(relay.port, replay) as proxy:
             outcome = await sync_once(device, proxy.url)
             assert outcome.synced and outcome.ok, outcome.closed
-            assert relay.store.version_vector(SPACE) == {device.device_id: 3}
+            assert relay.store.version_vector(space) == {device.device_id: CREATED + 3}
 
             async def logged() -> bool:
                 return any(r.getMessage() == "session.closed" for r in records)

@@ -27,6 +27,7 @@ from crdt_sync.relay.storage import RelayStore
 from crdt_sync.transports.relay import Backoff, run_peer
 from crdt_sync.transports.websocket import SYNC_PATH, ConnectFailed, sync_url
 from tests.conftest import ReplicaFactory
+from tests.helpers import SHARED, share
 from tests.relay_envelopes import EnvelopeHost, SpaceMaker, exchange, identity, own_space
 from tests.relay_helpers import (
     RawPeer,
@@ -42,7 +43,7 @@ from tests.relay_helpers import (
     sync_until_converged,
     synced_flag,
 )
-from tests.sync_helpers import SPACE, WAIT, admit, applied, duplicates, fill, opened, snapshot, wait_event
+from tests.sync_helpers import WAIT, applied, duplicates, fill, opened, snapshot, wait_event
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[RelayServer]:
         yield server
 
 
-def acknowledged_by(replica: Replica, peer: str, space: str = SPACE) -> dict[str, Any] | None:
+def acknowledged_by(replica: Replica, peer: str, space: str) -> dict[str, Any] | None:
     """What ``replica``'s status says ``peer`` acknowledged of ``space``."""
     for entry in replica.status().to_dict()["spaces"][space]["peers"]:
         if entry["device"] == peer:
@@ -62,29 +63,31 @@ def acknowledged_by(replica: Replica, peer: str, space: str = SPACE) -> dict[str
 # -- several devices -----------------------------------------------------------------------------
 async def test_devices_converge_through_the_relay(relay: RelayServer, open_replica: ReplicaFactory) -> None:
     devices = [open_replica(f"device-{i}") for i in range(4)]
+    space = share(*devices)  # device-0 made it and let the others in (SHARED envelopes of its chain)
     for i, device in enumerate(devices):
-        fill(device, f"d{i}", 5)
+        fill(device, f"d{i}", 5, space)
         # Every device writes the same entity: its own field, and one field all of them race on.
-        device.space(SPACE).put("equipment", "shared", {f"by-{i}": i, "status": f"set by {i}"})
+        device.space(space).put("equipment", "shared", {f"by-{i}": i, "status": f"set by {i}"})
 
     # Round 1 uploads everything (each device also takes what the ones before it uploaded);
     # round 2 brings the early ones up to date. No more is needed.
-    assert await sync_until_converged(devices, relay.url, SPACE) == 2
+    assert await sync_until_converged(devices, relay.url, space) == 2
 
-    first = snapshot(devices[0])
-    assert all(snapshot(d).key() == first.key() for d in devices[1:])
-    assert len(first.version_vector) == 4 and sum(first.version_vector.values()) == 4 * 6
-    shared = devices[0].space(SPACE).get("equipment", "shared")
+    first = snapshot(devices[0], space)
+    assert all(snapshot(d, space).key() == first.key() for d in devices[1:])
+    assert len(first.version_vector) == 4 and sum(first.version_vector.values()) == 4 * 6 + SHARED
+    shared = devices[0].space(space).get("equipment", "shared")
     assert {k: v for k, v in shared.items() if k.startswith("by-")} == {f"by-{i}": i for i in range(4)}
     assert shared["status"] in {f"set by {i}" for i in range(4)}
-    assert relay.store.version_vector(SPACE) == first.version_vector  # the relay holds it all
+    assert relay.store.version_vector(space) == first.version_vector  # the relay holds it all
     for device in devices:
         assert device.rejections() == []
-        seen = acknowledged_by(device, relay.device_id)
+        seen = acknowledged_by(device, relay.device_id, space)
         assert seen is not None and seen["synced"] and seen["version_vector"] == first.version_vector
     samples = await scrape(relay.url)
-    assert sample(samples, "crdt_relay_envelopes_in_total") == 4 * 6  # each stored once
-    # Round 1: device i takes the i uploads before it; round 2: each takes what it lacks.
+    assert sample(samples, "crdt_relay_envelopes_in_total") == 4 * 6 + SHARED  # each stored once
+    # Round 1: device i takes the i uploads before it; round 2: each takes what it lacks (the
+    # others hold the SHARED envelopes already: they came with the grants).
     expected_out = sum(6 * i for i in range(4)) + sum(6 * (3 - i) for i in range(4))
     assert sample(samples, "crdt_relay_envelopes_out_total") == expected_out
 
@@ -92,22 +95,23 @@ async def test_devices_converge_through_the_relay(relay: RelayServer, open_repli
 async def test_offline_device_catches_up_where_it_left_off(relay: RelayServer,
                                                            open_replica: ReplicaFactory) -> None:
     a, b, c = open_replica("a"), open_replica("b"), open_replica("c")
+    space = share(a, b, c)
     for name, device in zip("abc", (a, b, c), strict=True):
-        fill(device, name, 3)
-    await sync_until_converged([a, b, c], relay.url, SPACE)
+        fill(device, name, 3, space)
+    await sync_until_converged([a, b, c], relay.url, space)
     c.close()  # c goes offline (switched off)
 
     for day in range(3):  # the others keep working and syncing for a while
-        fill(a, f"a-day{day}", 20)
-        b.space(SPACE).put("equipment", "c-0", {"checked": day})  # touches what c wrote
+        fill(a, f"a-day{day}", 20, space)
+        b.space(space).put("equipment", "c-0", {"checked": day})  # touches what c wrote
         b.seal()  # one envelope of its own
-        fill(b, f"b-day{day}", 10)
+        fill(b, f"b-day{day}", 10, space)
         await sync_once(a, relay.url)
         await sync_once(b, relay.url)
     c = open_replica("c")  # back on, with edits made while offline
-    c.space(SPACE).put("equipment", "c-0", {"offline-note": "valve replaced"})
-    before = c.version_vector(SPACE)
-    at_relay = relay.store.version_vector(SPACE)
+    c.space(space).put("equipment", "c-0", {"offline-note": "valve replaced"})
+    before = c.version_vector(space)
+    at_relay = relay.store.version_vector(space)
     # (c's own new edit may be sealed already, ahead of the relay: that is not lacking)
     lacking = sum(max(0, s - before.get(author, 0)) for author, s in at_relay.items())
     assert lacking == 3 * 20 + 3 * (1 + 10)
@@ -118,8 +122,8 @@ async def test_offline_device_catches_up_where_it_left_off(relay: RelayServer,
     assert outcome.frames_in < 20  # a few batches, not one frame per envelope
     await sync_once(a, relay.url)
     await sync_once(b, relay.url)
-    assert snapshot(a).key() == snapshot(b).key() == snapshot(c).key()
-    assert c.space(SPACE).get("equipment", "c-0") == {"n": 0, "by": "c", "checked": 2,
+    assert snapshot(a, space).key() == snapshot(b, space).key() == snapshot(c, space).key()
+    assert c.space(space).get("equipment", "c-0") == {"n": 0, "by": "c", "checked": 2,
                                                       "offline-note": "valve replaced"}
 
 
@@ -127,11 +131,10 @@ async def test_offline_device_catches_up_where_it_left_off(relay: RelayServer,
 async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
                                                             open_replica: ReplicaFactory) -> None:
     devices = [open_replica(name) for name in ("a", "b", "c")]
-    for device in devices:
-        admit(device)
     a, b, c = devices
+    space = share(a, b, c)
     stop = asyncio.Event()
-    flags = [synced_flag(SPACE) for _ in devices]
+    flags = [synced_flag(space) for _ in devices]
     backoff = Backoff(base=0.05, cap=0.5)
     async with asyncio.timeout(6 * WAIT), asyncio.TaskGroup() as tg:
         peers = [tg.create_task(run_peer(d, relay.url, stop, backoff=backoff, rng=random.Random(i),
@@ -140,18 +143,18 @@ async def test_live_edits_fan_out_to_every_connected_device(relay: RelayServer,
         try:
             for flag, _ in flags:
                 await wait_event(flag, "a live device to catch up with the relay")
-            to_b, to_c = arrival(b, "from-a", SPACE), arrival(c, "from-a", SPACE)
-            a.space(SPACE).put("equipment", "from-a", {"status": "leaking"})
+            to_b, to_c = arrival(b, "from-a", space), arrival(c, "from-a", space)
+            a.space(space).put("equipment", "from-a", {"status": "leaking"})
             await wait_event(to_b, "a's edit to reach b live")
             await wait_event(to_c, "a's edit to reach c live")
-            to_a = arrival(a, "from-c", SPACE)
-            c.space(SPACE).put("equipment", "from-c", {"status": "fixed"})
+            to_a = arrival(a, "from-c", space)
+            c.space(space).put("equipment", "from-c", {"status": "fixed"})
             await wait_event(to_a, "c's edit to reach a live")
         finally:
             stop.set()
     assert [p.result() for p in peers] == [1, 1, 1]  # each stayed on one session throughout
-    assert b.space(SPACE).get("equipment", "from-a") == {"status": "leaking"}
-    assert a.space(SPACE).get("equipment", "from-c") == {"status": "fixed"}
+    assert b.space(space).get("equipment", "from-a") == {"status": "leaking"}
+    assert a.space(space).get("equipment", "from-c") == {"status": "fixed"}
     samples = await scrape(relay.url)
     # Each live delivery was timed from its acceptance to its departure (a to b and c, c to a and b).
     assert sample(samples, "crdt_relay_fanout_seconds_count") >= 4
@@ -178,7 +181,7 @@ def test_sync_url_refuses_what_is_not_a_relay_url(bad: str) -> None:
 async def test_relay_url_without_a_path_reaches_the_sync_endpoint(relay: RelayServer,
                                                                   open_replica: ReplicaFactory) -> None:
     device = open_replica("a")
-    fill(device, "a", 2)
+    fill(device, "a", 2, share(device))
     assert relay.url.count("/") == 2  # ws://127.0.0.1:PORT, as printed and handed out
     for url in (relay.url, relay.url + "/", relay.url + SYNC_PATH):
         outcome = await sync_once(device, url)
@@ -266,8 +269,9 @@ async def test_allow_list_refuses_unknown_devices_until_reloaded(tmp_path: Path)
 
 async def test_allow_list_reloads_on_sighup(tmp_path: Path, open_replica: ReplicaFactory) -> None:
     lead, newcomer = open_replica("lead"), open_replica("newcomer")
-    fill(lead, "lead", 2)
-    fill(newcomer, "newcomer", 3)
+    space = share(lead, newcomer)
+    fill(lead, "lead", 2, space)
+    fill(newcomer, "newcomer", 3, space)
     code, out, err = await run_cli("init", "--json", "--data", str(newcomer.path))
     assert code == 0, err
     assert json.loads(out)["device"] == newcomer.device_id  # the id as `crdt-sync init` prints it
@@ -298,8 +302,8 @@ async def test_allow_list_reloads_on_sighup(tmp_path: Path, open_replica: Replic
         assert await rejections(relay.url, "not-allowed") == 2
         relay.signal(signal.SIGTERM)
         assert await relay.exit_code() == 0
-    assert snapshot(lead).key() == snapshot(newcomer).key()
-    assert len(snapshot(lead).rows) == 5
+    assert snapshot(lead, space).key() == snapshot(newcomer, space).key()
+    assert len(snapshot(lead, space).rows) == 5
 
 
 # -- catching up from the relay, frame by frame --------------------------------------------------

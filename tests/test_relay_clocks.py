@@ -25,6 +25,7 @@ from crdt_sync.protocol.messages import (
 )
 from crdt_sync.relay.config import ConfigError, load_config
 from tests.conftest import ReplicaFactory
+from tests.helpers import SHARED, share
 from tests.relay_envelopes import EnvelopeHost, SpaceMaker, identity, own_space
 from tests.relay_helpers import (
     RawPeer,
@@ -87,20 +88,20 @@ async def test_a_device_that_took_a_time_near_the_end_still_syncs(tmp_path: Path
     at 2**62; every other device refused them and it could never pull again. Now its clock
     stays within a day of its wall clock, and it pushes and pulls through the relay."""
     async with running_relay(tmp_path / "relay") as relay:
-        far = admit(open_replica("far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS, seal_interval=0))
-        honest = admit(open_replica("honest", seal_interval=0))
-        other = admit(open_replica("other", seal_interval=0))
-        admit(other)
-        fill(far, "far", 1)
-        stamped = far.sync_host.missing_envelopes(SPACE, {}, 10, 1 << 20)
+        far = open_replica("far", wall=lambda: (MAX_HLC - 1) >> COUNTER_BITS, seal_interval=0)
+        honest = open_replica("honest", seal_interval=0)
+        other = open_replica("other", seal_interval=0)
+        space = share(honest, far, other)  # honest's space (SHARED envelopes), stamped honestly
+        fill(far, "far", 1, space)
+        stamped = far.sync_host.missing_envelopes(space, honest.version_vector(space), 10, 1 << 20)
         assert MAX_HLC - stamped[0].hlc <= 1 << COUNTER_BITS  # just below the range's end
         honest.receive([e.wire for e in stamped], "far")  # a direct receive: no hold-back there
-        fill(honest, "honest", 2)
+        fill(honest, "honest", 2, space)
         for device in (honest, other, honest):
             outcome = await sync_once(device, relay.url)
             assert outcome.synced and outcome.ok, outcome.closed
-        assert relay.store.version_vector(SPACE) == {honest.device_id: 2}  # far's is held back
-        assert other.version_vector(SPACE) == {honest.device_id: 2}
+        assert relay.store.version_vector(space) == {honest.device_id: SHARED + 2}  # far's is held back
+        assert other.version_vector(space) == {honest.device_id: SHARED + 2}
         assert relay.store.rejections() == []
 
 
@@ -111,29 +112,29 @@ async def test_year_3000_device_is_held_back_by_the_relay(tmp_path: Path,
     session still ends synced, its status says that the relay refused its clock and by how
     much, and the honest devices keep their clocks and their writes."""
     async with running_relay(tmp_path / "relay") as relay:
-        y3k = admit(open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0))
-        a, b = admit(open_replica("a", seal_interval=0)), admit(open_replica("b", seal_interval=0))
-        admit(b)
-        a.space(SPACE).put("eq", "pump", {"status": "honest"})
+        y3k = open_replica("y3k", wall=lambda: YEAR_3000_MS, seal_interval=0)
+        a, b = open_replica("a", seal_interval=0), open_replica("b", seal_interval=0)
+        space = share(a, y3k, b)  # a's space: its SHARED envelopes, then its edit
+        a.space(space).put("eq", "pump", {"status": "honest"})
         a.seal()
-        y3k.space(SPACE).put("eq", "pump", {"status": "from the future"})
+        y3k.space(space).put("eq", "pump", {"status": "from the future"})
         y3k.seal()
         assert (await sync_once(a, relay.url)).synced
         out = await sync_once(y3k, relay.url)
         assert out.synced and out.ok, out.closed
-        assert y3k.device_id not in relay.store.version_vector(SPACE)
-        assert y3k.version_vector(SPACE)[a.device_id] == 1  # it still pulls
+        assert y3k.device_id not in relay.store.version_vector(space)
+        assert y3k.version_vector(space)[a.device_id] == SHARED + 1  # it still pulls
         for device in (a, b):
             outcome = await sync_once(device, relay.url)
             assert outcome.synced and outcome.ok
-            assert device.space(SPACE).get("eq", "pump") == {"status": "honest"}
+            assert device.space(space).get("eq", "pump") == {"status": "honest"}
             assert device._clock.last >> COUNTER_BITS <= wall_ms() + DAY_MS
         again = await sync_once(y3k, relay.url)  # held back again, not stored, not an error
-        assert again.synced and again.ok and y3k.device_id not in relay.store.version_vector(SPACE)
+        assert again.synced and again.ok and y3k.device_id not in relay.store.version_vector(space)
 
         refused = y3k.status().clock_refusals
         assert [(r.peer, r.space, r.author, r.seq, r.mine) for r in refused] == [
-            (relay.device_id, SPACE, y3k.device_id, 1, True)]
+            (relay.device_id, space, y3k.device_id, 1, True)]
         assert refused[0].ahead_ms > YEAR_3000_MS - wall_ms() - DAY_MS
         code, stdout, stderr = await run_cli("status", "--json", "--data", str(y3k.path))
         assert code == 0, stderr
@@ -160,33 +161,37 @@ async def test_the_relay_skew_setting(tmp_path: Path, open_replica: ReplicaFacto
     """A relay that allows more skew takes what a device that allows less holds back: the
     device tells the relay, and the relay's session goes on."""
     async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
-        ahead = admit(open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0))
-        strict = admit(open_replica("strict", max_clock_skew=DAY_MS / 1000))
-        admit(strict)
-        fill(ahead, "ahead", 1)
+        ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
+        strict = open_replica("strict", max_clock_skew=DAY_MS / 1000)
+        space = share(strict, ahead)  # strict's space: its SHARED envelopes are not ahead
+        fill(ahead, "ahead", 1, space)
         assert (await sync_once(ahead, relay.url)).synced
-        assert relay.store.version_vector(SPACE) == {ahead.device_id: 1}  # within 10 days
+        # within 10 days (ahead brought strict's SHARED envelopes too: it holds them)
+        assert relay.store.version_vector(space) == {strict.device_id: SHARED, ahead.device_id: 1}
         outcome = await sync_once(strict, relay.url)
         assert outcome.synced and outcome.ok, outcome.closed
-        assert ahead.device_id not in strict.version_vector(SPACE)  # beyond one day
+        assert ahead.device_id not in strict.version_vector(space)  # beyond one day
 
 
 async def test_cli_sync_says_what_it_holds_back(tmp_path: Path, open_replica: ReplicaFactory) -> None:
     """A real ``crdt-sync sync`` process (default skew: a day) syncing from a relay that
     allows ten days: it holds back what is stamped two days ahead, exits 0 and says so."""
     async with running_relay(tmp_path / "relay", max_clock_skew=10 * DAY_MS / 1000) as relay:
-        ahead = admit(open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0))
-        fill(ahead, "ahead", 2)
+        ahead = open_replica("ahead", wall=lambda: wall_ms() + 2 * DAY_MS, seal_interval=0)
+        cli = open_replica("cli")  # the CLI's device: it made the space and let ahead in
+        space = share(cli, ahead)
+        cli.close()
+        fill(ahead, "ahead", 2, space)
         assert (await sync_once(ahead, relay.url)).synced
-        data = str(tmp_path / "cli")
-        code, stdout, stderr = await run_cli("sync", "--json", "--data", data, "--relay", relay.url, SPACE)
+        data = str(cli.path)
+        code, stdout, stderr = await run_cli("sync", "--json", "--data", data, "--relay", relay.url, space)
         assert code == 0, stderr
         result = json.loads(stdout)
         assert result["synced"] is True
         assert [(n["by"], n["author"], n["seq"]) for n in result["held_back"]] == [
             ("this device", ahead.device_id, 1)]
         assert 2 * DAY_MS - 60_000 <= result["held_back"][0]["ahead_ms"] <= 2 * DAY_MS
-        code, stdout, stderr = await run_cli("sync", "--data", data, "--relay", relay.url, SPACE)
+        code, stdout, stderr = await run_cli("sync", "--data", data, "--relay", relay.url, space)
         assert code == 0, stderr
         assert "holds back" in stdout and ahead.device_id[:12] in stdout
         assert await rejections(relay.url, "clock-skew") == 0  # the relay took them

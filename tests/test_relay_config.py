@@ -38,6 +38,8 @@ def test_defaults() -> None:
     assert config == RelayConfig()
     assert (config.host, config.port, config.allow_list) == ("127.0.0.1", 8787, None)
     assert config.log_format == "text"
+    assert config.membership is True  # enforced by default (issue 12); an operator may turn it off
+    assert load_config({}, environ={"CRDT_SYNC_RELAY_MEMBERSHIP": "off"}).membership is False
 
 
 def test_toml_file_over_defaults(toml_file: Path) -> None:

@@ -22,8 +22,9 @@ from crdt_sync.transports.driver import run_session
 from crdt_sync.transports.relay import Backoff, run_peer
 from crdt_sync.transports.websocket import connect
 from tests.conftest import ReplicaFactory
+from tests.helpers import SHARED, share
 from tests.relay_helpers import log_events, relay_process, sample, scrape, sync_once, wait_until
-from tests.sync_helpers import SPACE, WAIT, admit, applied, duplicates, fill, opened, snapshot, wait_event
+from tests.sync_helpers import WAIT, applied, duplicates, fill, opened, snapshot, wait_event
 
 #: Envelopes device A holds: one per entity, sealed one by one.
 BIG = 2000
@@ -35,10 +36,12 @@ KILL_AFTER_ACKS = 20  # of ~125 batches: well inside the transfer
 
 @pytest.fixture(scope="module")
 def big_device(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A closed data directory holding ``BIG`` envelopes of one author, copied per test."""
-    path = tmp_path_factory.mktemp("big") / "a"
-    with Replica(path, seal_interval=0) as replica:
-        fill(replica, "a", BIG)
+    """Two closed data directories, copied per test: ``a``, which made the space ``big``, let
+    ``b`` in (``SHARED`` envelopes) and then wrote ``BIG`` envelopes, and ``b``, which holds
+    only the ``SHARED`` ones."""
+    path = tmp_path_factory.mktemp("big")
+    with Replica(path / "a", seal_interval=0) as a, Replica(path / "b", seal_interval=0) as b:
+        fill(a, "a", BIG, share(a, b, name="big"))
     return path
 
 
@@ -66,9 +69,10 @@ class TapLink:
 
 async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
         tmp_path: Path, big_device: Path, open_replica: ReplicaFactory) -> None:
-    shutil.copytree(big_device, tmp_path / "a")
+    for name in ("a", "b"):
+        shutil.copytree(big_device / name, tmp_path / name)
     a, b = open_replica("a"), open_replica("b")
-    admit(b)
+    space, chain = a.space_id("big"), SHARED + BIG  # a's chain: b holds its first SHARED
     data = tmp_path / "relay"
 
     async with relay_process(data) as relay:
@@ -94,27 +98,28 @@ async def test_sigkill_mid_transfer_loses_no_acknowledged_envelope(
         assert interrupted.closed is not None and interrupted.closed.by_peer  # the link dropped
 
     # What A's session saw acknowledged, as A persisted it when the ACKs arrived.
-    acked = a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0)
-    assert SMALL_BATCHES.batch_count * KILL_AFTER_ACKS <= acked < BIG, acked
+    acked = a.peer_version_vector(relay.device_id, space).get(a.device_id, 0)
+    assert SMALL_BATCHES.batch_count * KILL_AFTER_ACKS <= acked < chain, acked
 
     async with relay_process(data) as relay:  # same data directory, a new port
-        assert relay.device_id == a.status().spaces[SPACE].peers[0].device
+        assert relay.device_id == a.status().spaces[space].peers[0].device
         first = await sync_once(b, relay.url)
         assert first.synced
-        had = b.version_vector(SPACE).get(a.device_id, 0)
+        had = b.version_vector(space).get(a.device_id, 0)
         assert had >= acked, f"the relay lost acknowledged envelopes: it has {had} of {acked}"
-        assert b.space(SPACE).get("equipment", f"a-{had - 1}") == {"n": had - 1, "by": "a"}
+        written = had - SHARED  # of a's entities: envelope SHARED + k holds a-(k - 1)
+        assert b.space(space).get("equipment", f"a-{written - 1}") == {"n": written - 1, "by": "a"}
         assert b.rejections() == []
 
         resumed = await sync_once(a, relay.url)
         assert resumed.synced and resumed.ok
         samples = await scrape(relay.url)
-        assert sample(samples, "crdt_relay_envelopes_in_total") == BIG - had  # from where it stopped
+        assert sample(samples, "crdt_relay_envelopes_in_total") == chain - had  # from where it stopped
 
         last = await sync_once(b, relay.url)
-        assert last.synced and applied(last) == BIG - had and duplicates(last) == 0
-    assert b.version_vector(SPACE) == a.version_vector(SPACE) == {a.device_id: BIG}
-    assert snapshot(a).key() == snapshot(b).key()
+        assert last.synced and applied(last) == chain - had and duplicates(last) == 0
+    assert b.version_vector(space) == a.version_vector(space) == {a.device_id: chain}
+    assert snapshot(a, space).key() == snapshot(b, space).key()
     assert b.rejections() == []
 
 
@@ -143,8 +148,8 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
 async def test_sigterm_goes_away_and_peers_reconnect_with_backoff(tmp_path: Path,
                                                                   open_replica: ReplicaFactory) -> None:
     a, b = open_replica("a"), open_replica("b")
-    fill(a, "a", 3)
-    admit(b)
+    space = share(a, b)
+    fill(a, "a", 3, space)
     data = tmp_path / "relay"
     events: list[Event] = []
     syncs = [asyncio.Event(), asyncio.Event()]  # the first and the second session caught up
@@ -178,7 +183,7 @@ async def test_sigterm_goes_away_and_peers_reconnect_with_backoff(tmp_path: Path
                 await wait_until(retried_twice, "the peer to retry while the relay is down")
                 async with relay_process(data, port=first.port) as second:  # the relay is back
                     await wait_event(syncs[1], "the peer to reconnect and catch up")
-                    a.space(SPACE).put("equipment", "after-restart", {"status": "ok"})
+                    a.space(space).put("equipment", "after-restart", {"status": "ok"})
 
                     async def stored() -> bool:
                         return sample(await scrape(second.url), "crdt_relay_envelopes_in_total") >= 1
@@ -198,6 +203,6 @@ async def test_sigterm_goes_away_and_peers_reconnect_with_backoff(tmp_path: Path
     n = len(backoff.attempts)
     assert n >= 3 and backoff.attempts == list(range(n)), backoff.attempts
     # SIGTERM committed what was in flight: the restarted relay served a's first edits to b.
-    assert b.space(SPACE).get("equipment", "a-2") == {"n": 2, "by": "a"}
-    assert b.space(SPACE).get("equipment", "after-restart") == {"status": "ok"}
-    assert snapshot(a).key() == snapshot(b).key()
+    assert b.space(space).get("equipment", "a-2") == {"n": 2, "by": "a"}
+    assert b.space(space).get("equipment", "after-restart") == {"status": "ok"}
+    assert snapshot(a, space).key() == snapshot(b, space).key()

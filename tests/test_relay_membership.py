@@ -22,7 +22,7 @@ from tests.relay_helpers import running_relay as plain_relay
 
 
 def running_relay(data: Path, *args: object, **settings: object):  # type: ignore[no-untyped-def]
-    """A relay that enforces membership (the setting ``membership``, off by default)."""
+    """A relay that enforces membership (the setting ``membership``, on by default, here explicit)."""
     return plain_relay(data, *args, membership=True, **settings)  # type: ignore[arg-type]
 
 DAY_MS = 24 * 3600 * 1000

@@ -243,8 +243,7 @@ async def test_an_old_relay_data_directory_serves_devices_after_the_upgrade(tmp_
     sp = SpaceMaker(admin)
     setup = [sp.open(), sp.grant(bob.public_key), sp.data(admin)]
 
-    env = {"CRDT_SYNC_RELAY_MEMBERSHIP": "true"}
-    async with relay_process(tmp_path / "relay", env=env) as relay:
+    async with relay_process(tmp_path / "relay") as relay:  # enforcing: the default
         assert relay.device_id == Identity(seed).id
         old = EnvelopeHost(old_author, spaces=[SPACE])
         outcome = await exchange(old, relay.url)

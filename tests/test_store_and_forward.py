@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,15 +32,18 @@ from crdt_sync.protocol.messages import (
 from tests.conformance.harness import (
     BIG_BATCH,
     BIG_COUNT,
+    BIG_SPACE,
     Faults,
     HandDriven,
+    copy_big_template,
     deliver_then_hang_up,
     open_link,
 )
 from tests.conformance.relay import RelayHubHarness, one_session, relay_hub_harness
 from tests.conftest import ReplicaFactory
+from tests.helpers import SHARED, share
 from tests.relay_helpers import rejections, wait_until
-from tests.sync_helpers import SPACE, WAIT, applied, duplicates, expected_code, fill
+from tests.sync_helpers import WAIT, applied, duplicates, expected_code, fill
 
 
 @pytest.fixture
@@ -53,15 +55,16 @@ async def links(tmp_path: Path) -> AsyncIterator[RelayHubHarness]:
 # -- interruption and resume -------------------------------------------------------------------
 async def test_disconnect_mid_transfer_then_resume(links: RelayHubHarness, open_replica: ReplicaFactory,
                                                    big_template: Path, tmp_path: Path) -> None:
-    shutil.copytree(big_template, tmp_path / "a")
+    copy_big_template(big_template, tmp_path)
     a, b = open_replica("a"), open_replica("b")
-    fill(b, "b", 5)
-    total, relay = BIG_COUNT, links.relay
+    space = a.space_id(BIG_SPACE)
+    fill(b, "b", 5, space)
+    total, relay = SHARED + BIG_COUNT, links.relay  # a's chain: b holds its SHARED first ones
 
     async with open_link(links, Faults(disconnect_after_frames=24)) as (la, _lb):
         first = await one_session(a, la, BIG_BATCH)
-    got = links.hub.version_vector(SPACE).get(a.device_id, 0)
-    acked = a.peer_version_vector(relay.device_id, SPACE).get(a.device_id, 0)
+    got = links.hub.version_vector(space).get(a.device_id, 0)
+    acked = a.peer_version_vector(relay.device_id, space).get(a.device_id, 0)
     assert not first.synced
     assert 0 < got < total, f"the drop did not fall mid-transfer ({got} of {total})"
     assert 0 < acked <= got  # what a saw acknowledged, the relay has committed
@@ -71,13 +74,13 @@ async def test_disconnect_mid_transfer_then_resume(links: RelayHubHarness, open_
         second = await one_session(a, la, BIG_BATCH, on_session=sessions.append)
     assert second.synced and second.ok
     assert sessions[0].envelopes_out == total - got, "resumed from the wrong place"
-    assert links.hub.version_vector(SPACE) == {a.device_id: total}
+    assert links.hub.version_vector(space) == {a.device_id: total}
 
     outcomes = await links.sync(b, a, config=BIG_BATCH)
-    assert applied(outcomes[0]) == total and duplicates(outcomes[0]) == 0
-    assert a.version_vector(SPACE) == b.version_vector(SPACE)
-    assert len(a.space(SPACE).list()) == len(b.space(SPACE).list()) == total + 5
-    assert b.space(SPACE).get("equipment", f"big-{total - 1}") == {"n": total - 1, "by": "big"}
+    assert applied(outcomes[0]) == BIG_COUNT and duplicates(outcomes[0]) == 0
+    assert a.version_vector(space) == b.version_vector(space)
+    assert len(a.space(space).list()) == len(b.space(space).list()) == BIG_COUNT + 5
+    assert b.space(space).get("equipment", f"big-{BIG_COUNT - 1}") == {"n": BIG_COUNT - 1, "by": "big"}
     assert a.rejections() == [] and b.rejections() == []
     assert links.hub.rejections() == []
 
@@ -87,20 +90,21 @@ async def test_peer_closing_right_after_its_last_frames(links: RelayHubHarness,
     """A device sends its envelopes, its final ACK and BYE, and hangs up at once: the relay
     cannot answer, but must still store what the device delivered."""
     a, b = open_replica("a"), open_replica("b")
-    fill(a, "a", 1)
-    fill(b, "b", 1)
+    space = share(a, b)
+    fill(a, "a", 1, space)
+    fill(b, "b", 1, space)
     await links.upload(a)  # the relay holds a's envelope
     async with open_link(links) as (_la, lb):
-        await deliver_then_hang_up(b, lb, a)
+        await deliver_then_hang_up(b, lb, a, space)
 
     async def stored() -> bool:
-        return links.hub.version_vector(SPACE).get(b.device_id, 0) == 1
+        return links.hub.version_vector(space).get(b.device_id, 0) == 1
 
     await wait_until(stored, "the relay to store what b sent before hanging up")
     async with open_link(links) as (la, _lb):
         last = await one_session(a, la)
     assert last.synced
-    assert a.version_vector(SPACE) == b.version_vector(SPACE) == {a.device_id: 1, b.device_id: 1}
+    assert a.version_vector(space) == b.version_vector(space) == {a.device_id: SHARED + 1, b.device_id: 1}
 
 
 # -- hostile frames: the relay is the victim ------------------------------------------------------
@@ -129,10 +133,11 @@ async def _hostile_frame(open_replica: ReplicaFactory, links: RelayHubHarness, f
                          stage: str, code: int) -> None:
     relay = links.relay
     device, attacker = open_replica("device"), open_replica("attacker")
-    fill(device, "v", 3)
-    fill(attacker, "x", 1)
+    space = share(device, attacker)  # a member gone hostile: its frames are the attack
+    fill(device, "v", 3, space)
+    fill(attacker, "x", 1, space)
     await links.upload(device)
-    before = links.hub.version_vector(SPACE)
+    before = links.hub.version_vector(space)
     async with open_link(links) as (lx, _lb):
         peer = HandDriven(attacker, lx)
         if stage == "before-handshake":
@@ -144,7 +149,7 @@ async def _hostile_frame(open_replica: ReplicaFactory, links: RelayHubHarness, f
         error = await peer.error_reply()
     assert error.code == code, error
     assert await rejections(relay.url, ERROR_NAMES[code]) == 1
-    assert links.hub.version_vector(SPACE) == before  # nothing of the attacker's was taken
+    assert links.hub.version_vector(space) == before  # nothing of the attacker's was taken
     assert links.hub.rejections() == []  # refused as a frame, before any envelope
     async with open_link(links) as (la, _lb):  # and the relay still serves devices
         again = await one_session(device, la)

@@ -164,7 +164,9 @@ def start_server(server: str, work: Path, profile: str | None,
         if baseline is None:
             raise BenchmarkError("the crdt-sync-baseline server needs --baseline DIR (a checkout)")
         env = {**os.environ, "PYTHONPATH": str(baseline.resolve())}
-    elif server in ("crdt-sync-sealed", "crdt-sync-members"):  # the relay setting, both ways
+    elif server in ("crdt-sync", "crdt-sync-sealed", "crdt-sync-members"):  # the relay setting
+        # on by default; the plain load (plaintext in named spaces) and the sealed one measure
+        # a relay that does not enforce, the members load one that does
         on = "true" if server == "crdt-sync-members" else "false"
         env = {**os.environ, "CRDT_SYNC_RELAY_MEMBERSHIP": on}
     if server in OURS:

@@ -100,9 +100,9 @@ async def _demo(root: Path | None, console: Console, as_json: bool) -> dict[str,
         step(_now(clock), dst, f"imports {path.name} ({len(bundle)} bytes): "
              f"{result.applied} new envelope(s), {result.duplicates} already there")
 
-    # the relay enforces membership: it serves the space only to its members and stores
-    # only what their rights allow, without a key to read any of it
-    relay = RelayServer(RelayConfig(data=root / "relay", port=0, membership=True))
+    # the relay enforces membership (its default): it serves the space only to its members
+    # and stores only what their rights allow, without a key to read any of it
+    relay = RelayServer(RelayConfig(data=root / "relay", port=0))
 
     async def via_relay(who: str, what: str = "syncs through the relay") -> Any:
         outcome = await sync_session(devices[who], relay.url, timeout=30)

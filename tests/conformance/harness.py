@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from crdt_sync.protocol import Session, SessionConfig
 from crdt_sync.protocol.messages import MAX_INNER_FRAME, Ack, Envelopes, Error, Have, decode
 from crdt_sync.transports.base import FrameLink, LinkClosed
 from crdt_sync.transports.driver import SessionOutcome
-from tests.sync_helpers import FAST, SPACE, WAIT, fill, opened, sync_over
+from tests.helpers import SHARED, share
+from tests.sync_helpers import FAST, WAIT, fill, opened, sync_over
 
 #: Envelopes in the interrupted transfer: enough for dozens of batches at ``BIG_BATCH``.
 BIG_COUNT = 2000
@@ -39,12 +41,32 @@ BIG_COUNT = 2000
 BIG_BATCH = SessionConfig(batch_count=64, handshake_timeout=WAIT, resend_interval=2.0, ack_timeout=5.0)
 
 
+#: The name of the template's space (:func:`make_big_template`) on both of its devices.
+BIG_SPACE = "big"
+
+
 def make_big_template(path: Path) -> Path:
-    """A closed data directory at ``path`` holding ``BIG_COUNT`` envelopes of one device."""
-    with Replica(path, seal_interval=0) as replica:
-        fill(replica, "big", BIG_COUNT)
-        assert replica.version_vector(SPACE) == {replica.device_id: BIG_COUNT}
+    """Two closed data directories under ``path``: ``a``, whose space :data:`BIG_SPACE` (made
+    by ``a``, ``b`` let in: ``SHARED`` envelopes) then took ``BIG_COUNT`` envelopes of ``a``,
+    and ``b``, which holds only the ``SHARED`` ones (what the grant gave it)."""
+    with Replica(path / "a", seal_interval=0) as a, Replica(path / "b", seal_interval=0) as b:
+        space = share(a, b, name=BIG_SPACE)
+        fill(a, "big", BIG_COUNT, space)
+        assert a.version_vector(space) == {a.device_id: SHARED + BIG_COUNT}
+        assert b.version_vector(space) == {a.device_id: SHARED}
     return path
+
+
+def copy_big_template(template: Path, into: Path) -> None:
+    """The template's data directories ``a`` and ``b`` copied into ``into`` (to open there)."""
+    for name in ("a", "b"):
+        shutil.copytree(template / name, into / name)
+
+
+def common_vvs(a: Replica, b: Replica) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """The version vectors of every space both ``a`` and ``b`` keep, of each."""
+    both = sorted(set(a.spaces()) & set(b.spaces()))
+    return {s: a.version_vector(s) for s in both}, {s: b.version_vector(s) for s in both}
 
 
 # -- the interface a transport provides --------------------------------------------------------
@@ -263,17 +285,18 @@ class HandDriven:
         return msg
 
 
-async def deliver_then_hang_up(b: Replica, link: FrameLink, a: Replica) -> None:
-    """``b``'s session, by hand, over ``link``: until ``b`` holds ``a``'s first envelope it
-    answers nothing of it; then it sends the held envelopes, its final ACK and BYE at once,
-    and hangs up (the other end must still store what was delivered)."""
+async def deliver_then_hang_up(b: Replica, link: FrameLink, a: Replica, space: str) -> None:
+    """``b``'s session, by hand, over ``link``: until ``b`` holds ``a``'s chain in ``space``
+    (as far as ``a`` holds it now) it answers nothing of it; then it sends the held envelopes,
+    its final ACK and BYE at once, and hangs up (the other end must still store what was delivered)."""
     peer = Session(b.sync_host, 0.0, FAST)
     peer.defer_sealing()  # its frames in the clear, sealed as they are sent
     held: list[bytes] = []
     for frame in peer.start():
         await link.send(peer.seal(frame))
-    async with asyncio.timeout(WAIT):  # until b holds a's envelope, answering nothing of it
-        while b.version_vector(SPACE).get(a.device_id, 0) < 1:
+    last = a.version_vector(space)[a.device_id]
+    async with asyncio.timeout(WAIT):  # until b holds a's envelopes, answering nothing of them
+        while b.version_vector(space).get(a.device_id, 0) < last:
             for out in peer.receive(await link.recv(), 0.0):
                 if isinstance(msg := decode(out), Envelopes):
                     held.append(out)

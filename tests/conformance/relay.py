@@ -33,10 +33,10 @@ from crdt_sync.relay.server import RelayServer
 from crdt_sync.transports.base import FrameLink
 from crdt_sync.transports.driver import SessionOutcome, run_session
 from crdt_sync.transports.websocket import WS_MAX_MESSAGE, WebSocketLink, connect
-from tests.conformance.harness import BIG_BATCH, Faults, PointToPoint, open_link
+from tests.conformance.harness import BIG_BATCH, Faults, PointToPoint, common_vvs, open_link
 from tests.relay_helpers import FAST as RELAY_TIMERS
 from tests.relay_helpers import running_relay
-from tests.sync_helpers import FAST, SPACE, WAIT
+from tests.sync_helpers import FAST, WAIT
 
 
 # -- the relay's WebSocket links, point to point ---------------------------------------------------
@@ -161,13 +161,15 @@ class RelayHubHarness:
     async def sync(self, a: Replica, b: Replica, *, faults: Faults | None = None,
                    config: SessionConfig = FAST, max_rounds: int = 4) -> list[SessionOutcome]:
         """What ``sync_over`` is point to point: a, then b, syncs with the relay, each on its own
-        connection, round after round until both hold the same (bounded)."""
+        connection, round after round until both hold the same of every space they both
+        keep (bounded)."""
         outcomes = []
         for _ in range(max_rounds):
             async with open_link(self, faults) as (la, lb):
                 outcomes.append(await one_session(a, la, config))
                 outcomes.append(await one_session(b, lb, config))
-            if a.version_vector(SPACE) == b.version_vector(SPACE):
+            mine, theirs = common_vvs(a, b)
+            if mine == theirs:
                 return outcomes
         raise AssertionError(f"not converged through the relay in {max_rounds} rounds: {outcomes}")
 
@@ -180,7 +182,8 @@ class RelayHubHarness:
 
 @asynccontextmanager
 async def relay_hub_harness(data: Path) -> AsyncIterator[RelayHubHarness]:
-    # The relay sends in the suite's batch size, as the device it stands in for would.
+    # The relay sends in the suite's batch size, as the device it stands in for would. It
+    # enforces membership, as a relay does by default: the cases sync real spaces (share()).
     timers = dataclasses.replace(RELAY_TIMERS, batch_count=BIG_BATCH.batch_count)
     async with running_relay(data / "relay", session_config=timers) as server:
         yield RelayHubHarness(server)
