@@ -131,9 +131,6 @@ def test_a_revocation_and_a_later_edit_of_the_same_entity_in_one_batch_converge(
     asyncio.run(scenario(ops, lossy=False))
 
 
-@pytest.mark.xfail(run=False, reason="KNOWN FAILURE (issue 12, open): two admins granting and revoking "
-                   "concurrently over lossy links do not always converge; found by this test, not fixed yet, "
-                   "and hypothesis shrinking it takes minutes. Run it by hand: pytest --runxfail")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operations(), min_size=3, max_size=20))
 def test_two_admins_granting_revoking_and_editing_over_lossy_links_converge(ops: list[Op]) -> None:
