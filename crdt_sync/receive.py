@@ -232,8 +232,11 @@ class Receiver:
             self._cache.drop(key)
         touched |= rebuild
         for key in sorted(touched):
-            if key in rebuild and self._store.entity_state(key) is None:
-                continue  # only the excluded envelopes wrote it: gone
+            # Only the excluded envelopes wrote it: gone. (Asked of its parts, not of its index
+            # row: the exclusion removed the row, and a later envelope of this batch that wrote
+            # the entity again has stored a part but not re-indexed it yet.)
+            if key in rebuild and self._store.forget_if_empty(key):
+                continue
             try:  # loads uncached entities: a bad update is refused here too
                 # Keep it loaded (LRU): the next frame for it, in a long catch-up, then applies
                 # its few new updates instead of replaying the entity's whole history again.
@@ -255,7 +258,9 @@ class Receiver:
         clocks.check_envelope(env)
         verdict = chain.check(env, self._store, tolerate_gaps)
         if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
-            rebuild |= self._forks.conflict(env, source)
+            excluded = self._forks.conflict(env, source)
+            self._unload(excluded)
+            rebuild |= excluded
             self._members.forget(env.space)  # the forked author's records stop counting
             self._store.record_rejection(source, verdict.error())
             record = self.quarantine.is_quarantined(env.space, env.author)
@@ -311,14 +316,24 @@ class Receiver:
         for author, cut in self._members.overrun_cuts(space).items():
             wire = self._store.envelope_wire(space, author, cut + 1)
             first = None if wire is None else decode_trusted(wire)
-            rebuild |= self._forks.set_aside(
+            cut_keys = self._forks.set_aside(
                 space, author, cut + 1, REVOKED, f"{author} was revoked after seq {cut}: its "
                 f"envelopes from seq {cut + 1} on are dropped", b"" if first is None else first.hash,
                 b"" if first is None else first.wire)
+            self._unload(cut_keys)
+            rebuild |= cut_keys
             record = self.quarantine.is_quarantined(space, author)
             if record is not None:
                 self._forked.append(record)
                 skips.setdefault(space, {})[author] = SetAside(record.from_seq, record.reason, record.detail)
+
+    def _unload(self, keys: set[EntityKey]) -> None:
+        """Entities an exclusion took parts out of: unloaded at once, so that the later
+        envelopes of the batch apply to them as rebuilt, not to the copy still holding the
+        excluded updates (what a device holds must not depend on where in a batch the
+        exclusion came)."""
+        for key in keys:
+            self._cache.drop(key)
 
     def _reconsider(self, space: str, touched: set[EntityKey], times: list[int], rebuild: set[EntityKey],
                     source: str, skips: dict[str, dict[str, SetAside]]) -> None:
