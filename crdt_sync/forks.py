@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import cbor2
 
-from .envelope import MAX_ENVELOPE_BYTES, Envelope, open_envelope
+from .envelope import MAX_ENVELOPE_BYTES, Envelope, decode_trusted, open_envelope
 from .errors import Rejected
 
 PROOF_VERSION = 1
@@ -129,6 +129,11 @@ def decode(data: bytes) -> tuple[bytes, bytes]:
     if cbor2.dumps([version, low, high], canonical=True) != data:
         raise Rejected("non-canonical", "fork proof is not in canonical CBOR")
     return low, high
+
+
+def proof_author(data: bytes) -> str:
+    """The author of a proof this side stored (so already verified): which chain it forks."""
+    return decode_trusted(decode(data)[0]).author
 
 
 def verify(data: bytes) -> ForkProof:

@@ -2,7 +2,18 @@
 
 Sessions need a few things integrators do not call (what to send a peer, what a peer
 acknowledged); they live on this adapter, not on :class:`crdt_sync.Replica`'s public surface.
-Get it from :attr:`crdt_sync.Replica.sync_host`.
+Get one per session from :meth:`crdt_sync.Replica.session_host` (or
+:attr:`crdt_sync.Replica.sync_host`, which makes one that trusts relays).
+
+Members only (docs/DESIGN.md, "Who a device serves"): once a session has authenticated its
+peer, the host serves a space only to a peer that may read it now (``can_read`` of the space's
+membership log, asked at each read, so a grant that arrives in the session opens the space and
+a revocation closes it before the next batch). To any other peer the space looks empty: its
+HAVE and ACKs name only the chains that peer pushed in this session (so it sees them
+acknowledged or quarantined, and the session ends), and no envelope, fork proof or head hash
+of the space is sent to it. A relay is not a member of anything: it is served in full only
+when the host trusts relays (a session to a relay URL the user chose) and the peer's HELLO
+says it is one. A LAN or Bluetooth neighbour is never trusted as a relay, whatever it says.
 """
 
 from __future__ import annotations
@@ -11,9 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .envelope import Envelope
+from .envelope import Envelope, decode_trusted
+from .forks import proof_author
 from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
-from .identity import Identity
+from .identity import Identity, public_key_of
 from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, QuarantineBook, SetAside, clip
 from .results import Accepted, ReceiveResult
 from .store import Store
@@ -49,7 +61,12 @@ class ReplicaHost:
 
     def __init__(self, replica: HostedReplica, store: Store, quarantine: Quarantine,
                  clock: HybridClock | None = None,
-                 max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
+                 max_clock_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+                 can_read: Callable[[str, bytes, int], bool] | None = None,
+                 trust_relays: bool = True) -> None:
+        """``can_read(space, device_key, wall_ms)``: whether a device may be served a space
+        (None: every peer may, as before membership); ``trust_relays``: serve a peer that says
+        it is a relay in full (only for links to a relay the user chose)."""
         self._replica = replica
         self._store = store
         self._quarantine = quarantine
@@ -61,21 +78,45 @@ class ReplicaHost:
         #: far ahead (docs/PROTOCOL.md, "Clocks"): the replica's own
         self.wall_ms: Callable[[], int] = clock.wall if clock is not None else wall_ms
         self.max_clock_skew_ms = max_clock_skew_ms
+        self._can_read = can_read
+        self._trust_relays = trust_relays
+        self._peer_key: bytes | None = None  # None until a session admits its peer: not gated
+        self._open = False  # the peer is a trusted relay: served in full
+        #: space -> the authors whose envelopes the peer pushed (what a non-reader is shown)
+        self._pushed: dict[str, set[str]] = {}
 
-    def admit(self, peer: str) -> str | None:
-        """Devices sync with any authenticated peer (capabilities come later)."""
+    def admit(self, peer: str, relay: bool = False) -> str | None:
+        """Any authenticated peer may sync; what it is served is gated by :meth:`reads`."""
+        self._peer_key = public_key_of(peer)
+        self._open = relay and self._trust_relays
         return None
+
+    # -- serving, gated by read rights ------------------------------------------------------
+    def reads(self, space: str) -> bool:
+        """Whether the session's peer may be served ``space`` now."""
+        if self._peer_key is None or self._open or self._can_read is None:
+            return True
+        return self._can_read(space, self._peer_key, self.wall_ms())
+
+    def _shown(self, space: str) -> set[str]:
+        return self._pushed.get(space, set())
 
     def sync_spaces(self) -> list[str]:
         """The spaces this device keeps and syncs (after sealing pending edits)."""
         return self._replica.spaces(seal=True)
 
     def version_vector(self, space: str) -> dict[str, int]:
-        return self._replica.version_vector(space)
+        vv = self._replica.version_vector(space)
+        if self.reads(space):
+            return vv
+        shown = self._shown(space)
+        return {a: s for a, s in vv.items() if a in shown}
 
     def missing_envelopes(self, space: str, covered: dict[str, int], max_count: int,
                           max_bytes: int) -> list[Envelope]:
         """Envelopes of ``space`` beyond ``covered``, in causal order, at most about ``max_bytes``."""
+        if not self.reads(space):
+            return []
         self._replica.seal()
         self._replica.refresh()
         return self._store.missing_envelopes(space, covered, max_count, max_bytes)
@@ -88,13 +129,20 @@ class ReplicaHost:
         return self._replica.receive(envelopes, source, space, tolerate_gaps=tolerate_gaps)
 
     def fork_proofs(self, space: str) -> list[bytes]:
-        """Fork proofs held for ``space`` (:class:`crdt_sync.protocol.forks.ForkHost`)."""
-        return self._store.fork_proofs(space)
+        """Fork proofs held for ``space`` (:class:`crdt_sync.protocol.forks.ForkHost`): to a
+        peer that may not read it, only those of the chains it pushed."""
+        proofs = self._store.fork_proofs(space)
+        if not proofs or self.reads(space):
+            return proofs
+        shown = self._shown(space)
+        return [p for p in proofs if proof_author(p) in shown]
 
     def fork_count(self, space: str) -> int:
         return self._store.fork_count(space)
 
     def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
+        if author not in self._shown(space) and not self.reads(space):
+            return None
         return self._store.envelope_wire(space, author, seq)
 
     def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
@@ -102,6 +150,8 @@ class ReplicaHost:
 
     def accept(self, envelopes: list[bytes], source: str, space: str) -> Accepted:
         """Per author: a refused author is quarantined and the rest carries on."""
+        if envelopes and self._peer_key is not None and not self.reads(space):
+            self._pushed.setdefault(space, set()).update(decode_trusted(w).author for w in envelopes)
         return self._replica.accept(envelopes, source, space)
 
     def quarantined(self, space: str) -> dict[str, SetAside]:

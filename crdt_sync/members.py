@@ -156,6 +156,21 @@ class Members:
             self._logs[space] = log
         return log
 
+    def writer_epoch(self, space: str, held: Sequence[tuple[int, bytes]]) -> bytes | None:
+        """The epoch a writer uses in ``space`` of those it ``held`` (in ``(n, id)`` order): the
+        highest that is sealed to no device revoked now; None when every one is (the writer
+        rotates first: :meth:`crdt_sync.spaces.SpaceBook.rotate`). Epochs no keys record of
+        the log names (a space whose genesis is not held) count as clean."""
+        tainted = self.log(space).tainted_epochs()
+        return next((eid for _n, eid in reversed(held) if eid not in tainted), None)
+
+    def can_read(self, space: str, device_key: bytes, wall_ms: int) -> bool:
+        """Whether the device may be served ``space`` at ``wall_ms`` (rule 6 of its log). A
+        space whose genesis this device does not hold is gated by its key alone, as writes
+        to it are (:meth:`authorize`): the peer gets ciphertext it cannot open without it."""
+        log = self.log(space)
+        return log.genesis() is None or log.can_read(device_key, wall_ms)
+
     def _add_forked(self, log: MembershipLog, space: str) -> None:
         """The membership records of forked chains' proofs: they count for nothing (the
         chain forked), but a reused invite's redemptions show in ``members`` so."""
@@ -177,12 +192,18 @@ class Members:
     def know_genesis(self, space: str, genesis: Genesis, invite: Identity) -> None:
         """A token's genesis (checked by :func:`~crdt_sync.membership.decode_token`) and
         invite key: the genesis is kept in the store (inside the caller's transaction), the
-        invite key for this process's life (boxes sealed to it are opened)."""
+        invite key's seed in the key file (boxes sealed to it are opened, after a restart too;
+        the caller saves the secrets)."""
         self._store.set_meta(GENESIS_META + space, genesis.wire)
         self.log(space).add([genesis], None)
-        mine = self._invites.setdefault(space, [])
-        if invite.public_key not in [i.public_key for i in mine]:
-            mine.append(invite)
+        self._secrets.keyring().add_invite(space, invite.seed)
+
+    def _invite_keys(self, space: str) -> list[Identity]:
+        seeds = self._secrets.keyring().invite_seeds(space)
+        held = self._invites.get(space)
+        if held is None or len(held) != len(seeds):
+            held = self._invites[space] = [Identity(seed) for seed in seeds]
+        return held
 
     def forget(self, space: str | None = None) -> None:
         """Drop the cached log of ``space`` (every log: None); rebuilt on the next question."""
@@ -213,7 +234,7 @@ class Members:
         were new (the envelopes held for them can be applied now)."""
         self._store.record_membership(env)
         self.log(env.space).add(list(records), Carrier(env.author_key, env.seq, env.hlc))
-        return self.open_boxes(env.space, records, self._invites.get(env.space, ()))
+        return self.open_boxes(env.space, records, self._invite_keys(env.space))
 
     def keys_of(self, space: str) -> Callable[[bytes], bytes | None]:
         """``epoch_id -> key`` of ``space`` (what :func:`~crdt_sync.space_crypto.decrypt_payload` takes)."""

@@ -11,7 +11,7 @@ the work, each the one owner of its state (docs/DESIGN.md, "The write path"):
 - :class:`~crdt_sync.follow.StoreFollower`: other processes' commits;
 - :class:`~crdt_sync.receive.Receiver`: envelopes from other devices, and the authors set
   aside (:class:`~crdt_sync.quarantine.Quarantine`);
-- :class:`~crdt_sync.host.ReplicaHost`: what sync sessions ask (:attr:`Replica.sync_host`).
+- :class:`~crdt_sync.host.ReplicaHost`: what sync sessions ask (:meth:`Replica.session_host`).
 
 Why the write path is fast and still durable: a local transaction ends in one record per
 entity appended to this process's journal (a copy into a memory-mapped file); that is the
@@ -151,7 +151,10 @@ class Replica:
                                                    self._notify))
         self._cache = cache = EntityCache(store, client, clock, writes.on_update, Journal.record_key,
                                           cache_size)
-        self._sealer = sealer = Sealer(self.identity, client, store, cache, self._secrets.keyring())
+        self._members = members = Members(store, self.identity, self._secrets)
+        self._book = SpaceBook(store, members, self.identity, self._secrets, clock)
+        self._sealer = sealer = Sealer(self.identity, client, store, cache, self._secrets.keyring(),
+                                       self._book)
         if store.read_only:  # dead processes' journals stay for a writer to seal
             self._journal: Journal = ReadOnlyJournal(directory, client)
         else:
@@ -160,10 +163,20 @@ class Replica:
             self._journal = Journal(directory, client, fsync)
         writes.attach(cache, self._journal)
         self._follower = StoreFollower(store, cache, clock, client)
-        self._members = members = Members(store, self.identity, self._secrets)
-        self._book = SpaceBook(store, members, self.identity, self._secrets, clock)
         self._receiver = Receiver(store, cache, clock, sealer, client, members)
-        self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
+        self._skew_ms = skew_ms
+
+    def session_host(self, trust_relays: bool = True) -> ReplicaHost:
+        """A host for one sync session: it serves each space only to a peer that may read
+        it, and in full to a relay only when ``trust_relays`` (a link to a relay the user
+        chose; never a LAN or Bluetooth neighbour). See :mod:`crdt_sync.host`."""
+        return ReplicaHost(self, self._store, self._receiver.quarantine, self._clock, self._skew_ms,
+                           self._members.can_read, trust_relays)
+
+    @property
+    def sync_host(self) -> ReplicaHost:
+        """A new :meth:`session_host` that trusts relays (one per session)."""
+        return self.session_host()
 
     def _open_secrets(self, store: Store, passphrase: str | None) -> Secrets:
         """``DIR/keys``; a directory of an older build kept its device seed in the store's
@@ -660,7 +673,7 @@ class Replica:
             self.receive_fork_proof(proof, source, bundle.space)
         # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
         kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
-                                         self.sync_host.max_clock_skew_ms,
+                                         self._skew_ms,
                                          self._store.version_vector(bundle.space))
         result = self.receive(kept, source, bundle.space)
         forks = self._store.fork_count(bundle.space) - forks

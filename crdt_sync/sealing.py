@@ -9,7 +9,8 @@ the entity parts they carry, in the caller's SQLite transaction.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import cbor2
 
@@ -34,6 +35,18 @@ SNAPSHOT_AFTER_BYTES = 16 * 1024
 IDLE_FOLD_PARTS = 2
 
 
+class EpochPolicy(Protocol):
+    """Which epoch a writer uses (:class:`~crdt_sync.spaces.SpaceBook` is the one)."""
+
+    def writer_epoch(self, space: str, held: Sequence[tuple[int, bytes]]) -> bytes | None:
+        """The epoch id to write with, of those ``held`` in ``(n, id)`` order; None: rotate."""
+        ...
+
+    def rotate(self, space: str) -> bytes:
+        """Publish a new epoch sealed to every current reader; its id."""
+        ...
+
+
 class Sealer:
     """Signs pending items into envelopes and keeps the query index current.
 
@@ -45,8 +58,10 @@ class Sealer:
     """
 
     def __init__(self, identity: Identity, client_id: int, store: Store, cache: EntityCache,
-                 keyring: Keyring) -> None:
+                 keyring: Keyring, policy: EpochPolicy | None = None) -> None:
         self.identity = identity
+        #: which epoch a writer uses, and the rotation when none is clean (None: the highest)
+        self._policy = policy
         #: the epoch keys every payload is encrypted with (docs/DESIGN.md, "Encryption")
         self._keyring = keyring
         self.device_id = identity.id
@@ -67,6 +82,7 @@ class Sealer:
             by_space.setdefault(space, []).append((coll, ent, items))
         budget = MAX_ENVELOPE_BYTES - ENVELOPE_OVERHEAD - PAYLOAD_OVERHEAD
         for space, entities in by_space.items():
+            epoch = self.epoch(space)  # (first: it may publish a rotation in this chain)
             chain = self._store.chain_head(space, self.device_id)
             chunk: list[tuple[str, str, bytes]] = []
             size = hlc = 0
@@ -83,25 +99,26 @@ class Sealer:
                     if size + overhead + len(item) > budget and (chunk or i > start):
                         if i > start:
                             chunk.append((coll, ent, b"".join(items[start:i])))
-                        chain = self._seal_one(space, chain, chunk, hlc, client)
+                        chain = self._seal_one(space, epoch, chain, chunk, hlc, client)
                         chunk, size, hlc, start = [], 0, 0, i
                     size += len(item)
                     hlc = max(hlc, item_hlc(item))
                 chunk.append((coll, ent, b"".join(items[start:])))
                 size += overhead
             if chunk:
-                self._seal_one(space, chain, chunk, hlc, client)
+                self._seal_one(space, epoch, chain, chunk, hlc, client)
             self._store.join(space)
         for space, entities in by_space.items():
             for coll, ent, _items in entities:
                 self.index((space, coll, ent))
 
-    def _seal_one(self, space: str, chain: tuple[int, bytes], chunk: list[tuple[str, str, bytes]],
-                  hlc: int, client: int | None) -> tuple[int, bytes]:
-        """Seal ``chunk`` (whose latest time is ``hlc``) as the next envelope of ``chain``."""
+    def _seal_one(self, space: str, epoch: tuple[bytes, bytes], chain: tuple[int, bytes],
+                  chunk: list[tuple[str, str, bytes]], hlc: int, client: int | None) -> tuple[int, bytes]:
+        """Seal ``chunk`` (whose latest time is ``hlc``) as the next envelope of ``chain``,
+        encrypted with ``epoch`` (its key and id)."""
         seq = chain[0] + 1
         chunk = [(coll, ent, merged_items(blob)) for coll, ent, blob in chunk]
-        key, epoch_id = self.epoch(space)
+        key, epoch_id = epoch
         payload = encrypt_payload(key, epoch_id, space, self.identity.public_key, seq, encode_payload(chunk))
         env = seal_envelope(self.identity, space, seq, chain[1], hlc, payload)
         self._store.insert_envelope(env)
@@ -136,8 +153,10 @@ class Sealer:
         self.seal({key: [pack_item(hlc, update) for update in updates]})
 
     def epoch(self, space: str) -> tuple[bytes, bytes]:
-        """``(key, epoch_id)`` a writer uses in ``space``: the highest epoch held (docs/DESIGN.md,
-        "Which epoch a writer uses"; rotation on revocation is not built yet).
+        """``(key, epoch_id)`` a writer uses in ``space`` (docs/DESIGN.md, "Which epoch a writer
+        uses"): the highest epoch held that is sealed to no revoked device; when every one
+        held is, the policy rotates first (a keys record in this device's chain, before the
+        data that uses it).
 
         Raises:
             CrdtSyncError: this device holds no key of ``space`` (it was not let in).
@@ -146,7 +165,10 @@ class Sealer:
         if not epochs:
             raise CrdtSyncError(f"this device holds no key of space {space}: it may not write there "
                                 "until a member grants it access")
-        epoch_id = epochs[-1][1]
+        epoch_id = epochs[-1][1] if self._policy is None else self._policy.writer_epoch(space, epochs)
+        if epoch_id is None:
+            assert self._policy is not None
+            epoch_id = self._policy.rotate(space)
         key = self._keyring.key(space, epoch_id)
         assert key is not None
         return key, epoch_id

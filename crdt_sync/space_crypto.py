@@ -381,6 +381,10 @@ def open_label(secret: bytes, blob: bytes) -> str:
 
 
 # -- the keyring ------------------------------------------------------------------------
+#: Invite seeds kept per space (one per token this device joined with; more is hostile).
+MAX_INVITE_SEEDS = 16
+
+
 class Keyring:
     """Every space's secret ``S`` and epoch keys that this device holds.
 
@@ -389,12 +393,14 @@ class Keyring:
     held, is never replaced. Thread-safe for one writer and many readers (plain dicts).
     """
 
-    __slots__ = ("_epochs", "_keys", "_secrets", "version")
+    __slots__ = ("_epochs", "_invites", "_keys", "_secrets", "version")
 
     def __init__(self) -> None:
         self._secrets: dict[str, bytes] = {}
         self._keys: dict[str, dict[bytes, bytes]] = {}
         self._epochs: dict[str, dict[bytes, int]] = {}
+        #: seeds of the invite keys this device joined with (boxes sealed to them open too)
+        self._invites: dict[str, tuple[bytes, ...]] = {}
         #: grows by one per change (what :class:`~crdt_sync.secrets.Secrets` saves)
         self.version = 0
 
@@ -430,6 +436,22 @@ class Keyring:
         self.version += 1
         return True
 
+    def add_invite(self, space: str, seed: bytes) -> bool:
+        """Hold the seed of an invite key this device joined ``space`` with: a keys record
+        made after the invite and before the redemption reached its admin is sealed to the
+        invite key, not to this device (docs/DESIGN.md, "Single-use invites"). At most
+        :data:`MAX_INVITE_SEEDS` per space (the oldest goes). True if it is new."""
+        _check_key("invite seed", seed)
+        held = self._invites.get(space, ())
+        if seed in held:
+            return False
+        self._invites[space] = (*held, seed)[-MAX_INVITE_SEEDS:]
+        self.version += 1
+        return True
+
+    def invite_seeds(self, space: str) -> tuple[bytes, ...]:
+        return self._invites.get(space, ())
+
     def key(self, space: str, epoch_id: bytes) -> bytes | None:
         keys = self._keys.get(space)
         return None if keys is None else keys.get(epoch_id)
@@ -460,13 +482,22 @@ class Keyring:
                                       other._secrets[space])
                 except Rejected:
                     continue
+        for space, seeds in other._invites.items():
+            for seed in seeds:
+                added += self.add_invite(space, seed)
         return added
 
     # -- the stored form (docs/DESIGN.md, "Encryption", "Key file") -------------------------
     def to_cbor(self) -> dict[str, list[object]]:
-        """``{space: [secret, [[epoch_n, epoch_id, key], ...]]}``, epochs in ``(n, id)`` order."""
-        return {space: [secret, [[n, eid, self._keys[space][eid]] for n, eid in self.epochs(space)]]
-                for space, secret in self._secrets.items()}
+        """``{space: [secret, [[epoch_n, epoch_id, key], ...]] (+ [invite_seed, ...])}``, epochs
+        in ``(n, id)`` order; the third item only when invite seeds are held."""
+        out: dict[str, list[object]] = {}
+        for space, secret in self._secrets.items():
+            entry: list[object] = [secret, [[n, eid, self._keys[space][eid]] for n, eid in self.epochs(space)]]
+            if self._invites.get(space):
+                entry.append(list(self._invites[space]))
+            out[space] = entry
+        return out
 
     @classmethod
     def from_cbor(cls, data: object) -> Keyring:
@@ -475,10 +506,13 @@ class Keyring:
         if not isinstance(data, dict):
             raise ValueError("keyring is not a map")
         for space, entry in data.items():
-            if not (isinstance(space, str) and isinstance(entry, list) and len(entry) == 2
+            if not (isinstance(space, str) and isinstance(entry, list) and len(entry) in (2, 3)
                     and isinstance(entry[1], list)):
                 raise ValueError("keyring entry is not space: [secret, [epoch, ...]]")
-            secret, epochs = entry
+            secret, epochs = entry[0], entry[1]
+            seeds = entry[2] if len(entry) == 3 else []
+            if not (isinstance(seeds, list) and 0 < len(seeds) <= MAX_INVITE_SEEDS) and len(entry) == 3:
+                raise ValueError("keyring invite seeds are not a list of 1 to 16 seeds")
             for epoch in epochs:
                 if not (isinstance(epoch, list) and len(epoch) == 3):
                     raise ValueError("keyring epoch is not [n, id, key]")
@@ -488,5 +522,9 @@ class Keyring:
                     raise ValueError(str(exc)) from None
             if not epochs:
                 ring._secrets[space] = _check_key("space secret", secret)
+            for seed in seeds:
+                if not isinstance(seed, bytes):
+                    raise ValueError("keyring invite seed is not bytes")
+                ring.add_invite(space, seed)
         ring.version = 0
         return ring

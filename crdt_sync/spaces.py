@@ -27,6 +27,7 @@ from .identity import Identity, public_key_of
 from .members import Members, judge_membership
 from .membership import (
     MAX_INVITE_MS,
+    Keys,
     Record,
     Rights,
     decode_token,
@@ -210,17 +211,52 @@ class SpaceBook:
             raise Rejected("not-admin", f"{me.id} holds no grant in {space}")
         after_seq = self._store.chain_head(space, device)[0]
         revoke = make_revoke(me, space, subject, after_seq, hlc, proof)
+        keys = self._new_epoch(space, secret, hlc, proof, {subject})
+        return self.publish(space, [revoke, keys], hlc)
+
+    def writer_epoch(self, space: str, held: Sequence[tuple[int, bytes]]) -> bytes | None:
+        """(:class:`~crdt_sync.sealing.EpochPolicy`) :meth:`Members.writer_epoch`."""
+        return self._members.writer_epoch(space, held)
+
+    def rotate(self, space: str) -> bytes:
+        """Publish a new epoch of ``space`` sealed to every current reader (and this device), in
+        a keys record of this device's chain; returns its id. What a writer does when every
+        epoch it holds is sealed to a device revoked since (docs/DESIGN.md, "Which epoch a
+        writer uses"): two admins revoking at once each rotate, and each new epoch is sealed
+        to the device the other revoked.
+
+        Raises:
+            Rejected: this device may not (``not-admin``: no grant; ``read-only``).
+        """
+        me = self._identity
+        secret = self._secrets.keyring().secret(space)
+        if secret is None:
+            raise NotFound(f"this device holds no key of space {space}")
+        hlc = self._clock.now()
+        proof = self._members.log(space).authority(me.public_key, hlc >> 16)
+        if proof is None:
+            raise Rejected("not-admin", f"{me.id} holds no grant in {space}")
+        keys = self._new_epoch(space, secret, hlc, proof, set())
+        self.publish(space, [keys], hlc)
+        return keys.epoch_id
+
+    def _new_epoch(self, space: str, secret: bytes, hlc: int, proof: bytes, without: set[bytes]) -> Keys:
+        """A keys record of a new epoch sealed to every reader but ``without`` (and to this
+        device); its key is saved in the keyring first."""
+        me = self._identity
+        keyring = self._secrets.keyring()
+        log = self._members.log(space)
         held = keyring.epochs(space)
         n = (max(e.n for e in log.epochs()) if log.epochs() else held[-1][0] if held else 0) + 1
         epoch_id, epoch_key = new_epoch()
-        readers = [r for r in log.readers(wall) if r != subject]
+        readers = [r for r in log.readers(hlc >> 16) if r not in without]
         if me.public_key not in readers:
             readers.append(me.public_key)
         boxes = [(r, seal_box(r, epoch_key, secret)) for r in readers]
         keys = make_keys(me, space, n, epoch_id, boxes, hlc, proof)
         keyring.add(space, n, epoch_id, epoch_key, secret)
         self._secrets.save()  # before the envelope that names the epoch is committed
-        return self.publish(space, [revoke, keys], hlc)
+        return keys
 
     def invite(self, space: str, rights: str | Rights | int, collections: Sequence[str] | None,
                expires_ms: int, history: bool, grant_expires_ms: int) -> str:

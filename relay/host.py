@@ -15,10 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import cbor2
-
 from crdt_sync.envelope import Envelope, decode_trusted
 from crdt_sync.errors import Rejected
+from crdt_sync.forks import proof_author
 from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import public_key_of
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
@@ -70,7 +69,8 @@ class RelayHost:
         self.fork_count = relay.fork_count
         self.quarantine: QuarantineBook = relay.quarantine
 
-    def admit(self, peer: str) -> str | None:
+    def admit(self, peer: str, relay: bool = False) -> str | None:
+        """(A peer's claim to be a relay is not trusted here: ``ungated`` decides.)"""
         self.peer = peer
         self._peer_key = public_key_of(peer)
         self._open = self._ungated is not None and self._ungated(peer)
@@ -110,7 +110,7 @@ class RelayHost:
         if not proofs or self.reads(space):
             return proofs
         shown = self._shown(space)
-        return [p for p in proofs if decode_trusted(cbor2.loads(p)[1]).author in shown]
+        return [p for p in proofs if proof_author(p) in shown]
 
     def envelope_wire(self, space: str, author: str, seq: int) -> bytes | None:
         if author not in self._shown(space) and not self.reads(space):

@@ -239,7 +239,7 @@ class EnvelopeHost:
         return {r for s, _a, _q, r in self.refused if space is None or s == space}
 
     # -- SyncHost --------------------------------------------------------------------------
-    def admit(self, peer: str) -> str | None:
+    def admit(self, peer: str, relay: bool = False) -> str | None:
         return None
 
     def sync_spaces(self) -> list[str]:

@@ -167,6 +167,22 @@ def test_a_joined_replica_reopens_as_a_member(open_replica: ReplicaFactory) -> N
 
 
 
+def test_a_joiner_that_restarted_opens_a_key_sealed_to_its_invite(open_replica: ReplicaFactory) -> None:
+    """The admin rotates (it revokes someone) before the redemption reaches it: the new epoch
+    is sealed to the invite key, which only the joiner's key file holds after a restart."""
+    alice, carol = open_replica("alice"), open_replica("carol")
+    site = alice.create_space("site-42")
+    alice.grant(site.id, carol.device_id, "write")
+    bob = open_replica("bob")
+    bob.join(alice.invite(site.id))
+    bob.close()
+    alice.revoke(site.id, carol.device_id)  # alice has not seen bob's redemption
+    alice.space(site.id).put("eq", "pump", {"after": "the rotation"})
+    again = open_replica("bob")
+    exchange(alice, again, site.id)
+    assert again.space(site.id).get("eq", "pump") == {"after": "the rotation"}
+
+
 def test_a_write_that_arrives_before_its_grant_is_set_aside_then_applied(
         open_replica: ReplicaFactory) -> None:
     """A member's data envelope that reaches a device before the record admitting its author

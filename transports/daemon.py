@@ -52,6 +52,8 @@ log = logging.getLogger("crdt_sync.daemon")
 #: Of two sessions with one device over different transports, the higher rank survives
 #: (both ends rank alike). Unknown transports rank lowest, by name.
 TRANSPORT_RANK = {"lan": 30, "ble": 20, "memory": 10}
+#: Transports whose peers are neighbours, never trusted as relays (served only what they may read).
+NEIGHBOUR_TRANSPORTS = frozenset({"lan", "ble"})
 #: Sessions at once (every transport together); a link beyond it is closed unserved.
 MAX_SESSIONS = 64
 #: Devices and discovery candidates remembered for status; the stalest are forgotten.
@@ -328,7 +330,8 @@ class Peer:
         try:
             await run_session(self.replica, ready.link, live=True, config=self.config,
                               stop=session.stop, on_event=on_event, spaces=self.spaces,
-                              maintain_interval=None)  # `_maintain` does it for all
+                              maintain_interval=None,  # `_maintain` does it for all
+                              relay=ready.transport not in NEIGHBOUR_TRANSPORTS)
         finally:
             self._running.discard(session)
             self._ended(session)

@@ -486,7 +486,8 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
                       clock: Callable[[], float] = time.monotonic,
                       maintain_interval: float | None = 0.2, timeout: float | None = None,
                       spaces: list[str] | None = None,
-                      on_session: Callable[[Session], None] | None = None) -> SessionOutcome:
+                      on_session: Callable[[Session], None] | None = None,
+                      relay: bool = True) -> SessionOutcome:
     """Sync ``replica`` with the peer at the other end of ``link``.
 
     Args:
@@ -498,6 +499,9 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
         timeout: give up after this many seconds (one-shot sessions).
         spaces: sync only these of the replica's spaces (default: all it keeps).
         on_session: called with the session before it starts (progress displays read it).
+        relay: the link goes to a relay the user chose, which is served every space in full
+            if it says it is a relay; False for a neighbour (LAN, Bluetooth), which is
+            served only the spaces it may read (:meth:`crdt_sync.Replica.session_host`).
         maintain_interval: how often a live session seals the replica's due edits and
             refreshes it (other processes' edits); None when the caller does that for every
             session at once (the daemon): the session then acts on the replica's observers.
@@ -510,7 +514,7 @@ async def run_session(replica: Replica, link: FrameLink, *, live: bool = False,
 
     if maintain_interval is not None:
         hooks.idle = idle
-    session = Session(replica.sync_host, clock(), config, spaces=spaces)
+    session = Session(replica.session_host(trust_relays=relay), clock(), config, spaces=spaces)
     if on_session is not None:
         on_session(session)
     unsubscribe = replica.observe(lambda _changes: hooks.changed.set())

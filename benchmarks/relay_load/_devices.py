@@ -282,7 +282,7 @@ class MemoryHost:
         self.device_id: str = identity.id
         self._spaces = spaces
 
-    def admit(self, peer: str) -> str | None:
+    def admit(self, peer: str, relay: bool = False) -> str | None:
         return None
 
     def sync_spaces(self) -> list[str]:

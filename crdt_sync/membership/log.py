@@ -258,6 +258,14 @@ class MembershipLog:
                 merged[(keys.epoch_n, keys.epoch_id)] = (recipients, keys.hlc)
         return [EpochInfo(n, eid, tuple(sorted(rec)), hlc) for (n, eid), (rec, hlc) in sorted(merged.items())]
 
+    def tainted_epochs(self) -> set[bytes]:
+        """Epoch ids sealed to a device that is revoked now: no writer uses them again
+        (docs/DESIGN.md, "Which epoch a writer uses")."""
+        cuts = self._state().cuts
+        if not cuts:
+            return set()
+        return {e.epoch_id for e in self.epochs() if any(r in cuts for r in e.recipients)}
+
     def boxes_for(self, device: bytes) -> list[tuple[int, bytes, bytes]]:
         """``(epoch_n, epoch_id, sealed)`` of every valid box sealed to ``device``."""
         found = set()

@@ -18,8 +18,9 @@ class SyncHost(Protocol):
     #: A relay keeps every space a device asks for (and so learns their names).
     keeps_all_spaces: bool
 
-    def admit(self, peer: str) -> str | None:
-        """None to accept an authenticated peer, else the reason to refuse it."""
+    def admit(self, peer: str, relay: bool = False) -> str | None:
+        """None to accept an authenticated peer, else the reason to refuse it; ``relay``:
+        its HELLO says it is a relay (a claim: the host decides what that is worth)."""
         ...
 
     def sync_spaces(self) -> list[str]: ...

@@ -404,7 +404,7 @@ class Session:
                                     f"{device_id(msg.device_key)}")
         self.peer = device_id(msg.device_key)
         assert self.version is not None
-        refused = self.host.admit(self.peer)
+        refused = self.host.admit(self.peer, self._peer_is_relay)
         if refused is not None:
             raise ProtocolViolation(E_AUTH_FAILED, refused)
         self.authenticated = True

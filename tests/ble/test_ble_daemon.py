@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from crdt_sync import Replica
+from crdt_sync.errors import NotFound
 from tests.daemon_helpers import converged, total
 from tests.helpers import REPO, share
 from tests.relay_helpers import relay_process, run_cli, spawned
@@ -213,8 +214,6 @@ async def test_bad_ble_options_are_usage_errors_and_a_missing_radio_a_clear_erro
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(reason="sessions still serve a space to a device that merely keeps its id: "
-                          "members-only sessions are issue 12's device side", strict=False)
 async def test_a_non_member_on_the_radio_gets_nothing(tmp_path: Path) -> None:
     from crdt_sync.protocol import Closed, SpaceSynced
     from crdt_sync.transports.ble.virtual import VirtualRadio
@@ -242,4 +241,5 @@ async def test_a_non_member_on_the_radio_gets_nothing(tmp_path: Path) -> None:
                 await outsider_done.wait()
         assert total(b, space) == 50
         assert sum(x.version_vector(space).values()) == 0
-        assert x.space(space).get("equipment", "a-1") is None
+        with pytest.raises(NotFound):
+            x.space(space).get("equipment", "a-1")

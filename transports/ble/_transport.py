@@ -349,7 +349,7 @@ class BleTransport:
             if self.serve is not None:  # the daemon's: it keys the session by device
                 await self.serve(ready)
                 return
-            await run_session(self.replica, link, live=True, config=self.config, stop=stop,
+            await run_session(self.replica, link, live=True, config=self.config, stop=stop, relay=False,
                               on_event=on_event)
         finally:
             self._stops.discard(stop)

@@ -335,7 +335,7 @@ class LanTransport:
 
         self._put(ready)
         try:
-            await run_session(self.replica, link, live=True, config=self.config, stop=stop,
+            await run_session(self.replica, link, live=True, config=self.config, stop=stop, relay=False,
                               on_event=on_event)
         finally:
             if device and self._sessions.get(device[0], (None, None))[0] is stop:
