@@ -4,7 +4,9 @@ it holds ``--want`` envelopes of ``--space`` (waiting on change events, bounded 
 ``--limit``), then keeps serving until its stdin closes, and exits 0 (1 on a timeout).
 ``--fill N`` makes N edits once ready; ``--relay-server PORT`` also runs a relay here;
 ``--progress N`` prints ``progress`` once it holds N envelopes; ``--found N`` waits, once
-converged, until discovery reported N candidates before it prints its ``table``."""
+converged, until discovery reported N candidates before it prints its ``table``;
+``--synced-peers N`` waits, once converged, until sessions with N peers counted the space
+synced, then prints ``held`` and every envelope of the space it holds (a non-member: 0)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from crdt_sync import Replica
+from crdt_sync.protocol import Event, SpaceSynced
 from crdt_sync.transports.daemon import Peer
 from crdt_sync.transports.interface import PeerEvent, PeerFound
 from tests.helpers import SHARED
@@ -60,6 +63,14 @@ async def main(args: argparse.Namespace) -> int:
         unsubscribe = replica.observe(lambda _c: changed.set())
         found = [0]
         enough = asyncio.Event()
+        synced = [0]
+        synced_enough = asyncio.Event()
+
+        def on_session_event(_transport: str, event: Event) -> None:
+            if isinstance(event, SpaceSynced) and event.space == args.space:
+                synced[0] += 1
+                if args.synced_peers is not None and synced[0] >= args.synced_peers:
+                    synced_enough.set()
 
         def on_peer_event(event: PeerEvent) -> None:
             if isinstance(event, PeerFound):
@@ -71,7 +82,7 @@ async def main(args: argparse.Namespace) -> int:
             async with maybe_relay(Path(args.data + "-relay"), host, args.relay_server), \
                     Peer(replica, lan=args.lan, relay=args.relay, interfaces=args.interface,
                          static_peers=peers, lan_port=args.port, config=FAST,
-                         on_peer_event=on_peer_event) as peer:
+                         on_peer_event=on_peer_event, on_session_event=on_session_event) as peer:
                 lan = peer.lan_transport
                 print("ready", lan.port if lan is not None else 0, flush=True)
                 if args.fill:
@@ -97,6 +108,10 @@ async def main(args: argparse.Namespace) -> int:
                 if args.found is not None:
                     async with asyncio.timeout(args.limit):
                         await enough.wait()
+                if args.synced_peers is not None:
+                    async with asyncio.timeout(args.limit):
+                        await synced_enough.wait()
+                    print("held", sum(replica.version_vector(args.space).values()), flush=True)
                 if lan is not None:  # what discovery cost: bounded whatever was announced
                     print("table", json.dumps({"candidates": len(lan.table), "evicted": lan.table.evicted,
                                                "refused": len(lan.table.refusals),
@@ -124,6 +139,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prefix", default="live")
     p.add_argument("--progress", type=int)
     p.add_argument("--found", type=int)
+    p.add_argument("--synced-peers", type=int)
     return p.parse_args(argv)
 
 

@@ -9,7 +9,8 @@ elsewhere). Each host is a process running :mod:`tests.lan.daemon_node`.
 * the link is cut in the middle of a 10,000-entity transfer, both sides edit, the link comes
   back: they converge with nothing lost;
 * ``crdt-sync peer --lan --interface eth1`` pins IPv4 and IPv6 at once; IPv6-only hosts meet;
-* a flood of fake announcements from a third host: the two still meet, within bounds.
+* a flood of fake announcements from a third host: the two still meet, within bounds;
+* a non-member on the same network, who knows the space's id, gets nothing of it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from crdt_sync import Replica
-from tests.helpers import LineReader, share
+from tests.helpers import SHARED, LineReader, share
 from tests.sync_helpers import fill
 
 TAG = f"{os.getpid() % 100000}"
@@ -140,6 +141,28 @@ def test_three_hosts_discover_by_mdns_and_converge(bridge: None, tmp_path: Path)
                   "--interface", "eth1")
              for host, path in zip(HOSTS, paths, strict=True)]
     run_all(nodes)
+
+
+def test_a_non_member_on_the_network_gets_nothing(bridge: None, tmp_path: Path) -> None:
+    """C keeps the space's id (overheard) but holds no grant and no key: A and B converge
+    over mDNS and each syncs with C, which holds none of the space's envelopes after."""
+    paths, space, want = prepare(tmp_path, ["a", "b"], 10)
+    with Replica(tmp_path / "c", seal_interval=0) as outsider:
+        outsider.keep(space)
+    # (the outsider holds nothing, not even the set-up that nodes count edits beyond)
+    nodes = [Node(host, "--data", str(path), "--space", space, "--want", str(count), "--lan",
+                  "--interface", "eth1", *extra)
+             for host, path, count, extra in zip(HOSTS, [*paths, tmp_path / "c"], [want, want, -SHARED],
+                                                 [(), (), ("--synced-peers", "2")], strict=True)]
+    try:
+        for node in nodes[:2]:
+            node.expect("converged")
+        assert nodes[2].expect("held").split() == ["held", "0"], nodes[2].seen
+        codes = [node.finish() for node in nodes]
+        assert codes == [0, 0, 0], [n.seen for n in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
 
 
 def test_b_carries_a_to_c_who_never_meet(bridge: None, tmp_path: Path) -> None:
