@@ -34,27 +34,21 @@ from .cache import EntityCache
 from .clocks import check_skew, hold_back
 from .errors import CrdtSyncError, DiskFull, Rejected
 from .follow import StoreFollower
-from .fork_guard import fork_statuses
-from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, hlc_to_iso, wall_ms
+from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from .host import ReplicaHost
 from .identity import Identity
 from .journal import Journal, ReadOnlyJournal
 from .members import Members
-from .membership import Member, Rights
 from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
+from .replica_members import MembershipCommands
 from .results import (
     Accepted,
     Change,
-    ClockRefusal,
     ImportResult,
-    JournalDamage,
-    PeerStatus,
     ReceiveResult,
     Rejection,
-    SpaceInfo,
-    SpaceStatus,
     Status,
 )
 from .schedule import SealSchedule
@@ -62,6 +56,7 @@ from .sealing import IDLE_FOLD_PARTS, Sealer
 from .secrets import Secrets
 from .space import Space
 from .spaces import LABEL_ENTITY, LABEL_FIELD, SpaceBook
+from .status_report import device_status
 from .store import SPACE_COLLECTION, EntityKey, Store
 from .values import check_name
 from .writes import LocalWrites, Transaction
@@ -73,15 +68,12 @@ IDLE_FOLDS_PER_CALL = 4
 #: Seconds without a seal after which ``maintain()`` counts the replica idle.
 IDLE_FOLD_AFTER = 1.0
 
-#: An invite lives this long unless told otherwise (7 days).
-INVITE_MS = 7 * 24 * 3600 * 1000
-
 Observer = Callable[[list[Change]], None]
 
 __all__ = ["Accepted", "Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
 
 
-class Replica:
+class Replica(MembershipCommands):
     """A device's local replica, opened on a data directory.
 
     Several processes may open the same directory at once. Use as a context manager or call
@@ -274,25 +266,6 @@ class Replica:
             return self._create(name_or_id, only_if_new=True)
         return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
 
-    def check_writable(self, space: str, collection: str) -> None:
-        """Whether this device may write to ``collection`` of ``space`` now (before anything
-        is journaled): what every receiver will check of the envelope.
-
-        Raises:
-            Rejected: ``not-a-member`` (it holds no key of the space, or no grant),
-                ``read-only``, ``expired``, ``out-of-scope``, ``revoked``.
-        """
-        if not self._secrets.keyring().epochs(space) and not (
-                self._secrets.reload() and self._secrets.keyring().epochs(space)):  # (another process's)
-            raise Rejected("not-a-member", f"this device holds no key of space {space}: a member "
-                                           "must grant it access (or send it an invite) first")
-        seq = self._store.chain_head(space, self.device_id)[0] + 1
-        verdict = self._members.authorize(space, self.identity.public_key, seq, self._clock.wall() << 16,
-                                          [collection])
-        if not verdict.ok:
-            raise Rejected(verdict.reason, f"this device may not write to {collection} in {space}: "
-                                           f"{verdict.detail}")
-
     def space_id(self, name_or_id: str) -> str:
         """The id of a space given by id or local name.
 
@@ -301,13 +274,6 @@ class Replica:
         """
         return self._book.resolve(name_or_id)
 
-    def rename_space(self, name_or_id: str, new_name: str) -> None:
-        """Name the space ``new_name`` here, and publish it as its label (members see it)."""
-        space = self._book.resolve(name_or_id)
-        with self._store.write():
-            self._book.rename(space, new_name)
-        self._write_label(space, new_name)
-
     def spaces(self, seal: bool = False) -> list[str]:
         """The ids of the spaces this device keeps (``seal``: seal pending edits first, as a
         sync does)."""
@@ -315,85 +281,6 @@ class Replica:
             self.seal()
         self.refresh()
         return self._store.spaces()
-
-    def space_infos(self) -> list[SpaceInfo]:
-        """Each kept space: id, local name, this device's rights, how many members."""
-        return self._book.infos(self.spaces(), self._clock.wall())
-
-    def keep(self, space: str) -> None:
-        """Keep and sync ``space`` (an id or local name) again after :meth:`leave`."""
-        space = self._book.resolve(space)
-        with self._store.write():
-            self._store.join(space)
-
-    def leave(self, space: str) -> None:
-        """Stop keeping and syncing ``space``; its data stays until the space is kept again."""
-        space = self._book.resolve(space)
-        with self._store.write():
-            self._store.join(space, joined=False)
-
-    def grant(self, space: str, device: str | list[str], rights: str | Rights = "write",
-              collections: list[str] | None = None, expires_ms: int = 0) -> None:
-        """Grant ``rights`` (``"read"``, ``"write"``, ``"admin"``) in ``space`` to a device
-        whose id is known (or to each of a list), scoped to ``collections`` (None: the whole
-        space), for ``expires_ms`` from now (0: no end). The grant and the keys the device
-        may read are published in one envelope of this device's chain.
-
-        Raises:
-            Rejected: this device may not grant that (``not-admin``, ``beyond-delegation``).
-        """
-        self._check_open()
-        space = self._book.resolve(space)
-        devices = [device] if isinstance(device, str) else list(device)
-        for d in devices:
-            check_name("device id", d)
-        self.seal()
-        try:
-            with self._store.write():
-                self._book.grant(space, devices, rights, collections, expires_ms)
-        except BaseException:
-            self._members.forget(space)
-            raise
-
-    def revoke(self, space: str, device: str) -> None:
-        """Revoke ``device`` in ``space`` and rotate the space's key: its writes up to the
-        last one this device holds stay valid everywhere, later ones are refused everywhere,
-        and it cannot read what is written from now on (a new epoch it is not sealed to).
-
-        Raises:
-            Rejected: this device may not revoke (``not-admin``).
-        """
-        self._check_open()
-        space = self._book.resolve(space)
-        check_name("device id", device)
-        self.seal()
-        try:
-            with self._store.write():
-                self._book.revoke(space, device)
-        except BaseException:
-            self._members.forget(space)
-            raise
-
-    def invite(self, space: str, rights: str | Rights = "write", collections: list[str] | None = None,
-               expires_ms: int = INVITE_MS, history: bool = True, grant_expires_ms: int = 0) -> str:
-        """A single-use invite token to ``space``: whoever redeems it with :meth:`join`
-        (before ``expires_ms`` from now, at most 30 days) becomes a member with ``rights``,
-        scoped to ``collections``, for ``grant_expires_ms`` from now (0: no end), and reads
-        the whole history (``history``) or only the current epoch on. The invite is published
-        in this device's chain; the token is a secret (docs/DESIGN.md, "Single-use invites").
-
-        Raises:
-            Rejected: this device may not invite so (``not-admin``, ``beyond-delegation``).
-        """
-        self._check_open()
-        space = self._book.resolve(space)
-        self.seal()
-        try:
-            with self._store.write():
-                return self._book.invite(space, rights, collections, expires_ms, history, grant_expires_ms)
-        except BaseException:
-            self._members.forget(space)
-            raise
 
     def join(self, token: str) -> Space:
         """Redeem an invite token (from :meth:`invite`) on this device: it keeps the space,
@@ -413,13 +300,6 @@ class Replica:
             self._members.forget()
             raise
         return Space(self, space, self._book.name(space) or space, self._writes, self._cache, self._store)
-
-    def members(self, space: str) -> list[Member]:
-        """The devices with a valid grant in ``space``, their rights, expiry, and who
-        granted them (revoked ones with ``revoked_after``)."""
-        space = self._book.resolve(space)
-        self.refresh()
-        return self._members.log(space).members(self._clock.wall())
 
     # -- observing -----------------------------------------------------------------------
     def observe(self, callback: Observer, space: str | None = None) -> Callable[[], None]:
@@ -698,31 +578,8 @@ class Replica:
     def status(self) -> Status:
         """Device id, spaces with version vectors, unsealed edits, what no peer acknowledged."""
         self.refresh()
-        spaces = {}
-        for name in self._store.spaces():
-            vv = self._store.version_vector(name)
-            peers = self._store.peers(name)
-            acked = max((p_vv.get(self.device_id, 0) for _, p_vv, _ in peers), default=0)
-            spaces[name] = SpaceStatus(
-                version_vector=vv,
-                unacknowledged=max(0, vv.get(self.device_id, 0) - acked),
-                peers=[PeerStatus(device=p, version_vector=p_vv, seen=hlc_to_iso(seen << 16),
-                                  behind=sum(max(0, s - p_vv.get(a, 0)) for a, s in vv.items()),
-                                  synced=all(p_vv.get(a, 0) >= s for a, s in vv.items()))
-                       for p, p_vv, seen in peers],
-                forks=fork_statuses(self._store.fork_records(name)))
-        damage = [JournalDamage(hlc_to_iso(at << 16), j, k, o, b, r, t)
-                  for at, j, k, o, b, r, t in self._store.journal_damage()]
-        return Status(device=self.device_id, data=str(self.path), spaces=spaces,
-                      unsealed=self.unsealed(), rejections=len(self._store.rejections()),
-                      quarantined=self.quarantined(), refused_by_peers=self.refused_by_peers(),
-                      clock_refusals=self._clock_refusals(), journal_damage=damage)
-
-    def _clock_refusals(self) -> list[ClockRefusal]:
-        # A refusal the peer has acknowledged past since (its clock caught up) is over.
-        return [ClockRefusal(peer, space, author, seq, ahead, hlc_to_iso(at << 16), author == self.device_id)
-                for peer, space, author, seq, ahead, at in self._store.clock_refusals()
-                if self._store.peer_vv(peer, space).get(author, 0) < seq]
+        return device_status(self._store, self.device_id, self.path, self.unsealed(), self.quarantined(),
+                             self.refused_by_peers())
 
     def unsealed(self) -> int:
         """Journal records of every process on this directory that are not sealed yet."""

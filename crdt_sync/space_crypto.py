@@ -493,7 +493,8 @@ class Keyring:
         in ``(n, id)`` order; the third item only when invite seeds are held."""
         out: dict[str, list[object]] = {}
         for space, secret in self._secrets.items():
-            entry: list[object] = [secret, [[n, eid, self._keys[space][eid]] for n, eid in self.epochs(space)]]
+            epochs = [[n, eid, self._keys[space][eid]] for n, eid in self.epochs(space)]
+            entry: list[object] = [secret, epochs]
             if self._invites.get(space):
                 entry.append(list(self._invites[space]))
             out[space] = entry
