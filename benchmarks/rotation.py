@@ -10,17 +10,27 @@ several keys records of the same epoch when they do not fit in one: docs/DESIGN.
 Each member then decodes the payload (every record's signature checked), finds its box and
 opens it, and checks the key against the epoch id.
 
-This measures the pure core, in one process, before the replica and relay integrate it: no
-journal, no SQLite, no network. Times are medians of ``--repeat`` rotations; the per-member
-open time is the median (and the slowest) over every member of every repeat.
+This measures the pure core, in one process: no journal, no SQLite, no network. Times are
+medians of ``--repeat`` rotations; the per-member open time is the median (and the slowest)
+over every member of every repeat.
+
+``--through-replica`` also measures rotation as an integrator meets it: a real admin replica
+(on a temporary data directory) revokes a device in a space of ``n`` members
+(``Replica.revoke``: the revocation and the new epoch's keys records in one envelope, sealed
+and committed), and one real member replica takes the bundle of it
+(``Replica.import_bundle``: verified, judged, its box opened, the key saved); then the admin
+writes with the new epoch and the member reads it back.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from time import perf_counter
 from typing import TypeVar
 
@@ -165,6 +175,70 @@ def measure(n: int, repeat: int, boxes_per_record: int = BOXES_PER_RECORD) -> Re
                   open_seconds_max=max(opens), opened=opened)
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaResult:
+    """Medians for one space size, through real replicas."""
+
+    members: int
+    revoke_seconds: float  # admin.revoke: records, boxes, seal, commit, key file saved
+    bundle_bytes: int  # what the member is sent: the revocation envelope
+    import_seconds: float  # member.import_bundle of it
+    read_after: int  # rotations after which the member read the admin's next write (must be all)
+    revoked_read: int  # ...and after which the revoked device could (must be 0)
+
+
+def measure_replica(n: int, repeat: int, root: Path) -> ReplicaResult:
+    """``n`` members: a real admin and member replica, and ``n - 2`` devices granted by id."""
+    from crdt_sync import Replica
+    from crdt_sync.errors import NotFound
+
+    revokes: list[float] = []
+    imports: list[float] = []
+    sizes: list[int] = []
+    read = revoked_read = 0
+    with Replica(root / f"admin-{n}", seal_interval=0) as admin, \
+            Replica(root / f"member-{n}", seal_interval=0) as member:
+        space = admin.create_space(f"site-{n}").id
+        others = [m.id for m in members_of(max(0, n - 2))]
+        admin.grant(space, member.device_id)
+        for chunk in _chunks(others, 50):
+            admin.grant(space, list(chunk))
+        member.import_bundle(admin.export_bundle(space))
+        for r in range(repeat):
+            leaving = Replica(root / f"leaving-{n}-{r}", seal_interval=0)
+            try:
+                admin.grant(space, leaving.device_id)
+                leaving.import_bundle(admin.export_bundle(space))
+                member.import_bundle(admin.export_bundle(space, since=member.version_vector(space)))
+                start = perf_counter()
+                admin.revoke(space, leaving.device_id)
+                revokes.append(perf_counter() - start)
+                bundle = admin.export_bundle(space, since=member.version_vector(space))
+                sizes.append(len(bundle))
+                start = perf_counter()
+                member.import_bundle(bundle)
+                imports.append(perf_counter() - start)
+                admin.space(space).put("notes", f"after-{r}", {"rotation": r})
+                member.import_bundle(admin.export_bundle(space, since=member.version_vector(space)))
+                leaving.import_bundle(admin.export_bundle(space, since=leaving.version_vector(space)))
+                read += member.space(space).get("notes", f"after-{r}") == {"rotation": r}
+                with contextlib.suppress(NotFound):
+                    revoked_read += leaving.space(space).get("notes", f"after-{r}") is not None
+            finally:
+                leaving.close()
+    return ReplicaResult(n, median(revokes), int(median([float(x) for x in sizes])), median(imports),
+                         read, revoked_read)
+
+
+REPLICA_HEADERS = ("members", "revoke ms", "bundle bytes", "member import ms", "member reads next write",
+                   "revoked device reads it")
+
+
+def _replica_row(r: ReplicaResult, repeat: int) -> list[str]:
+    return [str(r.members), f"{r.revoke_seconds * 1e3:.1f}", f"{r.bundle_bytes:,}",
+            f"{r.import_seconds * 1e3:.1f}", f"{r.read_after}/{repeat}", f"{r.revoked_read}/{repeat}"]
+
+
 HEADERS = ("members", "keys records", "payload bytes", "build ms", "of which boxes ms",
            "of which sign ms", "decode payload ms", "open own box µs (median)", "(slowest)", "opened")
 
@@ -184,6 +258,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=5, help="rotations per size; medians are reported")
     p.add_argument("--boxes-per-record", type=int, default=BOXES_PER_RECORD, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--through-replica", action="store_true",
+                   help="also revoke through real replicas (temporary data directories)")
     args = p.parse_args(argv)
     try:
         args.members = [int(x) for x in args.members.split(",") if x.strip()]
@@ -198,22 +274,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     try:
         results = [measure(n, args.repeat, args.boxes_per_record) for n in args.members]
+        replica: list[ReplicaResult] = []
+        if args.through_replica:
+            with tempfile.TemporaryDirectory(prefix="crdt-rotation-") as tmp:
+                replica = [measure_replica(max(2, n), args.repeat, Path(tmp)) for n in args.members]
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     failed = [r.members for r in results if r.opened != r.members]
+    failed += [r.members for r in replica if r.read_after != args.repeat or r.revoked_read]
     if args.json:
         print_json({"benchmark": "rotation", "repeat": args.repeat,
                     "boxes_per_record": args.boxes_per_record,
-                    "results": [asdict(r) for r in results]})
+                    "results": [asdict(r) for r in results],
+                    "through_replica": [asdict(r) for r in replica]})
     else:
         console = make_console()
         print_table(console, f"key rotation (core only, no replica): medians of {args.repeat} rotation(s); "
                              f"at most {args.boxes_per_record} boxes per keys record", HEADERS,
                     [_row(r) for r in results])
+        if replica:
+            print_table(console, f"key rotation through replicas (revoke, then a member imports it): "
+                                 f"medians of {args.repeat}", REPLICA_HEADERS,
+                        [_replica_row(r, args.repeat) for r in replica])
         print_machine(console)
     if failed:
-        print(f"error: not every member opened its box (sizes {failed})", file=sys.stderr)
+        print(f"error: not every member opened its box, or a revoked device read on (sizes {failed})",
+              file=sys.stderr)
         return 1
     return 0
 
