@@ -82,13 +82,14 @@ def _prepare(work: Path, a_count: int, b_count: int) -> tuple[Path, Path, int, i
     paths = (work / "a", work / "b")
     with Replica(paths[0], seal_interval=0) as a, Replica(paths[1], seal_interval=0) as b:
         space = share(a, b, name=SPACE)
+        setup = sum(a.version_vector(space).values())  # genesis and keys, label, grant: both hold it
         for replica, count, name in ((a, a_count, "a"), (b, b_count, "b")):
             sp = replica.space(space)
             for i in range(count):
                 sp.put("equipment", f"{name}-{i}", {"n": i, "by": name})
                 replica.seal()
         size = len(a.export_bundle(space))
-    return paths[0], paths[1], a_count + b_count, size
+    return paths[0], paths[1], setup + a_count + b_count, size
 
 
 def run_pair(work: Path, a_count: int, b_count: int, live: int, rate: float) -> dict[str, Any]:
@@ -103,7 +104,8 @@ def run_pair(work: Path, a_count: int, b_count: int, live: int, rate: float) -> 
         done = [_line(p, "converged") for p in procs]
         result: dict[str, Any] = {
             "converge_s": max(d["converged"] for d in done) - min(started),
-            "catch_up_s": done[1]["converged"] - done[1]["first"], "bytes": size, "envelopes": want}
+            "catch_up_s": done[1]["converged"] - done[1]["first"], "bytes": size,
+            "envelopes": a_count + b_count}
         if live:
             lat = sorted(x * 1000 for x in _line(procs[1], "latencies")["latencies"])
             result |= {"live_edits": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),

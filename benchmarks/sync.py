@@ -46,6 +46,7 @@ from ._harness import (
     profiled,
     progress_display,
     run_child,
+    share,
 )
 from ._sync_report import VARIANTS, report
 
@@ -83,6 +84,8 @@ def changed_keys(entities: int, changes: int) -> list[int]:
 def _space_create(args: argparse.Namespace, channel: ChildChannel) -> dict[str, Any]:
     from crdt_sync import Replica
 
+    with Replica(args.work / "b") as b, Replica(args.work / "a") as a:
+        share(a, b, name=SPACE)  # B is let in (grant, keys) before A writes: its first sync brings the rest
     t0 = perf_counter()
     with Replica(args.work / "a") as a:
         space = a.space(SPACE)
@@ -97,8 +100,8 @@ def _space_create(args: argparse.Namespace, channel: ChildChannel) -> dict[str, 
 
 
 def _seed(a: Replica, b: Replica, space: str, channel: ChildChannel) -> SyncRun:
-    """B's first, full sync from A (setup, reported for reference). Progress in percent."""
-    b.keep(space)
+    """B's first, full sync from A (setup, reported for reference). Progress in percent.
+    B already holds the space's set-up (A's grant, by :func:`~benchmarks._harness.share`)."""
     top = sum(a.version_vector(space).values())
     return drive(a.sync_host, b.sync_host,
                  lambda: channel.progress(100 * sum(b.version_vector(space).values()) // top))
@@ -206,21 +209,30 @@ def _space_yjs(args: argparse.Namespace, channel: ChildChannel) -> dict[str, Any
 
 
 def _entity_updates(data: Path, base_seq: int) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
-    """Each entity's Yjs updates from A's envelopes: up to ``base_seq`` (what B had), and after."""
+    """Each entity's Yjs updates from A's envelopes: up to ``base_seq`` (what B had), and after.
+
+    The payloads are decrypted with A's keys (a Yjs server would hold the plaintext); the
+    space's membership envelopes and its label carry no entity of the workload and are left out.
+    """
     from crdt_sync import Replica
     from crdt_sync.bundle import decode_bundle
     from crdt_sync.envelope import decode_trusted
-    from crdt_sync.payload import decode_payload
+    from crdt_sync.members import decode_data
+    from crdt_sync.space_crypto import DATA_PAYLOAD, payload_kind
 
     with Replica(data) as a:
         bundle = decode_bundle(a.export_bundle(SPACE))
+        keys = a.secrets.keyring().keys_of(bundle.space)
     base: dict[str, list[bytes]] = {}
     changed: dict[str, list[bytes]] = {}
     for wire in bundle.envelopes:
         env = decode_trusted(wire)
+        if payload_kind(env.payload) != DATA_PAYLOAD:
+            continue  # membership (genesis and keys, the grant)
         into = base if env.seq <= base_seq else changed
-        for coll, ent, _blob, items in decode_payload(env.payload):
-            into.setdefault(f"{coll}/{ent}", []).extend(update for _, update in items)
+        for coll, ent, _blob, items in decode_data(env, keys):
+            if coll == COLLECTION:  # not the space's label
+                into.setdefault(f"{coll}/{ent}", []).extend(update for _, update in items)
     return base, changed
 
 
@@ -245,6 +257,8 @@ def _trace_replay(args: argparse.Namespace, channel: ChildChannel) -> dict[str, 
 
     trace = _trace.load(args.trace_data)
     upto = args.prefix - max(args.behind)
+    with Replica(args.work / "doc-b") as b, Replica(args.work / "doc-a") as a:
+        share(a, b, name=DOC_SPACE)  # B is let in before A writes: its first sync brings the rest
     t0 = perf_counter()
     with Replica(args.work / "doc-a") as a:
         space = a.space(DOC_SPACE)
