@@ -15,6 +15,7 @@ fresh database (a test's) and returns its URL; :meth:`PgServer.stop` shuts it do
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,17 @@ def _ensure_user(name: str) -> None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                         "--shell", "/usr/sbin/nologin", name], check=True, capture_output=True)
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when the process that started it
+    dies (a test run killed before its teardown leaves no server behind: runuser passes the
+    signal on to postgres). Looked up before the fork: the child only makes the call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -187,7 +200,7 @@ def start_server() -> PgServer:
                  "-k", str(server.socket_dir), "-h", "127.0.0.1", "-p", str(server.port),
                  "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent())
         server.wait_ready()
     except subprocess.CalledProcessError as exc:
         server.stop()
