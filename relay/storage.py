@@ -63,13 +63,8 @@ OpenBackend = Callable[[Path], RelayBackend]
 
 
 def backend_for(store: str | None) -> OpenBackend:
-    """What opens the relay's storage for a ``store`` setting: None, SQLite in the data
-    directory; a ``postgresql://`` URL, that database (the data directory is then unused by
-    storage).
-
-    Raises:
-        StoreError: a Postgres URL without psycopg installed.
-    """
+    """What opens the storage a ``store`` setting names: None, SQLite in the data directory;
+    a ``postgresql://`` URL, that database. StoreError: Postgres without the postgres extra."""
     if store is None:
         return SqliteRelayBackend
     try:
@@ -77,13 +72,7 @@ def backend_for(store: str | None) -> OpenBackend:
     except ImportError:
         raise StoreError("a Postgres store needs the postgres extra: "
                          "pip install 'crdt-sync[postgres]'") from None
-
-    url = store
-
-    def open_postgres(directory: Path) -> RelayBackend:
-        return PostgresRelayBackend(url)
-
-    return open_postgres
+    return lambda directory: PostgresRelayBackend(store)
 
 
 #: An entry's bookkeeping beyond its tail bytes, for the memory budget.
