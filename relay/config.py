@@ -16,6 +16,8 @@ from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import device_id, public_key_of
 
 ENV_PREFIX = "CRDT_SYNC_RELAY_"
+#: What a ``store`` setting starts with to name a Postgres database.
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ConfigError(CrdtSyncError, ValueError):
@@ -28,6 +30,9 @@ class RelayConfig:
     or the ``[relay]`` table of the TOML file given by ``--config`` / ``CRDT_SYNC_RELAY_CONFIG``."""
 
     data: Path | None = None  # None: the crdt-sync data directory ($CRDT_SYNC_DATA, else the user's)
+    #: where envelopes are stored: None, SQLite in the data directory; a postgresql:// URL, that
+    #: Postgres database (docs/RELAY.md, "Running on Postgres")
+    store: str | None = None
     host: str = "127.0.0.1"
     port: int = 8787
     allow_list: Path | None = None  # None: any device that proves its key may sync
@@ -102,6 +107,11 @@ def load_config(overrides: Mapping[str, Any], environ: Mapping[str, str] | None 
     config = replace(RelayConfig(), **{k: _convert(k, names[k], v) for k, v in values.items()})
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format is text or json")
+    if config.store == "":
+        config = replace(config, store=None)
+    if config.store is not None and not config.store.startswith(STORE_URL_SCHEMES):
+        raise ConfigError(f"store = {config.store!r} is not a postgresql:// URL (leave it unset to "
+                          f"store in SQLite in the data directory)")
     if (config.cert is None) != (config.key is None):
         raise ConfigError("wss needs both cert and key")
     _check_ranges(config)

@@ -46,7 +46,7 @@ from .logs import setup_logging
 from .members import DATA_REFUSALS, MEMBERSHIP_SKIPS
 from .metrics import RelayMetrics
 from .pacing import Flow, Pacer
-from .storage import RelayStore
+from .storage import RelayStore, backend_for
 
 log = logging.getLogger("crdt_sync.relay")
 #: The interpreter's thread switch interval while a relay runs (see RelayServer.start).
@@ -126,7 +126,8 @@ class RelayServer:
                                       handshake_timeout=config.handshake_timeout)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
-        self.store = RelayStore(config.data, enforce_membership=config.membership)
+        self.store = RelayStore(config.data, enforce_membership=config.membership,
+                                backend=backend_for(config.store))
         self.store.on_append = self._fan_out
         self.metrics = RelayMetrics()
         self.store.on_commit = lambda seconds: self.metrics.commits.inc()

@@ -44,7 +44,7 @@ from pathlib import Path
 from crdt_sync import chain, clocks
 from crdt_sync.chain import Fault, Outcome, PendingChains
 from crdt_sync.envelope import Envelope, open_envelope
-from crdt_sync.errors import Rejected
+from crdt_sync.errors import Rejected, StoreError
 from crdt_sync.identity import Identity
 from crdt_sync.quarantine import QuarantineRecord, SetAside, check_liftable
 from crdt_sync.results import Accepted
@@ -60,6 +60,21 @@ RELAY_DB = "relay"  # the relay's own store lives in DIR/relay/
 
 #: Opens one connection's worth of relay storage in a directory (the writer's, the reader's).
 OpenBackend = Callable[[Path], RelayBackend]
+
+
+def backend_for(store: str | None) -> OpenBackend:
+    """What opens the storage a ``store`` setting names: None, SQLite in the data directory;
+    a ``postgresql://`` URL, that database. StoreError: Postgres without the postgres extra."""
+    if store is None:
+        return SqliteRelayBackend
+    try:
+        from .postgres_store import PostgresRelayBackend
+    except ImportError:
+        raise StoreError("a Postgres store needs the postgres extra: "
+                         "pip install 'crdt-sync[postgres]'") from None
+    return lambda directory: PostgresRelayBackend(store)
+
+
 #: An entry's bookkeeping beyond its tail bytes, for the memory budget.
 _ENTRY_OVERHEAD = 200
 #: Each space state numbers its tail entries from a base of its own: a cursor from a state
@@ -583,4 +598,4 @@ class RelayStore(RelayForks, RelayMembership):
         self._schedule()
 
 
-__all__ = ["OpenBackend", "Outgoing", "RelayQuarantine", "RelayStore"]
+__all__ = ["OpenBackend", "backend_for", "Outgoing", "RelayQuarantine", "RelayStore"]

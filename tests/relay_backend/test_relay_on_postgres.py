@@ -1,0 +1,111 @@
+"""A relay whose store is Postgres (``store = postgresql://...``): devices sync through it and
+converge, its state is in the database (a restarted relay keeps its identity and envelopes),
+and the setting comes from the CLI, the environment or the TOML file like every other."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from crdt_sync.relay.config import ConfigError, load_config
+from crdt_sync.relay.postgres_store import PostgresRelayBackend
+from crdt_sync.relay.sqlite_store import SqliteRelayBackend
+from crdt_sync.relay.storage import RelayStore
+from tests.conftest import ReplicaFactory
+from tests.helpers import share
+from tests.relay_helpers import relay_process, run_cli, running_relay, sync_once, sync_until_converged
+from tests.sync_helpers import fill, snapshot
+
+
+def stored_envelopes(url: str, space: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM envelopes WHERE space=%s", (space,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_two_devices_converge_through_a_relay_on_postgres(tmp_path: Path, pg_url: str,
+                                                                open_replica: ReplicaFactory) -> None:
+    office, tablet = open_replica("office"), open_replica("tablet")
+    space = share(office, tablet)
+    fill(office, "office", 4, space)
+    fill(tablet, "tablet", 3, space)
+    async with running_relay(tmp_path / "relay", store=pg_url) as relay:
+        assert isinstance(relay.store.store, PostgresRelayBackend)
+        assert isinstance(relay.store.reader, PostgresRelayBackend)
+        assert await sync_until_converged([office, tablet], relay.url, space) == 2
+        assert snapshot(office, space).key() == snapshot(tablet, space).key()
+        assert office.space(space).get("equipment", "tablet-2") == {"n": 2, "by": "tablet"}
+        assert tablet.space(space).get("equipment", "office-3") == {"n": 3, "by": "office"}
+        vv = office.version_vector(space)
+        assert relay.store.version_vector(space) == vv
+        relay_id = relay.device_id
+    assert stored_envelopes(pg_url, space) == sum(vv.values())
+    assert not (tmp_path / "relay" / "relay" / "store.sqlite3").exists()  # nothing went to SQLite
+
+    # Restarted on the same database: the same relay, holding everything; a new device
+    # that joins gets it all from Postgres.
+    late = open_replica("late")
+    space_late = share(office, late)
+    assert space_late == space
+    async with running_relay(tmp_path / "relay", store=pg_url) as relay:
+        assert relay.device_id == relay_id
+        assert relay.store.version_vector(space) == vv
+        outcome = await sync_once(office, relay.url)  # office uploads the grant to late
+        assert outcome.synced and outcome.ok, outcome.closed
+        outcome = await sync_once(late, relay.url)
+        assert outcome.synced and outcome.ok, outcome.closed
+        assert late.space(space).get("equipment", "tablet-0") == {"n": 0, "by": "tablet"}
+        assert snapshot(late, space).key() == snapshot(office, space).key()
+
+
+async def test_the_relay_command_stores_in_postgres(tmp_path: Path, pg_url: str,
+                                                    open_replica: ReplicaFactory) -> None:
+    office, tablet = open_replica("office"), open_replica("tablet")
+    space = share(office, tablet)
+    fill(office, "office", 2, space)
+    fill(tablet, "tablet", 2, space)
+    async with relay_process(tmp_path / "relay", "--store", pg_url) as relay:
+        assert await sync_until_converged([office, tablet], relay.url, space) == 2
+    assert snapshot(office, space).key() == snapshot(tablet, space).key()
+    assert stored_envelopes(pg_url, space) == sum(office.version_vector(space).values())
+
+
+async def test_the_relay_command_says_when_postgres_is_unreachable(tmp_path: Path) -> None:
+    url = "postgresql://relay:s3cret@127.0.0.1:1/relay?connect_timeout=2"
+    code, _, err = await run_cli("relay", "--data", str(tmp_path), "--port", "0", "--store", url)
+    assert code == 1, err
+    assert "cannot reach the relay's Postgres at postgresql://relay@127.0.0.1:1/relay" in err
+    assert "s3cret" not in err and "Traceback" not in err
+
+
+def test_the_store_setting_from_env_toml_and_options(tmp_path: Path) -> None:
+    toml = tmp_path / "relay.toml"
+    toml.write_text('[relay]\nstore = "postgresql://toml@db/relay"\n')
+    assert load_config({}, environ={}).store is None
+    assert load_config({}, environ={}, config_file=toml).store == "postgresql://toml@db/relay"
+    env = {"CRDT_SYNC_RELAY_STORE": "postgresql://env@db/relay"}
+    assert load_config({}, environ=env, config_file=toml).store == "postgresql://env@db/relay"
+    assert load_config({"store": "postgres://cli@db/relay"}, environ=env).store == "postgres://cli@db/relay"
+    assert load_config({}, environ={"CRDT_SYNC_RELAY_STORE": ""}).store is None  # unset: SQLite
+    with pytest.raises(ConfigError, match="store = 'mysql://db' is not a postgresql:// URL"):
+        load_config({"store": "mysql://db"}, environ={})
+
+
+def test_relay_store_opens_the_backend_its_setting_names(tmp_path: Path, pg_url: str) -> None:
+    from crdt_sync.relay.storage import backend_for
+
+    assert backend_for(None) is SqliteRelayBackend
+    store = RelayStore(tmp_path, backend=backend_for(pg_url))
+    try:
+        assert isinstance(store.store, PostgresRelayBackend) and store.healthy()
+        seed_holder = PostgresRelayBackend(pg_url)
+        try:
+            assert seed_holder.identity_seed(os.urandom(32)) == store.identity.seed
+        finally:
+            seed_holder.close()
+    finally:
+        store.close()
