@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .bootstrap import Bootstrap
 from .bundle import decode_bundle, encode_bundle
 from .cache import EntityCache
 from .clocks import check_skew, hold_back
@@ -163,6 +164,7 @@ class Replica:
         self._members = members = Members(store, self.identity, self._secrets)
         self._book = SpaceBook(store, members, self.identity, self._secrets, clock)
         self._receiver = Receiver(store, cache, clock, sealer, client, members)
+        self._bootstrap = Bootstrap(store, cache, clock, sealer, members, self.identity, client)
         self.sync_host = ReplicaHost(self, store, self._receiver.quarantine, clock, skew_ms)
 
     def _open_secrets(self, store: Store, passphrase: str | None) -> Secrets:
@@ -638,14 +640,31 @@ class Replica:
         return self._receiver.quarantine.refusals(self._sid(space))
 
     # -- bundles -------------------------------------------------------------------------
-    def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
-        """Everything of ``space`` not covered by ``since`` (all of it by default)."""
+    def export_bundle(self, space: str, since: dict[str, int] | None = None, *,
+                      snapshot: bool = False) -> bytes:
+        """Everything of ``space`` not covered by ``since`` (all of it by default). With
+        ``snapshot`` (for a device never met), a snapshot and the tail after it instead of the
+        whole history (docs/PROTOCOL.md, "Snapshots"): the one this device keeps, else a new
+        one (only an admin makes one: :meth:`snapshot`); the membership envelopes stay in
+        full. A device that started a chain from a snapshot passes that snapshot on.
+
+        Raises:
+            Rejected: ``not-admin`` / ``snapshot-unavailable``: no snapshot can be given.
+        """
         space = self._book.resolve(space)
         self.seal()
         self.refresh()
-        envelopes = self._store.envelopes_since(space, since or {})
+        snap, envelopes = self._bootstrap.bundle_parts(space, since or {}, snapshot)
         return encode_bundle(self.identity, space, self._store.version_vector(space),
-                             since or {}, envelopes, self._store.fork_proofs(space))
+                             {} if snap else since or {}, envelopes, self._store.fork_proofs(space), snap)
+
+    def snapshot(self, space: str) -> bytes:
+        """Make a signed snapshot of ``space`` at this device's version vector (an admin
+        only: ``Rejected("not-admin")``), kept to be carried by snapshot bundles. Returns it."""
+        space = self._book.resolve(space)
+        self.seal()
+        self.refresh()
+        return self._bootstrap.make(space).wire
 
     def import_bundle(self, data: bytes, source: str = "bundle") -> ImportResult:
         """Verify and apply a bundle, all or nothing (see :meth:`receive`)."""
@@ -658,18 +677,26 @@ class Replica:
         forks = self._store.fork_count(bundle.space)
         for proof in bundle.proofs:  # first: the envelopes they exclude are then refused
             self.receive_fork_proof(proof, source, bundle.space)
+        snap = None
+        if bundle.snapshot is not None:  # then the tail, per author (crdt_sync.bootstrap)
+            self.seal()
+            try:
+                snap, touched = self._bootstrap.apply(bundle, source)
+            finally:
+                self._members.save_keys()
+            self._received(touched)
         # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
         kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
                                          self.sync_host.max_clock_skew_ms,
                                          self._store.version_vector(bundle.space))
-        result = self.receive(kept, source, bundle.space)
+        result = (self.receive if snap is None else self.accept)(kept, source, bundle.space)
         forks = self._store.fork_count(bundle.space) - forks
         with self._store.write():
             self._store.join(bundle.space)
             if bundle.exporter != self.device_id:
                 self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
         return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms,
-                            forks)
+                            forks, snap)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:
