@@ -25,6 +25,7 @@ from .membership import MEMBERSHIP_PAYLOAD, Carrier, Record, Rights, wall_of
 from .payload import pack_item, unpack_items
 from .sealing import Sealer, fold_updates
 from .snapshot import Snapshot, decode_snapshot, make_snapshot, open_snapshot
+from .snapshot import decode_trusted as decode_kept
 from .space_crypto import payload_kind
 from .store import EntityKey, Store
 
@@ -102,7 +103,7 @@ class Bootstrap:
         if not snapshot and all(since.get(a, 0) >= seq for a, (seq, _h) in bases.items()):
             return None, store.envelopes_since(space, since)
         wire = store.kept_snapshot(space)
-        snap = decode_snapshot(wire) if wire is not None else self.make(space)
+        snap = decode_kept(wire) if wire is not None else self.make(space)
         covered = snap.version_vector
         membership = [w for w in store.membership_wires(space)
                       if (env := decode_trusted(w)).seq <= covered.get(env.author, 0)]
