@@ -355,3 +355,22 @@ def test_malformed_records_are_refused_with_a_reason(mutate: object, reason: str
     with pytest.raises(Rejected) as caught:
         sn.decode_snapshot(sv.build().wire + b"\x00")  # trailing bytes
     assert caught.value.reason == "snapshot-malformed"
+
+
+def test_the_cli_exports_a_snapshot_for_a_device_never_met(tmp_path: Path) -> None:
+    from crdt_sync.cli import main
+
+    with Replica(tmp_path / "a", seal_interval=0) as admin, Replica(tmp_path / "c") as newcomer:
+        space = share(admin, name="site")
+        for i in range(20):
+            edit(admin, space, "pump", i)
+        admin.grant(space, newcomer.device_id, "write")
+        device = newcomer.device_id
+    out = tmp_path / "for-c.bundle"
+    assert main(["export", space, "--data", str(tmp_path / "a"), "--for", device, "--out", str(out)]) == 0
+    assert decode_bundle(out.read_bytes()).snapshot is not None
+    assert main(["export", space, "--data", str(tmp_path / "a"), "--out", str(tmp_path / "full")]) == 0
+    assert decode_bundle((tmp_path / "full").read_bytes()).snapshot is None
+    assert main(["import", str(out), "--data", str(tmp_path / "c")]) == 0
+    with Replica(tmp_path / "c") as newcomer:
+        assert newcomer.space(space).get("equipment", "pump")["n"] == 19
