@@ -2,14 +2,17 @@
 
 Wire form (canonical CBOR)::
 
-    ["crdt-sync-bundle", 2, body, signature]
+    ["crdt-sync-bundle", 3, body, signature]
     body = CBOR [exporter_key(32 B), space, exporter_version_vector, since_version_vector,
-                 [envelope wire, ...], [fork proof, ...]]
+                 [envelope wire, ...], [fork proof, ...], snapshot wire / null]
 
 The exporter signs ``body``; every envelope inside is verified again on import like any
 received envelope, and every fork proof (:mod:`crdt_sync.forks`, at most
 :data:`MAX_BUNDLE_PROOFS`) like any received proof, before the envelopes. Version 2 added
-the proofs; version 1 (without them) is refused as ``unknown-version``. The exporter's
+the proofs; version 3 the snapshot (:mod:`crdt_sync.snapshot`: null in a full-history
+bundle; with one, the envelopes are the space's membership envelopes the snapshot covers and
+the tail after it). Version 2 is still read (no snapshot); version 1 and versions above 3 are
+refused as ``unknown-version``, saying which this build reads. The exporter's
 version vector doubles as an acknowledgement: it tells the importer what the exporter
 already has.
 """
@@ -24,7 +27,9 @@ from .errors import Rejected
 from .identity import Identity, device_id, verify
 
 MAGIC = "crdt-sync-bundle"
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
+#: Formats this build reads (2: without the snapshot field).
+READS_VERSIONS = (2, 3)
 #: Fork proofs one bundle may carry (each is checked on import).
 MAX_BUNDLE_PROOFS = 1024
 #: A bundle larger than this is refused before it is read into memory twice.
@@ -39,11 +44,14 @@ class Bundle:
     since: dict[str, int]
     envelopes: list[bytes]
     proofs: list[bytes] = field(default_factory=list)
+    #: a snapshot (:mod:`crdt_sync.snapshot`) the envelopes are the tail of; None: full history
+    snapshot: bytes | None = None
 
 
 def encode_bundle(identity: Identity, space: str, vv: dict[str, int], since: dict[str, int],
-                  envelopes: list[bytes], proofs: list[bytes] | None = None) -> bytes:
-    body = cbor2.dumps([identity.public_key, space, vv, since, envelopes, proofs or []],
+                  envelopes: list[bytes], proofs: list[bytes] | None = None,
+                  snapshot: bytes | None = None) -> bytes:
+    body = cbor2.dumps([identity.public_key, space, vv, since, envelopes, proofs or [], snapshot],
                        canonical=True)
     return cbor2.dumps([MAGIC, BUNDLE_VERSION, body, identity.sign(body)], canonical=True)
 
@@ -72,19 +80,25 @@ def decode_bundle(data: bytes) -> Bundle:
     if not (isinstance(outer, list) and len(outer) == 4 and outer[0] == MAGIC):
         raise Rejected("malformed", "not a crdt-sync bundle")
     _, version, body, signature = outer
-    if version != BUNDLE_VERSION:
-        raise Rejected("unknown-version", f"bundle format {version!r}; this build reads {BUNDLE_VERSION}")
+    if version not in READS_VERSIONS:
+        raise Rejected("unknown-version", f"bundle format {version!r}; this build reads formats "
+                                          f"{READS_VERSIONS[0]}..{READS_VERSIONS[-1]}: upgrade crdt-sync "
+                                          "to read a newer one")
     if not isinstance(body, bytes) or not isinstance(signature, bytes):
         raise Rejected("malformed", "bundle body or signature is not bytes")
     try:
-        key, space, vv, since, envelopes, proofs = cbor2.loads(body)
+        items = cbor2.loads(body)
+        if version == 2:
+            items = [*items, None]
+        key, space, vv, since, envelopes, proofs, snapshot = items
     except Exception as exc:  # trust boundary
         raise Rejected("malformed", f"bundle body is corrupt: {exc}") from None
     if not (isinstance(key, bytes) and len(key) == 32 and isinstance(space, str)
+            and (snapshot is None or isinstance(snapshot, bytes))
             and isinstance(envelopes, list) and all(isinstance(e, bytes) for e in envelopes)
             and isinstance(proofs, list) and len(proofs) <= MAX_BUNDLE_PROOFS
             and all(isinstance(p, bytes) for p in proofs)):
         raise Rejected("malformed", "bundle body has the wrong shape")
     if not verify(key, body, signature):
         raise Rejected("bad-signature", f"bundle signature of {device_id(key)} does not verify")
-    return Bundle(device_id(key), space, _vv(vv), _vv(since), envelopes, proofs)
+    return Bundle(device_id(key), space, _vv(vv), _vv(since), envelopes, proofs, snapshot)

@@ -257,6 +257,8 @@ class Receiver:
         chain.check_space(env, space).accept()
         clocks.check_envelope(env)
         verdict = chain.check(env, self._store, tolerate_gaps)
+        if verdict.fault is Fault.FORK and self._below_base(env):
+            return Outcome.DUPLICATE  # a snapshot covers it (crdt_sync.bootstrap)
         if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
             excluded = self._forks.conflict(env, source)
             self._unload(excluded)
@@ -306,6 +308,14 @@ class Receiver:
         times.append(env.hlc)  # (every item's clock is at most the envelope's)
         self._store.join(env.space)
         return Outcome.NEW
+
+    def _below_base(self, env: Envelope) -> bool:
+        """``env`` is at or below the chain base a snapshot left for its author, and this
+        device does not hold that seq: the snapshot covers it (a duplicate, not a fork; a
+        device that started from a snapshot cannot compare what lies below it)."""
+        base = self._store.chain_base(env.space, env.author)
+        return (base is not None and env.seq <= base[0]
+                and self._store.envelope_hash(env.space, env.author, env.seq) is None)
 
     def _cut_revoked(self, space: str, rebuild: set[EntityKey],
                      skips: dict[str, dict[str, SetAside]]) -> None:

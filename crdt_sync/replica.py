@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .bundle import decode_bundle, encode_bundle
+from .bootstrap import Bootstrap
 from .cache import EntityCache
-from .clocks import check_skew, hold_back
-from .errors import CrdtSyncError, DiskFull, Rejected
+from .clocks import check_skew
+from .errors import CrdtSyncError, DiskFull
 from .follow import StoreFollower
 from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from .host import ReplicaHost
@@ -42,6 +42,7 @@ from .members import Members
 from .quarantine import PeerRefusal, QuarantineRecord
 from .receive import Receiver
 from .recovery import recover_orphans, unsealed_elsewhere
+from .replica_bundles import BundleCommands
 from .replica_members import MembershipCommands
 from .results import (
     Accepted,
@@ -73,7 +74,7 @@ Observer = Callable[[list[Change]], None]
 __all__ = ["Accepted", "Change", "ImportResult", "Observer", "ReceiveResult", "Replica", "Status"]
 
 
-class Replica(MembershipCommands):
+class Replica(MembershipCommands, BundleCommands):
     """A device's local replica, opened on a data directory.
 
     Several processes may open the same directory at once. Use as a context manager or call
@@ -156,6 +157,7 @@ class Replica(MembershipCommands):
         writes.attach(cache, self._journal)
         self._follower = StoreFollower(store, cache, clock, client)
         self._receiver = Receiver(store, cache, clock, sealer, client, members)
+        self._bootstrap = Bootstrap(store, cache, clock, sealer, members, self.identity, client)
         self._skew_ms = skew_ms
 
     def session_host(self, trust_relays: bool = True) -> ReplicaHost:
@@ -529,40 +531,6 @@ class Replica(MembershipCommands):
         """What peers said they set aside of what this device sent them."""
         self._check_open()
         return self._receiver.quarantine.refusals(self._sid(space))
-
-    # -- bundles -------------------------------------------------------------------------
-    def export_bundle(self, space: str, since: dict[str, int] | None = None) -> bytes:
-        """Everything of ``space`` not covered by ``since`` (all of it by default)."""
-        space = self._book.resolve(space)
-        self.seal()
-        self.refresh()
-        envelopes = self._store.envelopes_since(space, since or {})
-        return encode_bundle(self.identity, space, self._store.version_vector(space),
-                             since or {}, envelopes, self._store.fork_proofs(space))
-
-    def import_bundle(self, data: bytes, source: str = "bundle") -> ImportResult:
-        """Verify and apply a bundle, all or nothing (see :meth:`receive`)."""
-        self._check_open()
-        try:
-            bundle = decode_bundle(data)
-        except Rejected as rejected:
-            self._store.record_rejection(source, rejected)
-            raise
-        forks = self._store.fork_count(bundle.space)
-        for proof in bundle.proofs:  # first: the envelopes they exclude are then refused
-            self.receive_fork_proof(proof, source, bundle.space)
-        # Envelopes stamped too far ahead wait (docs/PROTOCOL.md, "Clocks"): the bundle keeps them.
-        kept, held, ahead_ms = hold_back(bundle.envelopes, self._clock.wall(),
-                                         self._skew_ms,
-                                         self._store.version_vector(bundle.space))
-        result = self.receive(kept, source, bundle.space)
-        forks = self._store.fork_count(bundle.space) - forks
-        with self._store.write():
-            self._store.join(bundle.space)
-            if bundle.exporter != self.device_id:
-                self._store.record_peer(bundle.exporter, bundle.space, bundle.version_vector)
-        return ImportResult(bundle.space, bundle.exporter, result.applied, result.duplicates, held, ahead_ms,
-                            forks)
 
     # -- status --------------------------------------------------------------------------
     def peer_version_vector(self, peer: str, space: str) -> dict[str, int]:

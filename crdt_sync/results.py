@@ -62,6 +62,9 @@ class ImportResult:
     ahead_ms: int = 0
     #: fork proofs new to this device that the bundle brought or its envelopes proved
     forks: int = 0
+    #: the bundle's snapshot: ``"applied"``, or the reason it was refused (recorded, and
+    #: the envelopes were taken where they chain on); None: a full-history bundle
+    snapshot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,6 +246,12 @@ def merged_items(blob: bytes) -> bytes:
     return merged if len(merged) < len(blob) else blob
 
 
+def fold_updates(updates: list[bytes]) -> bytes:
+    """One update standing for all of ``updates`` (what compaction folds an entity into; a
+    signed snapshot carries each entity's state so: :mod:`crdt_sync.bootstrap`)."""
+    return _snapshot(updates)
+
+
 def _snapshot(updates: list[bytes]) -> bytes:
     """One update standing for all of ``updates``, quick to load.
 

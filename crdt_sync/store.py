@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import cbor2
 
-from . import chain, fork_table
+from . import chain, fork_table, snapshot_table
 from .chain import Outcome
 from .diskfaults import disk_full, is_full, store_error
 from .envelope import Envelope
@@ -27,6 +27,7 @@ from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
 from .fork_table import ForkReads
 from .quarantine import QuarantineTable
+from .snapshot_table import SnapshotReads
 
 STORE_FORMAT = 3
 #: Formats before 3 named spaces by plain names; a store of one that holds data is migrated
@@ -109,7 +110,7 @@ def _create_v3(db: sqlite3.Connection) -> None:
 _MIGRATIONS = {2: fork_table.create, 3: _create_v3}  # 2: fork proofs; 3: space ids
 
 
-class Store(EnvelopeReads, ForkReads):
+class Store(EnvelopeReads, ForkReads, SnapshotReads):
     """The SQLite side of a :class:`~crdt_sync.Replica`."""
 
     def __init__(self, directory: Path, fsync: bool = False, read_only: bool = False) -> None:
@@ -166,6 +167,7 @@ class Store(EnvelopeReads, ForkReads):
                         self.db.execute(statement)
                 # Added within format 1 too: crdt_sync.quarantine owns these.
                 QuarantineTable.create(self.db)
+                snapshot_table.create(self.db)  # (and snapshots: crdt_sync.snapshot_table)
                 QuarantineTable.create_refusals(self.db)
                 self.db.execute(_CLOCK_REFUSALS)
                 # Formats above 1: each migration once, in order (a new store runs them all).

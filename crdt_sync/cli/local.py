@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import DiskFull, NotFound, PassphraseError, ValueRejected
+from ..errors import DiskFull, NotFound, PassphraseError, Rejected, ValueRejected
 from ..values import check_name, loads_json
 from .output import Output, UsageError, data_dir, parse_assignment, short, show, space_id
 
@@ -308,7 +308,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
             since = _parse_vv(args.since)
         elif args.for_peer:
             since = replica.peer_version_vector(args.for_peer, sid)
-        data = replica.export_bundle(sid, since)
+        # a device never met gets a snapshot and the tail when this device can give one
+        never_met = bool(args.for_peer) and not since
+        data = None
+        if args.snapshot or never_met:
+            try:
+                data = replica.export_bundle(sid, since, snapshot=True)
+            except Rejected:
+                if args.snapshot:
+                    raise
+        if data is None:
+            data = replica.export_bundle(sid, since)
     count = len(decode_bundle(data).envelopes)
     target = Path(args.out)
     tmp = target.with_name(target.name + ".partial")
@@ -347,13 +357,21 @@ def cmd_import(args: argparse.Namespace, out: Output) -> None:
             f"device's clock, import the bundle again once the clocks agree" if result.held_back else "")
     out.emit({"space": result.space, "exporter": result.exporter, "applied": result.applied,
               "duplicates": result.duplicates, "held_back": result.held_back,
-              "ahead_ms": result.ahead_ms, "forks": result.forks},
+              "ahead_ms": result.ahead_ms, "forks": result.forks, "snapshot": result.snapshot},
              lambda: out.console.print(f"imported {result.applied} envelopes into {result.space} "
                                        f"({result.duplicates} already here) from "
-                                       f"{short(result.exporter)}{held}" + (
+                                       f"{short(result.exporter)}{held}" + _snapshot_note(result.snapshot) + (
                                            f"; {result.forks} fork(s) proven: each author is "
                                            f"excluded from its fork seq (crdt-sync status)"
                                            if result.forks else "")))
+
+
+def _snapshot_note(outcome: str | None) -> str:
+    if outcome is None:
+        return ""
+    if outcome == "applied":
+        return "; started from the bundle's snapshot"
+    return f"; the bundle's snapshot was refused ({outcome}: crdt-sync status shows the rejection)"
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> None:

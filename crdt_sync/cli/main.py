@@ -122,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--since", metavar="JSON", help="only what this version vector lacks")
     group.add_argument("--for", dest="for_peer", metavar="DEVICE",
-                       help="only what DEVICE lacks, as far as this device knows")
+                       help="only what DEVICE lacks, as far as this device knows (a device never met: "
+                            "a snapshot and the tail, when this device can give one)")
+    p.add_argument("--snapshot", action="store_true",
+                   help="a signed snapshot and the envelopes after it instead of the whole history")
     command("import", cmd_import, "verify and apply a bundle, all or nothing").add_argument("file")
     add_commands(sub, common)
     add_member_commands(sub, common)
