@@ -46,6 +46,7 @@ from .logs import setup_logging
 from .members import DATA_REFUSALS, MEMBERSHIP_SKIPS
 from .metrics import RelayMetrics
 from .pacing import Flow, Pacer
+from .shared_store import SharedRelayStore
 from .storage import RelayStore, backend_for
 
 log = logging.getLogger("crdt_sync.relay")
@@ -126,8 +127,10 @@ class RelayServer:
                                       handshake_timeout=config.handshake_timeout)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
-        self.store = RelayStore(config.data, enforce_membership=config.membership,
-                                backend=backend_for(config.store))
+        # On Postgres other relay nodes may write too: a store that finds out (shared_store.py).
+        kind = RelayStore if config.store is None else SharedRelayStore
+        self.store = kind(config.data, enforce_membership=config.membership,
+                          backend=backend_for(config.store))
         self.store.on_append = self._fan_out
         self.metrics = RelayMetrics()
         self.store.on_commit = lambda seconds: self.metrics.commits.inc()
