@@ -22,6 +22,7 @@ import pytest
 
 from crdt_sync import Replica
 from crdt_sync.errors import NotFound
+from crdt_sync.protocol import Session
 from crdt_sync.transports.driver import SessionOutcome
 from crdt_sync.transports.relay import sync_session
 from tests.conftest import ReplicaFactory
@@ -188,24 +189,39 @@ async def test_a_revocation_accepted_by_one_node_is_enforced_by_every_node(
         assert (await sync_once(leaver, nodes[2].url)).ok
         await wait_until(lambda: has_all(keeper, space, leaver.version_vector(space)), "leaver's first edit")
         cut = leaver.version_vector(space)[leaver.device_id]
+        assert (await sync_once(admin, nodes[0].url)).ok  # admin has leaver's edit: the cut is after it
+        assert admin.version_vector(space)[leaver.device_id] == cut
         admin.revoke(space, leaver.device_id)
         assert (await sync_once(admin, nodes[0].url)).ok  # node 0 accepts the revocation
         # Node 1 (keeper's, the space open in its memory) learns it over the bus.
         await wait_until(lambda: has_all(keeper, space, admin.version_vector(space)),
                          "the revocation on node 1")
-        # leaver has not heard of it: it writes on, through node 1 and node 2.
+        # leaver writes on, through node 2, which stores it past the cut (served to no one);
+        # node 1, which holds the space in memory, reads it from Postgres on node 2's notice.
+        before = sample(await scrape(nodes[1].url), "crdt_relay_bus_caught_up_total")
         fill(leaver, "leaver-after", 2, space)
-        for relay in (nodes[1], nodes[2]):
-            outcome = await sync_once(leaver, relay.url)
-            assert outcome.synced, outcome.closed
+        outcome = await sync_once(leaver, nodes[2].url)
+        assert outcome.synced, outcome.closed
+        assert stored(pg_url, space, leaver.device_id) > cut
+
+        async def node1_read_it() -> bool:
+            return sample(await scrape(nodes[1].url), "crdt_relay_bus_caught_up_total") >= before + 2
+
+        await wait_until(node1_read_it, "node 1 to read leaver's new envelopes")
         fresh = open_replica("fresh")
         admin.grant(space, [fresh.device_id], "admin")
         fresh.import_bundle(admin.export_bundle(space))
         assert (await sync_once(admin, nodes[0].url)).ok
         for relay in nodes:  # no node serves what leaver wrote past its cut
-            outcome = await sync_once(fresh, relay.url)
+            sessions: list[Session] = []
+            outcome = await sync_once(fresh, relay.url, on_session=sessions.append)
             assert outcome.synced and outcome.ok, outcome.closed
             assert fresh.version_vector(space).get(leaver.device_id, 0) <= cut
+            # (fresh would refuse them itself: what the node claims to hold is the node's doing)
+            claimed = sessions[0]._spaces[space].peer_have
+            assert claimed.get(leaver.device_id, 0) <= cut, (relay.url, claimed)
+            # and fresh, granted through node 0, is a reader on every node (it is served)
+            assert claimed.get(admin.device_id) == admin.version_vector(space)[admin.device_id], claimed
         assert keeper.version_vector(space).get(leaver.device_id, 0) <= cut
         with pytest.raises(NotFound):
             keeper.space(space).get("equipment", "leaver-after-0")
