@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from crdt_sync.envelope import Envelope
+from crdt_sync.errors import StoreError
 from crdt_sync.fork_table import ForkRecord
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 
@@ -35,6 +36,18 @@ class EnvelopeRow(NamedTuple):
     hash: bytes
     hlc: int
     wire: bytes
+
+
+class WriteConflict(StoreError):
+    """A batch was written by this node while another writer (a relay node on the same
+    database) committed different envelopes at some of its chain positions: nothing of the
+    batch is kept. ``forks`` names each ``(space, author, seq)`` stored with another hash;
+    the relay re-reads those heads and judges the batch again (relay/shared_store.py)."""
+
+    def __init__(self, forks: list[tuple[str, str, int]]) -> None:
+        self.forks = forks
+        super().__init__(f"{len(forks)} chain position(s) were taken by another writer: "
+                         + ", ".join(f"{a[:12]}… seq {q} in {s[:12]}…" for s, a, q in forks[:3]))
 
 
 class RejectionRecord(NamedTuple):
@@ -155,6 +168,9 @@ class RelayBackend(Protocol):
         ...
 
     def commit(self) -> None:
+        """Make the staged batch durable. Raises :class:`WriteConflict` (nothing kept) when
+        another writer on the same storage committed a different envelope at a position of
+        the batch; a position it committed with the same envelope is no conflict."""
         ...
 
     def rollback(self) -> None:
@@ -170,4 +186,4 @@ class RelayBackend(Protocol):
         ...
 
 
-__all__ = ["EnvelopeRow", "RejectionRecord", "RelayBackend", "WriteBatch"]
+__all__ = ["EnvelopeRow", "RejectionRecord", "RelayBackend", "WriteBatch", "WriteConflict"]

@@ -18,6 +18,8 @@ from crdt_sync.identity import device_id, public_key_of
 ENV_PREFIX = "CRDT_SYNC_RELAY_"
 #: What a ``store`` setting starts with to name a Postgres database.
 STORE_URL_SCHEMES = ("postgresql://", "postgres://")
+#: What a ``bus`` setting starts with (a Redis server).
+BUS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(CrdtSyncError, ValueError):
@@ -33,6 +35,15 @@ class RelayConfig:
     #: where envelopes are stored: None, SQLite in the data directory; a postgresql:// URL, that
     #: Postgres database (docs/RELAY.md, "Running on Postgres")
     store: str | None = None
+    #: several relay nodes on one Postgres store: a redis:// URL, fan-out between them over
+    #: Redis Streams (docs/RELAY.md, "Several nodes"); None: no bus (other nodes' commits are
+    #: still read, every bus_recheck seconds)
+    bus: str | None = None
+    #: this node's name on the bus (its consumer group); None: HOSTNAME-PORT
+    node: str | None = None
+    #: seconds between two re-checks of each open space against the store (a lost notice
+    #: costs at most this much delay)
+    bus_recheck: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8787
     allow_list: Path | None = None  # None: any device that proves its key may sync
@@ -112,6 +123,14 @@ def load_config(overrides: Mapping[str, Any], environ: Mapping[str, str] | None 
     if config.store is not None and not config.store.startswith(STORE_URL_SCHEMES):
         raise ConfigError(f"store = {config.store!r} is not a postgresql:// URL (leave it unset to "
                           f"store in SQLite in the data directory)")
+    if config.bus == "":
+        config = replace(config, bus=None)
+    if config.bus is not None:
+        if not config.bus.startswith(BUS_URL_SCHEMES):
+            raise ConfigError(f"bus = {config.bus!r} is not a redis:// URL (rediss://, unix:// also do)")
+        if config.store is None:
+            raise ConfigError("a bus joins relay nodes that share one store: set store to a "
+                              "postgresql:// URL too")
     if (config.cert is None) != (config.key is None):
         raise ConfigError("wss needs both cert and key")
     _check_ranges(config)
@@ -126,7 +145,7 @@ def _check_ranges(config: RelayConfig) -> None:
     for name in ("max_connections", "max_unauthenticated", "max_unauthenticated_per_address"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} = {getattr(config, name)} allows no device; use 1 or more")
-    for name in ("rate_envelopes", "rate_bytes", "send_timeout", "handshake_timeout"):
+    for name in ("rate_envelopes", "rate_bytes", "send_timeout", "handshake_timeout", "bus_recheck"):
         value = getattr(config, name)
         if not value > 0:  # also refuses NaN
             raise ConfigError(f"{name} = {value!r} must be a positive number")

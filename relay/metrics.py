@@ -44,6 +44,25 @@ class RelayMetrics:
                                    "Waits before reading a device deeper in debt than 10 s of its rate",
                                    registry=r)
 
+        # Several nodes (relay/bus.py) and the Postgres pool.
+        self.bus_up = Gauge("crdt_relay_bus_up", "1 while the Redis bus answers (0: down or off)",
+                            registry=r)
+        self.bus_errors = Counter("crdt_relay_bus_errors_total", "Failed Redis calls", registry=r)
+        self.bus_notices = Counter("crdt_relay_bus_notices_total",
+                                   "Bus notices: published, received (from other nodes), dropped",
+                                   ["direction"], registry=r)
+        for direction in ("published", "received", "dropped"):
+            self.bus_notices.labels(direction)
+        self.bus_lag = Histogram("crdt_relay_bus_lag_seconds",
+                                 "From another node's commit notice to its reading here",
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                                 registry=r)
+        self.bus_caught_up = Counter("crdt_relay_bus_caught_up_total",
+                                     "Envelopes of other nodes read from Postgres into the tail",
+                                     registry=r)
+        self.pool = Gauge("crdt_relay_pg_pool", "The Postgres connection pools' counters (psycopg_pool)",
+                          ["connection", "stat"], registry=r)
+
         #: frame bytes in and out not yet added to the counters: a plain addition per frame
         #: instead of a locked counter update; added when the metrics are read
         self.pending_bytes = [0, 0]

@@ -9,7 +9,10 @@ Schema version 1::
     meta(key PK, value)                            the relay's identity seed ("device_seed")
     spaces(space PK)                               every space the relay was given
     envelopes(id PK, space, author, seq, hash, hlc, wire, UNIQUE(space, author, seq))
-                                                   id: arrival order (an identity column)
+                                                   id: commit order within a space (an identity
+                                                   column; with several writers only each
+                                                   chain's seq order is guaranteed:
+                                                   relay/shared_store.py)
     heads(space, author, seq, hash, PK(space, author))   each chain's last envelope
     rejections(id PK, at, source, reason, detail)
     quarantine(space, author, from_seq, reason, detail, hash, wire, since, PK(space, author))

@@ -35,7 +35,7 @@ from crdt_sync.errors import StoreError
 from crdt_sync.fork_table import ForkRecord
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 
-from .backend import RejectionRecord, WriteBatch
+from .backend import EnvelopeRow, RejectionRecord, WriteBatch, WriteConflict
 from .postgres_schema import TABLES, Conn, open_schema
 
 #: What a store URL starts with to name a Postgres database.
@@ -47,6 +47,8 @@ HEALTH_TIMEOUT = 2.0
 #: A seq no chain reaches (BIGINT's largest): "no stop".
 _NO_STOP = (1 << 63) - 1
 _APP = "crdt-sync relay"
+#: How many times a batch is written again after Postgres broke a deadlock with another node's.
+_DEADLOCK_RETRIES = 3
 
 
 class PostgresUnavailable(StoreError):
@@ -139,6 +141,8 @@ class PostgresRelayBackend:
                 yield conn
         except PoolTimeout:
             raise self._unreachable(None) from None
+        except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure: the caller retries
+            raise
         except psycopg.OperationalError as exc:
             raise self._unreachable(exc) from exc
 
@@ -272,15 +276,30 @@ class PostgresRelayBackend:
     def commit(self) -> None:
         """Write the staged batch in one transaction and commit it (durable once this returns).
 
+        Several relay nodes may commit to one database at once (see :func:`_insert_envelopes`).
+
         Raises:
+            WriteConflict: another node committed a different envelope at a position of the
+                batch; nothing of it is kept.
             PostgresUnavailable: the server did not answer; nothing of the batch is kept.
             psycopg.Error: the server refused the batch (nothing of it is kept).
         """
         batch, self._batch = self._batch, None
         if batch is None:
             return
-        with self._conn() as conn, conn.transaction():
-            _write(conn, batch)
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                with self._conn() as conn, conn.transaction():
+                    _write(conn, batch)
+                return
+            except psycopg.errors.DeadlockDetected:  # two nodes' batches crossed: once more
+                if attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+
+    def pool_stats(self) -> dict[str, int]:
+        """The connection pool's counters (psycopg_pool's ``get_stats``: pool_size,
+        pool_available, requests_waiting, ...), for /metrics."""
+        return {k: int(v) for k, v in self._pool.get_stats().items()}
 
     def rollback(self) -> None:
         self._batch = None
@@ -315,15 +334,7 @@ def _write(conn: Conn, batch: WriteBatch) -> None:
     """The batch's statements, in the SQLite backend's order, inside the caller's transaction."""
     cur = conn.cursor()
     if batch.envelopes:
-        cur.executemany("INSERT INTO envelopes(space, author, seq, hash, hlc, wire) "
-                        "VALUES(%s, %s, %s, %s, %s, %s)", batch.envelopes)
-        heads: dict[tuple[str, str], tuple[int, bytes]] = {}
-        for space, author, seq, h, _, _ in batch.envelopes:
-            heads[(space, author)] = (seq, h)  # rows of a chain come in order
-        cur.executemany("INSERT INTO heads(space, author, seq, hash) VALUES(%s, %s, %s, %s) "
-                        "ON CONFLICT (space, author) DO UPDATE SET seq=EXCLUDED.seq, hash=EXCLUDED.hash "
-                        "WHERE EXCLUDED.seq > heads.seq",
-                        [(s, a, q, h) for (s, a), (q, h) in heads.items()])
+        _insert_envelopes(cur, batch.envelopes)
     if batch.membership:
         cur.executemany("INSERT INTO membership(space, author, seq) VALUES(%s, %s, %s) "
                         "ON CONFLICT DO NOTHING", batch.membership)
@@ -349,6 +360,48 @@ def _write(conn: Conn, batch: WriteBatch) -> None:
                     (q.space, q.author, q.from_seq, q.reason, q.detail, q.hash, q.wire, q.since))
     for space, author in batch.lifts:
         cur.execute("DELETE FROM quarantine WHERE space=%s AND author=%s", (space, author))
+
+
+_INSERT_ENVELOPES = """
+INSERT INTO envelopes(space, author, seq, hash, hlc, wire)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[], %s::bigint[], %s::bytea[])
+ON CONFLICT (space, author, seq) DO NOTHING RETURNING space, author, seq
+"""
+
+
+def _insert_envelopes(cur: psycopg.Cursor[TupleRow], rows: list[EnvelopeRow]) -> None:
+    """Insert the batch's envelopes and move their heads; several relay nodes may write at once.
+
+    UNIQUE(space, author, seq) decides a race between writers: a position another writer
+    committed first is skipped here (ON CONFLICT DO NOTHING, after waiting for that writer's
+    transaction). Skipped with the same hash, it is the same envelope: a duplicate, durable
+    already. With another hash it is a fork this node could not see: :class:`WriteConflict`,
+    and the caller's transaction rolls back (the rows after it in that chain chain onto an
+    envelope that is not stored). Rows go in the batch's order (their ids are its arrival
+    order); heads are moved in (space, author) order, so that two writers lock them in the
+    same order (a deadlock between two nodes' envelope rows is retried by the caller).
+    """
+    ordered = rows
+    cur.execute(_INSERT_ENVELOPES, [list(col) for col in zip(*ordered, strict=True)])
+    inserted = {(s, a, int(q)) for s, a, q in cur.fetchall()}
+    if len(inserted) < len(ordered):
+        taken = [r for r in ordered if (r.space, r.author, r.seq) not in inserted]
+        stored = {(s, a, int(q)): bytes(h) for s, a, q, h in cur.execute(
+            "SELECT e.space, e.author, e.seq, e.hash FROM envelopes e JOIN unnest("
+            "%s::text[], %s::text[], %s::bigint[]) AS t(space, author, seq) "
+            "ON e.space=t.space AND e.author=t.author AND e.seq=t.seq",
+            ([r.space for r in taken], [r.author for r in taken], [r.seq for r in taken])).fetchall()}
+        forks = [(r.space, r.author, r.seq) for r in taken
+                 if stored.get((r.space, r.author, r.seq)) != r.hash]
+        if forks:
+            raise WriteConflict(forks)
+    heads: dict[tuple[str, str], tuple[int, bytes]] = {}
+    for row in ordered:
+        heads[(row.space, row.author)] = (row.seq, row.hash)  # each chain's rows in seq order
+    cur.executemany("INSERT INTO heads(space, author, seq, hash) VALUES(%s, %s, %s, %s) "
+                    "ON CONFLICT (space, author) DO UPDATE SET seq=EXCLUDED.seq, hash=EXCLUDED.hash "
+                    "WHERE EXCLUDED.seq > heads.seq",
+                    [(s, a, q, h) for (s, a), (q, h) in sorted(heads.items())])
 
 
 def _drop_branch(cur: psycopg.Cursor[TupleRow], space: str, author: str, from_seq: int) -> None:

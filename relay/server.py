@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -40,12 +41,14 @@ from crdt_sync.transports.driver import Hooks, drive
 from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_MESSAGE, WebSocketLink
 
 from .admission import Admission
+from .bus import RelayBus
 from .config import AllowList, RelayConfig
 from .host import RelayHost
 from .logs import setup_logging
 from .members import DATA_REFUSALS, MEMBERSHIP_SKIPS
 from .metrics import RelayMetrics
 from .pacing import Flow, Pacer
+from .shared_store import SharedRelayStore
 from .storage import RelayStore, backend_for
 
 log = logging.getLogger("crdt_sync.relay")
@@ -126,8 +129,10 @@ class RelayServer:
                                       handshake_timeout=config.handshake_timeout)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
-        self.store = RelayStore(config.data, enforce_membership=config.membership,
-                                backend=backend_for(config.store))
+        # On Postgres other relay nodes may write too: a store that finds out (shared_store.py).
+        kind = RelayStore if config.store is None else SharedRelayStore
+        self.store = kind(config.data, enforce_membership=config.membership,
+                          backend=backend_for(config.store))
         self.store.on_append = self._fan_out
         self.metrics = RelayMetrics()
         self.store.on_commit = lambda seconds: self.metrics.commits.inc()
@@ -148,6 +153,9 @@ class RelayServer:
         #: by membership (the allow-list still applies)
         self.peer_relays: set[str] = set()
         self._switch_before: float | None = None
+        #: the other nodes of the same store (relay/bus.py); made by start() (its node name
+        #: may need the port)
+        self.bus: RelayBus | None = None
 
     @property
     def device_id(self) -> str:
@@ -179,6 +187,12 @@ class RelayServer:
         site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])  # the real port when 0 was asked
+        if isinstance(self.store, SharedRelayStore):
+            node = self.config.node or f"{socket.gethostname()}-{self.port}"
+            self.bus = RelayBus(self.config.bus, node, self.store, self._subscribers.keys, self.metrics,
+                                recheck=self.config.bus_recheck)
+            self.store.on_durable = self.bus.publish
+            await self.bus.start()
         log.info("relay.start", extra={"fields": {
             "device": self.device_id, "url": self.url, "data": str(self.config.data),
             "allow_list": str(self.config.allow_list) if self.config.allow_list else "open"}})
@@ -198,6 +212,8 @@ class RelayServer:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         await self.store.commit()
+        if self.bus is not None:
+            await self.bus.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()
@@ -222,11 +238,21 @@ class RelayServer:
 
     # -- HTTP endpoints ------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:
-        ok = self.store.healthy() and not self.stopping.is_set()
-        return web.json_response({"ok": ok, "storage": self.store.healthy()}, status=200 if ok else 503)
+        # The bus is reported, not required: without it the node serves and stores, and the
+        # other nodes' commits reach it at the next re-check.
+        storage = self.store.healthy()
+        ok = storage and not self.stopping.is_set()
+        return web.json_response({"ok": ok, "storage": storage,
+                                  "bus": self.bus.status if self.bus is not None else "off"},
+                                 status=200 if ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.metrics.store_bytes.set(self.store.size_bytes())
+        for name, backend in (("writer", self.store.store), ("reader", self.store.reader)):
+            stats = getattr(backend, "pool_stats", None)
+            if stats is not None:
+                for stat, value in stats().items():
+                    self.metrics.pool.labels(name, stat).set(value)
         return web.Response(body=self.metrics.render(), content_type="text/plain")
 
     async def _sync(self, request: web.Request) -> web.StreamResponse:
@@ -277,6 +303,8 @@ class RelayServer:
             conn.spaces = spaces
             for space in spaces:
                 self._subscribers.setdefault(space, set()).add(conn)
+            if self.bus is not None:
+                self.bus.watch()
 
         def sent(frames: list[bytes]) -> None:
             flow.answered(frames)

@@ -193,7 +193,7 @@ async def test_relay_url_without_a_path_reaches_the_sync_endpoint(relay: RelaySe
 # -- operations --------------------------------------------------------------------------------------
 async def test_healthz_and_metrics(relay: RelayServer) -> None:
     status, body = await http_get(relay.url, "/healthz")
-    assert status == 200 and json.loads(body) == {"ok": True, "storage": True}
+    assert status == 200 and json.loads(body) == {"ok": True, "storage": True, "bus": "off"}
 
     sp, envelopes = own_space(identity(), 7)
     device = EnvelopeHost(sp.creator, *envelopes)

@@ -50,6 +50,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-list", type=Path, help="file of device ids allowed (reloaded on SIGHUP)")
     p.add_argument("--store", metavar="URL",
                    help="postgresql:// URL: store in that database (default: SQLite in the data directory)")
+    p.add_argument("--bus", metavar="URL",
+                   help="redis:// URL: fan-out with the other relay nodes of the same --store")
+    p.add_argument("--node", metavar="NAME", help="this node's name on the bus (default HOSTNAME-PORT)")
     p.add_argument("--cert", type=Path, help="TLS certificate (serve wss://)")
     p.add_argument("--key", type=Path, help="TLS private key")
     p.add_argument("--max-connections", type=int)
@@ -158,6 +161,7 @@ def run_relay(args: argparse.Namespace, out: Output) -> None:
     from crdt_sync.relay.server import serve
 
     overrides = {"host": args.host, "port": args.port, "allow_list": args.allow_list, "store": args.store,
+                 "bus": args.bus, "node": args.node,
                  "cert": args.cert, "key": args.key, "max_connections": args.max_connections,
                  "log_format": args.log_format or ("json" if out.json else None)}
     config = load_config(overrides | {"data": args.data}, config_file=args.config)
