@@ -389,6 +389,10 @@ class RelayServer:
 
     def _paced(self, flow: Flow) -> Callable[[str], str | None]:
         def check(space: str) -> str | None:
+            refusal = self.store.outage.refusal()
+            if refusal is not None:
+                self.metrics.rejections.labels("store-unavailable").inc()
+                return refusal
             refusal = flow.check(space)
             if refusal is not None:
                 self.metrics.rejections.labels("flow-control").inc()

@@ -52,6 +52,7 @@ from crdt_sync.results import Accepted
 from .backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
 from .fork_store import RelayForks
 from .member_store import RelayMembership
+from .outage import StoreOutage
 from .quarantine import RelayQuarantine
 from .space_state import Outgoing, RelaySpace, StagedBatch, has_writes, wire_tail
 from .sqlite_store import SqliteRelayBackend
@@ -132,6 +133,7 @@ class RelayStore(RelayForks, RelayMembership):
         #: called after each commit with how long it took (metrics)
         self.on_commit: Callable[[float], None] = lambda seconds: None
         self.commits = 0
+        self.outage = StoreOutage()  # a failed commit: pushes are refused for a while
         #: the authors set aside per space (crdt_sync.quarantine.QuarantineBook)
         self.quarantine = RelayQuarantine(self)
 
@@ -288,6 +290,7 @@ class RelayStore(RelayForks, RelayMembership):
             self._failed(batch, exc)
             return
         self.commits += 1
+        self.outage.committed()
         for st in batch.spaces.values():
             st.joined = True  # (a space state outlives no commit of its own: see _evict)
         self._settle(batch)
@@ -300,6 +303,7 @@ class RelayStore(RelayForks, RelayMembership):
     def _failed(self, batch: StagedBatch, exc: BaseException) -> None:
         """The disk failed: nobody may ACK what was not stored, and what was staged after
         it may chain onto envelopes that are not there: drop it all, reload from SQLite."""
+        self.outage.failed(exc)
         staged, self._staged = self._staged, StagedBatch()
         for failed in (batch, staged):
             if failed.future is not None and not failed.future.done():

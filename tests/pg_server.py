@@ -155,6 +155,24 @@ class PgServer:
         name = url.rsplit("/", 1)[1]
         self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def halt(self) -> None:
+        """Stop the server and keep its data (``resume`` starts it again on the same port)."""
+        if self.process is not None and self.process.poll() is None:
+            self.run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
+                     "-t", str(int(STOP_TIMEOUT)), check=False)
+            self.process.wait(timeout=STOP_TIMEOUT)
+
+    def resume(self) -> None:
+        """Start the halted server again on its data directory and port."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self.as_user, str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
+                 "-k", str(self.socket_dir), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent())
+        self.wait_ready()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
@@ -194,14 +212,7 @@ def start_server() -> PgServer:
                 os.chown(path, info.pw_uid, info.pw_gid)
         server.run("initdb", "-D", str(server.data_dir), "-U", user, "--auth=trust",
                    "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
-        with open(server.log_path, "ab") as log:
-            server.process = subprocess.Popen(
-                [*as_user, str(bin_dir / "postgres"), "-D", str(server.data_dir),
-                 "-k", str(server.socket_dir), "-h", "127.0.0.1", "-p", str(server.port),
-                 "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent())
-        server.wait_ready()
+        server.resume()  # (starts it: the same command as after a halt)
     except subprocess.CalledProcessError as exc:
         server.stop()
         raise PgUnavailable(f"{' '.join(map(str, exc.cmd))} failed:\n{exc.stdout}{exc.stderr}") from None

@@ -16,6 +16,7 @@ from crdt_sync.relay.sqlite_store import SqliteRelayBackend
 from crdt_sync.relay.storage import RelayStore
 from tests.conftest import ReplicaFactory
 from tests.helpers import share
+from tests.pg_server import start_server
 from tests.relay_helpers import relay_process, run_cli, running_relay, sync_once, sync_until_converged
 from tests.sync_helpers import fill, snapshot
 
@@ -60,6 +61,36 @@ async def test_two_devices_converge_through_a_relay_on_postgres(tmp_path: Path, 
         assert outcome.synced and outcome.ok, outcome.closed
         assert late.space(space).get("equipment", "tablet-0") == {"n": 0, "by": "tablet"}
         assert snapshot(late, space).key() == snapshot(office, space).key()
+
+
+async def test_a_postgres_restart_refuses_writes_then_recovers_losing_nothing(
+        tmp_path: Path, open_replica: ReplicaFactory) -> None:
+    """Postgres goes down under a running relay: a device's push is not acknowledged, the
+    relay stays up; Postgres comes back: the same relay takes the push, and both devices
+    converge with nothing lost."""
+    server = start_server()  # its own: this test stops it
+    try:
+        url = server.create_database("restart")
+        office, tablet = open_replica("office"), open_replica("tablet")
+        space = share(office, tablet)
+        fill(office, "office", 3, space)
+        async with running_relay(tmp_path / "relay", store=url) as relay:
+            assert await sync_until_converged([office, tablet], relay.url, space) == 1
+            held = sum(office.version_vector(space).values())
+            server.halt()
+            fill(office, "down", 2, space)
+            # Nothing is acknowledged while the database is down (today the relay's reads wait
+            # for it on the event loop, so the session ends on its own timeout: docs/RELAY.md).
+            outcome = await sync_once(office, relay.url)
+            assert not (outcome.synced and outcome.ok), "a push was acknowledged with Postgres down"
+            assert sum(office.peer_version_vector(relay.device_id, space).values()) <= held
+            server.resume()
+            relay.store.outage.retry_after = 0.0  # (should a commit have failed: try at once)
+            assert await sync_until_converged([office, tablet], relay.url, space) <= 2
+            assert tablet.space(space).get("equipment", "down-1") == {"n": 1, "by": "down"}
+        assert stored_envelopes(url, space) == sum(office.version_vector(space).values())
+    finally:
+        server.stop()
 
 
 async def test_the_relay_command_stores_in_postgres(tmp_path: Path, pg_url: str,
