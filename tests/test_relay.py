@@ -19,7 +19,7 @@ import pytest
 from crdt_sync import Replica
 from crdt_sync.membership import Rights
 from crdt_sync.protocol import Closed, Received, Session, SessionConfig
-from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, Bye, Envelopes
+from crdt_sync.protocol.messages import E_AUTH_FAILED, E_GOING_AWAY, E_LIMIT, Bye, Envelopes
 from crdt_sync.relay.host import RelayHost
 from crdt_sync.relay.metrics import REJECTION_REASONS
 from crdt_sync.relay.server import RelayServer
@@ -454,6 +454,11 @@ async def test_a_failed_commit_acknowledges_nothing_and_the_device_sends_again(
     assert a.acked.get((relay.device_id, SPACE), {}).get(a.device_id, 0) == 0  # no ACK of them
     assert relay.store.version_vector(SPACE) == {}  # forgotten with the failed commit
     assert relay.store.members(SPACE).log.genesis() is None  # and so is its membership
+    # Right after the failure, a push is refused at once, with the reason (relay/outage.py).
+    refused = await exchange(a, relay.url)
+    assert not refused.synced and refused.closed is not None and refused.closed.code == E_LIMIT
+    assert "disk I/O error (injected)" in refused.closed.reason and "retry" in refused.closed.reason
+    relay.store.outage.retry_after = 0.0  # (the retry window has passed)
     again = await exchange(a, relay.url)
     assert again.synced and again.ok
     assert relay.store.version_vector(SPACE) == {a.device_id: 5}
