@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from crdt_sync.transports.interface import LinkServer, ManagedTransport
 from crdt_sync.transports.lan import LanTransport
 from tests.daemon_helpers import converged, total
 from tests.helpers import share
+from tests.relay_helpers import run_cli
 from tests.sync_helpers import WAIT, fill
 
 LIMIT = 4 * WAIT
@@ -123,6 +125,13 @@ async def test_a_radio_that_stays_down_leaves_the_daemon_and_its_lan_running(
         assert status["transports"] == ["lan", "ble"]
         ble = next(s for s in status["transport_states"] if s["name"] == "ble")
         assert ble["state"] in ("down", "reopening") and "cannot open" in ble["reason"], ble
+    code, out, err = await run_cli("status", "--json", "--data", str(tmp_path / "a"))
+    assert code == 0, err
+    shown = {t["name"]: t for t in json.loads(out)["daemon"]["transport_states"]}
+    assert shown["lan"]["state"] == "up" and shown["ble"]["state"] in ("down", "reopening")
+    assert "cannot open the BLE radio" in shown["ble"]["reason"], shown
+    code, out, err = await run_cli("status", "--data", str(tmp_path / "a"))
+    assert code == 0 and "transports down" in out and "cannot open" in out, out + err
     reopen = [r for r in caplog.records if r.getMessage() == "daemon.transport.reopen"]
     assert reopen and all("reason" in r.fields for r in reopen)  # type: ignore[attr-defined]
     assert not any(r.exc_info for r in caplog.records)
