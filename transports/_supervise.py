@@ -35,6 +35,8 @@ REOPEN_MAX = 30.0
 REOPEN_TIMEOUT = 15.0
 #: How long closing what is left of a lost transport may take.
 CLOSE_TIMEOUT = 15.0
+#: At the daemon's close, how long the supervision gets to read a closed transport's last events.
+DRAIN_GRACE = 2.0
 
 #: A transport's states in status: running; lost and waiting for the next attempt; opening.
 UP, DOWN, REOPENING = "up", "down", "reopening"
@@ -127,6 +129,8 @@ class Slot:
         if transport is not None and not self._waiting:
             await transport.__aexit__(None, None, None)
         if task is not None:
+            await asyncio.wait([task], timeout=DRAIN_GRACE)
+            task.cancel()  # a stream that did not end with its transport
             await asyncio.gather(task, return_exceptions=True)
 
     # -- inside ---------------------------------------------------------------------------------
@@ -134,11 +138,15 @@ class Slot:
         while True:
             transport = self.transport
             assert transport is not None
-            async for event in transport.events():
-                self.on_event(event)
+            failed = None
+            try:
+                async for event in transport.events():
+                    self.on_event(event)
+            except Exception as exc:  # a transport's (or a callback's) bug: as if it ended
+                failed = f"its event stream failed: {type(exc).__name__}: {exc}"
             if self.stopping.is_set():
                 return
-            reason = getattr(transport, "lost", None) or "its event stream ended"
+            reason = getattr(transport, "lost", None) or failed or "its event stream ended"
             log.warning("daemon.transport.lost", extra={"fields": {
                 "transport": self.name, "reason": reason}})
             self._set(DOWN, reason=reason, attempts=0)

@@ -142,31 +142,35 @@ class BleTransport:
         try:
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT):
-                    self.device = device = await self._stack.enter_async_context(
-                        open_device(self.radio, "crdt-sync", self.address,
-                                    on_lost=self._radio_lost))
-                    if self.peripheral:
-                        self.server = GattServer(device, self._on_central, window=self.window,
-                                                 timers=self.timers, max_centrals=MAX_LINKS,
-                                                 l2cap=self.l2cap)
-                    await device.power_on()
+                    await self._open()
             except TimeoutError:
                 raise RadioUnavailable(f"the BLE radio {self.radio} did not answer within "
                                        f"{OPEN_TIMEOUT:g} s") from None
             except (Exception, AssertionError) as exc:  # bumble: whatever the SPEC or the controller did
-                detail = str(exc) or type(exc).__name__
+                detail = self.lost or str(exc) or type(exc).__name__
                 raise RadioUnavailable(f"cannot open the BLE radio {self.radio}: {detail}") from None
-            if self.peripheral:
-                await self._advertise()
-                self._spawn(self._rotate())
-            if self.central:
-                self._scanner = BleakScanner(self._on_seen, [SERVICE_UUID], backend=BumbleScanner,
-                                             bumble_device=device)
-                await self._scanner.start()
+            if self.lost is not None:  # lost while it opened: as if it never had
+                raise RadioUnavailable(f"cannot open the BLE radio {self.radio}: {self.lost}")
         except BaseException:
             await self.close()
             raise
         return self
+
+    async def _open(self) -> None:
+        """The device on the radio, powered on, advertising and scanning as its roles say."""
+        self.device = device = await self._stack.enter_async_context(
+            open_device(self.radio, "crdt-sync", self.address, on_lost=self._radio_lost))
+        if self.peripheral:
+            self.server = GattServer(device, self._on_central, window=self.window,
+                                     timers=self.timers, max_centrals=MAX_LINKS, l2cap=self.l2cap)
+        await device.power_on()
+        if self.peripheral:
+            await self._advertise()
+            self._spawn(self._rotate())
+        if self.central:
+            self._scanner = BleakScanner(self._on_seen, [SERVICE_UUID], backend=BumbleScanner,
+                                         bumble_device=device)
+            await self._scanner.start()
 
     async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.close()
