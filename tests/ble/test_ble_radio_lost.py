@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,14 +26,15 @@ from crdt_sync.transports.daemon import Peer, read_status
 from crdt_sync.transports.interface import LinkServer, ManagedTransport
 from crdt_sync.transports.lan import LanTransport
 from tests.daemon_helpers import converged, total
-from tests.helpers import share
-from tests.relay_helpers import run_cli
+from tests.helpers import REPO, share
+from tests.relay_helpers import run_cli, spawned
 from tests.sync_helpers import WAIT, fill
 
 LIMIT = 4 * WAIT
 #: Quick attempts, so that a test does not wait out long backoffs.
 QUICK = (0.2, 1.0)
 LOOP = "127.0.0.1"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def _ble(peer: Peer) -> dict[str, object]:
@@ -152,3 +155,38 @@ async def test_closing_the_daemon_while_it_backs_off_ends_promptly(tmp_path: Pat
                 await peer.close()
             assert loop.time() - started < 2.0  # not the minute's backoff
             assert peer.transport_state("ble") == "down"
+
+
+async def test_crdt_sync_peer_reopens_its_radio_and_says_so(tmp_path: Path) -> None:
+    """``crdt-sync peer --ble-transport`` as a process: the loss and each failed attempt are
+    JSON lines on stderr with their reason (no traceback); it reconnects by itself."""
+    with Replica(tmp_path / "a", seal_interval=0) as a:
+        a_id = a.device_id
+        with Replica(tmp_path / "b", seal_interval=0) as b:
+            share(b, a)
+    with Replica(tmp_path / "b", seal_interval=0) as b:
+        async with VirtualRadio(2) as air, spawned(
+                "peer", "--json", "--ble-transport", air.specs[0], "--data", str(tmp_path / "a"),
+                env=ENV) as daemon, Peer(b, ble=air.specs[1], status_file=False) as pb:
+            await daemon.wait_line(lambda s: "syncing:" in s, "the start line", timeout=LIMIT)
+            async with asyncio.timeout(LIMIT):
+                await pb.wait_connected(1)
+                await air.drop(0)
+                await pb.wait_disconnected(a_id)
+            lost = json.loads(await daemon.wait_line(lambda s: "ble.radio.lost" in s, "the loss",
+                                                     timeout=LIMIT))
+            assert air.specs[0] in lost["reason"], lost
+            failed = json.loads(await daemon.wait_line(lambda s: "daemon.transport.reopen" in s,
+                                                       "a failed attempt", timeout=LIMIT))
+            assert failed["transport"] == "ble" and "cannot open" in failed["reason"], failed
+            await air.restore(0)
+            async with asyncio.timeout(LIMIT):
+                await pb.wait_connected(1)  # the reopened radio found b again
+            assert set(pb.connected) == {a_id}
+            daemon.signal(signal.SIGTERM)
+            assert await daemon.exit_code() == 0, daemon.lines[-10:]
+            assert not any("Traceback" in line for line in daemon.lines), daemon.lines
+    code, out, err = await run_cli("status", "--json", "--data", str(tmp_path / "a"))
+    assert code == 0, err
+    shown = {t["name"]: t for t in json.loads(out)["daemon"]["transport_states"]}
+    assert shown["ble"]["state"] == "up" and shown["ble"]["reopened"] == 1, shown
