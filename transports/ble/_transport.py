@@ -8,6 +8,11 @@ devices that hear each other, the one with the smaller hint connects; once both 
 authenticated, duplicate sessions with one device are resolved as on the LAN (``keeps``).
 Sessions are the ordinary sync session (:func:`~transports.driver.run_session`, live), so
 resumption after a drop is the protocol's: reconnect, HAVE, the missing envelopes.
+
+A radio whose HCI transport is lost (bumble's ``source.terminated``: a USB dongle pulled, a
+``tcp-client:`` controller gone) ends the transport by itself: ``lost`` says why, the log
+says ``ble.radio.lost``, every link ends at once and :meth:`BleTransport.events` ends (the
+daemon then reopens it with backoff, ``transports/_supervise.py``).
 """
 
 from __future__ import annotations
