@@ -15,6 +15,9 @@ transport) over one replica.
   seals due edits and refreshes the replica for all of them, so edits that other processes
   make on the same data directory are sent as they happen, at one refresh per interval
   whatever the number of sessions.
+* **Supervision.** A transport that ends by itself after the start (a BLE radio whose HCI
+  transport dropped) is reopened from its factory with backoff, forever while the daemon
+  runs (:mod:`._supervise`); status shows it down or reopening, with the reason.
 * **Status.** What the daemon sees (devices in session, over which transport and address,
   when each space last synced; the candidates discovery reported) is kept in bounded tables
   and written to ``daemon.json`` in the data directory, which ``crdt-sync status`` reads.
@@ -44,6 +47,7 @@ from crdt_sync.errors import CrdtSyncError
 from crdt_sync.protocol import Authenticated, Closed, Event, SessionConfig, SpaceSynced
 from crdt_sync.protocol.session import RELIABLE_LINK
 
+from ._supervise import REOPEN_FIRST, REOPEN_MAX, Backoff, Slot
 from .driver import run_session
 from .interface import LinkReady, LinkServer, ManagedTransport, PeerEvent, PeerFound, PeerLost
 
@@ -151,6 +155,8 @@ class Peer:
             data directory, a path, or None/False for nowhere.
         on_peer_event: called with every discovery event of every transport, in order.
         on_session_event: called with ``(transport, event)`` for every session event.
+        reopen_backoff: ``(first, maximum)`` seconds between attempts to reopen a transport
+            that was lost (a BLE radio): the wait doubles from ``first`` up to ``maximum``.
     """
 
     def __init__(self, replica: Replica, *, lan: bool = False, relay: Sequence[str] = (),
@@ -160,7 +166,8 @@ class Peer:
                  ble_role: str = "both", transports: Sequence[TransportFactory] = (),
                  status_file: Path | bool | None = True,
                  on_peer_event: Callable[[PeerEvent], None] | None = None,
-                 on_session_event: Callable[[str, Event], None] | None = None) -> None:
+                 on_session_event: Callable[[str, Event], None] | None = None,
+                 reopen_backoff: tuple[float, float] = (REOPEN_FIRST, REOPEN_MAX)) -> None:
         self.replica = replica
         self.lan, self.relay = lan, list(relay)
         self.interfaces, self.static_peers = list(interfaces), list(static_peers)
@@ -173,6 +180,8 @@ class Peer:
         self.ble, self.ble_role = ble, ble_role
         self.on_peer_event = on_peer_event
         self.on_session_event = on_session_event
+        Backoff(*reopen_backoff)  # checked now: a bad pair is the caller's error
+        self.reopen_backoff = reopen_backoff
         #: sessions run so far, every transport together
         self.sessions = 0
         self.status_file: Path | None = (replica.path / STATUS_FILE if status_file is True
@@ -180,14 +189,13 @@ class Peer:
         if not (lan or self.relay or self.static_peers or self.factories or ble):
             raise PeerError("no transport enabled: give lan=True, a relay URL, a static peer "
                             "or a BLE SPEC")
-        self.transports: list[ManagedTransport] = []
+        self._slots: list[Slot] = []
         self.devices: OrderedDict[str, DeviceStatus] = OrderedDict()
         self.candidates: OrderedDict[tuple[str, str], CandidateStatus] = OrderedDict()
         self.addresses: list[str] = []
         self._sessions: dict[str, _Session] = {}  # device id -> its one session
         self._running: set[_Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stack = contextlib.AsyncExitStack()
         self._closing = False
         self._closed = False
         self._write_handle: asyncio.TimerHandle | None = None
@@ -198,9 +206,11 @@ class Peer:
     async def __aenter__(self) -> Peer:
         try:
             for factory in self._all_factories():
-                transport = await self._stack.enter_async_context(factory(self._serve))
-                self.transports.append(transport)
-                self._spawn(self._watch(transport))
+                slot = Slot(factory, self._serve, stopping=self._stopping,
+                            on_event=self._peer_event, on_change=self._transport_changed,
+                            backoff=Backoff(*self.reopen_backoff))
+                await slot.start()
+                self._slots.append(slot)
             self._spawn(self._maintain())
         except BaseException:
             await self.close()
@@ -226,7 +236,8 @@ class Peer:
                 while self._running:  # each session ends on its BYE; bounded by the grace
                     self._changed.clear()
                     await self._changed.wait()
-        await self._stack.aclose()
+        for slot in reversed(self._slots):
+            await slot.close()
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
@@ -275,6 +286,20 @@ class Peer:
                                 peripheral=self.ble_role != "central", config=self.config,
                                 serve=serve)
         return build
+
+    @property
+    def transports(self) -> list[ManagedTransport]:
+        """Every transport the daemon runs, in order: the one open now, or while one is being
+        reopened the last one (closed)."""
+        return [slot.transport for slot in self._slots if slot.transport is not None]
+
+    def transport_state(self, name: str) -> str | None:
+        """``"up"``, ``"down"`` or ``"reopening"`` for transport ``name``, or None."""
+        return next((slot.state.state for slot in self._slots if slot.name == name), None)
+
+    async def wait_transport(self, name: str, state: str) -> None:
+        """Wait until transport ``name`` is in ``state`` (the caller bounds the wait)."""
+        await self._wait(lambda: self.transport_state(name) == state)
 
     @property
     def lan_transport(self) -> Any:
@@ -395,11 +420,14 @@ class Peer:
                 await asyncio.wait_for(self._stopping.wait(), MAINTAIN_INTERVAL)
 
     # -- discovery events -----------------------------------------------------------------------
-    async def _watch(self, transport: ManagedTransport) -> None:
-        async for event in transport.events():
-            self._candidate_event(event)
-            if self.on_peer_event is not None:
-                self.on_peer_event(event)
+    def _peer_event(self, event: PeerEvent) -> None:
+        self._candidate_event(event)
+        if self.on_peer_event is not None:
+            self.on_peer_event(event)
+
+    def _transport_changed(self) -> None:
+        self._changed.set()
+        self._status_changed()
 
     def _candidate_event(self, event: PeerEvent) -> None:
         now = _iso(time.time())
@@ -418,7 +446,9 @@ class Peer:
     def status(self, *, running: bool = True) -> dict[str, Any]:
         """What ``daemon.json`` holds (see ``crdt-sync status``)."""
         return {"pid": os.getpid(), "running": running, "updated": _iso(time.time()),
-                "transports": [t.name for t in self.transports], "lan_addresses": self.addresses,
+                "transports": [t.name for t in self.transports],
+                "transport_states": [asdict(slot.state) for slot in self._slots],
+                "lan_addresses": self.addresses,
                 "lan_port": getattr(self.lan_transport, "port", None),
                 "devices": {d: asdict(info) for d, info in self.devices.items()},
                 "candidates": [asdict(c) for c in self.candidates.values()]}

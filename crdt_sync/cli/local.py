@@ -176,6 +176,14 @@ def cmd_status(args: argparse.Namespace, out: Output) -> None:
             out.console.print(f"daemon  {state} (pid {daemon['pid']}), transports "
                               f"{', '.join(daemon['transports']) or 'none'}, updated {daemon['updated']}",
                               highlight=False)
+            down = [t for t in daemon["transport_states"]
+                    if isinstance(t, dict) and t.get("state", "up") != "up"]
+            if down:
+                out.table("transports down (reopened with backoff while the daemon runs)",
+                          ["transport", "state", "since", "attempts", "next attempt", "reason"],
+                          [(str(t.get("name")), str(t.get("state")), str(t.get("since")),
+                            str(t.get("attempts")), str(t.get("next_attempt") or "-"),
+                            str(t.get("reason") or "-")) for t in down])
             if daemon["candidates"]:
                 out.table("discovered (unauthenticated candidates)",
                           ["transport", "name", "address", "seen", "lost"],
@@ -244,11 +252,11 @@ def _merge_links(status: dict[str, Any], links: dict[str, Any] | None) -> None:
             peer["connected"] = bool(link.get("connected", False))
             peer["last_synced"] = (link.get("last_synced") or {}).get(name)
     status["daemon"] = None if links is None else {
-        key: links.get(key) for key in ("pid", "running", "updated", "transports", "lan_addresses",
-                                        "lan_port", "candidates")}
+        key: links.get(key) for key in ("pid", "running", "updated", "transports", "transport_states",
+                                        "lan_addresses", "lan_port", "candidates")}
     if status["daemon"] is not None:
-        status["daemon"]["transports"] = status["daemon"]["transports"] or []
-        status["daemon"]["candidates"] = status["daemon"]["candidates"] or []
+        for key in ("transports", "transport_states", "candidates"):
+            status["daemon"][key] = status["daemon"][key] or []
 
 
 def _over(peer: dict[str, Any]) -> str:

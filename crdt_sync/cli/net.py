@@ -195,8 +195,12 @@ def run_peer_daemon(args: argparse.Namespace, out: Output) -> None:
         _need_zeroconf()
     if ble is not None:
         _need_ble()
+    from crdt_sync.relay.logs import setup_logging
     from crdt_sync.transports.daemon import Peer, PeerError
 
+    # The daemon's warnings (a lost radio, each failed attempt to reopen it) as structured
+    # lines on stderr, with their fields: JSON with --json.
+    setup_logging("json" if out.json else "text", "warning")
     with open_replica(args) as replica:
         args.spaces = [replica.space_id(space) for space in args.spaces]  # names: their ids
         for space in args.spaces:

@@ -49,10 +49,15 @@ def random_static_address() -> str:
 
 
 @asynccontextmanager
-async def open_device(spec: str | LocalLink, name: str = "crdt-sync",
-                      address: str | None = None) -> AsyncIterator[Device]:
+async def open_device(spec: str | LocalLink, name: str = "crdt-sync", address: str | None = None,
+                      on_lost: Callable[[str], None] | None = None) -> AsyncIterator[Device]:
     """A bumble device on ``spec`` (a transport SPEC or an in-process link); the caller adds
-    its services, then powers it on (``await device.power_on()``)."""
+    its services, then powers it on (``await device.power_on()``).
+
+    ``on_lost`` is called once, with a reason, if the link to the controller is lost while the
+    device is open (the transport's ``source.terminated``: a USB dongle pulled, a
+    ``tcp-client:`` controller gone). An in-process link cannot be lost; closing is no loss.
+    """
     address = address or random_static_address()
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(spec, LocalLink):
@@ -62,6 +67,17 @@ async def open_device(spec: str | LocalLink, name: str = "crdt-sync",
         else:
             transport = await open_transport(spec)
             stack.push_async_callback(transport.close)
+            terminated = getattr(transport.source, "terminated", None)
+            if on_lost is not None and isinstance(terminated, asyncio.Future):
+                lost = on_lost
+
+                def on_terminated(future: asyncio.Future[None]) -> None:
+                    error = None if future.cancelled() else future.exception()
+                    lost(f"the HCI transport {spec} was lost"
+                         + (f": {type(error).__name__}: {error}" if error is not None else ""))
+                terminated.add_done_callback(on_terminated)
+                # Our own close ends the transport too: that is no loss.
+                stack.callback(terminated.remove_done_callback, on_terminated)
             device = Device.with_hci(name, hci.Address(address), transport.source, transport.sink)
         yield device
 

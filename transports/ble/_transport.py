@@ -8,6 +8,11 @@ devices that hear each other, the one with the smaller hint connects; once both 
 authenticated, duplicate sessions with one device are resolved as on the LAN (``keeps``).
 Sessions are the ordinary sync session (:func:`~transports.driver.run_session`, live), so
 resumption after a drop is the protocol's: reconnect, HAVE, the missing envelopes.
+
+A radio whose HCI transport is lost (bumble's ``source.terminated``: a USB dongle pulled, a
+``tcp-client:`` controller gone) ends the transport by itself: ``lost`` says why, the log
+says ``ble.radio.lost``, every link ends at once and :meth:`BleTransport.events` ends (the
+daemon then reopens it with backoff, ``transports/_supervise.py``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,10 @@ EVENT_QUEUE = 256
 MAX_LINKS = 4
 #: How long opening the radio (the transport, the controller's reset) may take.
 OPEN_TIMEOUT = 10.0
+#: At close, how long each last command to the controller (stop scanning, advertising) may take.
+CLOSE_COMMAND_TIMEOUT = 2.0
+#: At close after the radio was lost, how long the tasks get before they are cancelled.
+LOST_GRACE = 1.0
 
 
 class RadioUnavailable(CrdtSyncError):
@@ -119,6 +128,10 @@ class BleTransport:
         self._stop = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._closed = False
+        self._done = asyncio.Event()  # set once close() has finished
+        self._closer: asyncio.Task[None] | None = None
+        #: Why the transport ended by itself (its radio was lost), or None.
+        self.lost: str | None = None
 
     @staticmethod
     def _now() -> float:
@@ -134,49 +147,66 @@ class BleTransport:
         try:
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT):
-                    self.device = device = await self._stack.enter_async_context(
-                        open_device(self.radio, "crdt-sync", self.address))
-                    if self.peripheral:
-                        self.server = GattServer(device, self._on_central, window=self.window,
-                                                 timers=self.timers, max_centrals=MAX_LINKS,
-                                                 l2cap=self.l2cap)
-                    await device.power_on()
+                    await self._open()
             except TimeoutError:
                 raise RadioUnavailable(f"the BLE radio {self.radio} did not answer within "
                                        f"{OPEN_TIMEOUT:g} s") from None
             except (Exception, AssertionError) as exc:  # bumble: whatever the SPEC or the controller did
-                detail = str(exc) or type(exc).__name__
+                detail = self.lost or str(exc) or type(exc).__name__
                 raise RadioUnavailable(f"cannot open the BLE radio {self.radio}: {detail}") from None
-            if self.peripheral:
-                await self._advertise()
-                self._spawn(self._rotate())
-            if self.central:
-                self._scanner = BleakScanner(self._on_seen, [SERVICE_UUID], backend=BumbleScanner,
-                                             bumble_device=device)
-                await self._scanner.start()
+            if self.lost is not None:  # lost while it opened: as if it never had
+                raise RadioUnavailable(f"cannot open the BLE radio {self.radio}: {self.lost}")
         except BaseException:
             await self.close()
             raise
         return self
 
+    async def _open(self) -> None:
+        """The device on the radio, powered on, advertising and scanning as its roles say."""
+        self.device = device = await self._stack.enter_async_context(
+            open_device(self.radio, "crdt-sync", self.address, on_lost=self._radio_lost))
+        if self.peripheral:
+            self.server = GattServer(device, self._on_central, window=self.window,
+                                     timers=self.timers, max_centrals=MAX_LINKS, l2cap=self.l2cap)
+        await device.power_on()
+        if self.peripheral:
+            await self._advertise()
+            self._spawn(self._rotate())
+        if self.central:
+            self._scanner = BleakScanner(self._on_seen, [SERVICE_UUID], backend=BumbleScanner,
+                                         bumble_device=device)
+            await self._scanner.start()
+
     async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.close()
 
     async def close(self) -> None:
+        """End every session and link, release the radio, end :meth:`events`. Idempotent; a
+        second caller waits for the first to finish."""
         if self._closed:
+            await self._done.wait()
             return
         self._closed = True
+        try:
+            await self._close()
+        finally:
+            self._done.set()
+
+    async def _close(self) -> None:
         self._stop.set()
         for stop in list(self._stops):  # every session, authenticated or still in its handshake
             stop.set()
-        if self._scanner is not None:
+        if self.lost is not None:  # no controller: every connection is gone, nothing to hang up
+            self._links_lost(self.lost)
+        elif self._scanner is not None:
             with contextlib.suppress(Exception):  # the controller may be gone already
-                await self._scanner.stop()
+                async with asyncio.timeout(CLOSE_COMMAND_TIMEOUT):
+                    await self._scanner.stop()
         for task in list(self._dials):  # a connect to a device that is going away would wait it out
             task.cancel()
         tasks = list(self._tasks)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DIAL_TIMEOUT):
+            async with asyncio.timeout(DIAL_TIMEOUT if self.lost is None else LOST_GRACE):
                 await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
             task.cancel()
@@ -185,14 +215,29 @@ class BleTransport:
             await link.close()
         if self.server is not None:
             self.server.close()
-        if self.device is not None and self.peripheral:
+        if self.device is not None and self.peripheral and self.lost is None:
             with contextlib.suppress(Exception):
-                await self.device.stop_advertising()
+                async with asyncio.timeout(CLOSE_COMMAND_TIMEOUT):
+                    await self.device.stop_advertising()
         await self._stack.aclose()
         if self._events.full():  # the end must get through: it costs the oldest event
             self._events.get_nowait()
             self.dropped_events += 1
         self._put(None)
+
+    def _links_lost(self, reason: str) -> None:
+        for link in list(self._connected.values()):
+            if isinstance(link, BleLink):
+                link.lost(reason)
+
+    def _radio_lost(self, reason: str) -> None:
+        """The link to the controller is gone: end the sessions and the event stream, say why."""
+        if self._closed:
+            return
+        self.lost = reason
+        log.warning("ble.radio.lost", extra={"fields": {"radio": str(self.radio), "reason": reason}})
+        self._links_lost(reason)  # their sessions end now, not at a timeout
+        self._closer = asyncio.get_running_loop().create_task(self.close(), name="ble-radio-lost")
 
     async def events(self) -> AsyncIterator[PeerEvent]:
         """The events in order, until the transport closes (``DiscoveryTransport``)."""

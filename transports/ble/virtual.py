@@ -4,6 +4,8 @@ Separate processes (``crdt-sync peer --ble --ble-transport tcp-client:127.0.0.1:
 demo, the multi-process tests) then meet over one simulated radio with no hardware: each
 process's bumble host connects to its own controller, and the controllers hear each other on
 one :class:`bumble.link.LocalLink`. Listening sockets are bound to loopback only.
+:meth:`VirtualRadio.drop` and :meth:`VirtualRadio.restore` take one controller away from its
+host and bring a fresh one back on the same SPEC (a USB dongle pulled and plugged in again).
 
 Run: ``python -m crdt_sync.transports.ble.virtual --count 3 [--ports-file FILE]``: prints one
 SPEC per line (and writes them to FILE), then serves until interrupted.
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.link import LocalLink
 from bumble.transport.common import Transport
@@ -44,19 +47,16 @@ class VirtualRadio:
         self.link = LocalLink()  # type: ignore[no-untyped-call]  # bumble leaves it unannotated
         self.controllers: list[Controller] = []
         self.specs: list[str] = []
-        self._transports: list[Transport] = []
+        self._transports: list[Transport | None] = []
+        self._ports: list[int] = []
 
     async def __aenter__(self) -> VirtualRadio:
         try:
             for index in range(self.count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((self.host, 0))
-                port = sock.getsockname()[1]
-                transport = await open_tcp_server_transport_with_socket(sock)
+                transport, port = await self._listen(0)
                 self._transports.append(transport)
-                self.controllers.append(Controller(f"C{index}", host_source=transport.source,
-                                                   host_sink=transport.sink, link=self.link))
+                self._ports.append(port)
+                self.controllers.append(self._controller(index, transport))
                 self.specs.append(f"tcp-client:{self.host}:{port}")
         except BaseException:
             await self.close()
@@ -69,8 +69,71 @@ class VirtualRadio:
     async def close(self) -> None:
         transports, self._transports = self._transports, []
         for transport in transports:
-            with contextlib.suppress(Exception):  # closing a server that lost its client
-                await transport.close()
+            await _shut(transport)
+
+    async def drop(self, index: int) -> None:
+        """Take controller ``index`` away: its host's connection closes (the host sees its HCI
+        transport lost), its port stops listening (reopening it is refused), and the devices
+        connected to it see their connections time out (HCI reason 0x08)."""
+        transport, self._transports[index] = self._transports[index], None
+        await _shut(transport)
+        _power_off(self.controllers[index], self.link)
+
+    async def restore(self, index: int) -> None:
+        """Serve a fresh controller ``index`` on the same SPEC (after :meth:`drop`)."""
+        if self._transports[index] is not None:
+            raise ValueError(f"controller {index} is not dropped")
+        transport, _ = await self._listen(self._ports[index])
+        self._transports[index] = transport
+        self.controllers[index] = self._controller(index, transport)
+
+    async def _listen(self, port: int) -> tuple[Transport, int]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
+            port = sock.getsockname()[1]
+            return await open_tcp_server_transport_with_socket(sock), port
+        except BaseException:
+            sock.close()
+            raise
+
+    def _controller(self, index: int, transport: Transport) -> Controller:
+        return Controller(f"C{index}", host_source=transport.source, host_sink=transport.sink,
+                          link=self.link)
+
+
+async def _shut(transport: Transport | None) -> None:
+    """Stop listening and close the host's connection, if any (bumble's ``close`` does neither)."""
+    if transport is None:
+        return
+    server = getattr(transport, "server", None)
+    client = getattr(transport.sink, "transport", None)
+    if server is not None:
+        server.close()
+    if client is not None:
+        client.close()
+    with contextlib.suppress(Exception):  # closing a server that lost its client
+        await transport.close()
+    if server is not None:
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+
+def _power_off(controller: Controller, link: LocalLink) -> None:
+    """The controller leaves the air: it stops advertising, its peers' connections to it time
+    out, and the link forgets it."""
+    controller.le_legacy_advertiser.stop()
+    for advertising_set in controller.advertising_sets.values():
+        advertising_set.enabled = False
+        if advertising_set.timer_handle is not None:
+            advertising_set.timer_handle.cancel()
+    for connection in list(controller.le_connections.values()):
+        with contextlib.suppress(Exception):
+            connection.send_ll_control_pdu(ll.TerminateInd(hci.HCI_CONNECTION_TIMEOUT_ERROR))
+    controller.le_connections.clear()
+    with contextlib.suppress(KeyError):
+        link.remove_controller(controller)
 
 
 async def _serve(count: int, ports_file: Path | None) -> None:
