@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/crdt-sync demo
 
 test: $(STAMP)
+	bash .ci/system-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -44,6 +44,8 @@ _EPOCH_ID = epoch_id_of(_EPOCH_KEY)
 #: no limit on one hand-out: the replay asks for exactly the envelopes it needs
 ALL, ALL_BYTES = 1 << 30, 1 << 62
 MAX_DRAWS = 1000
+#: How far above the previous agent's client id the next one is drawn (ids are below 2**53).
+CLIENT_BAND = 2**53 // 64
 CHUNK = MAX_TEXT_INSERT // 4  # characters: at most 4 UTF-8 bytes each
 
 
@@ -134,9 +136,11 @@ class OursEngine:
         """
         if agent == 0:
             self._last_client = 0
+        # Each id within one band above the last (1/64 of the id space, so a draw falls in
+        # it one time in 64): an id drawn near the top would leave the next agent no room.
         for attempt in range(MAX_DRAWS):
             doc = OursDoc(work / f"ours-{agent}-{attempt}")
-            if doc.replica.client_id > self._last_client:
+            if self._last_client < doc.replica.client_id <= self._last_client + CLIENT_BAND:
                 self._last_client = doc.replica.client_id
                 return doc
             doc.replica.close()
