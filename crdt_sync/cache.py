@@ -103,14 +103,15 @@ class EntityCache:
         Returns whether the cache is still over ``limit`` (everything left is pinned).
         """
         docs = self._docs
-        for key in list(docs):
-            if len(docs) <= limit:
+        over = len(docs) - limit
+        victims: list[EntityKey] = []
+        for key, ent in docs.items():  # (oldest first; not a copy of all the keys per load)
+            if len(victims) >= over:
                 break
-            ent = docs[key]
-            if ent.unsealed or key in pinned:
-                continue
-            del docs[key]
-            ent.close()
+            if not (ent.unsealed or key in pinned):
+                victims.append(key)
+        for key in victims:
+            docs.pop(key).close()
         return len(docs) > limit
 
     def close(self) -> None:
