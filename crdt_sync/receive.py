@@ -235,11 +235,20 @@ class Receiver:
     def _receive_locked(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
                         tolerate_gaps: bool, skips: dict[str, dict[str, SetAside]],
                         source: str = "") -> tuple[int, int, int, int]:
+        self._heads = _Heads(self._store, self._sealer.device_id)
+        self._joins = joins = set[str]()
+        self._cache.hold(touched)  # (not loaded again to be indexed at the end)
+        try:
+            return self._receive_held(envelopes, space, touched, tolerate_gaps, skips, source, joins)
+        finally:
+            self._cache.hold(None)
+
+    def _receive_held(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
+                      tolerate_gaps: bool, skips: dict[str, dict[str, SetAside]], source: str,
+                      joins: set[str]) -> tuple[int, int, int, int]:
         applied = dups = gaps = skipped = 0
         times: list[int] = []
         rebuild: set[EntityKey] = set()
-        self._heads = _Heads(self._store, self._sealer.device_id)
-        self._joins = joins = set[str]()
         for wire in envelopes:
             env = open_envelope(wire)
             if self._forks.excluded(env):  # its author forked before this seq: neither branch is kept
