@@ -24,6 +24,11 @@ def device_id(public_key: bytes) -> str:
 
 def public_key_of(device: str) -> bytes:
     """Inverse of :func:`device_id`."""
+    return _public_key_of(device)
+
+
+@lru_cache(maxsize=8192)  # (a session asks it once per received envelope; errors are not cached)
+def _public_key_of(device: str) -> bytes:
     try:
         key = base64.b32decode(device.upper() + "=" * (-len(device) % 8))
     except ValueError as exc:
