@@ -82,6 +82,19 @@ class PublicDocHandle:
         finally:
             self.open = False
 
+    def apply_update(self, update: bytes) -> None:
+        """Apply ``update`` in a transaction of its own; the observers run at its commit.
+
+        Raises:
+            ValueError: the update does not apply.
+        """
+        self.doc.apply_update(update)
+
+    @staticmethod
+    def map_items(regs: Map[Any]) -> list[tuple[str, Any]]:
+        """The entries of a map of the document (a nested type's value is never bytes)."""
+        return list(regs.items())
+
     @staticmethod
     def text_binding(text: Text) -> Text:
         """What :meth:`insert_text` and :meth:`remove_text` take for ``text``."""
@@ -152,6 +165,37 @@ class FastDocHandle:
             self.open = False
             txn.drop()
 
+    def apply_update(self, update: bytes) -> None:
+        # Through the binding, in a transaction as begin() opens it: pycrdt's apply_update
+        # costs several Python frames of transaction handling per update.
+        if self.doc._txn is not None:  # inside someone's transaction: join it, as pycrdt does
+            self.doc.apply_update(update)
+            return
+        self.begin()
+        try:
+            self.binding.apply_update(self.txn, update)
+        finally:
+            self.commit()
+
+    def map_items(self, regs: Map[Any]) -> list[tuple[str, Any]]:
+        # One binding transaction for all the entries: pycrdt's Map.items opens three per
+        # entry (its __getitem__ checks the key with __contains__). Primitive values are what
+        # pycrdt returns; a nested type is the binding's object rather than pycrdt's wrapper
+        # (neither is bytes, which is all a register may be).
+        bound = regs.integrated
+        outer = self.doc._txn
+        if outer is not None and outer._txn is not None:  # inside a transaction: join it
+            txn = outer._txn
+            return [(key, bound.get(txn, key)) for key in bound.keys(txn)]
+        txn = self.binding.create_transaction()
+        try:
+            return [(key, bound.get(txn, key)) for key in bound.keys(txn)]
+        finally:
+            try:
+                txn.commit()
+            finally:
+                txn.drop()
+
     @staticmethod
     def text_binding(text: Text) -> Any:
         return text._integrated
@@ -209,10 +253,13 @@ def _probe() -> str | None:
             return "the binding's update does not replay"
         source: Doc[Any] = Doc()
         source.get("m", type=Map)["k"] = b"v"
-        check.apply_update(source.get_update())
+        FastDocHandle(check).apply_update(source.get_update())
         stop()
         if [(list(k), k["k"]["action"], bytes(k["k"]["newValue"])) for k in keys] != [(["k"], "add", b"v")]:
             return "the binding's map observer did not report the key"
+        entries = FastDocHandle(check).map_items(check.get("m", type=Map))
+        if entries != [("k", b"v")] or check._txn is not None:
+            return "the binding's map entries differ from pycrdt's"
     except (AttributeError, TypeError, ValueError, RuntimeError) as exc:
         return f"pycrdt's internals differ: {type(exc).__name__}: {exc}"
     return None

@@ -12,6 +12,10 @@ from .hlc import HybridClock
 from .payload import unpack_items
 from .store import EntityKey, Store
 
+#: How many evicted entities a receive keeps aside, per entity the cache holds
+#: (:meth:`EntityCache.hold`).
+HELD_PER_SLOT = 4
+
 
 class EntityCache:
     """Loads entities from the store on demand and keeps the most recently used ones.
@@ -37,6 +41,10 @@ class EntityCache:
         self._docs: OrderedDict[EntityKey, EntityDoc] = OrderedDict()
         #: called before an entity is loaded into the cache (the write path makes room)
         self.before_load: Callable[[], None] | None = None
+        #: the entities a receive is applying (the set it fills as it goes, see :meth:`hold`)
+        self._held: set[EntityKey] | None = None
+        #: those of them evicted meanwhile, still open: :meth:`get` takes them back
+        self._parked: dict[EntityKey, EntityDoc] = {}
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -67,9 +75,10 @@ class EntityCache:
         if ent is not None:
             docs.move_to_end(key)
             return ent
+        parked = self._parked.pop(key, None) if self._parked else None
         if self.before_load is not None:
             self.before_load()
-        ent = self.load(key)
+        ent = self.load(key) if parked is None else parked
         docs[key] = ent
         return ent
 
@@ -95,6 +104,22 @@ class EntityCache:
         ent = self._docs.pop(key, None)
         if ent is not None:
             ent.close()
+        ent = self._parked.pop(key, None)
+        if ent is not None:
+            ent.close()
+
+    def hold(self, keys: set[EntityKey] | None) -> None:
+        """While a receive applies envelopes, ``keys`` (the set it fills as it goes) that
+        are evicted stay open aside, and :meth:`get` takes them back instead of loading them
+        from the store again: its last step reads and indexes each entity it touched, and a
+        batch may touch more of them than the cache holds. At most :data:`HELD_PER_SLOT`
+        times :attr:`size` are kept aside (a larger receive, a bundle, loads them again).
+        None: the receive ended (rolled back or not); what was kept aside is closed."""
+        self._held = keys
+        if keys is None:
+            for ent in self._parked.values():
+                ent.close()
+            self._parked.clear()
 
     def evict(self, limit: int, pinned: Container[EntityKey]) -> bool:
         """Unload least recently used entities down to ``limit``, keeping those with
@@ -103,17 +128,24 @@ class EntityCache:
         Returns whether the cache is still over ``limit`` (everything left is pinned).
         """
         docs = self._docs
-        for key in list(docs):
-            if len(docs) <= limit:
+        over = len(docs) - limit
+        victims: list[EntityKey] = []
+        for key, ent in docs.items():  # (oldest first; not a copy of all the keys per load)
+            if len(victims) >= over:
                 break
-            ent = docs[key]
-            if ent.unsealed or key in pinned:
-                continue
-            del docs[key]
-            ent.close()
+            if not (ent.unsealed or key in pinned):
+                victims.append(key)
+        held, parked = self._held, self._parked
+        for key in victims:
+            ent = docs.pop(key)
+            if held is not None and key in held and len(parked) < HELD_PER_SLOT * self.size:
+                parked[key] = ent
+            else:
+                ent.close()
         return len(docs) > limit
 
     def close(self) -> None:
+        self.hold(None)
         for ent in self._docs.values():
             ent.close()
         self._docs.clear()

@@ -95,7 +95,7 @@ class EntityDoc:
     def apply(self, update: bytes) -> None:
         self.applying = True
         try:
-            self.doc.apply_update(update)
+            self.handle.apply_update(update)
         finally:
             self.applying = False
             self._resolved = None
@@ -129,7 +129,7 @@ class EntityDoc:
         """Every field's entries, the winner first."""
         if self._resolved is None:
             grouped: dict[str, list[Entry]] = {}
-            for key, raw in self._regs.items():
+            for key, raw in self.handle.map_items(self._regs):
                 name, entry = _parse_register(key, raw)
                 grouped.setdefault(name, []).append(entry)
             for entries in grouped.values():

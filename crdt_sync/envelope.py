@@ -28,6 +28,9 @@ MAX_ENVELOPE_BYTES = 512 * 1024
 #: Room left for the header and signature when packing a payload.
 ENVELOPE_OVERHEAD = 512
 MAX_SPACE_NAME = 128
+#: The CBOR head of the signed part (an array of 7), and the wire size of a signature item.
+_SIGNED_HEAD = b"\x87"
+_SIGNATURE_BYTES = 66
 
 
 def envelope_hash(wire: bytes) -> bytes:
@@ -99,10 +102,13 @@ def open_envelope(wire: bytes) -> Envelope:
           and isinstance(payload, bytes) and isinstance(signature, bytes) and len(signature) == 64)
     if not ok:
         raise Rejected("malformed", "envelope fields have the wrong types or sizes")
-    part = _signed_part(space, author, seq, prev, hlc, payload)
-    if cbor2.dumps([*part, signature], canonical=True) != wire:
+    if cbor2.dumps([FORMAT_VERSION, space, author, seq, prev, hlc, payload, signature],
+                   canonical=True) != wire:
         raise Rejected("non-canonical", "envelope is not in canonical CBOR")
-    if not verify(author, cbor2.dumps(part, canonical=True), signature):
+    # The signed part is the canonical CBOR of the first seven items: the wire (canonical,
+    # just checked) with a 7-item array head instead of its 8-item one, and without the
+    # signature's 66 bytes (a 64-byte string's head is 0x58 0x40) at its end.
+    if not verify(author, _SIGNED_HEAD + wire[1:-_SIGNATURE_BYTES], signature):
         raise Rejected("bad-signature", f"signature of {device_id(author)} seq {seq} does not verify")
     return Envelope(version, space, author, seq, prev, hlc, payload, signature, wire,
                     envelope_hash(wire))

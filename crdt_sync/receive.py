@@ -58,6 +58,40 @@ class _Unreadable(Rejected):
     by applying them one by one)."""
 
 
+class _Heads:
+    """The chain heads one batch read or wrote (:class:`crdt_sync.chain.ChainView`): one
+    query per author per batch instead of one per envelope. Forgotten (:meth:`clear`)
+    whenever heads may change other than by an envelope the batch stored itself (a fork's
+    exclusion, a cut, a savepoint rolled back). This device's own chains are always read
+    from the store (a seal may extend them while the batch is received)."""
+
+    __slots__ = ("_heads", "_own", "_store")
+
+    def __init__(self, store: Store, own: str) -> None:
+        self._store = store
+        self._own = own
+        self._heads: dict[tuple[str, str], tuple[int, bytes]] = {}
+
+    def chain_head(self, space: str, author: str) -> tuple[int, bytes]:
+        if author == self._own:
+            return self._store.chain_head(space, author)
+        got = self._heads.get((space, author))
+        if got is None:
+            got = self._heads[(space, author)] = self._store.chain_head(space, author)
+        return got
+
+    def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
+        return self._store.envelope_hash(space, author, seq)
+
+    def stored(self, env: Envelope) -> None:
+        """``env`` was stored: it is its chain's head now (chains grow by their next seq)."""
+        self._store.insert_envelope(env)
+        self._heads[(env.space, env.author)] = (env.seq, env.hash)
+
+    def clear(self) -> None:
+        self._heads.clear()
+
+
 class Receiver:
     """Verifies received envelopes against the chain rules and applies them to the store,
     the loaded entities and the index.
@@ -82,6 +116,10 @@ class Receiver:
         self._forks = ForkGuard(store, self.quarantine, members.decode)
         #: the fork quarantines the current receive started (told to the peer like others)
         self._forked: list[QuarantineRecord] = []
+        #: the chain heads of the current batch, and the spaces it stored envelopes in (each
+        #: joined once, at the batch's end)
+        self._heads = _Heads(store, sealer.device_id)
+        self._joins: set[str] = set()
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> tuple[ReceiveResult, set[EntityKey]]:
@@ -197,6 +235,17 @@ class Receiver:
     def _receive_locked(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
                         tolerate_gaps: bool, skips: dict[str, dict[str, SetAside]],
                         source: str = "") -> tuple[int, int, int, int]:
+        self._heads = _Heads(self._store, self._sealer.device_id)
+        self._joins = joins = set[str]()
+        self._cache.hold(touched)  # (not loaded again to be indexed at the end)
+        try:
+            return self._receive_held(envelopes, space, touched, tolerate_gaps, skips, source, joins)
+        finally:
+            self._cache.hold(None)
+
+    def _receive_held(self, envelopes: list[bytes], space: str | None, touched: set[EntityKey],
+                      tolerate_gaps: bool, skips: dict[str, dict[str, SetAside]], source: str,
+                      joins: set[str]) -> tuple[int, int, int, int]:
         applied = dups = gaps = skipped = 0
         times: list[int] = []
         rebuild: set[EntityKey] = set()
@@ -225,9 +274,12 @@ class Receiver:
             if outcome is Outcome.NEW and payload_kind(env.payload) == MEMBERSHIP_PAYLOAD:
                 self._cut_revoked(env.space, rebuild, skips)
                 self._reconsider(env.space, touched, times, rebuild, source, skips)
+                self._heads.clear()  # (a cut, or a reconsidered envelope rolled back)
             dups += outcome is Outcome.DUPLICATE
             gaps += outcome is Outcome.GAP
             applied += outcome is Outcome.NEW
+        for joined in sorted(joins):  # (what stored an envelope there joined it)
+            self._store.join(joined)
         for key in rebuild:  # loaded with the excluded updates: load again without them
             self._cache.drop(key)
         touched |= rebuild
@@ -256,11 +308,12 @@ class Receiver:
         fork with a stored envelope (both branches are excluded; ``rebuild`` gets the entities)."""
         chain.check_space(env, space).accept()
         clocks.check_envelope(env)
-        verdict = chain.check(env, self._store, tolerate_gaps)
+        verdict = chain.check(env, self._heads, tolerate_gaps)
         if verdict.fault is Fault.FORK and self._below_base(env):
             return Outcome.DUPLICATE  # a snapshot covers it (crdt_sync.bootstrap)
         if verdict.fault is Fault.FORK:  # proven: both branches go (crdt_sync.fork_guard)
             excluded = self._forks.conflict(env, source)
+            self._heads.clear()
             self._unload(excluded)
             rebuild |= excluded
             self._members.forget(env.space)  # the forked author's records stop counting
@@ -276,11 +329,11 @@ class Receiver:
             judged = self._members.judge(env)  # Rejected: the author is quarantined
             if not judged.store:
                 return Outcome.GAP  # a proof on its way: skipped like a gap, judged when sent again
-            self._store.insert_envelope(env)
+            self._heads.stored(env)
             if self._members.stored(env, judged.records or []):
                 self._release_held(env.space, touched, times)
             times.append(env.hlc)
-            self._store.join(env.space)
+            self._joins.add(env.space)
             return Outcome.NEW
         try:
             entities = self._members.decode(env)
@@ -289,10 +342,10 @@ class Receiver:
                 raise
             # Its epoch's key has not arrived (the keys record may follow, in this batch or
             # later): stored, so the chain goes on, and applied once the key is here.
-            self._store.insert_envelope(env)
+            self._heads.stored(env)
             self._store.hold(env)
             times.append(env.hlc)
-            self._store.join(env.space)
+            self._joins.add(env.space)
             return Outcome.NEW
         allowed = self._members.authorize(env.space, env.author_key, env.seq, env.hlc,
                                           (coll for coll, *_ in entities))
@@ -303,10 +356,10 @@ class Receiver:
             # its way may make it valid: _reconsider); revoked cuts the chain for good.
             raise _Unauthorized(allowed.reason, allowed.detail)
         clocks.check_items(env, (h for *_, items in entities for h, _ in items))
-        self._store.insert_envelope(env)
+        self._heads.stored(env)
         self._apply_entities(env, entities, touched)
         times.append(env.hlc)  # (every item's clock is at most the envelope's)
-        self._store.join(env.space)
+        self._joins.add(env.space)
         return Outcome.NEW
 
     def _below_base(self, env: Envelope) -> bool:

@@ -470,11 +470,11 @@ class Store(EnvelopeReads, ForkReads, SnapshotReads):
         self.db.execute("INSERT INTO entities(space, collection, entity, deleted) VALUES(?,?,?,?) "
                         "ON CONFLICT DO UPDATE SET deleted=excluded.deleted", (*key, int(deleted)))
         self.db.execute("DELETE FROM fields WHERE space=? AND collection=? AND entity=?", key)
-        self.db.executemany("INSERT INTO fields VALUES(?,?,?,?,?)",
-                            [(*key, f, v) for f, v in fields])
+        if rows := [(*key, f, v) for f, v in fields]:
+            self.db.executemany("INSERT INTO fields VALUES(?,?,?,?,?)", rows)
         self.db.execute("DELETE FROM conflicts WHERE space=? AND collection=? AND entity=?", key)
-        self.db.executemany("INSERT INTO conflicts VALUES(?,?,?,?,?)",
-                            [(*key, f, d) for f, d in conflicts])
+        if rows := [(*key, f, d) for f, d in conflicts]:  # (most entities have none)
+            self.db.executemany("INSERT INTO conflicts VALUES(?,?,?,?,?)", rows)
 
     def entity_state(self, key: EntityKey) -> bool | None:
         """None when unknown, else whether it is deleted."""
