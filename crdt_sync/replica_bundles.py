@@ -7,51 +7,15 @@ first and wires the replica's receive path in.
 
 from __future__ import annotations
 
-from .bootstrap import Bootstrap
 from .bundle import decode_bundle, encode_bundle
 from .clocks import hold_back
 from .errors import Rejected
-from .hlc import HybridClock
-from .identity import Identity
-from .members import Members
-from .results import Accepted, ImportResult, ReceiveResult
-from .spaces import SpaceBook
-from .store import EntityKey, Store
+from .replica_parts import ReplicaParts
+from .results import ImportResult
 
 
-class BundleCommands:
+class BundleCommands(ReplicaParts):
     """``export_bundle``, ``snapshot`` and ``import_bundle`` (mixed into ``Replica``)."""
-
-    identity: Identity
-    device_id: str
-    _book: SpaceBook
-    _store: Store
-    _members: Members
-    _clock: HybridClock
-    _bootstrap: Bootstrap
-    _skew_ms: int
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def seal(self) -> None:
-        raise NotImplementedError
-
-    def refresh(self) -> None:
-        raise NotImplementedError
-
-    def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
-                tolerate_gaps: bool = False) -> ReceiveResult:
-        raise NotImplementedError
-
-    def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted:
-        raise NotImplementedError
-
-    def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool:
-        raise NotImplementedError
-
-    def _received(self, touched: set[EntityKey]) -> None:
-        raise NotImplementedError
 
     # -- bundles -------------------------------------------------------------------------
     def export_bundle(self, space: str, since: dict[str, int] | None = None, *,

@@ -11,14 +11,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .errors import Rejected
-from .hlc import HybridClock
-from .identity import Identity
-from .members import Members
 from .membership import Member, Rights
+from .replica_parts import ReplicaParts
 from .results import SpaceInfo
-from .secrets import Secrets
-from .spaces import SpaceBook
-from .store import Store
 from .values import check_name
 
 #: An invite lives this long unless told otherwise (7 days).
@@ -27,31 +22,8 @@ INVITE_MS = 7 * 24 * 3600 * 1000
 T = TypeVar("T")
 
 
-class MembershipCommands:
+class MembershipCommands(ReplicaParts):
     """Grants, revocations, invites, members, keep and leave (mixed into ``Replica``)."""
-
-    identity: Identity
-    device_id: str
-    _book: SpaceBook
-    _store: Store
-    _members: Members
-    _secrets: Secrets
-    _clock: HybridClock
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def seal(self) -> None:
-        raise NotImplementedError
-
-    def refresh(self) -> None:
-        raise NotImplementedError
-
-    def spaces(self, seal: bool = False) -> list[str]:
-        raise NotImplementedError
-
-    def _write_label(self, space: str, name: str) -> None:
-        raise NotImplementedError
 
     def _publishing(self, space: str, change: Callable[[str], T]) -> T:
         """Run ``change(space_id)`` in one store transaction, after sealing pending edits; the
