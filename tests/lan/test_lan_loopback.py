@@ -75,3 +75,30 @@ async def test_both_ends_report_the_link_as_an_event(tmp_path: Path) -> None:
                         if isinstance(event, LinkReady):
                             assert event.outbound is outbound
                             break
+
+
+async def test_a_peer_a_flood_pushed_out_of_the_dial_queue_is_dialled_later(tmp_path: Path) -> None:
+    """Discovery reports a name once. A real peer reported just before a flood of fake
+    candidates (pointing at a port that refuses) is evicted from the bounded dial queue; it is
+    tried again (``Retries``) and the two converge. Without retries it was never dialled."""
+    import socket
+
+    from crdt_sync.protocol import PROTOCOL_VERSION
+    from crdt_sync.transports.lan import TxtRecord, new_token
+    from crdt_sync.transports.lan._transport import MAX_DIAL_QUEUE
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a dial here is refused at once
+    dead_port = closed.getsockname()[1]
+    with closed, Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b:
+        space = share_space(a, b)
+        fill(b, "b", 5, space)
+        async with asyncio.timeout(3 * WAIT), LanTransport(b, ["127.0.0.1"], mdns=False) as lb, \
+                LanTransport(a, ["127.0.0.1"], mdns=False, token="0" * 32) as la:
+            la.candidate("b._crdtsync._tcp.local.", TxtRecord((PROTOCOL_VERSION,), "f" * 32),
+                         ("127.0.0.1",), lb.port)
+            for i in range(2 * MAX_DIAL_QUEUE):  # newer than b, all at once: b is evicted
+                la.candidate(f"fake{i}._crdtsync._tcp.local.", TxtRecord((PROTOCOL_VERSION,), new_token()),
+                             ("127.0.0.1",), dead_port)
+            assert la.retrying >= MAX_DIAL_QUEUE  # b among them, due again in a second
+            await converged(a, b, space)

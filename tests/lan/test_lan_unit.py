@@ -15,6 +15,7 @@ from crdt_sync.transports.lan import (
     new_token,
     parse_txt,
 )
+from crdt_sync.transports.lan._peers import Retries
 from crdt_sync.transports.memory import MemoryNetwork
 
 
@@ -99,3 +100,36 @@ def test_the_txt_record_says_nothing_that_tracks_the_device(tmp_path: object) ->
         assert set(properties) == {"txtvers", "v", "t"}
         text = "".join(properties.values())
         assert replica.device_id not in text and "site-42" not in text
+
+
+def test_a_flood_of_failing_fakes_evicts_them_before_a_peer_that_answered() -> None:
+    table = PeerTable(limit=8)
+    table.seen(Candidate("real", new_token(), ("10.0.0.1",), 1, 0.0))
+    for i in range(1000):
+        name = f"fake{i}"
+        table.seen(Candidate(name, new_token(), ("10.0.0.2",), 2, float(i + 1)))
+        table.failed(name)  # nothing listens there
+    assert table.get("real") is not None and len(table) == 8
+    token = new_token()
+    table.seen(Candidate("p", token, ("10.0.0.3",), 3, 0.0))
+    table.failed("p")
+    table.seen(Candidate("p", token, ("10.0.0.3",), 3, 1.0))  # refreshed: its failures stay
+    assert table.get("p") is not None and table.get("p").failures == 1  # type: ignore[union-attr]
+
+
+def test_retries_double_their_delay_give_up_and_stay_bounded() -> None:
+    retries: Retries[int] = Retries(limit=4, first=1.0, attempts=3)
+    retries.fail("x", 0.0)
+    assert retries.due(0.5) == [] and retries.due(1.0) == [("x", None)]  # None: resolve again
+    assert retries.due(100.0) == []  # handed out: not due again until it fails again
+    retries.fail("x", 10.0, 7)  # now with somewhere to dial
+    assert retries.due(11.9) == [] and retries.due(12.0) == [("x", 7)]
+    retries.fail("x", 20.0)  # the target stays
+    assert retries.due(24.0) == [("x", 7)]
+    retries.fail("x", 30.0)  # a fourth failure: given up
+    assert "x" not in retries and retries.given_up == 1
+    for i in range(10):
+        retries.fail(f"n{i}", 0.0)
+    assert len(retries) == 4 and retries.given_up == 1 + 6
+    retries.forget("n9")
+    assert "n9" not in retries

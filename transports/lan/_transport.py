@@ -25,7 +25,7 @@ from crdt_sync.protocol.session import RELIABLE_LINK
 from ..driver import run_session
 from ..interface import EventStream, LinkReady, LinkServer, PeerEvent, PeerFound, PeerLost
 from ..websocket import SYNC_PATH, WS_MAX_MESSAGE, ConnectFailed, WebSocketLink, connect
-from ._peers import Candidate, NewestFirst, PeerTable, dials, keeps
+from ._peers import Candidate, NewestFirst, PeerTable, Retries, dials, keeps
 from ._txt import SERVICE_TYPE, TxtError, TxtRecord, new_token, parse_txt
 
 log = logging.getLogger("crdt_sync.lan")
@@ -42,6 +42,8 @@ DIAL_TIMEOUT = 5.0
 #: side dropped) does not reset the redial backoff: no tight redial loop.
 STABLE_SESSION = 5.0
 STATIC_BACKOFF = (0.2, 10.0)
+#: How often the names due to be tried again (``Retries``) are looked at.
+RETRY_TICK = 0.5
 
 
 def _url(host: str, port: int) -> str:
@@ -82,7 +84,8 @@ class LanTransport:
         self.dial_timeout = dial_timeout
         self._events = EventStream()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: NewestFirst[None] = NewestFirst(MAX_PENDING)
+        self._pending: NewestFirst[bool] = NewestFirst(MAX_PENDING)  # name -> is a retry
+        self._retries: Retries[tuple[tuple[str, ...], int]] = Retries()  # name -> where to dial
         self._pending_changed = asyncio.Event()
         self._to_dial: NewestFirst[tuple[tuple[str, ...], int]] = NewestFirst(MAX_DIAL_QUEUE)
         self._dial_changed = asyncio.Event()
@@ -105,6 +108,7 @@ class LanTransport:
                 self._spawn(self._static(host, port))
             for _ in range(MAX_DIALS):
                 self._spawn(self._dialer())
+            self._spawn(self._retrier())
         except BaseException:
             await self.close()
             raise
@@ -162,6 +166,11 @@ class LanTransport:
         """Announced names waiting to be resolved (at most ``MAX_PENDING``)."""
         return len(self._pending)
 
+    @property
+    def retrying(self) -> int:
+        """Names waiting to be resolved or dialled again (at most ``MAX_RETRIES``)."""
+        return len(self._retries)
+
     # -- listening and advertising ----------------------------------------------------------------
     async def _listen(self) -> None:
         app = web.Application()
@@ -196,11 +205,42 @@ class LanTransport:
     def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
                    state_change: ServiceStateChange) -> None:
         if state_change is ServiceStateChange.Removed:
+            self._retries.forget(name)
             if self.table.lost(name) is not None:
                 self._put(PeerLost(self.name, name, "goodbye"))
             return
-        self._pending.put(name, None)
+        self._queue_resolve(name, retry=False)
+
+    def _queue_resolve(self, name: str, *, retry: bool) -> None:
+        for evicted, _ in self._pending.put(name, retry):
+            self._retry_later(evicted)
         self._pending_changed.set()
+
+    def _queue_dial(self, name: str, addresses: tuple[str, ...], port: int) -> None:
+        for evicted, target in self._to_dial.put(name, (addresses, port)):
+            self._retry_later(evicted, target)
+        self._dial_changed.set()
+
+    def _retry_later(self, name: str, target: tuple[tuple[str, ...], int] | None = None) -> None:
+        """``name`` was lost to a full queue, a timeout or a failed dial: try it again later,
+        dialling ``target`` or resolving the name again (bounded: ``Retries``)."""
+        if not self._stop.is_set():
+            self._retries.fail(name, asyncio.get_running_loop().time(), target)
+
+    async def _retrier(self) -> None:
+        """Puts the names due to be tried again back in line: a dial where there is a
+        target, else a resolution (with mDNS), else nothing."""
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RETRY_TICK)
+            for name, target in self._retries.due(loop.time()):
+                if target is not None and name not in self._dialling:
+                    self._queue_dial(name, *target)
+                elif target is None and self._azc is not None:
+                    self._queue_resolve(name, retry=True)
+                else:
+                    self._retries.forget(name)
 
     async def _resolver(self) -> None:
         """One of ``RESOLVERS`` tasks: resolves announced names, newest first."""
@@ -210,37 +250,45 @@ class LanTransport:
                 self._pending_changed.clear()
                 await self._pending_changed.wait()
                 continue
-            await self._resolve(item[0])
+            await self._resolve(*item)
 
-    async def _resolve(self, name: str) -> None:
+    async def _resolve(self, name: str, retry: bool = False) -> None:
         assert self._azc is not None
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
             self.table.refuse(name, "did not resolve")
+            self._retry_later(name)
             return
         try:
             record = parse_txt(info.properties)
         except TxtError as exc:
             self.table.refuse(name, str(exc))
+            self._retries.forget(name)
             return
         if info.port is not None:
-            self.candidate(name, record, tuple(info.parsed_addresses()), info.port)
+            self.candidate(name, record, tuple(info.parsed_addresses()), info.port, retry=retry)
 
-    def candidate(self, name: str, record: TxtRecord, addresses: tuple[str, ...], port: int) -> None:
+    def candidate(self, name: str, record: TxtRecord, addresses: tuple[str, ...], port: int, *,
+                  retry: bool = False) -> None:
         """What a resolved announcement leads to: the table, a PeerFound, maybe a dial (bounded).
 
-        Public for the flood tests, which feed it announcements without a multicast network.
+        ``retry``: the name is being tried again, so it is dialled even if unchanged. Public
+        for the flood tests, which feed it announcements without a multicast network.
         """
         if not addresses or record.token == self.token or self._stop.is_set():
+            self._retries.forget(name)
             return
         loop = asyncio.get_running_loop()
         changed = self.table.seen(Candidate(name, record.token, addresses, port, loop.time()))
         if changed:
             self._put(PeerFound(self.name, name, _url(addresses[0], port)))
-        wanted = changed and PROTOCOL_VERSION in record.versions and dials(self.token, record.token)
-        if wanted and name not in self._dialling:
-            self._to_dial.put(name, (addresses, port))
-            self._dial_changed.set()
+        ours = PROTOCOL_VERSION in record.versions and dials(self.token, record.token)
+        wanted = (changed or retry) and ours
+        if not wanted:
+            if retry:  # resolved, and not ours to dial (the peer dials, or another version)
+                self._retries.forget(name)
+        elif name not in self._dialling:
+            self._queue_dial(name, addresses, port)
 
     # -- dialling and sessions ------------------------------------------------------------------
     async def _dialer(self) -> None:
@@ -262,8 +310,12 @@ class LanTransport:
                     except ConnectFailed as exc:
                         self.table.refuse(name, str(exc))
                         continue
+                    self._retries.forget(name)
                     self._spawn(self._run(link, name, url, outbound=True))
                     break
+                else:
+                    self.table.failed(name)
+                    self._retry_later(name, (addresses, port))
             finally:
                 self._dialling.discard(name)
 
