@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from .errors import DiskFull, StoreCorrupt, StoreError
@@ -70,3 +71,19 @@ def store_error(exc: sqlite3.Error, path: Path, doing: str) -> StoreError:
             "device again from the relay or a peer (edits it never synced are only in the "
             f"copy: `sqlite3 {path} .recover` may salvage them)", str(path))
     return StoreError(f"{doing} failed on {path}: {exc}")
+
+
+def wal_mode(db: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Put ``db`` in WAL mode. Switching a new file's journal mode takes an exclusive lock,
+    and SQLite can answer "database is locked" at once, without its busy wait, when another
+    process is creating the same store at that moment: retried here, within ``patience``."""
+    started, delay = time.monotonic(), 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() - started > patience:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)

@@ -21,7 +21,7 @@ import cbor2
 
 from . import chain, fork_table, snapshot_table
 from .chain import Outcome
-from .diskfaults import disk_full, is_full, store_error
+from .diskfaults import disk_full, is_full, store_error, wal_mode
 from .envelope import Envelope
 from .envelope_table import EnvelopeReads
 from .errors import Rejected, StoreError, StoreVersionError
@@ -149,7 +149,7 @@ class Store(EnvelopeReads, ForkReads, SnapshotReads):
                 return
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(self.db)
             # A commit reaches the OS before it returns with synchronous=OFF, which is what
             # surviving kill -9 needs; FULL adds the fsync that surviving power loss needs.
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")

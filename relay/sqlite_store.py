@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from crdt_sync import fork_table
+from crdt_sync.diskfaults import wal_mode
 from crdt_sync.envelope_table import EnvelopeReads
 from crdt_sync.errors import StoreError, StoreVersionError
 from crdt_sync.fork_table import ForkReads
@@ -139,7 +140,7 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0,
                                       check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(self.db)
             self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
             self.schema_version = self._open_schema()
         except sqlite3.DatabaseError as exc:

@@ -228,6 +228,16 @@ class Peer:
         self._closed = self._closing = True
         self._stopping.set()
         self._changed.set()
+        try:
+            await self._stop_everything()
+        finally:  # even if closing was itself cancelled, status says the daemon stopped
+            if self._write_handle is not None:
+                self._write_handle.cancel()
+            for device in self.devices.values():
+                device.connected = False
+            self._write_status(running=False)
+
+    async def _stop_everything(self) -> None:
         for session in list(self._running):
             session.stop.set()
         running = [t for t in self._tasks]
@@ -241,11 +251,6 @@ class Peer:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-        if self._write_handle is not None:
-            self._write_handle.cancel()
-        for device in self.devices.values():
-            device.connected = False
-        self._write_status(running=False)
 
     def _all_factories(self) -> list[TransportFactory]:
         factories: list[TransportFactory] = []
