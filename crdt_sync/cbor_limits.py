@@ -179,6 +179,30 @@ def is_canonical(value: Any, data: bytes) -> bool:
     return bool(cbor2.dumps(value, canonical=True) == data)
 
 
+def _no_tags(tag: cbor2.CBORTag, _immutable: bool) -> Any:
+    raise ValueError(f"CBOR tag {tag.tag}")
+
+
+def loads_plain(data: bytes, max_depth: int = MAX_DEPTH) -> Any | None:
+    """A fast check of a *small* item by the C decoder and encoder alone, without :func:`scan`:
+    the decoded value when ``data`` is exactly its canonical encoding (so: no trailing bytes,
+    no indefinite length, no longer head than needed), nested at most ``max_depth`` deep,
+    with no tag the decoder does not know. None: anything else (the caller then takes the
+    full path, :func:`scan` and its reasons).
+
+    It is not :func:`scan`: a tag the decoder knows (a date, a big integer) or a simple value
+    can still come out as a Python object that encodes back to the same bytes. A caller may
+    use the value only if it accepts nothing but plain types (``int`` below 2**64, ``bytes``,
+    ``list``), which none of those objects is; and only for items small enough that their
+    item count needs no bound (each item takes at least one byte).
+    """
+    try:
+        value = cbor2.loads(data, max_depth=max_depth, allow_indefinite=False, tag_hook=_no_tags)
+        return value if cbor2.dumps(value, canonical=True) == data else None
+    except Exception:  # trust boundary: cbor2 raises several types on garbage
+        return None
+
+
 def loads(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
     """Decode ``data`` as one canonical CBOR item within the bounds.
 
@@ -196,4 +220,4 @@ def loads(data: bytes, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -
     return value
 
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "CborLimitError", "is_canonical", "loads", "scan"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "CborLimitError", "is_canonical", "loads", "loads_plain", "scan"]

@@ -35,7 +35,7 @@ def _barrier(futures: list[Future[dict[str, Any]]], barrier: Path, idle: float) 
 
 
 def run_server(server: str, load: Load, args: argparse.Namespace, progress: Any) -> dict[str, Any]:
-    profile = args.profile if server == "crdt-sync" else None
+    profile = args.profile if server in OURS and server != "crdt-sync-baseline" else None
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else math.nan
     with tempfile.TemporaryDirectory(prefix="relay-load-", dir=args.tmpdir) as tmp:
         work = Path(tmp)
