@@ -163,7 +163,8 @@ def start_server(server: str, work: Path, profile: str | None,
         # crdt_sync package comes first on the path
         if baseline is None:
             raise BenchmarkError("the crdt-sync-baseline server needs --baseline DIR (a checkout)")
-        env = {**os.environ, "PYTHONPATH": str(baseline.resolve())}
+        # (and the plain load's setting: a relay that does not enforce membership)
+        env = {**os.environ, "PYTHONPATH": str(baseline.resolve()), "CRDT_SYNC_RELAY_MEMBERSHIP": "false"}
     elif server in ("crdt-sync", "crdt-sync-sealed", "crdt-sync-members"):  # the relay setting
         # on by default; the plain load (plaintext in named spaces) and the sealed one measure
         # a relay that does not enforce, the members load one that does
