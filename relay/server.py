@@ -217,7 +217,8 @@ class RelayServer:
             await self.bus.start()
         log.info("relay.start", extra={"fields": {
             "device": self.device_id, "url": self.url, "data": str(self.config.data),
-            "allow_list": str(self.config.allow_list) if self.config.allow_list else "open"}})
+            "allow_list": str(self.config.allow_list) if self.config.allow_list else "open",
+            "trusted_proxies": [str(n) for n in self.trusted.networks]}})
 
     @property
     def url(self) -> str:

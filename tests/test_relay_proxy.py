@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import ssl
 import subprocess
@@ -30,6 +31,8 @@ from tests.conftest import ReplicaFactory
 from tests.relay_helpers import (
     log_events,
     rejections,
+    relay_process,
+    run_cli,
     running_relay,
     sample,
     scrape,
@@ -339,3 +342,22 @@ async def test_under_tls_forwarded_headers_count_and_a_proxy_header_is_not_read(
         writer.close()
         assert not answer.startswith(b"HTTP")
         assert relay.per_name_state()["proxy_headers"] == 0
+
+
+# -- the command line -----------------------------------------------------------------------------------
+async def test_crdt_sync_relay_takes_trusted_proxies_from_its_options(tmp_path: Path) -> None:
+    env = {**os.environ, "CRDT_SYNC_RELAY_MAX_UNAUTHENTICATED": "1",
+           "CRDT_SYNC_RELAY_MAX_UNAUTHENTICATED_PER_ADDRESS": "1"}
+    async with relay_process(tmp_path / "relay", "--trusted-proxies", f"{PROXY},10.0.0.0/8",
+                             "--forwarded-header", "forwarded", env=env) as relay:
+        a, b = forwarding("forwarded", CLIENT_A), forwarding("forwarded", CLIENT_B)
+        opened = [await Stranger.connect(relay.port, PROXY, **how) for how in (a, a, b)]
+        try:
+            assert [s.status for s in opened] == [101, 429, 101]
+        finally:
+            for stranger in opened:
+                await stranger.close()
+    code, out, err = await run_cli("relay", "--data", str(tmp_path / "relay"),
+                                   "--trusted-proxies", "10.0.0.1/8")
+    assert code == 1 and out == ""
+    assert "trusted_proxies: '10.0.0.1/8' has host bits set (the network is 10.0.0.0/8)" in err
