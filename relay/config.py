@@ -15,6 +15,8 @@ from crdt_sync.errors import CrdtSyncError
 from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import device_id, public_key_of
 
+from .client_address import HEADERS, parse_networks, split_list
+
 ENV_PREFIX = "CRDT_SYNC_RELAY_"
 #: What a ``store`` setting starts with to name a Postgres database.
 STORE_URL_SCHEMES = ("postgresql://", "postgres://")
@@ -68,9 +70,25 @@ class RelayConfig:
     #: write, serve a space only to its readers, refuse plaintext. On by default (devices seal
     #: encrypted, member-signed spaces); an operator may turn it off
     membership: bool = True
+    #: IP addresses and CIDR networks of the load balancers or reverse proxies in front of
+    #: the relay: a connection from one counts under the client address it forwards (its
+    #: PROXY protocol header, else forwarded_header) instead of its own (docs/RELAY.md,
+    #: "Behind a proxy"). Kept in canonical form (``10.0.0.7/32``); empty: no one is trusted
+    trusted_proxies: tuple[str, ...] = ()
+    #: the HTTP header a trusted proxy forwards the client address in: x-forwarded-for,
+    #: forwarded (RFC 7239) or none (only the PROXY protocol is read)
+    forwarded_header: str = "x-forwarded-for"
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:
+    if "tuple" in str(kind):  # a list of networks (trusted_proxies): a string, or a TOML list
+        entries = split_list(raw) if isinstance(raw, str) else raw
+        if not isinstance(entries, list | tuple) or not all(isinstance(e, str) for e in entries):
+            raise ConfigError(f"relay setting {name} = {raw!r} is not a list of addresses")
+        try:
+            return tuple(str(network) for network in parse_networks(entries))
+        except ValueError as exc:
+            raise ConfigError(f"relay setting {name}: {exc}") from None
     text = str(raw)
     if kind in (bool, "bool"):
         if isinstance(raw, bool):
@@ -118,6 +136,9 @@ def load_config(overrides: Mapping[str, Any], environ: Mapping[str, str] | None 
     config = replace(RelayConfig(), **{k: _convert(k, names[k], v) for k, v in values.items()})
     if config.log_format not in ("text", "json"):
         raise ConfigError("log_format is text or json")
+    if config.forwarded_header.lower() not in HEADERS:
+        raise ConfigError(f"forwarded_header = {config.forwarded_header!r} is one of {', '.join(HEADERS)}")
+    config = replace(config, forwarded_header=config.forwarded_header.lower())
     if config.store == "":
         config = replace(config, store=None)
     if config.store is not None and not config.store.startswith(STORE_URL_SCHEMES):

@@ -12,6 +12,12 @@ REJECTION_REASONS = ("connection-limit", "address-limit", "handshake-evicted", "
                      "slow-consumer", "quarantined", "membership", "clock-skew",
                      *(name for code, name in ERROR_NAMES.items() if code not in (E_NORMAL, E_GOING_AWAY)))
 
+#: crdt_relay_client_addresses_total's sources: an address from a PROXY header; a connection
+#: closed for its PROXY header; an address from the forwarded header; a trusted proxy's header
+#: refused (the connection went on under the address before it); a header from a peer that
+#: is not trusted, not read
+CLIENT_ADDRESS_SOURCES = ("proxy-protocol", "proxy-refused", "header", "header-malformed", "header-ignored")
+
 
 class RelayMetrics:
     def __init__(self) -> None:
@@ -30,6 +36,13 @@ class RelayMetrics:
                                   ["reason"], registry=r)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
+        #: where client addresses came from behind trusted proxies (docs/RELAY.md, "Behind a proxy")
+        self.client_addresses = Counter(
+            "crdt_relay_client_addresses_total",
+            "Client addresses read from trusted proxies, and headers refused or ignored", ["source"],
+            registry=r)
+        for source in CLIENT_ADDRESS_SOURCES:
+            self.client_addresses.labels(source)
         self.store_bytes = Gauge("crdt_relay_store_bytes", "Size of the SQLite store", registry=r)
         self.commits = Counter("crdt_relay_commits_total", "Group commits (fsync)", registry=r)
         self.fanout = Histogram("crdt_relay_fanout_seconds",

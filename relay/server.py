@@ -42,12 +42,14 @@ from crdt_sync.transports.websocket import CLOSE_GOING_AWAY, SYNC_PATH, WS_MAX_M
 
 from .admission import Admission
 from .bus import RelayBus
+from .client_address import Address, ClientAddress, TrustedProxies, parse_networks, resolve
 from .config import AllowList, RelayConfig
 from .host import RelayHost
 from .logs import setup_logging
 from .members import DATA_REFUSALS, MEMBERSHIP_SKIPS
 from .metrics import RelayMetrics
 from .pacing import Flow, Pacer
+from .proxy_protocol import ProxiedPeers, Sniffer
 from .shared_store import SharedRelayStore
 from .storage import RelayStore, backend_for
 
@@ -57,6 +59,8 @@ SWITCH_INTERVAL = 0.0005
 #: Frames up to this size are sent without a timer when the link has nothing queued (the
 #: transport's high-water mark is 64 KiB).
 _SMALL_FRAME = 16 * 1024
+#: The request header each ``forwarded_header`` setting reads.
+_HEADER_NAMES = {"x-forwarded-for": "X-Forwarded-For", "forwarded": "Forwarded"}
 
 
 @dataclass(eq=False)  # identity hashing: connections live in sets
@@ -68,6 +72,8 @@ class _Connection:
     #: drops the TCP connection at once (an unauthenticated connection evicted for a newcomer)
     abort: Callable[[], None] | None = None
     device: str | None = None  # once authenticated
+    #: the TCP peer, when ``label`` is a client address a trusted proxy forwarded
+    proxy: str | None = None
 
 
 class _CountingLink:
@@ -148,6 +154,12 @@ class RelayServer:
         self.pacer = Pacer(config.rate_envelopes, config.rate_bytes, self.session_config.window,
                            on_hold=self.metrics.paced.observe)
         self._runner: web.AppRunner | None = None
+        #: the listening socket (ours, not an aiohttp site: see relay/proxy_protocol.py)
+        self._listener: asyncio.Server | None = None
+        self.trusted = TrustedProxies(parse_networks(config.trusted_proxies))
+        #: what PROXY headers said, per connection; connections still being read for one
+        self.proxied = ProxiedPeers()
+        self._sniffing: set[Sniffer] = set()
         self.port = config.port
         #: device ids of relay nodes (the scale-out issue): served every space, not gated
         #: by membership (the allow-list still applies)
@@ -184,9 +196,19 @@ class RelayServer:
         if self.config.cert is not None and self.config.key is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.config.cert, self.config.key)
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=context)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])  # the real port when 0 was asked
+        http = self._runner.server  # a protocol factory, as for loop.create_server
+        assert http is not None
+        # Each connection first goes through a Sniffer, which reads the PROXY header a
+        # trusted proxy may send, then hands the connection to aiohttp (proxy_protocol.py).
+        # Under TLS the sniffer would sit above TLS, where no balancer puts that header.
+
+        def accept() -> Sniffer:
+            return Sniffer(http, self.trusted, self.proxied, self.config.handshake_timeout,
+                           self._proxy_header, self._proxy_refused, self._sniffing, read=context is None)
+
+        self._listener = await asyncio.get_running_loop().create_server(
+            accept, self.config.host, self.config.port, ssl=context, backlog=128)
+        self.port = int(self._listener.sockets[0].getsockname()[1])  # the real port when 0 was asked
         if isinstance(self.store, SharedRelayStore):
             node = self.config.node or f"{socket.gethostname()}-{self.port}"
             self.bus = RelayBus(self.config.bus, node, self.store, self._subscribers.keys, self.metrics,
@@ -195,7 +217,8 @@ class RelayServer:
             await self.bus.start()
         log.info("relay.start", extra={"fields": {
             "device": self.device_id, "url": self.url, "data": str(self.config.data),
-            "allow_list": str(self.config.allow_list) if self.config.allow_list else "open"}})
+            "allow_list": str(self.config.allow_list) if self.config.allow_list else "open",
+            "trusted_proxies": [str(n) for n in self.trusted.networks]}})
 
     @property
     def url(self) -> str:
@@ -214,6 +237,10 @@ class RelayServer:
         await self.store.commit()
         if self.bus is not None:
             await self.bus.stop()
+        if self._listener is not None:
+            self._listener.close()
+        for sniffer in list(self._sniffing):
+            sniffer.refuse("the relay is stopping")
         if self._runner is not None:
             await self._runner.cleanup()
         self.store.close()
@@ -229,6 +256,7 @@ class RelayServer:
                 "spaces_in_memory": self.store.spaces_in_memory(),
                 "devices": len(self._devices), "rate_buckets": self.pacer.sweep(),
                 "unauthenticated_addresses": self.admission.addresses(),
+                "proxy_headers": len(self._sniffing),  # connections still sending a PROXY header
                 "unauthenticated": self.admission.unauthenticated,
                 "authenticated": self.admission.authenticated}
 
@@ -258,8 +286,10 @@ class RelayServer:
     async def _sync(self, request: web.Request) -> web.StreamResponse:
         if self.stopping.is_set():
             raise web.HTTPServiceUnavailable(text="relay is shutting down; retry later")
-        label = str(request.remote)
-        conn = _Connection(Hooks(durable=self.store.durable), label)
+        client = self._client_address(request)
+        label = client.address
+        conn = _Connection(Hooks(durable=self.store.durable), label,
+                           proxy=client.peer if client.source != "peer" else None)
         transport = request.transport
         if transport is not None:
             conn.abort = transport.abort
@@ -287,6 +317,29 @@ class RelayServer:
             self.admission.leave(conn)
             self.metrics.unauthenticated.set(self.admission.unauthenticated)
         return ws
+
+    def _client_address(self, request: web.Request) -> ClientAddress:
+        """The address this request counts under (relay/client_address.py)."""
+        header = self.config.forwarded_header
+        name = _HEADER_NAMES.get(header)
+        lines = request.headers.getall(name, []) if name is not None else []
+        client = resolve(request.remote, self.proxied.get(request.transport), lines, header, self.trusted)
+        if client.malformed is not None:
+            self.metrics.client_addresses.labels("header-malformed").inc()
+            log.warning("client_address.malformed", extra={"fields": {
+                "remote": client.address, "peer": client.peer, "reason": client.malformed}})
+        elif client.source == header:
+            self.metrics.client_addresses.labels("header").inc()
+        elif client.ignored:
+            self.metrics.client_addresses.labels("header-ignored").inc()
+        return client
+
+    def _proxy_header(self, peer: str, source: Address | None, version: int) -> None:
+        self.metrics.client_addresses.labels("proxy-protocol").inc()
+
+    def _proxy_refused(self, peer: str, reason: str) -> None:
+        self.metrics.client_addresses.labels("proxy-refused").inc()
+        log.warning("proxy.refused", extra={"fields": {"peer": peer, "reason": reason}})
 
     # -- one session ---------------------------------------------------------------------
     async def _serve(self, link: WebSocketLink, conn: _Connection) -> None:
@@ -349,7 +402,8 @@ class RelayServer:
             self.metrics.envelopes_out.inc(session.envelopes_out)
         closed = outcome.closed
         log.info("session.closed", extra={"fields": {
-            "peer": outcome.peer, "remote": label, "code": closed.code if closed else None,
+            "peer": outcome.peer, "remote": label, **({"proxy": conn.proxy} if conn.proxy else {}),
+            "code": closed.code if closed else None,
             "reason": closed.reason if closed else None, "by_peer": closed.by_peer if closed else None,
             "envelopes_in": session.envelopes_in, "envelopes_out": session.envelopes_out,
             "bytes_in": outcome.bytes_in, "bytes_out": outcome.bytes_out,

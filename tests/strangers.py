@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import os
+import ssl
 from dataclasses import dataclass, field
 
 from crdt_sync.identity import Identity
 from crdt_sync.protocol.link import SEALED_HEAD
 from crdt_sync.protocol.messages import PROTOCOL_VERSION, Error, Hello, Message, decode, encode
+from crdt_sync.relay.proxy_protocol import V2_SIGNATURE
 from crdt_sync.transports.websocket import SYNC_PATH
 from tests.link_helpers import HandPeer
 
@@ -37,6 +40,29 @@ def _array_head(n: int) -> bytes:
         if n < 1 << (8 * width):
             return bytes([0x80 | info]) + n.to_bytes(width, "big")
     raise ValueError(n)
+
+
+# -- what a balancer sends first (the PROXY protocol) ---------------------------------------------
+def proxy_v1(source: str, destination: str = "127.0.0.1") -> bytes:
+    """A version 1 header (text) naming ``source`` as the client."""
+    family = "TCP6" if ":" in source else "TCP4"
+    if family == "TCP6" and ":" not in destination:
+        destination = "::1"
+    return f"PROXY {family} {source} {destination} 40000 8787\r\n".encode()
+
+
+def proxy_v2(source: str | None, command: int = 1, family: int | None = None, transport: int = 1,
+             length: int | None = None, version: int = 2, tlvs: bytes = b"") -> bytes:
+    """A version 2 header; ``source`` None gives no addresses (LOCAL, UNSPEC)."""
+    body = b""
+    if source is not None:
+        address = ipaddress.ip_address(source)
+        destination = ipaddress.ip_address("127.0.0.1" if address.version == 4 else "::1")
+        body = address.packed + destination.packed + (40000).to_bytes(2, "big") + (8787).to_bytes(2, "big")
+        family = (1 if address.version == 4 else 2) if family is None else family
+    body += tlvs
+    head = bytes([version << 4 | command, (family or 0) << 4 | transport])
+    return V2_SIGNATURE + head + (len(body) if length is None else length).to_bytes(2, "big") + body
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -67,17 +93,25 @@ class Stranger:
     peer: HandPeer | None = None
 
     @classmethod
-    async def connect(cls, port: int, source: str) -> Stranger:
+    async def connect(cls, port: int, source: str, prefix: bytes = b"",
+                      headers: list[tuple[str, str]] | None = None, request: bool = True,
+                      tls: ssl.SSLContext | None = None) -> Stranger:
+        """Connect from ``source`` and ask for the upgrade: ``prefix`` first (a PROXY
+        header, as a balancer sends one), ``headers`` as more request headers (in order).
+        Without ``request`` only ``prefix`` is sent, and the relay's answer awaited. With
+        ``tls``, all of it inside TLS."""
         self = cls(source)
         async with asyncio.timeout(WAIT):
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port,
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
                                                                      local_addr=(source, 0))
             key = base64.b64encode(os.urandom(16)).decode()
-            self.writer.write((f"GET {SYNC_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-            await self.writer.drain()
+            extra = "".join(f"{name}: {value}\r\n" for name, value in headers or [])
+            upgrade = (f"GET {SYNC_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{extra}"
+                       f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+            self.writer.write(prefix + upgrade if request else prefix)
             try:
+                await self.writer.drain()
                 head = await self.reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, ConnectionError):
                 self.dropped = True

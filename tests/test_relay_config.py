@@ -178,3 +178,43 @@ def test_a_failed_reload_keeps_the_previous_list(tmp_path: Path) -> None:
 def test_missing_allow_list_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read allow-list .*nowhere"):
         AllowList(tmp_path / "nowhere")
+
+
+# -- trusted proxies ---------------------------------------------------------------------------------
+def test_trusted_proxies_default_to_none_and_come_from_each_source(tmp_path: Path) -> None:
+    assert load_config({}, environ={}).trusted_proxies == ()
+    assert load_config({}, environ={}).forwarded_header == "x-forwarded-for"
+    path = tmp_path / "relay.toml"
+    path.write_text('[relay]\ntrusted_proxies = ["10.0.0.7", "fd00::/8"]\nforwarded_header = "Forwarded"\n')
+    config = load_config({}, environ={}, config_file=path)
+    assert config.trusted_proxies == ("10.0.0.7/32", "fd00::/8")  # canonical form
+    assert config.forwarded_header == "forwarded"
+    environ = {"CRDT_SYNC_RELAY_TRUSTED_PROXIES": "10.1.0.0/16, 192.0.2.5"}
+    config = load_config({}, environ=environ, config_file=path)
+    assert config.trusted_proxies == ("10.1.0.0/16", "192.0.2.5/32")
+    config = load_config({"trusted_proxies": "127.0.0.9", "forwarded_header": "none"}, environ=environ,
+                         config_file=path)
+    assert (config.trusted_proxies, config.forwarded_header) == (("127.0.0.9/32",), "none")
+    assert load_config({}, environ={"CRDT_SYNC_RELAY_TRUSTED_PROXIES": ""}).trusted_proxies == ()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("10.0.0.1/8", "'10.0.0.1/8' has host bits set (the network is 10.0.0.0/8)"),
+    ("10.0.0.300", "'10.0.0.300' is not an IP address or a CIDR network"),
+    ("proxy.internal", "'proxy.internal' is not an IP address or a CIDR network"),
+    ("10.0.0.0/33", "'10.0.0.0/33' is not an IP address"),
+])
+def test_bad_trusted_proxies_name_the_entry(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="trusted_proxies: " + re.escape(message)):
+        load_config({"trusted_proxies": value}, environ={})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config({}, environ={"CRDT_SYNC_RELAY_TRUSTED_PROXIES": value})
+
+
+def test_trusted_proxies_in_toml_must_be_strings(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text("[relay]\ntrusted_proxies = [10]\n")
+    with pytest.raises(ConfigError, match="trusted_proxies = \\[10\\] is not a list of addresses"):
+        load_config({}, environ={}, config_file=path)
+    with pytest.raises(ConfigError, match="forwarded_header = 'x-real-ip' is one of x-forwarded-for"):
+        load_config({"forwarded_header": "x-real-ip"}, environ={})

@@ -56,6 +56,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--cert", type=Path, help="TLS certificate (serve wss://)")
     p.add_argument("--key", type=Path, help="TLS private key")
     p.add_argument("--max-connections", type=int)
+    p.add_argument("--trusted-proxies", metavar="LIST",
+                   help="addresses or CIDR networks of the load balancers in front of the relay, "
+                        "separated by commas: their connections count under the client address "
+                        "they forward (PROXY protocol, else --forwarded-header)")
+    p.add_argument("--forwarded-header", choices=["x-forwarded-for", "forwarded", "none"],
+                   help="the HTTP header trusted proxies set (default x-forwarded-for)")
     p.add_argument("--log-format", choices=["text", "json"])
 
     what = "push and pull through a relay until caught up"
@@ -163,6 +169,7 @@ def run_relay(args: argparse.Namespace, out: Output) -> None:
     overrides = {"host": args.host, "port": args.port, "allow_list": args.allow_list, "store": args.store,
                  "bus": args.bus, "node": args.node,
                  "cert": args.cert, "key": args.key, "max_connections": args.max_connections,
+                 "trusted_proxies": args.trusted_proxies, "forwarded_header": args.forwarded_header,
                  "log_format": args.log_format or ("json" if out.json else None)}
     config = load_config(overrides | {"data": args.data}, config_file=args.config)
     for what, path in (("certificate", config.cert), ("private key", config.key)):

@@ -4,13 +4,13 @@ backend objects of one kind (``sqlite`` or ``postgres``) on one fresh store."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from crdt_sync.relay.backend import RelayBackend
+from tests.external_servers import start_or_skip
 from tests.pg_server import PgServer, PgUnavailable, find_bin_dir, start_server
 
 #: Opens one more backend object (one connection's worth) on the test's store.
@@ -22,12 +22,9 @@ KINDS = ("sqlite", "postgres")
 def pg_server() -> Iterator[PgServer]:
     """One Postgres server for the whole run, started on first use, stopped at the end.
     Without Postgres binaries this skips, except under CI (CI=true), where it fails."""
-    if find_bin_dir() is None and not os.environ.get("CI"):
-        pytest.skip("no Postgres server binaries (apt-get install postgresql)")
-    try:
-        server = start_server()
-    except PgUnavailable as exc:
-        pytest.fail(str(exc))
+    server = start_or_skip(start_server, installed=find_bin_dir() is not None,
+                           missing="no Postgres server binaries (apt-get install postgresql)",
+                           unavailable=PgUnavailable)
     yield server
     server.stop()
 
