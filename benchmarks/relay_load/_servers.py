@@ -223,7 +223,8 @@ def py_spy(pid: int, start: float, seconds: float, out: Path) -> threading.Threa
     def run() -> None:
         time.sleep(max(0.0, start - time.monotonic()))
         subprocess.run([_py_spy_path(), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                        "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "--output", str(out)],
+                        "--rate", "200", "--format", "raw", "--threads", "--nonblocking",
+                        "--output", str(out)],
                        capture_output=True, timeout=seconds + 60, check=False)
 
     thread = threading.Thread(target=run, daemon=True)
