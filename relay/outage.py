@@ -2,7 +2,7 @@
 push meanwhile: :class:`StoreOutage`, owned by :class:`~crdt_sync.relay.storage.RelayStore`.
 
 A failed commit acknowledges nothing (its sessions end); for ``RETRY_AFTER`` seconds after it,
-frames of envelopes are refused at once with the reason (ERROR 11, ``limit``: the device
+frames of envelopes are refused at once with the reason (ERROR 10, ``limit``: the device
 keeps what it has and retries later) instead of each waiting out the storage's own timeout.
 Then one frame is let through to try: its commit either succeeds, which ends the outage, or
 fails, which starts the window again.

@@ -21,6 +21,7 @@ saying what to check.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,6 +45,10 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 #: is unreachable; :meth:`PostgresRelayBackend.healthy` waits less.
 CONNECT_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 2.0
+#: After the server failed to answer, for this many seconds a connection is waited for only
+#: FAIL_FAST seconds (not CONNECT_TIMEOUT): the reads of the event loop fail at once and the
+#: device is told to retry, instead of every session waiting out the timeout in turn.
+DOWN_WINDOW, FAIL_FAST = 30.0, 0.5
 #: A seq no chain reaches (BIGINT's largest): "no stop".
 _NO_STOP = (1 << 63) - 1
 _APP = "crdt-sync relay"
@@ -101,6 +106,8 @@ class PostgresRelayBackend:
         self.where = describe(url)
         self.connect_timeout = connect_timeout
         self._batch: WriteBatch | None = None
+        #: when the server last failed to answer (None: it answers); see DOWN_WINDOW
+        self._down_at: float | None = None
         options: dict[str, Any] = {"autocommit": True, "application_name": _APP,
                                    "connect_timeout": max(1, round(connect_timeout))}
         try:
@@ -133,17 +140,29 @@ class PostgresRelayBackend:
             f"cannot reach the relay's Postgres at {self.where}{why}: check that the server is "
             f"running and that the store URL (--store, CRDT_SYNC_RELAY_STORE) names it")
 
+    @property
+    def down(self) -> bool:
+        """The server failed to answer within the last DOWN_WINDOW seconds, and has not since."""
+        down_at = self._down_at
+        return down_at is not None and time.monotonic() - down_at < DOWN_WINDOW
+
     @contextmanager
     def _conn(self, timeout: float | None = None) -> Iterator[Conn]:
-        """A connection of the pool (autocommit); server failures become PostgresUnavailable."""
+        """A connection of the pool (autocommit); server failures become PostgresUnavailable
+        (at once, ``FAIL_FAST``, while the server is ``down``)."""
+        if self.down:
+            timeout = FAIL_FAST if timeout is None else min(timeout, FAIL_FAST)
         try:
             with self._pool.connection(timeout=timeout) as conn:
                 yield conn
+            self._down_at = None
         except PoolTimeout:
+            self._down_at = time.monotonic()
             raise self._unreachable(None) from None
         except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure: the caller retries
             raise
         except psycopg.OperationalError as exc:
+            self._down_at = time.monotonic()
             raise self._unreachable(exc) from exc
 
     def _rows(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[TupleRow]:

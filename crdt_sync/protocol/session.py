@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable
 
 from ..envelope import assemble, envelope_hash
-from ..errors import Rejected
+from ..errors import Rejected, StoreError
 from ..identity import device_id, verify
 from .batches import Sender
 from .channel import Channel
@@ -47,6 +47,7 @@ from .messages import (
     E_AUTH_FAILED,
     E_GOING_AWAY,
     E_INTERNAL,
+    E_LIMIT,
     E_NORMAL,
     E_REJECTED,
     E_TIMEOUT,
@@ -180,9 +181,23 @@ class Session:
             return self._fail(exc.code, str(exc), now)
         except Rejected as exc:
             return self._fail(E_REJECTED, f"{exc.reason}: {exc.detail}", now)
+        except StoreError as exc:
+            return self._store_failed(exc, now)
+
+    def _store_failed(self, exc: StoreError, now: float) -> list[bytes]:
+        """The host's store failed under a read or a write (a full disk, a database that does
+        not answer): ERROR 11, which tells the peer to keep what it has and retry later."""
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return self._fail(E_LIMIT, f"this side cannot use its store now ({why}): retry later", now)
 
     def tick(self, now: float) -> list[bytes]:
         """Timers: handshake deadline, resends, pings, a dead peer."""
+        try:
+            return self._tick(now)
+        except StoreError as exc:
+            return self._store_failed(exc, now)
+
+    def _tick(self, now: float) -> list[bytes]:
         if self.closed:
             return []
         cfg = self.config
@@ -214,9 +229,12 @@ class Session:
         if self.closed or not self.authenticated:
             return []
         out: list[bytes] = []
-        for st in self._spaces.values():
-            if st.their_table is not None:
-                out += self._forks.send_proofs(st) + self._pump(st, now)
+        try:
+            for st in self._spaces.values():
+                if st.their_table is not None:
+                    out += self._forks.send_proofs(st) + self._pump(st, now)
+        except StoreError as exc:
+            return self._store_failed(exc, now)
         return self._out(out, now)
 
     def end_if_synced(self, now: float) -> list[bytes] | None:

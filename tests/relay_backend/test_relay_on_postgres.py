@@ -4,12 +4,14 @@ and the setting comes from the CLI, the environment or the TOML file like every 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from crdt_sync.protocol import ErrorCode
 from crdt_sync.relay.config import ConfigError, load_config
 from crdt_sync.relay.postgres_store import PostgresRelayBackend
 from crdt_sync.relay.sqlite_store import SqliteRelayBackend
@@ -18,7 +20,7 @@ from tests.conftest import ReplicaFactory
 from tests.helpers import share
 from tests.pg_server import start_server
 from tests.relay_helpers import relay_process, run_cli, running_relay, sync_once, sync_until_converged
-from tests.sync_helpers import fill, snapshot
+from tests.sync_helpers import WAIT, fill, snapshot
 
 
 def stored_envelopes(url: str, space: str) -> int:
@@ -79,13 +81,26 @@ async def test_a_postgres_restart_refuses_writes_then_recovers_losing_nothing(
             held = sum(office.version_vector(space).values())
             server.halt()
             fill(office, "down", 2, space)
-            # Nothing is acknowledged while the database is down (today the relay's reads wait
-            # for it on the event loop, so the session ends on its own timeout: docs/RELAY.md).
-            outcome = await sync_once(office, relay.url)
-            assert not (outcome.synced and outcome.ok), "a push was acknowledged with Postgres down"
+            # Nothing is acknowledged while the database is down, and the relay says why: its
+            # reads fail at once (FAIL_FAST once the server failed to answer), the session ends
+            # with ERROR 11 (keep what you have, retry later) instead of on the device's timeout.
+            for _ in range(2):  # the first may wait out the pool's timeout; the next is told at once
+                outcome = await sync_once(office, relay.url)
+                assert not (outcome.synced and outcome.ok), "a push was acknowledged with Postgres down"
+            assert outcome.closed is not None and outcome.closed.code == ErrorCode.LIMIT, outcome.closed
+            assert outcome.closed.by_peer and "cannot" in outcome.closed.reason, outcome.closed
             assert sum(office.peer_version_vector(relay.device_id, space).values()) <= held
             server.resume()
             relay.store.outage.retry_after = 0.0  # (should a commit have failed: try at once)
+            # Until the pool has reconnected (its own backoff), the device is told to retry
+            # later, as a device's daemon does; bounded in count and time.
+            async with asyncio.timeout(3 * WAIT):
+                for _ in range(200):
+                    outcome = await sync_once(office, relay.url)
+                    if outcome.synced and outcome.ok:
+                        break
+                    assert outcome.closed is not None, outcome
+                    assert outcome.closed.code == ErrorCode.LIMIT, outcome.closed
             assert await sync_until_converged([office, tablet], relay.url, space) <= 2
             assert tablet.space(space).get("equipment", "down-1") == {"n": 1, "by": "down"}
         assert stored_envelopes(url, space) == sum(office.version_vector(space).values())
