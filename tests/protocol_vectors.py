@@ -95,7 +95,7 @@ def vectors() -> list[tuple[str, str, bytes]]:
     env = seal(ALICE, "site-42", 2, bytes(32), HLC, payload)  # prev_hash: Alice's seq 1 hash
     envelopes = encode(Envelopes(0, 1, [WireEnvelope(0, env.seq, env.hlc, env.payload, env.signature)]))
     return [
-        ("HELLO", "Alice, versions 3..3, her ephemeral key (of secret E1..), nonce A0.., no "
+        ("HELLO", "Alice, versions 3..4, her ephemeral key (of secret E1..), nonce A0.., no "
                   "capabilities", hello_a),
         ("HELLO (Bob)", "Bob's HELLO (ephemeral secret E2.., nonce B0..), used in the transcript", hello_b),
         ("AUTH", f"Alice's device key, and her signature of context + transcript {transcript.hex()} "
