@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS rejections(
 
 #: The device store's tables that a relay of the device layout created and never wrote.
 _DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "journal_damage",
-                  "peers", "peer_refusals", "clock_refusals", "chain_bases", "snapshots")
+                  "peers", "peer_refusals", "clock_refusals", "chain_bases", "snapshots",
+                  "snapshot_answers")
 
 
 def _execute_all(db: sqlite3.Connection, script: str) -> None:

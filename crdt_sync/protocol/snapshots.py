@@ -63,7 +63,8 @@ class _Out:
     acked: int = 0
     heard: bool = False  # a SNAPSHOT_ACK came: the window opens past the first chunk
     sent_at: float = 0.0
-    #: the rest may follow the first chunk (a push: once the relay holds what it covers)
+    #: it may be sent (a push: once the relay holds what it covers, and so lets the pusher
+    #: in, or once nothing of the space is in flight: the relay then answers why not)
     ready: bool = True
 
 
@@ -132,8 +133,8 @@ class SessionSnapshots:
             bases = [(public_key(a), s) for a, s in sorted(below.items())]
             self._out[st.name] = _Out(offer, offer.load(), True, bases)
         elif self.enabled and offer.push:
-            # The first chunk now (the peer then waits for the rest), the rest once the peer
-            # holds what the snapshot covers, or nothing more of ours is in flight.
+            # Once the relay holds what the snapshot covers, or nothing more of ours is in
+            # flight (the session does not end meanwhile: the transfer is unfinished).
             self._out[st.name] = _Out(offer, offer.load(), False, [], ready=False)
             self._cannot_serve(st, below)
         else:
@@ -148,7 +149,9 @@ class SessionSnapshots:
     def _chunks(self, st: SpaceState, out: _Out, now: float) -> list[bytes]:
         cfg = self._config
         size = min(cfg.batch_bytes, MAX_INNER_FRAME - _HEAD_ROOM - _BASE_ROOM * len(out.bases))
-        limit = out.acked + size * cfg.window if out.heard and out.ready else 1
+        if not out.ready:
+            return []
+        limit = out.acked + size * cfg.window if out.heard else 1
         frames = []
         total = len(out.data)
         while out.sent < total and out.sent < limit:

@@ -71,8 +71,8 @@ def test_openers_at_once_migrate_once(pg_url: str) -> None:
 
 
 def test_a_newer_schema_is_refused_saying_to_upgrade(backend: PostgresRelayBackend, pg_url: str) -> None:
-    query(pg_url, "INSERT INTO schema_version VALUES(2, 'from the future', 0)")
-    with pytest.raises(StoreVersionError, match=r"schema version 2.*upgrade crdt-sync"):
+    query(pg_url, f"INSERT INTO schema_version VALUES({SCHEMA_VERSION + 1}, 'from the future', 0)")
+    with pytest.raises(StoreVersionError, match=rf"schema version {SCHEMA_VERSION + 1}.*upgrade crdt-sync"):
         PostgresRelayBackend(pg_url)
 
 
