@@ -206,6 +206,9 @@ class RelayHost:
             return "not-a-member", f"{self.peer} may not read {space}: the relay takes no snapshot from it"
         if total > MAX_TRANSFER_BYTES:
             return "snapshot-too-large", f"a snapshot transfer is at most {MAX_TRANSFER_BYTES} bytes"
+        refused = self._limit(self.peer or "?", 1, total)  # paced like envelopes (relay/pacing.py)
+        if refused is not None:
+            return "limit", refused
         row = self.relay.kept_snapshot(space, wire=False)
         if row is not None and row.hash == id:
             return KNOWN, "the relay keeps this snapshot"
