@@ -22,6 +22,7 @@ from crdt_sync.protocol.config import SessionConfig
 from crdt_sync.protocol.events import SnapshotVerdict
 from crdt_sync.protocol.host import SnapshotOffer
 from crdt_sync.protocol.messages import (
+    E_LIMIT,
     E_NORMAL,
     E_UNEXPECTED,
     MessageType,
@@ -35,12 +36,12 @@ from crdt_sync.protocol.spaces import SpaceState
 from crdt_sync.relay.server import RelayServer
 from crdt_sync.snapshot_transfer import decode_transfer, encode_transfer
 from crdt_sync.transports.driver import SessionOutcome
-from crdt_sync.transports.memory import MemoryNetwork
+from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests import snapshot_vectors as sv
 from tests.helpers import space_state
 from tests.relay_envelopes import EnvelopeHost, exchange, identity
 from tests.relay_helpers import running_relay, sync_once
-from tests.sync_helpers import Wire, sync_over
+from tests.sync_helpers import FAST, Wire, sync_over
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
 ROW = re.compile(r"^\| (?P<name>[^|]+?) \| (?P<what>.+) \| `(?P<hex>[0-9a-f]+)` \|$")
@@ -192,6 +193,20 @@ def test_the_offer_rule() -> None:
     based = replace(offer, bases={"b": 10})
     assert wanted(based, {"a": 2000, "b": 3}, 1024)  # below a chain base: only the snapshot
     assert not wanted(replace(offer, to_relay=True), {}, 1024)  # a relay never starts from one
+
+
+def test_a_session_checks_a_bounded_number_of_transfers() -> None:
+    """A peer cannot make this side check transfers without end: the 65th is ERROR 10."""
+    snapshots = SessionSnapshots(EnvelopeHost(identity()), SessionConfig(), lambda e: None)
+    snapshots.enabled = True
+    st = SpaceState("s", 0, 0)
+    for n in range(64):  # (this host takes none: each is answered on its first chunk)
+        [answer] = snapshots.on_chunk(st, SnapshotChunk(0, n.to_bytes(32, "big"), 1, 0, b"x", []), "peer")
+        assert decode(answer) == SnapshotAck(0, n.to_bytes(32, "big"), 1, "snapshot-unsupported",
+                                             "this side takes no snapshots")
+    with pytest.raises(ProtocolViolation) as caught:
+        snapshots.on_chunk(st, SnapshotChunk(0, bytes([0xFF]) * 32, 1, 0, b"x", []), "peer")
+    assert caught.value.code == E_LIMIT
 
 
 def test_a_version_3_session_refuses_snapshot_frames() -> None:
@@ -348,14 +363,15 @@ def test_the_relays_rule(tmp_path: Path) -> None:
 
 
 # -- between devices ------------------------------------------------------------------------------
-async def device_sessions(a: Replica, b: Replica, rounds: int, space: str,
-                          target: Replica) -> list[SessionOutcome]:
-    """One-shot sessions of ``a`` with ``b`` over memory links until ``b`` holds ``target``'s
-    contents (bounded). Returns ``b``'s outcomes."""
+async def device_sessions(a: Replica, b: Replica, rounds: int, space: str, target: Replica,
+                          conditions: LinkConditions | None = None,
+                          config: SessionConfig = FAST) -> list[SessionOutcome]:
+    """One-shot sessions of ``a`` with ``b`` over memory links (both ways ``conditions``)
+    until ``b`` holds ``target``'s contents (bounded). Returns ``b``'s outcomes."""
     outcomes = []
     for n in range(rounds):
-        link_a, link_b = MemoryNetwork(seed=n).pair()
-        out_a, out_b = await sync_over(a, b, link_a, link_b)
+        link_a, link_b = MemoryNetwork(seed=n).pair(conditions, conditions)
+        out_a, out_b = await sync_over(a, b, link_a, link_b, config=config)
         # (the first session of a new member may end before ``a`` is synced: ``b``'s
         # redemption reaches ``a`` in it, and ``b`` has nothing more to wait for)
         assert all(o.closed is None or o.closed.code == E_NORMAL for o in (out_a, out_b)), \
@@ -453,3 +469,24 @@ def test_a_version_3_peer_syncs_without_snapshots(tmp_path: Path, monkeypatch: p
     assert new.synced and old.synced
     assert newcomer._store.chain_bases(space) == {}
     assert contents(newcomer, space) == contents(admin, space)
+
+
+async def test_a_snapshot_in_many_chunks_over_a_lossy_link(tmp_path: Path) -> None:
+    """Chunks lost, duplicated and reordered: resent from what the receiver holds (go-back-N),
+    put back in order; the newcomer ends with the admin's space from the snapshot."""
+    admin = Replica(tmp_path / "admin", seal_interval=0)
+    space = history(admin, 40)
+    for i in range(40):  # more entities: a transfer of several kilobytes
+        admin.space(space).put("log", f"entry-{i}", {"text": f"entry {i} " + "y" * 100})
+    admin.seal()
+    admin.snapshot(space)
+    newcomer = joined(admin, tmp_path, "newcomer")
+    admin.import_bundle(newcomer.export_bundle(space))  # (its redemption, by file)
+    lossy = LinkConditions(loss=0.15, duplicate=0.1, reorder=0.2)
+    config = replace(FAST, batch_bytes=256)  # chunks of 256 bytes
+    outcomes = await device_sessions(admin, newcomer, 6, space, admin, lossy, config)
+    got = [(v, size) for o in outcomes for e in o.events
+           if isinstance(e, SnapshotVerdict) and not e.by_peer for v, size in [(e.verdict, e.size)]]
+    assert got and got[0][0] == "applied" and got[0][1] > 8 * 256
+    assert contents(newcomer, space) == contents(admin, space)
+    assert admin.device_id in newcomer._store.chain_bases(space)

@@ -567,8 +567,9 @@ class Session:
             return []  # (its sender resends after ack_timeout)
         if isinstance(msg, SnapshotChunk):
             out = self._snapshots.on_chunk(st, msg, f"peer {self.peer}")
-        else:
-            out = self._pump(st, now) if self._snapshots.on_ack(st, msg, now) else []
+        else:  # more chunks, or after a verdict the space's envelopes
+            self._snapshots.on_ack(st, msg, now)
+            out = self._pump(st, now)
         self._check_synced(st)
         return out
 
@@ -581,7 +582,7 @@ class Session:
         return out + self._snapshots.pump(st, now, idle=True) if not st.inflight else out
 
     def _check_synced(self, st: SpaceState) -> None:
-        synced = st.their_table is not None and not st.inflight and not self._snapshots.busy()
+        synced = st.their_table is not None and not st.inflight and not self._snapshots.busy(st)
         if synced:
             # What either side set aside is not waited for: not the peer's chains beyond
             # what this side quarantined, not ours beyond what the peer refused.

@@ -19,6 +19,7 @@ from .config import SessionConfig
 from .events import Event, SnapshotVerdict
 from .host import SnapshotOffer, SyncHost
 from .messages import (
+    E_LIMIT,
     E_UNEXPECTED,
     MAX_INNER_FRAME,
     SNAPSHOT_VERSION,
@@ -35,6 +36,9 @@ APPLIED, STORED, KNOWN = "applied", "stored", "known"
 UNSUPPORTED = "snapshot-unsupported"
 #: Room a SNAPSHOT frame's head and bases take beside its chunk (each base: key and seq).
 _HEAD_ROOM, _BASE_ROOM = 128, 48
+#: Transfers one session takes at most (each is checked whole: a peer cannot make this side
+#: check transfers without end).
+MAX_TRANSFERS = 64
 
 
 def wanted(offer: SnapshotOffer, peer_have: dict[str, int], lag: int) -> bool:
@@ -77,7 +81,6 @@ class _In:
     total: int
     bases: list[tuple[bytes, int]]
     buf: bytearray = field(default_factory=bytearray)
-    verdict: tuple[str, str] | None = None
 
 
 class SessionSnapshots:
@@ -102,9 +105,9 @@ class SessionSnapshots:
         out = self._out.get(st.name)
         return out is not None and out.blocking
 
-    def busy(self) -> bool:
-        """A transfer is unfinished either way (a one-shot session is not done)."""
-        return bool(self._out) or (self._in is not None and self._in.verdict is None)
+    def busy(self, st: SpaceState) -> bool:
+        """A transfer of ``st`` is unfinished either way (the space is not synced)."""
+        return st.name in self._out or (self._in is not None and self._in.space == st.name)
 
     def pump(self, st: SpaceState, now: float, idle: bool = False) -> list[bytes]:
         """Settle the offer of ``st`` (its peer's HAVE came) and send what the window allows;
@@ -161,17 +164,18 @@ class SessionSnapshots:
             out.sent_at = now
         return frames
 
-    def on_ack(self, st: SpaceState, msg: SnapshotAck, now: float) -> bool:
-        """The peer's SNAPSHOT_ACK; True when the space's envelopes may flow now (pump)."""
+    def on_ack(self, st: SpaceState, msg: SnapshotAck, now: float) -> None:
+        """The peer's SNAPSHOT_ACK: the window moves on; a verdict ends the transfer (the
+        session then pumps the space: more chunks, or its envelopes)."""
         self._check_version()
         out = self._out.get(st.name)
         if out is None or msg.id != out.offer.id:
-            return False  # an answer to a transfer ended before: nothing to do
+            return  # an answer to a transfer ended before: nothing to do
         out.heard = True
         out.acked = max(out.acked, min(msg.received, len(out.data)))
         out.sent_at = now
         if not msg.verdict:
-            return False
+            return
         del self._out[st.name]
         self._emit(SnapshotVerdict(st.name, out.offer.id, msg.verdict, msg.detail, True, len(out.data)))
         answered = getattr(self._host, "snapshot_answered", None)
@@ -183,7 +187,6 @@ class SessionSnapshots:
                 merge(st.acked, out.offer.covered)
             else:  # the history from its HAVE, but what lies below this side's bases
                 self._cannot_serve(st, {device_id(k): s for k, s in out.bases})
-        return True
 
     # -- receiving -----------------------------------------------------------------------------
     def on_chunk(self, st: SpaceState, msg: SnapshotChunk, source: str) -> list[bytes]:
@@ -194,6 +197,8 @@ class SessionSnapshots:
             return [self._ack(st, msg.id, msg.total, *done)]
         inc = self._in
         if inc is None or inc.id != msg.id or inc.space != st.name or inc.total != msg.total:
+            if len(self._done) >= MAX_TRANSFERS:
+                raise ProtocolViolation(E_LIMIT, f"more than {MAX_TRANSFERS} snapshot transfers in a session")
             inc = self._in = _In(st.name, msg.id, msg.total, list(msg.bases))
             early = self._accepts(st.name, msg.id, msg.total)
             if early is not None:
