@@ -198,7 +198,8 @@ class RelayHost:
             assert kept is not None  # (a kept snapshot is only ever replaced)
             return encode_transfer(kept.wire, self.relay.membership_wires(space))
 
-        return SnapshotOffer(row.hash, covered_of(row), {}, load)
+        # (a relay peer never starts from one: ``to_relay``)
+        return SnapshotOffer(row.hash, covered_of(row), {}, load, to_relay=self._open)
 
     def snapshot_accepts(self, space: str, id: bytes, total: int) -> tuple[str, str] | None:
         """Only a member's push is taken (a stranger cannot make the relay hold a transfer)."""
@@ -206,12 +207,12 @@ class RelayHost:
             return "not-a-member", f"{self.peer} may not read {space}: the relay takes no snapshot from it"
         if total > MAX_TRANSFER_BYTES:
             return "snapshot-too-large", f"a snapshot transfer is at most {MAX_TRANSFER_BYTES} bytes"
-        refused = self._limit(self.peer or "?", 1, total)  # paced like envelopes (relay/pacing.py)
-        if refused is not None:
-            return "limit", refused
         row = self.relay.kept_snapshot(space, wire=False)
         if row is not None and row.hash == id:
             return KNOWN, "the relay keeps this snapshot"
+        refused = self._limit(self.peer or "?", 1, total)  # paced like envelopes (relay/pacing.py)
+        if refused is not None:
+            return "limit", refused
         return None
 
     def snapshot_received(self, space: str, data: bytes, source: str) -> tuple[str, str]:

@@ -7,6 +7,7 @@ recorded, while the session carries on."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from crdt_sync.transports.memory import LinkConditions, MemoryNetwork
 from tests import snapshot_vectors as sv
 from tests.helpers import space_state
 from tests.relay_envelopes import EnvelopeHost, exchange, identity
+from tests.relay_helpers import FAST as RELAY_FAST
 from tests.relay_helpers import running_relay, sync_once
 from tests.sync_helpers import FAST, Wire, sync_over
 
@@ -490,3 +492,30 @@ async def test_a_snapshot_in_many_chunks_over_a_lossy_link(tmp_path: Path) -> No
     assert got and got[0][0] == "applied" and got[0][1] > 8 * 256
     assert contents(newcomer, space) == contents(admin, space)
     assert admin.device_id in newcomer._store.chain_bases(space)
+
+
+async def test_a_snapshot_of_many_chunks_through_the_relay(tmp_path: Path) -> None:
+    """Pushed and pulled in chunks of 1 KiB, within the window (the relay's sessions and the
+    devices' use the same chunk size here)."""
+    small = replace(RELAY_FAST, batch_bytes=1024)
+    admin = Replica(tmp_path / "admin", seal_interval=0)
+    space = history(admin, 10)
+    for i in range(60):
+        admin.space(space).put("log", f"entry-{i}", {"text": os.urandom(200).hex()})  # (not compressible)
+    admin.seal()
+    admin.snapshot(space)
+    async with running_relay(tmp_path / "relay", small) as relay:
+        pushed = await sync_once(admin, relay.url, config=small)
+        assert pushed.ok and [v for v, _ in verdicts(pushed, by_peer=True)] == ["stored"]
+        fresh = joined(admin, tmp_path, "fresh")
+        assert (await sync_once(admin, relay.url, config=small)).ok
+        outcomes = []
+        for _ in range(3):
+            outcome = await sync_once(fresh, relay.url, config=small)
+            assert outcome.ok, outcome.closed
+            outcomes.append(outcome)
+            if contents(fresh, space) == contents(admin, space):
+                break
+    sizes = [e.size for o in outcomes for e in o.events if isinstance(e, SnapshotVerdict) and not e.by_peer]
+    assert sizes and sizes[0] > 8 * 1024
+    assert contents(fresh, space) == contents(admin, space)
