@@ -519,3 +519,32 @@ async def test_a_snapshot_of_many_chunks_through_the_relay(tmp_path: Path) -> No
     sizes = [e.size for o in outcomes for e in o.events if isinstance(e, SnapshotVerdict) and not e.by_peer]
     assert sizes and sizes[0] > 8 * 1024
     assert contents(fresh, space) == contents(admin, space)
+
+
+async def test_a_device_far_behind_starts_again_from_the_snapshot(tmp_path: Path) -> None:
+    """A device that holds the start of the history and lacks at least ``snapshot_lag`` of
+    what the snapshot covers is sent the snapshot; one a few envelopes behind is not."""
+    lag = replace(RELAY_FAST, snapshot_lag=50)
+    admin = Replica(tmp_path / "admin", seal_interval=0)
+    space = history(admin, 10)
+    async with running_relay(tmp_path / "relay", lag) as relay:
+        assert (await sync_once(admin, relay.url)).ok
+        behind = joined(admin, tmp_path, "behind")
+        close = joined(admin, tmp_path, "close")
+        assert (await sync_once(admin, relay.url)).ok
+        for device in (behind, close):
+            await until_converged(device, relay.url, space, admin)
+        for i in range(80):
+            edit(admin, space, "pump", 200 + i)
+        assert (await sync_once(admin, relay.url)).ok  # (no snapshot at the relay yet)
+        await until_converged(close, relay.url, space, admin)
+        admin.snapshot(space)
+        edit(admin, space, "valve", 999)  # the tail
+        assert (await sync_once(admin, relay.url)).ok  # pushed
+        far = await until_converged(behind, relay.url, space, admin)  # 81 behind
+        near = await until_converged(close, relay.url, space, admin)  # 1 behind
+    assert [v for o in far for v, _ in verdicts(o, by_peer=False)] == ["applied"]
+    assert [v for o in near for v, _ in verdicts(o)] == []
+    assert contents(behind, space) == contents(close, space) == contents(admin, space)
+    assert admin.device_id in behind._store.chain_bases(space)
+    assert behind._store.envelope_wire(space, admin.device_id, 5) is not None  # what it held stays
