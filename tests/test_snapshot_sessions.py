@@ -548,3 +548,18 @@ async def test_a_device_far_behind_starts_again_from_the_snapshot(tmp_path: Path
     assert contents(behind, space) == contents(close, space) == contents(admin, space)
     assert admin.device_id in behind._store.chain_bases(space)
     assert behind._store.envelope_wire(space, admin.device_id, 5) is not None  # what it held stays
+
+
+def test_the_sync_report_says_what_happened_to_snapshots() -> None:
+    from crdt_sync.cli import sync_report
+
+    events = [SnapshotVerdict("s1", bytes(32), "applied", "2 entities", False, 2048),
+              SnapshotVerdict("s1", bytes(32), "snapshot-not-admin", "not an admin", True, 512)]
+    report = sync_report.build("ws://relay", Session(EnvelopeHost(identity()), 0.0), None, True, events, 0, 0)
+    assert report.to_dict()["snapshots"] == [
+        {"by": "this device", "space": "s1", "verdict": "applied", "detail": "2 entities", "bytes": 2048},
+        {"by": "relay", "space": "s1", "verdict": "snapshot-not-admin", "detail": "not an admin",
+         "bytes": 512}]
+    text = sync_report.summary(report)
+    assert "snapshot of s1 from the relay (2048 bytes): applied" in text
+    assert "the relay answered this device's snapshot of s1: snapshot-not-admin" in text
