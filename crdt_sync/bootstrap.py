@@ -110,10 +110,11 @@ class Bootstrap:
         return snap.wire, membership + store.envelopes_since(space, covered)
 
     # -- importing ----------------------------------------------------------------------------
-    def apply(self, bundle: Bundle, source: str) -> tuple[str, set[EntityKey]]:
+    def apply(self, bundle: Bundle, source: str) -> tuple[str, str, set[EntityKey]]:
         """Verify and apply the snapshot of ``bundle`` (all of it or nothing). Returns
-        :data:`APPLIED` or the reason it was refused (recorded), and the entities it changed.
-        The caller then accepts the bundle's envelopes (the tail), either way."""
+        :data:`APPLIED` or the reason it was refused (recorded), its detail, and the entities
+        it changed. The caller then accepts the bundle's envelopes (the tail), either way (a
+        session's snapshot: its tail follows in ENVELOPES)."""
         assert bundle.snapshot is not None
         touched: set[EntityKey] = set()
         try:
@@ -128,10 +129,10 @@ class Bootstrap:
                 self._cache.drop(key)
             self._members.forget(bundle.space)  # (it may have taken the rolled-back records)
             self._store.record_rejection(source, rejected)
-            return rejected.reason, set()
+            return rejected.reason, rejected.detail, set()
         self._members.forget(bundle.space)  # (it holds the tail's records: built again from the store)
         self._clock.observe(snap.hlc)
-        return APPLIED, touched
+        return APPLIED, f"{len(touched)} entities from {snap.author}'s snapshot", touched
 
     def _apply_locked(self, snap: Snapshot, wires: list[bytes], touched: set[EntityKey], source: str) -> None:
         store, space = self._store, snap.space

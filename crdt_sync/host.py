@@ -26,8 +26,11 @@ from .envelope import Envelope, decode_trusted
 from .forks import proof_author
 from .hlc import DEFAULT_MAX_SKEW_MS, HybridClock, wall_ms
 from .identity import Identity, public_key_of
+from .protocol.host import SnapshotOffer
 from .quarantine import MAX_DETAIL, MAX_REASON, PeerRefusal, Quarantine, QuarantineBook, SetAside, clip
 from .results import Accepted, ReceiveResult
+from .snapshot import decode_trusted as decode_kept
+from .snapshot_transfer import encode_transfer
 from .store import Store
 
 
@@ -51,6 +54,8 @@ class HostedReplica(Protocol):
     def receive_fork_proof(self, proof: bytes, source: str, space: str | None = None) -> bool: ...
 
     def accept(self, envelopes: list[bytes], source: str, space: str | None = None) -> Accepted: ...
+
+    def apply_snapshot(self, space: str, data: bytes, source: str) -> tuple[str, str]: ...
 
 
 class ReplicaHost:
@@ -81,6 +86,8 @@ class ReplicaHost:
         self._can_read = can_read
         self._trust_relays = trust_relays
         self._peer_key: bytes | None = None  # None until a session admits its peer: not gated
+        self._peer = ""
+        self._incoming: dict[str, bytes] = {}  # space -> the snapshot id the peer is sending
         self._open = False  # the peer is a trusted relay: served in full
         #: space -> the authors whose envelopes the peer pushed (what a non-reader is shown)
         self._pushed: dict[str, set[str]] = {}
@@ -88,6 +95,7 @@ class ReplicaHost:
     def admit(self, peer: str, relay: bool = False) -> str | None:
         """Any authenticated peer may sync; what it is served is gated by :meth:`reads`."""
         self._peer_key = public_key_of(peer)
+        self._peer = peer
         self._open = relay and self._trust_relays
         return None
 
@@ -122,7 +130,14 @@ class ReplicaHost:
         return self._store.missing_envelopes(space, covered, max_count, max_bytes)
 
     def envelope_hash(self, space: str, author: str, seq: int) -> bytes | None:
-        return self._store.envelope_hash(space, author, seq)
+        """The hash of ``author``'s envelope ``seq`` as this device holds it: stored, or the
+        head hash a chain base names at its seq (a chain started from a snapshot)."""
+        held = self._store.envelope_hash(space, author, seq)
+        if held is None:
+            base = self._store.chain_base(space, author)
+            if base is not None and base[0] == seq:
+                return base[1]
+        return held
 
     def receive(self, envelopes: list[bytes], source: str, space: str | None = None,
                 tolerate_gaps: bool = False) -> ReceiveResult:
@@ -176,3 +191,42 @@ class ReplicaHost:
         clock is ``ahead_ms`` ahead of its own (``status`` shows it)."""
         with self._store.write():
             self._store.record_clock_refusal(peer, space, author, seq, ahead_ms)
+
+    # -- snapshots (docs/PROTOCOL.md, "Snapshots in sessions") ----------------------------------
+    def snapshot_offer(self, space: str) -> SnapshotOffer | None:
+        """The snapshot this device keeps of ``space`` (the last it made or imported), to a
+        peer that may read it: with the space's membership envelopes to a device; alone, and
+        pushed once, to a trusted relay."""
+        if not self.reads(space):
+            return None
+        wire = self._store.kept_snapshot(space)
+        if wire is None:
+            return None
+        snap = decode_kept(wire)
+        bases = {a: seq for a, (seq, _h) in self._store.chain_bases(space).items()}
+        to_relay = self._open
+        push = to_relay and self._store.snapshot_answer(self._peer, space) != snap.hash
+
+        def load() -> bytes:
+            return encode_transfer(wire, [] if to_relay else self._store.membership_wires(space))
+
+        return SnapshotOffer(snap.hash, snap.version_vector, bases, load, to_relay, push)
+
+    def snapshot_accepts(self, space: str, id: bytes, total: int) -> tuple[str, str] | None:
+        wire = self._store.kept_snapshot(space)
+        if wire is not None and decode_kept(wire).hash == id:
+            return "known", "this device holds this snapshot"
+        self._incoming[space] = id
+        return None
+
+    def snapshot_received(self, space: str, data: bytes, source: str) -> tuple[str, str]:
+        verdict = self._replica.apply_snapshot(space, data, source)
+        if verdict[0] == "applied" and self._open:  # the relay holds it: not pushed back to it
+            self.snapshot_answered(space, self._incoming[space], "known")
+        return verdict
+
+    def snapshot_answered(self, space: str, id: bytes, verdict: str) -> None:
+        """A relay's answer to the snapshot pushed to it: not pushed to it again."""
+        if self._open:
+            with self._store.write():
+                self._store.record_snapshot_answer(self._peer, space, id, verdict)

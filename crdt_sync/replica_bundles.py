@@ -7,11 +7,12 @@ first and wires the replica's receive path in.
 
 from __future__ import annotations
 
-from .bundle import decode_bundle, encode_bundle
+from .bundle import Bundle, decode_bundle, encode_bundle
 from .clocks import hold_back
 from .errors import Rejected
 from .replica_parts import ReplicaParts
 from .results import ImportResult
+from .snapshot_transfer import decode_transfer
 
 
 class BundleCommands(ReplicaParts):
@@ -44,6 +45,27 @@ class BundleCommands(ReplicaParts):
         self.refresh()
         return self._bootstrap.make(space).wire
 
+    def apply_snapshot(self, space: str, data: bytes, source: str) -> tuple[str, str]:
+        """A snapshot transfer a session brought (:mod:`crdt_sync.snapshot_transfer`):
+        verified and applied as a bundle's snapshot is (:meth:`Bootstrap.apply
+        <crdt_sync.bootstrap.Bootstrap.apply>`, with the transfer's membership envelopes); its
+        tail follows in the session. Returns ``"applied"`` or the refusal's reason (recorded),
+        and a detail."""
+        self._check_open()
+        try:
+            transfer = decode_transfer(data)
+        except Rejected as rejected:
+            self._store.record_rejection(source, rejected)
+            return rejected.reason, rejected.detail
+        self.seal()
+        bundle = Bundle(source, space, {}, {}, transfer.membership, [], transfer.snapshot)
+        try:
+            verdict, detail, touched = self._bootstrap.apply(bundle, source)
+        finally:
+            self._members.save_keys()
+        self._received(touched)
+        return verdict, detail
+
     def import_bundle(self, data: bytes, source: str = "bundle") -> ImportResult:
         """Verify and apply a bundle, all or nothing (see :meth:`receive`)."""
         self._check_open()
@@ -59,7 +81,7 @@ class BundleCommands(ReplicaParts):
         if bundle.snapshot is not None:  # then the tail, per author (crdt_sync.bootstrap)
             self.seal()
             try:
-                snap, touched = self._bootstrap.apply(bundle, source)
+                snap, _detail, touched = self._bootstrap.apply(bundle, source)
             finally:
                 self._members.save_keys()
             self._received(touched)

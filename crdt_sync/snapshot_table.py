@@ -8,6 +8,9 @@ a snapshot left, and the snapshot a device keeps to pass on.
   covers them.
 - ``snapshots(space, author, hlc, wire, at)``: the latest snapshot this device made or
   imported for ``space`` (one row per space), what a bundle for a device never met carries.
+- ``snapshot_answers(peer, space, hash, verdict, at)``: the last snapshot of ``space`` this
+  device pushed to the relay ``peer`` in a session, and what the relay answered (a snapshot
+  is pushed to a relay once: docs/PROTOCOL.md, "Snapshots in sessions").
 
 Created on every open (``CREATE ... IF NOT EXISTS``, within store format 3), like the
 quarantine tables.
@@ -23,6 +26,8 @@ SCHEMA = (
     "seq INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY(space, author)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS snapshots(space TEXT PRIMARY KEY, author TEXT NOT NULL, "
     "hlc INTEGER NOT NULL, wire BLOB NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS snapshot_answers(peer TEXT NOT NULL, space TEXT NOT NULL, "
+    "hash BLOB NOT NULL, verdict TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(peer, space)) WITHOUT ROWID",
 )
 
 
@@ -72,6 +77,20 @@ class SnapshotReads:
         except sqlite3.OperationalError:  # a read-only open of an older store: no table
             return None
         return None if row is None else bytes(row[0])
+
+    def snapshot_answer(self, peer: str, space: str) -> bytes | None:
+        """The hash of the last snapshot of ``space`` the relay ``peer`` answered, or None."""
+        try:
+            row = self.db.execute("SELECT hash FROM snapshot_answers WHERE peer=? AND space=?",
+                                  (peer, space)).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of an older store: no table
+            return None
+        return None if row is None else bytes(row[0])
+
+    def record_snapshot_answer(self, peer: str, space: str, hash: bytes, verdict: str) -> None:
+        """The relay ``peer`` answered ``verdict`` to the snapshot ``hash`` of ``space``."""
+        self.db.execute("INSERT OR REPLACE INTO snapshot_answers(peer, space, hash, verdict, at) "
+                        "VALUES(?,?,?,?,?)", (peer, space, hash, verdict, time.time_ns() // 1_000_000))
 
     def entity_keys(self, space: str) -> list[tuple[str, str]]:
         """Every ``(collection, id)`` of ``space`` with a stored part (deleted ones and the

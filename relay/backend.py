@@ -12,8 +12,9 @@ A backend object is one connection's worth of storage: the relay opens one for t
 only committed state.
 
 Where the next records go: quarantine records, fork proofs, the membership index (schema
-4) and, next, snapshots each become a list in :class:`WriteBatch` (written in the same transaction as the
-envelopes they refer to), a table in a new schema migration, and a read method here.
+4) and snapshots (schema 5) each became a list in :class:`WriteBatch` (written in the same
+transaction as the envelopes they refer to), a table in a new schema migration, and a read
+method here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ class RejectionRecord(NamedTuple):
     detail: str
 
 
+class SnapshotRow(NamedTuple):
+    """The snapshot the relay keeps for a space (docs/PROTOCOL.md, "Snapshots in sessions"):
+    its author (device id), hlc, hash (BLAKE2b-256 of ``wire``), covered vector (canonical
+    CBOR of ``[[author id, seq], ...]``), the record, and when it was stored (ms)."""
+
+    space: str
+    author: str
+    hlc: int
+    hash: bytes
+    covered: bytes
+    wire: bytes
+    at: int
+
+
 @dataclass(eq=False, slots=True)
 class WriteBatch:
     """Everything one commit writes.
@@ -75,6 +90,8 @@ class WriteBatch:
         lifts: ``(space, author)`` quarantines lifted, after ``quarantines``.
         membership: ``(space, author, seq)`` of the envelopes of ``envelopes`` that carry
             membership records (the index the membership log is rebuilt from).
+        snapshots: snapshots to keep, one per space (each replaces the space's kept one
+            unless that one's hlc is higher: the relay judged it newer first).
     """
 
     envelopes: list[EnvelopeRow] = field(default_factory=list)
@@ -84,6 +101,7 @@ class WriteBatch:
     quarantines: list[QuarantineRecord] = field(default_factory=list)
     lifts: list[tuple[str, str]] = field(default_factory=list)
     membership: list[tuple[str, str, int]] = field(default_factory=list)
+    snapshots: list[SnapshotRow] = field(default_factory=list)
 
 
 class RelayBackend(Protocol):
@@ -156,6 +174,10 @@ class RelayBackend(Protocol):
         records (payload kind 4), in arrival order: what its membership log is built from."""
         ...
 
+    def snapshot(self, space: str, wire: bool = True) -> SnapshotRow | None:
+        """The committed snapshot of ``space`` (without its record's bytes unless ``wire``)."""
+        ...
+
     def quarantine(self, space: str, author: str) -> QuarantineRecord | None:
         """The committed quarantine of ``author`` in ``space``, with its evidence."""
         ...
@@ -186,4 +208,4 @@ class RelayBackend(Protocol):
         ...
 
 
-__all__ = ["EnvelopeRow", "RejectionRecord", "RelayBackend", "WriteBatch", "WriteConflict"]
+__all__ = ["EnvelopeRow", "RejectionRecord", "RelayBackend", "SnapshotRow", "WriteBatch", "WriteConflict"]

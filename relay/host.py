@@ -20,10 +20,13 @@ from crdt_sync.errors import Rejected
 from crdt_sync.forks import proof_author
 from crdt_sync.hlc import DEFAULT_MAX_SKEW_MS
 from crdt_sync.identity import public_key_of
+from crdt_sync.protocol.host import SnapshotOffer
 from crdt_sync.protocol.messages import E_LIMIT, ProtocolViolation
 from crdt_sync.quarantine import QuarantineBook, SetAside
 from crdt_sync.results import Accepted
+from crdt_sync.snapshot_transfer import MAX_TRANSFER_BYTES, encode_transfer
 
+from .snapshot_store import KNOWN, covered_of
 from .space_state import Outgoing
 from .storage import RelayStore
 
@@ -179,6 +182,41 @@ class RelayHost:
 
     def record_ack(self, peer: str, space: str, vv: dict[str, int]) -> None:
         """Not kept (see RelayStore.record_ack)."""
+
+    # -- snapshots (docs/PROTOCOL.md, "Snapshots in sessions"; relay/snapshot_store.py) -----------
+    def snapshot_offer(self, space: str) -> SnapshotOffer | None:
+        """The kept snapshot of ``space``, with every membership envelope the relay holds
+        (a device let in after it was made finds its keys there); none to a non-reader."""
+        if not self.reads(space):
+            return None
+        row = self.relay.kept_snapshot(space, wire=False)
+        if row is None:
+            return None
+
+        def load() -> bytes:
+            kept = self.relay.kept_snapshot(space)
+            assert kept is not None  # (a kept snapshot is only ever replaced)
+            return encode_transfer(kept.wire, self.relay.membership_wires(space))
+
+        # (a relay peer never starts from one: ``to_relay``)
+        return SnapshotOffer(row.hash, covered_of(row), {}, load, to_relay=self._open)
+
+    def snapshot_accepts(self, space: str, id: bytes, total: int) -> tuple[str, str] | None:
+        """Only a member's push is taken (a stranger cannot make the relay hold a transfer)."""
+        if not self.reads(space):
+            return "not-a-member", f"{self.peer} may not read {space}: the relay takes no snapshot from it"
+        if total > MAX_TRANSFER_BYTES:
+            return "snapshot-too-large", f"a snapshot transfer is at most {MAX_TRANSFER_BYTES} bytes"
+        row = self.relay.kept_snapshot(space, wire=False)
+        if row is not None and row.hash == id:
+            return KNOWN, "the relay keeps this snapshot"
+        refused = self._limit(self.peer or "?", 1, total)  # paced like envelopes (relay/pacing.py)
+        if refused is not None:
+            return "limit", refused
+        return None
+
+    def snapshot_received(self, space: str, data: bytes, source: str) -> tuple[str, str]:
+        return self.relay.offer_snapshot(space, data, source)
 
 
 __all__ = ["RelayHost"]

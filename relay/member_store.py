@@ -62,15 +62,18 @@ class RelayMembership:
     def _members_of(self, st: _Space) -> SpaceMembers:
         members = st.members
         if members is None:
-            store = self._mstore
-            staged = {key for b in (store._staged, store._committing)
-                      if b is not None for key in b.membership if key[0] == st.name}
-            wires = store.reader.membership_envelopes(st.name) + [
-                row.wire for b in (store._staged, store._committing) if b is not None
-                for row in b.rows if (row.space, row.author, row.seq) in staged]
-            members = st.members = SpaceMembers.load(st.name, wires,
+            members = st.members = SpaceMembers.load(st.name, self.membership_wires(st.name),
                                                      [public_key_of(a) for a in st.forks])
         return members
+
+    def membership_wires(self, space: str) -> list[bytes]:
+        """The membership envelopes of ``space``, committed and staged, in arrival order."""
+        store = self._mstore
+        staged = {key for b in (store._staged, store._committing)
+                  if b is not None for key in b.membership if key[0] == space}
+        return store.reader.membership_envelopes(space) + [
+            row.wire for b in (store._staged, store._committing) if b is not None
+            for row in b.rows if (row.space, row.author, row.seq) in staged]
 
     def forget_members(self, spaces: Iterable[str]) -> None:
         """Build these spaces' logs again from storage when next asked (records were added

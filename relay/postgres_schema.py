@@ -22,6 +22,11 @@ Schema version 1::
     membership(space, author, seq, PK(space, author, seq))
                                                    the envelopes that carry membership records
 
+Schema version 2 adds (SQLite's schema 5)::
+
+    space_snapshots(space PK, author, hlc, hash, covered, wire, at)
+                                                   the newest admin snapshot of each space
+
 Opening a database brings it to :data:`SCHEMA_VERSION` by running, in one transaction under
 an advisory lock (one opener migrates, every other waits and then sees it done), each
 migration past the version it records. A database with a newer schema is refused with
@@ -39,7 +44,7 @@ from psycopg.rows import TupleRow
 
 from crdt_sync.errors import StoreError, StoreVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Conn = psycopg.Connection[TupleRow]
 #: ``pg_advisory_xact_lock`` key of the migration (any constant of ours: "crdtsync").
 MIGRATION_LOCK = 0x6372647473796E63
@@ -70,8 +75,15 @@ CREATE TABLE membership(
     space TEXT NOT NULL, author TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY(space, author, seq))
 """
 
+_V2 = """
+CREATE TABLE space_snapshots(
+    space TEXT PRIMARY KEY, author TEXT NOT NULL, hlc BIGINT NOT NULL, hash BYTEA NOT NULL,
+    covered BYTEA NOT NULL, wire BYTEA NOT NULL, at BIGINT NOT NULL)
+"""
+
 #: The tables of the relay schema (what marks a database as a relay's, or another program's).
-TABLES = ("meta", "spaces", "envelopes", "heads", "rejections", "quarantine", "forks", "membership")
+TABLES = ("meta", "spaces", "envelopes", "heads", "rejections", "quarantine", "forks", "membership",
+          "space_snapshots")
 
 
 def _execute_all(conn: Conn, script: str) -> None:
@@ -84,9 +96,14 @@ def _v1(conn: Conn) -> None:
     _execute_all(conn, _V1)
 
 
+def _v2(conn: Conn) -> None:
+    _execute_all(conn, _V2)
+
+
 #: ``(version, name, step)``: each step brings the schema from ``version - 1`` to ``version``.
 MIGRATIONS: list[tuple[int, str, Callable[[Conn], None]]] = [
     (1, "relay schema: envelopes, heads, spaces, rejections, quarantine, forks, membership", _v1),
+    (2, "snapshots: the newest admin snapshot per space", _v2),
 ]
 
 

@@ -36,7 +36,7 @@ from crdt_sync.errors import StoreError
 from crdt_sync.fork_table import ForkRecord
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 
-from .backend import EnvelopeRow, RejectionRecord, WriteBatch, WriteConflict
+from .backend import EnvelopeRow, RejectionRecord, SnapshotRow, WriteBatch, WriteConflict
 from .postgres_schema import TABLES, Conn, open_schema
 
 #: What a store URL starts with to name a Postgres database.
@@ -251,6 +251,13 @@ class PostgresRelayBackend:
         return {a: SetAside(int(f), r, d) for a, f, r, d in self._rows(
             "SELECT author, from_seq, reason, detail FROM quarantine WHERE space=%s", (space,))}
 
+    def snapshot(self, space: str, wire: bool = True) -> SnapshotRow | None:
+        record = "wire" if wire else "''::bytea"  # (the record is up to 64 MiB)
+        row = self._row(f"SELECT space, author, hlc, hash, covered, {record}, at FROM space_snapshots "
+                        "WHERE space=%s", (space,))
+        return None if row is None else SnapshotRow(row[0], row[1], int(row[2]), bytes(row[3]),
+                                                    bytes(row[4]), bytes(row[5]), int(row[6]))
+
     def membership_envelopes(self, space: str) -> list[bytes]:
         return [bytes(w) for (w,) in self._rows(
             "SELECT e.wire FROM membership m JOIN envelopes e ON e.space=m.space AND "
@@ -379,6 +386,12 @@ def _write(conn: Conn, batch: WriteBatch) -> None:
                     (q.space, q.author, q.from_seq, q.reason, q.detail, q.hash, q.wire, q.since))
     for space, author in batch.lifts:
         cur.execute("DELETE FROM quarantine WHERE space=%s AND author=%s", (space, author))
+    if batch.snapshots:
+        cur.executemany("INSERT INTO space_snapshots(space, author, hlc, hash, covered, wire, at) "
+                        "VALUES(%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (space) DO UPDATE SET "
+                        "author=EXCLUDED.author, hlc=EXCLUDED.hlc, hash=EXCLUDED.hash, "
+                        "covered=EXCLUDED.covered, wire=EXCLUDED.wire, at=EXCLUDED.at "
+                        "WHERE EXCLUDED.hlc >= space_snapshots.hlc", batch.snapshots)
 
 
 _INSERT_ENVELOPES = """

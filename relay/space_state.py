@@ -14,7 +14,7 @@ from crdt_sync.envelope import Envelope
 from crdt_sync.fork_table import ForkRecord
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 
-from .backend import EnvelopeRow, RejectionRecord
+from .backend import EnvelopeRow, RejectionRecord, SnapshotRow
 from .members import SpaceMembers
 
 #: One envelope as sessions send it: (author id, author key, seq, wire size, tail), where
@@ -73,6 +73,8 @@ class StagedBatch:
     lifts: list[tuple[str, str]] = field(default_factory=list)
     #: (space, author, seq) of the rows that carry membership records
     membership: list[tuple[str, str, int]] = field(default_factory=list)
+    #: snapshots to keep (relay/snapshot_store.py)
+    snapshots: list[SnapshotRow] = field(default_factory=list)
     future: asyncio.Future[None] | None = None
 
     def __bool__(self) -> bool:
@@ -81,7 +83,8 @@ class StagedBatch:
 
 
 def has_writes(batch: StagedBatch) -> bool:
-    return bool(batch.rows or batch.rejections or batch.forks or batch.quarantines or batch.lifts)
+    return bool(batch.rows or batch.rejections or batch.forks or batch.quarantines or batch.lifts
+                or batch.snapshots)
 
 
 def wire_tail(env: Envelope) -> bytes:

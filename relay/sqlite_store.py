@@ -27,6 +27,12 @@ Schema version 4 adds::
                                                    relay's membership log of a space is
                                                    built from when the space is loaded
 
+Schema version 5 adds::
+
+    space_snapshots(space PK, author, hlc, hash, covered, wire, at)
+                                                   the newest admin snapshot of each space
+                                                   (docs/PROTOCOL.md, "Snapshots in sessions")
+
 Migration 4 fills it from the envelopes already stored (a relay from before it holds
 only plaintext spaces, whose envelopes it no longer serves to anyone: no genesis names a
 reader of them).
@@ -56,11 +62,11 @@ from crdt_sync.errors import StoreError, StoreVersionError
 from crdt_sync.fork_table import ForkReads
 from crdt_sync.quarantine import QuarantineRecord, QuarantineTable, SetAside
 
-from .backend import RejectionRecord, WriteBatch
+from .backend import RejectionRecord, SnapshotRow, WriteBatch
 from .members import is_membership_wire
 
 DB_NAME = "store.sqlite3"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Written as ``meta.format``, the key a device store (and a relay before schema versions)
 #: reads its format from: far above any device format, so that an older crdt-sync relay
 #: (or a device store) refuses this file ("upgrade crdt-sync") instead of writing into it.
@@ -84,7 +90,8 @@ CREATE TABLE IF NOT EXISTS rejections(
 
 #: The device store's tables that a relay of the device layout created and never wrote.
 _DEVICE_TABLES = ("parts", "entities", "fields", "conflicts", "clients", "journals", "journal_damage",
-                  "peers", "peer_refusals", "clock_refusals", "chain_bases", "snapshots")
+                  "peers", "peer_refusals", "clock_refusals", "chain_bases", "snapshots",
+                  "snapshot_answers")
 
 
 def _execute_all(db: sqlite3.Connection, script: str) -> None:
@@ -112,12 +119,24 @@ def _v4(db: sqlite3.Connection) -> None:
     db.executemany("INSERT OR IGNORE INTO membership(space, author, seq) VALUES(?, ?, ?)", found)
 
 
+_V5 = """
+CREATE TABLE IF NOT EXISTS space_snapshots(
+    space TEXT PRIMARY KEY, author TEXT NOT NULL, hlc INTEGER NOT NULL, hash BLOB NOT NULL,
+    covered BLOB NOT NULL, wire BLOB NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID
+"""
+
+
+def _v5(db: sqlite3.Connection) -> None:
+    _execute_all(db, _V5)
+
+
 #: ``(version, name, step)``: each step brings the schema from ``version - 1`` to ``version``.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "relay schema: envelopes, heads, spaces, rejections", _v1),
     (2, "quarantine: authors set aside per space", QuarantineTable.create),
     (3, "fork proofs", fork_table.create),
     (4, "membership: the index of membership envelopes", _v4),
+    (5, "snapshots: the newest admin snapshot per space", _v5),
 ]
 
 
@@ -257,6 +276,13 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
             "SELECT e.wire FROM membership m JOIN envelopes e ON e.space=m.space AND e.author=m.author "
             "AND e.seq=m.seq WHERE m.space=? ORDER BY e.id", (space,))]
 
+    def snapshot(self, space: str, wire: bool = True) -> SnapshotRow | None:
+        record = "wire" if wire else "x''"  # (an empty blob: the record is up to 64 MiB)
+        row = self.db.execute(f"SELECT space, author, hlc, hash, covered, {record}, at FROM space_snapshots "
+                              "WHERE space=?", (space,)).fetchone()
+        return None if row is None else SnapshotRow(row[0], row[1], int(row[2]), bytes(row[3]),
+                                                    bytes(row[4]), bytes(row[5]), int(row[6]))
+
     def quarantine(self, space: str, author: str) -> QuarantineRecord | None:
         return QuarantineTable(self.db).get(space, author)
 
@@ -310,6 +336,7 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
                 table.insert(record)
             for space, author in batch.lifts:
                 table.delete(space, author)
+            db.executemany(_KEEP_SNAPSHOT, batch.snapshots)
         except BaseException:
             self.rollback()
             raise
@@ -330,6 +357,11 @@ class SqliteRelayBackend(EnvelopeReads, ForkReads):
 
 
 _INSERT_ENVELOPES = "INSERT INTO envelopes(space, author, seq, hash, hlc, wire) VALUES"
+_KEEP_SNAPSHOT = ("INSERT INTO space_snapshots(space, author, hlc, hash, covered, wire, at) "
+                  "VALUES(?,?,?,?,?,?,?) "
+                  "ON CONFLICT(space) DO UPDATE SET author=excluded.author, hlc=excluded.hlc, "
+                  "hash=excluded.hash, covered=excluded.covered, wire=excluded.wire, at=excluded.at "
+                  "WHERE excluded.hlc >= hlc")
 _INSERT_HEADS = "INSERT INTO heads(space, author, seq, hash) VALUES"
 _UPSERT_HEADS = (" ON CONFLICT DO UPDATE SET seq=excluded.seq, hash=excluded.hash "
                  "WHERE excluded.seq > seq")

@@ -25,10 +25,9 @@ How the work is split:
   the tail.
 
 Beside it: :mod:`~crdt_sync.relay.space_state` (the per-space state and staged batch it owns),
-:mod:`~crdt_sync.relay.quarantine` (:class:`RelayQuarantine`, the quarantine API over it),
-:mod:`~crdt_sync.relay.member_store` (each space's membership log: who may write, who may
-read) and
-:mod:`~crdt_sync.relay.host` (``RelayHost``, one session's view of it).
+:mod:`~crdt_sync.relay.quarantine` (:class:`RelayQuarantine`), :mod:`~crdt_sync.relay.member_store`
+(each space's membership log), :mod:`~crdt_sync.relay.snapshot_store` (each space's kept
+snapshot) and :mod:`~crdt_sync.relay.host` (``RelayHost``, one session's view of it).
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ from .fork_store import RelayForks
 from .member_store import RelayMembership
 from .outage import StoreOutage
 from .quarantine import RelayQuarantine
+from .snapshot_store import RelaySnapshots
 from .space_state import Outgoing, RelaySpace, StagedBatch, has_writes, wire_tail
 from .sqlite_store import SqliteRelayBackend
 
@@ -83,7 +83,7 @@ _ENTRY_OVERHEAD = 200
 _BASE_STEP = 1 << 48
 
 
-class RelayStore(RelayForks, RelayMembership):
+class RelayStore(RelayForks, RelayMembership, RelaySnapshots):
     """One store shared by every session of the relay process.
 
     Args:
@@ -276,7 +276,7 @@ class RelayStore(RelayForks, RelayMembership):
         """Open the batch's transaction and write it (not committed)."""
         new_spaces = [s for s, st in batch.spaces.items() if not st.joined]
         self.store.stage(WriteBatch(batch.rows, new_spaces, batch.rejections, batch.forks,
-                                    batch.quarantines, batch.lifts, batch.membership))
+                                    batch.quarantines, batch.lifts, batch.membership, batch.snapshots))
 
     def _commit_tx(self) -> None:
         """COMMIT the open transaction (with fsync); in the writer thread when serving."""

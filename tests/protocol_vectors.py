@@ -10,6 +10,8 @@ from crdt_sync.identity import Identity
 from crdt_sync.payload import encode_payload, pack_item
 from crdt_sync.protocol.link import LINK_CONTEXT, nonce_of, public_of, seal_frame, shared_secret
 from crdt_sync.protocol.messages import (
+    MAX_VERSION,
+    MIN_VERSION,
     Ack,
     Auth,
     Bye,
@@ -48,8 +50,8 @@ def _yjs_update() -> bytes:
 
 def _handshake() -> tuple[bytes, bytes, bytes]:
     """Both HELLO frames and the transcript."""
-    hello_a = encode(Hello(3, 3, public_of(EPHEMERAL_A), NONCE_A, {}))
-    hello_b = encode(Hello(3, 3, public_of(EPHEMERAL_B), NONCE_B, {}))
+    hello_a = encode(Hello(MIN_VERSION, MAX_VERSION, public_of(EPHEMERAL_A), NONCE_A, {}))
+    hello_b = encode(Hello(MIN_VERSION, MAX_VERSION, public_of(EPHEMERAL_B), NONCE_B, {}))
     first, second = sorted([hello_a, hello_b])
     transcript = blake2b(TRANSCRIPT_CONTEXT + len(first).to_bytes(4, "big") + first + second,
                          digest_size=32).digest()
@@ -95,7 +97,7 @@ def vectors() -> list[tuple[str, str, bytes]]:
     env = seal(ALICE, "site-42", 2, bytes(32), HLC, payload)  # prev_hash: Alice's seq 1 hash
     envelopes = encode(Envelopes(0, 1, [WireEnvelope(0, env.seq, env.hlc, env.payload, env.signature)]))
     return [
-        ("HELLO", "Alice, versions 3..3, her ephemeral key (of secret E1..), nonce A0.., no "
+        ("HELLO", "Alice, versions 3..4, her ephemeral key (of secret E1..), nonce A0.., no "
                   "capabilities", hello_a),
         ("HELLO (Bob)", "Bob's HELLO (ephemeral secret E2.., nonce B0..), used in the transcript", hello_b),
         ("AUTH", f"Alice's device key, and her signature of context + transcript {transcript.hex()} "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cbor2
 
 from crdt_sync import snapshot as sn
+from crdt_sync.protocol.messages import SnapshotAck, SnapshotChunk, encode
+from crdt_sync.snapshot_transfer import encode_transfer
 from crdt_sync.space_crypto import epoch_id_of
 from tests import crypto_vectors as cv
 from tests import data_vectors as dv
@@ -56,12 +58,31 @@ def vectors() -> list[tuple[str, str, bytes]]:
     ]
 
 
-def markdown() -> str:
+def session_vectors() -> list[tuple[str, str, bytes]]:
+    """The frames of "Snapshots in sessions": the record above in one chunk."""
+    snap = build()
+    transfer = encode_transfer(snap.wire, [])
+    size = len(transfer)
+    return [
+        ("transfer", "canonical CBOR [the snapshot record above, []] (no membership envelopes: "
+                     "what a device pushes to a relay)", transfer),
+        ("SNAPSHOT", f"space 0, id = BLAKE2b-256 of the record, total {size}, offset 0, the whole "
+                     "transfer as one chunk, bases [[Bob's key, 1]] (the sender holds Bob's chain "
+                     "only from seq 1)",
+         encode(SnapshotChunk(0, snap.hash, size, 0, transfer, [(BOB.public_key, 1)]))),
+        ("SNAPSHOT_ACK", f"space 0, the same id, all {size} bytes received, verdict \"applied\", "
+                         "no detail", encode(SnapshotAck(0, snap.hash, size, "applied", ""))),
+    ]
+
+
+def markdown(rows: list[tuple[str, str, bytes]] | None = None) -> str:
     lines = ["| vector | what | bytes (hex) |", "| --- | --- | --- |"]
-    for name, what, data in vectors():
+    for name, what, data in vectors() if rows is None else rows:
         lines.append(f"| {name} | {what} | `{data.hex()}` |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     print(markdown())
+    print()
+    print(markdown(session_vectors()))

@@ -45,6 +45,8 @@ from crdt_sync.protocol.messages import (
     Pong,
     Quarantined,
     Sealed,
+    SnapshotAck,
+    SnapshotChunk,
     Spaces,
     WireEnvelope,
     decode,
@@ -148,7 +150,8 @@ SAMPLES: list[Message] = [
     Have(0, [(KEY, 3)], [bytes(32)]), Envelopes(0, 1, [WireEnvelope(0, 2, 7, b"payload", bytes(64))]),
     Ack(0, 1, [(0, 2)]), Ping(7), Pong(7), Error(1, "why"), Bye(0),
     Quarantined(0, KEY, 3, "bad-payload", "why"), ForkProof(0, [b"one envelope", b"another"]),
-    ClockSkew(0, KEY, 3, 86_400_001), Sealed(5, bytes(40))]
+    ClockSkew(0, KEY, 3, 86_400_001), Sealed(5, bytes(40)),
+    SnapshotChunk(0, bytes(32), 10, 0, b"chunk", [(KEY, 1)]), SnapshotAck(0, bytes(32), 5, "", "")]
 
 
 def test_the_samples_hold_one_of_each_message_type() -> None:

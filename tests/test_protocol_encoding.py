@@ -14,10 +14,9 @@ from crdt_sync.protocol.messages import (
     WireEnvelope,
     decode,
     encode,
-    encode_envelopes,
-    envelope_item,
     peek_type,
 )
+from crdt_sync.protocol.prebuilt import encode_envelopes, envelope_item
 from tests.protocol_vectors import vectors
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"

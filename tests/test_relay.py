@@ -415,7 +415,8 @@ def test_live_fan_out_from_the_tail_and_from_storage_behind_it(tmp_path: Path, c
 def test_pre_encoded_envelopes_frame_is_the_canonical_encoding() -> None:
     import cbor2
 
-    from crdt_sync.protocol.messages import WireEnvelope, cbor_ref, encode, encode_envelopes
+    from crdt_sync.protocol.messages import WireEnvelope, encode
+    from crdt_sync.protocol.prebuilt import cbor_ref, encode_envelopes
 
     rng = random.Random(7)
     for space, batch, count in [(0, 1, 1), (23, 24, 0), (300, 70_000, 30), (5, 2**33, 3)]:

@@ -306,9 +306,10 @@ async def test_a_relay_store_from_before_schema_4_upgrades(tmp_path: Path) -> No
     path = tmp_path / "relay" / RELAY_DB / DB_NAME
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("DROP TABLE membership")
-        db.execute("DELETE FROM schema_migrations WHERE version=4")
+        db.execute("DROP TABLE space_snapshots")
+        db.execute("DELETE FROM schema_migrations WHERE version>=4")
     async with running_relay(tmp_path / "relay", FAST) as relay:
-        assert relay.store.store.schema_version == SCHEMA_VERSION == 4
+        assert relay.store.store.schema_version == SCHEMA_VERSION == 5
         bob_host = EnvelopeHost(bob, spaces=[sp.space])
         assert (await exchange(bob_host, relay.url)).ok
         assert hashes(bob_host, sp.space) == {e.hash for e in setup}
@@ -316,7 +317,7 @@ async def test_a_relay_store_from_before_schema_4_upgrades(tmp_path: Path) -> No
         assert db.execute("SELECT space, author, seq FROM membership ORDER BY seq").fetchall() == [
             (sp.space, admin.id, 1), (sp.space, admin.id, 3)]
         assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [
-            1, 2, 3, 4]
+            1, 2, 3, 4, 5]
 
 
 async def test_the_allow_list_applies_to_joining(tmp_path: Path) -> None:

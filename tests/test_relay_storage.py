@@ -26,7 +26,7 @@ from tests.relay_helpers import relay_process, run_cli
 from tests.sync_helpers import SPACE, fill
 
 RELAY_TABLES = {"schema_migrations", "meta", "spaces", "envelopes", "heads", "rejections", "quarantine",
-                "forks", "membership"}
+                "forks", "membership", "space_snapshots"}
 
 
 def chain_of(identity: Identity, length: int, space: str = SPACE) -> list[Envelope]:

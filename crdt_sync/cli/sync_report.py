@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import CrdtSyncError
 from ..protocol import Closed, Quarantined, Received, Session
-from ..protocol.events import ClockRefused, HeldBack
+from ..protocol.events import ClockRefused, HeldBack, SnapshotVerdict
 from ..protocol.messages import E_AUTH_FAILED, E_LIMIT, E_REJECTED
 from .output import EXIT_ERROR, EXIT_REJECTED
 
@@ -62,6 +62,10 @@ class SyncReport:
     #: chains held back because their clock was too far ahead (``by``: ``relay`` or ``this
     #: device``): ``{"by", "space", "author", "seq", "ahead_ms"}``
     held_back: list[dict[str, Any]] = field(default_factory=list)
+    #: snapshots moved (docs/PROTOCOL.md, "Snapshots in sessions"; ``by``: ``relay`` for this
+    #: device's snapshot answered by the relay, ``this device`` for one it received):
+    #: ``{"by", "space", "verdict", "detail", "bytes"}``
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
     #: this device's id (to say "this device's clock"); not part of the JSON
     device: str = field(default="", repr=False)
 
@@ -115,13 +119,15 @@ def build(relay: str, session: Session, closed: Closed | None, synced: bool, eve
     held_back = [{"by": "relay" if isinstance(e, ClockRefused) else "this device", "space": e.space,
                   "author": e.author, "seq": e.seq, "ahead_ms": e.ahead_ms}
                  for e in events if isinstance(e, ClockRefused | HeldBack)]
+    snapshots = [{"by": "relay" if e.by_peer else "this device", "space": e.space, "verdict": e.verdict,
+                  "detail": e.detail, "bytes": e.size} for e in events if isinstance(e, SnapshotVerdict)]
     return SyncReport(
         relay=relay, synced=synced, ended=ended, spaces=session.shared_spaces(),
         sent=session.envelopes_out, stored=session.envelopes_acked,
         unacknowledged=max(0, session.envelopes_out - session.envelopes_acked),
         received=sum(e.applied for e in received), duplicates=sum(e.duplicates for e in received),
         refused=refused, bytes_in=bytes_in, bytes_out=bytes_out, quarantined=quarantined,
-        held_back=held_back, device=device)
+        held_back=held_back, snapshots=snapshots, device=device)
 
 
 def failure(report: SyncReport, closed: Closed | None) -> SyncFailed:
@@ -173,6 +179,13 @@ def summary(report: SyncReport) -> str:
         lines.append(f"{note['by']} holds back {whose} envelopes of {note['space']} from seq "
                      f"{note['seq']}: stamped {note['ahead_ms'] / 3_600_000:.1f} hours ahead of its "
                      "clock; they sync once the clocks agree")
+    for snap in report.snapshots:
+        if snap["by"] == "relay":
+            lines.append(f"the relay answered this device's snapshot of {snap['space']}: {snap['verdict']} "
+                         f"({snap['detail']})")
+        else:
+            lines.append(f"snapshot of {snap['space']} from the relay ({snap['bytes']} bytes): "
+                         f"{snap['verdict']} ({snap['detail']})")
     return "\n".join(lines)
 
 

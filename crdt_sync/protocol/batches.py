@@ -7,8 +7,9 @@ from __future__ import annotations
 from .config import SessionConfig
 from .forks import SessionForks
 from .host import SyncHost
-from .messages import Envelopes, WireEnvelope, encode, encode_envelopes, envelope_item
-from .spaces import Inflight, SpaceState, merge, ref
+from .messages import Envelopes, WireEnvelope, encode
+from .prebuilt import encode_envelopes, envelope_item
+from .spaces import Inflight, SpaceState, covers_below, merge, ref
 
 
 class Sender:
@@ -20,6 +21,31 @@ class Sender:
         self._forks = forks
         self._outgoing = getattr(host, "outgoing", None)
         self.sent = 0
+        #: envelopes sent that the peer acknowledged holding (in batches its ACKs cover)
+        self.acked = 0
+
+    def acknowledged(self, st: SpaceState, batch: int, now: float) -> None:
+        """The peer's ACK of ``batch`` (its version vector already merged into ``st.acked``):
+        retire what it covers, go back when it does not cover a batch it acknowledges."""
+        lost = progressed = False
+        while st.inflight and st.inflight[0].batch <= batch:
+            done = st.inflight.pop(0)
+            progressed = True
+            held = covers_below(st.acked, done.top, st.held)
+            lost = lost or not held
+            self.acked += done.count if held else 0
+        # A later batch the peer already holds in full (a resend overtaken by the ACK of the
+        # original) needs no ACK of its own: the peer may say BYE before it sends one.
+        kept = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
+        self.acked += sum(b.count for b in st.inflight) - sum(b.count for b in kept)
+        st.inflight = kept
+        if lost:
+            st.go_back()
+        elif progressed:
+            # The peer is working through the window: time what is still in flight from now.
+            # Timed from sending, a receiver slower than ack_timeout per window got it all again.
+            for b in st.inflight:
+                b.sent_at = now
 
     def pump(self, st: SpaceState, now: float) -> list[bytes]:
         """ENVELOPES frames of what the peer lacks, until the window is full."""

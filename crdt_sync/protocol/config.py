@@ -28,6 +28,10 @@ class SessionConfig:
     max_early_frames: int = 64
     ping_interval: float = 10.0
     dead_after: float = 30.0
+    #: A peer that lacks at least this many envelopes a snapshot covers is sent the snapshot
+    #: (one that holds nothing of the space, whenever it lacks any): docs/PROTOCOL.md,
+    #: "Snapshots in sessions"
+    snapshot_lag: int = 1024
 
     def __post_init__(self) -> None:
         if not 0 < self.batch_bytes <= MAX_BATCH_BYTES:

@@ -77,4 +77,20 @@ class HeldBack:
     ahead_ms: int
 
 
-Event = Authenticated | Received | SpaceSynced | Closed | Quarantined | ClockRefused | HeldBack
+@dataclass(frozen=True, slots=True)
+class SnapshotVerdict:
+    """A snapshot of ``space`` (its record's hash ``id``) moved in the session: sent by this
+    side and answered by the peer (``by_peer``), or received here. ``verdict``: ``applied``,
+    ``stored``, ``known``, or the reason it was refused (docs/PROTOCOL.md, "Snapshots in
+    sessions"); ``size``: the transfer's bytes."""
+
+    space: str
+    id: bytes
+    verdict: str
+    detail: str
+    by_peer: bool
+    size: int = 0
+
+
+Event = (Authenticated | Received | SpaceSynced | Closed | Quarantined | ClockRefused | HeldBack
+         | SnapshotVerdict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..envelope import Envelope
@@ -66,4 +68,43 @@ class StreamingHost(Protocol):
         The session passes back the cursor it got (None at first and after a rewind of
         ``covered``: the host then reads its store); ``covered`` only grows in between.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOffer:
+    """The snapshot a host could send a peer in a space (docs/PROTOCOL.md, "Snapshots in
+    sessions"): its record's hash, the version vector it covers, the chains this host holds
+    only from a chain base (``{author: base seq}``), and how to read the transfer's bytes.
+    ``to_relay``: the peer is a relay, which stores it rather than applying it; ``push``:
+    send it even though the peer is not behind (a relay that has not answered this one)."""
+
+    id: bytes
+    covered: dict[str, int]
+    bases: dict[str, int]
+    load: Callable[[], bytes]
+    to_relay: bool = False
+    push: bool = False
+
+
+class SnapshotHost(Protocol):
+    """A host that sends and takes snapshots in sessions (a replica, the relay). A host
+    without these methods sends none and refuses those it is sent (``snapshot-unsupported``)."""
+
+    def snapshot_offer(self, space: str) -> SnapshotOffer | None:
+        """The snapshot this host would send the session's peer; None when it has none or
+        the peer may not read ``space``."""
+        ...
+
+    def snapshot_accepts(self, space: str, id: bytes, total: int) -> tuple[str, str] | None:
+        """None to take a transfer, else its verdict (``known``, or a refusal) and detail,
+        said on its first chunk so that the rest is not sent."""
+        ...
+
+    def snapshot_received(self, space: str, data: bytes, source: str) -> tuple[str, str]:
+        """Check and apply (a device) or keep (a relay) a whole transfer; its verdict and detail."""
+        ...
+
+    def snapshot_answered(self, space: str, id: bytes, verdict: str) -> None:
+        """The peer's verdict on the snapshot this host sent it."""
         ...

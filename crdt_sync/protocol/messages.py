@@ -15,12 +15,16 @@ import cbor2
 
 from ..cbor_limits import CborLimitError, is_canonical, loads_plain, scan
 from ..quarantine import MAX_REASON  # a QUARANTINED notice's reason: the bound of what is stored
+from ..snapshot_transfer import MAX_TRANSFER_BYTES
+from .prebuilt import AuthorRef as AuthorRef
 
 #: Version 3: encrypted links (ephemeral keys in HELLO, every later frame SEALED, type 13); a
 #: version 2 peer gets ERROR 2 (docs/PROTOCOL.md, "Link encryption").
-PROTOCOL_VERSION = 3
+#: Version 4: snapshots in sessions (SNAPSHOT, SNAPSHOT_ACK: docs/PROTOCOL.md, "Snapshots in
+#: sessions"); a version 3 peer still syncs, without them.
+PROTOCOL_VERSION = 4
 MIN_VERSION = 3
-MAX_VERSION = 3
+MAX_VERSION = 4
 #: Largest frame either side sends or accepts.
 MAX_FRAME = 1024 * 1024
 #: Largest frame inside SEALED (the SEALED head and the AEAD tag take the rest).
@@ -47,8 +51,6 @@ HASH_BYTES = 32
 #: The AEAD tag every SEALED ciphertext ends with (``crdt_sync.protocol.link``).
 SEALED_TAG_BYTES = 16
 
-#: An author as sent: an index into the frame sender's author table, or a 32-byte key.
-AuthorRef = int | bytes
 
 
 class MessageType(enum.IntEnum):
@@ -68,6 +70,8 @@ class MessageType(enum.IntEnum):
     FORK_PROOF = 11
     CLOCK_SKEW = 12
     SEALED = 13
+    SNAPSHOT = 14
+    SNAPSHOT_ACK = 15
 
 
 class ErrorCode(enum.IntEnum):
@@ -97,8 +101,7 @@ def error_name(code: int) -> str:
 
 
 def error_code(code: int) -> int:
-    """``code`` as an :class:`ErrorCode` when it is one; a number this side does not know
-    stays a plain int (a newer peer may send it, and it is still shown and logged)."""
+    """``code`` as an :class:`ErrorCode` when it is one (a newer peer's stays an int)."""
     try:
         return ErrorCode(code)
     except ValueError:
@@ -145,6 +148,10 @@ T_QUARANTINED = MessageType.QUARANTINED
 T_FORK_PROOF = MessageType.FORK_PROOF
 T_CLOCK_SKEW = MessageType.CLOCK_SKEW
 T_SEALED = MessageType.SEALED
+T_SNAPSHOT = MessageType.SNAPSHOT
+T_SNAPSHOT_ACK = MessageType.SNAPSHOT_ACK
+#: The first version with SNAPSHOT and SNAPSHOT_ACK (in a version 3 session they are ERROR 6).
+SNAPSHOT_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +279,33 @@ class Sealed:
     ciphertext: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Bytes ``offset ..`` of a transfer of ``total`` bytes (:mod:`crdt_sync.snapshot_transfer`)
+    whose record hashes to ``id``; ``bases``: ``(key, seq)`` of chains the sender lacks below."""
+
+    space: int
+    id: bytes
+    total: int
+    offset: int
+    chunk: bytes
+    bases: list[tuple[bytes, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAck:
+    """The receiver holds ``received`` bytes of transfer ``id``; ``verdict``: empty while it
+    receives, else ``applied``, ``stored``, ``known`` or the reason it refused the snapshot."""
+
+    space: int
+    id: bytes
+    received: int
+    verdict: str
+    detail: str
+
+
 Message = (Hello | Auth | Spaces | Have | Envelopes | Ack | Ping | Pong | Error | Bye | Quarantined
-           | ForkProof | ClockSkew | Sealed)
+           | ForkProof | ClockSkew | Sealed | SnapshotChunk | SnapshotAck)
 
 
 # Plain ints for the encoder (an enum member costs cbor2 a slower type lookup per item).
@@ -337,44 +369,13 @@ def encode(msg: Message) -> bytes:
             items = [_CLOCK_SKEW, msg.space, msg.author, msg.seq, msg.ahead_ms]
         case Sealed():
             items = [_SEALED, msg.counter, msg.ciphertext]
+        case SnapshotChunk():
+            items = [int(T_SNAPSHOT), msg.space, msg.id, msg.total, msg.offset, msg.chunk,
+                     [[k, s] for k, s in msg.bases]]
+        case SnapshotAck():
+            items = [int(T_SNAPSHOT_ACK), msg.space, msg.id, msg.received, msg.verdict[:MAX_REASON],
+                     msg.detail[:MAX_TEXT]]
     return cbor2.dumps(items, canonical=True)
-
-
-def _head(major: int, n: int) -> bytes:
-    """A CBOR head in its shortest (canonical) form."""
-    if n < 24:
-        return bytes([major | n])
-    if n < 0x100:
-        return bytes([major | 24, n])
-    if n < 0x10000:
-        return bytes([major | 25]) + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return bytes([major | 26]) + n.to_bytes(4, "big")
-    return bytes([major | 27]) + n.to_bytes(8, "big")
-
-
-def cbor_ref(ref: AuthorRef) -> bytes:
-    """The canonical CBOR of an author reference (an index or a key)."""
-    return _head(0x40, len(ref)) + ref if isinstance(ref, bytes) else _head(0x00, ref)
-
-
-_ENVELOPES_HEAD = bytes([0x84, _ENVELOPES])
-_SMALL_REFS = [_head(0x00, i) for i in range(256)]
-
-
-def envelope_item(ref: AuthorRef, tail: bytes) -> bytes:
-    """One item of an ENVELOPES frame, from ``tail``: the canonical CBOR of ``seq, hlc,
-    payload, signature`` one after the other (how a relay keeps envelopes ready to send).
-    The same bytes :func:`encode` makes of the :class:`WireEnvelope`."""
-    head = _SMALL_REFS[ref] if type(ref) is int and ref < 256 else cbor_ref(ref)
-    return b"\x85" + head + tail
-
-
-def encode_envelopes(space: int, batch: int, items: list[bytes]) -> bytes:
-    """The ENVELOPES frame of already encoded envelope items (each the canonical CBOR of
-    ``[author, seq, hlc, payload, signature]``): the same bytes as :func:`encode` makes."""
-    return b"".join([_ENVELOPES_HEAD, _head(0x00, space), _head(0x00, batch),
-                     _head(0x80, len(items)), *items])
 
 
 # -- decoding: every check a hostile frame needs ----------------------------------------------
@@ -559,7 +560,7 @@ def _quarantined(a: list[Any]) -> Quarantined:
 
 _SHAPES: dict[int, int] = {T_HELLO: 5, T_AUTH: 2, T_SPACES: 1, T_HAVE: 2, T_ENVELOPES: 3, T_ACK: 3, T_PING: 1,
            T_PONG: 1, T_ERROR: 2, T_BYE: 1, T_QUARANTINED: 5, T_FORK_PROOF: 2, T_CLOCK_SKEW: 4,
-           T_SEALED: 2}
+           T_SEALED: 2, T_SNAPSHOT: 6, T_SNAPSHOT_ACK: 5}
 _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
     T_HELLO: _hello,
     T_AUTH: lambda a: Auth(_bytes(a[0], "device key", 32), _bytes(a[1], "signature", 64)),
@@ -579,6 +580,31 @@ _PARSERS: dict[int, Callable[[list[Any]], Message]] = {
 }
 
 
+def _snapshot_chunk(a: list[Any]) -> SnapshotChunk:
+    total = _uint(a[2], "snapshot size", MAX_TRANSFER_BYTES + 1)
+    offset, chunk = _uint(a[3], "snapshot offset", total), _bytes(a[4], "snapshot chunk")
+    if not chunk or offset + len(chunk) > total:
+        raise _bad("a snapshot chunk holds 1 byte or more, within the transfer's size")
+    if not isinstance(a[5], list) or len(a[5]) > MAX_VV_ENTRIES:
+        raise _bad("snapshot bases are not a bounded array")
+    bases = []
+    for entry in a[5]:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise _bad("a snapshot base is [author key, seq]")
+        bases.append((_bytes(entry[0], "author key", 32), _seq(entry[1])))
+    return SnapshotChunk(_uint(a[0], "space index", MAX_SPACES), _bytes(a[1], "snapshot id", HASH_BYTES),
+                         total, offset, chunk, bases)
+
+
+def _snapshot_ack(a: list[Any]) -> SnapshotAck:
+    if not isinstance(a[3], str) or len(a[3]) > MAX_REASON:
+        raise _bad("snapshot verdict is not a short text")
+    if not isinstance(a[4], str) or len(a[4]) > MAX_TEXT:
+        raise _bad("snapshot verdict detail is not a bounded text")
+    return SnapshotAck(_uint(a[0], "space index", MAX_SPACES), _bytes(a[1], "snapshot id", HASH_BYTES),
+                       _uint(a[2], "received", MAX_TRANSFER_BYTES + 1), a[3], a[4])
+
+
 def _ciphertext(v: Any) -> bytes:
     if not isinstance(v, bytes) or len(v) < SEALED_TAG_BYTES:
         raise _bad("SEALED ciphertext is shorter than its tag")
@@ -590,3 +616,7 @@ def _seq(v: Any) -> int:
     if seq == 0:
         raise _bad("seq starts at 1")
     return seq
+
+
+_PARSERS[T_SNAPSHOT] = _snapshot_chunk
+_PARSERS[T_SNAPSHOT_ACK] = _snapshot_ack

@@ -31,7 +31,9 @@ _COMMIT_ORDER = {MessageType.HELLO: CommitOrder.FREE, MessageType.AUTH: CommitOr
                  MessageType.ACK: CommitOrder.AFTER_COMMIT, MessageType.HAVE: CommitOrder.BARRIER,
                  MessageType.ERROR: CommitOrder.BARRIER, MessageType.BYE: CommitOrder.BARRIER,
                  T_QUARANTINED: CommitOrder.AFTER_COMMIT, MessageType.FORK_PROOF: CommitOrder.FREE,
-                 MessageType.CLOCK_SKEW: CommitOrder.FREE,
+                 MessageType.CLOCK_SKEW: CommitOrder.FREE, MessageType.SNAPSHOT: CommitOrder.FREE,
+                 # A verdict claims what the host stored (a relay's "stored").
+                 MessageType.SNAPSHOT_ACK: CommitOrder.AFTER_COMMIT,
                  # Already sealed, so its content is not known here: the strictest order. (The
                  # driver routes frames before it seals them: see Session.defer_sealing.)
                  MessageType.SEALED: CommitOrder.BARRIER}

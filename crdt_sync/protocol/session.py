@@ -8,23 +8,19 @@ here, including the ones the driver asks about: when a one-shot session is done
 (:meth:`Session.end_if_synced`), how it ends when the link closes or a time limit passes,
 and which frames must wait for the host's commit (:meth:`Session.commit_order`).
 
-The rest of the package: ``messages`` (frames), ``events`` (what the session reports),
-``host`` (what it needs from the replica or relay), ``spaces`` (per-space state),
-``config`` (limits and timeouts), and the session's helpers: ``handshake`` (its pure parts),
-``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``ordering``
-(:class:`CommitOrder`).
+The rest of the package: ``messages``, ``events``, ``host`` (what it needs of the replica or
+relay), ``spaces`` (per-space state), ``config``, and the session's helpers: ``handshake``,
+``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``snapshots``, ``ordering``.
 
 Frames after HELLO are sealed and opened here (protocol 3: ``channel``, ``link``), so every
 transport is encrypted; a driver may take them in the clear and seal each as it leaves
 (:meth:`Session.defer_sealing`).
 
 Reliability over lossy links: each side sends envelope batches within a window and keeps
-no copies, only how far it has sent (``sent``) and what the peer acknowledged (``acked``).
-An ACK that does not cover a batch it acknowledges, or no ACK within ``ack_timeout``, rewinds
-``sent`` to ``acked`` and the missing envelopes are read from the store again (go-back-N).
-A receiver skips envelopes whose predecessor has not arrived. So a lost, duplicated or
-reordered frame costs a resend, never an inconsistency, and a peer that never ACKs makes
-the sender stop at its window, not buffer.
+no copies, only ``sent`` and ``acked``; an ACK that does not cover a batch it acknowledges,
+or none within ``ack_timeout``, rewinds ``sent`` to ``acked`` and the store is read again
+(go-back-N). A receiver skips envelopes whose predecessor has not arrived. So a lost,
+duplicated or reordered frame costs a resend, never an inconsistency.
 """
 
 from __future__ import annotations
@@ -54,6 +50,7 @@ from .messages import (
     E_UNEXPECTED,
     MAX_VERSION,
     MIN_VERSION,
+    SNAPSHOT_VERSION,
     Ack,
     Bye,
     ClockSkew,
@@ -66,6 +63,8 @@ from .messages import (
     Ping,
     Pong,
     ProtocolViolation,
+    SnapshotAck,
+    SnapshotChunk,
     Spaces,
     decode,
     encode,
@@ -75,7 +74,8 @@ from .messages import Auth as AuthMsg
 from .messages import Quarantined as QuarantinedMsg
 from .notices import SessionNotices
 from .ordering import CommitOrder, commit_order
-from .spaces import SpaceState, clamp, covers, covers_below, merge, public_key, refs, resolve
+from .snapshots import SessionSnapshots
+from .spaces import SpaceState, clamp, covers, merge, public_key, refs, resolve
 
 __all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
            "CommitOrder", "Event", "HeldBack", "Quarantined", "Received", "Session", "SessionConfig",
@@ -107,8 +107,6 @@ class Session:
         self.authenticated = False
         self.bytes_in = self.bytes_out = 0
         self.envelopes_in = 0  # applied here (envelopes_out: sent to the peer)
-        #: envelopes sent that the peer acknowledged holding (in batches its ACKs cover)
-        self.envelopes_acked = 0
         self._relay = host.keeps_all_spaces
         caps: dict[str, object] = {"relay": True} if self._relay else {}
         # the encrypted link and the frames that come early (protocol/channel.py, link.py)
@@ -132,6 +130,8 @@ class Session:
         self._sender = Sender(host, self.config, self._forks)  # envelope batches (protocol/batches.py)
         # QUARANTINED and CLOCK_SKEW notices, made and taken (protocol/notices.py)
         self._notices = SessionNotices(host, self._emit, self._forks, self.config)
+        # SNAPSHOT and SNAPSHOT_ACK, sent and taken (protocol/snapshots.py; version 4)
+        self._snapshots = SessionSnapshots(host, self.config, self._emit)
 
     # -- the driver's interface ---------------------------------------------------------------
     def defer_sealing(self) -> None:
@@ -216,7 +216,7 @@ class Session:
             if st.inflight and now - st.inflight[0].sent_at >= cfg.ack_timeout:
                 st.go_back()
                 out += self._pump(st, now)
-            out += self._forks.tick(st, now, cfg.resend_interval)
+            out += self._forks.tick(st, now, cfg.resend_interval) + self._snapshots.tick(st, now)
             if st.retry_at and st.release(now):  # the peer's clock may have caught up
                 out += self._pump(st, now)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
@@ -294,12 +294,18 @@ class Session:
                   if not st.peer_saw_have]
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
         times += [t for st in self._spaces.values() for t in st.retry_at.values()]
+        times += self._snapshots.deadlines()
         return min(times)
 
     @property
     def envelopes_out(self) -> int:
         """Envelopes sent to the peer."""
         return self._sender.sent
+
+    @property
+    def envelopes_acked(self) -> int:
+        """Envelopes sent that the peer acknowledged holding (in batches its ACKs cover)."""
+        return self._sender.acked
 
     def pop_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -374,10 +380,10 @@ class Session:
                 out = self._forks.on_message(st, msg, f"peer {self.peer}")
                 self._check_synced(st)  # a proof the session waited for may have come
                 return out
-            case QuarantinedMsg():
-                return self._on_quarantined(msg, now)
-            case ClockSkew():
-                return self._on_clock_skew(msg, now)
+            case QuarantinedMsg() | ClockSkew():
+                return self._on_notice(msg, now)
+            case SnapshotChunk() | SnapshotAck():
+                return self._on_snapshot(msg, now)
         raise ProtocolViolation(E_INTERNAL, f"unhandled {type(msg).__name__}")
 
     def _early_frame(self, name: str) -> list[bytes]:
@@ -397,6 +403,7 @@ class Session:
         self._channel.establish(msg.ephemeral_key, self._transcript, self._hello, frame)
         self._peer_hello = msg
         self.version = version
+        self._snapshots.enabled = version >= SNAPSHOT_VERSION
         identity = self.host.identity
         proof = identity.sign(AUTH_CONTEXT + self._transcript + msg.nonce)
         self._handshake_reply = [encode(AuthMsg(identity.public_key, proof))]
@@ -543,22 +550,15 @@ class Session:
         self._check_synced(st)
         return [*out, *notices, *proofs, encode(Ack(st.mine, msg.batch, refs(st, vv)))]
 
-    def _on_clock_skew(self, msg: ClockSkew, now: float) -> list[bytes]:
+    def _on_notice(self, msg: QuarantinedMsg | ClockSkew, now: float) -> list[bytes]:
         st = self._space(msg.space)
         if st is None or st.their_table is None:
             return []
-        if not self._notices.on_clock_skew(st, msg, now, self._peer_id()):
-            return []
-        self._check_synced(st)
-        return self._pump(st, now)
-
-    def _on_quarantined(self, msg: QuarantinedMsg, now: float) -> list[bytes]:
-        st = self._space(msg.space)
-        if st is None or st.their_table is None:
-            return []
-        if not self._notices.on_quarantined(st, msg, self._peer_id()):
-            return []
-        out = self._pump(st, now)
+        if isinstance(msg, ClockSkew):
+            changed = self._notices.on_clock_skew(st, msg, now, self._peer_id())
+        else:
+            changed = self._notices.on_quarantined(st, msg, self._peer_id())
+        out = self._pump(st, now) if changed else []
         self._check_synced(st)
         return out
 
@@ -574,39 +574,39 @@ class Session:
             if s > acked.get(author, 0):
                 acked[author] = s
         self.host.record_ack(self._peer_id(), st.name, st.acked)
-        lost = progressed = False
-        while st.inflight and st.inflight[0].batch <= msg.batch:
-            done = st.inflight.pop(0)
-            progressed = True
-            held = covers_below(st.acked, done.top, st.held)
-            lost = lost or not held
-            self.envelopes_acked += done.count if held else 0
-        # A later batch the peer already holds in full (a resend overtaken by the ACK of the
-        # original) needs no ACK of its own: the peer may say BYE before it sends one.
-        kept = [b for b in st.inflight if not covers_below(st.acked, b.top, st.held)]
-        self.envelopes_acked += sum(b.count for b in st.inflight) - sum(b.count for b in kept)
-        st.inflight = kept
-        if lost:
-            st.go_back()
-        elif progressed:
-            # The peer is working through the window: time what is still in flight from now.
-            # Timed from sending, a receiver slower than ack_timeout per window got it all again.
-            for batch in st.inflight:
-                batch.sent_at = now
+        self._sender.acknowledged(st, msg.batch, now)
         out = self._pump(st, now)
         self._check_synced(st)
         return out
 
+    def _on_snapshot(self, msg: SnapshotChunk | SnapshotAck, now: float) -> list[bytes]:
+        st = self._space(msg.space)
+        if st is None or st.their_table is None:
+            return []  # (its sender resends after ack_timeout)
+        if isinstance(msg, SnapshotChunk):
+            out = self._snapshots.on_chunk(st, msg, f"peer {self.peer}")
+        else:  # more chunks, or after a verdict the space's envelopes
+            self._snapshots.on_ack(st, msg, now)
+            out = self._pump(st, now)
+        self._check_synced(st)
+        return out
+
     def _pump(self, st: SpaceState, now: float) -> list[bytes]:
-        return self._sender.pump(st, now)
+        """A snapshot first (the space's envelopes wait while the peer starts from it)."""
+        out = self._snapshots.pump(st, now)
+        if self._snapshots.blocking(st):
+            return out
+        out += self._sender.pump(st, now)
+        return out + self._snapshots.pump(st, now, idle=True) if not st.inflight else out
 
     def _check_synced(self, st: SpaceState) -> None:
-        synced = st.their_table is not None and not st.inflight
+        synced = st.their_table is not None and not st.inflight and not self._snapshots.busy(st)
         if synced:
             # What either side set aside is not waited for: not the peer's chains beyond
             # what this side quarantined, not ours beyond what the peer refused.
             mine = self.host.version_vector(st.name)
-            synced = (covers(mine, clamp(clamp(st.peer_have, st.quarantined), st.holding))
+            theirs = clamp(clamp(clamp(st.peer_have, st.quarantined), st.holding), st.unserved)
+            synced = (covers(mine, theirs)
                       and covers(st.acked, self._forks.for_sync(st, clamp(clamp(mine, st.refused), st.held))))
         if synced and not st.synced:
             self.events.append(SpaceSynced(st.name))

@@ -56,6 +56,9 @@ class SpaceState:
     #: they are not sent from that seq on until ``retry_at`` (monotonic session time)
     held: dict[str, int] = field(default_factory=dict)
     retry_at: dict[str, float] = field(default_factory=dict)
+    #: authors the peer cannot give below its chain bases, after this side refused its
+    #: snapshot: author -> the first seq not expected (docs/PROTOCOL.md, "Snapshots in sessions")
+    unserved: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def opened(cls, name: str, mine: int, theirs: int, vv: dict[str, int], heads: list[bytes],

@@ -10,9 +10,12 @@ back through the other object.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+from hashlib import blake2b
 
+import cbor2
 import psycopg
 import pytest
 
@@ -23,7 +26,7 @@ from crdt_sync.fork_table import ForkRecord
 from crdt_sync.identity import Identity
 from crdt_sync.quarantine import QuarantineRecord, SetAside
 from crdt_sync.relay import postgres_schema, sqlite_store
-from crdt_sync.relay.backend import EnvelopeRow, RejectionRecord, RelayBackend, WriteBatch
+from crdt_sync.relay.backend import EnvelopeRow, RejectionRecord, RelayBackend, SnapshotRow, WriteBatch
 from tests.relay_backend.conftest import OpenBackend
 from tests.relay_envelopes import SpaceMaker
 
@@ -365,3 +368,53 @@ def test_healthy_and_size(pair: tuple[RelayBackend, RelayBackend]) -> None:
     a = Identity.generate()
     commit(writer, WriteBatch(rows(chain_of(a, 64, size=16_000)), [SPACE]))
     assert reader.size_bytes() > before
+
+
+# -- snapshots (SQLite schema 5, Postgres schema 2) ----------------------------------------------------
+def snapshot_row(space: str, hlc: int, covered: dict[str, int], size: int = 64) -> SnapshotRow:
+    """A kept snapshot's row (the backend stores what the relay judged: any bytes do here)."""
+    wire = os.urandom(size)
+    return SnapshotRow(space, "author-" + str(hlc), hlc, blake2b(wire, digest_size=32).digest(),
+                       cbor2.dumps(sorted([a, s] for a, s in covered.items()), canonical=True), wire, hlc)
+
+
+def test_one_snapshot_per_space_replaced_by_a_later_one(pair: tuple[RelayBackend, RelayBackend]) -> None:
+    writer, reader = pair
+    first, other = snapshot_row(SPACE, 10, {"a": 3}), snapshot_row(OTHER, 5, {"b": 1})
+    writer.stage(WriteBatch(snapshots=[first, other]))
+    assert reader.snapshot(SPACE) is None  # staged: not seen
+    writer.commit()
+    assert reader.snapshot(SPACE) == first and reader.snapshot(OTHER) == other
+    assert reader.snapshot(SPACE, wire=False) == first._replace(wire=b"")  # (the record stays behind)
+    later = snapshot_row(SPACE, 20, {"a": 9}, size=BIG >> 4)
+    commit(writer, WriteBatch(snapshots=[later]))
+    assert reader.snapshot(SPACE) == later
+    # Two writers at once (relay nodes on one database): the higher hlc stays.
+    commit(writer, WriteBatch(snapshots=[snapshot_row(SPACE, 15, {"a": 12})]))
+    assert reader.snapshot(SPACE) == later
+    assert reader.snapshot("no such space") is None
+    writer.stage(WriteBatch(snapshots=[snapshot_row(SPACE, 30, {"a": 30})]))
+    writer.rollback()
+    assert reader.snapshot(SPACE) == later
+
+
+def test_a_store_at_the_previous_schema_gains_the_snapshot_table(open_backend: OpenBackend, kind: str,
+                                                                 request: pytest.FixtureRequest) -> None:
+    writer = open_backend()
+    commit(writer, WriteBatch(rows(chain_of(Identity.generate(), 2)), [SPACE]))
+    writer.close()
+    if kind == "sqlite":  # back to schema 4: what the previous release wrote
+        path = request.getfixturevalue("tmp_path") / sqlite_store.DB_NAME
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("DROP TABLE space_snapshots")
+            db.execute("DELETE FROM schema_migrations WHERE version=5")
+    else:  # back to schema 1
+        with psycopg.connect(request.getfixturevalue("pg_url"), autocommit=True) as conn:
+            conn.execute("DROP TABLE space_snapshots")
+            conn.execute("DELETE FROM schema_version WHERE version=2")
+    again = open_backend()
+    schema = sqlite_store.SCHEMA_VERSION if kind == "sqlite" else postgres_schema.SCHEMA_VERSION
+    assert again.schema_version == schema and again.version_vector(SPACE) != {}
+    row = snapshot_row(SPACE, 1, {"a": 1})
+    commit(again, WriteBatch(snapshots=[row]))
+    assert open_backend().snapshot(SPACE) == row

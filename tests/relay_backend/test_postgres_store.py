@@ -47,15 +47,16 @@ def free_port() -> int:
 
 
 # -- schema ------------------------------------------------------------------------------------
-def test_a_new_database_gets_schema_version_1_with_every_relay_table(backend: PostgresRelayBackend,
+def test_a_new_database_gets_schema_version_2_with_every_relay_table(backend: PostgresRelayBackend,
                                                                     pg_url: str) -> None:
-    assert backend.schema_version == SCHEMA_VERSION == 1
-    versions = query(pg_url, "SELECT version, name FROM schema_version")
-    assert [v for v, _ in versions] == [1] and "envelopes" in str(versions[0][1])
+    assert backend.schema_version == SCHEMA_VERSION == 2
+    versions = query(pg_url, "SELECT version, name FROM schema_version ORDER BY version")
+    assert [v for v, _ in versions] == [1, 2] and "envelopes" in str(versions[0][1])
+    assert "snapshot" in str(versions[1][1])
     tables = {t for (t,) in query(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname='public'")}
     assert tables == {*TABLES, "schema_version"}
     PostgresRelayBackend(pg_url).close()  # opening again migrates nothing
-    assert len(query(pg_url, "SELECT version FROM schema_version")) == 1
+    assert len(query(pg_url, "SELECT version FROM schema_version")) == 2
 
 
 def test_openers_at_once_migrate_once(pg_url: str) -> None:
@@ -63,15 +64,15 @@ def test_openers_at_once_migrate_once(pg_url: str) -> None:
         opened = list(pool.map(lambda _: PostgresRelayBackend(pg_url), range(4)))
     try:
         assert {b.schema_version for b in opened} == {SCHEMA_VERSION}
-        assert query(pg_url, "SELECT version FROM schema_version") == [(1,)]
+        assert query(pg_url, "SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
     finally:
         for b in opened:
             b.close()
 
 
 def test_a_newer_schema_is_refused_saying_to_upgrade(backend: PostgresRelayBackend, pg_url: str) -> None:
-    query(pg_url, "INSERT INTO schema_version VALUES(2, 'from the future', 0)")
-    with pytest.raises(StoreVersionError, match=r"schema version 2.*upgrade crdt-sync"):
+    query(pg_url, f"INSERT INTO schema_version VALUES({SCHEMA_VERSION + 1}, 'from the future', 0)")
+    with pytest.raises(StoreVersionError, match=rf"schema version {SCHEMA_VERSION + 1}.*upgrade crdt-sync"):
         PostgresRelayBackend(pg_url)
 
 

@@ -155,3 +155,38 @@ def test_relay_store_opens_the_backend_its_setting_names(tmp_path: Path, pg_url:
             seed_holder.close()
     finally:
         store.close()
+
+
+async def test_a_snapshot_kept_by_a_relay_on_postgres_survives_a_restart(tmp_path: Path, pg_url: str) -> None:
+    """docs/PROTOCOL.md, "Snapshots in sessions": the admin's push is kept in Postgres; after
+    a restart a new device starts from it and the tail."""
+    from crdt_sync import Replica
+    from crdt_sync.protocol.events import SnapshotVerdict
+
+    admin = Replica(tmp_path / "admin", seal_interval=0)
+    space = admin.space("site").id
+    for i in range(40):
+        admin.space(space).put("equipment", "pump", {"n": i})
+        admin.seal()
+    admin.snapshot(space)
+    async with running_relay(tmp_path / "relay", store=pg_url) as relay:
+        pushed = await sync_once(admin, relay.url)
+        assert pushed.ok
+        assert [e.verdict for e in pushed.events if isinstance(e, SnapshotVerdict)] == ["stored"]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT author FROM space_snapshots WHERE space=%s", (space,)).fetchall() == [
+            (admin.device_id,)]
+    fresh = Replica(tmp_path / "fresh", seal_interval=0)
+    fresh.join(admin.invite(space, "write"))
+    async with running_relay(tmp_path / "relay", store=pg_url) as relay:
+        assert (await sync_once(admin, relay.url)).ok
+        got: list[str] = []
+        for _ in range(3):
+            outcome = await sync_once(fresh, relay.url)
+            assert outcome.ok, outcome.closed
+            got += [e.verdict for e in outcome.events if isinstance(e, SnapshotVerdict) and not e.by_peer]
+            if fresh.space(space).get("equipment", "pump") == {"n": 39}:
+                break
+    assert got[0] == "applied"
+    assert fresh.space(space).get("equipment", "pump") == {"n": 39}
+    assert admin.device_id in fresh._store.chain_bases(space)

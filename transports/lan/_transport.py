@@ -19,7 +19,8 @@ from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from crdt_sync import Replica
-from crdt_sync.protocol import PROTOCOL_VERSION, Authenticated, Event, SessionConfig
+from crdt_sync.protocol import Authenticated, Event, SessionConfig
+from crdt_sync.protocol.messages import MAX_VERSION, MIN_VERSION
 from crdt_sync.protocol.session import RELIABLE_LINK
 
 from ..driver import run_session
@@ -44,6 +45,10 @@ STABLE_SESSION = 5.0
 STATIC_BACKOFF = (0.2, 10.0)
 #: How often the names due to be tried again (``Retries``) are looked at.
 RETRY_TICK = 0.5
+
+#: The protocol versions this build speaks, as its TXT record names them (a peer with one in
+#: common is dialled: the session then runs at the highest both speak).
+VERSIONS = tuple(range(MIN_VERSION, MAX_VERSION + 1))
 
 
 def _url(host: str, port: int) -> str:
@@ -192,7 +197,7 @@ class LanTransport:
         packed = [ipaddress.ip_address(a).packed for a in self.addresses]
         self._info = AsyncServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=self.port,
                                       addresses=packed, server=f"{instance}.local.",
-                                      properties=TxtRecord((PROTOCOL_VERSION,), self.token).properties())
+                                      properties=TxtRecord(VERSIONS, self.token).properties())
         # No probing (RFC 6762 8.1, about a second before the first announcement): the name
         # holds 48 random bits drawn at every start, so it does not collide, and probing
         # would not stop a stranger claiming it anyway (mDNS is unauthenticated).
@@ -282,7 +287,7 @@ class LanTransport:
         changed = self.table.seen(Candidate(name, record.token, addresses, port, loop.time()))
         if changed:
             self._put(PeerFound(self.name, name, _url(addresses[0], port)))
-        ours = PROTOCOL_VERSION in record.versions and dials(self.token, record.token)
+        ours = any(v in VERSIONS for v in record.versions) and dials(self.token, record.token)
         wanted = (changed or retry) and ours
         if not wanted:
             if retry:  # resolved, and not ours to dial (the peer dials, or another version)
