@@ -6,8 +6,10 @@ while another was connecting to it took that inbound connection as the result of
 dial (bumble's ``Device.connect_le`` resolves on any new connection), the real outbound
 connection then hit an ``AssertionError`` in ``Device.on_le_connection``, and a dial waited
 out the connect timeout (10 s, sometimes three in a row): so these tests count connect
-timeouts (the transports' ``connect_timeouts`` and their refusals) and the exceptions the
-event loop saw (bumble raises those in its HCI packet callback), and assert there are none.
+timeouts (the transports' ``connect_timeouts`` and their refusals), the exceptions the event
+loop saw (bumble raises those in its HCI packet callback) and the virtual controller's "no
+connection for" warnings (a central holding a connection its peripheral never had) until the
+devices converged, and assert there are none.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ async def test_dual_role_devices_converge_without_a_connect_stall(
                 collectors = [asyncio.get_running_loop().create_task(collect(t, events))
                               for t in transports]
                 await all_converged(replicas, space, count * EDITS)
+                # What happened until they converged (a close races data in flight: bumble
+                # logs and raises about packets for connections that just ended).
+                until_converged = list(errors)
+                ghosts = [r.getMessage() for r in caplog.records if "no connection for" in r.getMessage()]
                 for transport in transports:
                     await transport.close()
                 async with asyncio.timeout(WAIT):
@@ -91,9 +97,8 @@ async def test_dual_role_devices_converge_without_a_connect_stall(
         assert all(t.central and t.peripheral for t in transports)  # the default: both roles
         refusals = [reason for t in transports for _address, reason in t.table.refusals]
         assert not [r for r in refusals if "Timeout" in r], refusals
-        assert sum(getattr(t, "connect_timeouts", 0) for t in transports) == 0
-        assert errors == [], [c.get("message") for c in errors]
-        ghosts = [r.getMessage() for r in caplog.records if "no connection for" in r.getMessage()]
+        assert sum(t.connect_timeouts for t in transports) == 0
+        assert until_converged == [], [c.get("message") for c in until_converged]
         assert ghosts == [], ghosts  # a central held a connection its peripheral never had
         assert any(e.outbound for e in events if isinstance(e, LinkReady))
         assert any(not e.outbound for e in events if isinstance(e, LinkReady))
