@@ -24,9 +24,13 @@ both at once:
 advertiser at once (so the advertiser is taken before any other initiator hears the same
 PDU), an initiator whose advertiser is taken keeps waiting for the next advertisement (as on
 air), and a cancel ends the pending connect with Unknown Connection Identifier (as the spec
-says). It overrides ``Controller.create_le_connection``, ``send_advertising_pdu`` and
-``on_hci_le_create_connection_cancel_command`` and reads ``pending_le_connection``,
-``le_legacy_advertiser`` and ``advertising_sets``. :func:`power_off` (a controller leaving
+says). A reset (a new host taking the controller of one that was killed) also ends the
+controller's links, telling their peers, instead of leaving them to a host that is gone
+(their controllers would refuse to connect again: "Connection ... already exists?"). It
+overrides ``Controller.create_le_connection``, ``send_advertising_pdu``,
+``on_hci_le_create_connection_cancel_command`` and ``on_hci_reset_command`` and reads
+``pending_le_connection``, ``le_legacy_advertiser``, ``advertising_sets`` and
+``le_connections``. :func:`power_off` (a controller leaving
 the air, ``VirtualRadio.drop``) uses the same internals.
 
 At import this module checks the installed bumble version against the range these internals
@@ -52,7 +56,7 @@ from bumble.link import LocalLink
 #: bumble versions whose internals this module was written against: [low, high)
 SUPPORTED = ((0, 0, 236), (0, 0, 240))
 _OVERRIDDEN = ("create_le_connection", "send_advertising_pdu",
-               "on_hci_le_create_connection_cancel_command", "on_le_connect_ind",
+               "on_hci_le_create_connection_cancel_command", "on_hci_reset_command", "on_le_connect_ind",
                "on_ll_advertising_pdu", "send_hci_packet")
 _STATE = ("pending_le_connection", "le_legacy_advertiser", "advertising_sets", "le_connections", "link")
 
@@ -102,6 +106,27 @@ class VirtualController(Controller):
                 supervision_timeout=0, central_clock_accuracy=0)
             asyncio.get_running_loop().call_soon(self.send_hci_packet, failed)
         return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+
+    def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> hci.HCI_StatusReturnParameters:
+        # A reset (a new host on this controller: the old one was killed) drops every link, as
+        # a real controller's would: its peers see the connection time out, not a dead link.
+        self.pending_le_connection = None
+        _drop_links(self)
+        return super().on_hci_reset_command(command)
+
+
+def _drop_links(controller: Controller) -> None:
+    """Stop advertising; every LE connection ends, its peer told (HCI reason 0x08)."""
+    controller.le_legacy_advertiser.stop()
+    for advertising_set in controller.advertising_sets.values():
+        advertising_set.enabled = False
+        if advertising_set.timer_handle is not None:
+            advertising_set.timer_handle.cancel()
+    for connection in list(controller.le_connections.values()):
+        with contextlib.suppress(Exception):
+            connection.send_ll_control_pdu(ll.TerminateInd(hci.HCI_CONNECTION_TIMEOUT_ERROR))
+    controller.le_connections.clear()
 
 
 def _probe() -> str | None:
@@ -159,14 +184,6 @@ def power_off(controller: Controller, link: LocalLink) -> None:
     """The controller leaves the air: it stops advertising, its peers' connections to it time
     out (HCI reason 0x08), and the link forgets it (only the last without the internals)."""
     if INTERNALS:
-        controller.le_legacy_advertiser.stop()
-        for advertising_set in controller.advertising_sets.values():
-            advertising_set.enabled = False
-            if advertising_set.timer_handle is not None:
-                advertising_set.timer_handle.cancel()
-        for connection in list(controller.le_connections.values()):
-            with contextlib.suppress(Exception):
-                connection.send_ll_control_pdu(ll.TerminateInd(hci.HCI_CONNECTION_TIMEOUT_ERROR))
-        controller.le_connections.clear()
+        _drop_links(controller)
     with contextlib.suppress(KeyError):
         link.remove_controller(controller)
