@@ -105,3 +105,20 @@ async def test_dual_role_devices_converge_without_a_connect_stall(
     finally:
         for replica in replicas:
             replica.close()
+
+
+def test_the_bumble_internals_are_checked_and_can_be_turned_off() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from crdt_sync.transports.ble import _bumble_compat
+    from tests.helpers import REPO
+
+    assert _bumble_compat.INTERNALS, _bumble_compat.FALLBACK_REASON  # bumble 0.0.236 here
+    code = ("from crdt_sync.transports.ble import _bumble_compat as c; "
+            "print(c.INTERNALS, c.FALLBACK_REASON)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO),
+                                         "CRDT_SYNC_BUMBLE_INTERNALS": "0"})
+    assert done.stdout.strip() == "False CRDT_SYNC_BUMBLE_INTERNALS=0", done.stderr
