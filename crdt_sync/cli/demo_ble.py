@@ -37,9 +37,6 @@ async def ble_meeting(devices: Sequence[Replica], space: str, say: Callable[[str
     if not 2 <= len(devices) <= 4:
         raise ValueError("a BLE meeting is of 2 to 4 devices")
     labels = list(names) if names is not None else [d.device_id[:12] for d in devices]
-    # More than two dual-role devices trip a bumble virtual-controller limit (DESIGN, "Known
-    # limits (BLE)"): with three or four, the first device is the central, the others serve.
-    roles = ["both"] * 2 if len(devices) == 2 else ["central"] + ["peripheral"] * (len(devices) - 1)
 
     async def open_peers(stack: contextlib.AsyncExitStack) -> tuple[list[Peer], list[str]]:
         radio = await stack.enter_async_context(VirtualRadio(len(devices)))
@@ -47,8 +44,8 @@ async def ble_meeting(devices: Sequence[Replica], space: str, say: Callable[[str
         say(f"no network in the plant room: {', '.join(labels)} turn on Bluetooth LE "
             f"(virtual radio, {len(devices)} controllers on loopback)")
         peers = [await stack.enter_async_context(
-            Peer(d, ble=spec, ble_role=role, spaces=[space], status_file=False))
-            for d, spec, role in zip(devices, specs, roles, strict=True)]
+            Peer(d, ble=spec, spaces=[space], status_file=False))  # both roles each
+            for d, spec in zip(devices, specs, strict=True)]
         return peers, specs
 
     return await meet(devices, space, open_peers, labels, say, "BLE", limit)

@@ -3,6 +3,7 @@ own, driven line by line over stdin so a test waits on its output, never on time
 
 * ``want N``: print ``have N`` once the space holds N envelopes beyond ``share``'s set-up;
 * ``put ID``: write one entity (``equipment/ID``), sealed at once, and print ``put ID``;
+* ``ble``: print ``ble N``, N the dials of its BLE transport that waited out the connect timeout;
 * stdin closed: leave the daemon (goodbyes said) and exit 0.
 
 It prints ``ready PORT`` (the LAN port, or 0) once every transport runs. Options: ``--ble
@@ -61,6 +62,9 @@ async def main(args: argparse.Namespace) -> int:
                                 changed.clear()
                                 await changed.wait()
                         print("have", want, flush=True)
+                    elif verb == "ble":  # the BLE transport's dials that timed out
+                        ble = [t for t in peer.transports if t.name == "ble"]
+                        print("ble", sum(getattr(t, "connect_timeouts", 0) for t in ble), flush=True)
                     elif verb == "put":
                         replica.space(space).put("equipment", arg, {"status": "leaking"})
                         replica.seal()

@@ -154,24 +154,21 @@ async def test_a_cli_peer_over_ble_syncs_thousands_of_edits_and_live_ones(tmp_pa
 async def test_three_devices_converge_after_one_is_killed_mid_transfer(tmp_path: Path) -> None:
     (hub, a, c), space = prepared(tmp_path, "hub", "a", "c")
     async with radio(3) as specs, nodes() as started:
-        # One central and two peripherals (DESIGN, "Known limits (BLE)"): the hub forwards.
-        started.append(await Node.start(a, space, "--ble", specs[1], "--ble-role", "peripheral",
-                                        "--fill", "1000"))
-        started.append(center := await Node.start(hub, space, "--ble", specs[0], "--ble-role",
-                                                   "central"))
+        # Every device takes both roles (the default): no role flags.
+        started.append(await Node.start(a, space, "--ble", specs[1], "--fill", "1000"))
+        started.append(center := await Node.start(hub, space, "--ble", specs[0]))
         await center.want(1000)
-        started.append(third := await Node.start(c, space, "--ble", specs[2], "--ble-role",
-                                                  "peripheral", "--fill", "1000"))
-        await third.want(1100)  # its own thousand and a hundred of a's: mid-transfer
+        started.append(third := await Node.start(c, space, "--ble", specs[2], "--fill", "1000"))
+        await third.want(1100)  # its own thousand and a hundred of the others': mid-transfer
         third.kill()
         assert await third.proc.wait() == -signal.SIGKILL
         with Replica(c) as replica:  # cut in the middle: what arrived stays, the rest is to come
             assert 1100 <= total(replica, space) < 2000
-        started.append(third := await Node.start(c, space, "--ble", specs[2], "--ble-role",
-                                                  "peripheral"))
+        started.append(third := await Node.start(c, space, "--ble", specs[2]))
         for node in [*started[:2], third]:
             await node.want(2000)
-        for node in [*started[:2], third]:
+        for node in [*started[:2], third]:  # no dial waited out its connect timeout
+            assert await node.ask("ble") == "ble 0"
             assert await node.stop() == 0
     vvs = []
     for path in (hub, a, c):
@@ -230,12 +227,10 @@ async def test_a_non_member_on_the_radio_gets_nothing(tmp_path: Path) -> None:
             if isinstance(event, SpaceSynced | Closed):
                 outsider_done.set()
         async with VirtualRadio(3) as air, contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(Peer(a, ble=air.specs[0], ble_role="central",
-                                                 status_file=False))
-            await stack.enter_async_context(Peer(b, ble=air.specs[1], ble_role="peripheral",
-                                                 status_file=False))
-            await stack.enter_async_context(Peer(x, ble=air.specs[2], ble_role="peripheral",
-                                                 status_file=False, on_session_event=on_outsider))
+            await stack.enter_async_context(Peer(a, ble=air.specs[0], status_file=False))
+            await stack.enter_async_context(Peer(b, ble=air.specs[1], status_file=False))
+            await stack.enter_async_context(Peer(x, ble=air.specs[2], status_file=False,
+                                                 on_session_event=on_outsider))
             await converged([a, b], space, 50, limit=LIMIT)
             async with asyncio.timeout(LIMIT):
                 await outsider_done.wait()

@@ -128,11 +128,8 @@ async def test_two_bumble_devices_sync_over_an_l2cap_channel(tmp_path: Path) -> 
 
 async def test_three_devices_converge_store_and_forward(tmp_path: Path) -> None:
     """A hub in range of two devices that are out of range of each other in effect (both
-    peripheral only): the hub connects to both and forwards each one's edits to the other.
-
-    (Each device here takes one role at a time: bumble's virtual controller mis-reports a
-    connection that arrives while its own host is initiating one; see DESIGN, "BLE transport".)
-    """
+    peripheral only, so neither dials the other): the hub connects to both and forwards each
+    one's edits to the other. (Dual-role meshes: tests/ble/test_ble_mesh.py.)"""
     with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b, \
             Replica(tmp_path / "c", seal_interval=0) as c:
         space = share(a, b, c)

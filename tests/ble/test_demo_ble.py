@@ -1,6 +1,7 @@
 """The demo's BLE meeting (crdt_sync/cli/demo_ble.py): two devices that edited offline meet
 over the virtual radio (HCI over loopback TCP, each device's daemon on its controller) and
-converge; run alone as a process, it prints what happened."""
+converge, and so do three that each take both roles; run alone as a process, it prints what
+happened."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ async def test_two_devices_meet_over_ble_and_converge(tmp_path: Path) -> None:
         assert a.version_vector(space) == b.version_vector(space)
         assert meeting.sessions >= 2 and all(s.startswith("tcp-client:127.0.0.1:") for s in meeting.radio)
         assert "turn on Bluetooth LE" in said[0] and "meet over BLE and converge" in said[-1]
+
+
+async def test_three_dual_role_devices_meet_over_ble_and_converge(tmp_path: Path) -> None:
+    with Replica(tmp_path / "a", seal_interval=0) as a, Replica(tmp_path / "b", seal_interval=0) as b, \
+            Replica(tmp_path / "c", seal_interval=0) as c:
+        space = share(a, b, c)
+        for replica, prefix in ((a, "a"), (b, "b"), (c, "c")):
+            fill(replica, prefix, 10, space)
+        said: list[str] = []
+        meeting = await ble_meeting([a, b, c], space, said.append, names=["ana", "ben", "cy"])
+        assert meeting.converged, said
+        assert a.version_vector(space) == b.version_vector(space) == c.version_vector(space)
+        assert total(c, space) == 30
 
 
 def test_the_meeting_alone_as_a_process() -> None:

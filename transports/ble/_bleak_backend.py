@@ -145,6 +145,11 @@ class BumbleClient(BaseBleakClient):
     async def connect(self, pair: bool, **kwargs: Any) -> None:
         async with asyncio.timeout(self._timeout):
             connection = await self._device.connect(self._target, timeout=self._timeout)
+            if connection.role != hci.Role.CENTRAL or str(connection.peer_address) != str(self._target):
+                # bumble's connect_le resolves on the first connection that completes, an
+                # inbound one too: that one is the peripheral's, not ours to use or hang up.
+                raise BleakError(f"the connect to {self._target} returned another connection "
+                                 f"({connection.peer_address}, as {hci.Role(connection.role).name})")
             self._connection = connection
             connection.on("disconnection", self._on_disconnection)
             try:

@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from bumble import hci
-from bumble.controller import Controller
 from bumble.core import UUID
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
@@ -32,6 +31,7 @@ from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
+from ._bumble_compat import make_controller
 from ._framing import DEFAULT_WINDOW, MAX_CHUNK, MIN_CHUNK, chunk_size_for
 from ._gatt import PSM_UUID, RX_UUID, SERVICE_UUID, TX_UUID
 from ._link import BleLink, LinkTimers
@@ -61,7 +61,7 @@ async def open_device(spec: str | LocalLink, name: str = "crdt-sync", address: s
     address = address or random_static_address()
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(spec, LocalLink):
-            controller = Controller(name, link=spec, public_address=address)
+            controller = make_controller(name, link=spec, public_address=address)
             device = Device(name=name, address=hci.Address(address),
                             host=Host(controller, AsyncPipeSink(controller)))
         else:

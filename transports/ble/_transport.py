@@ -29,6 +29,8 @@ from typing import Any
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from bumble import hci
+from bumble.core import TimeoutError as BumbleTimeoutError
 from bumble.device import Connection, Device
 from bumble.link import LocalLink
 
@@ -40,6 +42,7 @@ from crdt_sync.protocol.session import RELIABLE_LINK
 from ..base import FrameLink
 from ..driver import run_session
 from ..interface import LinkReady, LinkServer, PeerEvent, PeerFound, PeerLost
+from ._advertising import Advertising
 from ._bleak_backend import BumbleClient, BumbleScanner
 from ._framing import DEFAULT_WINDOW, chunk_size_for
 from ._gatt import (
@@ -115,6 +118,9 @@ class BleTransport:
         self.hints = HintClock(time.monotonic, rotation=hint_rotation, draw=hint_source)
         self.device: Device | None = None
         self.server: GattServer | None = None
+        self.advertising: Advertising | None = None
+        #: Dials that waited out DIAL_TIMEOUT (the candidate's refusals say more).
+        self.connect_timeouts = 0
         self._hint = self.hints.current()[0]
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue(EVENT_QUEUE)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,7 +176,9 @@ class BleTransport:
                                      timers=self.timers, max_centrals=MAX_LINKS, l2cap=self.l2cap)
         await device.power_on()
         if self.peripheral:
-            await self._advertise()
+            self.advertising = Advertising(device, lambda: advertising_data(self._hint), MAX_LINKS)
+            device.on("connection", self._on_connection)
+            await self.advertising.sync()
             self._spawn(self._rotate())
         if self.central:
             self._scanner = BleakScanner(self._on_seen, [SERVICE_UUID], backend=BumbleScanner,
@@ -215,10 +223,12 @@ class BleTransport:
             await link.close()
         if self.server is not None:
             self.server.close()
-        if self.device is not None and self.peripheral and self.lost is None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_COMMAND_TIMEOUT):
-                    await self.device.stop_advertising()
+        if self.advertising is not None:
+            self.advertising.closed = True
+            if self.lost is None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_COMMAND_TIMEOUT):
+                        await self.advertising.close()
         await self._stack.aclose()
         if self._events.full():  # the end must get through: it costs the oldest event
             self._events.get_nowait()
@@ -245,14 +255,20 @@ class BleTransport:
             yield event
 
     # -- peripheral -----------------------------------------------------------------------------
-    async def _advertise(self) -> None:
-        assert self.device is not None
-        await self.device.start_advertising(advertising_data=advertising_data(self._hint),
-                                            auto_restart=True, advertising_interval_min=20,
-                                            advertising_interval_max=40)
+    def _on_connection(self, connection: Connection) -> None:
+        """Any connection (either role) changes whether the device advertises
+        (:mod:`._advertising`): so does its end. A central that connected stopped the
+        advertiser, whatever the host believes (bumble marks a set enabled when the enable
+        command returns, which can come after the connection that ended it): start afresh."""
+        connection.on("disconnection", lambda _reason: self._readvertise(restart=False))
+        self._readvertise(restart=connection.role == hci.Role.PERIPHERAL)
+
+    def _readvertise(self, *, restart: bool) -> None:
+        if self.advertising is not None and not self._stop.is_set():
+            self._spawn(self.advertising.sync(restart=restart))
 
     async def _rotate(self) -> None:
-        assert self.device is not None
+        assert self.advertising is not None
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.hints.rotation):
@@ -260,8 +276,7 @@ class BleTransport:
             hint, changed = self.hints.current()
             if changed and not self._stop.is_set():
                 self._hint = hint
-                await self.device.stop_advertising()
-                await self._advertise()
+                await self.advertising.sync(restart=True)
 
     def _on_central(self, link: BleLink, connection: Connection) -> None:
         address = str(connection.peer_address)
@@ -322,7 +337,8 @@ class BleTransport:
                              backend=BumbleClient, bumble_device=self.device,
                              bumble_register=backends.append)
         try:
-            await client.connect()
+            async with self._quiet():  # no central connects to us while our connect is pending
+                await client.connect()
             rx = client.services.get_characteristic(RX_UUID)
             tx = client.services.get_characteristic(TX_UUID)
             if rx is None or tx is None:
@@ -344,6 +360,8 @@ class BleTransport:
                 await client.disconnect()
             raise
         except Exception as exc:  # a trust boundary: whatever the peer or the radio did
+            if isinstance(exc, (TimeoutError, BumbleTimeoutError)):
+                self.connect_timeouts += 1
             reason = f"connect failed: {type(exc).__name__}: {exc}"
             log.info("ble: %s: %s", target.address, reason)
             self.table.failed(target.address, self._now(), reason)
@@ -352,6 +370,9 @@ class BleTransport:
             return None
         link.start()
         return link
+
+    def _quiet(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.advertising.quiet() if self.advertising is not None else contextlib.nullcontext()
 
     async def _open_l2cap(self, client: BleakClient, backend: BumbleClient | None,
                           target: BLEDevice) -> BleLink | None:

@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.link import LocalLink
 from bumble.transport.common import Transport
 from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+
+from ._bumble_compat import make_controller, power_off
 
 #: Controllers one radio serves.
 MAX_CONTROLLERS = 16
@@ -77,7 +78,7 @@ class VirtualRadio:
         connected to it see their connections time out (HCI reason 0x08)."""
         transport, self._transports[index] = self._transports[index], None
         await _shut(transport)
-        _power_off(self.controllers[index], self.link)
+        power_off(self.controllers[index], self.link)
 
     async def restore(self, index: int) -> None:
         """Serve a fresh controller ``index`` on the same SPEC (after :meth:`drop`)."""
@@ -99,8 +100,8 @@ class VirtualRadio:
             raise
 
     def _controller(self, index: int, transport: Transport) -> Controller:
-        return Controller(f"C{index}", host_source=transport.source, host_sink=transport.sink,
-                          link=self.link)
+        return make_controller(f"C{index}", host_source=transport.source, host_sink=transport.sink,
+                               link=self.link)
 
 
 async def _shut(transport: Transport | None) -> None:
@@ -118,22 +119,6 @@ async def _shut(transport: Transport | None) -> None:
     if server is not None:
         with contextlib.suppress(Exception):
             await server.wait_closed()
-
-
-def _power_off(controller: Controller, link: LocalLink) -> None:
-    """The controller leaves the air: it stops advertising, its peers' connections to it time
-    out, and the link forgets it."""
-    controller.le_legacy_advertiser.stop()
-    for advertising_set in controller.advertising_sets.values():
-        advertising_set.enabled = False
-        if advertising_set.timer_handle is not None:
-            advertising_set.timer_handle.cancel()
-    for connection in list(controller.le_connections.values()):
-        with contextlib.suppress(Exception):
-            connection.send_ll_control_pdu(ll.TerminateInd(hci.HCI_CONNECTION_TIMEOUT_ERROR))
-    controller.le_connections.clear()
-    with contextlib.suppress(KeyError):
-        link.remove_controller(controller)
 
 
 async def _serve(count: int, ports_file: Path | None) -> None:
