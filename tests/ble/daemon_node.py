@@ -4,6 +4,8 @@ own, driven line by line over stdin so a test waits on its output, never on time
 * ``want N``: print ``have N`` once the space holds N envelopes beyond ``share``'s set-up;
 * ``put ID``: write one entity (``equipment/ID``), sealed at once, and print ``put ID``;
 * ``ble``: print ``ble N``, N the dials of its BLE transport that waited out the connect timeout;
+* ``synced N``: print ``synced N held H`` once N of its sessions said the space was synced
+  (``SpaceSynced``), H the envelopes it then holds of the space (the non-member's signal);
 * stdin closed: leave the daemon (goodbyes said) and exit 0.
 
 It prints ``ready PORT`` (the LAN port, or 0) once every transport runs. Options: ``--ble
@@ -42,12 +44,20 @@ async def main(args: argparse.Namespace) -> int:
             fill(replica, Path(args.data).name, args.fill, space)
         changed = asyncio.Event()
         unsubscribe = replica.observe(lambda _c: changed.set())
+        synced: list[object] = []
+
+        def on_session_event(_transport: str, event: object) -> None:
+            from crdt_sync.protocol import SpaceSynced
+            if isinstance(event, SpaceSynced):
+                synced.append(event)
+                changed.set()
         static = [(LOOP, args.peer)] if args.peer else []
         lan = args.lan_port is not None or bool(static)
         try:
             async with Peer(replica, ble=args.ble, ble_role=args.ble_role, relay=args.relay,
                             interfaces=[LOOP] if lan else [], static_peers=static,
                             lan_port=args.lan_port or 0, config=RELIABLE_LINK,
+                            on_session_event=on_session_event,
                             transports=[_lan_listener(replica, args.lan_port)]
                             if args.lan_port is not None else []) as peer:
                 lan_t = peer.lan_transport
@@ -62,6 +72,13 @@ async def main(args: argparse.Namespace) -> int:
                                 changed.clear()
                                 await changed.wait()
                         print("have", want, flush=True)
+                    elif verb == "synced":
+                        async with asyncio.timeout(args.limit):
+                            while len(synced) < int(arg):
+                                changed.clear()
+                                await changed.wait()
+                        held = sum(replica.version_vector(space).values())
+                        print("synced", arg, "held", held, flush=True)
                     elif verb == "ble":  # the BLE transport's dials that timed out
                         ble = [t for t in peer.transports if t.name == "ble"]
                         print("ble", sum(getattr(t, "connect_timeouts", 0) for t in ble), flush=True)

@@ -178,6 +178,30 @@ async def test_three_devices_converge_after_one_is_killed_mid_transfer(tmp_path:
     assert vvs[0] == vvs[1] == vvs[2]
 
 
+async def test_a_non_member_daemon_in_its_own_process_gets_nothing(tmp_path: Path) -> None:
+    """Three ``crdt-sync peer``-like processes on one virtual radio: two members, and an
+    outsider that knows the space id (it keeps it) but holds no grant and no key. The members
+    converge; the outsider's sessions with them end synced, having been shown nothing."""
+    (admin, member), space = prepared(tmp_path, "admin", "member")
+    outsider = tmp_path / "outsider"
+    with Replica(outsider, seal_interval=0) as replica:
+        replica.keep(space)  # the id only (say, overheard)
+    async with radio(3) as specs, nodes() as started:
+        started.append(await Node.start(admin, space, "--ble", specs[0], "--fill", "50"))
+        started.append(x := await Node.start(outsider, space, "--ble", specs[2]))
+        # Its only peer is the admin, who holds all 50 from the start: a session that ends
+        # synced would have brought them, were the outsider served.
+        assert await x.ask("synced 1") == "synced 1 held 0"
+        started.append(b := await Node.start(member, space, "--ble", specs[1]))
+        await b.want(50)  # the members still meet and converge with the outsider around
+        for node in started:
+            assert await node.stop() == 0
+    with Replica(outsider) as replica:
+        assert sum(replica.version_vector(space).values()) == 0
+        with pytest.raises(NotFound):
+            replica.space(space).get("equipment", "admin-1")
+
+
 async def test_an_edit_on_a_lan_only_device_crosses_ble_to_the_relay(tmp_path: Path) -> None:
     (lan_only, both, relayed, remote), space = prepared(tmp_path, "lan-only", "both", "relayed",
                                                         "remote")
