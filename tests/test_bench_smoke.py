@@ -58,7 +58,15 @@ def test_ble() -> None:
 
 def test_join(tmp_path: Path) -> None:
     out = bench("join", "--entities", "50", "--batch", "25", "--repeat", "1", "--tmpdir", str(tmp_path))
-    rows(out, "(membership on)", "│ 50 ", "encrypted")
+    rows(out, "(membership on)", "│ full history ", "read all 50 entities", "encrypted")
+    assert "snapshot + tail" not in out  # --snapshot off by default
+
+
+def test_join_snapshot(tmp_path: Path) -> None:
+    out = bench("join", "--entities", "50", "--batch", "25", "--repeat", "1", "--snapshot", "both",
+                "--tmpdir", str(tmp_path))
+    rows(out, "(membership on)", "│ full history ", "│ snapshot + tail ", "relay: stored",
+         "read all 50 entities", "(content equal)")
 
 
 def test_lan() -> None:
