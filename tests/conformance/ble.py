@@ -14,16 +14,17 @@ advertise again and connects anew (a reconnect, as in the field).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from bumble.link import LocalLink
 
 from crdt_sync import Replica
-from crdt_sync.protocol import MAX_FRAME
+from crdt_sync.protocol import MAX_FRAME, Event
 from crdt_sync.transports.base import FrameLink
 from crdt_sync.transports.ble import BleLink, BleTransport
+from crdt_sync.transports.interface import LinkReady
 from tests.conformance.harness import Faults, PointToPoint
 from tests.sync_helpers import WAIT
 
@@ -31,19 +32,23 @@ Handed = asyncio.Queue[tuple[BleLink, asyncio.Event]]
 
 
 class HandoffBle(BleTransport):
-    """Overrides ``BleTransport._run(link, key, address, outbound=...)``: follow it if it changes."""
+    """Overrides ``BleTransport._session(ready, stop, on_event)``: follow it if it changes.
+
+    ``_run`` around it still keeps the books, so the central does not dial a peripheral it is
+    linked to (it did when ``_run`` was the override point: its stuck second connect then held
+    the next real reconnect for the whole dial timeout).
+    """
 
     def __init__(self, replica: Replica, link: LocalLink, *, central: bool, l2cap: bool) -> None:
         super().__init__(replica, link, central=central, peripheral=not central, l2cap=l2cap)
         self.handed: Handed = asyncio.Queue()
 
-    async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
+    async def _session(self, ready: LinkReady, stop: asyncio.Event,
+                       on_event: Callable[[Event], None]) -> None:
+        assert isinstance(ready.link, BleLink)
         released = asyncio.Event()
-        await self.handed.put((link, released))
-        try:
-            await released.wait()
-        finally:
-            await link.close()
+        await self.handed.put((ready.link, released))
+        await released.wait()
 
 
 class BleHarness(PointToPoint):

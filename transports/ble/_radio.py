@@ -134,9 +134,7 @@ class GattServer:
         async def write(chunk: bytes) -> None:
             await self.device.notify_subscriber(connection, self.tx, chunk)
 
-        async def hangup() -> None:
-            await connection.disconnect()
-
+        hangup = hangup_of(connection)
         # The ATT MTU is exchanged before the central subscribes: the size is read then.
         link = BleLink(f"ble-central {connection.peer_address}", write, hangup,
                        chunk_size_for(connection.att_mtu), window=self.window, timers=self.timers)
@@ -178,7 +176,7 @@ class GattServer:
         if old is None or old.started.is_set():
             self._spawn(channel.disconnect())  # unknown connection, or GATT already in use
             return
-        link = channel_link(channel, f"ble-l2cap-central {connection.peer_address}", connection.disconnect,
+        link = channel_link(channel, f"ble-l2cap-central {connection.peer_address}", hangup_of(connection),
                             window=self.window, timers=self.timers)
         self.channels[connection.handle] = link
         old.started.set()  # the idle timer: this connection is in use
@@ -213,6 +211,20 @@ def l2cap_chunk(peer_mtu: int, peer_mps: int) -> int:
     limit = min(MAX_CHUNK, peer_mtu)
     whole = (limit + 2) // peer_mps * peer_mps - 2
     return max(MIN_CHUNK, whole if whole >= MIN_CHUNK else limit)
+
+
+def hangup_of(connection: Connection) -> Callable[[], Awaitable[None]]:
+    """A hang-up that does nothing once the connection is gone: bumble would send the
+    disconnect anyway and wait out the link's write timer (5 s) for an answer that never
+    comes, holding the link's books, and so the next dial, that long."""
+    gone = asyncio.Event()
+    connection.once("disconnection", lambda _reason: gone.set())
+
+    async def hangup() -> None:
+        if not gone.is_set():
+            await connection.disconnect()
+
+    return hangup
 
 
 def channel_link(channel: LeCreditBasedChannel, label: str, hangup: Callable[[], Awaitable[None]], *,

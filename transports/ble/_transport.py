@@ -396,7 +396,7 @@ class BleTransport:
 
     # -- sessions -------------------------------------------------------------------------------
     async def _run(self, link: BleLink, key: str, address: str, *, outbound: bool) -> None:
-        """Run a live session on ``link`` (the override point of the conformance harness)."""
+        """Keep the books on ``link`` (connected, so no second dial; lost) around its session."""
         stop = asyncio.Event()
         if self._stop.is_set():
             stop.set()
@@ -412,11 +412,7 @@ class BleTransport:
         ready = LinkReady(self.name, key, address, link, outbound)
         self._put(ready)
         try:
-            if self.serve is not None:  # the daemon's: it keys the session by device
-                await self.serve(ready)
-                return
-            await run_session(self.replica, link, live=True, config=self.config, stop=stop, relay=False,
-                              on_event=on_event)
+            await self._session(ready, stop, on_event)
         finally:
             self._stops.discard(stop)
             await link.close()
@@ -425,6 +421,15 @@ class BleTransport:
             if device and self._sessions.get(device[0], (None, None))[0] is stop:
                 del self._sessions[device[0]]
             self._put(PeerLost(self.name, key, link.reason or "session ended"))
+
+    async def _session(self, ready: LinkReady, stop: asyncio.Event,
+                       on_event: Callable[[Event], None]) -> None:
+        """Run a live session on ``ready.link`` (the override point of the conformance harness)."""
+        if self.serve is not None:  # the daemon's: it keys the session by device
+            await self.serve(ready)
+            return
+        await run_session(self.replica, ready.link, live=True, config=self.config, stop=stop, relay=False,
+                          on_event=on_event)
 
     def _admit(self, peer: str, stop: asyncio.Event, outbound: bool) -> None:
         """One session per device: of two, both ends keep the same one (``keeps``)."""
