@@ -296,7 +296,8 @@ class BleTransport:
         candidate, changed = self.table.seen(device.address, hint, now)
         if changed:
             self._put(PeerFound(self.name, device.address, device.address))
-        busy = device.address in self._dialling or device.address in self._connected
+        busy = (device.address in self._dialling or device.address in self._connected
+                or self._linked(device))
         # A central-only device dials whoever it hears: the other side cannot dial it.
         if (busy or (self.peripheral and not dials(self._hint, hint)) or now < candidate.retry_at
                 or len(self._connected) + len(self._dialling) >= MAX_LINKS):
@@ -305,6 +306,15 @@ class BleTransport:
         task = self._spawn(self._dial(device))
         self._dials.add(task)
         task.add_done_callback(self._dials.discard)
+
+    def _linked(self, target: BLEDevice) -> bool:
+        """Whether the radio holds a connection with ``target`` already, in either role (one
+        not yet subscribed, or one the hints, which rotate, gave the other side to dial):
+        connecting again would stay pending, refused by the controller at each of its
+        advertisements, for the whole dial timeout."""
+        address = target.details
+        return (self.device is not None and isinstance(address, hci.Address)
+                and self.device.find_connection_by_bd_addr(address) is not None)
 
     async def _dial(self, target: BLEDevice) -> None:
         address = target.address
