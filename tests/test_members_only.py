@@ -108,16 +108,12 @@ def test_a_grant_in_the_session_opens_the_space(trio: tuple[Replica, Replica, Re
     assert x.space(space).get("equipment", "a-2") == {"n": 2, "by": "a"}
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, not fixed yet: a session judges synced against the "
-                   "peer's first HAVE, which a joiner let in mid-session saw empty (found by the join "
-                   "benchmark at 100,000 entities; raising the target from the peer's ACKs made other "
-                   "sessions wait for chains they never get)")
 def test_a_joiner_let_in_mid_session_is_not_synced_before_it_holds_the_space(
         trio: tuple[Replica, Replica, Replica]) -> None:
     """A new member joins by invite: its first HAVE from the admin shows it nothing (it is not
     let in yet), its redemption then lets it in and the admin streams the space. Its session
     must not count the space synced (and a one-shot sync end) before it holds what the admin
-    now shows it: the admin's ACKs carry that."""
+    now shows it: the admin renews its HAVE (reproduced first: synced holding 1 of 124)."""
     from crdt_sync.protocol.config import RELIABLE_LINK
 
     a, _, x = trio

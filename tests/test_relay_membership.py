@@ -381,3 +381,24 @@ def test_relay_peers_are_not_gated_and_strangers_see_nothing(tmp_path: Path) -> 
         assert len(open_.missing_envelopes(sp.space, {}, 10, 1 << 20)) == 2
     finally:
         store.close()
+
+
+async def test_a_joiner_gets_the_whole_space_in_the_session_that_lets_it_in(tmp_path: Path) -> None:
+    """The relay shows a device it may not read an empty HAVE; once it stores the device's
+    redemption it renews its HAVE, so the joiner's one-shot session does not end synced
+    holding a few batches of the space (reproduced: it held 8 of 62 envelopes)."""
+    import dataclasses
+
+    admin, joiner = identity(), identity()
+    sp = SpaceMaker(admin)
+    opening = sp.open()
+    published, invite, one_time = sp.invite(Rights.WRITE)
+    data = [sp.data(admin) for _ in range(60)]
+    small = dataclasses.replace(FAST, window=1, batch_count=4)
+    async with running_relay(tmp_path / "relay", small) as relay:  # the relay sends 4 at a time
+        assert (await exchange(EnvelopeHost(admin, opening, published, *data), relay.url)).ok
+        host = EnvelopeHost(joiner, sp.redeem(invite, one_time, joiner.public_key))
+        outcome = await exchange(host, relay.url)
+        assert outcome.ok, outcome.closed
+        got = hashes(host, sp.space, one_time.id)
+        assert got == {e.hash for e in (opening, published, *data)}, f"held {len(got)} of {len(data) + 2}"

@@ -127,6 +127,8 @@ class Session:
         self.on_shared: Callable[[list[str]], None] | None = None
         self._peer_left = False  # it said BYE or ERROR
         self._forks = SessionForks(host)  # head hashes and fork proofs (protocol/forks.py)
+        #: whether the peer may be served a space now (a host that gates by read rights)
+        self._reads: Callable[[str], bool] | None = getattr(host, "reads", None)
         self._sender = Sender(host, self.config, self._forks)  # envelope batches (protocol/batches.py)
         # QUARANTINED and CLOCK_SKEW notices, made and taken (protocol/notices.py)
         self._notices = SessionNotices(host, self._emit, self._forks, self.config)
@@ -454,6 +456,7 @@ class Session:
             vv = self.host.version_vector(name)
             st = SpaceState.opened(name, mine, index, vv, self._forks.heads(name, vv, sorted(vv)), now)
             st.quarantined = {a: q.from_seq for a, q in self.host.quarantined(name).items()}
+            st.served = self._reads is None or self._reads(name)
             self._spaces[name] = st
             self._by_theirs[index] = st
             # Proofs before HAVE: a peer that finds itself synced on our HAVE may leave at once.
@@ -483,6 +486,11 @@ class Session:
             mine = self.host.version_vector(st.name)
             st.expect_in = sum(max(0, s - mine.get(a, 0)) for a, s in vv.items())
             st.expect_out = sum(max(0, s - vv.get(a, 0)) for a, s in mine.items())
+        elif any(s > st.peer_have.get(a, 0) for a, s in vv.items()):  # a renewed HAVE
+            mine = self.host.version_vector(st.name)
+            st.expect_in += sum(max(0, s - max(mine.get(a, 0), st.peer_have.get(a, 0)))
+                                for a, s in vv.items())
+            merge(st.peer_have, vv)
         merge(st.acked, vv)
         self.host.record_ack(self._peer_id(), st.name, st.acked)
         forked = self._forks.on_have(st, vv, table, msg.heads) if first else []
@@ -548,7 +556,8 @@ class Session:
         for author in [a for a, s in st.holding.items() if vv.get(a, 0) >= s]:
             del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
-        return [*out, *notices, *proofs, encode(Ack(st.mine, msg.batch, refs(st, vv)))]
+        renewed = self._renew(st, now)  # its redemption or grant may have let the peer in
+        return [*out, *notices, *proofs, *renewed, encode(Ack(st.mine, msg.batch, refs(st, vv)))]
 
     def _on_notice(self, msg: QuarantinedMsg | ClockSkew, now: float) -> list[bytes]:
         st = self._space(msg.space)
@@ -566,7 +575,8 @@ class Session:
         st = self._space(msg.space)
         if st is None or st.their_table is None:
             return []
-        st.peer_saw_have = True
+        if msg.batch == 0 or not st.renewed:
+            st.peer_saw_have = True
         table = st.their_table
         acked = st.acked
         for r, s in msg.vv:  # merge(st.acked, {_resolve(st, r): s}) inline: once per frame
@@ -593,11 +603,19 @@ class Session:
 
     def _pump(self, st: SpaceState, now: float) -> list[bytes]:
         """A snapshot first (the space's envelopes wait while the peer starts from it)."""
-        out = self._snapshots.pump(st, now)
+        out = self._renew(st, now) + self._snapshots.pump(st, now)
         if self._snapshots.blocking(st):
             return out
         out += self._sender.pump(st, now)
         return out + self._snapshots.pump(st, now, idle=True) if not st.inflight else out
+
+    def _renew(self, st: SpaceState, now: float) -> list[bytes]:
+        """The peer was shown an empty space and may read it now: HAVE again, in full, so
+        that it does not count the space synced against the empty one."""
+        if st.served or self._reads is None or not self._reads(st.name):
+            return []
+        vv = self.host.version_vector(st.name)
+        return [st.renew(vv, self._forks.heads(st.name, vv, sorted(vv)), now)]
 
     def _check_synced(self, st: SpaceState) -> None:
         synced = st.their_table is not None and not st.inflight and not self._snapshots.busy(st)

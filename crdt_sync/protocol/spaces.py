@@ -59,6 +59,20 @@ class SpaceState:
     #: authors the peer cannot give below its chain bases, after this side refused its
     #: snapshot: author -> the first seq not expected (docs/PROTOCOL.md, "Snapshots in sessions")
     unserved: dict[str, int] = field(default_factory=dict)
+    #: whether the host served this space to the peer when our HAVE was built (a peer
+    #: without read rights is shown an empty space until they arrive: then HAVE is renewed)
+    served: bool = True
+    renewed: bool = False  # our HAVE was renewed: only an ACK of batch 0 confirms it
+
+    def renew(self, vv: dict[str, int], heads: list[bytes], now: float) -> bytes:
+        """HAVE again, now that the host serves the space (``heads`` in sorted author order):
+        authors by key, so the refs of the first HAVE keep their meaning; resent until the
+        peer's ACK of batch 0 (docs/PROTOCOL.md, "What a relay serves")."""
+        self.served = self.renewed = True
+        self.peer_saw_have = False
+        self.have_frame = encode(Have(self.mine, [(public_key(a), vv[a]) for a in sorted(vv)], heads))
+        self.have_sent_at = now
+        return self.have_frame
 
     @classmethod
     def opened(cls, name: str, mine: int, theirs: int, vv: dict[str, int], heads: list[bytes],
