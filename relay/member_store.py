@@ -110,7 +110,8 @@ class RelayMembership:
         """Rule 6: may this device be served ``space`` now?"""
         if not self.enforce_membership:
             return True
-        return self.members(space).can_read(device_key, now_ms)
+        st = self._mstore._space(space)  # (asked at every read: the log keeps its verdicts)
+        return (st.members or self._members_of(st)).log.can_read(device_key, now_ms)
 
     def serving_stops(self, space: str) -> dict[str, int]:
         """``{author: first seq not served}``: fork points, and the seq after each cut."""

@@ -119,6 +119,26 @@ def test_an_expired_grant_is_judged_by_the_envelopes_clock() -> None:
     assert member.not_after_ms == WALL_MS + DAY_MS  # an expired member is still listed, with its expiry
 
 
+def test_a_kept_read_verdict_follows_grants_revocations_and_expiry() -> None:
+    """``can_read`` keeps its answers (sessions ask at every read) until the log changes or
+    the grant expires: asked first, then changed, the same log answers anew."""
+    world = World()
+    log = world.log()
+    assert not log.can_read(BOB.public_key, WALL_MS)  # kept as a no ...
+    grant = world.grant(ADMIN, world.genesis.hash, BOB, Rights.READ, not_after_ms=WALL_MS + DAY_MS)
+    log.add([grant], world.sent[-1].carrier)
+    assert log.can_read(BOB.public_key, WALL_MS)  # ... until a record arrives
+    assert log.can_read(BOB.public_key, WALL_MS + DAY_MS - 1)
+    assert not log.can_read(BOB.public_key, WALL_MS + DAY_MS)  # the kept yes ends at the expiry
+    longer = world.grant(ADMIN, world.genesis.hash, BOB, Rights.READ, at=hlc(1500))
+    log.add([longer], world.sent[-1].carrier)
+    assert log.can_read(BOB.public_key, WALL_MS + 2 * DAY_MS)  # a grant that never expires
+    revoke = world.revoke(ADMIN, world.genesis.hash, BOB, after_seq=0)
+    log.add([revoke], world.sent[-1].carrier)
+    assert not log.can_read(BOB.public_key, WALL_MS)
+    assert log.can_read(ADMIN.public_key, WALL_MS) and not log.can_read(CAROL.public_key, WALL_MS)
+
+
 def test_an_admin_delegates_and_its_grants_count() -> None:
     world = World()
     bob_admin = world.grant(ADMIN, world.genesis.hash, BOB, Rights.ADMIN)

@@ -91,15 +91,22 @@ def _place(inputs: Inputs, record: Record, carrier: Carrier | None) -> bool:
     return changed
 
 
+#: devices whose read verdict a log keeps at once (more: it starts again)
+MAX_READERS_KEPT = 4096
+NO_EXPIRY = 1 << 62  # a verdict kept as "until" for a grant that never expires
+
 class MembershipLog:
     """The records of one space and what they mean (docs/DESIGN.md, "Membership")."""
 
-    __slots__ = ("_eval", "_inputs", "space")
+    __slots__ = ("_eval", "_inputs", "_readers", "space")
 
     def __init__(self, space: str) -> None:
         self.space = space
         self._inputs = Inputs(space, None)
         self._eval: Evaluation | None = None
+        #: device -> the wall ms until which it may read (0: it may not), while the log is
+        #: unchanged: sessions ask at every read, thousands of times a second on a relay
+        self._readers: dict[bytes, int] = {}
 
     # -- changing it ------------------------------------------------------------------------------
     def check(self, records: Sequence[Record], carrier: Carrier) -> Verdict:
@@ -136,14 +143,18 @@ class MembershipLog:
         for record in records:
             changed = _place(self._inputs, record, carrier) or changed
         if changed:
-            self._eval = None
+            self._changed()
 
     def fork(self, author: bytes) -> None:
         """The chain of ``author`` forked: its records stop counting (an invite key's: its
         redemptions are void)."""
         if author not in self._inputs.forked:
             self._inputs.forked.add(author)
-            self._eval = None
+            self._changed()
+
+    def _changed(self) -> None:
+        self._eval = None
+        self._readers.clear()
 
     def _state(self) -> Evaluation:
         if self._eval is None:
@@ -184,8 +195,21 @@ class MembershipLog:
         return [c for c in state.caps.get(device, ()) if c.live(now_ms)]
 
     def can_read(self, device: bytes, now_ms: int) -> bool:
-        """Rule 6: a valid grant (any rights) unexpired at ``now_ms``, and not revoked."""
-        return bool(self._live_caps(device, now_ms))
+        """Rule 6: a valid grant (any rights) unexpired at ``now_ms``, and not revoked.
+
+        The answer is kept until the log changes, as the time until which it holds: a grant
+        has no start, so only its expiry (the latest of the device's live grants) ends a yes,
+        and a no lasts until a record arrives. (A clock set back past an expiry it already
+        passed is not undone.)"""
+        until = self._readers.get(device)
+        if until is None:
+            if len(self._readers) >= MAX_READERS_KEPT:
+                self._readers.clear()
+            caps = self._live_caps(device, now_ms)
+            until = 0 if not caps else NO_EXPIRY if any(c.not_after_ms == 0 for c in caps) \
+                else max(c.not_after_ms for c in caps)
+            self._readers[device] = until
+        return now_ms < until
 
     def rights_of(self, device: bytes, now_ms: int) -> Rights | None:
         caps = self._live_caps(device, now_ms)
