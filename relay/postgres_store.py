@@ -49,6 +49,10 @@ HEALTH_TIMEOUT = 2.0
 #: FAIL_FAST seconds (not CONNECT_TIMEOUT): the reads of the event loop fail at once and the
 #: device is told to retry, instead of every session waiting out the timeout in turn.
 DOWN_WINDOW, FAIL_FAST = 30.0, 0.5
+#: How long a read waits for one of the pool's connections. Reads run on the event loop, one
+#: at a time, so a free connection is there at once unless the server is gone and the pool
+#: is reconnecting: then every session would wait as long as this (CONNECT_TIMEOUT before).
+READ_WAIT = 1.0
 #: A seq no chain reaches (BIGINT's largest): "no stop".
 _NO_STOP = (1 << 63) - 1
 _APP = "crdt-sync relay"
@@ -134,8 +138,9 @@ class PostgresRelayBackend:
             self._pool.close()
             raise self._unreachable(None) from None
 
-    def _unreachable(self, exc: BaseException | None) -> PostgresUnavailable:
-        why = f": {_first_line(exc)}" if exc is not None else f" within {self.connect_timeout:g} s"
+    def _unreachable(self, exc: BaseException | None, waited: float | None = None) -> PostgresUnavailable:
+        why = f": {_first_line(exc)}" if exc is not None else \
+            f" within {self.connect_timeout if waited is None else waited:g} s"
         return PostgresUnavailable(
             f"cannot reach the relay's Postgres at {self.where}{why}: check that the server is "
             f"running and that the store URL (--store, CRDT_SYNC_RELAY_STORE) names it")
@@ -150,15 +155,16 @@ class PostgresRelayBackend:
     def _conn(self, timeout: float | None = None) -> Iterator[Conn]:
         """A connection of the pool (autocommit); server failures become PostgresUnavailable
         (at once, ``FAIL_FAST``, while the server is ``down``)."""
+        wait = self.connect_timeout if timeout is None else timeout
         if self.down:
-            timeout = FAIL_FAST if timeout is None else min(timeout, FAIL_FAST)
+            wait = min(wait, FAIL_FAST)
         try:
-            with self._pool.connection(timeout=timeout) as conn:
+            with self._pool.connection(timeout=wait) as conn:
                 yield conn
             self._down_at = None
         except PoolTimeout:
             self._down_at = time.monotonic()
-            raise self._unreachable(None) from None
+            raise self._unreachable(None, wait) from None
         except psycopg.errors.TransactionRollback:  # a deadlock or serialization failure: the caller retries
             raise
         except psycopg.OperationalError as exc:
@@ -166,11 +172,11 @@ class PostgresRelayBackend:
             raise self._unreachable(exc) from exc
 
     def _rows(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[TupleRow]:
-        with self._conn() as conn:
+        with self._conn(timeout=READ_WAIT) as conn:
             return conn.execute(sql, args).fetchall()
 
     def _row(self, sql: str, args: tuple[Any, ...]) -> TupleRow | None:
-        with self._conn() as conn:
+        with self._conn(timeout=READ_WAIT) as conn:
             return conn.execute(sql, args).fetchone()
 
     # -- identity --------------------------------------------------------------------------

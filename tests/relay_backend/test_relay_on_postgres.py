@@ -5,6 +5,7 @@ and the setting comes from the CLI, the environment or the TOML file like every 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -13,13 +14,20 @@ import pytest
 
 from crdt_sync.protocol import ErrorCode
 from crdt_sync.relay.config import ConfigError, load_config
-from crdt_sync.relay.postgres_store import PostgresRelayBackend
+from crdt_sync.relay.postgres_store import READ_WAIT, PostgresRelayBackend
 from crdt_sync.relay.sqlite_store import SqliteRelayBackend
 from crdt_sync.relay.storage import RelayStore
 from tests.conftest import ReplicaFactory
 from tests.helpers import share
 from tests.pg_server import start_server
-from tests.relay_helpers import relay_process, run_cli, running_relay, sync_once, sync_until_converged
+from tests.relay_helpers import (
+    http_get,
+    relay_process,
+    run_cli,
+    running_relay,
+    sync_once,
+    sync_until_converged,
+)
 from tests.sync_helpers import WAIT, fill, snapshot
 
 
@@ -81,14 +89,21 @@ async def test_a_postgres_restart_refuses_writes_then_recovers_losing_nothing(
             held = sum(office.version_vector(space).values())
             server.halt()
             fill(office, "down", 2, space)
-            # Nothing is acknowledged while the database is down, and the relay says why: its
-            # reads fail at once (FAIL_FAST once the server failed to answer), the session ends
-            # with ERROR 11 (keep what you have, retry later) instead of on the device's timeout.
-            for _ in range(2):  # the first may wait out the pool's timeout; the next is told at once
-                outcome = await sync_once(office, relay.url)
+            # Nothing is acknowledged while the database is down, and the relay says why: a
+            # read waits at most READ_WAIT (1 s) for a connection, then FAIL_FAST once the
+            # server failed to answer, so every session ends with ERROR 10 (keep what you have,
+            # retry later), the first one too, soon (it waited out the pool's 10 s connect
+            # timeout before, holding the relay's event loop that long).
+            outcomes = []
+            for _ in range(2):
+                async with asyncio.timeout(READ_WAIT + 4.0):  # its read's wait, and the session
+                    outcomes.append(await sync_once(office, relay.url))
+            for outcome in outcomes:
                 assert not (outcome.synced and outcome.ok), "a push was acknowledged with Postgres down"
-            assert outcome.closed is not None and outcome.closed.code == ErrorCode.LIMIT, outcome.closed
-            assert outcome.closed.by_peer and "cannot" in outcome.closed.reason, outcome.closed
+                assert outcome.closed is not None and outcome.closed.code == ErrorCode.LIMIT, outcome.closed
+                assert outcome.closed.by_peer and "cannot" in outcome.closed.reason, outcome.closed
+            status, body = await http_get(relay.url, "/healthz")
+            assert status == 503 and json.loads(body)["storage"] is False, body
             assert sum(office.peer_version_vector(relay.device_id, space).values()) <= held
             server.resume()
             relay.store.outage.retry_after = 0.0  # (should a commit have failed: try at once)
