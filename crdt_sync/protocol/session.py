@@ -10,7 +10,8 @@ and which frames must wait for the host's commit (:meth:`Session.commit_order`).
 
 The rest of the package: ``messages``, ``events``, ``host`` (what it needs of the replica or
 relay), ``spaces`` (per-space state), ``config``, and the session's helpers: ``handshake``,
-``batches`` (sending), ``notices`` (QUARANTINED, CLOCK_SKEW), ``forks``, ``snapshots``, ``ordering``.
+``batches`` (sending), ``incoming`` (sorting what arrives), ``notices`` (QUARANTINED,
+CLOCK_SKEW), ``forks``, ``snapshots``, ``ordering``.
 
 Frames after HELLO are sealed and opened here (protocol 3: ``channel``, ``link``), so every
 transport is encrypted; a driver may take them in the clear and seal each as it leaves
@@ -28,7 +29,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ..envelope import assemble, envelope_hash
 from ..errors import Rejected, StoreError
 from ..identity import device_id, verify
 from .batches import Sender
@@ -38,6 +38,7 @@ from .events import Authenticated, ClockRefused, Closed, Event, HeldBack, Quaran
 from .forks import SessionForks
 from .handshake import AUTH_CONTEXT, TRANSCRIPT_CONTEXT, blind, negotiate, relay_spaces, transcript
 from .host import StreamingHost, SyncHost
+from .incoming import sort_incoming
 from .link import Link
 from .messages import (
     E_AUTH_FAILED,
@@ -75,7 +76,7 @@ from .messages import Quarantined as QuarantinedMsg
 from .notices import SessionNotices
 from .ordering import CommitOrder, commit_order
 from .snapshots import SessionSnapshots
-from .spaces import SpaceState, clamp, covers, merge, public_key, refs, resolve
+from .spaces import SpaceState, clamp, covers, merge, refs, resolve
 
 __all__ = ["AUTH_CONTEXT", "RELIABLE_LINK", "TRANSCRIPT_CONTEXT", "Authenticated", "ClockRefused", "Closed",
            "CommitOrder", "Event", "HeldBack", "Quarantined", "Received", "Session", "SessionConfig",
@@ -505,37 +506,9 @@ class Session:
         st = self._space(msg.space)
         if st is None or st.their_table is None:
             return []  # not shared, or its HAVE was lost: the sender will resend both
-        wires: list[bytes] = []
-        chain: dict[tuple[str, int], bytes] = {}
-        theirs: dict[str, int] = {}
-        aside = self.host.quarantined(st.name)
-        told: dict[str, tuple[int, str, str]] = {}
-        aside_here = 0
-        notices: list[bytes] = []
-        wall = self._notices.wall()
-        for e in msg.envelopes:
-            author = resolve(st, e.author)
-            theirs[author] = max(theirs.get(author, 0), e.seq)
-            aside_from = aside.get(author)
-            if aside_from is not None and e.seq >= aside_from.from_seq:  # set aside here: skipped,
-                # and the peer is told (again); below from_seq it is taken (a fork set aside
-                # by a proof, before this side held the chain up to the fork)
-                aside_here += 1
-                told[author] = (aside_from.from_seq, aside_from.reason, aside_from.detail)
-                continue
-            held = st.holding.get(author)
-            if held is not None and e.seq > held:
-                continue  # its predecessor is held back: a gap
-            prev = b"" if e.seq == 1 else chain.get((author, e.seq - 1)) or self.host.envelope_hash(
-                st.name, author, e.seq - 1)
-            if prev is None:
-                continue  # its predecessor was lost or reordered: skip; the sender resends
-            wire = assemble(st.name, e.author if isinstance(e.author, bytes) else public_key(author),
-                            e.seq, prev, e.hlc, e.payload, e.signature)
-            if self._notices.hold_back(st, author, e.seq, e.hlc, wire, wall, notices):
-                continue  # not stored nor acknowledged: its later seqs are gaps
-            chain[(author, e.seq)] = envelope_hash(wire)
-            wires.append(wire)
+        batch = sort_incoming(st, msg.envelopes, self.host, self._notices)
+        wires, theirs, told, aside_here, notices = (batch.wires, batch.theirs, batch.told, batch.aside_here,
+                                                   batch.notices)
         got = self.host.accept(wires, f"peer {self.peer}", st.name)
         applied, dups, gaps = got.applied, got.duplicates, got.gaps
         skipped = aside_here + got.skipped
