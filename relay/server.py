@@ -130,9 +130,10 @@ class RelayServer:
 
     def __init__(self, config: RelayConfig, session_config: SessionConfig | None = None) -> None:
         self.config = config
-        # The relay's setting bounds how long a connection may stay unauthenticated.
+        # The relay's setting bounds how long a connection may stay unauthenticated; its ACKs
+        # mean "durable" and never wait for the next ones (ack_delay 0).
         self.session_config = replace(session_config or RELIABLE_LINK,
-                                      handshake_timeout=config.handshake_timeout)
+                                      handshake_timeout=config.handshake_timeout, ack_delay=0.0)
         if config.data is None:
             raise ValueError("the relay needs a data directory")
         # On Postgres other relay nodes may write too: a store that finds out (shared_store.py).

@@ -19,6 +19,14 @@ from ._wsclient import WsConn
 WINDOW = 4
 
 
+def _ack_policy() -> tuple[float, int]:
+    """How a device's live session ACKs the relay's frames: at most ``ack_delay`` s late, at
+    once when ``ack_every`` frames wait (docs/PROTOCOL.md, "Delayed ACKs")."""
+    from crdt_sync.protocol.config import RELIABLE_LINK
+
+    return RELIABLE_LINK.ack_delay, RELIABLE_LINK.ack_every
+
+
 # -- the generator's bookkeeping -------------------------------------------------------------
 class Space:
     """One space (a room) as the generator sees it: members, their schedules, their counts."""
@@ -172,6 +180,12 @@ class RelayDevice(Device):
         self._vv_head = _uint(0x80, m)
         self.inflight: list[int] = []  # edits sent, not yet acknowledged (batch = edit + 1)
         self.queued: list[int] = []
+        # Live ACKs wait as a device's session's do (RELIABLE_LINK: ack_delay, ack_every):
+        # the last batch received, how many frames wait, the timer that sends it
+        self._ack: tuple[int, int] | None = None
+        self._ack_waiting = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_delay, self._ack_every = _ack_policy()
 
     @property
     def path(self) -> str:
@@ -233,9 +247,12 @@ class RelayDevice(Device):
                         stats.delivered(space, p, seq - self.base[p], now)
                 else:
                     stats.duplicates += 1
-            assert self.conn is not None
-            self.conn.send(self.link.seal(b"\x84\x05" + _uint(0, space_index) + _uint(0, batch)
-                                          + self._vv_head + b"".join(self._entries)))
+            self._ack = (space_index, batch)
+            self._ack_waiting += 1
+            if self._ack_waiting >= self._ack_every:
+                self._send_ack()
+            elif self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(self._ack_delay, self._send_ack)
         elif kind == T_ACK:
             _, off = _read_uint(data, 2)  # the space index
             batch, _ = _read_uint(data, off)
@@ -250,6 +267,17 @@ class RelayDevice(Device):
         elif kind in (T_ERROR, T_BYE):
             items = cbor2.loads(data)
             self.fail("relay ERROR" if kind == T_ERROR else "relay BYE", f"{items[1:]}")
+
+    def _send_ack(self) -> None:
+        """The waiting ACK: one, of the last batch, covers every frame received (cumulative)."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._ack is None or self.conn is None:
+            return
+        (space_index, batch), self._ack, self._ack_waiting = self._ack, None, 0
+        self.conn.send(self.link.seal(b"\x84\x05" + _uint(0, space_index) + _uint(0, batch)
+                                      + self._vv_head + b"".join(self._entries)))
 
     def edit(self, k: int) -> None:
         if len(self.inflight) >= WINDOW:

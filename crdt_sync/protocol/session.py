@@ -222,6 +222,8 @@ class Session:
             out += self._forks.tick(st, now, cfg.resend_interval) + self._snapshots.tick(st, now)
             if st.retry_at and st.release(now):  # the peer's clock may have caught up
                 out += self._pump(st, now)
+            if st.ack_due and now >= st.ack_due:
+                out += self._flush_ack(st)
         if self.authenticated and now - self._last_tx >= cfg.ping_interval:
             self._ping += 1
             out.append(encode(Ping(self._ping)))
@@ -297,6 +299,7 @@ class Session:
                   if not st.peer_saw_have]
         times += [st.inflight[0].sent_at + cfg.ack_timeout for st in self._spaces.values() if st.inflight]
         times += [t for st in self._spaces.values() for t in st.retry_at.values()]
+        times += [st.ack_due for st in self._spaces.values() if st.ack_due]
         times += self._snapshots.deadlines()
         return min(times)
 
@@ -506,6 +509,7 @@ class Session:
         st = self._space(msg.space)
         if st is None or st.their_table is None:
             return []  # not shared, or its HAVE was lost: the sender will resend both
+        live = st.synced  # synced before this frame: a live push, whose ACK may wait
         batch = sort_incoming(st, msg.envelopes, self.host, self._notices)
         wires, theirs, told, aside_here, notices = (batch.wires, batch.theirs, batch.told, batch.aside_here,
                                                    batch.notices)
@@ -530,7 +534,19 @@ class Session:
             del st.holding[author]  # taken since (its clock caught up)
         self._check_synced(st)
         renewed = self._renew(st, now)  # its redemption or grant may have let the peer in
-        return [*out, *notices, *proofs, *renewed, encode(Ack(st.mine, msg.batch, refs(st, vv)))]
+        return [*out, *notices, *proofs, *renewed, *self._ack(st, msg.batch, vv, now, live)]
+
+    def _ack(self, st: SpaceState, batch: int, vv: dict[str, int], now: float, live: bool) -> list[bytes]:
+        """The ACK of ``batch``: at once, or (a live push) with the next ones (``ack_delay``)."""
+        cfg = self.config
+        if cfg.ack_delay > 0 and live and not st.wait_ack(batch, now, cfg.ack_delay, cfg.ack_every):
+            return []
+        return [encode(Ack(st.mine, max(batch, st.take_ack() or 0), refs(st, vv)))]
+
+    def _flush_ack(self, st: SpaceState) -> list[bytes]:
+        batch = st.take_ack()
+        vv = self.host.version_vector(st.name) if batch is not None else {}
+        return [] if batch is None else [encode(Ack(st.mine, batch, refs(st, vv)))]
 
     def _on_notice(self, msg: QuarantinedMsg | ClockSkew, now: float) -> list[bytes]:
         st = self._space(msg.space)

@@ -59,10 +59,28 @@ class SpaceState:
     #: authors the peer cannot give below its chain bases, after this side refused its
     #: snapshot: author -> the first seq not expected (docs/PROTOCOL.md, "Snapshots in sessions")
     unserved: dict[str, int] = field(default_factory=dict)
+    ack_batch: int = 0  # the last batch received whose ACK waits
+    ack_waiting: int = 0  # ENVELOPES frames whose ACK waits
+    ack_due: float = 0.0  # when the waiting ACK must go (0: none waits)
     #: whether the host served this space to the peer when our HAVE was built (a peer
     #: without read rights is shown an empty space until they arrive: then HAVE is renewed)
     served: bool = True
     renewed: bool = False  # our HAVE was renewed: only an ACK of batch 0 confirms it
+
+    def wait_ack(self, batch: int, now: float, delay: float, every: int) -> bool:
+        """Hold the ACK of ``batch`` (a live push); True when the held ACK must go now."""
+        self.ack_batch = max(self.ack_batch, batch)
+        self.ack_waiting += 1
+        if not self.ack_due:
+            self.ack_due = now + delay
+        return self.ack_waiting >= every
+
+    def take_ack(self) -> int | None:
+        """The last batch whose ACK waits (None: none waits); it no longer waits."""
+        if not self.ack_waiting:
+            return None
+        batch, self.ack_batch, self.ack_waiting, self.ack_due = self.ack_batch, 0, 0, 0.0
+        return batch
 
     def renew(self, vv: dict[str, int], heads: list[bytes], now: float) -> bytes:
         """HAVE again, now that the host serves the space (``heads`` in sorted author order):
